@@ -1,0 +1,1 @@
+"""Partitions, schedules and sensors."""

@@ -1,0 +1,459 @@
+"""`kpi-pipelines`: workspaces, connections, imports, overrides, KPIs and the demo."""
+
+from __future__ import annotations
+
+import getpass
+import json
+import os
+from datetime import UTC, date, datetime, timedelta
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from rich.console import Console
+from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
+from rich.table import Table
+
+from kpi_pipelines import settings
+
+app = typer.Typer(help=__doc__, no_args_is_help=True, pretty_exceptions_enable=False)
+workspace_app = typer.Typer(help="Tenant workspaces.", no_args_is_help=True)
+connection_app = typer.Typer(help="A workspace's connections to providers.", no_args_is_help=True)
+csv_app = typer.Typer(help="CSV uploads.", no_args_is_help=True)
+fx_app = typer.Typer(help="Exchange rates.", no_args_is_help=True)
+override_app = typer.Typer(help="Manual overrides of KPI values.", no_args_is_help=True)
+kpi_app = typer.Typer(help="Read KPIs.", no_args_is_help=True)
+db_app = typer.Typer(help="The warehouse database.", no_args_is_help=True)
+for sub, name in (
+    (workspace_app, "workspace"),
+    (connection_app, "connection"),
+    (csv_app, "csv"),
+    (fx_app, "fx"),
+    (override_app, "override"),
+    (kpi_app, "kpi"),
+    (db_app, "db"),
+):
+    app.add_typer(sub, name=name)
+
+console = Console()
+err = Console(stderr=True)
+
+
+def _warehouse():  # type: ignore[no-untyped-def]
+    from kpi_pipelines.warehouse.database import Warehouse
+
+    with console.status("Starting the warehouse…", spinner="dots"):
+        return Warehouse.connect().ensure_ready()
+
+
+def _fail(message: str) -> typer.Exit:
+    err.print(f"[bold red]error:[/] {message}", highlight=False)
+    return typer.Exit(code=1)
+
+
+def _pairs(values: list[str] | None, what: str) -> dict[str, str]:
+    result = {}
+    for item in values or []:
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            raise _fail(f"{what} {item!r} must look like key=value")
+        result[key.strip()] = value.strip()
+    return result
+
+
+# --- db ---------------------------------------------------------------------------------
+
+
+@db_app.command("upgrade")
+def db_upgrade() -> None:
+    """Create the roles and schema if needed and apply every migration."""
+    warehouse = _warehouse()
+    console.print(f"warehouse schema at revision [bold]{warehouse.upgrade()}[/]")
+
+
+# --- workspaces -------------------------------------------------------------------------
+
+
+@workspace_app.command("add")
+def workspace_add(
+    workspace_id: Annotated[
+        str, typer.Argument(help="Short id: lowercase letters, digits, - or _.")
+    ],
+    name: Annotated[str | None, typer.Option(help="Display name (default: the id).")] = None,
+    currency: Annotated[str, typer.Option(help="Reporting currency (ISO 4217).")] = "USD",
+    timezone: Annotated[str, typer.Option(help="IANA time zone of the reporting day.")] = "UTC",
+) -> None:
+    """Add a tenant workspace."""
+    from pydantic import ValidationError
+
+    from kpi_pipelines.warehouse.control import Workspace, add_workspace
+
+    try:
+        workspace = Workspace(
+            id=workspace_id,
+            name=name or workspace_id,
+            reporting_currency=currency,
+            timezone=timezone,
+        )
+    except ValidationError as exc:
+        raise _fail(
+            "; ".join(e["msg"].removeprefix("Value error, ") for e in exc.errors())
+        ) from None
+    try:
+        add_workspace(_warehouse(), workspace)
+    except ValueError as exc:
+        raise _fail(str(exc)) from None
+    console.print(
+        f"added workspace [bold]{workspace.id}[/] ({workspace.reporting_currency}, {workspace.timezone})"
+    )
+
+
+@workspace_app.command("list")
+def workspace_list() -> None:
+    """List workspaces."""
+    from kpi_pipelines.warehouse.control import list_workspaces
+
+    table = Table("id", "name", "currency", "time zone")
+    for w in list_workspaces(_warehouse()):
+        table.add_row(w.id, w.name, w.reporting_currency, w.timezone)
+    console.print(table)
+
+
+@workspace_app.command("remove")
+def workspace_remove(
+    workspace_id: str,
+    yes: Annotated[bool, typer.Option("--yes", help="Do not ask for confirmation.")] = False,
+) -> None:
+    """Remove a workspace and every row it owns."""
+    from kpi_pipelines.warehouse.control import UnknownWorkspace, remove_workspace
+
+    if not yes:
+        typer.confirm(f"Delete workspace {workspace_id!r} and all its data?", abort=True)
+    try:
+        remove_workspace(_warehouse(), workspace_id)
+    except UnknownWorkspace as exc:
+        raise _fail(str(exc)) from None
+    console.print(f"removed workspace [bold]{workspace_id}[/]")
+
+
+# --- connections ------------------------------------------------------------------------
+
+
+@connection_app.command("add")
+def connection_add(
+    workspace_id: str,
+    provider: str,
+    name: Annotated[
+        str, typer.Option(help="Connection name, when a workspace has several.")
+    ] = "default",
+    setting: Annotated[
+        list[str] | None, typer.Option(help="key=value setting (repeatable).")
+    ] = None,
+    settings_json: Annotated[
+        str | None, typer.Option(help="All settings as a JSON object.")
+    ] = None,
+    settings_file: Annotated[
+        Path | None, typer.Option(help="All settings from a JSON file.")
+    ] = None,
+    secret: Annotated[
+        list[str] | None,
+        typer.Option(
+            help="purpose=ENV_VAR: the environment variable holding a secret (repeatable)."
+        ),
+    ] = None,
+) -> None:
+    """Add (or replace) a workspace's connection to a provider."""
+    from pydantic import ValidationError
+
+    from kpi_pipelines.warehouse.control import Connection, UnknownWorkspace, add_connection
+
+    values: dict[str, Any] = {}
+    try:
+        if settings_file:
+            values.update(json.loads(settings_file.read_text(encoding="utf-8")))
+        if settings_json:
+            values.update(json.loads(settings_json))
+    except (OSError, json.JSONDecodeError) as exc:
+        raise _fail(f"settings are not valid JSON: {exc}") from None
+    values.update(_pairs(setting, "setting"))
+    try:
+        connection = Connection(
+            workspace_id=workspace_id,
+            provider=provider,
+            name=name,
+            settings=values,
+            secret_env=_pairs(secret, "secret"),
+        )
+        saved = add_connection(_warehouse(), connection)
+    except ValidationError as exc:
+        raise _fail(
+            "; ".join(e["msg"].removeprefix("Value error, ") for e in exc.errors())
+        ) from None
+    except UnknownWorkspace as exc:
+        raise _fail(str(exc)) from None
+    console.print(f"saved {provider} connection [bold]{saved.name}[/] for workspace {workspace_id}")
+
+
+@connection_app.command("list")
+def connection_list(workspace_id: Annotated[str | None, typer.Argument()] = None) -> None:
+    """List connections (secrets are shown by variable name only)."""
+    from kpi_pipelines.warehouse.control import list_connections
+
+    table = Table(
+        "workspace",
+        "provider",
+        "name",
+        "secrets (env vars)",
+        "last success",
+        "failures",
+        "last error",
+    )
+    with _warehouse().control() as db:
+        for c in list_connections(db, workspace_id=workspace_id):
+            table.add_row(
+                c.workspace_id,
+                c.provider,
+                c.name,
+                ", ".join(f"{k}={v}" for k, v in c.secret_env.items()),
+                c.last_success_at.isoformat(timespec="seconds") if c.last_success_at else "-",
+                str(c.consecutive_failures),
+                (c.last_error or "")[:60],
+            )
+    console.print(table)
+
+
+# --- imports ----------------------------------------------------------------------------
+
+
+def _run_provider(provider: str, workspace_id: str, run_config: dict[str, Any]) -> bool:
+    from kpi_pipelines.dagster_instance import open_instance
+    from kpi_pipelines.demo import materialize_provider
+
+    warehouse = _warehouse()
+    instance = open_instance(warehouse.admin_url)
+    with console.status(f"Running {provider} for {workspace_id} through Dagster…", spinner="dots"):
+        result = materialize_provider(instance, provider, workspace_id, run_config)
+    if result.success:
+        metadata = _materialization_metadata(result)
+        console.print(
+            f"[green]✓[/] {provider} → {workspace_id}: {metadata.get('records_processed', 0)} records,"
+            f" {metadata.get('points_written', 0)} points written, run {result.run_id}"
+        )
+        return True
+    for event in result.all_events:
+        if event.is_failure and event.step_failure_data is not None:
+            error = event.step_failure_data.error
+            user_message = event.step_failure_data.user_failure_data
+            description = user_message.description if user_message else None
+            err.print(
+                f"[bold red]✗ {provider} → {workspace_id} failed:[/] {description or (error.message if error else '')}",
+                highlight=False,
+            )
+    return False
+
+
+def _materialization_metadata(result: Any) -> dict[str, Any]:
+    for event in result.get_asset_materialization_events():
+        return {k: v.value for k, v in event.materialization.metadata.items()}
+    return {}
+
+
+@csv_app.command("import")
+def csv_import(
+    workspace_id: str,
+    path: Annotated[Path, typer.Argument(help="The CSV file.")],
+    connection: Annotated[str | None, typer.Option(help="Connection name, if several.")] = None,
+) -> None:
+    """Import a CSV file into a workspace, all-or-nothing, as a Dagster run."""
+    config: dict[str, Any] = {"path": str(path.resolve())}
+    if connection:
+        config["connection"] = connection
+    if not _run_provider("csv_upload", workspace_id, config):
+        raise typer.Exit(code=1)
+
+
+@fx_app.command("import")
+def fx_import(
+    path: Annotated[Path, typer.Argument(help="CSV with columns day,base,quote,rate.")],
+) -> None:
+    """Import exchange rates (1 base = rate quote, per day)."""
+    from kpi_pipelines.warehouse.control import import_fx_rates, read_fx_csv
+
+    try:
+        rates = read_fx_csv(path)
+    except (OSError, ValueError) as exc:
+        raise _fail(str(exc)) from None
+    count = import_fx_rates(_warehouse(), rates)
+    console.print(f"imported {count} exchange rate(s)")
+
+
+# --- overrides --------------------------------------------------------------------------
+
+
+@override_app.command("set")
+def override_set(
+    workspace_id: str,
+    source: str,
+    metric: str,
+    day: Annotated[str, typer.Argument(help="Reporting day, YYYY-MM-DD.")],
+    value: float,
+    dimension: Annotated[
+        list[str] | None, typer.Option(help="key=value breakdown (repeatable).")
+    ] = None,
+    reason: Annotated[str | None, typer.Option(help="Why the value is overridden.")] = None,
+    user: Annotated[str | None, typer.Option(help="Who sets it (default: the OS user).")] = None,
+) -> None:
+    """Override one KPI value until the source's next sync writes it."""
+    from pydantic import ValidationError
+
+    from kpi_pipelines.integrations.shared.types import KPIData, day_timestamp
+    from kpi_pipelines.warehouse.tenant_data import set_override
+
+    try:
+        point = KPIData(
+            value=value,
+            timestamp=day_timestamp(date.fromisoformat(day)),
+            metadata={"granularity": "day"},
+            source=source,
+            workspace_id=workspace_id,
+            metric=metric,
+            dimensions=_pairs(dimension, "dimension"),
+        )
+    except (ValidationError, ValueError) as exc:
+        raise _fail(str(exc)) from None
+    set_override(_warehouse(), point, user=user or getpass.getuser(), reason=reason)
+    console.print(f"override set: {workspace_id} {source}/{metric} {day} = {value:g}")
+
+
+@override_app.command("list")
+def override_list(workspace_id: str) -> None:
+    """List a workspace's overrides, open and superseded."""
+    from kpi_pipelines.warehouse.tenant_data import list_overrides
+
+    table = Table("source", "metric", "day", "breakdown", "value", "set by", "set at", "superseded")
+    for o in list_overrides(_warehouse(), workspace_id):
+        table.add_row(
+            o.source,
+            o.metric,
+            o.timestamp.date().isoformat(),
+            o.dimensions_key,
+            f"{o.value:g}",
+            o.set_by,
+            o.set_at.isoformat(timespec="seconds"),
+            f"{o.superseded_at.isoformat(timespec='seconds')} by {o.superseded_by}"
+            if o.superseded_at
+            else "open",
+        )
+    console.print(table)
+
+
+# --- KPIs -------------------------------------------------------------------------------
+
+
+@kpi_app.command("show")
+def kpi_show(
+    workspace_id: str,
+    source: Annotated[str | None, typer.Option(help="Only this source.")] = None,
+    metric: Annotated[
+        str | None, typer.Option(help="Only this metric (all days and breakdowns).")
+    ] = None,
+    days: Annotated[int, typer.Option(help="With --metric: how many days back.")] = 30,
+) -> None:
+    """Show a workspace's KPIs: the latest total of each metric, or one metric's history."""
+    from kpi_pipelines.warehouse.tenant_data import latest_points, read_points
+
+    warehouse = _warehouse()
+    if metric:
+        since = datetime.now(UTC) - timedelta(days=days)
+        points = read_points(warehouse, workspace_id, source=source, metric=metric, since=since)
+    else:
+        points = [
+            p for p in latest_points(warehouse, workspace_id) if not source or p.source == source
+        ]
+    console.print(_kpi_table(workspace_id, points))
+
+
+def _kpi_table(workspace_id: str, points: list[Any]) -> Table:
+    table = Table(
+        "source", "metric", "day", "breakdown", "value", "origin", title=f"KPIs of {workspace_id}"
+    )
+    for p in points:
+        table.add_row(
+            p.source,
+            p.metric,
+            p.timestamp.date().isoformat(),
+            ", ".join(f"{k}={v}" for k, v in p.dimensions.items()),
+            f"{p.value:,.2f}",
+            p.origin,
+        )
+    return table
+
+
+# --- demo and UI ------------------------------------------------------------------------
+
+
+@app.command()
+def demo() -> None:
+    """Two demo workspaces, sample data for every provider, materialized through Dagster."""
+    from kpi_pipelines.dagster_instance import open_instance
+    from kpi_pipelines.demo import demo_providers, ensure_workspaces, materialize_provider
+    from kpi_pipelines.warehouse.tenant_data import latest_points
+
+    warehouse = _warehouse()
+    instance = open_instance(warehouse.admin_url)
+    workspaces = ensure_workspaces(warehouse)
+    providers = list(demo_providers())
+    failures = []
+    with Progress(
+        SpinnerColumn(), TextColumn("{task.description}"), TimeElapsedColumn(), console=console
+    ) as progress:
+        task = progress.add_task("demo", total=len(workspaces) * len(providers))
+        for workspace in workspaces:
+            folder = settings.kpi_home() / "demo" / workspace.id
+            for provider in providers:
+                progress.update(task, description=f"{workspace.id}: {provider.provider}")
+                run_config = provider.prepare(warehouse, workspace, folder)
+                result = materialize_provider(instance, provider.provider, workspace.id, run_config)
+                if not result.success:
+                    failures.append(f"{workspace.id}/{provider.provider} (run {result.run_id})")
+                progress.advance(task)
+    for workspace in workspaces:
+        console.print(_kpi_table(workspace.id, latest_points(warehouse, workspace.id)))
+    if failures:
+        raise _fail("demo runs failed: " + ", ".join(failures))
+    console.print(
+        f"[green]demo done:[/] {len(workspaces)} workspaces x {len(providers)} provider(s);"
+        " browse the runs with `kpi-pipelines ui`"
+    )
+
+
+@app.command()
+def ui(
+    port: Annotated[int, typer.Option(help="Port of the Dagster UI.")] = 3000,
+) -> None:
+    """Start the Dagster UI and daemon (`dagster dev`) on this project's instance."""
+    import subprocess
+    import sys
+
+    from kpi_pipelines.dagster_instance import prepare_dagster_home
+
+    warehouse = _warehouse()
+    prepare_dagster_home(warehouse.admin_url)
+    command = [
+        sys.executable,
+        "-m",
+        "dagster",
+        "dev",
+        "-m",
+        "kpi_pipelines.definitions",
+        "-p",
+        str(port),
+    ]
+    console.print(
+        f"Dagster UI on http://127.0.0.1:{port} (DAGSTER_HOME={os.environ['DAGSTER_HOME']})"
+    )
+    raise typer.Exit(subprocess.call(command))
+
+
+if __name__ == "__main__":
+    app()

@@ -1,0 +1,84 @@
+"""`kpi-pipelines demo`: two workspaces, sample data for every provider, one Dagster run each.
+
+Each provider that has demo data keeps it in `integrations/<provider>/demo.py` with a
+`prepare(warehouse, workspace, folder) -> run_config` function; they are discovered here, so
+adding a provider's demo touches no other provider.
+"""
+
+from __future__ import annotations
+
+import importlib
+import pkgutil
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import dagster as dg
+
+from kpi_pipelines import integrations
+from kpi_pipelines.assets.provider_asset import kpi_asset_key
+from kpi_pipelines.automation.partitions import workspace_partitions
+from kpi_pipelines.warehouse.control import Workspace, add_workspace, list_workspaces
+from kpi_pipelines.warehouse.database import Warehouse
+
+DEMO_WORKSPACES = (
+    Workspace(
+        id="acme", name="Acme Analytics", reporting_currency="USD", timezone="America/New_York"
+    ),
+    Workspace(id="globex", name="Globex GmbH", reporting_currency="EUR", timezone="Europe/Berlin"),
+)
+
+Prepare = Callable[[Warehouse, Workspace, Path], dict[str, Any]]
+
+
+@dataclass(frozen=True)
+class DemoProvider:
+    provider: str
+    prepare: Prepare
+
+
+def demo_providers() -> Iterator[DemoProvider]:
+    for module in pkgutil.iter_modules(integrations.__path__):
+        if not module.ispkg or module.name == "shared":
+            continue
+        try:
+            demo = importlib.import_module(f"{integrations.__name__}.{module.name}.demo")
+        except ModuleNotFoundError:
+            continue
+        yield DemoProvider(provider=module.name, prepare=demo.prepare)
+
+
+def ensure_workspaces(warehouse: Warehouse) -> list[Workspace]:
+    existing = {w.id for w in list_workspaces(warehouse)}
+    for workspace in DEMO_WORKSPACES:
+        if workspace.id not in existing:
+            add_workspace(warehouse, workspace)
+    return list(DEMO_WORKSPACES)
+
+
+def materialize_provider(
+    instance: dg.DagsterInstance,
+    provider: str,
+    workspace_id: str,
+    run_config: dict[str, Any],
+    *,
+    log_level: str = "WARNING",
+) -> dg.ExecuteInProcessResult:
+    """One run of a provider's asset for one workspace, recorded in the Dagster instance."""
+    from kpi_pipelines.definitions import ASSETS, RESOURCES
+
+    if not instance.has_dynamic_partition(workspace_partitions.name, workspace_id):
+        instance.add_dynamic_partitions(workspace_partitions.name, [workspace_id])
+    [asset] = [a for a in ASSETS if a.key == kpi_asset_key(provider)]
+    return dg.materialize(
+        [asset],
+        instance=instance,
+        partition_key=workspace_id,
+        resources=RESOURCES,
+        run_config={
+            "ops": {asset.op.name: {"config": run_config}},
+            "loggers": {"console": {"config": {"log_level": log_level}}},
+        },
+        raise_on_error=False,
+    )

@@ -1,0 +1,1 @@
+"""CSV uploads: user-defined metrics from a CSV file, imported all-or-nothing."""

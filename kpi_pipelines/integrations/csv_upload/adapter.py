@@ -1,0 +1,96 @@
+"""CSV uploads: a workspace's own file, imported all-or-nothing through its saved mapping."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from pydantic import ValidationError
+
+from kpi_pipelines import settings
+from kpi_pipelines.integrations.csv_upload.parsing import CsvTable, read_csv
+from kpi_pipelines.integrations.csv_upload.types import CsvConnectionSettings
+from kpi_pipelines.integrations.shared.base_adapter import IntegrationAdapter
+from kpi_pipelines.integrations.shared.tabular import TabularRow
+from kpi_pipelines.integrations.shared.types import KPIData, SyncResult, day_timestamp
+
+PROVIDER = "csv_upload"
+
+
+class CsvUploadError(ValueError):
+    """The connection or the file cannot be imported; the message says what to fix."""
+
+
+class CsvUploadAdapter(IntegrationAdapter):
+    """Imports one CSV file per run into kpi_data (the run config names the file)."""
+
+    provider = PROVIDER
+    cadence = None  # manual: from the CLI, the UI, or the drop-folder sensor
+
+    max_bytes: int = 0  # 0: KPI_CSV_MAX_BYTES
+
+    def check_connection(self) -> None:
+        self._table()
+
+    def sync(self) -> SyncResult:
+        table = self._table()
+        rows = table.validate()  # raises with every bad row; nothing is written
+        writer = self.point_writer(single_transaction=True)
+        with writer.open():
+            for row in table.rows():
+                writer.add_all(self.transform(row))
+        self.context.log.info(
+            f"imported {rows} row(s) from {table.path.name}: {writer.stats.inserted} new,"
+            f" {writer.stats.updated} changed"
+        )
+        return SyncResult(
+            success=True,
+            records_processed=rows,
+            points_written=writer.stats.written,
+            points_unchanged=writer.stats.unchanged,
+            last_sync_at=datetime.now(UTC),
+        )
+
+    def transform(self, raw: TabularRow) -> list[KPIData]:
+        return [
+            KPIData(
+                value=raw.value,
+                timestamp=day_timestamp(raw.day),
+                metadata={"granularity": "day", "file": self._path().name},
+                source=PROVIDER,
+                workspace_id=self.context.workspace.id,
+                metric=raw.metric,
+                # A blank breakdown cell means the row is not broken down by that column.
+                dimensions={k: v for k, v in raw.dimensions.items() if v},
+            )
+        ]
+
+    def _settings(self) -> CsvConnectionSettings:
+        connection = self.context.connection
+        try:
+            return CsvConnectionSettings.model_validate(connection.settings)
+        except ValidationError as exc:
+            problems = "; ".join(
+                f"{'.'.join(str(p) for p in e['loc']) or 'settings'}: {e['msg']}"
+                for e in exc.errors()
+            )
+            raise CsvUploadError(
+                f"the csv_upload connection {connection.name!r} of workspace"
+                f" {connection.workspace_id!r} has an unusable mapping: {problems}"
+            ) from None
+
+    def _path(self) -> Path:
+        path: Any = self.context.options.get("path")
+        if not path:
+            raise CsvUploadError("no CSV file given: set `path` in the run config")
+        return Path(path).expanduser()
+
+    def _table(self) -> CsvTable:
+        options = self._settings()
+        return read_csv(
+            self._path(),
+            options.mapping,
+            max_bytes=self.max_bytes or settings.csv_max_bytes(),
+            delimiter=options.delimiter,
+        )

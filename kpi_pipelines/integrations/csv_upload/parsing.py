@@ -1,0 +1,343 @@
+"""Reading a user's CSV file on top of the shared table rules in `integrations/shared/tabular.py`.
+
+`read_csv` checks the file as a whole (exists, size, encoding, delimiter, header) without
+holding it in memory; `CsvTable.validate()` then reads every row and lists every error, and
+`CsvTable.rows()` re-reads the file to stream the rows for writing.
+"""
+
+from __future__ import annotations
+
+import codecs
+import contextlib
+import csv
+import io
+import os
+import stat
+from collections.abc import Iterator
+from pathlib import Path
+
+from kpi_pipelines.integrations.shared.tabular import (
+    TableFormatError,
+    TabularMapping,
+    TabularRow,
+    parse_table,
+    validate_table,
+)
+
+__all__ = ["CANDIDATE_DELIMITERS", "CsvFileError", "CsvTable", "read_csv"]
+
+CANDIDATE_DELIMITERS = (",", ";", "\t", "|")
+_DELIMITER_NAMES = {",": "comma ','", ";": "semicolon ';'", "\t": "tab", "|": "pipe '|'"}
+_CHUNK_BYTES = 1 << 20
+_SNIFF_CHARS = 64 * 1024
+_BOMS = (  # longest first: the UTF-32 LE mark starts with the UTF-16 LE one
+    (codecs.BOM_UTF32_LE, "UTF-32"),
+    (codecs.BOM_UTF32_BE, "UTF-32"),
+    (codecs.BOM_UTF16_LE, "UTF-16"),
+    (codecs.BOM_UTF16_BE, "UTF-16"),
+)
+_SAVE_AS_UTF8 = "save it as UTF-8 (in Excel: Save As > 'CSV UTF-8 (Comma delimited)')"
+
+
+class CsvFileError(TableFormatError):
+    """The file cannot be read as a CSV table; the message names the file and what to fix."""
+
+
+def _size(n: int) -> str:
+    if n >= 1024 * 1024:
+        return f"{n / (1024 * 1024):.1f} MB"
+    if n >= 1024:
+        return f"{n / 1024:.1f} KB"
+    return f"{n} bytes"
+
+
+def _signature(path: Path) -> tuple[int, int, int]:
+    info = path.stat()
+    return (info.st_size, info.st_mtime_ns, info.st_ino)
+
+
+class CsvTable:
+    """A CSV file whose encoding, delimiter and header have been checked.
+
+    `validate()` reads every row and raises `TableRejected` listing every invalid row;
+    `rows()` streams the rows for writing (validating first if that has not been done).
+    Each pass re-reads the file, so memory does not grow with its size.
+    """
+
+    def __init__(
+        self,
+        path: Path,
+        mapping: TabularMapping,
+        *,
+        source: str,
+        delimiter: str,
+        header: list[str],
+        header_line: int,
+        signature: tuple[int, int, int],
+    ) -> None:
+        self.path = path
+        self.mapping = mapping
+        self.source = source
+        self.delimiter = delimiter
+        self.header = header
+        self.header_line = header_line
+        self.size_bytes = signature[0]
+        self._opened = signature  # as first checked: any later change is refused
+        self._validated: int | None = None
+
+    def validate(self) -> int:
+        """Check every row; return the number of data rows or raise `TableRejected`."""
+        with self._data_records() as records:
+            count = validate_table(self.header, records, self.mapping, source=self.source)
+        self._validated = count
+        return count
+
+    def rows(self) -> Iterator[TabularRow]:
+        """Stream the valid rows; raises before the first row if any row is invalid."""
+        if self._validated is None:
+            self.validate()
+        return self._stream()
+
+    def _stream(self) -> Iterator[TabularRow]:
+        with self._data_records() as records:
+            yield from parse_table(self.header, records, self.mapping, source=self.source)
+
+    @contextlib.contextmanager
+    def _data_records(self) -> Iterator[Iterator[tuple[int, list[str]]]]:
+        """The records after the header, for one pass over an unchanged file."""
+        self._check_unchanged()
+        with self.path.open(encoding="utf-8-sig", newline="") as handle:
+            records = _records(handle, self.delimiter, self.source)
+            header = next(((line, cells) for line, cells in records if _has_content(cells)), None)
+            if header != (self.header_line, self.header):
+                raise self._changed()
+            yield records
+        self._check_unchanged()
+
+    def _check_unchanged(self) -> None:
+        try:
+            current = _signature(self.path)
+        except OSError:
+            current = None
+        if current != self._opened:
+            raise self._changed()
+
+    def _changed(self) -> CsvFileError:
+        return CsvFileError(
+            self.source, "changed while it was being read; import it again once it is saved"
+        )
+
+
+def _has_content(cells: list[str]) -> bool:
+    return any(cell.strip() for cell in cells)
+
+
+def _records(handle: io.TextIOBase, delimiter: str, source: str) -> Iterator[tuple[int, list[str]]]:
+    """(first physical line of the record, cells), with CSV syntax errors explained."""
+    reader = csv.reader(handle, delimiter=delimiter, skipinitialspace=True, strict=True)
+    end = 0
+    while True:
+        try:
+            record = next(reader)
+        except StopIteration:
+            return
+        except csv.Error as exc:
+            raise CsvFileError(source, _csv_problem(exc, end + 1, reader.line_num)) from None
+        start, end = end + 1, reader.line_num
+        yield start, record
+
+
+def _csv_problem(exc: csv.Error, start: int, line: int) -> str:
+    message = str(exc)
+    if "unexpected end of data" in message:
+        return f"has a quoted field starting on line {start} that is never closed (a missing '\"')"
+    if "expected after" in message:
+        return (
+            f"has a stray quote on line {line} ({message}); inside a quoted field write a quote "
+            'as two quotes ""'
+        )
+    if "field larger than field limit" in message:
+        return (
+            f"has a field of more than {csv.field_size_limit()} characters starting on line "
+            f"{start} (an unclosed quote?)"
+        )
+    return f"is not valid CSV on line {line}: {message}"
+
+
+def read_csv(
+    path: Path,
+    mapping: TabularMapping,
+    *,
+    max_bytes: int,
+    delimiter: str | None = None,
+    source: str | None = None,
+) -> CsvTable:
+    """Open a user's CSV file and check everything but its rows.
+
+    Raises `CsvFileError` when the file is missing, larger than `max_bytes`, empty, not
+    UTF-8 or not valid CSV, and `TableFormatError` when its header does not fit the mapping.
+    `delimiter` overrides detection among , ; TAB and |. `source` names the file in messages
+    (default: its name).
+    """
+    if max_bytes <= 0:
+        raise ValueError(f"max_bytes must be positive, got {max_bytes}")
+    if delimiter is not None and (
+        len(delimiter) != 1 or delimiter in '"\r\n ' or delimiter.isalnum()
+    ):
+        raise ValueError(
+            f"delimiter {delimiter!r} is not usable; use one character such as ',', ';', "
+            "'\\t' or '|'"
+        )
+    path = Path(path)
+    source = source or path.name
+    signature = _check_file(path, source, max_bytes)
+    _check_encoding(path, source, max_bytes)
+    with path.open(encoding="utf-8-sig", newline="") as handle:
+        sample = handle.read(_SNIFF_CHARS)
+        if handle.read(1):
+            sample = sample[: sample.rfind("\n") + 1] or sample  # whole lines only
+    chosen = delimiter or _detect_delimiter(sample, mapping)
+    with path.open(encoding="utf-8-sig", newline="") as handle:
+        records = _records(handle, chosen, source)
+        first = next(((line, cells) for line, cells in records if _has_content(cells)), None)
+    if first is None:
+        raise CsvFileError(source, "is empty: it has no header row")
+    header_line, header = first
+    try:
+        parse_table(header, (), mapping, source=source)  # checks the header eagerly
+    except TableFormatError as exc:
+        if delimiter is None:
+            raise TableFormatError(
+                source,
+                f"{exc.problem} (columns were split on the {_DELIMITER_NAMES[chosen]}, "
+                "detected; set the delimiter if the file uses another)",
+            ) from None
+        raise
+    return CsvTable(
+        path,
+        mapping,
+        source=source,
+        delimiter=chosen,
+        header=header,
+        header_line=header_line,
+        signature=signature,
+    )
+
+
+def _check_file(path: Path, source: str, max_bytes: int) -> tuple[int, int, int]:
+    try:
+        info = path.stat()
+    except FileNotFoundError:
+        raise CsvFileError(source, f"was not found (looked for {path})") from None
+    except OSError as exc:
+        raise CsvFileError(source, f"cannot be read: {exc.strerror or exc}") from None
+    if not stat.S_ISREG(info.st_mode):
+        raise CsvFileError(source, f"is not a file ({path})")
+    if not os.access(path, os.R_OK):
+        raise CsvFileError(source, f"cannot be read: permission denied ({path})")
+    if info.st_size > max_bytes:
+        raise CsvFileError(
+            source, f"is {_size(info.st_size)}; the limit is {_size(max_bytes)} (KPI_CSV_MAX_BYTES)"
+        )
+    if info.st_size == 0:
+        raise CsvFileError(source, "is empty (0 bytes)")
+    return (info.st_size, info.st_mtime_ns, info.st_ino)
+
+
+def _check_encoding(path: Path, source: str, max_bytes: int) -> None:
+    """Fail unless the whole file is UTF-8 text (BOM optional) with something in it."""
+    decoder = codecs.getincrementaldecoder("utf-8")()
+    offset = 0  # bytes before the current chunk
+    newlines = 0  # newlines before the current chunk
+    has_content = False
+    with path.open("rb") as handle:
+        while chunk := handle.read(_CHUNK_BYTES):
+            if offset == 0:
+                _check_signature(chunk, source)
+            pending = len(decoder.getstate()[0])
+            try:
+                text = decoder.decode(chunk)
+            except UnicodeDecodeError as exc:
+                bad = offset - pending + exc.start
+                line = newlines + chunk[: max(0, bad - offset)].count(b"\n") + 1
+                byte = exc.object[exc.start]
+                raise CsvFileError(source, _not_utf8(byte, bad, line)) from None
+            nul = chunk.find(b"\0")
+            if nul >= 0:
+                line = newlines + chunk[:nul].count(b"\n") + 1
+                raise CsvFileError(
+                    source,
+                    f"contains a NUL byte at byte offset {offset + nul} (line {line}): it is not "
+                    f"a text file, or UTF-16 without a byte order mark; {_SAVE_AS_UTF8}",
+                )
+            if offset == 0:
+                text = text.removeprefix("\ufeff")
+            has_content = has_content or bool(text.strip())
+            newlines += chunk.count(b"\n")
+            offset += len(chunk)
+            if offset > max_bytes:  # it grew after the size check
+                raise CsvFileError(
+                    source,
+                    f"is more than {_size(max_bytes)}, the limit (KPI_CSV_MAX_BYTES)",
+                )
+        try:
+            decoder.decode(b"", final=True)
+        except UnicodeDecodeError as exc:
+            bad = offset - len(exc.object) + exc.start
+            raise CsvFileError(
+                source, _not_utf8(exc.object[exc.start], bad, newlines + 1)
+            ) from None
+    if not has_content:
+        raise CsvFileError(source, "is empty: it contains only whitespace")
+
+
+def _check_signature(head: bytes, source: str) -> None:
+    for bom, encoding in _BOMS:
+        if head.startswith(bom):
+            raise CsvFileError(
+                source,
+                f"is {encoding} encoded (byte order mark {bom.hex(' ').upper()}); {_SAVE_AS_UTF8}",
+            )
+    if head.startswith((b"PK\x03\x04", b"\xd0\xcf\x11\xe0")):
+        raise CsvFileError(
+            source, "is a spreadsheet workbook (.xlsx/.xls), not a CSV file; export it as CSV UTF-8"
+        )
+
+
+def _not_utf8(byte: int, offset: int, line: int) -> str:
+    guess = bytes([byte]).decode("cp1252", errors="replace")
+    hint = f" (in Windows-1252/Latin-1 it would be {guess!r})" if guess != "\ufffd" else ""
+    return (
+        f"is not UTF-8: byte 0x{byte:02X} at byte offset {offset} (line {line}) is not valid "
+        f"UTF-8{hint}; {_SAVE_AS_UTF8}"
+    )
+
+
+def _detect_delimiter(sample: str, mapping: TabularMapping) -> str:
+    """Sniff among , ; TAB |, preferring a delimiter that splits out the mapped columns."""
+    sniffed: str | None = None
+    with contextlib.suppress(csv.Error):
+        dialect = csv.Sniffer().sniff(sample, delimiters="".join(CANDIDATE_DELIMITERS))
+        if dialect.delimiter in CANDIDATE_DELIMITERS:
+            sniffed = dialect.delimiter
+    header_line = next((line for line in sample.splitlines() if line.strip()), "")
+    by_frequency = sorted(CANDIDATE_DELIMITERS, key=header_line.count, reverse=True)
+    wanted = set(mapping.columns)
+    for candidate in ([sniffed] if sniffed else []) + by_frequency:
+        # The sniffer guesses from the data alone; "1,5" values in a ;-file can fool it.
+        if wanted <= set(_first_record(sample, candidate)):
+            return candidate
+    if sniffed:
+        return sniffed
+    return by_frequency[0] if header_line.count(by_frequency[0]) else ","
+
+
+def _first_record(sample: str, delimiter: str) -> list[str]:
+    reader = csv.reader(io.StringIO(sample, newline=""), delimiter=delimiter, skipinitialspace=True)
+    try:
+        for record in reader:
+            if _has_content(record):
+                return [cell.strip() for cell in record]
+    except csv.Error:
+        pass
+    return []

@@ -1,0 +1,19 @@
+"""What a csv_upload connection stores in its settings."""
+
+from pydantic import BaseModel, ConfigDict, field_validator
+
+from kpi_pipelines.integrations.shared.tabular import TabularMapping
+
+
+class CsvConnectionSettings(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    mapping: TabularMapping
+    delimiter: str | None = None  # None: detected from the file
+
+    @field_validator("delimiter")
+    @classmethod
+    def _one_character(cls, value: str | None) -> str | None:
+        if value is not None and len(value) != 1:
+            raise ValueError(f"delimiter must be one character, got {value!r}")
+        return value

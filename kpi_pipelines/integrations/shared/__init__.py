@@ -1,0 +1,1 @@
+"""Pieces every provider adapter shares: the adapter base, HTTP client, errors, redaction."""

@@ -1,0 +1,149 @@
+"""The adapter contract every provider implements, and the machinery they share.
+
+A provider is a Dagster ConfigurableResource (its configuration is provider-wide: hosts,
+timeouts, batch size). A run binds it to one workspace's connection with `connect()`, then
+calls `sync()`, which streams pages through validate -> transform -> write, and finally
+`disconnect()`. `transform(raw)` turns one validated provider record into KPI points.
+"""
+
+from __future__ import annotations
+
+import logging
+from abc import ABC, abstractmethod
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from typing import Any, ClassVar
+
+import dagster as dg
+from pydantic import PrivateAttr
+from sqlalchemy.engine import Connection as DbConnection
+
+from kpi_pipelines import settings
+from kpi_pipelines.integrations.shared.types import KPIData, SyncResult
+from kpi_pipelines.warehouse.control import Connection, Workspace
+from kpi_pipelines.warehouse.database import Warehouse
+from kpi_pipelines.warehouse.writer import WriteStats, write_kpis
+
+
+class AdapterNotConnected(RuntimeError):
+    pass
+
+
+@dataclass
+class SyncContext:
+    """What a run hands an adapter: where it writes, for whom, and who is writing."""
+
+    warehouse: Warehouse
+    workspace: Workspace
+    connection: Connection
+    run_id: str
+    options: dict[str, Any] = field(default_factory=dict)
+    log: logging.Logger = field(default_factory=lambda: logging.getLogger("kpi_pipelines.sync"))
+
+    @property
+    def actor(self) -> str:
+        return f"run:{self.run_id}"
+
+
+class IntegrationAdapter(dg.ConfigurableResource, ABC):
+    """connect / sync / transform / disconnect, as the integration spec requires."""
+
+    provider: ClassVar[str]
+    # How often a scheduled sync runs; None for manual sources (freshness is not expected).
+    cadence: ClassVar[timedelta | None] = None
+
+    batch_size: int = 0  # 0: KPI_BATCH_SIZE
+
+    _context: SyncContext | None = PrivateAttr(default=None)
+
+    @property
+    def context(self) -> SyncContext:
+        if self._context is None:
+            raise AdapterNotConnected(f"{self.provider}: call connect() before sync()")
+        return self._context
+
+    def effective_batch_size(self) -> int:
+        return self.batch_size or settings.batch_size()
+
+    def connect(self, context: SyncContext) -> None:
+        """Bind to a workspace's connection and prove it works with one cheap call."""
+        self._context = context
+        self.check_connection()
+
+    @abstractmethod
+    def check_connection(self) -> None:
+        """Fail with a message that says what to fix when the connection cannot work."""
+
+    @abstractmethod
+    def sync(self) -> SyncResult: ...
+
+    @abstractmethod
+    def transform(self, raw: Any) -> list[KPIData]: ...
+
+    def disconnect(self) -> None:
+        self._context = None
+
+    # Helpers for subclasses.
+
+    def point_writer(self, *, single_transaction: bool = False) -> PointWriter:
+        return PointWriter(
+            self.context,
+            batch_size=self.effective_batch_size(),
+            single_transaction=single_transaction,
+        )
+
+
+class PointWriter:
+    """Buffers KPI points and writes each full batch through the one write path.
+
+    By default every batch is its own transaction (a crash loses at most the batch in
+    flight, and a rerun rewrites it without duplicates). `single_transaction=True` makes the
+    whole sync one transaction, for user submissions that are all-or-nothing.
+    """
+
+    def __init__(self, context: SyncContext, *, batch_size: int, single_transaction: bool):
+        self.context = context
+        self.batch_size = batch_size
+        self.single_transaction = single_transaction
+        self.stats = WriteStats()
+        self.fetched_at = datetime.now(UTC)
+        self._buffer: list[KPIData] = []
+        self._shared: DbConnection | None = None
+
+    @contextmanager
+    def open(self) -> Iterator[PointWriter]:
+        if self.single_transaction:
+            with self.context.warehouse.tenant(
+                self.context.workspace.id, actor=self.context.actor
+            ) as db:
+                self._shared = db
+                yield self
+                self.flush()
+            self._shared = None
+        else:
+            yield self
+            self.flush()
+
+    def add_all(self, points: Iterable[KPIData]) -> None:
+        for point in points:
+            self._buffer.append(point)
+            if len(self._buffer) >= self.batch_size:
+                self.flush()
+
+    def flush(self) -> None:
+        if not self._buffer:
+            return
+        batch, self._buffer = self._buffer, []
+        if self._shared is not None:
+            self.stats += write_kpis(
+                self._shared, batch, actor=self.context.actor, fetched_at=self.fetched_at
+            )
+            return
+        with self.context.warehouse.tenant(
+            self.context.workspace.id, actor=self.context.actor
+        ) as db:
+            self.stats += write_kpis(
+                db, batch, actor=self.context.actor, fetched_at=self.fetched_at
+            )

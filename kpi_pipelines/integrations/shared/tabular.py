@@ -1,0 +1,638 @@
+"""Parsing and validation of user-submitted tables (CSV uploads and Google Sheets).
+
+A user's table is all-or-nothing: `validate_table` reads every row and raises
+`TableRejected` listing every bad row with its line number, and only then does the caller
+stream the rows again with `parse_table` to write them. Both passes keep one row in memory
+at a time; the only state that grows with the table is the set of keys seen so far (to
+report duplicates) and the list of errors.
+"""
+
+from __future__ import annotations
+
+import datetime
+import functools
+import hashlib
+import math
+import re
+import unicodedata
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from dataclasses import dataclass
+from decimal import Decimal, InvalidOperation
+
+import pydantic
+
+__all__ = [
+    "METRIC_KEY_PATTERN",
+    "RowError",
+    "TableFormatError",
+    "TableRejected",
+    "TabularMapping",
+    "TabularRow",
+    "metric_key_problem",
+    "parse_table",
+    "validate_table",
+]
+
+METRIC_KEY_PATTERN = re.compile(r"[a-z][a-z0-9_]*")
+
+_THOUSANDS_SEPARATORS = {",", ".", " ", "'", "\u2019", "\u00a0", "\u202f"}
+_DECIMAL_SEPARATORS = {".", ","}
+# Spreadsheets format numbers with look-alikes of the configured separator: French uses
+# (narrow) no-break spaces for " ", Swiss formatting uses a typographic apostrophe for "'".
+_SEPARATOR_ALIASES = {
+    " ": " \u00a0\u202f",
+    "\u00a0": " \u00a0\u202f",
+    "\u202f": " \u00a0\u202f",
+    "'": "'\u2019",
+    "\u2019": "'\u2019",
+}
+_MINUS_SIGNS = "-\u2212"
+_FORMULA_STARTS = "=+-@"
+_ISO_DATE = re.compile(r"[0-9]{4}-[0-9]{2}-[0-9]{2}(?:[T ].+)?")
+
+
+def metric_key_problem(key: str) -> str | None:
+    """Why `key` is not a metric key (lowercase snake_case), or None when it is one."""
+    if METRIC_KEY_PATTERN.fullmatch(key):
+        return None
+    suggestion = _snake_case(key)
+    if suggestion:
+        return f"{key!r} is not a metric key; use lowercase snake_case such as {suggestion!r}"
+    return (
+        f"{key!r} is not a metric key; use lowercase snake_case "
+        "(a-z, 0-9 and _, starting with a letter)"
+    )
+
+
+def _snake_case(text: str) -> str:
+    ascii_text = (
+        unicodedata.normalize("NFKD", text).encode("ascii", "ignore").decode("ascii").strip()
+    )
+    words = re.sub(r"([a-z0-9])([A-Z])", r"\1_\2", ascii_text)
+    key = re.sub(r"[^a-z0-9]+", "_", words.lower()).strip("_")
+    if key and not key[0].isalpha():
+        key = f"m_{key}"
+    return key
+
+
+class TabularMapping(pydantic.BaseModel):
+    """How a user's table maps to KPI points; saved on a connection as JSON."""
+
+    model_config = pydantic.ConfigDict(extra="forbid", frozen=True)
+
+    date_column: str
+    value_column: str
+    metric_column: str | None = None
+    metric: str | None = None
+    dimension_columns: list[str] = []
+    date_formats: list[str] = []
+    thousands_separator: str | None = None
+    decimal_separator: str = "."
+    currency_symbols: str = ""
+
+    @pydantic.field_validator("date_column", "value_column", "metric_column")
+    @classmethod
+    def _column_name(cls, value: str | None) -> str | None:
+        if value is None:
+            return None
+        value = value.strip()
+        if not value:
+            raise ValueError("a column name must not be empty")
+        return value
+
+    @pydantic.field_validator("dimension_columns")
+    @classmethod
+    def _dimension_names(cls, value: list[str]) -> list[str]:
+        names = [name.strip() for name in value]
+        if any(not name for name in names):
+            raise ValueError("a column name must not be empty")
+        return names
+
+    @pydantic.field_validator("metric")
+    @classmethod
+    def _fixed_metric(cls, value: str | None) -> str | None:
+        if value is None:
+            return None
+        problem = metric_key_problem(value)
+        if problem:
+            raise ValueError(problem)
+        return value
+
+    @pydantic.field_validator("date_formats")
+    @classmethod
+    def _date_formats(cls, value: list[str]) -> list[str]:
+        sample = datetime.date(2024, 1, 31)
+        for fmt in value:
+            # A format that cannot round-trip a date (no year, no day, a bad directive)
+            # would silently turn "31/01" into 1900-01-31.
+            try:
+                parsed = datetime.datetime.strptime(sample.strftime(fmt), fmt).date()
+            except ValueError:
+                parsed = None
+            if parsed != sample:
+                raise ValueError(
+                    f"date format {fmt!r} does not identify a full date; use strptime "
+                    "directives with a year, month and day, such as '%d/%m/%Y'"
+                )
+        return value
+
+    @pydantic.field_validator("thousands_separator")
+    @classmethod
+    def _thousands(cls, value: str | None) -> str | None:
+        if value is not None and value not in _THOUSANDS_SEPARATORS:
+            raise ValueError(
+                f"thousands_separator {value!r} is not supported; use one of ',', '.', ' ', \"'\" "
+                "or null for none"
+            )
+        return value
+
+    @pydantic.field_validator("decimal_separator")
+    @classmethod
+    def _decimal(cls, value: str) -> str:
+        if value not in _DECIMAL_SEPARATORS:
+            raise ValueError(f"decimal_separator {value!r} is not supported; use '.' or ','")
+        return value
+
+    @pydantic.field_validator("currency_symbols")
+    @classmethod
+    def _currency(cls, value: str) -> str:
+        for char in value:
+            if unicodedata.category(char) != "Sc":
+                raise ValueError(
+                    f"currency_symbols holds single currency symbol characters such as '$€£'; "
+                    f"{char!r} is not a currency symbol (ISO codes like 'USD' are not supported)"
+                )
+        return value
+
+    @pydantic.model_validator(mode="after")
+    def _consistent(self) -> TabularMapping:
+        if (self.metric_column is None) == (self.metric is None):
+            raise ValueError(
+                "set exactly one of metric_column (the column that holds each row's metric key) "
+                "and metric (one fixed metric key for every row)"
+            )
+        if self.thousands_separator is not None and self.thousands_separator == (
+            self.decimal_separator
+        ):
+            raise ValueError(
+                f"thousands_separator and decimal_separator are both {self.decimal_separator!r}; "
+                "they must differ"
+            )
+        seen: dict[str, str] = {}
+        for role, name in self._roles():
+            if name in seen:
+                raise ValueError(f"column {name!r} is mapped twice ({seen[name]} and {role})")
+            seen[name] = role
+        return self
+
+    def _roles(self) -> list[tuple[str, str]]:
+        roles = [("date_column", self.date_column), ("value_column", self.value_column)]
+        if self.metric_column is not None:
+            roles.append(("metric_column", self.metric_column))
+        roles.extend(("dimension_columns", name) for name in self.dimension_columns)
+        return roles
+
+    @property
+    def columns(self) -> list[str]:
+        """Every column the mapping reads, in the order date, value, metric, dimensions."""
+        return [name for _, name in self._roles()]
+
+
+@dataclass(frozen=True, slots=True)
+class TabularRow:
+    """One valid row: a KPI point as the user submitted it."""
+
+    line: int
+    day: datetime.date
+    metric: str
+    value: float
+    dimensions: dict[str, str]
+
+
+@dataclass(frozen=True)
+class RowError:
+    """Why one row (or one cell of it) is invalid."""
+
+    line: int
+    column: str | None
+    reason: str
+
+    def __str__(self) -> str:
+        if self.column is None:
+            return f"line {self.line}: {self.reason}"
+        return f"line {self.line}, column {self.column!r}: {self.reason}"
+
+
+class TableFormatError(ValueError):
+    """A problem with the table as a whole (empty, no data rows, missing columns, ...).
+
+    `problem` reads as a predicate of the source: "orders.csv" + " has no data rows".
+    """
+
+    def __init__(self, source: str, problem: str) -> None:
+        super().__init__(f"{source} {problem}")
+        self.source = source
+        self.problem = problem
+
+    def __reduce__(self) -> tuple[type, tuple[str, str]]:
+        return (type(self), (self.source, self.problem))
+
+
+class TableRejected(ValueError):
+    """The table has invalid rows; nothing of it may be stored. Lists every error."""
+
+    def __init__(self, source: str, errors: Sequence[RowError]) -> None:
+        self.source = source
+        self.errors = list(errors)
+        bad_rows = len({error.line for error in self.errors})
+        count = f"{bad_rows} invalid row{'s' if bad_rows != 1 else ''}"
+        if len(self.errors) != bad_rows:
+            count += f" ({len(self.errors)} errors)"
+        lines = "\n".join(str(error) for error in self.errors)
+        super().__init__(f"{source} was rejected and nothing was imported: {count}\n{lines}")
+
+    def __reduce__(self) -> tuple[type, tuple[str, list[RowError]]]:
+        return (type(self), (self.source, self.errors))
+
+
+class _CellError(Exception):
+    """A cell cannot be read; the reason is shown to the user."""
+
+
+class _NotANumber(_CellError):
+    """Unrecognised characters: may be reported as a formula instead."""
+
+
+_DIGIT_SPAN = re.compile(r"[0-9](?:.*[0-9])?", re.DOTALL)
+_EXPONENT = re.compile(r"(.*?)([eE][+-]?[0-9]+)")
+
+
+class _NumberFormat:
+    """Reads a value cell the way the mapping allows."""
+
+    __slots__ = ("common", "currency", "decimal", "drop_thousands", "grouped", "plain", "thousands")
+
+    def __init__(self, thousands: str, decimal: str, currency: str) -> None:
+        self.thousands = thousands  # every accepted thousands character, "" when none
+        self.decimal = decimal
+        self.currency = currency
+        # Most cells are plain numbers: one regex and float() instead of the full grammar.
+        self.plain = re.compile(rf"[+-]?[0-9]+(?:{re.escape(decimal)}[0-9]+)?")
+        group = rf"[0-9]{{1,3}}(?:[{re.escape(thousands)}][0-9]{{3}})+"
+        self.grouped = re.compile(group) if thousands else None
+        self.drop_thousands = str.maketrans("", "", thousands)
+        # The next most common: "$1,234.50", "-1.234,50 €". Anything else takes the slow
+        # path, which accepts the same and explains what it rejects.
+        whole = f"(?:{group}|[0-9]+)" if thousands else "[0-9]+"
+        symbol = rf"(?:[{re.escape(currency)}])" if currency else "(?!)"
+        self.common = re.compile(
+            rf"(?P<sign>[-+]?)\s*(?P<before>{symbol}?)\s*(?P<sign2>[-+]?)(?P<whole>{whole})"
+            rf"(?:{re.escape(decimal)}(?P<fraction>[0-9]+))?\s*(?P<after>{symbol}?)"
+        )
+
+    def parse(self, text: str) -> float:
+        """`text` is already stripped."""
+        if not text:
+            raise _CellError("value is empty")
+        value = self._fast(text)
+        if value is not None and math.isfinite(value):
+            return value
+        if text[0] in "=@":
+            raise _CellError(_FORMULA_REASON)
+        try:
+            return self._parse(text)
+        except _NotANumber:
+            if text[0] in _FORMULA_STARTS and len(text) > 1:
+                raise _CellError(_FORMULA_REASON) from None
+            raise
+
+    def _fast(self, text: str) -> float | None:
+        """The common shapes, or None to take the full grammar."""
+        if self.plain.fullmatch(text):
+            return float(text if self.decimal == "." else text.replace(",", ".")) + 0.0
+        common = self.common.fullmatch(text)
+        if common:
+            sign, before, sign2, whole, fraction, after = common.groups()
+            if not (sign and sign2) and not (before and after):
+                whole = whole.translate(self.drop_thousands)
+                number = float(f"{whole}.{fraction or '0'}")
+                return (-number if "-" in (sign, sign2) else number) + 0.0
+        return None
+
+    def _parse(self, text: str) -> float:
+        digits = _DIGIT_SPAN.search(text)
+        if not digits:
+            raise _NotANumber(f"{text!r} is not a number")
+        start, end = digits.span()
+        if start > 0 and text[start - 1] == self.decimal:
+            start -= 1  # ".5"
+        elif end < len(text) and text[end] == self.decimal:
+            end += 1  # "5."
+        negative, percent = self._affixes(text, text[:start], text[end:])
+        number = self._core(text, text[start:end])
+        try:
+            if percent:
+                number = number.scaleb(-2)
+            # copy_negate and + 0.0: no "-0" for "(0)" or "-0"
+            value = float(number.copy_negate() if negative else number) + 0.0
+        except ArithmeticError:  # an exponent beyond what Decimal allows
+            value = math.inf
+        if not math.isfinite(value):
+            raise _CellError(f"{text!r} is not a finite number")
+        return value
+
+    def _affixes(self, text: str, prefix: str, suffix: str) -> tuple[bool, bool]:
+        """Signs, parentheses, currency symbol and percent around the digits."""
+        signs = opens = closes = percents = 0
+        symbols: list[str] = []
+        for part, allowed in ((prefix, "(+" + _MINUS_SIGNS), (suffix, ")%")):
+            for char in part:
+                if char.isspace():
+                    continue
+                if char in self.currency:
+                    symbols.append(char)
+                elif char not in allowed:
+                    if unicodedata.category(char) == "Sc":
+                        allowed_symbols = f"only {self.currency!r}" if self.currency else "none"
+                        raise _CellError(
+                            f"{text!r} is not a number: currency symbol {char!r} is not allowed "
+                            f"by the mapping (currency_symbols: {allowed_symbols})"
+                        )
+                    raise _NotANumber(f"{text!r} is not a number")
+                elif char == "(":
+                    opens += 1
+                elif char == ")":
+                    closes += 1
+                elif char == "%":
+                    percents += 1
+                else:
+                    signs += 1
+        if opens > 1 or closes > 1 or opens != closes:
+            raise _NotANumber(f"{text!r} is not a number: unbalanced parentheses")
+        if signs > 1 or (signs and opens):
+            raise _NotANumber(
+                f"{text!r} is not a number: use one minus sign or parentheses for a negative value"
+            )
+        if len(symbols) > 1:
+            raise _NotANumber(f"{text!r} is not a number: more than one currency symbol")
+        if percents > 1 or (percents and symbols):
+            raise _NotANumber(f"{text!r} is not a number")
+        negative = bool(opens) or any(char in _MINUS_SIGNS for char in prefix)
+        return negative, bool(percents)
+
+    def _core(self, text: str, core: str) -> Decimal:
+        """The digits with their separators and an optional exponent, as a Decimal."""
+        mantissa, exponent = core, ""
+        match = _EXPONENT.fullmatch(core)
+        if match:
+            mantissa, exponent = match.groups()
+        whole, _, fraction = mantissa.partition(self.decimal)
+        if fraction and not _is_digits(fraction):
+            self._explain(text, fraction, in_fraction=True)
+        if whole and not _is_digits(whole):
+            if self.grouped and self.grouped.fullmatch(whole):
+                whole = re.sub(r"[^0-9]", "", whole)
+            else:
+                self._explain(text, whole, in_fraction=False)
+        try:
+            return Decimal(f"{whole or '0'}.{fraction or '0'}{exponent}")
+        except InvalidOperation:
+            raise _NotANumber(f"{text!r} is not a number") from None
+
+    def _explain(self, text: str, part: str, *, in_fraction: bool) -> None:
+        """Raise the most helpful reason for separators that are not where they may be."""
+        stray = next((char for char in part if not "0" <= char <= "9"), "")
+        if stray and not in_fraction and self.thousands and stray in self.thousands:
+            raise _CellError(
+                f"{text!r} is not a number: thousands separator {stray!r} is misplaced "
+                f"(groups of 3 digits are expected; the decimal separator is {self.decimal!r})"
+            )
+        if stray in _THOUSANDS_SEPARATORS | _DECIMAL_SEPARATORS:
+            allowed = (
+                f"thousands separator {self.thousands[0]!r}"
+                if self.thousands
+                else "no thousands separator"
+            )
+            raise _CellError(
+                f"{text!r} is not a number: {stray!r} is not allowed there "
+                f"(the mapping has decimal separator {self.decimal!r} and {allowed})"
+            )
+        raise _NotANumber(f"{text!r} is not a number")
+
+
+def _is_digits(text: str) -> bool:
+    return text.isascii() and text.isdigit()
+
+
+_FORMULA_REASON = "looks like a spreadsheet formula; only numbers are accepted"
+
+
+def _number_format(mapping: TabularMapping) -> _NumberFormat:
+    thousands = mapping.thousands_separator or ""
+    return _NumberFormat(
+        thousands=_SEPARATOR_ALIASES.get(thousands, thousands),
+        decimal=mapping.decimal_separator,
+        currency=mapping.currency_symbols,
+    )
+
+
+def _date_parser(formats: Sequence[str]) -> Callable[[str], datetime.date]:
+    expected = "YYYY-MM-DD" + (f" or {' or '.join(repr(f) for f in formats)}" if formats else "")
+
+    # Dates repeat across rows; strptime is the slowest step of a row without the cache.
+    @functools.lru_cache(maxsize=4096)
+    def parse(text: str) -> datetime.date:
+        if not text:
+            raise _CellError("date is empty")
+        invalid = ""
+        if _ISO_DATE.fullmatch(text):
+            try:
+                if len(text) == 10:
+                    return datetime.date.fromisoformat(text)
+                return datetime.datetime.fromisoformat(text).date()
+            except ValueError as exc:
+                if not str(exc).startswith("Invalid isoformat"):
+                    invalid = str(exc)  # a real date field out of range, e.g. "2024-02-30"
+        for fmt in formats:
+            try:
+                return datetime.datetime.strptime(text, fmt).date()
+            except ValueError as exc:
+                if not str(exc).startswith(("time data", "unconverted data")):
+                    invalid = invalid or str(exc)
+        if invalid:
+            raise _CellError(f"{text!r} is not a valid date ({invalid})")
+        raise _CellError(f"{text!r} is not a date; expected {expected}")
+
+    return parse
+
+
+def _texts(cells: Sequence[object]) -> list[str]:
+    """Stripped cell texts; a Sheets API cell may also be a number or null."""
+    return [
+        cell.strip() if isinstance(cell, str) else "" if cell is None else str(cell).strip()
+        for cell in cells
+    ]
+
+
+class _TableParser:
+    """Checks the header against the mapping once, then reads rows one at a time."""
+
+    def __init__(self, header: Sequence[str], mapping: TabularMapping, source: str) -> None:
+        self.source = source
+        self.mapping = mapping
+        names = _texts(header)
+        if not any(names):
+            raise TableFormatError(source, "is empty: there is no header row")
+        self.width = len(names)
+        positions: dict[str, list[int]] = {}
+        for index, name in enumerate(names):
+            if name:
+                positions.setdefault(name, []).append(index)
+        duplicated = {name: idx for name, idx in positions.items() if len(idx) > 1}
+        if duplicated:
+            listed = "; ".join(
+                f"{name!r} (columns {', '.join(str(i + 1) for i in idx)})"
+                for name, idx in duplicated.items()
+            )
+            raise TableFormatError(
+                source, f"names a column more than once in its header: {listed}; rename them"
+            )
+        missing = [name for name in mapping.columns if name not in positions]
+        if missing:
+            raise TableFormatError(source, _missing_columns(missing, names))
+        self.date_index = positions[mapping.date_column][0]
+        self.value_index = positions[mapping.value_column][0]
+        self.metric_index = (
+            positions[mapping.metric_column][0] if mapping.metric_column is not None else None
+        )
+        self.dimensions = [(name, positions[name][0]) for name in mapping.dimension_columns]
+        self.parse_date = _date_parser(mapping.date_formats)
+        self.number = _number_format(mapping)
+        self.seen: dict[bytes, int] = {}
+
+    def parse_row(self, line: int, cells: Sequence[object]) -> TabularRow | list[RowError] | None:
+        """A valid row, its errors, or None for a fully empty row."""
+        texts = _texts(cells)
+        if not any(texts):
+            return None
+        if len(texts) > self.width and any(texts[self.width :]):
+            return [
+                RowError(
+                    line,
+                    None,
+                    f"has {len(texts)} cells but the header has {self.width} columns "
+                    "(an unquoted delimiter inside a value?)",
+                )
+            ]
+        if len(texts) < self.width:
+            texts += [""] * (self.width - len(texts))  # ragged: Sheets drops trailing empty cells
+        errors: list[RowError] = []
+        day = metric = value = None
+        try:
+            day = self.parse_date(texts[self.date_index])
+        except _CellError as exc:
+            errors.append(RowError(line, self.mapping.date_column, str(exc)))
+        if self.metric_index is None:
+            metric = self.mapping.metric
+        else:
+            metric = texts[self.metric_index]
+            problem = "metric is empty" if not metric else metric_key_problem(metric)
+            if problem:
+                errors.append(RowError(line, self.mapping.metric_column, problem))
+        try:
+            value = self.number.parse(texts[self.value_index])
+        except _CellError as exc:
+            errors.append(RowError(line, self.mapping.value_column, str(exc)))
+        if errors:
+            return errors
+        assert day is not None and metric is not None and value is not None
+        dimensions = {name: texts[index] for name, index in self.dimensions}
+        # A 128-bit digest instead of the key itself keeps the duplicate check small.
+        key = hashlib.blake2b(
+            repr((day.toordinal(), metric, *dimensions.values())).encode(), digest_size=16
+        ).digest()
+        first = self.seen.setdefault(key, line)
+        if first != line:
+            return [
+                RowError(line, None, f"duplicates line {first} (same date, metric and dimensions)")
+            ]
+        return TabularRow(line=line, day=day, metric=metric, value=value, dimensions=dimensions)
+
+
+def _missing_columns(missing: list[str], present: list[str]) -> str:
+    named = ", ".join(repr(name) for name in missing)
+    noun = "column" if len(missing) == 1 else "columns"
+    listed = ", ".join(repr(name) for name in present if name) or "none"
+    message = f"is missing mapped {noun} {named}; the header has: {listed}"
+    by_folded = {name.casefold(): name for name in present if name}
+    hints = [
+        f"{name!r} -> {by_folded[name.casefold()]!r}"
+        for name in missing
+        if name.casefold() in by_folded
+    ]
+    if hints:
+        message += f" (names are case-sensitive: {', '.join(hints)}?)"
+    return message
+
+
+def parse_table(
+    header: Sequence[str],
+    rows: Iterable[tuple[int, Sequence[str]]],
+    mapping: TabularMapping,
+    *,
+    source: str,
+) -> Iterator[TabularRow]:
+    """Stream the valid rows of a table whose header has already been read.
+
+    `rows` yields (line number as the user sees it, cells). Header problems raise
+    `TableFormatError` at once; the first invalid row raises `TableRejected` with that row's
+    errors, so run `validate_table` over the same table first to report every error.
+    """
+    parser = _TableParser(header, mapping, source)
+    return _stream(parser, rows)
+
+
+def _stream(
+    parser: _TableParser, rows: Iterable[tuple[int, Sequence[str]]]
+) -> Iterator[TabularRow]:
+    count = 0
+    for line, cells in rows:
+        parsed = parser.parse_row(line, cells)
+        if isinstance(parsed, list):
+            raise TableRejected(parser.source, parsed)
+        if parsed is not None:
+            count += 1
+            yield parsed
+    if count == 0:
+        raise TableFormatError(parser.source, _NO_DATA)
+
+
+_NO_DATA = "has a header row but no data rows"
+
+
+def validate_table(
+    header: Sequence[str],
+    rows: Iterable[tuple[int, Sequence[str]]],
+    mapping: TabularMapping,
+    *,
+    source: str,
+) -> int:
+    """Read the whole table and return its number of data rows.
+
+    Raises `TableFormatError` for a problem with the table as a whole and `TableRejected`
+    listing every invalid row otherwise.
+    """
+    parser = _TableParser(header, mapping, source)
+    errors: list[RowError] = []
+    count = 0
+    for line, cells in rows:
+        parsed = parser.parse_row(line, cells)
+        if isinstance(parsed, list):
+            errors.extend(parsed)
+        elif parsed is not None:
+            count += 1
+    if errors:
+        raise TableRejected(source, errors)
+    if count == 0:
+        raise TableFormatError(source, _NO_DATA)
+    return count

@@ -1,0 +1,1 @@
+"""Loopback simulators of the providers' APIs, for tests, demos and local development."""

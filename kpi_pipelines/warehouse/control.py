@@ -1,0 +1,316 @@
+"""The control plane: workspaces, their connections, and fx rates (as kpi_control)."""
+
+from __future__ import annotations
+
+import csv
+import re
+from collections.abc import Iterable
+from datetime import UTC, date, datetime, timedelta
+from pathlib import Path
+from typing import Any
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+import sqlalchemy as sa
+from pydantic import BaseModel, Field, field_validator
+from sqlalchemy.engine import Connection as DbConnection
+
+from kpi_pipelines.warehouse.database import Warehouse
+
+WORKSPACE_ID = re.compile(r"^[a-z0-9][a-z0-9_-]{0,62}$")
+# Upper case only: a lower-case "name" is far more likely a pasted key (sk_test_...).
+ENV_VAR_NAME = re.compile(r"^[A-Z_][A-Z0-9_]*$")
+
+
+class Workspace(BaseModel):
+    id: str
+    name: str
+    reporting_currency: str = "USD"
+    timezone: str = "UTC"
+
+    @field_validator("id")
+    @classmethod
+    def _id(cls, value: str) -> str:
+        if not WORKSPACE_ID.match(value):
+            raise ValueError(
+                f"workspace id {value!r} must be 1-63 lowercase letters, digits, '-' or '_'"
+            )
+        return value
+
+    @field_validator("reporting_currency")
+    @classmethod
+    def _currency(cls, value: str) -> str:
+        if not re.fullmatch(r"[A-Za-z]{3}", value):
+            raise ValueError(f"reporting currency {value!r} is not a 3-letter ISO 4217 code")
+        return value.upper()
+
+    @field_validator("timezone")
+    @classmethod
+    def _timezone(cls, value: str) -> str:
+        try:
+            ZoneInfo(value)
+        except (ZoneInfoNotFoundError, ValueError):
+            raise ValueError(
+                f"time zone {value!r} is not an IANA zone such as 'Europe/Paris'"
+            ) from None
+        return value
+
+
+class Connection(BaseModel):
+    """A workspace's link to one provider; secrets are named by environment variable only."""
+
+    id: int | None = None
+    workspace_id: str
+    provider: str
+    name: str = "default"
+    settings: dict[str, Any] = Field(default_factory=dict)
+    secret_env: dict[str, str] = Field(default_factory=dict)
+    enabled: bool = True
+    consecutive_failures: int = 0
+    last_error: str | None = None
+    last_attempt_at: datetime | None = None
+    last_success_at: datetime | None = None
+    next_attempt_at: datetime | None = None
+
+    @field_validator("secret_env")
+    @classmethod
+    def _env_names(cls, value: dict[str, str]) -> dict[str, str]:
+        for purpose, name in value.items():
+            if not ENV_VAR_NAME.match(name):
+                raise ValueError(
+                    f"secret {purpose!r} must name an environment variable in upper case (like"
+                    " STRIPE_KEY_ACME) that holds the secret, not the secret itself"
+                )
+        return value
+
+
+class UnknownWorkspace(LookupError):
+    pass
+
+
+class UnknownConnection(LookupError):
+    pass
+
+
+def add_workspace(warehouse: Warehouse, workspace: Workspace) -> Workspace:
+    with warehouse.control() as db:
+        exists = db.execute(
+            sa.text("SELECT 1 FROM workspaces WHERE id = :id"), {"id": workspace.id}
+        ).first()
+        if exists:
+            raise ValueError(f"workspace {workspace.id!r} already exists")
+        db.execute(
+            sa.text(
+                "INSERT INTO workspaces (id, name, reporting_currency, timezone)"
+                " VALUES (:id, :name, :reporting_currency, :timezone)"
+            ),
+            workspace.model_dump(),
+        )
+    return workspace
+
+
+def list_workspaces(warehouse: Warehouse) -> list[Workspace]:
+    with warehouse.control() as db:
+        rows = db.execute(
+            sa.text("SELECT id, name, reporting_currency, timezone FROM workspaces ORDER BY id")
+        ).mappings()
+        return [Workspace(**row) for row in rows]
+
+
+def workspace_ids(warehouse: Warehouse) -> list[str]:
+    with warehouse.control() as db:
+        return list(db.execute(sa.text("SELECT id FROM workspaces ORDER BY id")).scalars())
+
+
+def get_workspace(db: DbConnection, workspace_id: str) -> Workspace:
+    """Read one workspace in any transaction that may see it (control, or its own tenant)."""
+    row = (
+        db.execute(
+            sa.text("SELECT id, name, reporting_currency, timezone FROM workspaces WHERE id = :id"),
+            {"id": workspace_id},
+        )
+        .mappings()
+        .first()
+    )
+    if row is None:
+        raise UnknownWorkspace(f"workspace {workspace_id!r} does not exist")
+    return Workspace(**row)
+
+
+def remove_workspace(warehouse: Warehouse, workspace_id: str) -> None:
+    """Delete a workspace and, by cascade, every row it owns."""
+    with warehouse.control() as db:
+        deleted = db.execute(sa.text("DELETE FROM workspaces WHERE id = :id"), {"id": workspace_id})
+        if deleted.rowcount == 0:
+            raise UnknownWorkspace(f"workspace {workspace_id!r} does not exist")
+
+
+def add_connection(warehouse: Warehouse, connection: Connection) -> Connection:
+    with warehouse.control() as db:
+        get_workspace(db, connection.workspace_id)
+        row = db.execute(
+            sa.text(
+                "INSERT INTO connections (workspace_id, provider, name, settings, secret_env)"
+                " VALUES (:workspace_id, :provider, :name, :settings, :secret_env)"
+                " ON CONFLICT (workspace_id, provider, name) DO UPDATE"
+                " SET settings = excluded.settings, secret_env = excluded.secret_env"
+                " RETURNING id"
+            ).bindparams(
+                sa.bindparam("settings", type_=sa.JSON), sa.bindparam("secret_env", type_=sa.JSON)
+            ),
+            connection.model_dump(
+                include={"workspace_id", "provider", "name", "settings", "secret_env"}
+            ),
+        ).scalar_one()
+    return connection.model_copy(update={"id": row})
+
+
+_CONNECTION_COLUMNS = (
+    "id, workspace_id, provider, name, settings, secret_env, enabled, consecutive_failures,"
+    " last_error, last_attempt_at, last_success_at, next_attempt_at"
+)
+
+
+def list_connections(
+    db: DbConnection, *, provider: str | None = None, workspace_id: str | None = None
+) -> list[Connection]:
+    query = f"SELECT {_CONNECTION_COLUMNS} FROM connections WHERE true"
+    params: dict[str, Any] = {}
+    if provider:
+        query += " AND provider = :provider"
+        params["provider"] = provider
+    if workspace_id:
+        query += " AND workspace_id = :ws"
+        params["ws"] = workspace_id
+    rows = db.execute(sa.text(query + " ORDER BY workspace_id, provider, name"), params).mappings()
+    return [Connection(**row) for row in rows]
+
+
+def get_connection(
+    db: DbConnection, workspace_id: str, provider: str, name: str | None = None
+) -> Connection:
+    """The workspace's connection to `provider` (by name, or its only one)."""
+    found = [
+        c
+        for c in list_connections(db, provider=provider, workspace_id=workspace_id)
+        if name is None or c.name == name
+    ]
+    if not found:
+        named = f" named {name!r}" if name else ""
+        raise UnknownConnection(
+            f"workspace {workspace_id!r} has no {provider} connection{named}; add one with"
+            f" `kpi-pipelines connection add {workspace_id} {provider} ...`"
+        )
+    if len(found) > 1:
+        names = ", ".join(c.name for c in found)
+        raise UnknownConnection(
+            f"workspace {workspace_id!r} has several {provider} connections ({names}); name one"
+        )
+    return found[0]
+
+
+# A connection that keeps failing is retried less often: after n consecutive failures
+# the next scheduled attempt waits cadence * 2**(n-1), at most a day.
+MAX_BACKOFF = timedelta(days=1)
+
+
+def record_sync_outcome(
+    db: DbConnection,
+    connection_id: int,
+    *,
+    success: bool,
+    error: str | None,
+    cadence: timedelta | None,
+    now: datetime | None = None,
+) -> Connection:
+    now = now or datetime.now(UTC)
+    current = db.execute(
+        sa.text("SELECT consecutive_failures FROM connections WHERE id = :id"),
+        {"id": connection_id},
+    ).scalar_one()
+    failures = 0 if success else current + 1
+    next_attempt = None
+    if failures and cadence is not None:
+        next_attempt = now + min(cadence * 2 ** (failures - 1), MAX_BACKOFF)
+    row = (
+        db.execute(
+            sa.text(
+                "UPDATE connections SET consecutive_failures = :failures, last_error = :error,"
+                " last_attempt_at = :now,"
+                " last_success_at = CASE WHEN :success THEN :now ELSE last_success_at END,"
+                " next_attempt_at = :next_attempt"
+                f" WHERE id = :id RETURNING {_CONNECTION_COLUMNS}"
+            ),
+            {
+                "failures": failures,
+                "error": None if success else error,
+                "now": now,
+                "success": success,
+                "next_attempt": next_attempt,
+                "id": connection_id,
+            },
+        )
+        .mappings()
+        .one()
+    )
+    return Connection(**row)
+
+
+def due_for_sync(connection: Connection, now: datetime | None = None) -> bool:
+    """False while a failing connection waits out its backoff."""
+    if not connection.enabled:
+        return False
+    if connection.next_attempt_at is None:
+        return True
+    return (now or datetime.now(UTC)) >= connection.next_attempt_at
+
+
+class FxRate(BaseModel):
+    base: str
+    quote: str
+    day: date
+    rate: float = Field(gt=0, allow_inf_nan=False)
+
+    @field_validator("base", "quote")
+    @classmethod
+    def _code(cls, value: str) -> str:
+        if not re.fullmatch(r"[A-Za-z]{3}", value.strip()):
+            raise ValueError(f"{value!r} is not a 3-letter currency code")
+        return value.strip().upper()
+
+
+def import_fx_rates(warehouse: Warehouse, rates: Iterable[FxRate]) -> int:
+    rows = [r.model_dump() for r in rates]
+    if not rows:
+        return 0
+    with warehouse.control() as db:
+        db.execute(
+            sa.text(
+                "INSERT INTO fx_rates (base, quote, day, rate) VALUES (:base, :quote, :day, :rate)"
+                " ON CONFLICT (base, quote, day) DO UPDATE SET rate = excluded.rate"
+            ),
+            rows,
+        )
+    return len(rows)
+
+
+def read_fx_csv(path: Path) -> list[FxRate]:
+    """Parse a `day,base,quote,rate` CSV; any bad row rejects the file with its line number."""
+    from pydantic import ValidationError
+
+    rates, errors = [], []
+    with path.open(newline="", encoding="utf-8-sig") as handle:
+        reader = csv.DictReader(handle)
+        missing = {"day", "base", "quote", "rate"} - set(reader.fieldnames or [])
+        if missing:
+            raise ValueError(f"{path.name}: missing column(s) {', '.join(sorted(missing))}")
+        for row in reader:
+            try:
+                rates.append(FxRate.model_validate(row))
+            except ValidationError as exc:
+                reasons = "; ".join(e["msg"] for e in exc.errors())
+                errors.append(f"line {reader.line_num}: {reasons}")
+    if errors:
+        raise ValueError(
+            f"{path.name}: {len(errors)} bad row(s), nothing imported:\n" + "\n".join(errors)
+        )
+    return rates

@@ -1,0 +1,138 @@
+"""Reads and manual edits of one workspace's KPI data (always as kpi_tenant, scoped)."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+import sqlalchemy as sa
+from pydantic import BaseModel
+
+from kpi_pipelines.integrations.shared.types import KPIData
+from kpi_pipelines.warehouse.database import Warehouse
+
+
+class StoredPoint(BaseModel):
+    source: str
+    metric: str
+    timestamp: datetime
+    dimensions: dict[str, str]
+    value: float
+    metadata: dict[str, Any]
+    origin: str
+    changed_by: str
+
+
+class Override(BaseModel):
+    id: int
+    source: str
+    metric: str
+    timestamp: datetime
+    dimensions_key: str
+    value: float
+    reason: str | None
+    set_by: str
+    set_at: datetime
+    superseded_at: datetime | None
+    superseded_by: str | None
+
+
+def set_override(
+    warehouse: Warehouse, point: KPIData, *, user: str, reason: str | None = None
+) -> None:
+    """A user's value for one key; it stands until the source's next sync writes that key."""
+    actor = f"user:{user}"
+    params = {
+        "ws": point.workspace_id,
+        "source": point.source,
+        "metric": point.metric,
+        "ts": point.timestamp,
+        "dk": point.dimensions_key,
+        "dims": point.dimensions,
+        "value": point.value,
+        "meta": point.metadata,
+        "reason": reason,
+        "actor": actor,
+    }
+    with warehouse.tenant(point.workspace_id, actor=actor) as db:
+        # An earlier open override of the same key is replaced by this one.
+        db.execute(
+            sa.text(
+                "UPDATE manual_overrides SET superseded_at = now(), superseded_by = :actor"
+                " WHERE superseded_at IS NULL AND workspace_id = :ws AND source = :source"
+                ' AND metric = :metric AND "timestamp" = :ts AND dimensions_key = :dk'
+            ),
+            params,
+        )
+        db.execute(
+            sa.text(
+                'INSERT INTO manual_overrides (workspace_id, source, metric, "timestamp",'
+                " dimensions_key, value, reason, set_by)"
+                " VALUES (:ws, :source, :metric, :ts, :dk, :value, :reason, :actor)"
+            ),
+            params,
+        )
+        db.execute(
+            sa.text(
+                'INSERT INTO kpi_data (workspace_id, source, metric, "timestamp", dimensions_key,'
+                " dimensions, value, metadata, source_ts, origin, changed_by)"
+                " VALUES (:ws, :source, :metric, :ts, :dk, :dims, :value, :meta, now(),"
+                " 'manual', :actor)"
+                ' ON CONFLICT (workspace_id, source, metric, "timestamp", dimensions_key)'
+                " DO UPDATE SET value = excluded.value, source_ts = now(), origin = 'manual',"
+                " changed_by = excluded.changed_by, changed_at = now()"
+            ).bindparams(sa.bindparam("dims", type_=sa.JSON), sa.bindparam("meta", type_=sa.JSON)),
+            params,
+        )
+
+
+def list_overrides(warehouse: Warehouse, workspace_id: str) -> list[Override]:
+    with warehouse.tenant(workspace_id, actor="cli") as db:
+        rows = db.execute(
+            sa.text(
+                'SELECT id, source, metric, "timestamp", dimensions_key, value, reason, set_by,'
+                " set_at, superseded_at, superseded_by FROM manual_overrides"
+                " ORDER BY set_at, id"
+            )
+        ).mappings()
+        return [Override(**row) for row in rows]
+
+
+def read_points(
+    warehouse: Warehouse,
+    workspace_id: str,
+    *,
+    source: str | None = None,
+    metric: str | None = None,
+    since: datetime | None = None,
+) -> list[StoredPoint]:
+    query = (
+        'SELECT source, metric, "timestamp", dimensions, value, metadata, origin, changed_by'
+        " FROM kpi_data WHERE true"
+    )
+    params: dict[str, Any] = {}
+    if source:
+        query += " AND source = :source"
+        params["source"] = source
+    if metric:
+        query += " AND metric = :metric"
+        params["metric"] = metric
+    if since:
+        query += ' AND "timestamp" >= :since'
+        params["since"] = since
+    query += ' ORDER BY source, metric, "timestamp", dimensions_key'
+    with warehouse.tenant(workspace_id, actor="cli") as db:
+        return [StoredPoint(**row) for row in db.execute(sa.text(query), params).mappings()]
+
+
+def latest_points(warehouse: Warehouse, workspace_id: str) -> list[StoredPoint]:
+    """Each series' most recent point (per source, metric and breakdown): a first summary."""
+    with warehouse.tenant(workspace_id, actor="cli") as db:
+        rows = db.execute(
+            sa.text(
+                'SELECT DISTINCT ON (source, metric, dimensions_key) source, metric, "timestamp",'
+                " dimensions, value, metadata, origin, changed_by FROM kpi_data"
+                ' ORDER BY source, metric, dimensions_key, "timestamp" DESC'
+            )
+        ).mappings()
+        return [StoredPoint(**row) for row in rows]

@@ -1,0 +1,195 @@
+"""The one write path for every provider: COPY into a staging table, then one upsert.
+
+Each call runs inside the caller's tenant transaction (see Warehouse.tenant), so a batch is
+all or nothing and a rerun after a crash writes no duplicates. Conflict resolution lives in
+the upsert's WHERE clause (DESIGN.md):
+
+- a source overwrites its own earlier value when the new value's source timestamp is not
+  older than the stored one, and only when something actually changed;
+- a manual override is replaced by the next sync of its source that writes the same key
+  (the audit trigger records the supersede and closes the override);
+- a write whose source timestamp is older than the stored one changes nothing.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+import sqlalchemy as sa
+from psycopg.types.json import Jsonb
+from sqlalchemy.engine import Connection
+
+from kpi_pipelines.integrations.shared.types import KPIData
+from kpi_pipelines.warehouse.database import WorkspaceScopeError
+
+_KPI_COLUMNS = (
+    "workspace_id",
+    "source",
+    "metric",
+    '"timestamp"',
+    "dimensions_key",
+    "dimensions",
+    "value",
+    "metadata",
+    "source_ts",
+)
+_KPI_TYPES = (
+    "text",
+    "text",
+    "text",
+    "timestamptz",
+    "text",
+    "jsonb",
+    "float8",
+    "jsonb",
+    "timestamptz",
+)
+
+_UPSERT_KPI = f"""
+INSERT INTO kpi_data AS k ({", ".join(_KPI_COLUMNS)}, origin, changed_by)
+SELECT DISTINCT ON (workspace_id, source, metric, "timestamp", dimensions_key)
+       {", ".join(_KPI_COLUMNS)}, 'sync', %(actor)s
+FROM kpi_stage
+-- a batch may carry a key twice (say an event and a later re-read): keep the newest
+ORDER BY workspace_id, source, metric, "timestamp", dimensions_key, source_ts DESC
+ON CONFLICT (workspace_id, source, metric, "timestamp", dimensions_key) DO UPDATE
+SET value = excluded.value, dimensions = excluded.dimensions, metadata = excluded.metadata,
+    source_ts = excluded.source_ts, origin = 'sync', changed_by = excluded.changed_by,
+    changed_at = now()
+WHERE k.origin = 'manual'
+   OR (excluded.source_ts >= k.source_ts
+       AND (k.value IS DISTINCT FROM excluded.value OR k.metadata IS DISTINCT FROM excluded.metadata))
+RETURNING (xmax = 0) AS inserted
+"""
+
+_RAW_COLUMNS = ("workspace_id", "source", "stream", "record_id", "payload", "source_updated_at")
+_RAW_TYPES = ("text", "text", "text", "text", "jsonb", "timestamptz")
+
+_UPSERT_RAW = f"""
+INSERT INTO raw_records AS r ({", ".join(_RAW_COLUMNS)}, fetched_at, run_id)
+SELECT DISTINCT ON (workspace_id, source, stream, record_id)
+       {", ".join(_RAW_COLUMNS)}, %(fetched_at)s, %(actor)s
+FROM raw_stage
+ORDER BY workspace_id, source, stream, record_id, source_updated_at DESC NULLS LAST
+ON CONFLICT (workspace_id, source, stream, record_id) DO UPDATE
+SET payload = excluded.payload, source_updated_at = excluded.source_updated_at,
+    fetched_at = excluded.fetched_at, run_id = excluded.run_id
+WHERE r.payload IS DISTINCT FROM excluded.payload
+  AND (excluded.source_updated_at IS NULL OR r.source_updated_at IS NULL
+       OR excluded.source_updated_at >= r.source_updated_at)
+"""
+
+
+@dataclass
+class WriteStats:
+    inserted: int = 0
+    updated: int = 0
+    unchanged: int = 0
+
+    def __iadd__(self, other: WriteStats) -> WriteStats:
+        self.inserted += other.inserted
+        self.updated += other.updated
+        self.unchanged += other.unchanged
+        return self
+
+    @property
+    def written(self) -> int:
+        return self.inserted + self.updated
+
+
+@dataclass(frozen=True)
+class RawRecord:
+    """The landing copy of one provider object."""
+
+    stream: str
+    record_id: str
+    payload: dict[str, Any]
+    source_updated_at: datetime | None = None
+
+
+def scoped_workspace(conn: Connection) -> str:
+    scope = conn.execute(sa.text("SELECT current_setting('kpi.workspace_id', true)")).scalar()
+    if not scope:
+        raise WorkspaceScopeError("this transaction is not scoped to a workspace")
+    return str(scope)
+
+
+def write_kpis(
+    conn: Connection, points: Sequence[KPIData], *, actor: str, fetched_at: datetime
+) -> WriteStats:
+    """Upsert one batch of points in the caller's tenant transaction."""
+    if not points:
+        return WriteStats()
+    scope = scoped_workspace(conn)
+    rows = []
+    for point in points:
+        if point.workspace_id != scope:
+            raise WorkspaceScopeError(
+                f"refusing to write a {point.source}/{point.metric} point for workspace "
+                f"{point.workspace_id!r} in a run for workspace {scope!r}"
+            )
+        rows.append(
+            (
+                point.workspace_id,
+                point.source,
+                point.metric,
+                point.timestamp,
+                point.dimensions_key,
+                Jsonb(point.dimensions),
+                point.value,
+                Jsonb(point.metadata),
+                point.source_ts or fetched_at,
+            )
+        )
+    cursor = _copy_into_stage(conn, "kpi_stage", _KPI_COLUMNS, _KPI_TYPES, rows)
+    cursor.execute(_UPSERT_KPI, {"actor": actor})
+    results = cursor.fetchall()
+    inserted = sum(1 for (was_insert,) in results if was_insert)
+    return WriteStats(
+        inserted=inserted, updated=len(results) - inserted, unchanged=len(rows) - len(results)
+    )
+
+
+def write_raw_records(
+    conn: Connection,
+    source: str,
+    records: Iterable[RawRecord],
+    *,
+    actor: str,
+    fetched_at: datetime,
+) -> int:
+    """Land raw provider objects (last write wins unless the stored copy is newer)."""
+    scope = scoped_workspace(conn)
+    rows = [
+        (scope, source, r.stream, r.record_id, Jsonb(r.payload), r.source_updated_at)
+        for r in records
+    ]
+    if not rows:
+        return 0
+    cursor = _copy_into_stage(conn, "raw_stage", _RAW_COLUMNS, _RAW_TYPES, rows)
+    cursor.execute(_UPSERT_RAW, {"actor": actor, "fetched_at": fetched_at})
+    return cursor.rowcount
+
+
+def _copy_into_stage(
+    conn: Connection,
+    stage: str,
+    columns: Sequence[str],
+    types: Sequence[str],
+    rows: Sequence[tuple[Any, ...]],
+) -> Any:
+    driver = conn.connection.driver_connection
+    assert driver is not None
+    cursor = driver.cursor()
+    # A temporary table per transaction: dropped at commit, invisible to other sessions.
+    definition = ", ".join(f"{c} {t}" for c, t in zip(columns, types, strict=True))
+    cursor.execute(f"CREATE TEMP TABLE IF NOT EXISTS {stage} ({definition}) ON COMMIT DROP")
+    cursor.execute(f"TRUNCATE {stage}")
+    with cursor.copy(f"COPY {stage} ({', '.join(columns)}) FROM STDIN (FORMAT BINARY)") as copy:
+        copy.set_types(list(types))
+        for row in rows:
+            copy.write_row(row)
+    return cursor

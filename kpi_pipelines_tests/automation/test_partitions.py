@@ -1,0 +1,58 @@
+"""The workspace partition sensor, evaluated against a real Dagster instance."""
+
+import dagster as dg
+
+from kpi_pipelines.automation.partitions import workspace_partitions, workspace_partitions_sensor
+from kpi_pipelines.resources import WarehouseResource
+from kpi_pipelines.warehouse.control import Workspace, add_workspace, remove_workspace
+
+
+def evaluate(instance: dg.DagsterInstance) -> dg.SensorResult | dg.SkipReason:
+    context = dg.build_sensor_context(instance=instance)
+    return workspace_partitions_sensor(context, warehouse=WarehouseResource())
+
+
+def apply(instance: dg.DagsterInstance, result: dg.SensorResult) -> None:
+    for request in result.dynamic_partitions_requests or []:
+        if isinstance(request, dg.AddDynamicPartitionsRequest):
+            instance.add_dynamic_partitions(request.partitions_def_name, request.partition_keys)
+        else:
+            for key in request.partition_keys:
+                instance.delete_dynamic_partition(request.partitions_def_name, key)
+
+
+def test_sensor_adds_and_removes_workspace_partitions(warehouse, workspace_a, workspace_b) -> None:
+    with dg.instance_for_test() as instance:
+        result = evaluate(instance)
+        assert isinstance(result, dg.SensorResult)
+        [add] = result.dynamic_partitions_requests
+        assert isinstance(add, dg.AddDynamicPartitionsRequest)
+        assert add.partition_keys == ["ws-a", "ws-b"]
+        apply(instance, result)
+
+        assert isinstance(evaluate(instance), dg.SkipReason)
+
+        remove_workspace(warehouse, "ws-a")
+        add_workspace(warehouse, Workspace(id="ws-c", name="C"))
+        result = evaluate(instance)
+        kinds = {type(r).__name__: r.partition_keys for r in result.dynamic_partitions_requests}
+        assert kinds == {
+            "AddDynamicPartitionsRequest": ["ws-c"],
+            "DeleteDynamicPartitionsRequest": ["ws-a"],
+        }
+        apply(instance, result)
+        assert sorted(instance.get_dynamic_partitions(workspace_partitions.name)) == [
+            "ws-b",
+            "ws-c",
+        ]
+
+
+def test_sensor_requests_are_applied_by_the_sensor_machinery(warehouse, workspace_a) -> None:
+    """Run the sensor through Dagster's own tick evaluation, not by hand."""
+    from kpi_pipelines.definitions import RESOURCES, defs
+
+    with dg.instance_for_test() as instance:
+        sensor = defs.resolve_sensor_def("workspace_partitions_sensor")
+        with dg.build_sensor_context(instance=instance, resources=RESOURCES) as context:
+            data = sensor.evaluate_tick(context)
+        assert [r.partition_keys for r in data.dynamic_partitions_requests] == [["ws-a"]]

@@ -1,0 +1,74 @@
+"""Fixtures on real parts: the real PostgreSQL (embedded, or KPI_DATABASE_URL) and Dagster."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import sqlalchemy as sa
+
+from kpi_pipelines.warehouse.control import Workspace, add_workspace
+from kpi_pipelines.warehouse.database import Warehouse
+
+TABLES = (
+    "webhook_inbox",
+    "audit_log",
+    "manual_overrides",
+    "sync_state",
+    "kpi_data",
+    "raw_records",
+    "connections",
+    "fx_rates",
+    "workspaces",
+)
+
+
+@pytest.fixture(scope="session")
+def kpi_home(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
+    """A private KPI_HOME for the whole session (its embedded server, Dagster home, drops)."""
+    home = tmp_path_factory.mktemp("kpi_home")
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("KPI_HOME", str(home))
+        patch.delenv("DAGSTER_HOME", raising=False)
+        yield home
+
+
+@pytest.fixture(scope="session")
+def warehouse(kpi_home: Path) -> Warehouse:
+    return Warehouse.connect().ensure_ready()
+
+
+@pytest.fixture(autouse=True)
+def _empty_warehouse(request: pytest.FixtureRequest) -> None:
+    """Every test that uses the warehouse starts from empty tables."""
+    if "warehouse" not in request.fixturenames:
+        return
+    warehouse: Warehouse = request.getfixturevalue("warehouse")
+    with warehouse.owner() as db:
+        db.execute(sa.text(f"TRUNCATE {', '.join(TABLES)} RESTART IDENTITY CASCADE"))
+
+
+@pytest.fixture
+def workspace_a(warehouse: Warehouse) -> Workspace:
+    return add_workspace(
+        warehouse, Workspace(id="ws-a", name="A", reporting_currency="USD", timezone="UTC")
+    )
+
+
+@pytest.fixture
+def workspace_b(warehouse: Warehouse) -> Workspace:
+    return add_workspace(
+        warehouse,
+        Workspace(id="ws-b", name="B", reporting_currency="EUR", timezone="Europe/Berlin"),
+    )
+
+
+def table_snapshot(warehouse: Warehouse) -> dict[str, list[tuple]]:
+    """Every row of every warehouse table, as the owner sees it (for 'nothing changed')."""
+    snapshot = {}
+    with warehouse.engine(None).connect() as db:
+        for table in TABLES:
+            rows = db.execute(sa.text(f"SELECT * FROM kpi.{table}")).all()
+            snapshot[table] = sorted((tuple(r) for r in rows), key=repr)
+    return snapshot

@@ -1,0 +1,198 @@
+"""CSV uploads end to end: a Dagster run of the partitioned asset on the real PostgreSQL."""
+
+from pathlib import Path
+from typing import Any
+
+import dagster as dg
+import pytest
+import sqlalchemy as sa
+
+from kpi_pipelines.definitions import RESOURCES
+from kpi_pipelines.integrations.csv_upload.adapter import CsvUploadAdapter
+from kpi_pipelines.integrations.csv_upload.assets import csv_upload_kpis
+from kpi_pipelines.warehouse.control import Connection, add_connection, list_connections
+from kpi_pipelines.warehouse.tenant_data import read_points
+from kpi_pipelines_tests.conftest import table_snapshot
+
+MAPPING = {
+    "date_column": "date",
+    "metric_column": "metric",
+    "value_column": "value",
+    "dimension_columns": ["channel"],
+    "thousands_separator": ",",
+    "currency_symbols": "$",
+}
+
+GOOD = 'date,metric,channel,value\n2026-01-01,signups,ads,12\n2026-01-01,revenue,,"$1,250.50"\n2026-01-02,signups,ads,7\n'
+
+
+@pytest.fixture
+def instance():
+    with dg.instance_for_test() as instance:
+        instance.add_dynamic_partitions("workspace", ["ws-a", "ws-b"])
+        yield instance
+
+
+@pytest.fixture
+def csv_connection(warehouse, workspace_a) -> Connection:
+    return add_connection(
+        warehouse,
+        Connection(workspace_id="ws-a", provider="csv_upload", settings={"mapping": MAPPING}),
+    )
+
+
+def run_import(
+    instance, path: Path, workspace: str = "ws-a", **resources: Any
+) -> dg.ExecuteInProcessResult:
+    return dg.materialize(
+        [csv_upload_kpis],
+        instance=instance,
+        partition_key=workspace,
+        resources={**RESOURCES, **resources},
+        run_config={"ops": {csv_upload_kpis.op.name: {"config": {"path": str(path)}}}},
+        raise_on_error=False,
+    )
+
+
+def failure_message(result: dg.ExecuteInProcessResult) -> str:
+    [event] = [e for e in result.all_events if e.is_step_failure]
+    data = event.step_failure_data
+    return (
+        data.user_failure_data.description if data.user_failure_data else ""
+    ) or data.error.message
+
+
+def write(tmp_path: Path, text: str | bytes, name: str = "metrics.csv") -> Path:
+    path = tmp_path / name
+    if isinstance(text, bytes):
+        path.write_bytes(text)
+    else:
+        path.write_text(text, encoding="utf-8")
+    return path
+
+
+def test_import_writes_kpis_and_reports_metadata(
+    warehouse, csv_connection, instance, tmp_path
+) -> None:
+    result = run_import(instance, write(tmp_path, GOOD))
+    assert result.success
+    points = read_points(warehouse, "ws-a")
+    assert [(p.metric, p.timestamp.date().isoformat(), p.dimensions, p.value) for p in points] == [
+        ("revenue", "2026-01-01", {}, 1250.5),
+        ("signups", "2026-01-01", {"channel": "ads"}, 12.0),
+        ("signups", "2026-01-02", {"channel": "ads"}, 7.0),
+    ]
+    assert all(p.metadata["granularity"] == "day" and p.source == "csv_upload" for p in points)
+    [materialization] = result.get_asset_materialization_events()
+    metadata = {k: v.value for k, v in materialization.materialization.metadata.items()}
+    assert metadata["records_processed"] == 3
+    assert metadata["points_written"] == 3
+    assert metadata["records_rejected"] == 0
+    assert metadata["peak_memory_mb"] > 0 and metadata["records_per_second"] > 0
+    checks = {e.check_name: e.passed for e in result.get_asset_check_evaluations()}
+    assert checks == {"no_missing_values": True, "no_duplicate_keys": True}
+    [connection] = list_connections_of(warehouse)
+    assert connection.last_success_at is not None and connection.consecutive_failures == 0
+
+
+def list_connections_of(warehouse) -> list[Connection]:
+    with warehouse.control() as db:
+        return list_connections(db, provider="csv_upload")
+
+
+def test_reimporting_the_same_file_changes_nothing(
+    warehouse, csv_connection, instance, tmp_path
+) -> None:
+    path = write(tmp_path, GOOD)
+    assert run_import(instance, path).success
+    before = table_snapshot(warehouse)
+    second = run_import(instance, path)
+    assert second.success
+    metadata = {
+        k: v.value
+        for k, v in second.get_asset_materialization_events()[0].materialization.metadata.items()
+    }
+    assert metadata["points_written"] == 0 and metadata["points_unchanged"] == 3
+    after = table_snapshot(warehouse)
+    assert after["kpi_data"] == before["kpi_data"] and after["audit_log"] == before["audit_log"]
+
+
+BAD_INPUTS = {
+    "bad rows": (
+        "date,metric,channel,value\n2026-01-01,signups,ads,12\n2026-13-01,signups,ads,3\n"
+        "2026-01-03,Sign Ups,ads,4\n2026-01-04,signups,ads,=SUM(A1:A3)\n",
+        ["line 3", "line 4", "line 5", "3 invalid row"],
+    ),
+    "empty file": ("", ["empty"]),
+    "missing column": ("date,metric,value\n2026-01-01,signups,1\n", ["channel"]),
+    "wrong encoding": (
+        "date,metric,channel,value\n2026-01-01,signups,caf\xe9,1\n".encode("latin-1"),
+        ["UTF-8"],
+    ),
+}
+
+
+@pytest.mark.parametrize("case", list(BAD_INPUTS))
+def test_bad_input_is_rejected_whole_and_changes_no_table(
+    warehouse, csv_connection, instance, tmp_path, case
+) -> None:
+    assert run_import(instance, write(tmp_path, GOOD, "first.csv")).success
+    before = table_snapshot(warehouse)
+    text, expected = BAD_INPUTS[case]
+    result = run_import(instance, write(tmp_path, text))
+    assert not result.success
+    message = failure_message(result)
+    for fragment in expected:
+        assert fragment in message, message
+    after = table_snapshot(warehouse)
+    # The failed run is recorded on the connection (health), and nothing else changed.
+    assert {t: rows for t, rows in after.items() if t != "connections"} == {
+        t: rows for t, rows in before.items() if t != "connections"
+    }
+    [connection] = list_connections_of(warehouse)
+    assert connection.consecutive_failures == 1 and connection.last_error
+
+
+def test_oversized_file_is_rejected_with_its_own_message(
+    warehouse, csv_connection, instance, tmp_path
+) -> None:
+    before = table_snapshot(warehouse)
+    result = run_import(instance, write(tmp_path, GOOD), csv_upload=CsvUploadAdapter(max_bytes=64))
+    assert not result.success
+    assert "limit" in failure_message(result)
+    assert table_snapshot(warehouse)["kpi_data"] == before["kpi_data"]
+
+
+def test_missing_file_and_missing_mapping_say_what_to_fix(
+    warehouse, workspace_a, instance, tmp_path
+) -> None:
+    add_connection(warehouse, Connection(workspace_id="ws-a", provider="csv_upload", settings={}))
+    result = run_import(instance, write(tmp_path, GOOD))
+    assert "mapping" in failure_message(result)
+    add_connection(
+        warehouse,
+        Connection(workspace_id="ws-a", provider="csv_upload", settings={"mapping": MAPPING}),
+    )
+    result = run_import(instance, tmp_path / "nope.csv")
+    assert "nope.csv" in failure_message(result)
+
+
+def test_workspace_without_a_csv_connection_fails_clearly(
+    warehouse, workspace_a, workspace_b, instance, tmp_path
+) -> None:
+    result = run_import(instance, write(tmp_path, GOOD), workspace="ws-b")
+    assert "has no csv_upload connection" in failure_message(result)
+
+
+def test_import_for_one_workspace_never_touches_another(
+    warehouse, csv_connection, workspace_b, instance, tmp_path
+) -> None:
+    add_connection(
+        warehouse,
+        Connection(workspace_id="ws-b", provider="csv_upload", settings={"mapping": MAPPING}),
+    )
+    assert run_import(instance, write(tmp_path, GOOD), workspace="ws-b").success
+    assert read_points(warehouse, "ws-a") == []
+    assert len(read_points(warehouse, "ws-b")) == 3
+    with warehouse.tenant("ws-b", actor="t") as db:
+        assert db.execute(sa.text("SELECT count(*) FROM audit_log")).scalar() == 3

@@ -1,0 +1,171 @@
+"""The `kpi-pipelines` command as a user runs it: separate processes on one embedded server."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import psutil
+import pytest
+
+HOLDER = """
+import sys
+from kpi_pipelines.warehouse.embedded import embedded_server
+server = embedded_server()
+print(server.socket_dir, flush=True)
+sys.stdin.read()
+"""
+
+
+def cli_path() -> str:
+    found = shutil.which("kpi-pipelines", path=str(Path(sys.executable).parent))
+    assert found, "kpi-pipelines is not installed in this environment (pip install -e .)"
+    return found
+
+
+@pytest.fixture
+def private_home(tmp_path: Path):
+    """A KPI_HOME of its own, so this test owns its server's whole life."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("KPI_", "DAGSTER_", "PG"))}
+    env["KPI_HOME"] = str(tmp_path / "home")
+    return env
+
+
+def run_cli(env: dict[str, str], *args: str, check: bool = True) -> subprocess.CompletedProcess:
+    completed = subprocess.run(
+        [cli_path(), *args], env=env, capture_output=True, text=True, timeout=300
+    )
+    if check:
+        assert completed.returncode == 0, completed.stdout + completed.stderr
+    return completed
+
+
+def start_holder(env: dict[str, str]) -> subprocess.Popen:
+    holder = subprocess.Popen(
+        [sys.executable, "-c", HOLDER],
+        env=env,
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+        start_new_session=True,
+        preexec_fn=lambda: signal.signal(signal.SIGTERM, signal.SIG_DFL),
+    )
+    assert holder.stdout is not None
+    assert holder.stdout.readline().strip(), "holder did not start the server"
+    return holder
+
+
+def release(holder: subprocess.Popen) -> None:
+    assert holder.stdin is not None
+    holder.stdin.close()
+    assert holder.wait(timeout=60) == 0
+
+
+def postmaster(env: dict[str, str]) -> psutil.Process | None:
+    pid_file = Path(env["KPI_HOME"]) / "postgres" / "data" / "postmaster.pid"
+    if not pid_file.exists():
+        return None
+    pid = int(pid_file.read_text().splitlines()[0])
+    return psutil.Process(pid) if psutil.pid_exists(pid) else None
+
+
+def wait_stopped(env: dict[str, str], timeout: float = 30) -> bool:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if postmaster(env) is None:
+            return True
+        time.sleep(0.2)
+    return False
+
+
+def test_cli_and_dagster_run_processes_share_the_embedded_server(private_home, tmp_path) -> None:
+    env = private_home
+    first = start_holder(env)
+    second = start_holder(env)
+    server = postmaster(env)
+    assert server is not None
+
+    run_cli(env, "workspace", "add", "shop", "--currency", "EUR", "--timezone", "Europe/Paris")
+    mapping = {"mapping": {"date_column": "day", "metric": "orders", "value_column": "n"}}
+    run_cli(env, "connection", "add", "shop", "csv_upload", "--settings-json", json.dumps(mapping))
+    csv_file = tmp_path / "orders.csv"
+    csv_file.write_text("day,n\n2026-02-01,3\n2026-02-02,5\n", encoding="utf-8")
+    imported = run_cli(env, "csv", "import", "shop", str(csv_file))
+    assert "2 records" in imported.stdout
+
+    # A Dagster run in its own process, launched by Dagster's CLI on the same instance.
+    dagster_home = Path(env["KPI_HOME"]) / "dagster"
+    storage = json.loads(
+        subprocess.run(
+            [sys.executable, "-c", STORAGE_ENV], env=env, capture_output=True, text=True, check=True
+        ).stdout
+    )
+    run_env = {**env, **storage, "DAGSTER_HOME": str(dagster_home)}
+    config = {"ops": {"csv_upload__kpi_data": {"config": {"path": str(csv_file)}}}}
+    materialized = subprocess.run(
+        [
+            *(sys.executable, "-m", "dagster", "asset", "materialize"),
+            *("-m", "kpi_pipelines.definitions", "--select", "csv_upload/kpi_data"),
+            *("--partition", "shop", "--config-json", json.dumps(config)),
+        ],
+        env=run_env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert materialized.returncode == 0, materialized.stdout + materialized.stderr
+    assert "RUN_SUCCESS" in materialized.stdout + materialized.stderr
+
+    shown = run_cli(env, "kpi", "show", "shop")
+    assert "orders" in shown.stdout and "5.00" in shown.stdout
+
+    # The CLI and the run process have exited; the server stays for the holders...
+    assert postmaster(env) is not None and postmaster(env).pid == server.pid
+    release(first)
+    assert postmaster(env) is not None
+    # ...and stops once the last of them exits.
+    release(second)
+    assert wait_stopped(env), "the embedded server outlived its last user"
+
+
+STORAGE_ENV = """
+import json
+from kpi_pipelines.dagster_instance import storage_env
+from kpi_pipelines.warehouse.database import resolve_admin_url
+print(json.dumps(storage_env(resolve_admin_url())))
+"""
+
+
+def test_cli_errors_are_clear_and_exit_non_zero(private_home, tmp_path) -> None:
+    env = private_home
+    bad_zone = run_cli(env, "workspace", "add", "x", "--timezone", "Mars/Base", check=False)
+    assert bad_zone.returncode == 1
+    assert "Mars/Base" in bad_zone.stderr and "IANA" in bad_zone.stderr
+    secret_value = run_cli(
+        env, "connection", "add", "nope", "stripe", "--secret", "api_key=sk_test_123", check=False
+    )
+    assert secret_value.returncode == 1
+    assert "environment variable" in secret_value.stderr
+    assert "sk_test_123" not in secret_value.stderr + secret_value.stdout
+    run_cli(env, "workspace", "add", "shop")
+    run_cli(
+        env,
+        "connection",
+        "add",
+        "shop",
+        "csv_upload",
+        "--settings-json",
+        '{"mapping": {"date_column": "d", "metric": "m", "value_column": "v"}}',
+    )
+    bad = tmp_path / "bad.csv"
+    bad.write_text("d,v\n2026-01-01,abc\n2026-01-02,\n", encoding="utf-8")
+    rejected = run_cli(env, "csv", "import", "shop", str(bad), check=False)
+    assert rejected.returncode == 1
+    assert "line 2" in rejected.stderr and "line 3" in rejected.stderr
+    assert "csv_upload" not in run_cli(env, "kpi", "show", "shop").stdout

@@ -1,0 +1,43 @@
+"""The Definitions load, as Dagster itself loads them (a separate process, its own CLI)."""
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import dagster as dg
+
+import kpi_pipelines
+from kpi_pipelines.definitions import defs
+
+
+def test_dagster_definitions_validate(tmp_path: Path) -> None:
+    env = {**os.environ, "DAGSTER_HOME": str(tmp_path)}
+    completed = subprocess.run(
+        [
+            *(sys.executable, "-m", "dagster", "definitions", "validate"),
+            *(
+                "-m",
+                "kpi_pipelines.definitions",
+                "-d",
+                str(Path(kpi_pipelines.__file__).parents[1]),
+            ),
+        ],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        cwd=tmp_path,
+    )
+    assert completed.returncode == 0, completed.stdout + completed.stderr
+    assert "All code locations passed validation" in completed.stdout + completed.stderr
+
+
+def test_every_provider_asset_is_workspace_partitioned_and_checked() -> None:
+    repo = defs.get_repository_def()
+    for key in repo.asset_graph.get_all_asset_keys():
+        asset = repo.asset_graph.get(key)
+        assert asset.partitions_def == dg.DynamicPartitionsDefinition(name="workspace"), key
+        assert asset.description and asset.group_name != "default", key
+    check_names = {c.name for c in repo.asset_graph.asset_check_keys}
+    assert {"no_missing_values", "no_duplicate_keys"} <= check_names

@@ -1,0 +1,155 @@
+"""The one write path: conflict resolution and audit, exactly as DESIGN.md states them."""
+
+from datetime import UTC, datetime, timedelta
+
+import sqlalchemy as sa
+
+from kpi_pipelines.integrations.shared.types import KPIData
+from kpi_pipelines.warehouse.database import Warehouse
+from kpi_pipelines.warehouse.tenant_data import list_overrides, read_points, set_override
+from kpi_pipelines.warehouse.writer import RawRecord, write_kpis, write_raw_records
+
+DAY = datetime(2026, 3, 1, tzinfo=UTC)
+T0 = datetime(2026, 3, 2, 12, tzinfo=UTC)
+
+
+def point(
+    value: float, *, source_ts: datetime | None = None, metric: str = "mrr", **dims: str
+) -> KPIData:
+    return KPIData(
+        value=value,
+        timestamp=DAY,
+        source="stripe",
+        workspace_id="ws-a",
+        metric=metric,
+        dimensions=dims,
+        metadata={"granularity": "day"},
+        source_ts=source_ts,
+    )
+
+
+def write(warehouse: Warehouse, *points: KPIData, actor: str = "run:1", fetched_at: datetime = T0):
+    with warehouse.tenant("ws-a", actor=actor) as db:
+        return write_kpis(db, list(points), actor=actor, fetched_at=fetched_at)
+
+
+def audit(warehouse: Warehouse) -> list[tuple]:
+    with warehouse.tenant("ws-a", actor="test") as db:
+        return [
+            tuple(r)
+            for r in db.execute(
+                sa.text(
+                    "SELECT metric, dimensions_key, action, old_value, new_value, actor"
+                    " FROM audit_log ORDER BY id"
+                )
+            )
+        ]
+
+
+def values(warehouse: Warehouse) -> dict[tuple[str, str], float]:
+    return {
+        (p.metric, ",".join(f"{k}={v}" for k, v in p.dimensions.items())): p.value
+        for p in read_points(warehouse, "ws-a")
+    }
+
+
+def test_source_overwrites_its_own_earlier_value(warehouse, workspace_a) -> None:
+    write(warehouse, point(100, source_ts=T0))
+    stats = write(warehouse, point(120, source_ts=T0 + timedelta(hours=1)), actor="run:2")
+    assert (stats.inserted, stats.updated) == (0, 1)
+    assert values(warehouse) == {("mrr", ""): 120}
+    assert audit(warehouse) == [
+        ("mrr", "", "insert", None, 100, "run:1"),
+        ("mrr", "", "update", 100, 120, "run:2"),
+    ]
+
+
+def test_unchanged_values_are_not_rewritten_nor_audited(warehouse, workspace_a) -> None:
+    write(warehouse, point(100, source_ts=T0), point(5, metric="active_customers"))
+    stats = write(
+        warehouse,
+        point(100, source_ts=T0 + timedelta(days=1)),
+        point(6, metric="active_customers"),
+        fetched_at=T0 + timedelta(days=1),
+    )
+    assert (stats.inserted, stats.updated, stats.unchanged) == (0, 1, 1)
+    assert [a[2] for a in audit(warehouse)] == ["insert", "insert", "update"]
+
+
+def test_older_write_changes_nothing(warehouse, workspace_a) -> None:
+    write(warehouse, point(100, source_ts=T0))
+    stats = write(warehouse, point(50, source_ts=T0 - timedelta(minutes=1)), actor="run:late")
+    assert stats.written == 0 and stats.unchanged == 1
+    assert values(warehouse) == {("mrr", ""): 100}
+    assert len(audit(warehouse)) == 1
+
+
+def test_manual_override_stands_until_the_sources_next_sync_writes_that_key(
+    warehouse, workspace_a
+) -> None:
+    write(warehouse, point(100, source_ts=T0), point(7, plan="pro"))
+    set_override(warehouse, point(90), user="maria", reason="refund not yet in Stripe")
+    assert values(warehouse)[("mrr", "")] == 90
+    # The next sync writes another key only: the override stands.
+    write(warehouse, point(8, plan="pro", source_ts=datetime.now(UTC)), actor="run:2")
+    assert values(warehouse)[("mrr", "")] == 90
+    assert list_overrides(warehouse, "ws-a")[0].superseded_at is None
+    # A sync that writes the key supersedes it, even with the very same value as before.
+    write(warehouse, point(100, source_ts=datetime.now(UTC)), actor="run:3")
+    assert values(warehouse)[("mrr", "")] == 100
+    [override] = list_overrides(warehouse, "ws-a")
+    assert override.superseded_at is not None and override.superseded_by == "run:3"
+    assert override.set_by == "user:maria" and override.reason == "refund not yet in Stripe"
+    actions = [(a[0], a[1], a[2], a[3], a[4], a[5]) for a in audit(warehouse)]
+    assert ("mrr", "", "override", 100, 90, "user:maria") in actions
+    assert actions[-1] == ("mrr", "", "supersede", 90, 100, "run:3")
+
+
+def test_override_of_a_key_the_source_never_wrote(warehouse, workspace_a) -> None:
+    set_override(warehouse, point(42, metric="arpa"), user="li")
+    assert values(warehouse) == {("arpa", ""): 42}
+    assert audit(warehouse) == [("arpa", "", "override", None, 42, "user:li")]
+
+
+def test_every_change_has_its_audit_row(warehouse, workspace_a) -> None:
+    batch = [point(float(i), plan=f"p{i}", source_ts=T0) for i in range(300)]
+    write(warehouse, *batch)
+    write(
+        warehouse,
+        *[
+            point(float(i) + (i % 3 == 0), plan=f"p{i}", source_ts=T0 + timedelta(1))
+            for i in range(300)
+        ],
+        actor="run:2",
+    )
+    set_override(warehouse, point(1000.0, plan="p1"), user="ann")
+    write(warehouse, point(1.0, plan="p1", source_ts=datetime.now(UTC)), actor="run:3")
+    rows = audit(warehouse)
+    assert sum(1 for r in rows if r[2] == "insert") == 300
+    assert sum(1 for r in rows if r[2] == "update") == 100
+    assert sum(1 for r in rows if r[2] == "override") == 1
+    assert sum(1 for r in rows if r[2] == "supersede") == 1
+    with warehouse.tenant("ws-a", actor="test") as db:
+        changed = db.execute(
+            sa.text("SELECT count(*) FROM audit_log WHERE old_value IS DISTINCT FROM new_value")
+        ).scalar()
+    assert changed == len(rows)  # every audited change really changed a value
+
+
+def test_duplicate_keys_in_one_batch_keep_the_newest(warehouse, workspace_a) -> None:
+    stats = write(warehouse, point(1, source_ts=T0), point(2, source_ts=T0 + timedelta(seconds=1)))
+    assert stats.inserted == 1
+    assert values(warehouse) == {("mrr", ""): 2}
+
+
+def test_raw_records_land_once_and_update_when_newer(warehouse, workspace_a) -> None:
+    first = RawRecord("subscriptions", "sub_1", {"status": "active"}, T0)
+    with warehouse.tenant("ws-a", actor="run:1") as db:
+        assert write_raw_records(db, "stripe", [first, first], actor="run:1", fetched_at=T0) == 1
+    older = RawRecord("subscriptions", "sub_1", {"status": "trialing"}, T0 - timedelta(1))
+    newer = RawRecord("subscriptions", "sub_1", {"status": "canceled"}, T0 + timedelta(1))
+    with warehouse.tenant("ws-a", actor="run:2") as db:
+        assert write_raw_records(db, "stripe", [older], actor="run:2", fetched_at=T0) == 0
+        assert write_raw_records(db, "stripe", [newer], actor="run:2", fetched_at=T0) == 1
+        payload = db.execute(sa.text("SELECT payload FROM raw_records")).scalar()
+    assert payload == {"status": "canceled"}
