@@ -2,16 +2,14 @@
 
 import dagster as dg
 
+from kpi_pipelines.assets.provider_asset import kpi_asset_key
+from kpi_pipelines.automation.cadence import build_freshness_check
 from kpi_pipelines.automation.partitions import workspace_partitions_sensor
 from kpi_pipelines.integrations.csv_upload.adapter import CsvUploadAdapter
-from kpi_pipelines.integrations.csv_upload.assets import csv_upload_kpis
+from kpi_pipelines.integrations.csv_upload.assets import csv_upload_job, csv_upload_kpis
+from kpi_pipelines.integrations.csv_upload.drop_folder import csv_drop_folder_sensor
+from kpi_pipelines.integrations.shared.base_adapter import IntegrationAdapter
 from kpi_pipelines.resources import WarehouseResource
-
-csv_upload_job = dg.define_asset_job(
-    "csv_upload_job",
-    selection=dg.AssetSelection.assets(csv_upload_kpis),
-    description="Import one CSV file into one workspace (manual cadence).",
-)
 
 ASSETS = [csv_upload_kpis]
 
@@ -20,9 +18,16 @@ RESOURCES = {
     "csv_upload": CsvUploadAdapter(),
 }
 
+FRESHNESS_CHECKS = [
+    build_freshness_check(provider=p, asset_key=kpi_asset_key(p), cadence=type(r).cadence)
+    for p, r in RESOURCES.items()
+    if isinstance(r, IntegrationAdapter)
+]
+
 defs = dg.Definitions(
     assets=ASSETS,
+    asset_checks=FRESHNESS_CHECKS,
     jobs=[csv_upload_job],
-    sensors=[workspace_partitions_sensor],
+    sensors=[workspace_partitions_sensor, csv_drop_folder_sensor],
     resources=RESOURCES,
 )

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import atexit
+import shutil
+import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -25,9 +28,15 @@ TABLES = (
 
 
 @pytest.fixture(scope="session")
-def kpi_home(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
-    """A private KPI_HOME for the whole session (its embedded server, Dagster home, drops)."""
-    home = tmp_path_factory.mktemp("kpi_home")
+def kpi_home() -> Iterator[Path]:
+    """A private KPI_HOME for the whole session (its embedded server, Dagster home, drops).
+
+    Not under pytest's tmp_path: pytest prunes old base folders when another session
+    starts, which would pull the data folder from under a running server.
+    """
+    home = Path(tempfile.mkdtemp(prefix="kpi-tests-"))
+    # Registered before the server starts, so it runs after the server has stopped.
+    atexit.register(shutil.rmtree, home, ignore_errors=True)
     with pytest.MonkeyPatch.context() as patch:
         patch.setenv("KPI_HOME", str(home))
         patch.delenv("DAGSTER_HOME", raising=False)

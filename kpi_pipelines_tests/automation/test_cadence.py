@@ -1,0 +1,162 @@
+"""Provider schedules and freshness checks, evaluated by Dagster against a real instance."""
+
+from datetime import UTC, datetime, timedelta
+
+import dagster as dg
+
+from kpi_pipelines.assets.provider_asset import kpi_asset_key
+from kpi_pipelines.automation.cadence import build_freshness_check, build_provider_schedule
+from kpi_pipelines.automation.partitions import workspace_partitions
+from kpi_pipelines.resources import WarehouseResource
+from kpi_pipelines.warehouse.control import (
+    Connection,
+    add_connection,
+    due_for_sync,
+    list_connections,
+    record_sync_outcome,
+)
+
+NOW = datetime(2026, 6, 1, 12, tzinfo=UTC)
+CADENCE = timedelta(hours=6)
+
+
+@dg.asset(key=kpi_asset_key("probe"), partitions_def=workspace_partitions)
+def probe_kpis(config: dg.PermissiveConfig) -> None:
+    """Stands in for a scheduled provider's asset; only its partitions matter here."""
+
+
+probe_job = dg.define_asset_job("probe_job", selection=[probe_kpis])
+probe_schedule = build_provider_schedule(
+    provider="probe", job=probe_job, cron_schedule="0 */6 * * *", description="probe"
+)
+defs = dg.Definitions(
+    assets=[probe_kpis],
+    jobs=[probe_job],
+    schedules=[probe_schedule],
+    resources={"warehouse": WarehouseResource()},
+)
+
+
+def evaluate(instance: dg.DagsterInstance, at: datetime):
+    schedule = defs.resolve_schedule_def("probe_schedule")
+    with dg.build_schedule_context(
+        instance=instance,
+        scheduled_execution_time=at,
+        resources={"warehouse": WarehouseResource()},
+        repository_def=defs.get_repository_def(),
+    ) as context:
+        return schedule.evaluate_tick(context)
+
+
+def fail(
+    warehouse, workspace_id: str, at: datetime, error: str = "HTTP 503 from probe"
+) -> Connection:
+    with warehouse.control() as db:
+        [connection] = list_connections(db, provider="probe", workspace_id=workspace_id)
+    with warehouse.tenant(workspace_id, actor="test") as db:
+        return record_sync_outcome(
+            db, connection.id, success=False, error=error, cadence=CADENCE, now=at
+        )
+
+
+def test_schedule_fans_out_one_run_per_connected_workspace(
+    warehouse, workspace_a, workspace_b
+) -> None:
+    for ws in ("ws-a", "ws-b"):
+        add_connection(warehouse, Connection(workspace_id=ws, provider="probe"))
+    with dg.instance_for_test() as instance:
+        instance.add_dynamic_partitions("workspace", ["ws-a", "ws-b"])
+        data = evaluate(instance, NOW)
+        assert sorted(r.partition_key for r in data.run_requests) == ["ws-a", "ws-b"]
+        assert len({r.run_key for r in data.run_requests}) == 2
+        later = evaluate(instance, NOW + CADENCE)
+        assert {r.run_key for r in later.run_requests}.isdisjoint(
+            {r.run_key for r in data.run_requests}
+        )
+
+
+def test_failing_connection_is_retried_less_often_with_its_reason(
+    warehouse, workspace_a, workspace_b
+) -> None:
+    for ws in ("ws-a", "ws-b"):
+        add_connection(warehouse, Connection(workspace_id=ws, provider="probe"))
+    first = fail(warehouse, "ws-a", NOW)
+    second = fail(warehouse, "ws-a", NOW + CADENCE)
+    third = fail(warehouse, "ws-a", NOW + 3 * CADENCE)
+    assert first.next_attempt_at - NOW == CADENCE
+    assert second.next_attempt_at - (NOW + CADENCE) == 2 * CADENCE
+    assert third.next_attempt_at - (NOW + 3 * CADENCE) == 4 * CADENCE
+    assert third.consecutive_failures == 3 and third.last_error == "HTTP 503 from probe"
+    with dg.instance_for_test() as instance:
+        instance.add_dynamic_partitions("workspace", ["ws-a", "ws-b"])
+        data = evaluate(instance, NOW + 4 * CADENCE)
+        assert [r.partition_key for r in data.run_requests] == ["ws-b"]
+        data = evaluate(instance, NOW + 7 * CADENCE)
+        assert sorted(r.partition_key for r in data.run_requests) == ["ws-a", "ws-b"]
+
+
+def test_tick_with_only_backing_off_connections_says_why(warehouse, workspace_a) -> None:
+    add_connection(warehouse, Connection(workspace_id="ws-a", provider="probe"))
+    fail(warehouse, "ws-a", NOW, error="probe is unavailable after 6 attempts")
+    with dg.instance_for_test() as instance:
+        instance.add_dynamic_partitions("workspace", ["ws-a"])
+        data = evaluate(instance, NOW + timedelta(minutes=5))
+        assert not data.run_requests
+        assert "ws-a/default: 1 failure(s)" in data.skip_message
+        assert "unavailable after 6 attempts" in data.skip_message
+
+
+def test_success_resets_the_backoff(warehouse, workspace_a) -> None:
+    add_connection(warehouse, Connection(workspace_id="ws-a", provider="probe"))
+    failed = fail(warehouse, "ws-a", NOW)
+    assert not due_for_sync(failed, NOW)
+    with warehouse.tenant("ws-a", actor="test") as db:
+        ok = record_sync_outcome(db, failed.id, success=True, error=None, cadence=CADENCE, now=NOW)
+    assert ok.consecutive_failures == 0 and ok.last_error is None and due_for_sync(ok, NOW)
+
+
+def test_backoff_is_capped_at_a_day(warehouse, workspace_a) -> None:
+    add_connection(warehouse, Connection(workspace_id="ws-a", provider="probe"))
+    for _ in range(8):
+        connection = fail(warehouse, "ws-a", NOW)
+    assert connection.next_attempt_at - NOW == timedelta(days=1)
+
+
+def run_check(
+    check: dg.AssetChecksDefinition, instance: dg.DagsterInstance
+) -> dg.AssetCheckEvaluation:
+    result = dg.materialize(
+        [probe_kpis, check],
+        selection=dg.AssetSelection.checks(check),
+        instance=instance,
+        resources={"warehouse": WarehouseResource()},
+    )
+    [evaluation] = result.get_asset_check_evaluations()
+    return evaluation
+
+
+def test_freshness_check_flags_stale_and_never_synced_workspaces(
+    warehouse, workspace_a, workspace_b
+) -> None:
+    for ws in ("ws-a", "ws-b"):
+        add_connection(warehouse, Connection(workspace_id=ws, provider="probe"))
+    with warehouse.control() as db:
+        [a] = list_connections(db, provider="probe", workspace_id="ws-a")
+    with warehouse.tenant("ws-a", actor="test") as db:
+        record_sync_outcome(
+            db, a.id, success=True, error=None, cadence=CADENCE, now=datetime.now(UTC)
+        )
+    check = build_freshness_check(
+        provider="probe", asset_key=kpi_asset_key("probe"), cadence=CADENCE
+    )
+    with dg.instance_for_test() as instance:
+        evaluation = run_check(check, instance)
+    assert not evaluation.passed
+    assert evaluation.metadata["stale"].value == {"ws-b/default": "never"}
+
+
+def test_freshness_check_of_a_manual_source_always_passes(warehouse, workspace_a) -> None:
+    check = build_freshness_check(provider="probe", asset_key=kpi_asset_key("probe"), cadence=None)
+    with dg.instance_for_test() as instance:
+        evaluation = run_check(check, instance)
+    assert evaluation.passed and evaluation.metadata["cadence"].value == "manual"
