@@ -5,6 +5,7 @@ from __future__ import annotations
 import getpass
 import json
 import os
+import sys
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 from typing import Annotated, Any
@@ -24,6 +25,9 @@ fx_app = typer.Typer(help="Exchange rates.", no_args_is_help=True)
 override_app = typer.Typer(help="Manual overrides of KPI values.", no_args_is_help=True)
 kpi_app = typer.Typer(help="Read KPIs.", no_args_is_help=True)
 db_app = typer.Typer(help="The warehouse database.", no_args_is_help=True)
+pools_app = typer.Typer(
+    help="Dagster concurrency pools (app-wide API quotas).", no_args_is_help=True
+)
 for sub, name in (
     (workspace_app, "workspace"),
     (connection_app, "connection"),
@@ -32,11 +36,13 @@ for sub, name in (
     (override_app, "override"),
     (kpi_app, "kpi"),
     (db_app, "db"),
+    (pools_app, "pools"),
 ):
     app.add_typer(sub, name=name)
 
-console = Console()
-err = Console(stderr=True)
+# Piped output (files, CI logs, tests) gets wide tables instead of 80 wrapped columns.
+console = Console(width=None if sys.stdout.isatty() else 160)
+err = Console(stderr=True, width=None if sys.stderr.isatty() else 160)
 
 
 def _warehouse():  # type: ignore[no-untyped-def]
@@ -69,6 +75,29 @@ def db_upgrade() -> None:
     """Create the roles and schema if needed and apply every migration."""
     warehouse = _warehouse()
     console.print(f"warehouse schema at revision [bold]{warehouse.upgrade()}[/]")
+
+
+@pools_app.command("set")
+def pools_set(
+    limit: Annotated[
+        list[str] | None, typer.Option(help="pool=N to override a provider's default (repeatable).")
+    ] = None,
+) -> None:
+    """Write every provider's pool limit into the Dagster instance."""
+    from kpi_pipelines.automation.pools import provider_pool_limits, set_pool_limits
+    from kpi_pipelines.dagster_instance import open_instance
+    from kpi_pipelines.definitions import RESOURCES
+
+    limits = provider_pool_limits(RESOURCES)
+    for pool, value in _pairs(limit, "limit").items():
+        if not value.isdigit() or int(value) < 1:
+            raise _fail(f"limit for pool {pool!r} must be a positive integer, got {value!r}")
+        limits[pool] = int(value)
+    instance = open_instance(_warehouse().admin_url)
+    for pool, value in set_pool_limits(instance, limits).items():
+        console.print(f"pool [bold]{pool}[/]: {value} run(s) at once")
+    if not limits:
+        console.print("no provider declares a pool yet")
 
 
 # --- workspaces -------------------------------------------------------------------------
@@ -433,7 +462,6 @@ def ui(
 ) -> None:
     """Start the Dagster UI and daemon (`dagster dev`) on this project's instance."""
     import subprocess
-    import sys
 
     from kpi_pipelines.dagster_instance import prepare_dagster_home
 

@@ -49,6 +49,7 @@ def build_provider_asset(
     group_name: str,
     kinds: set[str],
     config_class: type[ProviderRunConfig] = ProviderRunConfig,
+    pool: str | None = None,
 ) -> dg.AssetsDefinition:
     key = kpi_asset_key(provider)
 
@@ -72,6 +73,7 @@ def build_provider_asset(
             ),
         ],
         metadata={"provider": provider},
+        pool=pool,
     )
     def provider_kpis(
         context: dg.AssetExecutionContext, config: config_class

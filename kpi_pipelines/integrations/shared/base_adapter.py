@@ -53,6 +53,9 @@ class IntegrationAdapter(dg.ConfigurableResource, ABC):
     provider: ClassVar[str]
     # How often a scheduled sync runs; None for manual sources (freshness is not expected).
     cadence: ClassVar[timedelta | None] = None
+    # Runs of this provider at once across the deployment (its app-wide API quota), as a
+    # Dagster concurrency pool named after the provider; None: no pool.
+    pool_limit: ClassVar[int | None] = None
 
     batch_size: int = 0  # 0: KPI_BATCH_SIZE
 
