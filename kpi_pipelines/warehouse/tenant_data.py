@@ -7,6 +7,7 @@ from typing import Any
 
 import sqlalchemy as sa
 from pydantic import BaseModel
+from sqlalchemy.engine import Connection
 
 from kpi_pipelines.integrations.shared.types import KPIData
 from kpi_pipelines.warehouse.database import Warehouse
@@ -136,3 +137,23 @@ def latest_points(warehouse: Warehouse, workspace_id: str) -> list[StoredPoint]:
             )
         ).mappings()
         return [StoredPoint(**row) for row in rows]
+
+
+def load_cursor(db: Connection, source: str, stream: str) -> dict[str, Any] | None:
+    """A sync's saved position (in the caller's tenant transaction)."""
+    return db.execute(
+        sa.text("SELECT cursor FROM sync_state WHERE source = :source AND stream = :stream"),
+        {"source": source, "stream": stream},
+    ).scalar()
+
+
+def save_cursor(db: Connection, source: str, stream: str, cursor: dict[str, Any]) -> None:
+    db.execute(
+        sa.text(
+            "INSERT INTO sync_state (workspace_id, source, stream, cursor, last_sync_at)"
+            " VALUES (current_setting('kpi.workspace_id', true), :source, :stream, :cursor, now())"
+            " ON CONFLICT (workspace_id, source, stream)"
+            " DO UPDATE SET cursor = excluded.cursor, last_sync_at = excluded.last_sync_at"
+        ).bindparams(sa.bindparam("cursor", type_=sa.JSON)),
+        {"source": source, "stream": stream, "cursor": cursor},
+    )

@@ -10,11 +10,11 @@ from __future__ import annotations
 
 import logging
 from abc import ABC, abstractmethod
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
-from typing import Any, ClassVar
+from typing import Any, ClassVar, Generic, TypeVar
 
 import dagster as dg
 from pydantic import PrivateAttr
@@ -24,7 +24,9 @@ from kpi_pipelines import settings
 from kpi_pipelines.integrations.shared.types import KPIData, SyncResult
 from kpi_pipelines.warehouse.control import Connection, Workspace
 from kpi_pipelines.warehouse.database import Warehouse
-from kpi_pipelines.warehouse.writer import WriteStats, write_kpis
+from kpi_pipelines.warehouse.writer import RawRecord, WriteStats, write_kpis, write_raw_records
+
+T = TypeVar("T")
 
 
 class AdapterNotConnected(RuntimeError):
@@ -90,33 +92,55 @@ class IntegrationAdapter(dg.ConfigurableResource, ABC):
 
     # Helpers for subclasses.
 
-    def point_writer(self, *, single_transaction: bool = False) -> PointWriter:
-        return PointWriter(
+    def point_writer(self, *, single_transaction: bool = False) -> BatchWriter[KPIData]:
+        """KPI points into kpi_data (conflict resolution and audit included)."""
+        actor = self.context.actor
+        return BatchWriter(
             self.context,
+            lambda db, batch, fetched_at: write_kpis(db, batch, actor=actor, fetched_at=fetched_at),
             batch_size=self.effective_batch_size(),
             single_transaction=single_transaction,
         )
 
+    def record_writer(self) -> BatchWriter[RawRecord]:
+        """Provider objects into raw_records, the landing copy metrics are computed from."""
+        actor, provider = self.context.actor, self.provider
+        return BatchWriter(
+            self.context,
+            lambda db, batch, fetched_at: write_raw_records(
+                db, provider, batch, actor=actor, fetched_at=fetched_at
+            ),
+            batch_size=self.effective_batch_size(),
+        )
 
-class PointWriter:
-    """Buffers KPI points and writes each full batch through the one write path.
+
+class BatchWriter(Generic[T]):
+    """Buffers items and writes each full batch through the one write path.
 
     By default every batch is its own transaction (a crash loses at most the batch in
     flight, and a rerun rewrites it without duplicates). `single_transaction=True` makes the
     whole sync one transaction, for user submissions that are all-or-nothing.
     """
 
-    def __init__(self, context: SyncContext, *, batch_size: int, single_transaction: bool):
+    def __init__(
+        self,
+        context: SyncContext,
+        write: Callable[[DbConnection, list[T], datetime], int | WriteStats],
+        *,
+        batch_size: int,
+        single_transaction: bool = False,
+    ):
         self.context = context
         self.batch_size = batch_size
         self.single_transaction = single_transaction
         self.stats = WriteStats()
         self.fetched_at = datetime.now(UTC)
-        self._buffer: list[KPIData] = []
+        self._write = write
+        self._buffer: list[T] = []
         self._shared: DbConnection | None = None
 
     @contextmanager
-    def open(self) -> Iterator[PointWriter]:
+    def open(self) -> Iterator[BatchWriter[T]]:
         if self.single_transaction:
             with self.context.warehouse.tenant(
                 self.context.workspace.id, actor=self.context.actor
@@ -129,9 +153,9 @@ class PointWriter:
             yield self
             self.flush()
 
-    def add_all(self, points: Iterable[KPIData]) -> None:
-        for point in points:
-            self._buffer.append(point)
+    def add_all(self, items: Iterable[T]) -> None:
+        for item in items:
+            self._buffer.append(item)
             if len(self._buffer) >= self.batch_size:
                 self.flush()
 
@@ -140,13 +164,15 @@ class PointWriter:
             return
         batch, self._buffer = self._buffer, []
         if self._shared is not None:
-            self.stats += write_kpis(
-                self._shared, batch, actor=self.context.actor, fetched_at=self.fetched_at
-            )
+            self._count(self._write(self._shared, batch, self.fetched_at))
             return
         with self.context.warehouse.tenant(
             self.context.workspace.id, actor=self.context.actor
         ) as db:
-            self.stats += write_kpis(
-                db, batch, actor=self.context.actor, fetched_at=self.fetched_at
-            )
+            self._count(self._write(db, batch, self.fetched_at))
+
+    def _count(self, outcome: int | WriteStats) -> None:
+        if isinstance(outcome, WriteStats):
+            self.stats += outcome
+        else:
+            self.stats.inserted += outcome

@@ -1,0 +1,1 @@
+"""Stripe: revenue, MRR and churn from the official SDK, incremental through events."""

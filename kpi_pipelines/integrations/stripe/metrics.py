@@ -1,0 +1,522 @@
+"""Every Stripe metric of kpi-definitions.md, computed in SQL over the landed raw records.
+
+Nothing here calls Stripe: a fix to a formula is recomputed from raw_records alone. The
+query reconstructs each subscription item's state over time from invoice lines (every
+billing period has a line per item; a mid-period change adds proration lines from the
+change on), zeroes trials, unpaid spells and ended subscriptions, applies forever coupons,
+and turns that into each customer's MRR at the end of every reporting day. Daily totals,
+movements, counts and the 30-day cohort ratios then come from that customer-day grid.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass
+from datetime import date, datetime
+from typing import Any
+
+from sqlalchemy.engine import Connection
+
+from kpi_pipelines.integrations.shared.types import KPIData, day_timestamp
+
+SOURCE = "stripe"
+
+# ISO 4217 currencies whose minor unit is not 1/100 (Stripe's list).
+ZERO_DECIMAL = (
+    "BIF",
+    "CLP",
+    "DJF",
+    "GNF",
+    "JPY",
+    "KMF",
+    "KRW",
+    "MGA",
+    "PYG",
+    "RWF",
+    "UGX",
+    "VND",
+    "VUV",
+    "XAF",
+    "XOF",
+    "XPF",
+)
+THREE_DECIMAL = ("BHD", "JOD", "KWD", "OMR", "TND")
+
+MONEY_METRICS = (
+    "mrr",
+    "new_mrr",
+    "expansion_mrr",
+    "contraction_mrr",
+    "churned_mrr",
+    "reactivation_mrr",
+    "fx_adjustment_mrr",
+    "arpa",
+    "revenue",
+    "refunds",
+    "net_revenue",
+)
+
+
+class MissingFxRate(LookupError):
+    """A money metric needs a rate the fx table does not have; names currency and day."""
+
+
+# Step 1: what each price is worth per month for a quantity.
+_PRICES = """
+CREATE TEMP TABLE st_prices ON COMMIT DROP AS
+SELECT DISTINCT ON (id) id, upper(currency) AS currency,
+       coalesce((p->>'unit_amount_decimal')::numeric, (p->>'unit_amount')::numeric) AS unit_amount,
+       coalesce(p->>'billing_scheme', 'per_unit') AS billing_scheme,
+       p->>'tiers_mode' AS tiers_mode, p->'tiers' AS tiers,
+       coalesce(p->'recurring'->>'usage_type', 'licensed') AS usage_type,
+       CASE p->'recurring'->>'interval'
+            WHEN 'month' THEN 1.0 WHEN 'year' THEN 1.0 / 12 WHEN 'week' THEN 52.0 / 12
+            WHEN 'day' THEN 365.0 / 12 END
+         / nullif((p->'recurring'->>'interval_count')::numeric, 0) AS monthly_factor
+FROM (
+    SELECT payload->>'id' AS id, payload AS p, 0 AS rank FROM raw_records
+    WHERE source = 'stripe' AND stream = 'prices'
+    UNION ALL
+    SELECT i->'price'->>'id', i->'price', 1 FROM raw_records r,
+        jsonb_array_elements(r.payload->'items'->'data') i
+    WHERE r.source = 'stripe' AND r.stream = 'subscriptions' AND jsonb_typeof(i->'price') = 'object'
+) prices
+ORDER BY id, rank
+"""
+
+# Step 2: invoice lines of subscription items.
+_LINES = """
+CREATE TEMP TABLE st_lines ON COMMIT DROP AS
+SELECT coalesce(l->'parent'->'subscription_item_details'->>'subscription',
+                inv.payload->'parent'->'subscription_details'->>'subscription',
+                inv.payload->>'subscription') AS sub_id,
+       coalesce(l->'parent'->'subscription_item_details'->>'subscription_item',
+                l->>'subscription_item') AS item_id,
+       coalesce(l->'pricing'->'price_details'->>'price', l->'price'->>'id') AS price_id,
+       coalesce((l->>'quantity')::numeric, 1) AS quantity,
+       to_timestamp((l->'period'->>'start')::bigint) AS p_start,
+       to_timestamp((l->'period'->>'end')::bigint) AS p_end,
+       (l->>'amount')::bigint AS amount,
+       (inv.payload->>'created')::bigint AS invoice_created
+FROM raw_records inv, jsonb_array_elements(inv.payload->'lines'->'data') l
+WHERE inv.source = 'stripe' AND inv.stream = 'invoices'
+  AND coalesce(l->'parent'->'subscription_item_details'->>'subscription_item', l->>'subscription_item') IS NOT NULL
+"""
+
+# Step 3: each item's state as effective intervals, priced per month.
+_ITEM_STATES = """
+CREATE TEMP TABLE st_item_states ON COMMIT DROP AS
+WITH starts AS (
+    SELECT DISTINCT item_id, p_start FROM st_lines
+), boundaries AS (
+    SELECT item_id, p_start, lead(p_start) OVER (PARTITION BY item_id ORDER BY p_start) AS next_start
+    FROM starts
+), states AS (
+    SELECT DISTINCT ON (item_id, p_start) *
+    FROM st_lines WHERE amount >= 0
+    ORDER BY item_id, p_start, invoice_created DESC
+)
+SELECT s.sub_id, s.item_id, s.p_start AS valid_from,
+       least(s.p_end, coalesce(b.next_start, 'infinity')) AS valid_to,
+       CASE WHEN p.usage_type <> 'licensed' THEN 0
+            WHEN p.billing_scheme = 'tiered' THEN tiered.amount
+            ELSE p.unit_amount * s.quantity END * p.monthly_factor AS mrr
+FROM states s
+JOIN boundaries b USING (item_id, p_start)
+JOIN st_prices p ON p.id = s.price_id
+LEFT JOIN LATERAL (
+    SELECT CASE WHEN p.tiers_mode = 'volume' THEN
+                  max(CASE WHEN s.quantity > t.lower_bound AND (t.up_to IS NULL OR s.quantity <= t.up_to)
+                           THEN s.quantity * t.unit + t.flat END)
+                ELSE
+                  sum(CASE WHEN s.quantity > t.lower_bound
+                           THEN (least(s.quantity, coalesce(t.up_to, s.quantity)) - t.lower_bound) * t.unit + t.flat
+                           ELSE 0 END)
+           END AS amount
+    FROM (
+        SELECT (tier->>'up_to')::numeric AS up_to,
+               coalesce(lag((tier->>'up_to')::numeric) OVER (ORDER BY n), 0) AS lower_bound,
+               coalesce((tier->>'unit_amount_decimal')::numeric, (tier->>'unit_amount')::numeric, 0) AS unit,
+               coalesce((tier->>'flat_amount_decimal')::numeric, (tier->>'flat_amount')::numeric, 0) AS flat
+        FROM jsonb_array_elements(p.tiers) WITH ORDINALITY AS tiers(tier, n)
+    ) t
+) tiered ON p.billing_scheme = 'tiered'
+WHERE s.p_start < least(s.p_end, coalesce(b.next_start, 'infinity'))
+"""
+
+# Step 4: subscriptions, the spells when they are worth nothing, and forever coupons.
+_SUBSCRIPTIONS = """
+CREATE TEMP TABLE st_subs ON COMMIT DROP AS
+SELECT payload->>'id' AS sub_id,
+       coalesce(payload->'customer'->>'id', payload->>'customer') AS customer,
+       upper(payload->>'currency') AS currency,
+       to_timestamp((payload->>'start_date')::bigint) AS started,
+       to_timestamp((payload->>'trial_start')::bigint) AS trial_start,
+       to_timestamp((payload->>'trial_end')::bigint) AS trial_end,
+       to_timestamp((payload->>'ended_at')::bigint) AS ended_at,
+       payload->'discounts' AS discounts
+FROM raw_records WHERE source = 'stripe' AND stream = 'subscriptions';
+
+CREATE TEMP TABLE st_zero_spells ON COMMIT DROP AS
+SELECT sub_id, trial_start AS zero_from, trial_end AS zero_to FROM st_subs
+WHERE trial_start IS NOT NULL AND trial_end IS NOT NULL
+UNION ALL
+SELECT sub_id, ended_at, 'infinity' FROM st_subs WHERE ended_at IS NOT NULL
+UNION ALL
+SELECT s.sub_id, to_timestamp((inv.payload->'status_transitions'->>'marked_uncollectible_at')::bigint),
+       coalesce(to_timestamp((inv.payload->'status_transitions'->>'paid_at')::bigint), s.ended_at, 'infinity')
+FROM raw_records inv
+JOIN st_subs s ON s.sub_id = coalesce(inv.payload->'parent'->'subscription_details'->>'subscription',
+                                      inv.payload->>'subscription')
+WHERE inv.source = 'stripe' AND inv.stream = 'invoices'
+  AND inv.payload->'status_transitions'->>'marked_uncollectible_at' IS NOT NULL;
+
+CREATE TEMP TABLE st_coupons ON COMMIT DROP AS
+SELECT payload->>'id' AS id, payload->>'duration' AS duration,
+       (payload->>'percent_off')::numeric AS percent_off, (payload->>'amount_off')::numeric AS amount_off
+FROM raw_records WHERE source = 'stripe' AND stream = 'coupons';
+
+CREATE TEMP TABLE st_discounts ON COMMIT DROP AS
+WITH discount_objects AS (
+    SELECT s.sub_id, d FROM st_subs s, jsonb_array_elements(s.discounts) d
+    WHERE jsonb_typeof(d) = 'object'
+    UNION ALL
+    SELECT coalesce(d->>'subscription', inv.payload->'parent'->'subscription_details'->>'subscription',
+                    inv.payload->>'subscription'), d
+    FROM raw_records inv, jsonb_array_elements(inv.payload->'discounts') d
+    WHERE inv.source = 'stripe' AND inv.stream = 'invoices' AND jsonb_typeof(d) = 'object'
+), unique_discounts AS (
+    SELECT DISTINCT ON (d->>'id') sub_id, d FROM discount_objects WHERE sub_id IS NOT NULL
+)
+SELECT u.sub_id,
+       to_timestamp((u.d->>'start')::bigint) AS valid_from,
+       coalesce(to_timestamp((u.d->>'end')::bigint), 'infinity') AS valid_to,
+       coalesce(c.percent_off, (coupon->>'percent_off')::numeric) AS percent_off,
+       coalesce(c.amount_off, (coupon->>'amount_off')::numeric) AS amount_off
+FROM unique_discounts u
+CROSS JOIN LATERAL (
+    SELECT coalesce(
+        CASE WHEN jsonb_typeof(u.d->'source'->'coupon') = 'object' THEN u.d->'source'->'coupon' END,
+        CASE WHEN jsonb_typeof(u.d->'coupon') = 'object' THEN u.d->'coupon' END,
+        jsonb_build_object('id', coalesce(u.d->'source'->>'coupon', u.d->>'coupon'))
+    ) AS coupon
+) cp
+LEFT JOIN st_coupons c ON c.id = cp.coupon->>'id'
+WHERE coalesce(c.duration, cp.coupon->>'duration') = 'forever';
+"""
+
+# Step 5: each subscription's MRR after every instant at which something about it changes.
+_SUB_VALUES = """
+CREATE TEMP TABLE st_sub_values ON COMMIT DROP AS
+WITH instants AS (
+    SELECT sub_id, valid_from AS t FROM st_item_states
+    UNION SELECT sub_id, valid_to FROM st_item_states WHERE valid_to < 'infinity'
+    UNION SELECT sub_id, zero_from FROM st_zero_spells
+    UNION SELECT sub_id, zero_to FROM st_zero_spells WHERE zero_to < 'infinity'
+    UNION SELECT sub_id, valid_from FROM st_discounts
+    UNION SELECT sub_id, valid_to FROM st_discounts WHERE valid_to < 'infinity'
+), sub_interval AS (
+    -- the subscription's billing interval, to normalize an amount_off coupon like a price
+    SELECT DISTINCT ON (l.sub_id) l.sub_id, p.monthly_factor
+    FROM st_lines l JOIN st_prices p ON p.id = l.price_id
+    WHERE p.usage_type = 'licensed'
+    ORDER BY l.sub_id, l.p_start
+), items_at AS (
+    SELECT i.sub_id, i.t, sum(s.mrr) AS items
+    FROM instants i JOIN st_item_states s
+      ON s.sub_id = i.sub_id AND s.valid_from <= i.t AND i.t < s.valid_to
+    GROUP BY i.sub_id, i.t
+), zero_at AS (
+    SELECT DISTINCT i.sub_id, i.t
+    FROM instants i JOIN st_zero_spells z
+      ON z.sub_id = i.sub_id AND z.zero_from <= i.t AND i.t < z.zero_to
+), percent_at AS (
+    SELECT i.sub_id, i.t, exp(sum(ln(greatest(1 - d.percent_off / 100, 1e-12)))) AS factor
+    FROM instants i JOIN st_discounts d
+      ON d.sub_id = i.sub_id AND d.valid_from <= i.t AND i.t < d.valid_to
+    WHERE d.percent_off IS NOT NULL
+    GROUP BY i.sub_id, i.t
+), amount_at AS (
+    SELECT i.sub_id, i.t, sum(d.amount_off) AS amount_off
+    FROM instants i JOIN st_discounts d
+      ON d.sub_id = i.sub_id AND d.valid_from <= i.t AND i.t < d.valid_to
+    WHERE d.amount_off IS NOT NULL
+    GROUP BY i.sub_id, i.t
+)
+SELECT i.sub_id, i.t,
+       CASE WHEN z.t IS NOT NULL THEN 0
+            ELSE greatest(0, coalesce(it.items, 0) * coalesce(pa.factor, 1)
+                             - coalesce(aa.amount_off, 0) * coalesce(si.monthly_factor, 1))
+       END AS mrr
+FROM instants i
+LEFT JOIN items_at it USING (sub_id, t)
+LEFT JOIN zero_at z USING (sub_id, t)
+LEFT JOIN percent_at pa USING (sub_id, t)
+LEFT JOIN amount_at aa USING (sub_id, t)
+LEFT JOIN sub_interval si USING (sub_id)
+WHERE i.t IS NOT NULL
+"""
+
+# Step 6: each customer's MRR at the end of every local day (the grid).
+_GRID = """
+CREATE TEMP TABLE st_changes ON COMMIT DROP AS
+WITH sub_days AS (
+    -- a subscription's value at the end of each local day on which it changed
+    SELECT DISTINCT ON (v.sub_id, day) v.sub_id, s.customer, s.currency,
+           (v.t AT TIME ZONE %(tz)s)::date AS day, v.mrr
+    FROM st_sub_values v JOIN st_subs s USING (sub_id)
+    ORDER BY v.sub_id, day, v.t DESC
+), deltas AS (
+    SELECT customer, currency, day,
+           mrr - coalesce(lag(mrr) OVER (PARTITION BY sub_id ORDER BY day), 0) AS delta
+    FROM sub_days
+)
+SELECT customer, currency, day,
+       sum(sum(delta)) OVER (PARTITION BY customer, currency ORDER BY day) AS mrr
+FROM deltas GROUP BY customer, currency, day;
+
+CREATE TEMP TABLE st_grid ON COMMIT DROP AS
+WITH spans AS (
+    SELECT customer, currency, min(day) AS first_day,
+           least(%(today)s::date,
+                 CASE WHEN (array_agg(mrr ORDER BY day DESC))[1] > 0.000001 THEN %(today)s::date
+                      ELSE max(day) + 31 END) AS last_day
+    FROM st_changes GROUP BY customer, currency
+), days AS (
+    SELECT s.customer, s.currency, d::date AS day
+    FROM spans s, generate_series(s.first_day, s.last_day, interval '1 day') d
+), filled AS (
+    SELECT d.customer, d.currency, d.day, c.mrr,
+           count(c.mrr) OVER (PARTITION BY d.customer, d.currency ORDER BY d.day) AS grp
+    FROM days d LEFT JOIN st_changes c USING (customer, currency, day)
+)
+SELECT customer, currency, day,
+       CASE WHEN abs(max(mrr) OVER (PARTITION BY customer, currency, grp)) < 0.000001 THEN 0
+            ELSE max(mrr) OVER (PARTITION BY customer, currency, grp) END AS mrr
+FROM filled;
+"""
+
+_RATES = """
+CREATE TEMP TABLE st_rates ON COMMIT DROP AS
+WITH needed AS (
+    SELECT DISTINCT currency, day FROM st_grid
+    UNION SELECT DISTINCT currency, day FROM st_money
+), found AS (
+    SELECT n.currency, n.day,
+           CASE WHEN n.currency = %(reporting)s THEN 1.0
+                ELSE coalesce((SELECT rate FROM fx_rates f
+                               WHERE f.base = n.currency AND f.quote = %(reporting)s AND f.day = n.day),
+                              (SELECT 1.0 / rate FROM fx_rates f
+                               WHERE f.base = %(reporting)s AND f.quote = n.currency AND f.day = n.day))
+           END AS rate
+    FROM needed n
+)
+SELECT currency, day, rate,
+       CASE WHEN currency = ANY(%(zero_decimal)s) THEN 1
+            WHEN currency = ANY(%(three_decimal)s) THEN 1000 ELSE 100 END AS minor_per_major
+FROM found
+"""
+
+# Revenue, refunds and net revenue: money that moved, per local day and currency.
+_MONEY = """
+CREATE TEMP TABLE st_money ON COMMIT DROP AS
+SELECT 'revenue' AS metric, upper(payload->>'currency') AS currency,
+       (to_timestamp((payload->>'created')::bigint) AT TIME ZONE %(tz)s)::date AS day,
+       sum((payload->>'amount_captured')::numeric) AS amount
+FROM raw_records WHERE source = 'stripe' AND stream = 'charges' AND payload->>'status' = 'succeeded'
+GROUP BY 2, 3
+UNION ALL
+SELECT 'refunds', upper(payload->>'currency'),
+       (to_timestamp((payload->>'created')::bigint) AT TIME ZONE %(tz)s)::date,
+       sum((payload->>'amount')::numeric)
+FROM raw_records WHERE source = 'stripe' AND stream = 'refunds'
+  AND coalesce(payload->>'status', 'succeeded') = 'succeeded'
+GROUP BY 2, 3
+UNION ALL
+SELECT 'net_revenue', upper(payload->>'currency'),
+       (to_timestamp((payload->>'created')::bigint) AT TIME ZONE %(tz)s)::date,
+       sum((payload->>'net')::numeric)
+FROM raw_records WHERE source = 'stripe' AND stream = 'balance_transactions'
+  AND coalesce(payload->>'reporting_category', payload->>'type') IN ('charge', 'refund', 'payment', 'payment_refund')
+GROUP BY 2, 3
+"""
+
+_DAILY = """
+WITH cust AS (
+    SELECT g.customer, g.currency, g.day, g.mrr,
+           coalesce(lag(g.mrr) OVER w, 0) AS prev,
+           coalesce(max(g.mrr) OVER (w ROWS BETWEEN UNBOUNDED PRECEDING AND 1 PRECEDING), 0) AS ever_before,
+           coalesce(lag(g.mrr, 30) OVER w, 0) AS mrr_30_days_before,
+           r.rate / r.minor_per_major AS to_reporting
+    FROM st_grid g JOIN st_rates r USING (currency, day)
+    WINDOW w AS (PARTITION BY g.customer, g.currency ORDER BY g.day)
+), moves AS (
+    SELECT *,
+           CASE WHEN prev = 0 AND mrr > 0 AND ever_before = 0 THEN mrr ELSE 0 END AS new_amt,
+           CASE WHEN prev = 0 AND mrr > 0 AND ever_before > 0 THEN mrr ELSE 0 END AS reactivation_amt,
+           CASE WHEN prev > 0 AND mrr > prev THEN mrr - prev ELSE 0 END AS expansion_amt,
+           CASE WHEN prev > 0 AND mrr > 0 AND mrr < prev THEN prev - mrr ELSE 0 END AS contraction_amt,
+           CASE WHEN prev > 0 AND mrr = 0 THEN prev ELSE 0 END AS churn_amt
+    FROM cust
+), windowed AS (
+    SELECT *,
+           sum(churn_amt * to_reporting) OVER w30 AS churn_30,
+           sum(contraction_amt * to_reporting) OVER w30 AS contraction_30,
+           sum(expansion_amt * to_reporting) OVER w30 AS expansion_30,
+           sum(reactivation_amt * to_reporting) OVER w30 AS reactivation_30,
+           max(CASE WHEN churn_amt > 0 THEN 1 ELSE 0 END) OVER w30 AS churned_in_30,
+           lag(to_reporting, 30) OVER (PARTITION BY customer, currency ORDER BY day) AS to_reporting_30
+    FROM moves
+    WINDOW w30 AS (PARTITION BY customer, currency ORDER BY day ROWS BETWEEN 29 PRECEDING AND CURRENT ROW)
+), per_currency AS (
+    -- the fx adjustment is what only the rate changed: yesterday's MRR at today's rate minus
+    -- at yesterday's, per currency
+    SELECT day, currency, sum(mrr) AS mrr_native, max(to_reporting) AS to_reporting
+    FROM cust GROUP BY day, currency
+), fx AS (
+    SELECT day, sum(adjustment) AS fx_adjustment
+    FROM (
+        SELECT day, coalesce(lag(mrr_native) OVER w, 0)
+                    * (to_reporting - coalesce(lag(to_reporting) OVER w, to_reporting)) AS adjustment
+        FROM per_currency
+        WINDOW w AS (PARTITION BY currency ORDER BY day)
+    ) per_day
+    GROUP BY day
+)
+SELECT w.day,
+       sum(w.mrr * w.to_reporting) AS mrr,
+       sum(w.new_amt * w.to_reporting) AS new_mrr,
+       sum(w.expansion_amt * w.to_reporting) AS expansion_mrr,
+       sum(w.contraction_amt * w.to_reporting) AS contraction_mrr,
+       sum(w.churn_amt * w.to_reporting) AS churned_mrr,
+       sum(w.reactivation_amt * w.to_reporting) AS reactivation_mrr,
+       (SELECT sum(fx_adjustment) FROM fx WHERE fx.day = w.day) AS fx_adjustment_mrr,
+       count(*) FILTER (WHERE w.mrr > 0) AS active_customers,
+       count(*) FILTER (WHERE w.new_amt > 0) AS new_customers,
+       count(*) FILTER (WHERE w.churn_amt > 0) AS churned_customers,
+       count(*) FILTER (WHERE w.mrr_30_days_before > 0) AS cohort_customers,
+       count(*) FILTER (WHERE w.mrr_30_days_before > 0 AND w.churned_in_30 = 1) AS cohort_churned,
+       sum(w.mrr_30_days_before * w.to_reporting_30) FILTER (WHERE w.mrr_30_days_before > 0) AS cohort_mrr,
+       sum(w.churn_30) FILTER (WHERE w.mrr_30_days_before > 0) AS cohort_churn,
+       sum(w.contraction_30) FILTER (WHERE w.mrr_30_days_before > 0) AS cohort_contraction,
+       sum(w.expansion_30) FILTER (WHERE w.mrr_30_days_before > 0) AS cohort_expansion,
+       sum(w.reactivation_30) FILTER (WHERE w.mrr_30_days_before > 0) AS cohort_reactivation
+FROM windowed w
+GROUP BY w.day
+ORDER BY w.day
+"""
+
+_MONEY_DAILY = """
+SELECT m.metric, m.day, sum(m.amount * r.rate / r.minor_per_major) AS value
+FROM st_money m JOIN st_rates r USING (currency, day)
+GROUP BY m.metric, m.day ORDER BY m.metric, m.day
+"""
+
+
+@dataclass(frozen=True)
+class MetricsScope:
+    workspace_id: str
+    reporting_currency: str
+    timezone: str
+    today: date
+
+
+def compute_stripe_metrics(db: Connection, scope: MetricsScope) -> Iterator[KPIData]:
+    """Run the whole computation in the caller's tenant transaction; yield every point."""
+    params: dict[str, Any] = {
+        "tz": scope.timezone,
+        "today": scope.today,
+        "reporting": scope.reporting_currency,
+        "zero_decimal": list(ZERO_DECIMAL),
+        "three_decimal": list(THREE_DECIMAL),
+    }
+    raw = db.connection.driver_connection
+    assert raw is not None
+    with raw.cursor() as cursor:
+        for block in (
+            _PRICES,
+            _LINES,
+            _ITEM_STATES,
+            _SUBSCRIPTIONS,
+            _SUB_VALUES,
+            _GRID,
+            _MONEY,
+            _RATES,
+        ):
+            for statement in filter(None, (part.strip() for part in block.split(";\n"))):
+                cursor.execute(statement, params if "%(" in statement else None)
+        cursor.execute(
+            "SELECT currency, day FROM st_rates WHERE rate IS NULL ORDER BY day, currency LIMIT 5"
+        )
+        missing = cursor.fetchall()
+        if missing:
+            listed = ", ".join(f"{c} on {d}" for c, d in missing)
+            raise MissingFxRate(
+                f"no exchange rate to {scope.reporting_currency} for {listed}; import rates with"
+                " `kpi-pipelines fx import` (day,base,quote,rate)"
+            )
+        cursor.execute(_DAILY, params)
+        columns = [c.name for c in cursor.description]
+        for values in cursor:
+            yield from _daily_points(scope, dict(zip(columns, values, strict=True)))
+        cursor.execute(_MONEY_DAILY, params)
+        for metric, day, value in cursor.fetchall():
+            yield _point(scope, metric, day, float(value))
+
+
+def _point(scope: MetricsScope, metric: str, day: date, value: float, **metadata: Any) -> KPIData:
+    meta: dict[str, Any] = {"granularity": "day", **metadata}
+    if metric in MONEY_METRICS:
+        meta["currency"] = scope.reporting_currency
+    return KPIData(
+        value=round(value, 6),
+        timestamp=day_timestamp(day),
+        metadata=meta,
+        source=SOURCE,
+        workspace_id=scope.workspace_id,
+        metric=metric,
+    )
+
+
+def _daily_points(scope: MetricsScope, row: dict[str, Any]) -> Iterator[KPIData]:
+    day = row["day"]
+    for metric in (
+        "mrr",
+        "new_mrr",
+        "expansion_mrr",
+        "contraction_mrr",
+        "churned_mrr",
+        "reactivation_mrr",
+        "fx_adjustment_mrr",
+    ):
+        yield _point(scope, metric, day, float(row[metric] or 0))
+    for metric in ("active_customers", "new_customers", "churned_customers"):
+        yield _point(scope, metric, day, float(row[metric]))
+    if row["active_customers"]:
+        yield _point(scope, "arpa", day, float(row["mrr"]) / row["active_customers"])
+    if row["cohort_customers"]:
+        yield _point(
+            scope, "customer_churn_rate", day, row["cohort_churned"] / row["cohort_customers"]
+        )
+    cohort_mrr = float(row["cohort_mrr"] or 0)
+    if cohort_mrr > 0:
+        churn = float(row["cohort_churn"] or 0)
+        contraction = float(row["cohort_contraction"] or 0)
+        expansion = float(row["cohort_expansion"] or 0)
+        reactivation = float(row["cohort_reactivation"] or 0)
+        yield _point(scope, "revenue_churn_rate", day, (churn + contraction) / cohort_mrr)
+        yield _point(
+            scope,
+            "net_revenue_retention",
+            day,
+            (cohort_mrr + expansion + reactivation - contraction - churn) / cohort_mrr,
+        )
+
+
+def reporting_today(now: datetime, timezone: str) -> date:
+    from zoneinfo import ZoneInfo
+
+    return now.astimezone(ZoneInfo(timezone)).date()
+
+
+__all__ = ["MetricsScope", "MissingFxRate", "compute_stripe_metrics", "reporting_today"]
