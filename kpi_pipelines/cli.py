@@ -25,6 +25,7 @@ fx_app = typer.Typer(help="Exchange rates.", no_args_is_help=True)
 override_app = typer.Typer(help="Manual overrides of KPI values.", no_args_is_help=True)
 kpi_app = typer.Typer(help="Read KPIs.", no_args_is_help=True)
 db_app = typer.Typer(help="The warehouse database.", no_args_is_help=True)
+webhooks_app = typer.Typer(help="The Stripe webhook receiver.", no_args_is_help=True)
 pools_app = typer.Typer(
     help="Dagster concurrency pools (app-wide API quotas).", no_args_is_help=True
 )
@@ -37,6 +38,7 @@ for sub, name in (
     (kpi_app, "kpi"),
     (db_app, "db"),
     (pools_app, "pools"),
+    (webhooks_app, "webhooks"),
 ):
     app.add_typer(sub, name=name)
 
@@ -98,6 +100,21 @@ def pools_set(
         console.print(f"pool [bold]{pool}[/]: {value} run(s) at once")
     if not limits:
         console.print("no provider declares a pool yet")
+
+
+@webhooks_app.command("serve")
+def webhooks_serve(
+    host: Annotated[str, typer.Option(help="Interface to listen on.")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="Port to listen on.")] = 8787,
+) -> None:
+    """Receive Stripe webhooks: POST /stripe/<workspace> (or /stripe for Connect)."""
+    import uvicorn
+
+    from kpi_pipelines.webhooks.app import create_app
+
+    warehouse = _warehouse()
+    console.print(f"receiving Stripe webhooks on http://{host}:{port}/stripe/<workspace>")
+    uvicorn.run(create_app(warehouse), host=host, port=port, log_level="info")
 
 
 # --- workspaces -------------------------------------------------------------------------

@@ -3,20 +3,34 @@
 import dagster as dg
 
 from kpi_pipelines.assets.provider_asset import kpi_asset_key
-from kpi_pipelines.automation.cadence import build_freshness_check
+from kpi_pipelines.automation.cadence import build_freshness_check, build_provider_schedule
 from kpi_pipelines.automation.partitions import workspace_partitions_sensor
 from kpi_pipelines.integrations.csv_upload.adapter import CsvUploadAdapter
 from kpi_pipelines.integrations.csv_upload.assets import csv_upload_job, csv_upload_kpis
 from kpi_pipelines.integrations.csv_upload.drop_folder import csv_drop_folder_sensor
 from kpi_pipelines.integrations.shared.base_adapter import IntegrationAdapter
+from kpi_pipelines.integrations.stripe.adapter import StripeAdapter
+from kpi_pipelines.integrations.stripe.assets import stripe_job, stripe_kpis
 from kpi_pipelines.resources import WarehouseResource
+from kpi_pipelines.webhooks.sensor import stripe_webhook_sensor
 
-ASSETS = [csv_upload_kpis]
+ASSETS = [csv_upload_kpis, stripe_kpis]
 
 RESOURCES = {
     "warehouse": WarehouseResource(),
     "csv_upload": CsvUploadAdapter(),
+    "stripe": StripeAdapter(),
 }
+
+SCHEDULES = [
+    # Webhooks trigger Stripe syncs as events arrive; this daily pass catches lost ones.
+    build_provider_schedule(
+        provider="stripe",
+        job=stripe_job,
+        cron_schedule="0 3 * * *",
+        description="Daily Stripe reconciliation for every connected workspace.",
+    ),
+]
 
 FRESHNESS_CHECKS = [
     build_freshness_check(provider=p, asset_key=kpi_asset_key(p), cadence=type(r).cadence)
@@ -27,7 +41,8 @@ FRESHNESS_CHECKS = [
 defs = dg.Definitions(
     assets=ASSETS,
     asset_checks=FRESHNESS_CHECKS,
-    jobs=[csv_upload_job],
-    sensors=[workspace_partitions_sensor, csv_drop_folder_sensor],
+    jobs=[csv_upload_job, stripe_job],
+    schedules=SCHEDULES,
+    sensors=[workspace_partitions_sensor, csv_drop_folder_sensor, stripe_webhook_sensor],
     resources=RESOURCES,
 )

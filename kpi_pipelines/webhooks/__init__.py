@@ -1,0 +1,1 @@
+"""The Stripe webhook receiver (an ASGI app) and the sensor that turns its inbox into runs."""
