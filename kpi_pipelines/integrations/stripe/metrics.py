@@ -42,7 +42,7 @@ ZERO_DECIMAL = (
 )
 THREE_DECIMAL = ("BHD", "JOD", "KWD", "OMR", "TND")
 
-MONEY_METRICS = (
+MRR_METRICS = (
     "mrr",
     "new_mrr",
     "expansion_mrr",
@@ -50,11 +50,8 @@ MONEY_METRICS = (
     "churned_mrr",
     "reactivation_mrr",
     "fx_adjustment_mrr",
-    "arpa",
-    "revenue",
-    "refunds",
-    "net_revenue",
 )
+MONEY_METRICS = (*MRR_METRICS, "arpa", "revenue", "refunds", "net_revenue")
 
 
 class MissingFxRate(LookupError):
@@ -480,15 +477,7 @@ def _point(scope: MetricsScope, metric: str, day: date, value: float, **metadata
 
 def _daily_points(scope: MetricsScope, row: dict[str, Any]) -> Iterator[KPIData]:
     day = row["day"]
-    for metric in (
-        "mrr",
-        "new_mrr",
-        "expansion_mrr",
-        "contraction_mrr",
-        "churned_mrr",
-        "reactivation_mrr",
-        "fx_adjustment_mrr",
-    ):
+    for metric in MRR_METRICS:
         yield _point(scope, metric, day, float(row[metric] or 0))
     for metric in ("active_customers", "new_customers", "churned_customers"):
         yield _point(scope, metric, day, float(row[metric]))
