@@ -226,7 +226,7 @@ def write_batch(
     actor: str,
     fetched_at: datetime,
 ) -> None:
-    """One batch through write_kpis in its own tenant transaction, as PointWriter.flush does."""
+    """One batch through write_kpis in its own tenant transaction, as BatchWriter.flush does."""
     began = time.perf_counter()
     with warehouse.tenant(workspace_id, actor=actor) as db:
         copied_before = copy_timer.seconds
