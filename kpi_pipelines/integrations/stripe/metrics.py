@@ -61,7 +61,7 @@ class MissingFxRate(LookupError):
 # Step 1: what each price is worth per month for a quantity.
 _PRICES = """
 CREATE TEMP TABLE st_prices ON COMMIT DROP AS
-SELECT DISTINCT ON (id) id, upper(currency) AS currency,
+SELECT DISTINCT ON (id) id, upper(p->>'currency') AS currency,
        coalesce((p->>'unit_amount_decimal')::numeric, (p->>'unit_amount')::numeric) AS unit_amount,
        coalesce(p->>'billing_scheme', 'per_unit') AS billing_scheme,
        p->>'tiers_mode' AS tiers_mode, p->'tiers' AS tiers,
@@ -75,7 +75,7 @@ FROM (
     WHERE source = 'stripe' AND stream = 'prices'
     UNION ALL
     SELECT i->'price'->>'id', i->'price', 1 FROM raw_records r,
-        jsonb_array_elements(r.payload->'items'->'data') i
+        jsonb_array_elements(CASE WHEN jsonb_typeof(r.payload->'items'->'data') = 'array' THEN r.payload->'items'->'data' ELSE '[]' END) i
     WHERE r.source = 'stripe' AND r.stream = 'subscriptions' AND jsonb_typeof(i->'price') = 'object'
 ) prices
 ORDER BY id, rank
@@ -95,7 +95,7 @@ SELECT coalesce(l->'parent'->'subscription_item_details'->>'subscription',
        to_timestamp((l->'period'->>'end')::bigint) AS p_end,
        (l->>'amount')::bigint AS amount,
        (inv.payload->>'created')::bigint AS invoice_created
-FROM raw_records inv, jsonb_array_elements(inv.payload->'lines'->'data') l
+FROM raw_records inv, jsonb_array_elements(CASE WHEN jsonb_typeof(inv.payload->'lines'->'data') = 'array' THEN inv.payload->'lines'->'data' ELSE '[]' END) l
 WHERE inv.source = 'stripe' AND inv.stream = 'invoices'
   AND coalesce(l->'parent'->'subscription_item_details'->>'subscription_item', l->>'subscription_item') IS NOT NULL
 """
@@ -115,9 +115,9 @@ WITH starts AS (
 )
 SELECT s.sub_id, s.item_id, s.p_start AS valid_from,
        least(s.p_end, coalesce(b.next_start, 'infinity')) AS valid_to,
-       CASE WHEN p.usage_type <> 'licensed' THEN 0
+       (CASE WHEN p.usage_type <> 'licensed' THEN 0
             WHEN p.billing_scheme = 'tiered' THEN tiered.amount
-            ELSE p.unit_amount * s.quantity END * p.monthly_factor AS mrr
+            ELSE p.unit_amount * s.quantity END * p.monthly_factor)::float8 AS mrr
 FROM states s
 JOIN boundaries b USING (item_id, p_start)
 JOIN st_prices p ON p.id = s.price_id
@@ -135,7 +135,7 @@ LEFT JOIN LATERAL (
                coalesce(lag((tier->>'up_to')::numeric) OVER (ORDER BY n), 0) AS lower_bound,
                coalesce((tier->>'unit_amount_decimal')::numeric, (tier->>'unit_amount')::numeric, 0) AS unit,
                coalesce((tier->>'flat_amount_decimal')::numeric, (tier->>'flat_amount')::numeric, 0) AS flat
-        FROM jsonb_array_elements(p.tiers) WITH ORDINALITY AS tiers(tier, n)
+        FROM jsonb_array_elements(CASE WHEN jsonb_typeof(p.tiers) = 'array' THEN p.tiers ELSE '[]' END) WITH ORDINALITY AS tiers(tier, n)
     ) t
 ) tiered ON p.billing_scheme = 'tiered'
 WHERE s.p_start < least(s.p_end, coalesce(b.next_start, 'infinity'))
@@ -175,12 +175,12 @@ FROM raw_records WHERE source = 'stripe' AND stream = 'coupons';
 
 CREATE TEMP TABLE st_discounts ON COMMIT DROP AS
 WITH discount_objects AS (
-    SELECT s.sub_id, d FROM st_subs s, jsonb_array_elements(s.discounts) d
+    SELECT s.sub_id, d FROM st_subs s, jsonb_array_elements(CASE WHEN jsonb_typeof(s.discounts) = 'array' THEN s.discounts ELSE '[]' END) d
     WHERE jsonb_typeof(d) = 'object'
     UNION ALL
     SELECT coalesce(d->>'subscription', inv.payload->'parent'->'subscription_details'->>'subscription',
                     inv.payload->>'subscription'), d
-    FROM raw_records inv, jsonb_array_elements(inv.payload->'discounts') d
+    FROM raw_records inv, jsonb_array_elements(CASE WHEN jsonb_typeof(inv.payload->'discounts') = 'array' THEN inv.payload->'discounts' ELSE '[]' END) d
     WHERE inv.source = 'stripe' AND inv.stream = 'invoices' AND jsonb_typeof(d) = 'object'
 ), unique_discounts AS (
     SELECT DISTINCT ON (d->>'id') sub_id, d FROM discount_objects WHERE sub_id IS NOT NULL
@@ -301,12 +301,12 @@ WITH needed AS (
 ), found AS (
     SELECT n.currency, n.day,
            CASE WHEN n.currency = %(reporting)s THEN 1.0
-                ELSE coalesce((SELECT rate FROM fx_rates f
-                               WHERE f.base = n.currency AND f.quote = %(reporting)s AND f.day = n.day),
-                              (SELECT 1.0 / rate FROM fx_rates f
-                               WHERE f.base = %(reporting)s AND f.quote = n.currency AND f.day = n.day))
-           END AS rate
+                ELSE coalesce(direct.rate, 1.0 / inverse.rate) END AS rate
     FROM needed n
+    LEFT JOIN fx_rates direct
+      ON direct.base = n.currency AND direct.quote = %(reporting)s AND direct.day = n.day
+    LEFT JOIN fx_rates inverse
+      ON inverse.base = %(reporting)s AND inverse.quote = n.currency AND inverse.day = n.day
 )
 SELECT currency, day, rate,
        CASE WHEN currency = ANY(%(zero_decimal)s) THEN 1
@@ -380,6 +380,8 @@ WITH cust AS (
     ) per_day
     GROUP BY day
 )
+SELECT d.*, fx.fx_adjustment AS fx_adjustment_mrr
+FROM (
 SELECT w.day,
        sum(w.mrr * w.to_reporting) AS mrr,
        sum(w.new_amt * w.to_reporting) AS new_mrr,
@@ -387,7 +389,6 @@ SELECT w.day,
        sum(w.contraction_amt * w.to_reporting) AS contraction_mrr,
        sum(w.churn_amt * w.to_reporting) AS churned_mrr,
        sum(w.reactivation_amt * w.to_reporting) AS reactivation_mrr,
-       (SELECT sum(fx_adjustment) FROM fx WHERE fx.day = w.day) AS fx_adjustment_mrr,
        count(*) FILTER (WHERE w.mrr > 0) AS active_customers,
        count(*) FILTER (WHERE w.new_amt > 0) AS new_customers,
        count(*) FILTER (WHERE w.churn_amt > 0) AS churned_customers,
@@ -400,7 +401,9 @@ SELECT w.day,
        sum(w.reactivation_30) FILTER (WHERE w.mrr_30_days_before > 0) AS cohort_reactivation
 FROM windowed w
 GROUP BY w.day
-ORDER BY w.day
+) d
+LEFT JOIN fx USING (day)
+ORDER BY d.day
 """
 
 _MONEY_DAILY = """
