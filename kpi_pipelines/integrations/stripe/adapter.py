@@ -223,11 +223,10 @@ class StripeAdapter(IntegrationAdapter):
         return RawRecord(stream.name, obj["id"], obj)
 
     def _retrieve(self, stream: Stream, object_id: str) -> dict[str, Any] | None:
-        expand = [v.removeprefix("data.") for k, v in stream.params if k == "expand[]"]
+        # The list's expansions, minus their "data." prefix (one per stream).
+        params = {k: v.removeprefix("data.") for k, v in stream.params if k == "expand[]"}
         try:
-            obj = self._request(
-                f"{stream.path}/{object_id}", {"expand[]": expand} if expand else {}
-            )
+            obj = self._request(f"{stream.path}/{object_id}", params)
         except ProviderRequestError as exc:
             if exc.status == 404:
                 return None  # deleted since the event; the event's copy stays landed
@@ -300,7 +299,12 @@ class StripeAdapter(IntegrationAdapter):
     def _client(self) -> stripe.StripeClient:
         if self._stripe is None:
             key = read_secret(self.context.connection, "api_key")
-            base = self.base_url or settings.provider_base_url(PROVIDER, DEFAULT_BASE_URL)
+            options = st.StripeConnectionSettings.model_validate(self.context.connection.settings)
+            base = (
+                options.base_url
+                or self.base_url
+                or settings.provider_base_url(PROVIDER, DEFAULT_BASE_URL)
+            )
             self._stripe = stripe.StripeClient(
                 key,
                 base_addresses={"api": base},

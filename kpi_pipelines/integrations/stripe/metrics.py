@@ -112,15 +112,25 @@ WITH starts AS (
     SELECT DISTINCT ON (item_id, p_start) *
     FROM st_lines WHERE amount >= 0
     ORDER BY item_id, p_start, invoice_created DESC
+), current_items AS (
+    SELECT DISTINCT i->>'id' AS item_id
+    FROM raw_records r,
+        jsonb_array_elements(CASE WHEN jsonb_typeof(r.payload->'items'->'data') = 'array' THEN r.payload->'items'->'data' ELSE '[]' END) i
+    WHERE r.source = 'stripe' AND r.stream = 'subscriptions'
 )
 SELECT s.sub_id, s.item_id, s.p_start AS valid_from,
-       least(s.p_end, coalesce(b.next_start, 'infinity')) AS valid_to,
+       -- A state holds until the item's next line starts. The latest line of an item the
+       -- subscription still has holds on past its period's end (the renewal invoice does not
+       -- exist yet; an ended subscription is zeroed by its ended_at); a dropped item's ends.
+       coalesce(b.next_start, CASE WHEN c.item_id IS NULL THEN s.p_end ELSE 'infinity' END)
+         AS valid_to,
        (CASE WHEN p.usage_type <> 'licensed' THEN 0
             WHEN p.billing_scheme = 'tiered' THEN tiered.amount
             ELSE p.unit_amount * s.quantity END * p.monthly_factor)::float8 AS mrr
 FROM states s
 JOIN boundaries b USING (item_id, p_start)
 JOIN st_prices p ON p.id = s.price_id
+LEFT JOIN current_items c ON c.item_id = s.item_id
 LEFT JOIN LATERAL (
     SELECT CASE WHEN p.tiers_mode = 'volume' THEN
                   max(CASE WHEN s.quantity > t.lower_bound AND (t.up_to IS NULL OR s.quantity <= t.up_to)
@@ -138,7 +148,7 @@ LEFT JOIN LATERAL (
         FROM jsonb_array_elements(CASE WHEN jsonb_typeof(p.tiers) = 'array' THEN p.tiers ELSE '[]' END) WITH ORDINALITY AS tiers(tier, n)
     ) t
 ) tiered ON p.billing_scheme = 'tiered'
-WHERE s.p_start < least(s.p_end, coalesce(b.next_start, 'infinity'))
+WHERE s.p_start < coalesce(b.next_start, CASE WHEN c.item_id IS NULL THEN s.p_end ELSE 'infinity' END)
 """
 
 # Step 4: subscriptions, the spells when they are worth nothing, and forever coupons.

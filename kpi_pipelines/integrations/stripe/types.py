@@ -159,3 +159,14 @@ class Event(StripeObject):
     @property
     def changed_object(self) -> dict[str, Any]:
         return self.data.get("object") or {}
+
+
+class StripeConnectionSettings(BaseModel):
+    """What a stripe connection stores besides the names of its secrets' variables."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    # A Connect platform's connected account (maps webhook events to the workspace).
+    account_id: str | None = None
+    # Another API host for this connection only (a proxy, or the sandbox in the demo).
+    base_url: str | None = None

@@ -1,0 +1,110 @@
+"""A Stripe sandbox served on loopback, and helpers to sync a workspace from it."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass
+from datetime import date, timedelta
+
+import dagster as dg
+import pytest
+
+from kpi_pipelines.definitions import RESOURCES
+from kpi_pipelines.integrations.stripe.assets import stripe_kpis
+from kpi_pipelines.sandbox.server import LoopbackServer
+from kpi_pipelines.sandbox.stripe import StripeSandbox, create_app
+from kpi_pipelines.warehouse.control import (
+    Connection,
+    FxRate,
+    Workspace,
+    add_connection,
+    add_workspace,
+    import_fx_rates,
+)
+from kpi_pipelines.warehouse.database import Warehouse
+
+
+@dataclass
+class StripeWorld:
+    sandbox: StripeSandbox
+    server: LoopbackServer
+    warehouse: Warehouse
+    instance: dg.DagsterInstance
+
+    def workspace(self, workspace_id: str, currency: str = "USD", tz: str = "UTC") -> Workspace:
+        workspace = add_workspace(
+            self.warehouse,
+            Workspace(id=workspace_id, name=workspace_id, reporting_currency=currency, timezone=tz),
+        )
+        add_connection(
+            self.warehouse,
+            Connection(
+                workspace_id=workspace_id,
+                provider="stripe",
+                secret_env={"api_key": "STRIPE_TEST_KEY"},
+            ),
+        )
+        self.instance.add_dynamic_partitions("workspace", [workspace_id])
+        return workspace
+
+    def import_rates(self, quote: str) -> None:
+        start = self.sandbox.start.date() - timedelta(days=40)
+        end = max(self.sandbox.now.date(), date.today()) + timedelta(days=40)
+        rates = [
+            FxRate(base=base.upper(), quote=q.upper(), day=day, rate=rate)
+            for day, base, q, rate in self.sandbox.truth.fx_rates(start, end)
+            if q.upper() == quote and base.upper() != quote
+        ]
+        import_fx_rates(self.warehouse, rates)
+
+    def sync(self, workspace_id: str, **adapter_config) -> dg.ExecuteInProcessResult:
+        resources = dict(RESOURCES)
+        if adapter_config:
+            resources["stripe"] = type(RESOURCES["stripe"])(**adapter_config)
+        return dg.materialize(
+            [stripe_kpis],
+            instance=self.instance,
+            partition_key=workspace_id,
+            resources=resources,
+            raise_on_error=False,
+        )
+
+
+def rate_lookup(sandbox: StripeSandbox, quote: str):
+    start = sandbox.start.date() - timedelta(days=40)
+    end = max(sandbox.now.date(), date.today()) + timedelta(days=40)
+    table = {
+        (day, base.upper()): rate
+        for day, base, q, rate in sandbox.truth.fx_rates(start, end)
+        if q.upper() == quote
+    }
+
+    def convert(amount_minor: float, currency: str, day: date) -> float:
+        currency = currency.upper()
+        minor = 1 if currency == "JPY" else 100
+        rate = 1.0 if currency == quote else table[(day, currency)]
+        return amount_minor / minor * rate
+
+    return convert
+
+
+@pytest.fixture
+def stripe_world(warehouse, monkeypatch) -> Iterator[StripeWorld]:
+    sandbox = StripeSandbox(seed=11, customers=80)
+    with LoopbackServer(create_app(sandbox)) as server, dg.instance_for_test() as instance:
+        monkeypatch.setenv("KPI_STRIPE_BASE_URL", server.base_url)
+        monkeypatch.setenv("STRIPE_TEST_KEY", sandbox.api_key)
+        yield StripeWorld(sandbox, server, warehouse, instance)
+
+
+def failure_message(result: dg.ExecuteInProcessResult) -> str:
+    [event] = [e for e in result.all_events if e.is_step_failure]
+    data = event.step_failure_data
+    return (
+        data.user_failure_data.description if data.user_failure_data else ""
+    ) or data.error.message
+
+
+def metadata(result: dg.ExecuteInProcessResult) -> dict:
+    [event] = result.get_asset_materialization_events()
+    return {k: v.value for k, v in event.materialization.metadata.items()}

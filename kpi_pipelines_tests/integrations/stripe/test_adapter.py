@@ -1,0 +1,262 @@
+"""Stripe through the real pipeline: sandbox over HTTP -> SDK -> raw records -> SQL metrics."""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from datetime import timedelta
+from itertools import pairwise
+
+import pytest
+import sqlalchemy as sa
+
+from kpi_pipelines.warehouse.tenant_data import read_points
+from kpi_pipelines_tests.integrations.stripe.conftest import failure_message, metadata, rate_lookup
+
+MOVEMENT_METRICS = {
+    "new": "new_mrr",
+    "expansion": "expansion_mrr",
+    "contraction": "contraction_mrr",
+    "churn": "churned_mrr",
+    "reactivation": "reactivation_mrr",
+}
+
+
+def series(warehouse, workspace_id: str) -> dict[str, dict]:
+    out: dict[str, dict] = defaultdict(dict)
+    for p in read_points(warehouse, workspace_id, source="stripe"):
+        out[p.metric][p.timestamp.date()] = p.value
+    return out
+
+
+@pytest.mark.parametrize(("currency", "tz"), [("USD", "UTC"), ("EUR", "America/New_York")])
+def test_a_simulated_year_matches_the_sandbox_truth_every_day(stripe_world, currency, tz) -> None:
+    world = stripe_world
+    world.workspace("acme", currency, tz)
+    world.import_rates(currency)
+    result = world.sync("acme")
+    assert result.success, failure_message(result)
+    stored = series(world.warehouse, "acme")
+    convert = rate_lookup(world.sandbox, currency)
+    first, last = world.sandbox.start.date(), world.sandbox.now.date() - timedelta(days=2)
+    days = list(world.sandbox.truth.daily(first, last, tz))
+    assert len(days) >= 364
+    covered = set()
+    for truth in days:
+        d = truth.day
+        expected_mrr = sum(convert(v, cur, d) for cur, v in truth.totals().items())
+        assert stored["mrr"].get(d, 0.0) == pytest.approx(expected_mrr, abs=1e-4), d
+        assert stored["active_customers"].get(d, 0) == len(truth.mrr), d
+        moves = defaultdict(float)
+        for m in truth.movements.values():
+            moves[m.kind] += convert(m.amount, m.currency, d)
+            covered.add(m.kind)
+        for kind, metric in MOVEMENT_METRICS.items():
+            assert stored[metric].get(d, 0.0) == pytest.approx(moves[kind], abs=1e-4), (d, kind)
+        assert stored["new_customers"].get(d, 0) == sum(
+            1 for m in truth.movements.values() if m.kind == "new"
+        )
+        assert stored["churned_customers"].get(d, 0) == sum(
+            1 for m in truth.movements.values() if m.kind == "churn"
+        )
+    assert covered == set(MOVEMENT_METRICS), "the simulated year should exercise every movement"
+    # Past the sandbox clock nothing is known to change: no renewal invoice exists yet, and a
+    # live subscription must not look churned because its current period ends.
+    now = world.sandbox.now
+    at_now = sum(convert(v, cur, now.date()) for cur, v in world.sandbox.truth.mrr_at(now).values())
+    # (Further out, trials that end and cancellations scheduled for later legitimately differ
+    # from the state at the clock; the days right after it must not.)
+    later = [d for d in stored["mrr"] if now.date() < d <= now.date() + timedelta(days=3)]
+    assert later, "the series runs up to today"
+    for d in later:
+        assert stored["churned_customers"].get(d, 0) == 0, d
+        assert stored["mrr"][d] == pytest.approx(
+            sum(convert(v, cur, d) for cur, v in world.sandbox.truth.mrr_at(now).values()), abs=1e-4
+        ), d
+    assert at_now > 0
+
+
+def test_mrr_identity_holds_every_day(stripe_world) -> None:
+    world = stripe_world
+    world.workspace("acme", "EUR", "Europe/Berlin")
+    world.import_rates("EUR")
+    assert world.sync("acme").success
+    s = series(world.warehouse, "acme")
+    days = sorted(s["mrr"])
+    assert any(abs(s["fx_adjustment_mrr"].get(d, 0)) > 0 for d in days)
+    for previous, day in pairwise(days):
+        expected = (
+            s["mrr"][previous]
+            + s["new_mrr"][day]
+            + s["expansion_mrr"][day]
+            + s["reactivation_mrr"][day]
+            - s["contraction_mrr"][day]
+            - s["churned_mrr"][day]
+            + s["fx_adjustment_mrr"][day]
+        )
+        assert s["mrr"][day] == pytest.approx(expected, abs=1e-5), day  # values are stored to 1e-6
+
+
+def test_revenue_refunds_and_net_match_the_sandbox(stripe_world) -> None:
+    world = stripe_world
+    world.workspace("acme")
+    world.import_rates("USD")
+    assert world.sync("acme").success
+    s = series(world.warehouse, "acme")
+    convert = rate_lookup(world.sandbox, "USD")
+    truth = world.sandbox.truth.revenue_daily(world.sandbox.start.date(), world.sandbox.now.date())
+    expected: dict[str, dict] = defaultdict(lambda: defaultdict(float))
+    for row in truth:
+        expected["revenue"][row.day] += convert(row.revenue, row.currency, row.day)
+        expected["refunds"][row.day] += convert(row.refunds, row.currency, row.day)
+        expected["net_revenue"][row.day] += convert(row.net, row.currency, row.day)
+    for metric in ("revenue", "refunds", "net_revenue"):
+        days = {d for d, v in expected[metric].items() if v} | set(s[metric])
+        assert days
+        for day in days:
+            assert s[metric].get(day, 0.0) == pytest.approx(expected[metric][day], abs=1e-4), (
+                metric,
+                day,
+            )
+
+
+def test_incremental_sync_after_changes_equals_a_full_resync(stripe_world) -> None:
+    world = stripe_world
+    world.workspace("inc")
+    world.workspace("full")
+    world.import_rates("USD")
+    assert world.sync("inc").success
+    world.sandbox.advance(timedelta(days=9))
+    incremental = world.sync("inc")
+    assert incremental.success
+    assert metadata(incremental)["records_processed"] < world.sandbox.counts()["invoices"]
+    assert world.sync("full").success  # a first sync: reads everything at the new clock
+    with world.warehouse.tenant("inc", actor="t") as db:
+        cursor = db.execute(
+            sa.text("SELECT cursor FROM sync_state WHERE source = 'stripe'")
+        ).scalar()
+    assert cursor["mode"] == "incremental"
+
+    def table(ws: str):
+        return {
+            (p.metric, p.timestamp, p.value)
+            for p in read_points(world.warehouse, ws, source="stripe")
+        }
+
+    assert table("inc") == table("full")
+
+
+def test_nothing_changed_ends_after_one_request(stripe_world) -> None:
+    world = stripe_world
+    world.workspace("acme")
+    world.import_rates("USD")
+    assert world.sync("acme").success
+    again = world.sync("acme")
+    assert again.success
+    md = metadata(again)
+    assert md["records_processed"] == 0 and md["points_written"] == 0
+
+
+def test_cursor_older_than_thirty_days_falls_back_to_a_full_read(stripe_world) -> None:
+    world = stripe_world
+    world.workspace("acme")
+    world.import_rates("USD")
+    assert world.sync("acme").success
+    world.sandbox.advance(timedelta(days=45))
+    result = world.sync("acme")
+    assert result.success
+    with world.warehouse.tenant("acme", actor="t") as db:
+        cursor = db.execute(
+            sa.text("SELECT cursor FROM sync_state WHERE source = 'stripe'")
+        ).scalar()
+    assert cursor["mode"] == "full"
+
+
+def test_canceled_subscriptions_are_landed(stripe_world) -> None:
+    world = stripe_world
+    world.workspace("acme")
+    world.import_rates("USD")
+    assert world.sync("acme").success
+    with world.warehouse.tenant("acme", actor="t") as db:
+        statuses = dict(
+            db.execute(
+                sa.text(
+                    "SELECT payload->>'status', count(*) FROM raw_records"
+                    " WHERE stream = 'subscriptions' GROUP BY 1"
+                )
+            ).all()
+        )
+        landed = sum(statuses.values())
+    assert statuses.get("canceled", 0) > 0
+    assert landed == world.sandbox.counts()["subscriptions"]
+
+
+def test_a_429_storm_slows_the_sync_without_losing_or_duplicating(stripe_world) -> None:
+    world = stripe_world
+    world.workspace("calm")
+    world.workspace("stormy")
+    world.import_rates("USD")
+    assert world.sync("calm").success
+    world.sandbox.faults.storm(3, status=429, should_retry=True)
+    stormy = world.sync("stormy")
+    assert stormy.success, failure_message(stormy)
+
+    def table(ws: str):
+        return {(p.metric, p.timestamp, p.value) for p in read_points(world.warehouse, ws)}
+
+    assert table("calm") == table("stormy")
+    with world.warehouse.tenant("stormy", actor="t") as db:
+        assert db.execute(sa.text("SELECT count(*) FROM raw_records")).scalar() == sum(
+            world.sandbox.counts()[k]
+            for k in (
+                "customers",
+                "products",
+                "prices",
+                "coupons",
+                "subscriptions",
+                "invoices",
+                "charges",
+                "refunds",
+                "balance_transactions",
+            )
+        )
+
+
+def test_a_provider_that_stays_down_fails_the_partition_clearly(stripe_world) -> None:
+    world = stripe_world
+    world.workspace("acme")
+    world.sandbox.faults.down(503)
+    result = world.sync("acme", max_network_retries=1)
+    assert not result.success
+    message = failure_message(result)
+    assert "stripe is unavailable" in message and "retried later" in message
+    assert world.sandbox.api_key not in message
+
+
+def test_a_wrong_key_says_reconnect(stripe_world, monkeypatch) -> None:
+    world = stripe_world
+    world.workspace("acme")
+    monkeypatch.setenv("STRIPE_TEST_KEY", "sk_test_wrong_key_123456")
+    result = world.sync("acme")
+    message = failure_message(result)
+    assert "Reconnect this workspace" in message
+    assert "sk_test_wrong_key_123456" not in message
+
+
+def test_missing_fx_rate_names_currency_and_day(stripe_world) -> None:
+    world = stripe_world
+    world.workspace("acme", "USD")
+    result = world.sync("acme")
+    assert not result.success
+    message = failure_message(result)
+    assert "no exchange rate to USD for" in message and "fx import" in message
+
+
+def test_workspace_isolation(stripe_world) -> None:
+    world = stripe_world
+    world.workspace("a")
+    world.workspace("b")
+    world.import_rates("USD")
+    assert world.sync("a").success
+    assert read_points(world.warehouse, "b") == []
+    with world.warehouse.tenant("b", actor="t") as db:
+        assert db.execute(sa.text("SELECT count(*) FROM raw_records")).scalar() == 0
