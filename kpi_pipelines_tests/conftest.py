@@ -14,6 +14,8 @@ import sqlalchemy as sa
 from kpi_pipelines.warehouse.control import Workspace, add_workspace
 from kpi_pipelines.warehouse.database import Warehouse
 
+pytest_plugins = ["kpi_pipelines_tests.integrations.stripe.world"]
+
 TABLES = (
     "webhook_inbox",
     "audit_log",

@@ -1,4 +1,5 @@
-"""A Stripe sandbox served on loopback, and helpers to sync a workspace from it."""
+"""A Stripe sandbox served on loopback, and helpers to sync a workspace from it (a fixture
+plugin: the root conftest loads it for every test folder that needs Stripe)."""
 
 from __future__ import annotations
 
