@@ -5,6 +5,12 @@ A user's table is all-or-nothing: `validate_table` reads every row and raises
 stream the rows again with `parse_table` to write them. Both passes keep one row in memory
 at a time; the only state that grows with the table is the set of keys seen so far (to
 report duplicates) and the list of errors.
+
+Cells are text (a CSV file, a sheet read as FORMATTED_VALUE) or, from the Sheets API read
+as UNFORMATTED_VALUE, typed JSON values: a number in the value column is taken as it is
+(no separators or currency to interpret), and a number in the date column is a spreadsheet
+date serial number (days since 1899-12-30; a time-of-day fraction is dropped). Text cells
+follow the mapping's rules either way, so CSV behaviour does not depend on this.
 """
 
 from __future__ import annotations
@@ -18,6 +24,7 @@ import unicodedata
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from decimal import Decimal, InvalidOperation
+from typing import TypeGuard
 
 import pydantic
 
@@ -30,6 +37,7 @@ __all__ = [
     "TabularRow",
     "metric_key_problem",
     "parse_table",
+    "serial_date",
     "validate_table",
 ]
 
@@ -426,6 +434,34 @@ def _is_digits(text: str) -> bool:
 
 _FORMULA_REASON = "looks like a spreadsheet formula; only numbers are accepted"
 
+# Spreadsheet date serial numbers count days from 1899-12-30 (Lotus 1-2-3's leap-year bug
+# kept by Excel and Google Sheets makes day 0 that date rather than 1899-12-31).
+SERIAL_EPOCH = datetime.date(1899, 12, 30)
+_MAX_SERIAL = (datetime.date.max - SERIAL_EPOCH).days
+
+
+def _is_number(cell: object) -> TypeGuard[int | float]:
+    """A typed numeric cell (a Sheets API number); bool is not one."""
+    return isinstance(cell, int | float) and not isinstance(cell, bool)
+
+
+def serial_date(serial: float) -> datetime.date:
+    """The date of a spreadsheet serial number (its time-of-day fraction dropped)."""
+    if not math.isfinite(serial) or not 0 <= serial <= _MAX_SERIAL:
+        raise _CellError(
+            f"{serial!r} is not a date: a number in the date column is read as a spreadsheet"
+            f" date serial number (days since {SERIAL_EPOCH.isoformat()}, 0 to {_MAX_SERIAL});"
+            " format the column as a date or as text"
+        )
+    return SERIAL_EPOCH + datetime.timedelta(days=math.floor(serial))
+
+
+def _typed_number(cell: float) -> float:
+    value = float(cell) + 0.0
+    if not math.isfinite(value):
+        raise _CellError(f"{cell!r} is not a finite number")
+    return value
+
 
 def _number_format(mapping: TabularMapping) -> _NumberFormat:
     thousands = mapping.thousands_separator or ""
@@ -467,7 +503,7 @@ def _date_parser(formats: Sequence[str]) -> Callable[[str], datetime.date]:
 
 
 def _texts(cells: Sequence[object]) -> list[str]:
-    """Stripped cell texts; a Sheets API cell may also be a number or null."""
+    """Stripped cell texts; a Sheets API cell may also be a number, a boolean or null."""
     return [
         cell.strip() if isinstance(cell, str) else "" if cell is None else str(cell).strip()
         for cell in cells
@@ -477,7 +513,7 @@ def _texts(cells: Sequence[object]) -> list[str]:
 class _TableParser:
     """Checks the header against the mapping once, then reads rows one at a time."""
 
-    def __init__(self, header: Sequence[str], mapping: TabularMapping, source: str) -> None:
+    def __init__(self, header: Sequence[object], mapping: TabularMapping, source: str) -> None:
         self.source = source
         self.mapping = mapping
         names = _texts(header)
@@ -528,8 +564,12 @@ class _TableParser:
             texts += [""] * (self.width - len(texts))  # ragged: Sheets drops trailing empty cells
         errors: list[RowError] = []
         day = metric = value = None
+        date_cell = _cell(cells, self.date_index)
         try:
-            day = self.parse_date(texts[self.date_index])
+            if _is_number(date_cell):
+                day = serial_date(date_cell)
+            else:
+                day = self.parse_date(texts[self.date_index])
         except _CellError as exc:
             errors.append(RowError(line, self.mapping.date_column, str(exc)))
         if self.metric_index is None:
@@ -539,8 +579,12 @@ class _TableParser:
             problem = "metric is empty" if not metric else metric_key_problem(metric)
             if problem:
                 errors.append(RowError(line, self.mapping.metric_column, problem))
+        value_cell = _cell(cells, self.value_index)
         try:
-            value = self.number.parse(texts[self.value_index])
+            if _is_number(value_cell):
+                value = _typed_number(value_cell)
+            else:
+                value = self.number.parse(texts[self.value_index])
         except _CellError as exc:
             errors.append(RowError(line, self.mapping.value_column, str(exc)))
         if errors:
@@ -557,6 +601,10 @@ class _TableParser:
                 RowError(line, None, f"duplicates line {first} (same date, metric and dimensions)")
             ]
         return TabularRow(line=line, day=day, metric=metric, value=value, dimensions=dimensions)
+
+
+def _cell(cells: Sequence[object], index: int) -> object:
+    return cells[index] if index < len(cells) else None
 
 
 def _missing_columns(missing: list[str], present: list[str]) -> str:
@@ -576,8 +624,8 @@ def _missing_columns(missing: list[str], present: list[str]) -> str:
 
 
 def parse_table(
-    header: Sequence[str],
-    rows: Iterable[tuple[int, Sequence[str]]],
+    header: Sequence[object],
+    rows: Iterable[tuple[int, Sequence[object]]],
     mapping: TabularMapping,
     *,
     source: str,
@@ -593,7 +641,7 @@ def parse_table(
 
 
 def _stream(
-    parser: _TableParser, rows: Iterable[tuple[int, Sequence[str]]]
+    parser: _TableParser, rows: Iterable[tuple[int, Sequence[object]]]
 ) -> Iterator[TabularRow]:
     count = 0
     for line, cells in rows:
@@ -611,8 +659,8 @@ _NO_DATA = "has a header row but no data rows"
 
 
 def validate_table(
-    header: Sequence[str],
-    rows: Iterable[tuple[int, Sequence[str]]],
+    header: Sequence[object],
+    rows: Iterable[tuple[int, Sequence[object]]],
     mapping: TabularMapping,
     *,
     source: str,

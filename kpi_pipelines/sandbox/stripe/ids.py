@@ -26,6 +26,7 @@ MAX_SUB = (1 << SUB_BITS) - 1
 
 # Kinds whose ids are 14 characters after the prefix (like Stripe's cus_/prod_/si_); others 24.
 _SHORT = frozenset({"cus", "prod", "si"})
+_CACHE_LIMIT = 50_000  # ids remembered per kind (a page reuses many: customer, subscription...)
 
 
 def _unshift(y: int, s: int) -> int:
@@ -52,6 +53,19 @@ def _unmix(x: int, key: int) -> int:
     x = _unshift(x, 31)
     x = (x * _C1_INV) & _M64
     return x ^ key
+
+
+_PAIRS = [a + b for a in _ALPHABET for b in _ALPHABET]
+
+
+def _b62_11(n: int) -> str:
+    """Eleven base-62 digits of a 64-bit number (62**11 > 2**64), two digits per division."""
+    n, r1 = divmod(n, 3844)
+    n, r2 = divmod(n, 3844)
+    n, r3 = divmod(n, 3844)
+    n, r4 = divmod(n, 3844)
+    n, r5 = divmod(n, 3844)
+    return _ALPHABET[n] + _PAIRS[r5] + _PAIRS[r4] + _PAIRS[r3] + _PAIRS[r2] + _PAIRS[r1]
 
 
 def _b62(n: int, width: int) -> str:
@@ -82,7 +96,7 @@ class IdCodec:
         self._tag3 = _tag(f"acct3:{account_id}", 3)
         self._keys: dict[str, int] = {}
         self._seed = seed
-        self._cache: dict[tuple[str, int, int, int], str] = {}
+        self._cache: dict[str, dict[int, str]] = {}
 
     def _key(self, kind: str) -> int:
         key = self._keys.get(kind)
@@ -93,11 +107,21 @@ class IdCodec:
 
     def encode(self, kind: str, owner: int, local: int, sub: int = 0) -> str:
         packed = (owner << (LOCAL_BITS + SUB_BITS)) | (local << SUB_BITS) | sub
-        m = _b62(_mix(packed, self._key(kind)), 11)
+        cache = self._cache.get(kind)
+        if cache is None:
+            cache = self._cache[kind] = {}
+        text = cache.get(packed)
+        if text is not None:
+            return text
+        m = _b62_11(_mix(packed, self._key(kind)))
         if kind in _SHORT:
-            return f"{kind}_{m}{self._tag3}"
-        check = _b62(packed % 3844, 2)
-        return f"{kind}_1{m[:5]}{self._tag10}{m[5:]}{check}"
+            text = f"{kind}_{m}{self._tag3}"
+        else:
+            text = f"{kind}_1{m[:5]}{self._tag10}{m[5:]}{_PAIRS[packed % 3844]}"
+        if len(cache) >= _CACHE_LIMIT:
+            cache.clear()
+        cache[packed] = text
+        return text
 
     def decode(self, kind: str, text: str) -> tuple[int, int, int] | None:
         """(owner, local, sub) for an id of `kind` made by this codec, else None."""
@@ -120,7 +144,7 @@ class IdCodec:
         if raw > _M64:
             return None
         value = _unmix(raw, self._key(kind))
-        if kind not in _SHORT and _b62(value % 3844, 2) != body[22:24]:
+        if kind not in _SHORT and _PAIRS[value % 3844] != body[22:24]:
             return None
         sub = value & MAX_SUB
         local = (value >> SUB_BITS) & MAX_LOCAL
