@@ -16,6 +16,7 @@ from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
 from kpi_pipelines import settings
+from kpi_pipelines.integrations.google_sheets.cli import sheets_app
 
 app = typer.Typer(help=__doc__, no_args_is_help=True, pretty_exceptions_enable=False)
 workspace_app = typer.Typer(help="Tenant workspaces.", no_args_is_help=True)
@@ -41,6 +42,7 @@ for sub, name in (
     (webhooks_app, "webhooks"),
 ):
     app.add_typer(sub, name=name)
+app.add_typer(sheets_app, name="sheets")
 
 # Piped output (files, CI logs, tests) gets wide tables instead of 80 wrapped columns.
 console = Console(width=None if sys.stdout.isatty() else 160)

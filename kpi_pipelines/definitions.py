@@ -8,18 +8,28 @@ from kpi_pipelines.automation.partitions import workspace_partitions_sensor
 from kpi_pipelines.integrations.csv_upload.adapter import CsvUploadAdapter
 from kpi_pipelines.integrations.csv_upload.assets import csv_upload_job, csv_upload_kpis
 from kpi_pipelines.integrations.csv_upload.drop_folder import csv_drop_folder_sensor
+from kpi_pipelines.integrations.google_analytics.adapter import GoogleAnalyticsAdapter
+from kpi_pipelines.integrations.google_analytics.assets import (
+    google_analytics_job,
+    google_analytics_kpis,
+    google_analytics_schedule,
+)
+from kpi_pipelines.integrations.google_sheets.adapter import GoogleSheetsAdapter
+from kpi_pipelines.integrations.google_sheets.assets import google_sheets_job, google_sheets_kpis
 from kpi_pipelines.integrations.shared.base_adapter import IntegrationAdapter
 from kpi_pipelines.integrations.stripe.adapter import StripeAdapter
 from kpi_pipelines.integrations.stripe.assets import stripe_job, stripe_kpis
 from kpi_pipelines.resources import WarehouseResource
 from kpi_pipelines.webhooks.sensor import stripe_webhook_sensor
 
-ASSETS = [csv_upload_kpis, stripe_kpis]
+ASSETS = [csv_upload_kpis, stripe_kpis, google_analytics_kpis, google_sheets_kpis]
 
 RESOURCES = {
     "warehouse": WarehouseResource(),
     "csv_upload": CsvUploadAdapter(),
     "stripe": StripeAdapter(),
+    "google_analytics": GoogleAnalyticsAdapter(),
+    "google_sheets": GoogleSheetsAdapter(),
 }
 
 SCHEDULES = [
@@ -30,6 +40,7 @@ SCHEDULES = [
         cron_schedule="0 3 * * *",
         description="Daily Stripe reconciliation for every connected workspace.",
     ),
+    google_analytics_schedule,
 ]
 
 FRESHNESS_CHECKS = [
@@ -41,7 +52,7 @@ FRESHNESS_CHECKS = [
 defs = dg.Definitions(
     assets=ASSETS,
     asset_checks=FRESHNESS_CHECKS,
-    jobs=[csv_upload_job, stripe_job],
+    jobs=[csv_upload_job, stripe_job, google_analytics_job, google_sheets_job],
     schedules=SCHEDULES,
     sensors=[workspace_partitions_sensor, csv_drop_folder_sensor, stripe_webhook_sensor],
     resources=RESOURCES,

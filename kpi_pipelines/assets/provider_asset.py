@@ -166,6 +166,7 @@ def _sync_metadata(result: SyncResult, elapsed: float) -> dict[str, Any]:
         "seconds": round(elapsed, 3),
         "records_per_second": round(result.records_processed / max(elapsed, 1e-9), 1),
         "peak_memory_mb": round(peak_mb, 1),
+        **{f"{phase}_seconds": round(seconds, 3) for phase, seconds in result.timings.items()},
     }
 
 

@@ -127,12 +127,14 @@ def read_points(
 
 
 def latest_points(warehouse: Warehouse, workspace_id: str) -> list[StoredPoint]:
-    """Each series' most recent point (per source, metric and breakdown): a first summary."""
+    """Each metric's most recent total (or, for a metric with no total, each breakdown's)."""
     with warehouse.tenant(workspace_id, actor="cli") as db:
         rows = db.execute(
             sa.text(
                 'SELECT DISTINCT ON (source, metric, dimensions_key) source, metric, "timestamp",'
-                " dimensions, value, metadata, origin, changed_by FROM kpi_data"
+                " dimensions, value, metadata, origin, changed_by FROM kpi_data k"
+                " WHERE dimensions_key = '' OR NOT EXISTS (SELECT 1 FROM kpi_data t"
+                "   WHERE t.source = k.source AND t.metric = k.metric AND t.dimensions_key = '')"
                 ' ORDER BY source, metric, dimensions_key, "timestamp" DESC'
             )
         ).mappings()

@@ -11,6 +11,7 @@ from __future__ import annotations
 import logging
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterable, Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -102,7 +103,7 @@ class IntegrationAdapter(dg.ConfigurableResource, ABC):
             single_transaction=single_transaction,
         )
 
-    def record_writer(self) -> BatchWriter[RawRecord]:
+    def record_writer(self, *, background: bool = False) -> BatchWriter[RawRecord]:
         """Provider objects into raw_records, the landing copy metrics are computed from."""
         actor, provider = self.context.actor, self.provider
         return BatchWriter(
@@ -111,6 +112,7 @@ class IntegrationAdapter(dg.ConfigurableResource, ABC):
                 db, provider, batch, actor=actor, fetched_at=fetched_at
             ),
             batch_size=self.effective_batch_size(),
+            background=background,
         )
 
 
@@ -120,6 +122,9 @@ class BatchWriter(Generic[T]):
     By default every batch is its own transaction (a crash loses at most the batch in
     flight, and a rerun rewrites it without duplicates). `single_transaction=True` makes the
     whole sync one transaction, for user submissions that are all-or-nothing.
+    `background=True` writes batches on a worker thread while the caller fetches the next
+    pages (the database does its part without the GIL); at most one batch waits in line,
+    so memory stays bounded, and a failed write is raised on the caller's next call.
     """
 
     def __init__(
@@ -129,7 +134,10 @@ class BatchWriter(Generic[T]):
         *,
         batch_size: int,
         single_transaction: bool = False,
+        background: bool = False,
     ):
+        if single_transaction and background:
+            raise ValueError("a single-transaction writer cannot write in the background")
         self.context = context
         self.batch_size = batch_size
         self.single_transaction = single_transaction
@@ -138,6 +146,8 @@ class BatchWriter(Generic[T]):
         self._write = write
         self._buffer: list[T] = []
         self._shared: DbConnection | None = None
+        self._worker = ThreadPoolExecutor(max_workers=1) if background else None
+        self._pending: Future[None] | None = None
 
     @contextmanager
     def open(self) -> Iterator[BatchWriter[T]]:
@@ -149,6 +159,13 @@ class BatchWriter(Generic[T]):
                 yield self
                 self.flush()
             self._shared = None
+        elif self._worker is not None:
+            try:
+                yield self
+                self.flush()
+                self._wait()
+            finally:
+                self._worker.shutdown(wait=True)
         else:
             yield self
             self.flush()
@@ -165,11 +182,22 @@ class BatchWriter(Generic[T]):
         batch, self._buffer = self._buffer, []
         if self._shared is not None:
             self._count(self._write(self._shared, batch, self.fetched_at))
-            return
+        elif self._worker is not None:
+            self._wait()  # one batch in flight at a time: bounded memory, batches in order
+            self._pending = self._worker.submit(self._write_batch, batch)
+        else:
+            self._write_batch(batch)
+
+    def _write_batch(self, batch: list[T]) -> None:
         with self.context.warehouse.tenant(
             self.context.workspace.id, actor=self.context.actor
         ) as db:
             self._count(self._write(db, batch, self.fetched_at))
+
+    def _wait(self) -> None:
+        if self._pending is not None:
+            pending, self._pending = self._pending, None
+            pending.result()
 
     def _count(self, outcome: int | WriteStats) -> None:
         if isinstance(outcome, WriteStats):

@@ -76,3 +76,5 @@ class SyncResult(BaseModel):
     points_unchanged: int = 0
     errors: list[str] = Field(default_factory=list)
     last_sync_at: datetime
+    # Seconds per phase (say "landing", "metrics"), for run metadata and benchmarks.
+    timings: dict[str, float] = Field(default_factory=dict)

@@ -11,6 +11,7 @@ from __future__ import annotations
 import time
 from collections import defaultdict
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any, ClassVar
@@ -119,7 +120,8 @@ class StripeAdapter(IntegrationAdapter):
         full = last_event is None or (
             newest is not None and newest - last_event > EVENT_RETENTION.total_seconds()
         )
-        writer = self.record_writer()
+        landing_started = time.perf_counter()
+        writer = self.record_writer(background=True)
         with writer.open():
             if full:
                 self.context.log.info("stripe: full read (no cursor, or older than 30 days)")
@@ -129,7 +131,10 @@ class StripeAdapter(IntegrationAdapter):
                 last_event = newest if newest is not None else last_event
             else:
                 last_event = self._incremental(writer, last_event, errors, counts)
+        landing_seconds = time.perf_counter() - landing_started
+        metrics_started = time.perf_counter()
         points = self._write_metrics()
+        metrics_seconds = time.perf_counter() - metrics_started
         with self.context.warehouse.tenant(
             self.context.workspace.id, actor=self.context.actor
         ) as db:
@@ -147,6 +152,7 @@ class StripeAdapter(IntegrationAdapter):
             points_unchanged=points.unchanged,
             errors=errors,
             last_sync_at=started,
+            timings={"landing": landing_seconds, "metrics": metrics_seconds},
         )
 
     def transform(self, raw: Any) -> list[KPIData]:
@@ -250,17 +256,26 @@ class StripeAdapter(IntegrationAdapter):
     def _pages(
         self, path: str, params: dict[str, Any], *, starting_after: str | None = None
     ) -> Iterator[dict[str, Any]]:
-        """Every object of a list endpoint, newest first, one page at a time."""
-        while True:
+        """Every object of a list endpoint, newest first; the next page is fetched while the
+        caller handles this one (its cursor is this page's last id, known on arrival)."""
+
+        def fetch(after: str | None) -> dict[str, Any]:
             query = {**params, "limit": self.page_size}
-            if starting_after:
-                query["starting_after"] = starting_after
-            page = self._request(path, query)
-            data = page.get("data") or []
-            yield from data
-            if not page.get("has_more") or not data:
-                return
-            starting_after = data[-1]["id"]
+            if after:
+                query["starting_after"] = after
+            return self._request(path, query)
+
+        with ThreadPoolExecutor(max_workers=1) as prefetch:
+            upcoming = prefetch.submit(fetch, starting_after)
+            while True:
+                page = upcoming.result()
+                data = page.get("data") or []
+                more = bool(page.get("has_more") and data)
+                if more:
+                    upcoming = prefetch.submit(fetch, data[-1]["id"])
+                yield from data
+                if not more:
+                    return
 
     def _request(self, path: str, params: dict[str, Any]) -> dict[str, Any]:
         try:

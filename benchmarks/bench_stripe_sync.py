@@ -1,0 +1,228 @@
+"""Stripe sync over loopback HTTP from the sandbox, against a plain paging baseline.
+
+For each size (default 100k and 1M objects) a fresh child process:
+1. starts the Stripe sandbox in its own process (`python -m kpi_pipelines.sandbox.stripe
+   serve --objects N`), so it never competes with the pipeline for the GIL;
+2. baseline: pages through the same endpoints with the same parameters using plain httpx
+   (keep-alive, JSON decoded, nothing else) — this also gives the sandbox's pages per second;
+3. runs the real Stripe adapter (official SDK, pydantic validation, raw landing through the
+   one write path, then every metric in SQL) on a fresh embedded PostgreSQL, reporting the
+   time until the raw records are committed and, separately, the metrics time;
+4. reports records per second, peak RSS of the pipeline process, and the ratios.
+
+Targets (issue 3): sync <= 1.5x the baseline; metrics faster than the sync; peak memory at
+1M <= 1.2x peak memory at 100k. Nothing is asserted: the figures are printed, with one JSON
+line per size at the end.
+
+    python benchmarks/bench_stripe_sync.py                    # 100k and 1M (long: tens of minutes)
+    python benchmarks/bench_stripe_sync.py --objects 20000    # a quick look
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import resource
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from datetime import UTC, datetime
+from pathlib import Path
+
+API_KEY = "sk_test_benchmark_key_000000000000"
+STREAMS = [
+    ("/v1/customers", {}),
+    ("/v1/products", {}),
+    ("/v1/prices", {"expand[]": "data.tiers"}),
+    ("/v1/coupons", {}),
+    ("/v1/subscriptions", {"status": "all", "expand[]": "data.discounts"}),
+    ("/v1/invoices", {"expand[]": "data.discounts"}),
+    ("/v1/charges", {}),
+    ("/v1/refunds", {}),
+    ("/v1/balance_transactions", {}),
+]
+
+
+def start_sandbox(objects: int, seed: int) -> tuple[subprocess.Popen, str]:
+    process = subprocess.Popen(
+        [
+            *(sys.executable, "-m", "kpi_pipelines.sandbox.stripe", "serve"),
+            *("--port", "0", "--seed", str(seed), "--objects", str(objects), "--api-key", API_KEY),
+            *("--now", datetime.now(UTC).replace(microsecond=0).isoformat()),
+        ],
+        stdout=subprocess.PIPE,
+        text=True,
+        start_new_session=True,
+    )
+    assert process.stdout is not None
+    for line in process.stdout:
+        if line.startswith("http://") or "http://" in line:
+            return process, line.strip().split()[-1]
+    raise RuntimeError("the sandbox did not start")
+
+
+def baseline(base_url: str) -> dict[str, float]:
+    import httpx
+
+    pages = objects = 0
+    started = time.perf_counter()
+    with httpx.Client(
+        base_url=base_url, headers={"Authorization": f"Bearer {API_KEY}"}, timeout=60
+    ) as http:
+        for path, params in STREAMS:
+            after = None
+            while True:
+                query = {**params, "limit": 100, **({"starting_after": after} if after else {})}
+                page = http.get(path, params=query).json()
+                pages += 1
+                data = page["data"]
+                objects += len(data)
+                if not page["has_more"] or not data:
+                    break
+                after = data[-1]["id"]
+    seconds = time.perf_counter() - started
+    return {
+        "seconds": seconds,
+        "objects": objects,
+        "pages": pages,
+        "pages_per_second": pages / seconds,
+    }
+
+
+def pipeline(base_url: str) -> dict[str, float]:
+    import dagster as dg
+
+    from kpi_pipelines.integrations.stripe.adapter import StripeAdapter
+    from kpi_pipelines.integrations.stripe.assets import stripe_kpis
+    from kpi_pipelines.resources import WarehouseResource
+    from kpi_pipelines.warehouse.control import Connection, Workspace, add_connection, add_workspace
+    from kpi_pipelines.warehouse.database import Warehouse
+
+    os.environ["BENCH_STRIPE_KEY"] = API_KEY
+    warehouse = Warehouse.connect().ensure_ready()
+    add_workspace(warehouse, Workspace(id="bench", name="bench", reporting_currency="USD"))
+    add_connection(
+        warehouse,
+        Connection(
+            workspace_id="bench",
+            provider="stripe",
+            settings={"base_url": base_url},
+            secret_env={"api_key": "BENCH_STRIPE_KEY"},
+        ),
+    )
+    _import_rates(warehouse)
+    with dg.instance_for_test() as instance:
+        instance.add_dynamic_partitions("workspace", ["bench"])
+        started = time.perf_counter()
+        result = dg.materialize(
+            [stripe_kpis],
+            instance=instance,
+            partition_key="bench",
+            resources={"warehouse": WarehouseResource(), "stripe": StripeAdapter()},
+            run_config={"loggers": {"console": {"config": {"log_level": "WARNING"}}}},
+        )
+        total = time.perf_counter() - started
+    [event] = result.get_asset_materialization_events()
+    md = {k: v.value for k, v in event.materialization.metadata.items()}
+    return {
+        "records": md["records_processed"],
+        "landing_seconds": md["landing_seconds"],
+        "metrics_seconds": md["metrics_seconds"],
+        "run_seconds": total,
+        "points": md["points_written"],
+        "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+    }
+
+
+def _import_rates(warehouse) -> None:  # type: ignore[no-untyped-def]
+    from datetime import date, timedelta
+
+    from kpi_pipelines.sandbox.stripe import fx_rates
+    from kpi_pipelines.sandbox.stripe.generator import StripeSandboxConfig
+    from kpi_pipelines.warehouse.control import FxRate, import_fx_rates
+
+    config = StripeSandboxConfig()
+    end = date.today() + timedelta(days=3)
+    rates = fx_rates(0, config.currencies, end - timedelta(days=800), end)
+    import_fx_rates(
+        warehouse,
+        [
+            FxRate(base=b.upper(), quote="USD", day=d, rate=r)
+            for d, b, q, r in rates
+            if q == "usd" and b != "usd"
+        ],
+    )
+
+
+def child(objects: int, seed: int) -> dict[str, float]:
+    home = Path(tempfile.mkdtemp(prefix="kpi-bench-"))
+    os.environ["KPI_HOME"] = str(home)
+    sandbox, base_url = start_sandbox(objects, seed)
+    try:
+        base = baseline(base_url)
+        run = pipeline(base_url)
+    finally:
+        sandbox.terminate()
+        sandbox.wait(timeout=60)
+    figures = {
+        "objects": base["objects"],
+        "baseline_seconds": round(base["seconds"], 2),
+        "sandbox_pages_per_second": round(base["pages_per_second"], 1),
+        "sync_seconds": round(run["landing_seconds"], 2),
+        "sync_vs_baseline": round(run["landing_seconds"] / base["seconds"], 2),
+        "records_per_second": round(run["records"] / run["landing_seconds"], 1),
+        "metrics_seconds": round(run["metrics_seconds"], 2),
+        "metrics_vs_sync": round(run["metrics_seconds"] / run["landing_seconds"], 2),
+        "kpi_points": run["points"],
+        "peak_rss_mb": round(run["peak_rss_mb"], 1),
+    }
+    print(json.dumps(figures), flush=True)
+    shutil.rmtree(home, ignore_errors=True)  # the embedded server stops when this process exits
+    return figures
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--objects", type=int, nargs="+", default=[100_000, 1_000_000])
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.child:
+        child(args.objects[0], args.seed)
+        return
+    results = []
+    for objects in args.objects:
+        # A process per size: peak memory is per size, not the maximum of all of them.
+        out = subprocess.run(
+            [
+                sys.executable,
+                __file__,
+                "--child",
+                "--objects",
+                str(objects),
+                "--seed",
+                str(args.seed),
+            ],
+            capture_output=True,
+            text=True,
+            check=True,
+        )
+        results.append(json.loads(out.stdout.strip().splitlines()[-1]))
+    columns = list(results[0])
+    print("  ".join(f"{c:>24}" for c in columns))
+    for row in results:
+        print("  ".join(f"{row[c]:>24}" for c in columns))
+    if len(results) > 1:
+        print(
+            f"peak memory {results[-1]['objects']:,} vs {results[0]['objects']:,} objects:"
+            f" {results[-1]['peak_rss_mb'] / results[0]['peak_rss_mb']:.2f}x"
+        )
+    for row in results:
+        print(json.dumps(row))
+
+
+if __name__ == "__main__":
+    main()

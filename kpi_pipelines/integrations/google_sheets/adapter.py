@@ -1,0 +1,285 @@
+"""Google Sheets: a sheet range imported all-or-nothing through the connection's mapping.
+
+The same mapping and validation as CSV uploads (`integrations/shared/tabular.py`): the
+first non-empty row of the range is the header; every row is checked before anything is
+written, a bad row rejects the whole sheet with every error listed by its sheet row number,
+and the valid sheet is written in one transaction.
+
+Read with `spreadsheets.values.get` (`valueRenderOption` UNFORMATTED_VALUE and
+`dateTimeRenderOption` SERIAL_NUMBER by default: numbers are numbers and dates are serial
+numbers, whatever their display format; FORMATTED_VALUE is a connection setting). The
+range goes in the URL path fully percent-encoded (a quoted sheet name may hold spaces,
+quotes, '/', '#' or '?'). The API drops trailing empty cells and rows (ragged rows are
+padded) and leaves `values` out for an empty range, which is its own error. The per-minute
+read quota (HTTP 429 RESOURCE_EXHAUSTED) is waited out with truncated exponential backoff
+as Google recommends (2, 4, 8 ... 64 s plus jitter).
+"""
+
+from __future__ import annotations
+
+import random
+import re
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from typing import Any, ClassVar
+from urllib.parse import quote
+
+import httpx
+from pydantic import PrivateAttr, ValidationError
+
+from kpi_pipelines import settings
+from kpi_pipelines.integrations.google_sheets.types import SheetsConnectionSettings, ValueRange
+from kpi_pipelines.integrations.shared.base_adapter import IntegrationAdapter
+from kpi_pipelines.integrations.shared.errors import ProviderError, ProviderRequestError
+from kpi_pipelines.integrations.shared.http import ProviderHttpClient, RetryDecision
+from kpi_pipelines.integrations.shared.oauth import (
+    OAuth2Credentials,
+    OAuth2Session,
+    google_token_url,
+)
+from kpi_pipelines.integrations.shared.tabular import (
+    TableFormatError,
+    TabularRow,
+    parse_table,
+    validate_table,
+)
+from kpi_pipelines.integrations.shared.types import KPIData, SyncResult, day_timestamp
+
+PROVIDER = "google_sheets"
+DEFAULT_BASE_URL = "https://sheets.googleapis.com"
+_CELLS = re.compile(r"\$?([A-Za-z]{0,3})\$?([0-9]*)")
+
+Cell = str | int | float | bool | None
+
+
+def _sleep(seconds: float) -> None:
+    """How the HTTP client waits between retries (tests replace it to move a sandbox clock)."""
+    time.sleep(seconds)
+
+
+class SheetsImportError(ValueError):
+    """The connection or the sheet cannot be imported; the message says what to fix."""
+
+
+@dataclass(frozen=True)
+class SheetTable:
+    """A fetched range: its rows (with their sheet row numbers) after the header."""
+
+    source: str
+    header_line: int
+    header: list[Cell]
+    records: list[tuple[int, list[Cell]]]
+
+    def rows(self) -> Iterator[tuple[int, list[Cell]]]:
+        return iter(self.records)
+
+
+class _QuotaBackoff:
+    """Google's truncated exponential backoff for per-minute quotas: 2**n s + jitter."""
+
+    def __init__(self, maximum: float, rng: random.Random | None = None) -> None:
+        self.maximum = maximum
+        self.hits = 0
+        self._rng = rng or random.Random()
+
+    def __call__(self, response: httpx.Response) -> RetryDecision | None:
+        if response.status_code != 429:
+            if response.status_code < 400:
+                self.hits = 0
+            return None
+        self.hits += 1
+        wait = min(2.0**self.hits + self._rng.random(), self.maximum)
+        return RetryDecision(retry=True, wait=wait)
+
+
+class GoogleSheetsAdapter(IntegrationAdapter):
+    """Imports one sheet range per run into kpi_data (manual: the UI or the CLI)."""
+
+    provider: ClassVar[str] = PROVIDER
+    cadence: ClassVar[timedelta | None] = None  # manual: the UI or the CLI
+    # Sheets allows 300 read requests a minute per project (60 per user).
+    pool_limit: ClassVar[int | None] = 4
+
+    base_url: str | None = None  # default: KPI_GOOGLE_SHEETS_BASE_URL, else Google's
+    token_url: str | None = None  # default: KPI_GOOGLE_TOKEN_URL, else Google's
+    timeout_seconds: float = 60.0
+    max_attempts: int = 8  # with backoff up to 64 s: outlasts a per-minute quota window
+    backoff_max_seconds: float = 64.0
+
+    _http: ProviderHttpClient | None = PrivateAttr(default=None)
+    _oauth: OAuth2Session | None = PrivateAttr(default=None)
+    _table: SheetTable | None = PrivateAttr(default=None)
+    _valid_settings: SheetsConnectionSettings | None = PrivateAttr(default=None)
+
+    def check_connection(self) -> None:
+        """Read the range and check its header against the mapping (one request)."""
+        self._valid_settings = None  # read afresh for every run
+        connection_settings = self._settings()
+        self._close_clients()
+        self._oauth = OAuth2Session(
+            PROVIDER,
+            OAuth2Credentials.from_connection(
+                self.context.connection, token_url=self.token_url or google_token_url()
+            ),
+        )
+        self._http = ProviderHttpClient(
+            PROVIDER,
+            self.base_url or settings.provider_base_url(PROVIDER, DEFAULT_BASE_URL),
+            auth=self._oauth.auth(),
+            timeout=self.timeout_seconds,
+            max_attempts=self.max_attempts,
+            backoff_max=self.backoff_max_seconds,
+            classify=_QuotaBackoff(self.backoff_max_seconds),
+            sleep=lambda seconds: _sleep(seconds),
+            cache=False,
+        )
+        try:
+            self._table = self._fetch(connection_settings)
+        except BaseException:
+            self._close_clients()
+            raise
+
+    def disconnect(self) -> None:
+        self._close_clients()
+        self._table = self._valid_settings = None
+        super().disconnect()
+
+    def _close_clients(self) -> None:
+        if self._http is not None:
+            self._http.close()
+        if self._oauth is not None:
+            self._oauth.close()
+        self._http = self._oauth = None
+
+    def sync(self) -> SyncResult:
+        started = datetime.now(UTC)
+        table = self._table or self._fetch(self._settings())
+        mapping = self._settings().mapping
+        # Every row first: a bad row rejects the sheet (TableRejected lists them all).
+        count = validate_table(table.header, table.rows(), mapping, source=table.source)
+        writer = self.point_writer(single_transaction=True)
+        with writer.open():
+            for row in parse_table(table.header, table.rows(), mapping, source=table.source):
+                writer.add_all(self.transform(row))
+        self.context.log.info(
+            f"imported {count} row(s) from {table.source}: {writer.stats.inserted} new,"
+            f" {writer.stats.updated} changed"
+        )
+        return SyncResult(
+            success=True,
+            records_processed=count,
+            points_written=writer.stats.written,
+            points_unchanged=writer.stats.unchanged,
+            last_sync_at=started,
+        )
+
+    def transform(self, raw: TabularRow) -> list[KPIData]:
+        connection_settings = self._settings()
+        return [
+            KPIData(
+                value=raw.value,
+                timestamp=day_timestamp(raw.day),
+                metadata={
+                    "granularity": "day",
+                    "spreadsheet_id": connection_settings.spreadsheet_id,
+                    "range": self._range(connection_settings),
+                },
+                source=PROVIDER,
+                workspace_id=self.context.workspace.id,
+                metric=raw.metric,
+                # A blank breakdown cell means the row is not broken down by that column.
+                dimensions={k: v for k, v in raw.dimensions.items() if v},
+            )
+        ]
+
+    # --- reading ----------------------------------------------------------------------------
+
+    def _fetch(self, connection_settings: SheetsConnectionSettings) -> SheetTable:
+        assert self._http is not None, "connect() first"
+        spreadsheet_id = connection_settings.spreadsheet_id
+        a1 = self._range(connection_settings)
+        unformatted = connection_settings.value_render_option == "UNFORMATTED_VALUE"
+        path = f"/v4/spreadsheets/{quote(spreadsheet_id, safe='')}/values/{quote(a1, safe='')}"
+        try:
+            data = self._http.get_json(
+                path,
+                params={
+                    "majorDimension": "ROWS",
+                    "valueRenderOption": connection_settings.value_render_option,
+                    "dateTimeRenderOption": "SERIAL_NUMBER" if unformatted else "FORMATTED_STRING",
+                },
+            )
+        except ProviderRequestError as exc:
+            if exc.status == 404:
+                raise SheetsImportError(
+                    f"spreadsheet {spreadsheet_id} was not found: check the spreadsheet_id and"
+                    " that the sheet is shared with the Google account this workspace connected"
+                ) from None
+            if exc.status == 400:
+                raise SheetsImportError(
+                    f"the Sheets API refused the range {a1!r} of spreadsheet {spreadsheet_id}:"
+                    f" {exc.detail}. Check the sheet name (quote it, as 'Sheet 1'!A1:D, when it"
+                    " has spaces or punctuation) and the cells"
+                ) from None
+            raise
+        try:
+            value_range = ValueRange.model_validate(data)
+        except ValidationError as exc:
+            raise ProviderError(
+                PROVIDER, f"values.get returned a body that is not a ValueRange: {exc.errors()[:2]}"
+            ) from None
+        echoed = value_range.range or a1
+        source = f"sheet range {echoed} of spreadsheet {spreadsheet_id}"
+        if not value_range.values:
+            raise TableFormatError(
+                source,
+                "is empty: the Sheets API returned no values for it (check that the range"
+                " names the sheet and cells that hold the table, header row first)",
+            )
+        first_line = _first_row(echoed)
+        numbered = [(first_line + index, row) for index, row in enumerate(value_range.values)]
+        header_at = next((i for i, (_, row) in enumerate(numbered) if _has_content(row)), None)
+        if header_at is None:
+            raise TableFormatError(source, "is empty: every row of the range is blank")
+        header_line, header = numbered[header_at]
+        # The header against the mapping now, so connect() says what is wrong with it.
+        parse_table(header, (), connection_settings.mapping, source=source)
+        return SheetTable(source, header_line, header, numbered[header_at + 1 :])
+
+    def _range(self, connection_settings: SheetsConnectionSettings) -> str:
+        override = self.context.options.get("range")
+        return str(override).strip() if override else connection_settings.range
+
+    def _settings(self) -> SheetsConnectionSettings:
+        connection = self.context.connection
+        if self._valid_settings is not None:
+            return self._valid_settings
+        try:
+            self._valid_settings = SheetsConnectionSettings.model_validate(connection.settings)
+            return self._valid_settings
+        except ValidationError as exc:
+            problems = "; ".join(
+                f"{'.'.join(str(p) for p in e['loc']) or 'settings'}: {e['msg']}"
+                for e in exc.errors()
+            )
+            raise SheetsImportError(
+                f"the google_sheets connection {connection.name!r} of workspace"
+                f" {connection.workspace_id!r} has unusable settings: {problems}"
+            ) from None
+
+
+def _first_row(a1: str) -> int:
+    """The sheet row number where an (echoed, sheet-qualified) A1 range starts."""
+    cells = a1.rsplit("!", 1)[-1].split(":", 1)[0]
+    match = _CELLS.fullmatch(cells)
+    if match and match.group(2):
+        return int(match.group(2))
+    return 1
+
+
+def _has_content(row: list[Any]) -> bool:
+    return any(
+        cell not in (None, "") and not (isinstance(cell, str) and not cell.strip()) for cell in row
+    )

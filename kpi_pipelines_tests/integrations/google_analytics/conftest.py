@@ -1,0 +1,111 @@
+"""A Google sandbox served on loopback per test, and helpers to sync GA4 through Dagster."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import Any
+
+import dagster as dg
+import pytest
+
+from kpi_pipelines.integrations.google_analytics.adapter import GoogleAnalyticsAdapter
+from kpi_pipelines.integrations.google_analytics.assets import google_analytics_kpis
+from kpi_pipelines.resources import WarehouseResource
+from kpi_pipelines.sandbox.google import (
+    DEMO_CLIENT_ID,
+    DEMO_CLIENT_SECRET,
+    DEMO_REFRESH_TOKEN,
+    GA4Property,
+    GoogleSandbox,
+    create_google_app,
+)
+from kpi_pipelines.sandbox.server import LoopbackServer
+from kpi_pipelines.warehouse.control import Connection, Workspace, add_connection, add_workspace
+from kpi_pipelines.warehouse.database import Warehouse
+
+SECRET_ENV = {
+    "client_id": "TEST_GOOGLE_CLIENT_ID",
+    "client_secret": "TEST_GOOGLE_CLIENT_SECRET",
+    "refresh_token": "TEST_GOOGLE_REFRESH_TOKEN",
+}
+
+
+@dataclass
+class GA4World:
+    sandbox: GoogleSandbox
+    server: LoopbackServer
+    warehouse: Warehouse
+    instance: dg.DagsterInstance
+
+    def property(self, property_id: str, **options: Any) -> GA4Property:
+        options.setdefault("history_days", 100)
+        options.setdefault("daily_sessions", 120)
+        return self.sandbox.add_property(property_id, **options)
+
+    def workspace(
+        self, workspace_id: str, property_id: str, *, lookback_days: int = 3
+    ) -> Workspace:
+        workspace = add_workspace(self.warehouse, Workspace(id=workspace_id, name=workspace_id))
+        add_connection(
+            self.warehouse,
+            Connection(
+                workspace_id=workspace_id,
+                provider="google_analytics",
+                settings={"property_id": property_id, "lookback_days": lookback_days},
+                secret_env=SECRET_ENV,
+            ),
+        )
+        self.instance.add_dynamic_partitions("workspace", [workspace_id])
+        return workspace
+
+    def sync(
+        self, workspace_id: str, run_config: dict[str, Any] | None = None, **adapter: Any
+    ) -> dg.ExecuteInProcessResult:
+        adapter.setdefault("backoff_base_seconds", 0.01)
+        return dg.materialize(
+            [google_analytics_kpis],
+            instance=self.instance,
+            partition_key=workspace_id,
+            resources={
+                "warehouse": WarehouseResource(),
+                "google_analytics": GoogleAnalyticsAdapter(**adapter),
+            },
+            run_config={"ops": {google_analytics_kpis.op.name: {"config": run_config or {}}}},
+            raise_on_error=False,
+        )
+
+
+@pytest.fixture(scope="module")
+def dagster_instance() -> Iterator[dg.DagsterInstance]:
+    """One Dagster instance per module (creating one costs about half a second)."""
+    with dg.instance_for_test() as instance:
+        yield instance
+
+
+@pytest.fixture
+def ga4(warehouse, dagster_instance, monkeypatch) -> Iterator[GA4World]:
+    sandbox = GoogleSandbox(seed=3)
+    sandbox.register_client(DEMO_CLIENT_ID, DEMO_CLIENT_SECRET)
+    sandbox.add_refresh_token(DEMO_REFRESH_TOKEN, DEMO_CLIENT_ID)
+    instance = dagster_instance
+    with LoopbackServer(create_google_app(sandbox)) as server:
+        monkeypatch.setenv("KPI_GOOGLE_TOKEN_URL", server.url("/token"))
+        monkeypatch.setenv("KPI_GOOGLE_ANALYTICS_BASE_URL", server.base_url)
+        monkeypatch.setenv(SECRET_ENV["client_id"], DEMO_CLIENT_ID)
+        monkeypatch.setenv(SECRET_ENV["client_secret"], DEMO_CLIENT_SECRET)
+        monkeypatch.setenv(SECRET_ENV["refresh_token"], DEMO_REFRESH_TOKEN)
+        yield GA4World(sandbox, server, warehouse, instance)
+
+
+def failure_message(result: dg.ExecuteInProcessResult) -> str:
+    [event] = [e for e in result.all_events if e.is_step_failure]
+    data = event.step_failure_data
+    return (data.user_failure_data.description if data.user_failure_data else "") or (
+        data.error.message if data.error else ""
+    )
+
+
+def metadata(result: dg.ExecuteInProcessResult) -> dict[str, Any]:
+    [event] = result.get_asset_materialization_events()
+    return {k: v.value for k, v in event.materialization.metadata.items()}
