@@ -26,7 +26,7 @@ MAX_SUB = (1 << SUB_BITS) - 1
 
 # Kinds whose ids are 14 characters after the prefix (like Stripe's cus_/prod_/si_); others 24.
 _SHORT = frozenset({"cus", "prod", "si"})
-_CACHE_LIMIT = 50_000  # ids remembered per kind (a page reuses many: customer, subscription...)
+_CACHE_LIMIT = 8_192  # ids remembered per kind (a page reuses many: customer, subscription...)
 
 
 def _unshift(y: int, s: int) -> int:
