@@ -29,7 +29,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 API_KEY = "sk_test_benchmark_key_000000000000"
@@ -47,11 +47,13 @@ STREAMS = [
 
 
 def start_sandbox(objects: int, seed: int) -> tuple[subprocess.Popen, str]:
+    # A year of simulated business ending now, so the rates and "today" match the clock.
+    now = datetime.now(UTC).replace(microsecond=0)
     process = subprocess.Popen(
         [
             *(sys.executable, "-m", "kpi_pipelines.sandbox.stripe", "serve"),
             *("--port", "0", "--seed", str(seed), "--objects", str(objects), "--api-key", API_KEY),
-            *("--now", datetime.now(UTC).replace(microsecond=0).isoformat()),
+            *("--start", (now - timedelta(days=365)).isoformat(), "--now", now.isoformat()),
         ],
         stdout=subprocess.PIPE,
         text=True,
@@ -138,7 +140,7 @@ def pipeline(base_url: str) -> dict[str, float]:
 
 
 def _import_rates(warehouse) -> None:  # type: ignore[no-untyped-def]
-    from datetime import date, timedelta
+    from datetime import date
 
     from kpi_pipelines.sandbox.stripe import fx_rates
     from kpi_pipelines.sandbox.stripe.generator import StripeSandboxConfig

@@ -126,8 +126,7 @@ class StripeAdapter(IntegrationAdapter):
             if full:
                 self.context.log.info("stripe: full read (no cursor, or older than 30 days)")
                 for stream in STREAMS:
-                    for record in self._list(stream, errors, counts):
-                        writer.add_all([record])
+                    writer.add_all(self._list(stream, errors, counts))
                 last_event = newest if newest is not None else last_event
             else:
                 last_event = self._incremental(writer, last_event, errors, counts)
@@ -325,7 +324,9 @@ class StripeAdapter(IntegrationAdapter):
                 base_addresses={"api": base},
                 stripe_version=self.api_version,
                 max_network_retries=self.max_network_retries,
-                http_client=stripe.RequestsClient(timeout=self.timeout_seconds),
+                http_client=stripe.HTTPXClient(
+                    timeout=self.timeout_seconds, allow_sync_methods=True
+                ),
             )
         return self._stripe
 
