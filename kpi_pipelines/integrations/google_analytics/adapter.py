@@ -47,12 +47,8 @@ from kpi_pipelines.integrations.google_analytics.types import (
 )
 from kpi_pipelines.integrations.shared.base_adapter import IntegrationAdapter
 from kpi_pipelines.integrations.shared.errors import ProviderError, ProviderQuotaExhausted
-from kpi_pipelines.integrations.shared.http import ProviderHttpClient, RetryDecision
-from kpi_pipelines.integrations.shared.oauth import (
-    OAuth2Credentials,
-    OAuth2Session,
-    google_token_url,
-)
+from kpi_pipelines.integrations.shared.http import RetryDecision
+from kpi_pipelines.integrations.shared.oauth import OAuthApi, google_token_url
 from kpi_pipelines.integrations.shared.types import KPIData, SyncResult, day_timestamp
 from kpi_pipelines.warehouse.tenant_data import load_cursor, save_cursor
 from kpi_pipelines.warehouse.writer import WriteStats
@@ -130,8 +126,7 @@ class GoogleAnalyticsAdapter(IntegrationAdapter):
     backoff_max_seconds: float = 60.0
     request_budget: int | None = None  # requests one sync may send; None: no limit
 
-    _http: ProviderHttpClient | None = PrivateAttr(default=None)
-    _oauth: OAuth2Session | None = PrivateAttr(default=None)
+    _api: OAuthApi | None = PrivateAttr(default=None)
     _property: _Property | None = PrivateAttr(default=None)
 
     # --- connect / disconnect -------------------------------------------------------------
@@ -150,21 +145,11 @@ class GoogleAnalyticsAdapter(IntegrationAdapter):
         if self.window_days < 1 or self.history_days < 1:
             raise ValueError("window_days and history_days must be at least 1")
         self._close_clients()
-        self._oauth = OAuth2Session(
+        self._api = OAuthApi(
             PROVIDER,
-            OAuth2Credentials.from_connection(
-                self.context.connection, token_url=self.token_url or google_token_url()
-            ),
-        )
-        try:
-            self._oauth.access_token()
-        except BaseException:
-            self._close_clients()
-            raise
-        self._http = ProviderHttpClient(
-            PROVIDER,
-            self.base_url or settings.provider_base_url(PROVIDER, DEFAULT_BASE_URL),
-            auth=self._oauth.auth(),
+            self.context.connection,
+            token_url=self.token_url or google_token_url(),
+            base_url=self.base_url or settings.provider_base_url(PROVIDER, DEFAULT_BASE_URL),
             timeout=self.timeout_seconds,
             max_attempts=self.max_attempts,
             backoff_base=self.backoff_base_seconds,
@@ -173,6 +158,11 @@ class GoogleAnalyticsAdapter(IntegrationAdapter):
             classify=classify_ga4_response,
             cache=False,
         )
+        try:
+            self._api.session.access_token()
+        except BaseException:
+            self._close_clients()
+            raise
         self.context.log.info(
             f"google_analytics: credentials accepted for property {connection_settings.property_id}"
         )
@@ -183,11 +173,9 @@ class GoogleAnalyticsAdapter(IntegrationAdapter):
         super().disconnect()
 
     def _close_clients(self) -> None:
-        if self._http is not None:
-            self._http.close()
-        if self._oauth is not None:
-            self._oauth.close()
-        self._http = self._oauth = None
+        if self._api is not None:
+            self._api.close()
+        self._api = None
 
     # --- sync -----------------------------------------------------------------------------
 
@@ -219,7 +207,7 @@ class GoogleAnalyticsAdapter(IntegrationAdapter):
         self.context.log.info(
             f"google_analytics: {progress.rows} row(s) in {progress.requests} report page(s);"
             f" {stats.inserted} new and {stats.updated} changed point(s)"
-            + (f"; {self._http.stats.as_metadata()}" if self._http is not None else "")
+            + (f"; {self._api.http.stats.as_metadata()}" if self._api is not None else "")
         )
         return SyncResult(
             success=not errors,
@@ -462,8 +450,8 @@ class GoogleAnalyticsAdapter(IntegrationAdapter):
             )
 
     def _run_report(self, property_id: str, body: dict[str, Any]) -> RunReportResponse:
-        assert self._http is not None, "connect() first"
-        data = self._http.post_json(f"/v1beta/properties/{property_id}:runReport", json=body)
+        assert self._api is not None, "connect() first"
+        data = self._api.http.post_json(f"/v1beta/properties/{property_id}:runReport", json=body)
         try:
             return RunReportResponse.model_validate(data)
         except ValidationError as exc:

@@ -33,12 +33,8 @@ from kpi_pipelines import settings
 from kpi_pipelines.integrations.google_sheets.types import SheetsConnectionSettings, ValueRange
 from kpi_pipelines.integrations.shared.base_adapter import IntegrationAdapter
 from kpi_pipelines.integrations.shared.errors import ProviderError, ProviderRequestError
-from kpi_pipelines.integrations.shared.http import ProviderHttpClient, RetryDecision
-from kpi_pipelines.integrations.shared.oauth import (
-    OAuth2Credentials,
-    OAuth2Session,
-    google_token_url,
-)
+from kpi_pipelines.integrations.shared.http import RetryDecision
+from kpi_pipelines.integrations.shared.oauth import OAuthApi, google_token_url
 from kpi_pipelines.integrations.shared.tabular import (
     TableFormatError,
     TabularRow,
@@ -108,8 +104,7 @@ class GoogleSheetsAdapter(IntegrationAdapter):
     max_attempts: int = 8  # with backoff up to 64 s: outlasts a per-minute quota window
     backoff_max_seconds: float = 64.0
 
-    _http: ProviderHttpClient | None = PrivateAttr(default=None)
-    _oauth: OAuth2Session | None = PrivateAttr(default=None)
+    _api: OAuthApi | None = PrivateAttr(default=None)
     _table: SheetTable | None = PrivateAttr(default=None)
     _valid_settings: SheetsConnectionSettings | None = PrivateAttr(default=None)
 
@@ -118,16 +113,11 @@ class GoogleSheetsAdapter(IntegrationAdapter):
         self._valid_settings = None  # read afresh for every run
         connection_settings = self._settings()
         self._close_clients()
-        self._oauth = OAuth2Session(
+        self._api = OAuthApi(
             PROVIDER,
-            OAuth2Credentials.from_connection(
-                self.context.connection, token_url=self.token_url or google_token_url()
-            ),
-        )
-        self._http = ProviderHttpClient(
-            PROVIDER,
-            self.base_url or settings.provider_base_url(PROVIDER, DEFAULT_BASE_URL),
-            auth=self._oauth.auth(),
+            self.context.connection,
+            token_url=self.token_url or google_token_url(),
+            base_url=self.base_url or settings.provider_base_url(PROVIDER, DEFAULT_BASE_URL),
             timeout=self.timeout_seconds,
             max_attempts=self.max_attempts,
             backoff_max=self.backoff_max_seconds,
@@ -147,11 +137,9 @@ class GoogleSheetsAdapter(IntegrationAdapter):
         super().disconnect()
 
     def _close_clients(self) -> None:
-        if self._http is not None:
-            self._http.close()
-        if self._oauth is not None:
-            self._oauth.close()
-        self._http = self._oauth = None
+        if self._api is not None:
+            self._api.close()
+        self._api = None
 
     def sync(self) -> SyncResult:
         started = datetime.now(UTC)
@@ -197,13 +185,13 @@ class GoogleSheetsAdapter(IntegrationAdapter):
     # --- reading ----------------------------------------------------------------------------
 
     def _fetch(self, connection_settings: SheetsConnectionSettings) -> SheetTable:
-        assert self._http is not None, "connect() first"
+        assert self._api is not None, "connect() first"
         spreadsheet_id = connection_settings.spreadsheet_id
         a1 = self._range(connection_settings)
         unformatted = connection_settings.value_render_option == "UNFORMATTED_VALUE"
         path = f"/v4/spreadsheets/{quote(spreadsheet_id, safe='')}/values/{quote(a1, safe='')}"
         try:
-            data = self._http.get_json(
+            data = self._api.http.get_json(
                 path,
                 params={
                     "majorDimension": "ROWS",

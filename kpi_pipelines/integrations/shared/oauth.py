@@ -51,6 +51,7 @@ from kpi_pipelines.integrations.shared.errors import (
     ProviderRequestError,
     ProviderUnavailable,
 )
+from kpi_pipelines.integrations.shared.http import ProviderHttpClient
 from kpi_pipelines.integrations.shared.redaction import (
     install_redaction_filter,
     redact,
@@ -403,3 +404,27 @@ class OAuth2BearerAuth(httpx.Auth):
         fresh = self.session.refresh(stale=token)
         request.headers["Authorization"] = f"Bearer {fresh}"
         yield request
+
+
+class OAuthApi:
+    """A provider's OAuth2 session and the REST client that carries its tokens, opened and
+    closed together (what every OAuth provider's adapter holds between connect and
+    disconnect)."""
+
+    def __init__(
+        self,
+        provider: str,
+        connection: Connection,
+        *,
+        token_url: str,
+        base_url: str,
+        **http_options: Any,
+    ) -> None:
+        self.session = OAuth2Session(
+            provider, OAuth2Credentials.from_connection(connection, token_url=token_url)
+        )
+        self.http = ProviderHttpClient(provider, base_url, auth=self.session.auth(), **http_options)
+
+    def close(self) -> None:
+        self.http.close()
+        self.session.close()

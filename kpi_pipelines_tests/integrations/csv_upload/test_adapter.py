@@ -13,6 +13,7 @@ from kpi_pipelines.integrations.csv_upload.assets import csv_upload_kpis
 from kpi_pipelines.warehouse.control import Connection, add_connection, list_connections
 from kpi_pipelines.warehouse.tenant_data import read_points
 from kpi_pipelines_tests.conftest import table_snapshot
+from kpi_pipelines_tests.run_results import failure_message
 
 MAPPING = {
     "date_column": "date",
@@ -52,14 +53,6 @@ def run_import(
         run_config={"ops": {csv_upload_kpis.op.name: {"config": {"path": str(path)}}}},
         raise_on_error=False,
     )
-
-
-def failure_message(result: dg.ExecuteInProcessResult) -> str:
-    [event] = [e for e in result.all_events if e.is_step_failure]
-    data = event.step_failure_data
-    return (
-        data.user_failure_data.description if data.user_failure_data else ""
-    ) or data.error.message
 
 
 def write(tmp_path: Path, text: str | bytes, name: str = "metrics.csv") -> Path:

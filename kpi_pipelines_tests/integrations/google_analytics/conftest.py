@@ -96,16 +96,3 @@ def ga4(warehouse, dagster_instance, monkeypatch) -> Iterator[GA4World]:
         monkeypatch.setenv(SECRET_ENV["client_secret"], DEMO_CLIENT_SECRET)
         monkeypatch.setenv(SECRET_ENV["refresh_token"], DEMO_REFRESH_TOKEN)
         yield GA4World(sandbox, server, warehouse, instance)
-
-
-def failure_message(result: dg.ExecuteInProcessResult) -> str:
-    [event] = [e for e in result.all_events if e.is_step_failure]
-    data = event.step_failure_data
-    return (data.user_failure_data.description if data.user_failure_data else "") or (
-        data.error.message if data.error else ""
-    )
-
-
-def metadata(result: dg.ExecuteInProcessResult) -> dict[str, Any]:
-    [event] = result.get_asset_materialization_events()
-    return {k: v.value for k, v in event.materialization.metadata.items()}

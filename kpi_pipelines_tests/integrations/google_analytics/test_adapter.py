@@ -36,9 +36,8 @@ from kpi_pipelines.warehouse.tenant_data import read_points
 from kpi_pipelines_tests.conftest import table_snapshot
 from kpi_pipelines_tests.integrations.google_analytics.conftest import (
     GA4World,
-    failure_message,
-    metadata,
 )
+from kpi_pipelines_tests.run_results import failure_message, metadata
 
 Key = tuple[str, date, str | None]  # metric, day, channel (None: the total)
 

@@ -21,9 +21,8 @@ from kpi_pipelines.warehouse.tenant_data import read_points
 from kpi_pipelines_tests.conftest import table_snapshot
 from kpi_pipelines_tests.integrations.google_sheets.conftest import (
     SheetsWorld,
-    failure_message,
-    metadata,
 )
+from kpi_pipelines_tests.run_results import failure_message, metadata
 
 SHEET_ID = "1TestSheet00000000000000000000000000000000"
 HEADER = ["Date", "Metric", "Value", "Channel"]

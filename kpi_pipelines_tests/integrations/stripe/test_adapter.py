@@ -10,7 +10,8 @@ import pytest
 import sqlalchemy as sa
 
 from kpi_pipelines.warehouse.tenant_data import read_points
-from kpi_pipelines_tests.integrations.stripe.world import failure_message, metadata, rate_lookup
+from kpi_pipelines_tests.integrations.stripe.world import rate_lookup
+from kpi_pipelines_tests.run_results import failure_message, metadata
 
 MOVEMENT_METRICS = {
     "new": "new_mrr",

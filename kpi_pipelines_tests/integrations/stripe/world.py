@@ -23,6 +23,7 @@ from kpi_pipelines.warehouse.control import (
     import_fx_rates,
 )
 from kpi_pipelines.warehouse.database import Warehouse
+from kpi_pipelines_tests.run_results import failure_message, metadata  # noqa: F401
 
 
 @dataclass
@@ -96,16 +97,3 @@ def stripe_world(warehouse, monkeypatch) -> Iterator[StripeWorld]:
         monkeypatch.setenv("KPI_STRIPE_BASE_URL", server.base_url)
         monkeypatch.setenv("STRIPE_TEST_KEY", sandbox.api_key)
         yield StripeWorld(sandbox, server, warehouse, instance)
-
-
-def failure_message(result: dg.ExecuteInProcessResult) -> str:
-    [event] = [e for e in result.all_events if e.is_step_failure]
-    data = event.step_failure_data
-    return (
-        data.user_failure_data.description if data.user_failure_data else ""
-    ) or data.error.message
-
-
-def metadata(result: dg.ExecuteInProcessResult) -> dict:
-    [event] = result.get_asset_materialization_events()
-    return {k: v.value for k, v in event.materialization.metadata.items()}
