@@ -119,6 +119,7 @@ WITH starts AS (
     WHERE r.source = 'stripe' AND r.stream = 'subscriptions'
 )
 SELECT s.sub_id, s.item_id, s.p_start AS valid_from,
+       CASE WHEN p.usage_type = 'licensed' THEN p.monthly_factor::float8 END AS monthly_factor,
        -- A state holds until the item's next line starts. The latest line of an item the
        -- subscription still has holds on past its period's end (the renewal invoice does not
        -- exist yet; an ended subscription is zeroed by its ended_at); a dropped item's ends.
@@ -222,14 +223,10 @@ WITH instants AS (
     UNION SELECT sub_id, zero_to FROM st_zero_spells WHERE zero_to < 'infinity'
     UNION SELECT sub_id, valid_from FROM st_discounts
     UNION SELECT sub_id, valid_to FROM st_discounts WHERE valid_to < 'infinity'
-), sub_interval AS (
-    -- the subscription's billing interval, to normalize an amount_off coupon like a price
-    SELECT DISTINCT ON (l.sub_id) l.sub_id, p.monthly_factor
-    FROM st_lines l JOIN st_prices p ON p.id = l.price_id
-    WHERE p.usage_type = 'licensed'
-    ORDER BY l.sub_id, l.p_start
 ), items_at AS (
-    SELECT i.sub_id, i.t, sum(s.mrr) AS items
+    -- the items' MRR at t, and the billing interval they have then (an amount_off coupon is
+    -- normalized to a month like the price it discounts)
+    SELECT i.sub_id, i.t, sum(s.mrr) AS items, max(s.monthly_factor) AS monthly_factor
     FROM instants i JOIN st_item_states s
       ON s.sub_id = i.sub_id AND s.valid_from <= i.t AND i.t < s.valid_to
     GROUP BY i.sub_id, i.t
@@ -253,14 +250,13 @@ WITH instants AS (
 SELECT i.sub_id, i.t,
        CASE WHEN z.t IS NOT NULL THEN 0
             ELSE greatest(0, coalesce(it.items, 0) * coalesce(pa.factor, 1)
-                             - coalesce(aa.amount_off, 0) * coalesce(si.monthly_factor, 1))
+                             - coalesce(aa.amount_off, 0) * coalesce(it.monthly_factor, 1))
        END AS mrr
 FROM instants i
 LEFT JOIN items_at it USING (sub_id, t)
 LEFT JOIN zero_at z USING (sub_id, t)
 LEFT JOIN percent_at pa USING (sub_id, t)
 LEFT JOIN amount_at aa USING (sub_id, t)
-LEFT JOIN sub_interval si USING (sub_id)
 WHERE i.t IS NOT NULL
 """
 

@@ -170,6 +170,13 @@ class StripeSandbox:
         self._truth: StripeTruth | None = None
         self.state = self._build(self.config.now_ts)
 
+    @classmethod
+    def scripted(cls, customers: Any, **options: Any) -> StripeSandbox:
+        """A sandbox whose customers follow an explicit script (see scenarios.py)."""
+        from kpi_pipelines.sandbox.stripe.scenarios import ScriptedSandbox
+
+        return ScriptedSandbox(customers, **options)
+
     # -- clock --------------------------------------------------------------------------------
 
     @property
@@ -306,8 +313,12 @@ class StripeSandbox:
 
     # -- index --------------------------------------------------------------------------------
 
+    def _generator(self, now: int) -> Generator:
+        """The business simulated up to `now` (scenarios.ScriptedSandbox scripts its own)."""
+        return Generator(self.config, horizon=now)
+
     def _build(self, now: int) -> State:
-        gen = Generator(self.config, horizon=now)
+        gen = self._generator(now)
         renderer = Renderer(gen)
         n = gen.customer_count(now)
         base = self.config.start_ts - 400 * DAY

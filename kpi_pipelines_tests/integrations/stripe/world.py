@@ -23,7 +23,6 @@ from kpi_pipelines.warehouse.control import (
     import_fx_rates,
 )
 from kpi_pipelines.warehouse.database import Warehouse
-from kpi_pipelines_tests.run_results import failure_message, metadata  # noqa: F401
 
 
 @dataclass
