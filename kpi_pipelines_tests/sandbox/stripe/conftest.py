@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -17,26 +16,14 @@ from kpi_pipelines.sandbox.stripe import StripeSandbox, create_app
 Get = Callable[..., dict[str, Any]]
 
 
-def fixtures_path() -> Path | None:
-    """stripe-fixtures3.json from the shared folder beside the repository (or KPI_SHARED_DIR)."""
-    candidates = []
-    if os.environ.get("KPI_SHARED_DIR"):
-        candidates.append(Path(os.environ["KPI_SHARED_DIR"]))
-    repo = Path(__file__).resolve().parents[3]
-    candidates += [repo.parent / "shared", repo / "shared"]
-    for base in candidates:
-        path = base / "reference" / "stripe-fixtures3.json"
-        if path.exists():
-            return path
-    return None
+# Stripe's own example object for every resource (from Stripe's public OpenAPI repository,
+# MIT licence beside it), kept with the tests so they never depend on anything outside.
+FIXTURES = Path(__file__).parent / "reference" / "stripe-fixtures3.json"
 
 
 @pytest.fixture(scope="session")
 def stripe_fixtures() -> dict[str, dict]:
-    path = fixtures_path()
-    if path is None:
-        pytest.skip("stripe-fixtures3.json not found (shared/reference beside the repository)")
-    return json.loads(path.read_text())["resources"]
+    return json.loads(FIXTURES.read_text())["resources"]
 
 
 class Served:
