@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import re
 import threading
+from abc import ABC, abstractmethod
 from collections import deque
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
@@ -178,14 +179,14 @@ def format_datetime(value: date | datetime, pattern: str) -> str:
     return "".join(out)
 
 
-class Cell:
+class Cell(ABC):
     """A typed cell. `formatted()` is what the sheet shows, `unformatted()` the raw value."""
 
-    def formatted(self) -> str:
-        raise NotImplementedError
+    @abstractmethod
+    def formatted(self) -> str: ...
 
-    def unformatted(self) -> Any:
-        raise NotImplementedError
+    @abstractmethod
+    def unformatted(self) -> Any: ...
 
 
 @dataclass(frozen=True)
