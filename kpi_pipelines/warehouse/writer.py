@@ -70,10 +70,8 @@ _RAW_TYPES = ("text", "text", "text", "text", "jsonb", "timestamptz")
 
 _UPSERT_RAW = f"""
 INSERT INTO raw_records AS r ({", ".join(_RAW_COLUMNS)}, fetched_at, run_id)
-SELECT DISTINCT ON (workspace_id, source, stream, record_id)
-       {", ".join(_RAW_COLUMNS)}, %(fetched_at)s, %(actor)s
+SELECT {", ".join(_RAW_COLUMNS)}, %(fetched_at)s, %(actor)s
 FROM raw_stage
-ORDER BY workspace_id, source, stream, record_id, source_updated_at DESC NULLS LAST
 ON CONFLICT (workspace_id, source, stream, record_id) DO UPDATE
 SET payload = excluded.payload, source_updated_at = excluded.source_updated_at,
     fetched_at = excluded.fetched_at, run_id = excluded.run_id
@@ -163,15 +161,29 @@ def write_raw_records(
 ) -> int:
     """Land raw provider objects (last write wins unless the stored copy is newer)."""
     scope = scoped_workspace(conn)
+    # A batch may carry an object twice (an event and a later re-read): keep the newest
+    # here, so the database need not sort wide rows to find it.
+    newest: dict[tuple[str, str], RawRecord] = {}
+    for record in records:
+        key = (record.stream, record.record_id)
+        kept = newest.get(key)
+        if kept is None or _newer_or_same(record, kept):
+            newest[key] = record
     rows = [
         (scope, source, r.stream, r.record_id, Jsonb(r.payload), r.source_updated_at)
-        for r in records
+        for r in newest.values()
     ]
     if not rows:
         return 0
     cursor = _copy_into_stage(conn, "raw_stage", _RAW_COLUMNS, _RAW_TYPES, rows)
     cursor.execute(_UPSERT_RAW, {"actor": actor, "fetched_at": fetched_at})
     return cursor.rowcount
+
+
+def _newer_or_same(record: RawRecord, kept: RawRecord) -> bool:
+    if record.source_updated_at is None or kept.source_updated_at is None:
+        return kept.source_updated_at is None or record.source_updated_at is not None
+    return record.source_updated_at >= kept.source_updated_at
 
 
 def _copy_into_stage(
