@@ -8,6 +8,7 @@ import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
+import dagster as dg
 import pytest
 import sqlalchemy as sa
 
@@ -58,6 +59,13 @@ def _empty_warehouse(request: pytest.FixtureRequest) -> None:
     warehouse: Warehouse = request.getfixturevalue("warehouse")
     with warehouse.owner() as db:
         db.execute(sa.text(f"TRUNCATE {', '.join(TABLES)} RESTART IDENTITY CASCADE"))
+
+
+@pytest.fixture(scope="module")
+def dagster_instance() -> Iterator[dg.DagsterInstance]:
+    """One Dagster instance per test module (creating one costs about half a second)."""
+    with dg.instance_for_test() as instance:
+        yield instance
 
 
 @pytest.fixture

@@ -13,22 +13,13 @@ from kpi_pipelines.integrations.google_analytics.adapter import GoogleAnalyticsA
 from kpi_pipelines.integrations.google_analytics.assets import google_analytics_kpis
 from kpi_pipelines.resources import WarehouseResource
 from kpi_pipelines.sandbox.google import (
-    DEMO_CLIENT_ID,
-    DEMO_CLIENT_SECRET,
-    DEMO_REFRESH_TOKEN,
     GA4Property,
     GoogleSandbox,
-    create_google_app,
 )
 from kpi_pipelines.sandbox.server import LoopbackServer
 from kpi_pipelines.warehouse.control import Connection, Workspace, add_connection, add_workspace
 from kpi_pipelines.warehouse.database import Warehouse
-
-SECRET_ENV = {
-    "client_id": "TEST_GOOGLE_CLIENT_ID",
-    "client_secret": "TEST_GOOGLE_CLIENT_SECRET",
-    "refresh_token": "TEST_GOOGLE_REFRESH_TOKEN",
-}
+from kpi_pipelines_tests.integrations.google_sandbox import SECRET_ENV, served_google_sandbox
 
 
 @dataclass
@@ -76,23 +67,9 @@ class GA4World:
         )
 
 
-@pytest.fixture(scope="module")
-def dagster_instance() -> Iterator[dg.DagsterInstance]:
-    """One Dagster instance per module (creating one costs about half a second)."""
-    with dg.instance_for_test() as instance:
-        yield instance
-
-
 @pytest.fixture
 def ga4(warehouse, dagster_instance, monkeypatch) -> Iterator[GA4World]:
-    sandbox = GoogleSandbox(seed=3)
-    sandbox.register_client(DEMO_CLIENT_ID, DEMO_CLIENT_SECRET)
-    sandbox.add_refresh_token(DEMO_REFRESH_TOKEN, DEMO_CLIENT_ID)
-    instance = dagster_instance
-    with LoopbackServer(create_google_app(sandbox)) as server:
-        monkeypatch.setenv("KPI_GOOGLE_TOKEN_URL", server.url("/token"))
-        monkeypatch.setenv("KPI_GOOGLE_ANALYTICS_BASE_URL", server.base_url)
-        monkeypatch.setenv(SECRET_ENV["client_id"], DEMO_CLIENT_ID)
-        monkeypatch.setenv(SECRET_ENV["client_secret"], DEMO_CLIENT_SECRET)
-        monkeypatch.setenv(SECRET_ENV["refresh_token"], DEMO_REFRESH_TOKEN)
-        yield GA4World(sandbox, server, warehouse, instance)
+    with served_google_sandbox(
+        monkeypatch, seed=3, base_url_variable="KPI_GOOGLE_ANALYTICS_BASE_URL"
+    ) as served:
+        yield GA4World(*served, warehouse, dagster_instance)
