@@ -50,7 +50,6 @@ from pathlib import Path
 from typing import Any
 
 import sqlalchemy as sa
-from psycopg.types.json import Jsonb
 
 from kpi_pipelines import settings
 from kpi_pipelines.integrations.shared.types import KPIData, day_timestamp
@@ -62,7 +61,7 @@ from kpi_pipelines.warehouse.control import (
     remove_workspace,
 )
 from kpi_pipelines.warehouse.database import TENANT_ROLE, Warehouse
-from kpi_pipelines.warehouse.writer import WriteStats, write_kpis
+from kpi_pipelines.warehouse.writer import WriteStats, staged_kpi_row, write_kpis
 
 METRICS = tuple(f"bench_metric_{n:02d}" for n in range(50))
 PLANS = ("free", "starter", "pro", "enterprise")
@@ -125,17 +124,7 @@ def batches(rows: int, size: int) -> Iterator[tuple[int, int]]:
 
 def staged_row(point: KPIData) -> tuple[Any, ...]:
     """The per-row work write_kpis does before COPY: canonical key, Jsonb, source_ts."""
-    return (
-        point.workspace_id,
-        point.source,
-        point.metric,
-        point.timestamp,
-        point.dimensions_key,
-        Jsonb(point.dimensions),
-        point.value,
-        Jsonb(point.metadata),
-        point.source_ts or LOADED_AT,
-    )
+    return staged_kpi_row(point, LOADED_AT)
 
 
 # The phases.

@@ -129,25 +129,28 @@ def write_kpis(
                 f"refusing to write a {point.source}/{point.metric} point for workspace "
                 f"{point.workspace_id!r} in a run for workspace {scope!r}"
             )
-        rows.append(
-            (
-                point.workspace_id,
-                point.source,
-                point.metric,
-                point.timestamp,
-                point.dimensions_key,
-                Jsonb(point.dimensions),
-                point.value,
-                Jsonb(point.metadata),
-                point.source_ts or fetched_at,
-            )
-        )
+        rows.append(staged_kpi_row(point, fetched_at))
     cursor = _copy_into_stage(conn, "kpi_stage", _KPI_COLUMNS, _KPI_TYPES, rows)
     cursor.execute(_UPSERT_KPI, {"actor": actor})
     results = cursor.fetchall()
     inserted = sum(1 for (was_insert,) in results if was_insert)
     return WriteStats(
         inserted=inserted, updated=len(results) - inserted, unchanged=len(rows) - len(results)
+    )
+
+
+def staged_kpi_row(point: KPIData, fetched_at: datetime) -> tuple[Any, ...]:
+    """A point as the staging table's columns (_KPI_COLUMNS) take it."""
+    return (
+        point.workspace_id,
+        point.source,
+        point.metric,
+        point.timestamp,
+        point.dimensions_key,
+        Jsonb(point.dimensions),
+        point.value,
+        Jsonb(point.metadata),
+        point.source_ts or fetched_at,
     )
 
 
