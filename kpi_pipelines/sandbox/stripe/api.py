@@ -916,35 +916,22 @@ class Api:
         p.check_unknown()
         if charge_id is not None:
             cs, ch = self._find(state, "charges", charge_id, "charge")
-            r = state.renderer
-            return self._page_objects(
-                state,
-                "refunds",
-                cs,
-                ch.refunds,
-                args,
-                None,
-                version,
-                url,
-                lambda rf: r.re_id(cs, rf),
-            )
+            return self._page_refunds_of(state, cs, ch, args, version, url)
         return self._page_index(state, "refunds", args, None, version, url)
 
     def _charge_refunds(self, state: State, charge_id: str, p: Params, version: str) -> Obj:
         args = _ListArgs(p, "refund")
         p.check_unknown()
         cs, ch = self._find(state, "charges", charge_id)
+        return self._page_refunds_of(
+            state, cs, ch, args, version, f"/v1/charges/{charge_id}/refunds"
+        )
+
+    def _page_refunds_of(self, state, cs, ch, args, version, url):
+        """One page of a charge's refunds (`?charge=` on the list, or the charge's own list)."""
         r = state.renderer
         return self._page_objects(
-            state,
-            "refunds",
-            cs,
-            ch.refunds,
-            args,
-            None,
-            version,
-            f"/v1/charges/{charge_id}/refunds",
-            lambda rf: r.re_id(cs, rf),
+            state, "refunds", cs, ch.refunds, args, None, version, url, lambda rf: r.re_id(cs, rf)
         )
 
     def _list_balance_transactions(self, state, p, args, version, url):
