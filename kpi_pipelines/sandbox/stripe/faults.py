@@ -29,7 +29,7 @@ class Faults:
     def clear(self) -> Faults:
         """Remove every scripted fault (the sandbox serves normally again)."""
         with getattr(self, "_lock", threading.Lock()):
-            self._storm: list[Fault] = []
+            self._storm: list[Fault | None] = []  # None: serve that request normally
             self._every = 0
             self._every_fault: Fault | None = None
             self._down: Fault | None = None
@@ -68,10 +68,11 @@ class Faults:
             self._slow = max(0.0, seconds)
         return self
 
-    def truncate(self, count: int) -> Faults:
-        """Serve the next `count` bodies cut short (status 200, malformed JSON)."""
+    def truncate(self, count: int, after: int = 0) -> Faults:
+        """Serve `count` bodies cut short (status 200, malformed JSON), after serving the next
+        `after` requests normally."""
         with self._lock:
-            self._storm.extend([Fault(200, None, truncate=True)] * count)
+            self._storm.extend([None] * after + [Fault(200, None, truncate=True)] * count)
         return self
 
     @property
@@ -109,5 +110,9 @@ class Faults:
         if "slow" in spec:
             self.slow(float(spec["slow"]))
         if "truncate" in spec:
-            self.truncate(int(spec["truncate"]))
+            truncate = spec["truncate"]
+            if isinstance(truncate, dict):
+                self.truncate(int(truncate["count"]), int(truncate.get("after", 0)))
+            else:
+                self.truncate(int(truncate))
         return self

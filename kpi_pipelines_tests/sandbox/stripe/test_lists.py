@@ -295,6 +295,14 @@ def test_5xx_outage_slowness_and_truncation(fresh: Served) -> None:
     with pytest.raises(ValueError):
         response.json()
     assert fresh.get("/v1/charges").json()["object"] == "list"
+    faults.configure({"truncate": {"count": 1, "after": 2}})
+    readable = []
+    for _ in range(4):
+        try:
+            readable.append(fresh.get("/v1/charges", {"limit": 1}).json()["object"] == "list")
+        except ValueError:
+            readable.append(False)
+    assert readable == [True, True, False, True]
 
 
 def test_control_endpoints(fresh: Served) -> None:
