@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
+import msgspec
 import sqlalchemy as sa
 from psycopg.types.json import Jsonb
 from sqlalchemy.engine import Connection
@@ -104,7 +105,8 @@ class RawRecord:
 
     stream: str
     record_id: str
-    payload: dict[str, Any]
+    # the object, or its JSON text as the provider sent it (landed without re-encoding)
+    payload: dict[str, Any] | bytes
     source_updated_at: datetime | None = None
 
 
@@ -147,9 +149,9 @@ def staged_kpi_row(point: KPIData, fetched_at: datetime) -> tuple[Any, ...]:
         point.metric,
         point.timestamp,
         point.dimensions_key,
-        Jsonb(point.dimensions),
+        _jsonb(point.dimensions),
         point.value,
-        Jsonb(point.metadata),
+        _jsonb(point.metadata),
         point.source_ts or fetched_at,
     )
 
@@ -173,7 +175,7 @@ def write_raw_records(
         if kept is None or _newer_or_same(record, kept):
             newest[key] = record
     rows = [
-        (scope, source, r.stream, r.record_id, Jsonb(r.payload), r.source_updated_at)
+        (scope, source, r.stream, r.record_id, _jsonb(r.payload), r.source_updated_at)
         for r in newest.values()
     ]
     if not rows:
@@ -181,6 +183,15 @@ def write_raw_records(
     cursor = _copy_into_stage(conn, "raw_stage", _RAW_COLUMNS, _RAW_TYPES, rows)
     cursor.execute(_UPSERT_RAW, {"actor": actor, "fetched_at": fetched_at})
     return cursor.rowcount
+
+
+def _jsonb(value: Any) -> Jsonb:
+    return Jsonb(value, dumps=_json_text)
+
+
+def _json_text(value: Any) -> bytes:
+    # JSON text passes through; msgspec encodes a provider object ~10x faster than json.dumps.
+    return value if isinstance(value, bytes) else msgspec.json.encode(value)
 
 
 def _newer_or_same(record: RawRecord, kept: RawRecord) -> bool:

@@ -153,3 +153,20 @@ def test_raw_records_land_once_and_update_when_newer(warehouse, workspace_a) -> 
         assert write_raw_records(db, "stripe", [newer], actor="run:2", fetched_at=T0) == 1
         payload = db.execute(sa.text("SELECT payload FROM raw_records")).scalar()
     assert payload == {"status": "canceled"}
+
+
+def test_raw_json_text_lands_as_the_same_document(warehouse, workspace_a) -> None:
+    # Adapters may land an object's JSON text as the provider sent it (no re-encoding).
+    text = b'{"id": "in_1", "lines": {"data": [{"amount": 1000}], "has_more": false}, "x": 1.5}'
+    as_dict = {"id": "in_1", "lines": {"data": [{"amount": 1000}], "has_more": False}, "x": 1.5}
+    with warehouse.tenant("ws-a", actor="run:1") as db:
+        landed = write_raw_records(
+            db, "stripe", [RawRecord("invoices", "in_1", text)], actor="run:1", fetched_at=T0
+        )
+        assert landed == 1
+        again = write_raw_records(
+            db, "stripe", [RawRecord("invoices", "in_1", as_dict)], actor="run:2", fetched_at=T0
+        )
+        assert again == 0  # the same document: nothing to update
+        payload = db.execute(sa.text("SELECT payload FROM raw_records")).scalar()
+    assert payload == as_dict

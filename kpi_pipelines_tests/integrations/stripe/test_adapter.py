@@ -10,6 +10,7 @@ import pytest
 import sqlalchemy as sa
 
 from kpi_pipelines.warehouse.tenant_data import read_points
+from kpi_pipelines_tests.conftest import table_snapshot
 from kpi_pipelines_tests.integrations.stripe.world import rate_lookup
 from kpi_pipelines_tests.run_results import failure_message, metadata
 
@@ -220,6 +221,43 @@ def test_a_429_storm_slows_the_sync_without_losing_or_duplicating(stripe_world) 
                 "balance_transactions",
             )
         )
+
+
+def test_a_page_cut_short_on_the_way_is_asked_for_again(stripe_world) -> None:
+    world = stripe_world
+    world.workspace("calm")
+    world.workspace("cut")
+    world.import_rates("USD")
+    assert world.sync("calm").success
+    world.sandbox.faults.clear().truncate(2, after=1)  # the first list page, twice
+    cut = world.sync("cut")
+    assert cut.success, failure_message(cut)
+    assert world.sandbox.faults.injected == 2
+    assert series(world.warehouse, "cut") == series(world.warehouse, "calm")
+    assert landed_ids(world, "cut") == landed_ids(world, "calm")
+
+
+def test_pages_that_stay_unreadable_fail_clearly_and_keep_what_was_stored(stripe_world) -> None:
+    world = stripe_world
+    world.workspace("acme")
+    world.import_rates("USD")
+    assert world.sync("acme").success
+    world.sandbox.advance(timedelta(days=40))  # past event retention: a full read
+    before = table_snapshot(world.warehouse)
+    world.sandbox.faults.clear().truncate(3, after=1)
+    result = world.sync("acme")
+    assert not result.success
+    message = failure_message(result)
+    assert "/v1/customers sent a body we cannot read" in message, message
+    assert "retried later" in message
+    after = table_snapshot(world.warehouse)
+    for table in ("raw_records", "kpi_data"):
+        assert after[table] == before[table], table
+
+
+def landed_ids(world, workspace_id: str) -> set[tuple[str, str]]:
+    with world.warehouse.tenant(workspace_id, actor="t") as db:
+        return set(db.execute(sa.text("SELECT stream, record_id FROM raw_records")).all())
 
 
 def test_a_provider_that_stays_down_fails_the_partition_clearly(stripe_world) -> None:

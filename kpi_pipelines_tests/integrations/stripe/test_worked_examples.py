@@ -478,3 +478,21 @@ def test_a_scripted_sandbox_obeys_the_sandbox_contract() -> None:
 def test_a_script_that_cannot_happen_is_refused(sub: SubscriptionScript, message: str) -> None:
     with pytest.raises(ValueError, match=message):
         ScriptedSandbox([subscriber(sub)], start=START, now=NOW)
+
+
+def test_an_invoice_with_more_lines_than_stripe_embeds_is_landed_whole(sync) -> None:
+    # Stripe embeds an invoice's first 10 lines; the rest come from /v1/invoices/{id}/lines.
+    dollars = [10 + n for n in range(12)]
+    s = sync(subscriber(SubscriptionScript(items=tuple(ItemScript(monthly(d)) for d in dollars))))
+    assert s.money("mrr", 0) == money(sum(dollars))
+    assert s.money("revenue", 0) == money(sum(dollars))
+    with s.world.warehouse.tenant(WORKSPACE, actor="t") as db:
+        landed = db.execute(
+            sa.text(
+                "SELECT jsonb_array_length(payload->'lines'->'data'),"
+                " (payload->'lines'->>'has_more')::boolean"
+                " FROM raw_records WHERE stream = 'invoices'"
+            )
+        ).all()
+    assert len(landed) == 5  # the 1st of January to the 1st of May (the clock)
+    assert set(landed) == {(12, False)}
