@@ -4,8 +4,10 @@ Nothing here calls Stripe: a fix to a formula is recomputed from raw_records alo
 query reconstructs each subscription item's state over time from invoice lines (every
 billing period has a line per item; a mid-period change adds proration lines from the
 change on), zeroes trials, unpaid spells and ended subscriptions, applies forever coupons,
-and turns that into each customer's MRR at the end of every reporting day. Daily totals,
-movements, counts and the 30-day cohort ratios then come from that customer-day grid.
+and turns that into each customer's MRR as levels between the reporting days on which it
+changes. Daily totals, movements, counts and the 30-day cohort ratios come from those
+levels without ever building a row per customer per day (the work grows with the changes,
+not with customers x days).
 """
 
 from __future__ import annotations
@@ -260,8 +262,10 @@ LEFT JOIN amount_at aa USING (sub_id, t)
 WHERE i.t IS NOT NULL
 """
 
-# Step 6: each customer's MRR at the end of every local day (the grid).
-_GRID = """
+# Step 6: each customer's MRR as levels between the days it changes (sparse: a customer who
+# pays the same for a year is one row, not 365), each customer's reporting span, and per
+# currency and day the running totals (MRR, paying customers, spans covering the day).
+_LEVELS = """
 CREATE TEMP TABLE st_changes ON COMMIT DROP AS
 WITH sub_days AS (
     -- a subscription's value at the end of each local day on which it changed
@@ -278,31 +282,70 @@ SELECT customer, currency, day,
        sum(sum(delta)) OVER (PARTITION BY customer, currency ORDER BY day) AS mrr
 FROM deltas GROUP BY customer, currency, day;
 
-CREATE TEMP TABLE st_grid ON COMMIT DROP AS
-WITH spans AS (
-    SELECT customer, currency, min(day) AS first_day,
-           least(%(today)s::date,
-                 CASE WHEN (array_agg(mrr ORDER BY day DESC))[1] > 0.000001 THEN %(today)s::date
-                      ELSE max(day) + 31 END) AS last_day
-    FROM st_changes GROUP BY customer, currency
-), days AS (
-    SELECT s.customer, s.currency, d::date AS day
-    FROM spans s, generate_series(s.first_day, s.last_day, interval '1 day') d
-), filled AS (
-    SELECT d.customer, d.currency, d.day, c.mrr,
-           count(c.mrr) OVER (PARTITION BY d.customer, d.currency ORDER BY d.day) AS grp
-    FROM days d LEFT JOIN st_changes c USING (customer, currency, day)
+CREATE TEMP TABLE st_levels ON COMMIT DROP AS
+WITH settled AS (
+    SELECT customer, currency, day,
+           CASE WHEN abs(mrr) < 0.000001 THEN 0 ELSE mrr END AS mrr
+    FROM st_changes WHERE day <= %(today)s::date
 )
-SELECT customer, currency, day,
-       CASE WHEN abs(max(mrr) OVER (PARTITION BY customer, currency, grp)) < 0.000001 THEN 0
-            ELSE max(mrr) OVER (PARTITION BY customer, currency, grp) END AS mrr
-FROM filled;
+SELECT customer, currency, day AS valid_from,
+       coalesce(lead(day) OVER w, 'infinity') AS valid_to,
+       mrr,
+       coalesce(lag(mrr) OVER w, 0) AS prev,
+       coalesce(bool_or(mrr > 0) OVER (w ROWS BETWEEN UNBOUNDED PRECEDING AND 1 PRECEDING), false)
+         AS paid_before
+FROM settled
+WINDOW w AS (PARTITION BY customer, currency ORDER BY day);
+
+-- A customer is reported from its first change until today, or until 31 days after it
+-- stopped paying (the 30-day cohort metrics still see it).
+CREATE TEMP TABLE st_spans ON COMMIT DROP AS
+SELECT customer, currency, min(day) AS first_day,
+       least(%(today)s::date,
+             CASE WHEN (array_agg(mrr ORDER BY day DESC))[1] > 0.000001 THEN %(today)s::date
+                  ELSE max(day) + 31 END) AS last_day
+FROM st_changes GROUP BY customer, currency;
+
+CREATE TEMP TABLE st_currency_days ON COMMIT DROP AS
+WITH series AS (
+    SELECT c.currency, d::date AS day
+    FROM (SELECT currency, min(first_day) AS first_day FROM st_spans GROUP BY currency) c,
+         generate_series(c.first_day, %(today)s::date, interval '1 day') d
+), coverage AS (
+    SELECT currency, day, sum(n) AS n
+    FROM (SELECT currency, first_day AS day, 1 AS n FROM st_spans
+          UNION ALL
+          SELECT currency, last_day + 1, -1 FROM st_spans) edges
+    GROUP BY currency, day
+), level_changes AS (
+    SELECT currency, valid_from AS day, sum(mrr - prev) AS mrr,
+           sum((mrr > 0)::int - (prev > 0)::int) AS paying
+    FROM st_levels GROUP BY currency, valid_from
+)
+SELECT s.currency, s.day,
+       (sum(coalesce(c.n, 0)) OVER w)::bigint AS covered,
+       sum(coalesce(l.mrr, 0)) OVER w AS mrr,
+       (sum(coalesce(l.paying, 0)) OVER w)::bigint AS paying
+FROM series s
+LEFT JOIN coverage c USING (currency, day)
+LEFT JOIN level_changes l USING (currency, day)
+WINDOW w AS (PARTITION BY s.currency ORDER BY s.day ROWS UNBOUNDED PRECEDING);
+
+CREATE TEMP TABLE st_moves ON COMMIT DROP AS
+SELECT customer, currency, valid_from AS day,
+       CASE WHEN prev = 0 AND mrr > 0 AND NOT paid_before THEN mrr ELSE 0 END AS new_amt,
+       CASE WHEN prev = 0 AND mrr > 0 AND paid_before THEN mrr ELSE 0 END AS reactivation_amt,
+       CASE WHEN prev > 0 AND mrr > prev THEN mrr - prev ELSE 0 END AS expansion_amt,
+       CASE WHEN prev > 0 AND mrr > 0 AND mrr < prev THEN prev - mrr ELSE 0 END AS contraction_amt,
+       CASE WHEN prev > 0 AND mrr = 0 THEN prev ELSE 0 END AS churn_amt
+FROM st_levels
+WHERE mrr <> prev
 """
 
 _RATES = """
 CREATE TEMP TABLE st_rates ON COMMIT DROP AS
 WITH needed AS (
-    SELECT DISTINCT currency, day FROM st_grid
+    SELECT currency, day FROM st_currency_days WHERE covered > 0
     UNION SELECT DISTINCT currency, day FROM st_money
 ), found AS (
     SELECT n.currency, n.day,
@@ -315,8 +358,9 @@ WITH needed AS (
       ON inverse.base = %(reporting)s AND inverse.quote = n.currency AND inverse.day = n.day
 )
 SELECT currency, day, rate,
-       CASE WHEN currency = ANY(%(zero_decimal)s) THEN 1
-            WHEN currency = ANY(%(three_decimal)s) THEN 1000 ELSE 100 END AS minor_per_major
+       (rate / CASE WHEN currency = ANY(%(zero_decimal)s) THEN 1
+                    WHEN currency = ANY(%(three_decimal)s) THEN 1000 ELSE 100 END)::float8
+         AS to_reporting  -- per minor unit
 FROM found
 """
 
@@ -344,76 +388,113 @@ FROM raw_records WHERE source = 'stripe' AND stream = 'balance_transactions'
 GROUP BY 2, 3
 """
 
+# Every daily MRR metric from the sparse tables: totals and counts from the per-currency
+# running totals, movements from st_moves, and the 30-day cohort ratios (the customers who
+# paid 30 days before) from intervals: a movement counts on the days [its day, +30) on which
+# its customer is in the cohort, a stretch found by joining intervals, not by walking days.
 _DAILY = """
-WITH cust AS (
-    SELECT g.customer, g.currency, g.day, g.mrr,
-           coalesce(lag(g.mrr) OVER w, 0) AS prev,
-           coalesce(max(g.mrr) OVER (w ROWS BETWEEN UNBOUNDED PRECEDING AND 1 PRECEDING), 0) AS ever_before,
-           coalesce(lag(g.mrr, 30) OVER w, 0) AS mrr_30_days_before,
-           r.rate / r.minor_per_major AS to_reporting
-    FROM st_grid g JOIN st_rates r USING (currency, day)
-    WINDOW w AS (PARTITION BY g.customer, g.currency ORDER BY g.day)
-), moves AS (
-    SELECT *,
-           CASE WHEN prev = 0 AND mrr > 0 AND ever_before = 0 THEN mrr ELSE 0 END AS new_amt,
-           CASE WHEN prev = 0 AND mrr > 0 AND ever_before > 0 THEN mrr ELSE 0 END AS reactivation_amt,
-           CASE WHEN prev > 0 AND mrr > prev THEN mrr - prev ELSE 0 END AS expansion_amt,
-           CASE WHEN prev > 0 AND mrr > 0 AND mrr < prev THEN prev - mrr ELSE 0 END AS contraction_amt,
-           CASE WHEN prev > 0 AND mrr = 0 THEN prev ELSE 0 END AS churn_amt
-    FROM cust
-), windowed AS (
-    SELECT *,
-           sum(churn_amt * to_reporting) OVER w30 AS churn_30,
-           sum(contraction_amt * to_reporting) OVER w30 AS contraction_30,
-           sum(expansion_amt * to_reporting) OVER w30 AS expansion_30,
-           sum(reactivation_amt * to_reporting) OVER w30 AS reactivation_30,
-           max(CASE WHEN churn_amt > 0 THEN 1 ELSE 0 END) OVER w30 AS churned_in_30,
-           lag(to_reporting, 30) OVER (PARTITION BY customer, currency ORDER BY day) AS to_reporting_30
-    FROM moves
-    WINDOW w30 AS (PARTITION BY customer, currency ORDER BY day ROWS BETWEEN 29 PRECEDING AND CURRENT ROW)
-), per_currency AS (
-    -- the fx adjustment is what only the rate changed: yesterday's MRR at today's rate minus
-    -- at yesterday's, per currency
-    SELECT day, currency, sum(mrr) AS mrr_native, max(to_reporting) AS to_reporting
-    FROM cust GROUP BY day, currency
+WITH rated AS (
+    SELECT cd.currency, cd.day, cd.mrr, cd.paying, r.to_reporting
+    FROM st_currency_days cd JOIN st_rates r USING (currency, day)
+    WHERE cd.covered > 0
+), totals AS (
+    SELECT day, sum(mrr * to_reporting) AS mrr, sum(paying)::bigint AS active_customers
+    FROM rated GROUP BY day
 ), fx AS (
-    SELECT day, sum(adjustment) AS fx_adjustment
-    FROM (
-        SELECT day, coalesce(lag(mrr_native) OVER w, 0)
-                    * (to_reporting - coalesce(lag(to_reporting) OVER w, to_reporting)) AS adjustment
-        FROM per_currency
-        WINDOW w AS (PARTITION BY currency ORDER BY day)
-    ) per_day
+    -- what only the rate changed: yesterday's MRR at today's rate minus at yesterday's
+    SELECT day, sum(adjustment) AS fx_adjustment_mrr
+    FROM (SELECT day, coalesce(lag(mrr) OVER w, 0)
+                      * (to_reporting - coalesce(lag(to_reporting) OVER w, to_reporting))
+                        AS adjustment
+          FROM rated WINDOW w AS (PARTITION BY currency ORDER BY day)) per_currency
     GROUP BY day
+), moves AS (
+    SELECT m.*, m.day + 30 AS counted_until, r.to_reporting
+    FROM st_moves m JOIN st_rates r USING (currency, day)
+), daily_moves AS (
+    SELECT day,
+           sum(new_amt * to_reporting) AS new_mrr,
+           sum(expansion_amt * to_reporting) AS expansion_mrr,
+           sum(contraction_amt * to_reporting) AS contraction_mrr,
+           sum(churn_amt * to_reporting) AS churned_mrr,
+           sum(reactivation_amt * to_reporting) AS reactivation_mrr,
+           count(*) FILTER (WHERE new_amt > 0) AS new_customers,
+           count(*) FILTER (WHERE churn_amt > 0) AS churned_customers
+    FROM moves GROUP BY day
+), cohort_member AS (
+    -- a customer is in day d's cohort while it paid on day d - 30
+    SELECT customer, currency, valid_from + 30 AS member_from, valid_to + 30 AS member_until
+    FROM st_levels WHERE mrr > 0
+), move_pieces AS (
+    SELECT greatest(m.day, c.member_from) AS from_day, least(m.counted_until, c.member_until) AS until,
+           m.churn_amt * m.to_reporting AS churn,
+           m.contraction_amt * m.to_reporting AS contraction,
+           m.expansion_amt * m.to_reporting AS expansion,
+           m.reactivation_amt * m.to_reporting AS reactivation
+    FROM moves m JOIN cohort_member c
+      ON c.customer = m.customer AND c.currency = m.currency
+     AND c.member_from < m.counted_until AND c.member_until > m.day
+), churn_islands AS (
+    -- a customer churned in the last 30 days on the days [churn, churn + 30); merged so that
+    -- two churns within 30 days count the customer once
+    SELECT customer, currency, min(day) AS from_day, max(day) + 30 AS until
+    FROM (SELECT customer, currency, day,
+                 count(*) FILTER (WHERE starts) OVER (PARTITION BY customer, currency ORDER BY day)
+                   AS island
+          FROM (SELECT customer, currency, day,
+                       coalesce(day >= lag(day) OVER (PARTITION BY customer, currency ORDER BY day) + 30,
+                                true) AS starts
+                FROM st_moves WHERE churn_amt > 0) churns) numbered
+    GROUP BY customer, currency, island
+), churned_pieces AS (
+    SELECT greatest(i.from_day, c.member_from) AS from_day, least(i.until, c.member_until) AS until
+    FROM churn_islands i JOIN cohort_member c
+      ON c.customer = i.customer AND c.currency = i.currency
+     AND c.member_from < i.until AND c.member_until > i.from_day
+), cohort_edges AS (
+    SELECT from_day AS day, churn, contraction, expansion, reactivation, 0 AS churned FROM move_pieces
+    UNION ALL
+    SELECT until, -churn, -contraction, -expansion, -reactivation, 0 FROM move_pieces
+    UNION ALL
+    SELECT from_day, 0, 0, 0, 0, 1 FROM churned_pieces
+    UNION ALL
+    SELECT until, 0, 0, 0, 0, -1 FROM churned_pieces
+), cohort AS (
+    SELECT t.day,
+           sum(sum(e.churn)) OVER w AS cohort_churn,
+           sum(sum(e.contraction)) OVER w AS cohort_contraction,
+           sum(sum(e.expansion)) OVER w AS cohort_expansion,
+           sum(sum(e.reactivation)) OVER w AS cohort_reactivation,
+           (sum(sum(e.churned)) OVER w)::bigint AS cohort_churned
+    FROM (SELECT DISTINCT day FROM st_currency_days) t
+    LEFT JOIN cohort_edges e ON e.day = t.day
+    GROUP BY t.day
+    WINDOW w AS (ORDER BY t.day)
 )
-SELECT d.*, fx.fx_adjustment AS fx_adjustment_mrr
-FROM (
-SELECT w.day,
-       sum(w.mrr * w.to_reporting) AS mrr,
-       sum(w.new_amt * w.to_reporting) AS new_mrr,
-       sum(w.expansion_amt * w.to_reporting) AS expansion_mrr,
-       sum(w.contraction_amt * w.to_reporting) AS contraction_mrr,
-       sum(w.churn_amt * w.to_reporting) AS churned_mrr,
-       sum(w.reactivation_amt * w.to_reporting) AS reactivation_mrr,
-       count(*) FILTER (WHERE w.mrr > 0) AS active_customers,
-       count(*) FILTER (WHERE w.new_amt > 0) AS new_customers,
-       count(*) FILTER (WHERE w.churn_amt > 0) AS churned_customers,
-       count(*) FILTER (WHERE w.mrr_30_days_before > 0) AS cohort_customers,
-       count(*) FILTER (WHERE w.mrr_30_days_before > 0 AND w.churned_in_30 = 1) AS cohort_churned,
-       sum(w.mrr_30_days_before * w.to_reporting_30) FILTER (WHERE w.mrr_30_days_before > 0) AS cohort_mrr,
-       sum(w.churn_30) FILTER (WHERE w.mrr_30_days_before > 0) AS cohort_churn,
-       sum(w.contraction_30) FILTER (WHERE w.mrr_30_days_before > 0) AS cohort_contraction,
-       sum(w.expansion_30) FILTER (WHERE w.mrr_30_days_before > 0) AS cohort_expansion,
-       sum(w.reactivation_30) FILTER (WHERE w.mrr_30_days_before > 0) AS cohort_reactivation
-FROM windowed w
-GROUP BY w.day
-) d
+SELECT t.day, t.mrr,
+       coalesce(m.new_mrr, 0) AS new_mrr,
+       coalesce(m.expansion_mrr, 0) AS expansion_mrr,
+       coalesce(m.contraction_mrr, 0) AS contraction_mrr,
+       coalesce(m.churned_mrr, 0) AS churned_mrr,
+       coalesce(m.reactivation_mrr, 0) AS reactivation_mrr,
+       fx.fx_adjustment_mrr,
+       t.active_customers,
+       coalesce(m.new_customers, 0) AS new_customers,
+       coalesce(m.churned_customers, 0) AS churned_customers,
+       coalesce(before.active_customers, 0) AS cohort_customers,
+       coalesce(c.cohort_churned, 0) AS cohort_churned,
+       before.mrr AS cohort_mrr,
+       c.cohort_churn, c.cohort_contraction, c.cohort_expansion, c.cohort_reactivation
+FROM totals t
+LEFT JOIN daily_moves m USING (day)
 LEFT JOIN fx USING (day)
-ORDER BY d.day
+LEFT JOIN cohort c USING (day)
+LEFT JOIN totals before ON before.day = t.day - 30
+ORDER BY t.day
 """
 
 _MONEY_DAILY = """
-SELECT m.metric, m.day, sum(m.amount * r.rate / r.minor_per_major) AS value
+SELECT m.metric, m.day, sum(m.amount * r.to_reporting) AS value
 FROM st_money m JOIN st_rates r USING (currency, day)
 GROUP BY m.metric, m.day ORDER BY m.metric, m.day
 """
@@ -445,7 +526,7 @@ def compute_stripe_metrics(db: Connection, scope: MetricsScope) -> Iterator[KPID
             _ITEM_STATES,
             _SUBSCRIPTIONS,
             _SUB_VALUES,
-            _GRID,
+            _LEVELS,
             _MONEY,
             _RATES,
         ):

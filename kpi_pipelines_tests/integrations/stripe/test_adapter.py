@@ -77,6 +77,49 @@ def test_a_simulated_year_matches_the_sandbox_truth_every_day(stripe_world, curr
     assert at_now > 0
 
 
+def test_cohort_ratios_match_the_sandbox_truth_every_day(stripe_world) -> None:
+    """kpi-definitions.md: the cohort of day d is the customers paying on day d - 30; their
+    churn, contraction, expansion and reactivation over days d-29..d, each at its day's rate."""
+    world = stripe_world
+    world.workspace("acme", "EUR", "America/New_York")
+    world.import_rates("EUR")
+    assert world.sync("acme").success
+    stored = series(world.warehouse, "acme")
+    convert = rate_lookup(world.sandbox, "EUR")
+    first, last = world.sandbox.start.date(), world.sandbox.now.date() - timedelta(days=2)
+    days = list(world.sandbox.truth.daily(first, last, "America/New_York"))
+    checked = 0
+    for i in range(30, len(days)):
+        before, window = days[i - 30], days[i - 29 : i + 1]
+        cohort = set(before.mrr)
+        d = days[i].day
+        if not cohort:
+            assert d not in stored["customer_churn_rate"], d
+            continue
+        moves: dict[str, float] = defaultdict(float)
+        churned = set()
+        for day in window:
+            for customer, m in day.movements.items():
+                if customer in cohort:
+                    moves[m.kind] += convert(m.amount, m.currency, day.day)
+                    if m.kind == "churn":
+                        churned.add(customer)
+        cohort_mrr = sum(convert(v, cur, before.day) for cur, v in before.mrr.values())
+        assert stored["customer_churn_rate"][d] == pytest.approx(
+            len(churned) / len(cohort), abs=1e-6
+        ), d
+        lost = moves["churn"] + moves["contraction"]
+        won = moves["expansion"] + moves["reactivation"]
+        assert stored["revenue_churn_rate"][d] == pytest.approx(lost / cohort_mrr, abs=1e-6), d
+        assert stored["net_revenue_retention"][d] == pytest.approx(
+            (cohort_mrr + won - lost) / cohort_mrr, abs=1e-6
+        ), d
+        checked += 1
+    assert checked > 300
+    assert any(v > 0 for v in stored["customer_churn_rate"].values())
+    assert any(v > 1 for v in stored["net_revenue_retention"].values())
+
+
 def test_mrr_identity_holds_every_day(stripe_world) -> None:
     world = stripe_world
     world.workspace("acme", "EUR", "Europe/Berlin")
