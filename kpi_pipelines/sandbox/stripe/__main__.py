@@ -3,6 +3,9 @@
 Builds the sandbox, binds the port, prints the base URL on stdout once it accepts connections,
 then serves until SIGINT/SIGTERM. `--objects N` picks the customer count that gives about N
 listable objects (customers, subscriptions, invoices, charges, refunds, balance transactions).
+`--cache-customers N` keeps up to N customers' simulations in memory (default 4096): paging a
+list in created order visits every customer about once a simulated month, so a cache that
+holds them all (about 0.8 GB at 1M objects) serves those lists several times faster.
 """
 
 from __future__ import annotations
@@ -56,6 +59,12 @@ def main(argv: list[str] | None = None) -> int:
     serve.add_argument("--webhook-secret", default=None)
     serve.add_argument("--start", default=None, help="ISO time of the simulated start")
     serve.add_argument("--now", default=None, help="ISO time of the simulated clock")
+    serve.add_argument(
+        "--cache-customers",
+        type=int,
+        default=4096,
+        help="customer simulations kept in memory (more: faster paging, more memory)",
+    )
     args = parser.parse_args(argv)
 
     customers = args.customers
@@ -68,7 +77,10 @@ def main(argv: list[str] | None = None) -> int:
         kwargs["now"] = _parse_time(args.now)
     t0 = time.perf_counter()
     sandbox = StripeSandbox(
-        StripeSandboxConfig(**kwargs), api_key=args.api_key, webhook_secret=args.webhook_secret
+        StripeSandboxConfig(**kwargs),
+        api_key=args.api_key,
+        webhook_secret=args.webhook_secret,
+        cache_size=args.cache_customers,
     )
     built = time.perf_counter() - t0
 
