@@ -45,10 +45,9 @@ from kpi_pipelines.integrations.google_analytics.types import (
     ReportRow,
     RunReportResponse,
 )
-from kpi_pipelines.integrations.shared.base_adapter import IntegrationAdapter
 from kpi_pipelines.integrations.shared.errors import ProviderError, ProviderQuotaExhausted
 from kpi_pipelines.integrations.shared.http import RetryDecision
-from kpi_pipelines.integrations.shared.oauth import OAuthApi, google_token_url
+from kpi_pipelines.integrations.shared.oauth import OAuthAdapter, google_token_url
 from kpi_pipelines.integrations.shared.types import KPIData, SyncResult, day_timestamp
 from kpi_pipelines.warehouse.tenant_data import load_cursor, save_cursor
 from kpi_pipelines.warehouse.writer import WriteStats
@@ -107,7 +106,7 @@ class _Progress:
     requests: int = 0
 
 
-class GoogleAnalyticsAdapter(IntegrationAdapter):
+class GoogleAnalyticsAdapter(OAuthAdapter):
     """GA4 Data API over the shared HTTP layer, with Google OAuth from the connection."""
 
     provider: ClassVar[str] = PROVIDER
@@ -126,7 +125,6 @@ class GoogleAnalyticsAdapter(IntegrationAdapter):
     backoff_max_seconds: float = 60.0
     request_budget: int | None = None  # requests one sync may send; None: no limit
 
-    _api: OAuthApi | None = PrivateAttr(default=None)
     _property: _Property | None = PrivateAttr(default=None)
 
     # --- connect / disconnect -------------------------------------------------------------
@@ -144,10 +142,7 @@ class GoogleAnalyticsAdapter(IntegrationAdapter):
             raise ValueError(f"page_size must be 1..{MAX_PAGE_SIZE}, got {self.page_size}")
         if self.window_days < 1 or self.history_days < 1:
             raise ValueError("window_days and history_days must be at least 1")
-        self._close_clients()
-        self._api = OAuthApi(
-            PROVIDER,
-            self.context.connection,
+        api = self._open_api(
             token_url=self.token_url or google_token_url(),
             base_url=self.base_url or settings.provider_base_url(PROVIDER, DEFAULT_BASE_URL),
             timeout=self.timeout_seconds,
@@ -158,24 +153,14 @@ class GoogleAnalyticsAdapter(IntegrationAdapter):
             classify=classify_ga4_response,
             cache=False,
         )
-        try:
-            self._api.session.access_token()
-        except BaseException:
-            self._close_clients()
-            raise
+        api.session.access_token()
         self.context.log.info(
             f"google_analytics: credentials accepted for property {connection_settings.property_id}"
         )
 
     def disconnect(self) -> None:
-        self._close_clients()
         self._property = None
         super().disconnect()
-
-    def _close_clients(self) -> None:
-        if self._api is not None:
-            self._api.close()
-        self._api = None
 
     # --- sync -----------------------------------------------------------------------------
 

@@ -31,10 +31,9 @@ from pydantic import PrivateAttr, ValidationError
 
 from kpi_pipelines import settings
 from kpi_pipelines.integrations.google_sheets.types import SheetsConnectionSettings, ValueRange
-from kpi_pipelines.integrations.shared.base_adapter import IntegrationAdapter
 from kpi_pipelines.integrations.shared.errors import ProviderError, ProviderRequestError
 from kpi_pipelines.integrations.shared.http import RetryDecision
-from kpi_pipelines.integrations.shared.oauth import OAuthApi, google_token_url
+from kpi_pipelines.integrations.shared.oauth import OAuthAdapter, google_token_url
 from kpi_pipelines.integrations.shared.tabular import (
     TableFormatError,
     TabularRow,
@@ -90,7 +89,7 @@ class _QuotaBackoff:
         return RetryDecision(retry=True, wait=wait)
 
 
-class GoogleSheetsAdapter(IntegrationAdapter):
+class GoogleSheetsAdapter(OAuthAdapter):
     """Imports one sheet range per run into kpi_data (manual: the UI or the CLI)."""
 
     provider: ClassVar[str] = PROVIDER
@@ -104,7 +103,6 @@ class GoogleSheetsAdapter(IntegrationAdapter):
     max_attempts: int = 8  # with backoff up to 64 s: outlasts a per-minute quota window
     backoff_max_seconds: float = 64.0
 
-    _api: OAuthApi | None = PrivateAttr(default=None)
     _table: SheetTable | None = PrivateAttr(default=None)
     _valid_settings: SheetsConnectionSettings | None = PrivateAttr(default=None)
 
@@ -112,10 +110,7 @@ class GoogleSheetsAdapter(IntegrationAdapter):
         """Read the range and check its header against the mapping (one request)."""
         self._valid_settings = None  # read afresh for every run
         connection_settings = self._settings()
-        self._close_clients()
-        self._api = OAuthApi(
-            PROVIDER,
-            self.context.connection,
+        self._open_api(
             token_url=self.token_url or google_token_url(),
             base_url=self.base_url or settings.provider_base_url(PROVIDER, DEFAULT_BASE_URL),
             timeout=self.timeout_seconds,
@@ -125,21 +120,11 @@ class GoogleSheetsAdapter(IntegrationAdapter):
             sleep=lambda seconds: _sleep(seconds),
             cache=False,
         )
-        try:
-            self._table = self._fetch(connection_settings)
-        except BaseException:
-            self._close_clients()
-            raise
+        self._table = self._fetch(connection_settings)
 
     def disconnect(self) -> None:
-        self._close_clients()
         self._table = self._valid_settings = None
         super().disconnect()
-
-    def _close_clients(self) -> None:
-        if self._api is not None:
-            self._api.close()
-        self._api = None
 
     def sync(self) -> SyncResult:
         started = datetime.now(UTC)

@@ -76,7 +76,11 @@ class IntegrationAdapter(dg.ConfigurableResource, ABC):
     def connect(self, context: SyncContext) -> None:
         """Bind to a workspace's connection and prove it works with one cheap call."""
         self._context = context
-        self.check_connection()
+        try:
+            self.check_connection()
+        except BaseException:
+            self.disconnect()  # release whatever the check opened: no sync will follow
+            raise
 
     @abstractmethod
     def check_connection(self) -> None:

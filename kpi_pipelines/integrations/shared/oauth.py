@@ -37,7 +37,7 @@ import httpx
 from authlib.integrations.base_client.errors import OAuthError
 from authlib.oauth2.auth import ClientAuth
 from authlib.oauth2.client import OAuth2Client
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError, field_validator
 from tenacity import (
     RetryCallState,
     Retrying,
@@ -46,6 +46,7 @@ from tenacity import (
     wait_random_exponential,
 )
 
+from kpi_pipelines.integrations.shared.base_adapter import IntegrationAdapter
 from kpi_pipelines.integrations.shared.errors import (
     ProviderAuthError,
     ProviderRequestError,
@@ -428,3 +429,30 @@ class OAuthApi:
     def close(self) -> None:
         self.http.close()
         self.session.close()
+
+
+class OAuthAdapter(IntegrationAdapter):
+    """An adapter that reaches its provider through one OAuthApi, opened by its
+    check_connection and closed on disconnect (also when connecting fails)."""
+
+    _api: OAuthApi | None = PrivateAttr(default=None)
+
+    def _open_api(self, *, token_url: str, base_url: str, **http_options: Any) -> OAuthApi:
+        self._close_api()
+        self._api = OAuthApi(
+            self.provider,
+            self.context.connection,
+            token_url=token_url,
+            base_url=base_url,
+            **http_options,
+        )
+        return self._api
+
+    def _close_api(self) -> None:
+        if self._api is not None:
+            self._api.close()
+        self._api = None
+
+    def disconnect(self) -> None:
+        self._close_api()
+        super().disconnect()

@@ -28,7 +28,8 @@ from kpi_pipelines.integrations.google_analytics.assets import (
     google_analytics_kpis,
     google_analytics_schedule,
 )
-from kpi_pipelines.integrations.shared.base_adapter import SyncContext
+from kpi_pipelines.integrations.shared.base_adapter import AdapterNotConnected, SyncContext
+from kpi_pipelines.integrations.shared.errors import ProviderAuthError
 from kpi_pipelines.resources import WarehouseResource
 from kpi_pipelines.sandbox.google import DEMO_REFRESH_TOKEN, Fault, GA4Quota, WebMetrics
 from kpi_pipelines.warehouse.control import list_connections
@@ -371,6 +372,20 @@ def test_revoked_access_fails_the_run_with_reconnect_and_no_traceback(ga4, caplo
     assert "Reconnect this workspace to google_analytics" in message
     assert "Traceback" not in message
     assert "Reconnect this workspace" in health(ga4, "ws-a").last_error
+
+
+def test_a_connect_that_fails_releases_what_it_opened(ga4) -> None:
+    ga4.property("1012", history_days=10)
+    workspace = ga4.workspace("ws-a", "1012")
+    with ga4.warehouse.control() as db:
+        [connection] = list_connections(db, provider="google_analytics", workspace_id="ws-a")
+    ga4.sandbox.revoke(DEMO_REFRESH_TOKEN)
+    adapter = GoogleAnalyticsAdapter()
+    with pytest.raises(ProviderAuthError, match="Reconnect this workspace"):
+        adapter.connect(SyncContext(ga4.warehouse, workspace, connection, run_id="revoked"))
+    assert adapter._api is None  # the OAuth session and its HTTP client are closed
+    with pytest.raises(AdapterNotConnected):
+        adapter.sync()
 
 
 def test_a_truncated_response_fails_the_run_and_keeps_completed_windows(ga4) -> None:
