@@ -963,11 +963,9 @@ class Generator:
                 resolved = inv.paid_at or ps
             else:
                 created = t0 + 1 if reason == "subscription_create" else ps
+                sub.periods.append((ps, pe))
                 if k > 0 or sub.trial_end is not None:
-                    sub.periods.append((ps, pe))
                     cs.emit(ps, "customer.subscription.updated", sub)
-                else:
-                    sub.periods.append((ps, pe))
                 lines = []
                 for item in sub.items:
                     if not item.alive_at(ps):
