@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import atexit
+import os
 import shutil
 import tempfile
 from collections.abc import Iterator
@@ -66,6 +67,16 @@ def dagster_instance() -> Iterator[dg.DagsterInstance]:
     """One Dagster instance per test module (creating one costs about half a second)."""
     with dg.instance_for_test() as instance:
         yield instance
+
+
+@pytest.fixture
+def restored_environment() -> Iterator[None]:
+    """For tests of commands that open the Dagster instance, which sets DAGSTER_* in the
+    process: the environment is put back as it was."""
+    saved = dict(os.environ)
+    yield
+    os.environ.clear()
+    os.environ.update(saved)
 
 
 @pytest.fixture

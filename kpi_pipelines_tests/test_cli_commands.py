@@ -1,7 +1,6 @@
 """Every `kpi-pipelines` command, in process, on the session's embedded server."""
 
 import json
-import os
 from pathlib import Path
 
 import pytest
@@ -13,13 +12,7 @@ from kpi_pipelines.warehouse.tenant_data import list_overrides, read_points
 runner = CliRunner()
 
 
-@pytest.fixture(autouse=True)
-def _restore_environment():
-    """Commands that open the Dagster instance set DAGSTER_* for their process: undo it."""
-    saved = dict(os.environ)
-    yield
-    os.environ.clear()
-    os.environ.update(saved)
+pytestmark = pytest.mark.usefixtures("restored_environment")
 
 
 def cli(*args: str, ok: bool = True):

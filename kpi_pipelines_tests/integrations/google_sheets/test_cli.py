@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import os
-
 import pytest
 from typer.testing import CliRunner
 
@@ -13,13 +11,7 @@ from kpi_pipelines.warehouse.tenant_data import read_points
 SHEET_ID = "1CliSheetId"
 
 
-@pytest.fixture(autouse=True)
-def _restore_environment():
-    """The command opens the Dagster instance, which sets DAGSTER_* for the process."""
-    saved = dict(os.environ)
-    yield
-    os.environ.clear()
-    os.environ.update(saved)
+pytestmark = pytest.mark.usefixtures("restored_environment")
 
 
 def test_sheets_import_runs_through_dagster(sheets) -> None:
