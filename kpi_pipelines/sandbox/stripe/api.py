@@ -269,6 +269,32 @@ def _check_path(segments: list[str], kind: str | None, full: str) -> None:
 # Paging
 
 
+def _page_sorted(
+    objects: Sequence[Any],
+    now: int,
+    args: _ListArgs,
+    noun: str,
+    id_of: Callable[[Any], str],
+    accept: Callable[[Any], bool] | None = None,
+) -> tuple[list[Any], bool]:
+    """One page over in-memory objects sorted by created (oldest first), as of `now`: the
+    objects chosen and has_more. A cursor that names none of them is a 404 like Stripe's."""
+    objects = [o for o in objects if o.created <= now]
+    created = [o.created for o in objects]
+    lo, hi = args.bounds(created)
+    after = before = None
+    cursor = args.after or args.before
+    if cursor:
+        param = "starting_after" if args.after else "ending_before"
+        pos = next((i for i, o in enumerate(objects) if id_of(o) == cursor), None)
+        if pos is None:
+            raise missing(noun, cursor, param)
+        after, before = (pos, None) if args.after else (None, pos)
+    test = None if accept is None else (lambda i: accept(objects[i]))
+    positions, has_more = _page(created, lo, hi, args.limit, after, before, test)
+    return [objects[i] for i in positions], has_more
+
+
 def _page(
     created: Sequence[int],
     lo: int,
@@ -680,23 +706,10 @@ class Api:
         id_of: Callable[[Any], str],
     ) -> Obj:
         """A page over an in-memory list of objects sorted by created (oldest first)."""
-        now = state.now
-        objects = [o for o in objects if o.created <= now]
-        created = [o.created for o in objects]
-        lo, hi = args.bounds(created)
-        after = before = None
-        cursor = args.after or args.before
-        if cursor:
-            param = "starting_after" if args.after else "ending_before"
-            pos = next((i for i, o in enumerate(objects) if id_of(o) == cursor), None)
-            if pos is None:
-                raise missing(_NOUNS[resource][1], cursor, param)
-            after, before = (pos, None) if args.after else (None, pos)
-        test = None if accept is None else (lambda i: accept(objects[i]))
-        positions, has_more = _page(created, lo, hi, args.limit, after, before, test)
-        data = [
-            self._render(state, resource, cs, objects[i], version, args.expand) for i in positions
-        ]
+        chosen, has_more = _page_sorted(
+            objects, state.now, args, _NOUNS[resource][1], id_of, accept
+        )
+        data = [self._render(state, resource, cs, obj, version, args.expand) for obj in chosen]
         return _list_body(url, data, has_more)
 
     def _customer_param(self, state: State, p: Params) -> CustomerSim | None:
@@ -722,22 +735,8 @@ class Api:
 
     def _page_customers(self, state, matches, args, version, url):
         now = state.now
-        matches = [cs for cs in matches if cs.created <= now]
-        created = [cs.created for cs in matches]
-        lo, hi = args.bounds(created)
-        after = before = None
-        cursor = args.after or args.before
-        if cursor:
-            pos = next(
-                (i for i, cs in enumerate(matches) if state.renderer.cus_id(cs) == cursor), None
-            )
-            if pos is None:
-                raise missing(
-                    "customer", cursor, "starting_after" if args.after else "ending_before"
-                )
-            after, before = (pos, None) if args.after else (None, pos)
-        positions, has_more = _page(created, lo, hi, args.limit, after, before, None)
-        data = [state.renderer.customer(matches[i], now, args.expand) for i in positions]
+        chosen, has_more = _page_sorted(matches, now, args, "customer", state.renderer.cus_id)
+        data = [state.renderer.customer(cs, now, args.expand) for cs in chosen]
         return _list_body(url, data, has_more)
 
     def _sub_status_accept(self, state: State, status: str | None):

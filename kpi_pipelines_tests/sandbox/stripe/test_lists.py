@@ -313,3 +313,17 @@ def test_control_endpoints(fresh: Served) -> None:
     fresh.client.post("/_sandbox/faults", json={"storm": {"count": 1}})
     assert fresh.get("/v1/customers").status_code == 429
     assert httpx.get(fresh.base_url + "/_sandbox/state").status_code == 401
+
+
+def test_customers_filtered_by_email(served: Served) -> None:
+    someone = served.ok("/v1/customers", {"limit": 3})["data"][2]
+    found = served.ok("/v1/customers", {"email": someone["email"]})
+    assert [c["id"] for c in found["data"]] == [someone["id"]]
+    assert found["has_more"] is False
+    after = served.ok("/v1/customers", {"email": someone["email"], "starting_after": someone["id"]})
+    assert after["data"] == [] and after["has_more"] is False
+    other = served.ok("/v1/customers", {"limit": 1})["data"][0]["id"]
+    err = error(
+        served.get("/v1/customers", {"email": someone["email"], "starting_after": other}), 404
+    )
+    assert err["param"] == "starting_after" and other in err["message"]
