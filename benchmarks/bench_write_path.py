@@ -220,7 +220,7 @@ def write_batch(
     with warehouse.tenant(workspace_id, actor=actor) as db:
         copied_before = copy_timer.seconds
         called = time.perf_counter()
-        into.stats += write_kpis(db, points, actor=actor, fetched_at=fetched_at)
+        into.stats += write_kpis(db, points, fetched_at=fetched_at)
         copied = copy_timer.seconds - copied_before
         into.copy_seconds += copied
         into.statement_seconds += time.perf_counter() - called - copied
@@ -290,9 +290,7 @@ def explain_batch(
                 db, "kpi_stage", writer._KPI_COLUMNS, writer._KPI_TYPES, rows
             )
             copy_ms = (time.perf_counter() - began) * 1000
-            cursor.execute(
-                "EXPLAIN (ANALYZE, FORMAT JSON) " + writer._UPSERT_KPI, {"actor": "bench:explain"}
-            )
+            cursor.execute("EXPLAIN (ANALYZE, FORMAT JSON) " + writer._UPSERT_KPI)
             (plan,) = cursor.fetchone()
         finally:
             transaction.rollback()

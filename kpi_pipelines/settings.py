@@ -22,6 +22,13 @@ def database_url() -> str | None:
     return os.environ.get("KPI_DATABASE_URL") or None
 
 
+def role_password(role: str) -> str | None:
+    """The password of one of the warehouse's login roles (`KPI_OWNER_DB_PASSWORD` for
+    kpi_owner, ...); None when the server does not ask for one (the embedded server, peer
+    or certificate authentication). `db upgrade` sets it on the role."""
+    return os.environ.get(f"{role.upper()}_DB_PASSWORD") or None
+
+
 def batch_size() -> int:
     """Rows per write batch (one transaction each) for API providers."""
     return _positive_int("KPI_BATCH_SIZE", 5000)

@@ -1,14 +1,20 @@
-"""Connections to the warehouse, one engine per role, and tenant-scoped transactions.
+"""Connections to the warehouse: one login role per engine, tenant-scoped transactions.
 
-The URL's own user only bootstraps: it creates the three roles and the `kpi` schema. Every
-other connection switches to one of the roles with SET ROLE when it is opened, so what a
-connection can see is decided by PostgreSQL, not by our code:
+The URL's own user only bootstraps (`db upgrade`): it creates three login roles and the
+`kpi` schema. Every engine then logs in as one of those roles itself, so what a connection
+can see is decided by PostgreSQL, not by our code, and no pooled connection can
+`RESET ROLE` its way to more:
 
 - kpi_owner owns the schema and runs migrations;
 - kpi_tenant reads and writes tenant data, and only for the workspace that its transaction
   is scoped to (row-level security, FORCE'd so no table owner slips past it);
 - kpi_control reads and writes the control plane (workspaces, connections, the webhook
   inbox) across tenants, and has no privilege on tenant data.
+
+None is a superuser, bypasses RLS, creates roles or databases, or is a member of another
+role. A transaction's scope (workspace and actor) is transaction-local (`SET LOCAL`), and a
+connection is reset with `DISCARD ALL` when it returns to the pool, so nothing one
+transaction sets (settings, temporary tables, a role) reaches the next one.
 """
 
 from __future__ import annotations
@@ -18,8 +24,11 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
+import psycopg
 import sqlalchemy as sa
+from psycopg import sql
 from sqlalchemy.engine import URL, Connection, Engine
 
 from kpi_pipelines import settings
@@ -29,6 +38,10 @@ OWNER_ROLE = "kpi_owner"
 TENANT_ROLE = "kpi_tenant"
 CONTROL_ROLE = "kpi_control"
 ROLES = (OWNER_ROLE, TENANT_ROLE, CONTROL_ROLE)
+# Every app session resolves names in the kpi schema, then the catalog, and the session's
+# temporary schema last, so a temporary table can never stand in for one of ours.
+SEARCH_PATH = f"{SCHEMA}, pg_catalog, pg_temp"
+_ROLE_ATTRIBUTES = "LOGIN NOSUPERUSER NOBYPASSRLS NOCREATEDB NOCREATEROLE NOINHERIT NOREPLICATION"
 
 # Any constant works; it only has to be the same in every process that migrates.
 _MIGRATION_LOCK_KEY = 72_406_113
@@ -54,8 +67,18 @@ def resolve_admin_url(home: Path | None = None) -> URL:
     return normalize_url(embedded_server(home).admin_url)
 
 
+def role_url(admin_url: URL, role: str) -> URL:
+    """The same server and database as `admin_url`, logged in as `role` (its password from
+    KPI_<ROLE>_DB_PASSWORD when the server asks for one)."""
+    return admin_url.set(username=role, password=settings.role_password(role))
+
+
 class WorkspaceScopeError(PermissionError):
     """A write named a workspace other than the one its transaction is scoped to."""
+
+
+class WarehouseNotReady(RuntimeError):
+    """The schema is older than this code and cannot be migrated from this process."""
 
 
 @dataclass
@@ -78,24 +101,26 @@ class Warehouse:
         return cached
 
     def engine(self, role: str | None) -> Engine:
-        """The pooled engine whose connections act as `role` (None: the URL's own user)."""
+        """The pooled engine that logs in as `role` (None: the URL's own user, to bootstrap)."""
         name = role or "admin"
         with _cache_lock:
             engine = self._engines.get(name)
             if engine is None:
-                engine = sa.create_engine(
-                    self.admin_url, pool_size=4, max_overflow=4, pool_pre_ping=True
-                )
-                if role is not None:
-                    _act_as(engine, role)
+                if role is None:
+                    engine = sa.create_engine(self.admin_url, pool_size=1, pool_pre_ping=True)
+                else:
+                    engine = _role_engine(role_url(self.admin_url, role))
                 self._engines[name] = engine
         return engine
 
     @contextmanager
     def tenant(self, workspace_id: str, *, actor: str) -> Iterator[Connection]:
-        """One transaction as kpi_tenant, scoped to `workspace_id`; commits on success."""
+        """One transaction as kpi_tenant, scoped to `workspace_id` and written by `actor`
+        (a run or a user; the audit log takes it from here); commits on success."""
         if not workspace_id:
             raise WorkspaceScopeError("a tenant transaction needs a workspace id")
+        if not actor:
+            raise WorkspaceScopeError("a tenant transaction needs an actor (a run or a user)")
         with self.engine(TENANT_ROLE).begin() as conn:
             conn.execute(
                 sa.text(
@@ -124,7 +149,8 @@ class Warehouse:
             yield conn
 
     def upgrade(self) -> str:
-        """Create the roles and schema if missing, then migrate to head; safe to run concurrently."""
+        """Create or update the roles and schema, then migrate to head, as the URL's user;
+        safe to run concurrently."""
         from kpi_pipelines.warehouse.migrate import upgrade_to_head
 
         with self.engine(None).connect() as admin:
@@ -134,13 +160,25 @@ class Warehouse:
                 admin.commit()
                 return upgrade_to_head(self.engine(OWNER_ROLE))
             finally:
+                admin.rollback()
                 admin.execute(sa.text("SELECT pg_advisory_unlock(:k)"), {"k": _MIGRATION_LOCK_KEY})
                 admin.commit()
 
     def ensure_ready(self) -> Warehouse:
-        """Upgrade once per process; later calls are free."""
+        """Upgrade once per process when the schema is behind; later calls are free.
+
+        A schema at head needs nothing but the owner's login, so run processes need not
+        hold the bootstrap user's credentials once `db upgrade` has been run.
+        """
         if not self._ready:
-            self.upgrade()
+            from kpi_pipelines.warehouse.migrate import current_revision, head_revision
+
+            try:
+                at_head = current_revision(self.engine(OWNER_ROLE)) == head_revision()
+            except sa.exc.OperationalError:
+                at_head = False  # no owner login yet: a first start
+            if not at_head:
+                self.upgrade()
             self._ready = True
         return self
 
@@ -154,35 +192,115 @@ _cache_lock = threading.Lock()
 _warehouses: dict[str, Warehouse] = {}
 
 
-def _act_as(engine: Engine, role: str) -> None:
-    @sa.event.listens_for(engine, "connect")
-    def _set_role(dbapi_connection, _record) -> None:  # type: ignore[no-untyped-def]
-        with dbapi_connection.cursor() as cursor:
-            cursor.execute(f"SET ROLE {role}")
-            cursor.execute(f"SET search_path = {SCHEMA}, pg_catalog")
-        dbapi_connection.commit()
+def _role_engine(url: URL) -> Engine:
+    engine = sa.create_engine(
+        url,
+        pool_size=4,
+        max_overflow=4,
+        pool_pre_ping=True,
+        # Our own reset below replaces the pool's plain rollback.
+        pool_reset_on_return=None,
+        connect_args={
+            "options": f"-c search_path={SEARCH_PATH.replace(' ', '')}",
+            # No server-side prepared statements: DISCARD ALL drops them behind psycopg's
+            # back (and our transactions are a few large statements anyway).
+            "prepare_threshold": None,
+        },
+    )
+    sa.event.listen(engine, "reset", _discard_session_state)
+    return engine
+
+
+def _discard_session_state(dbapi_connection: Any, _record: Any, reset_state: Any) -> None:
+    """Roll back, then DISCARD ALL: session settings, temporary tables, prepared statements
+    and any role a transaction switched to are gone before the connection is reused."""
+    dbapi_connection.rollback()
+    if reset_state.terminate_only:
+        return
+    dbapi_connection.autocommit = True  # DISCARD ALL cannot run inside a transaction
+    try:
+        dbapi_connection.execute("DISCARD ALL")
+    finally:
+        dbapi_connection.autocommit = False
 
 
 def _bootstrap(admin: Connection) -> None:
-    """Roles (none superuser or BYPASSRLS) and the schema, created by the URL's user."""
-    for role in ROLES:
-        exists = admin.execute(sa.text("SELECT 1 FROM pg_roles WHERE rolname = :r"), {"r": role})
-        if exists.first() is None:
-            admin.execute(sa.text(f"CREATE ROLE {role} NOLOGIN NOSUPERUSER NOBYPASSRLS"))
-    member_of = {
-        row[0]
+    """Login roles (none superuser, BYPASSRLS or a member of another role) and the schema,
+    created or brought in line by the URL's user."""
+    driver = admin.connection.driver_connection
+    assert isinstance(driver, psycopg.Connection)
+    existing = {
+        row.rolname: row
         for row in admin.execute(
             sa.text(
-                "SELECT r.rolname FROM pg_auth_members m JOIN pg_roles r ON r.oid = m.roleid"
-                " WHERE m.member = (SELECT oid FROM pg_roles WHERE rolname = current_user)"
-            )
+                "SELECT rolname, rolsuper, rolbypassrls, rolreplication, rolcanlogin, rolinherit,"
+                " rolcreatedb, rolcreaterole FROM pg_roles WHERE rolname = ANY(:r)"
+            ),
+            {"r": list(ROLES)},
         )
     }
+    for role in ROLES:
+        current = existing.get(role)
+        password = settings.role_password(role)
+        if current is None:
+            attributes = _ROLE_ATTRIBUTES
+        else:
+            # Name only what must change: a CREATEROLE (not superuser) bootstrap user may not
+            # even mention SUPERUSER, BYPASSRLS or REPLICATION.
+            attributes = " ".join(
+                attribute
+                for attribute, is_wrong in (
+                    ("LOGIN", not current.rolcanlogin),
+                    ("NOINHERIT", current.rolinherit),
+                    ("NOCREATEDB", current.rolcreatedb),
+                    ("NOCREATEROLE", current.rolcreaterole),
+                    ("NOSUPERUSER", current.rolsuper),
+                    ("NOBYPASSRLS", current.rolbypassrls),
+                    ("NOREPLICATION", current.rolreplication),
+                )
+                if is_wrong
+            )
+            if not attributes and not password:
+                continue
+        verb = "CREATE" if current is None else "ALTER"
+        statement = sql.SQL(f"{verb} ROLE {{}} {attributes}").format(sql.Identifier(role))
+        if password:
+            statement += sql.SQL(" PASSWORD {}").format(sql.Literal(password))
+        driver.execute(statement)
+    # An earlier setup may have made an app role a member of another (SET ROLE kpi_owner
+    # from a tenant session would turn FORCE ROW LEVEL SECURITY off): undo it.
+    memberships = admin.execute(
+        sa.text(
+            "SELECT r.rolname AS granted, m.rolname AS member FROM pg_auth_members a"
+            " JOIN pg_roles r ON r.oid = a.roleid JOIN pg_roles m ON m.oid = a.member"
+            " WHERE m.rolname = ANY(:r)"
+        ),
+        {"r": list(ROLES)},
+    ).all()
+    for granted, member in memberships:
+        driver.execute(
+            sql.SQL("REVOKE {} FROM {}").format(sql.Identifier(granted), sql.Identifier(member))
+        )
     is_superuser = admin.execute(
         sa.text("SELECT rolsuper FROM pg_roles WHERE rolname = current_user")
     ).scalar()
-    for role in ROLES:
-        if role not in member_of and not is_superuser:
-            admin.execute(sa.text(f"GRANT {role} TO current_user"))
+    if not is_superuser:
+        # The bootstrap user (never an app login) must act as the owner to create its schema.
+        member_of = set(
+            admin.execute(
+                sa.text(
+                    "SELECT r.rolname FROM pg_auth_members m JOIN pg_roles r ON r.oid = m.roleid"
+                    " WHERE m.member = (SELECT oid FROM pg_roles WHERE rolname = current_user)"
+                )
+            ).scalars()
+        )
+        if OWNER_ROLE not in member_of:
+            admin.execute(sa.text(f"GRANT {OWNER_ROLE} TO current_user"))
+    database = sql.Identifier(admin.execute(sa.text("SELECT current_database()")).scalar_one())
+    driver.execute(
+        sql.SQL("GRANT CONNECT ON DATABASE {} TO {}, {}, {}").format(
+            database, *(sql.Identifier(r) for r in ROLES)
+        )
+    )
     admin.execute(sa.text(f"CREATE SCHEMA IF NOT EXISTS {SCHEMA} AUTHORIZATION {OWNER_ROLE}"))
     admin.execute(sa.text(f"GRANT USAGE ON SCHEMA {SCHEMA} TO {TENANT_ROLE}, {CONTROL_ROLE}"))

@@ -10,6 +10,7 @@ from pydantic import BaseModel
 from sqlalchemy.engine import Connection
 
 from kpi_pipelines.integrations.shared.types import KPIData
+from kpi_pipelines.warehouse.control import get_workspace
 from kpi_pipelines.warehouse.database import Warehouse
 
 
@@ -53,13 +54,14 @@ def set_override(
         "value": point.value,
         "meta": point.metadata,
         "reason": reason,
-        "actor": actor,
     }
     with warehouse.tenant(point.workspace_id, actor=actor) as db:
+        get_workspace(db, point.workspace_id)  # a clear error for an unknown workspace
         # An earlier open override of the same key is replaced by this one.
         db.execute(
             sa.text(
-                "UPDATE manual_overrides SET superseded_at = now(), superseded_by = :actor"
+                "UPDATE manual_overrides SET superseded_at = now(),"
+                " superseded_by = current_setting('kpi.actor')"
                 " WHERE superseded_at IS NULL AND workspace_id = :ws AND source = :source"
                 ' AND metric = :metric AND "timestamp" = :ts AND dimensions_key = :dk'
             ),
@@ -68,17 +70,17 @@ def set_override(
         db.execute(
             sa.text(
                 'INSERT INTO manual_overrides (workspace_id, source, metric, "timestamp",'
-                " dimensions_key, value, reason, set_by)"
-                " VALUES (:ws, :source, :metric, :ts, :dk, :value, :reason, :actor)"
+                " dimensions_key, value, reason)"
+                " VALUES (:ws, :source, :metric, :ts, :dk, :value, :reason)"
             ),
             params,
         )
         db.execute(
             sa.text(
                 'INSERT INTO kpi_data (workspace_id, source, metric, "timestamp", dimensions_key,'
-                " dimensions, value, metadata, source_ts, origin, changed_by)"
+                " dimensions, value, metadata, source_ts, origin)"
                 " VALUES (:ws, :source, :metric, :ts, :dk, :dims, :value, :meta, now(),"
-                " 'manual', :actor)"
+                " 'manual')"
                 ' ON CONFLICT (workspace_id, source, metric, "timestamp", dimensions_key)'
                 " DO UPDATE SET value = excluded.value, source_ts = now(), origin = 'manual',"
                 " changed_by = excluded.changed_by, changed_at = now()"

@@ -52,8 +52,8 @@ _KPI_TYPES = (
 _UPSERT_KPI = f"""
 INSERT INTO kpi_data AS k ({", ".join(_KPI_COLUMNS)}, origin, changed_by)
 SELECT DISTINCT ON (workspace_id, source, metric, "timestamp", dimensions_key)
-       {", ".join(_KPI_COLUMNS)}, 'sync', %(actor)s
-FROM kpi_stage
+       {", ".join(_KPI_COLUMNS)}, 'sync', current_setting('kpi.actor')
+FROM pg_temp.kpi_stage
 -- a batch may carry a key twice (say an event and a later re-read): keep the newest
 ORDER BY workspace_id, source, metric, "timestamp", dimensions_key, source_ts DESC
 ON CONFLICT (workspace_id, source, metric, "timestamp", dimensions_key) DO UPDATE
@@ -71,8 +71,8 @@ _RAW_TYPES = ("text", "text", "text", "text", "jsonb", "timestamptz")
 
 _UPSERT_RAW = f"""
 INSERT INTO raw_records AS r ({", ".join(_RAW_COLUMNS)}, fetched_at, run_id)
-SELECT {", ".join(_RAW_COLUMNS)}, %(fetched_at)s, %(actor)s
-FROM raw_stage
+SELECT {", ".join(_RAW_COLUMNS)}, %(fetched_at)s, current_setting('kpi.actor')
+FROM pg_temp.raw_stage
 ON CONFLICT (workspace_id, source, stream, record_id) DO UPDATE
 SET payload = excluded.payload, source_updated_at = excluded.source_updated_at,
     fetched_at = excluded.fetched_at, run_id = excluded.run_id
@@ -117,10 +117,9 @@ def scoped_workspace(conn: Connection) -> str:
     return str(scope)
 
 
-def write_kpis(
-    conn: Connection, points: Sequence[KPIData], *, actor: str, fetched_at: datetime
-) -> WriteStats:
-    """Upsert one batch of points in the caller's tenant transaction."""
+def write_kpis(conn: Connection, points: Sequence[KPIData], *, fetched_at: datetime) -> WriteStats:
+    """Upsert one batch of points in the caller's tenant transaction (whose actor the
+    audit log records)."""
     if not points:
         return WriteStats()
     scope = scoped_workspace(conn)
@@ -133,7 +132,7 @@ def write_kpis(
             )
         rows.append(staged_kpi_row(point, fetched_at))
     cursor = _copy_into_stage(conn, "kpi_stage", _KPI_COLUMNS, _KPI_TYPES, rows)
-    cursor.execute(_UPSERT_KPI, {"actor": actor})
+    cursor.execute(_UPSERT_KPI)
     results = cursor.fetchall()
     inserted = sum(1 for (was_insert,) in results if was_insert)
     return WriteStats(
@@ -161,7 +160,6 @@ def write_raw_records(
     source: str,
     records: Iterable[RawRecord],
     *,
-    actor: str,
     fetched_at: datetime,
 ) -> int:
     """Land raw provider objects (last write wins unless the stored copy is newer)."""
@@ -181,7 +179,7 @@ def write_raw_records(
     if not rows:
         return 0
     cursor = _copy_into_stage(conn, "raw_stage", _RAW_COLUMNS, _RAW_TYPES, rows)
-    cursor.execute(_UPSERT_RAW, {"actor": actor, "fetched_at": fetched_at})
+    cursor.execute(_UPSERT_RAW, {"fetched_at": fetched_at})
     return cursor.rowcount
 
 
@@ -213,8 +211,10 @@ def _copy_into_stage(
     # A temporary table per transaction: dropped at commit, invisible to other sessions.
     definition = ", ".join(f"{c} {t}" for c, t in zip(columns, types, strict=True))
     cursor.execute(f"CREATE TEMP TABLE IF NOT EXISTS {stage} ({definition}) ON COMMIT DROP")
-    cursor.execute(f"TRUNCATE {stage}")
-    with cursor.copy(f"COPY {stage} ({', '.join(columns)}) FROM STDIN (FORMAT BINARY)") as copy:
+    cursor.execute(f"TRUNCATE pg_temp.{stage}")
+    with cursor.copy(
+        f"COPY pg_temp.{stage} ({', '.join(columns)}) FROM STDIN (FORMAT BINARY)"
+    ) as copy:
         copy.set_types(list(types))
         for row in rows:
             copy.write_row(row)

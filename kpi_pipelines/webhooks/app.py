@@ -105,7 +105,7 @@ def _store(warehouse: Warehouse, workspace_id: str, payload: bytes) -> JSONRespo
             sa.text(
                 "INSERT INTO webhook_inbox (provider, event_id, workspace_id, event_type, payload)"
                 " VALUES (:provider, :event_id, :ws, :type, :payload)"
-                " ON CONFLICT (provider, event_id) DO NOTHING RETURNING id"
+                " ON CONFLICT (provider, workspace_id, event_id) DO NOTHING RETURNING id"
             ).bindparams(sa.bindparam("payload", type_=sa.JSON)),
             {
                 "provider": PROVIDER,

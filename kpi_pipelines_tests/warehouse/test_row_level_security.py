@@ -25,7 +25,7 @@ def _point(workspace_id: str, value: float = 1.0) -> KPIData:
 
 def _seed(warehouse: Warehouse, workspace_id: str) -> None:
     with warehouse.tenant(workspace_id, actor="test") as db:
-        write_kpis(db, [_point(workspace_id)], actor="test", fetched_at=NOW)
+        write_kpis(db, [_point(workspace_id)], fetched_at=NOW)
 
 
 def _insert_raw_sql(db: sa.Connection, workspace_id: str) -> None:
@@ -124,7 +124,7 @@ def test_write_path_refuses_a_point_for_another_workspace(
         pytest.raises(WorkspaceScopeError, match="'ws-b' in a run for workspace 'ws-a'"),
         warehouse.tenant("ws-a", actor="test") as db,
     ):
-        write_kpis(db, [_point("ws-b")], actor="test", fetched_at=NOW)
+        write_kpis(db, [_point("ws-b")], fetched_at=NOW)
 
 
 def test_control_role_reads_control_plane_but_no_tenant_data(

@@ -30,7 +30,7 @@ def point(
 
 def write(warehouse: Warehouse, *points: KPIData, actor: str = "run:1", fetched_at: datetime = T0):
     with warehouse.tenant("ws-a", actor=actor) as db:
-        return write_kpis(db, list(points), actor=actor, fetched_at=fetched_at)
+        return write_kpis(db, list(points), fetched_at=fetched_at)
 
 
 def audit(warehouse: Warehouse) -> list[tuple]:
@@ -145,12 +145,12 @@ def test_duplicate_keys_in_one_batch_keep_the_newest(warehouse, workspace_a) -> 
 def test_raw_records_land_once_and_update_when_newer(warehouse, workspace_a) -> None:
     first = RawRecord("subscriptions", "sub_1", {"status": "active"}, T0)
     with warehouse.tenant("ws-a", actor="run:1") as db:
-        assert write_raw_records(db, "stripe", [first, first], actor="run:1", fetched_at=T0) == 1
+        assert write_raw_records(db, "stripe", [first, first], fetched_at=T0) == 1
     older = RawRecord("subscriptions", "sub_1", {"status": "trialing"}, T0 - timedelta(1))
     newer = RawRecord("subscriptions", "sub_1", {"status": "canceled"}, T0 + timedelta(1))
     with warehouse.tenant("ws-a", actor="run:2") as db:
-        assert write_raw_records(db, "stripe", [older], actor="run:2", fetched_at=T0) == 0
-        assert write_raw_records(db, "stripe", [newer], actor="run:2", fetched_at=T0) == 1
+        assert write_raw_records(db, "stripe", [older], fetched_at=T0) == 0
+        assert write_raw_records(db, "stripe", [newer], fetched_at=T0) == 1
         payload = db.execute(sa.text("SELECT payload FROM raw_records")).scalar()
     assert payload == {"status": "canceled"}
 
@@ -161,11 +161,11 @@ def test_raw_json_text_lands_as_the_same_document(warehouse, workspace_a) -> Non
     as_dict = {"id": "in_1", "lines": {"data": [{"amount": 1000}], "has_more": False}, "x": 1.5}
     with warehouse.tenant("ws-a", actor="run:1") as db:
         landed = write_raw_records(
-            db, "stripe", [RawRecord("invoices", "in_1", text)], actor="run:1", fetched_at=T0
+            db, "stripe", [RawRecord("invoices", "in_1", text)], fetched_at=T0
         )
         assert landed == 1
         again = write_raw_records(
-            db, "stripe", [RawRecord("invoices", "in_1", as_dict)], actor="run:2", fetched_at=T0
+            db, "stripe", [RawRecord("invoices", "in_1", as_dict)], fetched_at=T0
         )
         assert again == 0  # the same document: nothing to update
         payload = db.execute(sa.text("SELECT payload FROM raw_records")).scalar()

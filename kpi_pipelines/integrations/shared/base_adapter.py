@@ -99,21 +99,20 @@ class IntegrationAdapter(dg.ConfigurableResource, ABC):
 
     def point_writer(self, *, single_transaction: bool = False) -> BatchWriter[KPIData]:
         """KPI points into kpi_data (conflict resolution and audit included)."""
-        actor = self.context.actor
         return BatchWriter(
             self.context,
-            lambda db, batch, fetched_at: write_kpis(db, batch, actor=actor, fetched_at=fetched_at),
+            lambda db, batch, fetched_at: write_kpis(db, batch, fetched_at=fetched_at),
             batch_size=self.effective_batch_size(),
             single_transaction=single_transaction,
         )
 
     def record_writer(self, *, background: bool = False) -> BatchWriter[RawRecord]:
         """Provider objects into raw_records, the landing copy metrics are computed from."""
-        actor, provider = self.context.actor, self.provider
+        provider = self.provider
         return BatchWriter(
             self.context,
             lambda db, batch, fetched_at: write_raw_records(
-                db, provider, batch, actor=actor, fetched_at=fetched_at
+                db, provider, batch, fetched_at=fetched_at
             ),
             batch_size=self.effective_batch_size(),
             background=background,
