@@ -112,7 +112,7 @@ def pipeline(base_url: str) -> dict[str, float]:
     from kpi_pipelines.warehouse.control import Connection, Workspace, add_connection, add_workspace
     from kpi_pipelines.warehouse.database import Warehouse
 
-    os.environ["BENCH_STRIPE_KEY"] = API_KEY
+    os.environ["WS_BENCH__STRIPE_KEY"] = API_KEY
     warehouse = Warehouse.connect().ensure_ready()
     add_workspace(warehouse, Workspace(id="bench", name="bench", reporting_currency="USD"))
     add_connection(
@@ -120,8 +120,7 @@ def pipeline(base_url: str) -> dict[str, float]:
         Connection(
             workspace_id="bench",
             provider="stripe",
-            settings={"base_url": base_url},
-            secret_env={"api_key": "BENCH_STRIPE_KEY"},
+            secret_env={"api_key": "WS_BENCH__STRIPE_KEY"},
         ),
     )
     _import_rates(warehouse)
@@ -132,7 +131,10 @@ def pipeline(base_url: str) -> dict[str, float]:
             [stripe_kpis],
             instance=instance,
             partition_key="bench",
-            resources={"warehouse": WarehouseResource(), "stripe": StripeAdapter()},
+            resources={
+                "warehouse": WarehouseResource(),
+                "stripe": StripeAdapter(base_url=base_url),
+            },
             run_config={"loggers": {"console": {"config": {"log_level": "WARNING"}}}},
         )
         total = time.perf_counter() - started

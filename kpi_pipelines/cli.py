@@ -237,7 +237,7 @@ def connection_add(
         raise _fail(
             "; ".join(e["msg"].removeprefix("Value error, ") for e in exc.errors())
         ) from None
-    except UnknownWorkspace as exc:
+    except (UnknownWorkspace, ValueError) as exc:
         raise _fail(str(exc)) from None
     console.print(f"saved {provider} connection [bold]{saved.name}[/] for workspace {workspace_id}")
 

@@ -6,8 +6,10 @@ the adapter reads that variable when it connects (see integrations/shared/secret
 
 from __future__ import annotations
 
+import ipaddress
 import os
 from pathlib import Path
+from urllib.parse import urlsplit
 
 DEFAULT_HOME = Path.home() / ".kpi_pipelines"
 
@@ -45,9 +47,38 @@ def csv_drop_dir() -> Path:
     return Path(configured).expanduser().resolve() if configured else kpi_home() / "csv_drop"
 
 
-def provider_base_url(provider: str, default: str) -> str:
-    """`KPI_<PROVIDER>_BASE_URL` overrides a provider's API host (sandbox, proxy)."""
-    return os.environ.get(f"KPI_{provider.upper()}_BASE_URL") or default
+def provider_base_url(provider: str, default: str, configured: str | None = None) -> str:
+    """A provider's API host: `configured` (the resource's config in Definitions), else
+    `KPI_<PROVIDER>_BASE_URL` (a sandbox, a proxy), else the provider's own. Hosts are the
+    operator's to choose, never a connection's; https only, except on loopback."""
+    variable = f"KPI_{provider.upper()}_BASE_URL"
+    if configured:
+        return operator_url(configured, f"the {provider} resource's base_url")
+    return operator_url(os.environ.get(variable) or default, variable)
+
+
+def operator_url(url: str, what: str) -> str:
+    """`url` if it is https, or http to a loopback address (a local sandbox or proxy)."""
+    parsed = urlsplit(url)
+    host = parsed.hostname or ""
+    if parsed.scheme == "https" and host:
+        return url
+    if parsed.scheme == "http" and _is_loopback(host):
+        return url
+    shown = f"{parsed.scheme}://{host}" if host else repr(parsed.scheme or url[:20])
+    raise ValueError(
+        f"{what} must be an https:// address (http:// only on loopback, such as"
+        f" http://127.0.0.1:8080), not {shown}"
+    )
+
+
+def _is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
 
 
 def _positive_int(name: str, default: int) -> int:

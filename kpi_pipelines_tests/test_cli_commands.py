@@ -48,7 +48,7 @@ def test_workspace_lifecycle(warehouse) -> None:
 def test_connections_show_variable_names_never_values(
     warehouse, workspace_a, tmp_path, monkeypatch
 ) -> None:
-    monkeypatch.setenv("STRIPE_KEY_A", "sk_test_do_not_print_me")
+    monkeypatch.setenv("WS_WS_A__STRIPE_KEY", "sk_test_do_not_print_me")
     settings = tmp_path / "settings.json"
     settings.write_text(json.dumps({"account": "acct_1"}), encoding="utf-8")
     cli(
@@ -59,10 +59,14 @@ def test_connections_show_variable_names_never_values(
         "--settings-file",
         str(settings),
         "--secret",
-        "api_key=STRIPE_KEY_A",
+        "api_key=WS_WS_A__STRIPE_KEY",
     )
     listed = cli("connection", "list", "ws-a").output
-    assert "api_key=STRIPE_KEY_A" in listed and "sk_test_do_not_print_me" not in listed
+    assert "api_key=WS_WS_A__STRIPE_KEY" in listed and "sk_test_do_not_print_me" not in listed
+    foreign = cli(
+        "connection", "add", "ws-a", "stripe", "--secret", "api_key=KPI_DATABASE_URL", ok=False
+    )
+    assert foreign.exit_code == 1 and "own namespace WS_WS_A__" in foreign.output
     assert "no csv_upload" not in listed
     missing = cli("connection", "add", "nope", "stripe", ok=False)
     assert "workspace 'nope' does not exist" in missing.output

@@ -16,9 +16,41 @@ from sqlalchemy.engine import Connection as DbConnection
 
 from kpi_pipelines.warehouse.database import Warehouse
 
-WORKSPACE_ID = re.compile(r"^[a-z0-9][a-z0-9_-]{0,62}$")
+# Words of lowercase letters and digits joined by single '-' or '_': so that no two
+# workspaces' secret namespaces (below) can be equal or one a prefix of the other.
+WORKSPACE_ID = re.compile(r"^(?=.{1,63}$)[a-z0-9]+(?:[_-][a-z0-9]+)*$")
 # Upper case only: a lower-case "name" is far more likely a pasted key (sk_test_...).
 ENV_VAR_NAME = re.compile(r"^[A-Z_][A-Z0-9_]*$")
+# Connection settings that would choose where credentials are sent: hosts are the
+# operator's (environment), never a tenant's.
+_HOST_SETTING = re.compile(r"(?i)(^|_)(url|uri|host|hostname|endpoint|base|origin|proxy)$")
+
+
+def secret_namespace(workspace_id: str) -> str | None:
+    """`WS_<ID>__`: the only environment variables a workspace's connections may name for
+    their secrets (`-` in the id is `_`), e.g. WS_ACME__STRIPE_KEY. None for an id that
+    predates the prefix-safe rule (such a workspace cannot name secrets)."""
+    if not WORKSPACE_ID.match(workspace_id):
+        return None
+    return f"WS_{workspace_id.upper().replace('-', '_')}__"
+
+
+def secret_binding_problem(workspace_id: str, purpose: str, variable: str) -> str | None:
+    """Why `variable` may not hold the `purpose` secret of `workspace_id`, or None."""
+    namespace = secret_namespace(workspace_id)
+    if namespace is None:
+        return (
+            f"workspace {workspace_id!r} has an id from before secret namespaces and cannot"
+            " name secrets; create a workspace with an id of lowercase words joined by single"
+            " '-' or '_'"
+        )
+    if not variable.startswith(namespace) or len(variable) == len(namespace):
+        return (
+            f"secret {purpose!r} names {variable}, but workspace {workspace_id!r} may only name"
+            f" variables in its own namespace {namespace}* (for example"
+            f" {namespace}{purpose.upper()})"
+        )
+    return None
 
 
 class Workspace(BaseModel):
@@ -32,7 +64,8 @@ class Workspace(BaseModel):
     def _id(cls, value: str) -> str:
         if not WORKSPACE_ID.match(value):
             raise ValueError(
-                f"workspace id {value!r} must be 1-63 lowercase letters, digits, '-' or '_'"
+                f"workspace id {value!r} must be 1-63 characters: lowercase letters and digits,"
+                " words joined by single '-' or '_' (like 'acme' or 'acme-eu')"
             )
         return value
 
@@ -101,6 +134,18 @@ def add_workspace(warehouse: Warehouse, workspace: Workspace) -> Workspace:
         ).first()
         if exists:
             raise ValueError(f"workspace {workspace.id!r} already exists")
+        sharing = db.execute(
+            sa.text(
+                "SELECT id FROM workspaces"
+                " WHERE upper(translate(id, '-', '_')) = upper(translate(:id, '-', '_'))"
+            ),
+            {"id": workspace.id},
+        ).scalar()
+        if sharing:
+            raise ValueError(
+                f"workspace id {workspace.id!r} would share the secret namespace"
+                f" {secret_namespace(workspace.id)}* of workspace {sharing!r}; choose another id"
+            )
         db.execute(
             sa.text(
                 "INSERT INTO workspaces (id, name, reporting_currency, timezone)"
@@ -147,7 +192,23 @@ def remove_workspace(warehouse: Warehouse, workspace_id: str) -> None:
             raise UnknownWorkspace(f"workspace {workspace_id!r} does not exist")
 
 
+def check_connection_input(connection: Connection) -> None:
+    """Refuse what a tenant must not choose: secrets outside its namespace, provider hosts."""
+    for purpose, variable in connection.secret_env.items():
+        problem = secret_binding_problem(connection.workspace_id, purpose, variable)
+        if problem:
+            raise ValueError(problem)
+    for key in connection.settings:
+        if _HOST_SETTING.search(key):
+            raise ValueError(
+                f"connection setting {key!r} is not allowed: the hosts a provider is reached at"
+                f" are operator settings (KPI_{connection.provider.upper()}_BASE_URL in the"
+                " environment of the Dagster processes), never a connection's"
+            )
+
+
 def add_connection(warehouse: Warehouse, connection: Connection) -> Connection:
+    check_connection_input(connection)
     with warehouse.control() as db:
         get_workspace(db, connection.workspace_id)
         row = db.execute(

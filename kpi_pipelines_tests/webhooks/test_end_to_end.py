@@ -22,7 +22,7 @@ from kpi_pipelines.sandbox.stripe import deliver
 from kpi_pipelines.warehouse.control import Connection, add_connection
 from kpi_pipelines.warehouse.tenant_data import read_points
 from kpi_pipelines.webhooks.sensor import stripe_webhook_sensor
-from kpi_pipelines_tests.integrations.stripe.world import rate_lookup
+from kpi_pipelines_tests.integrations.stripe.world import rate_lookup, stripe_key_variable
 
 WEBHOOK_SECRET_A = "whsec_end_to_end_a"
 WEBHOOK_SECRET_B = "whsec_end_to_end_b"
@@ -36,8 +36,8 @@ def free_port() -> int:
 
 @pytest.fixture
 def receiver(stripe_world, monkeypatch):
-    monkeypatch.setenv("WHSEC_E2E_A", WEBHOOK_SECRET_A)
-    monkeypatch.setenv("WHSEC_E2E_B", WEBHOOK_SECRET_B)
+    monkeypatch.setenv("WS_A__STRIPE_WHSEC", WEBHOOK_SECRET_A)
+    monkeypatch.setenv("WS_B__STRIPE_WHSEC", WEBHOOK_SECRET_B)
     port = free_port()
     cli = Path(sys.executable).parent / "kpi-pipelines"
     process = subprocess.Popen(
@@ -74,7 +74,7 @@ def connect(world, workspace_id: str, secret_var: str) -> None:
         Connection(
             workspace_id=workspace_id,
             provider="stripe",
-            secret_env={"api_key": "STRIPE_TEST_KEY", "webhook_secret": secret_var},
+            secret_env={"api_key": stripe_key_variable(workspace_id), "webhook_secret": secret_var},
         ),
     )
 
@@ -83,8 +83,8 @@ def test_signed_events_over_http_drive_a_sync_of_their_workspace_only(
     stripe_world, receiver
 ) -> None:
     world = stripe_world
-    connect(world, "a", "WHSEC_E2E_A")
-    connect(world, "b", "WHSEC_E2E_B")
+    connect(world, "a", "WS_A__STRIPE_WHSEC")
+    connect(world, "b", "WS_B__STRIPE_WHSEC")
     world.import_rates("USD")
     assert world.sync("a").success
     assert world.sync("b").success

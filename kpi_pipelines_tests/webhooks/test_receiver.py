@@ -50,9 +50,12 @@ def event(event_id: str, account: str | None = None) -> dict:
 
 @pytest.fixture
 def client(warehouse, workspace_a, workspace_b, monkeypatch) -> TestClient:
-    monkeypatch.setenv("WHSEC_A", SECRET_A)
-    monkeypatch.setenv("WHSEC_B", SECRET_B)
-    for ws, var, account in (("ws-a", "WHSEC_A", "acct_a"), ("ws-b", "WHSEC_B", "acct_b")):
+    monkeypatch.setenv("WS_WS_A__STRIPE_WHSEC", SECRET_A)
+    monkeypatch.setenv("WS_WS_B__STRIPE_WHSEC", SECRET_B)
+    for ws, var, account in (
+        ("ws-a", "WS_WS_A__STRIPE_WHSEC", "acct_a"),
+        ("ws-b", "WS_WS_B__STRIPE_WHSEC", "acct_b"),
+    ):
         add_connection(
             warehouse,
             Connection(

@@ -47,7 +47,11 @@ from kpi_pipelines.integrations.google_analytics.types import (
 )
 from kpi_pipelines.integrations.shared.errors import ProviderError, ProviderQuotaExhausted
 from kpi_pipelines.integrations.shared.http import RetryDecision
-from kpi_pipelines.integrations.shared.oauth import OAuthAdapter, google_token_url
+from kpi_pipelines.integrations.shared.oauth import (
+    GOOGLE_CLIENT_VARIABLES,
+    OAuthAdapter,
+    google_token_url,
+)
 from kpi_pipelines.integrations.shared.types import KPIData, SyncResult, day_timestamp
 from kpi_pipelines.warehouse.tenant_data import load_cursor, save_cursor
 from kpi_pipelines.warehouse.writer import WriteStats
@@ -143,8 +147,9 @@ class GoogleAnalyticsAdapter(OAuthAdapter):
         if self.window_days < 1 or self.history_days < 1:
             raise ValueError("window_days and history_days must be at least 1")
         api = self._open_api(
-            token_url=self.token_url or google_token_url(),
-            base_url=self.base_url or settings.provider_base_url(PROVIDER, DEFAULT_BASE_URL),
+            token_url=google_token_url(self.token_url),
+            base_url=settings.provider_base_url(PROVIDER, DEFAULT_BASE_URL, self.base_url),
+            client_variables=GOOGLE_CLIENT_VARIABLES,
             timeout=self.timeout_seconds,
             max_attempts=self.max_attempts,
             backoff_base=self.backoff_base_seconds,

@@ -1,9 +1,10 @@
 """Demo data for google_analytics: a simulated GA4 property per workspace, on loopback.
 
 The demo process serves one Google sandbox (token endpoint, GA4 Data API, Sheets v4) from
-a background thread, points `KPI_GOOGLE_*` at it and puts the sandbox's demo OAuth client
-in `KPI_DEMO_GOOGLE_*` variables, which the demo connections name. Production never runs
-this; the sandbox's clock follows real time so the demo's days are today's.
+a background thread, points `KPI_GOOGLE_*` at it (the operator's settings: hosts and the
+OAuth client), and puts each demo workspace's refresh token in a variable of that
+workspace's namespace, which its connections name. Production never runs this; the
+sandbox's clock follows real time so the demo's days are today's.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from kpi_pipelines.integrations.shared.oauth import GOOGLE_CLIENT_VARIABLES
 from kpi_pipelines.sandbox.google import (
     DEMO_CLIENT_ID,
     DEMO_CLIENT_SECRET,
@@ -24,20 +26,22 @@ from kpi_pipelines.sandbox.google import (
     create_google_app,
 )
 from kpi_pipelines.sandbox.server import LoopbackServer
-from kpi_pipelines.warehouse.control import Connection, Workspace, add_connection
+from kpi_pipelines.warehouse.control import (
+    Connection,
+    Workspace,
+    add_connection,
+    secret_namespace,
+)
 from kpi_pipelines.warehouse.database import Warehouse
 
-# The variables demo connections name for their Google OAuth secrets.
-DEMO_SECRET_ENV = {
-    "client_id": "KPI_DEMO_GOOGLE_CLIENT_ID",
-    "client_secret": "KPI_DEMO_GOOGLE_CLIENT_SECRET",
-    "refresh_token": "KPI_DEMO_GOOGLE_REFRESH_TOKEN",
-}
-_DEMO_SECRET_VALUES = {
-    "client_id": DEMO_CLIENT_ID,
-    "client_secret": DEMO_CLIENT_SECRET,
-    "refresh_token": DEMO_REFRESH_TOKEN,
-}
+
+def demo_secret_env(workspace_id: str) -> dict[str, str]:
+    """The variable a demo workspace's Google connections name for their refresh token
+    (set to the sandbox's demo token by `google_demo_sandbox`)."""
+    variable = f"{secret_namespace(workspace_id)}GOOGLE_REFRESH_TOKEN"
+    os.environ[variable] = DEMO_REFRESH_TOKEN
+    return {"refresh_token": variable}
+
 
 _lock = threading.Lock()
 _running: tuple[GoogleSandbox, LoopbackServer] | None = None
@@ -47,7 +51,8 @@ def google_demo_sandbox() -> GoogleSandbox:
     """The demo process's one Google sandbox, started on first use and served until exit.
 
     Sets KPI_GOOGLE_TOKEN_URL, KPI_GOOGLE_ANALYTICS_BASE_URL, KPI_GOOGLE_SHEETS_BASE_URL and
-    the KPI_DEMO_GOOGLE_* secret variables in this process's environment.
+    the operator's OAuth client (KPI_GOOGLE_CLIENT_ID, KPI_GOOGLE_CLIENT_SECRET) in this
+    process's environment.
     """
     global _running
     with _lock:
@@ -62,8 +67,8 @@ def google_demo_sandbox() -> GoogleSandbox:
         os.environ["KPI_GOOGLE_TOKEN_URL"] = server.url("/token")
         os.environ["KPI_GOOGLE_ANALYTICS_BASE_URL"] = server.base_url
         os.environ["KPI_GOOGLE_SHEETS_BASE_URL"] = server.base_url
-        for purpose, name in DEMO_SECRET_ENV.items():
-            os.environ[name] = _DEMO_SECRET_VALUES[purpose]
+        os.environ[GOOGLE_CLIENT_VARIABLES["client_id"]] = DEMO_CLIENT_ID
+        os.environ[GOOGLE_CLIENT_VARIABLES["client_secret"]] = DEMO_CLIENT_SECRET
         return sandbox
 
 
@@ -88,7 +93,7 @@ def prepare(warehouse: Warehouse, workspace: Workspace, folder: Path) -> dict[st
             workspace_id=workspace.id,
             provider="google_analytics",
             settings={"property_id": property_id, "lookback_days": 3},
-            secret_env=dict(DEMO_SECRET_ENV),
+            secret_env=demo_secret_env(workspace.id),
         ),
     )
     return {}

@@ -33,7 +33,11 @@ from kpi_pipelines import settings
 from kpi_pipelines.integrations.google_sheets.types import SheetsConnectionSettings, ValueRange
 from kpi_pipelines.integrations.shared.errors import ProviderError, ProviderRequestError
 from kpi_pipelines.integrations.shared.http import RetryDecision
-from kpi_pipelines.integrations.shared.oauth import OAuthAdapter, google_token_url
+from kpi_pipelines.integrations.shared.oauth import (
+    GOOGLE_CLIENT_VARIABLES,
+    OAuthAdapter,
+    google_token_url,
+)
 from kpi_pipelines.integrations.shared.tabular import (
     TableFormatError,
     TabularRow,
@@ -111,8 +115,9 @@ class GoogleSheetsAdapter(OAuthAdapter):
         self._valid_settings = None  # read afresh for every run
         connection_settings = self._settings()
         self._open_api(
-            token_url=self.token_url or google_token_url(),
-            base_url=self.base_url or settings.provider_base_url(PROVIDER, DEFAULT_BASE_URL),
+            token_url=google_token_url(self.token_url),
+            base_url=settings.provider_base_url(PROVIDER, DEFAULT_BASE_URL, self.base_url),
+            client_variables=GOOGLE_CLIENT_VARIABLES,
             timeout=self.timeout_seconds,
             max_attempts=self.max_attempts,
             backoff_max=self.backoff_max_seconds,

@@ -8,7 +8,7 @@ from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
-from kpi_pipelines.integrations.google_analytics.demo import DEMO_SECRET_ENV, google_demo_sandbox
+from kpi_pipelines.integrations.google_analytics.demo import demo_secret_env, google_demo_sandbox
 from kpi_pipelines.sandbox.google import DateTime, Number, currency, percent
 from kpi_pipelines.warehouse.control import Connection, Workspace, add_connection
 from kpi_pipelines.warehouse.database import Warehouse
@@ -61,7 +61,7 @@ def prepare(warehouse: Warehouse, workspace: Workspace, folder: Path) -> dict[st
                 "range": DEMO_RANGE,
                 "mapping": DEMO_MAPPING,
             },
-            secret_env=dict(DEMO_SECRET_ENV),
+            secret_env=demo_secret_env(workspace.id),
         ),
     )
     return {}

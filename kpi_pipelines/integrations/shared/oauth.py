@@ -17,8 +17,10 @@ project is on httpx). This module adds what a sync needs around it:
   the user removed access) ends the sync with a `ProviderAuthError` that says to reconnect
   the workspace; a token endpoint that stays down ends it with `ProviderUnavailable`.
 
-Client id, client secret and refresh token come from the environment variables the
-connection names (secret purposes `client_id`, `client_secret`, `refresh_token`). Every
+The refresh token is the tenant's grant: it comes from the variable the connection names
+(secret purpose `refresh_token`, in its workspace's namespace). The OAuth client (id and
+secret) is the deployment's (`KPI_GOOGLE_CLIENT_ID`, `KPI_GOOGLE_CLIENT_SECRET` for Google),
+unless the connection names its own. Every
 secret and every access token is registered with the redactor as soon as it is known, and
 none of them is ever logged, put in an exception, in metadata or in the database.
 """
@@ -29,7 +31,7 @@ import logging
 import os
 import threading
 import time
-from collections.abc import Callable, Generator
+from collections.abc import Callable, Generator, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Self
 
@@ -59,10 +61,12 @@ from kpi_pipelines.integrations.shared.redaction import (
     register_secret,
 )
 from kpi_pipelines.integrations.shared.secrets import read_secret
+from kpi_pipelines.settings import operator_url
 from kpi_pipelines.warehouse.control import Connection
 
 __all__ = [
     "DEFAULT_GOOGLE_TOKEN_URL",
+    "GOOGLE_CLIENT_VARIABLES",
     "OAuth2BearerAuth",
     "OAuth2Credentials",
     "OAuth2Session",
@@ -83,9 +87,21 @@ _TRANSIENT_ERRORS = frozenset({"temporarily_unavailable", "server_error"})
 _TRANSIENT_STATUSES = frozenset({429, 500, 502, 503, 504})
 
 
-def google_token_url() -> str:
-    """Google's token endpoint: `KPI_GOOGLE_TOKEN_URL` (sandbox, proxy) or Google's own."""
-    return os.environ.get("KPI_GOOGLE_TOKEN_URL") or DEFAULT_GOOGLE_TOKEN_URL
+# The operator's OAuth client for every Google connection that names none of its own.
+GOOGLE_CLIENT_VARIABLES = {
+    "client_id": "KPI_GOOGLE_CLIENT_ID",
+    "client_secret": "KPI_GOOGLE_CLIENT_SECRET",
+}
+
+
+def google_token_url(configured: str | None = None) -> str:
+    """Google's token endpoint: `configured` (a resource's config), `KPI_GOOGLE_TOKEN_URL`
+    (sandbox, proxy) or Google's own; https only, except on loopback."""
+    if configured:
+        return operator_url(configured, "the resource's token_url")
+    return operator_url(
+        os.environ.get("KPI_GOOGLE_TOKEN_URL") or DEFAULT_GOOGLE_TOKEN_URL, "KPI_GOOGLE_TOKEN_URL"
+    )
 
 
 @dataclass(frozen=True)
@@ -100,13 +116,24 @@ class OAuth2Credentials:
 
     @classmethod
     def from_connection(
-        cls, connection: Connection, *, token_url: str, scope: str | None = None
+        cls,
+        connection: Connection,
+        *,
+        token_url: str,
+        scope: str | None = None,
+        client_variables: Mapping[str, str] | None = None,
     ) -> Self:
-        """Read the three secrets from the variables `connection` names (and register them
-        for redaction); raises MissingSecret naming the variable to set."""
+        """Read the secrets from the variables `connection` names, the client's from the
+        operator's `client_variables` when it names none (all registered for redaction);
+        raises MissingSecret naming the variable to set."""
+        client = client_variables or {}
         return cls(
-            client_id=read_secret(connection, "client_id"),
-            client_secret=read_secret(connection, "client_secret"),
+            client_id=read_secret(
+                connection, "client_id", operator_variable=client.get("client_id")
+            ),
+            client_secret=read_secret(
+                connection, "client_secret", operator_variable=client.get("client_secret")
+            ),
             refresh_token=read_secret(connection, "refresh_token"),
             token_url=token_url,
             scope=scope,
@@ -419,10 +446,14 @@ class OAuthApi:
         *,
         token_url: str,
         base_url: str,
+        client_variables: Mapping[str, str] | None = None,
         **http_options: Any,
     ) -> None:
         self.session = OAuth2Session(
-            provider, OAuth2Credentials.from_connection(connection, token_url=token_url)
+            provider,
+            OAuth2Credentials.from_connection(
+                connection, token_url=token_url, client_variables=client_variables
+            ),
         )
         self.http = ProviderHttpClient(provider, base_url, auth=self.session.auth(), **http_options)
 
@@ -437,13 +468,21 @@ class OAuthAdapter(IntegrationAdapter):
 
     _api: OAuthApi | None = PrivateAttr(default=None)
 
-    def _open_api(self, *, token_url: str, base_url: str, **http_options: Any) -> OAuthApi:
+    def _open_api(
+        self,
+        *,
+        token_url: str,
+        base_url: str,
+        client_variables: Mapping[str, str] | None = None,
+        **http_options: Any,
+    ) -> OAuthApi:
         self._close_api()
         self._api = OAuthApi(
             self.provider,
             self.context.connection,
             token_url=token_url,
             base_url=base_url,
+            client_variables=client_variables,
             **http_options,
         )
         return self._api

@@ -339,12 +339,8 @@ class StripeAdapter(IntegrationAdapter):
     def _client(self) -> stripe.StripeClient:
         if self._stripe is None:
             key = read_secret(self.context.connection, "api_key")
-            options = st.StripeConnectionSettings.model_validate(self.context.connection.settings)
-            base = (
-                options.base_url
-                or self.base_url
-                or settings.provider_base_url(PROVIDER, DEFAULT_BASE_URL)
-            )
+            st.StripeConnectionSettings.model_validate(self.context.connection.settings)
+            base = settings.provider_base_url(PROVIDER, DEFAULT_BASE_URL, self.base_url)
             self._stripe = stripe.StripeClient(
                 key,
                 base_addresses={"api": base},

@@ -168,5 +168,3 @@ class StripeConnectionSettings(BaseModel):
 
     # A Connect platform's connected account (maps webhook events to the workspace).
     account_id: str | None = None
-    # Another API host for this connection only (a proxy, or the sandbox in the demo).
-    base_url: str | None = None

@@ -1,8 +1,11 @@
-"""The Stripe sandbox as a Starlette app: `create_app(sandbox)`.
+"""The Stripe sandbox as a Starlette app: `create_app(sandbox)` or `create_app([a, b])`.
 
+One host serves one or several accounts, each a sandbox with its own API key, as Stripe
+does: the key a request carries chooses the account it reads.
 `/v1/...` is Stripe's read API (auth, API versions, scripted faults, Stripe's error bodies).
-`/_sandbox/...` (same API key) controls the simulation from another process: `GET state`,
-`POST advance` (`{"to": unix}` or `{"days": n}`), `POST faults` (see `Faults.configure`).
+`/_sandbox/...` (same API key) controls the account's simulation from another process:
+`GET state`, `POST advance` (`{"to": unix}` or `{"days": n}`), `POST faults` (see
+`Faults.configure`).
 """
 
 from __future__ import annotations
@@ -13,6 +16,7 @@ import binascii
 import gc
 import itertools
 import re
+from collections.abc import Iterable
 
 import msgspec
 from starlette.applications import Starlette
@@ -80,13 +84,19 @@ def _fault_error(status: int) -> ApiError:
     return ApiError(status, f"The sandbox was scripted to answer {status}.")
 
 
-def create_app(sandbox: StripeSandbox, *, collect_every: int | None = None) -> Starlette:
-    """An ASGI app serving `sandbox` (run it with LoopbackServer or `python -m ... serve`).
+def create_app(
+    sandbox: StripeSandbox | Iterable[StripeSandbox], *, collect_every: int | None = None
+) -> Starlette:
+    """An ASGI app serving `sandbox`, or several accounts on one host (each its own API key);
+    run it with LoopbackServer or `python -m ... serve`.
 
     `collect_every`: run a full garbage collection every that many requests (for a server
     process that turned off automatic full collections, see `__main__`).
     """
-    api = Api(sandbox)
+    sandboxes = [sandbox] if isinstance(sandbox, StripeSandbox) else list(sandbox)
+    accounts = {account.api_key: (account, Api(account)) for account in sandboxes}
+    if len(accounts) != len(sandboxes):
+        raise ValueError("each account served on one host needs its own API key")
     request_ids = itertools.count(1)
 
     def respond(status: int, body: object, version: str, extra: dict | None = None) -> Response:
@@ -101,7 +111,7 @@ def create_app(sandbox: StripeSandbox, *, collect_every: int | None = None) -> S
             _encode(body), status_code=status, headers=headers, media_type="application/json"
         )
 
-    def authenticate(request: Request) -> ApiError | None:
+    def authenticate(request: Request) -> tuple[StripeSandbox, Api] | ApiError:
         key = _api_key(request.headers.get("authorization"))
         if key is None:
             return ApiError(
@@ -111,17 +121,18 @@ def create_app(sandbox: StripeSandbox, *, collect_every: int | None = None) -> S
                 "YOUR_SECRET_KEY'). See https://stripe.com/docs/api#authentication for details, "
                 "or we can help at https://support.stripe.com/.",
             )
-        if key != sandbox.api_key:
+        if key not in accounts:
             return ApiError(401, f"Invalid API Key provided: {_redact(key)}")
-        return None
+        return accounts[key]
 
     async def v1(request: Request) -> Response:
+        version = request.headers.get("stripe-version") or DEFAULT_API_VERSION
+        account = authenticate(request)
+        if isinstance(account, ApiError):
+            return respond(account.status, account.body(), version)
+        sandbox, api = account
         if collect_every and sandbox.faults.requests % collect_every == collect_every - 1:
             gc.collect()
-        version = request.headers.get("stripe-version") or DEFAULT_API_VERSION
-        error = authenticate(request)
-        if error is not None:
-            return respond(error.status, error.body(), version)
         if not _VERSION.match(version):
             err = ApiError(400, f"Invalid Stripe API version: {version}", param="Stripe-Version")
             return respond(400, err.body(), DEFAULT_API_VERSION)
@@ -146,9 +157,10 @@ def create_app(sandbox: StripeSandbox, *, collect_every: int | None = None) -> S
         return response
 
     async def control(request: Request) -> Response:
-        error = authenticate(request)
-        if error is not None:
-            return respond(error.status, error.body(), DEFAULT_API_VERSION)
+        account = authenticate(request)
+        if isinstance(account, ApiError):
+            return respond(account.status, account.body(), DEFAULT_API_VERSION)
+        sandbox = account[0]
         action = request.path_params["action"]
         if action == "state" and request.method == "GET":
             return respond(200, _state(sandbox), DEFAULT_API_VERSION)

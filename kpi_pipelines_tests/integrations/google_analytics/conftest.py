@@ -19,7 +19,7 @@ from kpi_pipelines.sandbox.google import (
 from kpi_pipelines.sandbox.server import LoopbackServer
 from kpi_pipelines.warehouse.control import Connection, Workspace, add_connection, add_workspace
 from kpi_pipelines.warehouse.database import Warehouse
-from kpi_pipelines_tests.integrations.google_sandbox import SECRET_ENV, served_google_sandbox
+from kpi_pipelines_tests.integrations.google_sandbox import google_secret_env, served_google_sandbox
 
 
 @dataclass
@@ -28,6 +28,7 @@ class GA4World:
     server: LoopbackServer
     warehouse: Warehouse
     instance: dg.DagsterInstance
+    monkeypatch: pytest.MonkeyPatch
 
     def property(self, property_id: str, **options: Any) -> GA4Property:
         options.setdefault("history_days", 100)
@@ -44,7 +45,7 @@ class GA4World:
                 workspace_id=workspace_id,
                 provider="google_analytics",
                 settings={"property_id": property_id, "lookback_days": lookback_days},
-                secret_env=SECRET_ENV,
+                secret_env=google_secret_env(workspace_id, self.monkeypatch),
             ),
         )
         self.instance.add_dynamic_partitions("workspace", [workspace_id])
@@ -72,4 +73,4 @@ def ga4(warehouse, dagster_instance, monkeypatch) -> Iterator[GA4World]:
     with served_google_sandbox(
         monkeypatch, seed=3, base_url_variable="KPI_GOOGLE_ANALYTICS_BASE_URL"
     ) as served:
-        yield GA4World(*served, warehouse, dagster_instance)
+        yield GA4World(*served, warehouse, dagster_instance, monkeypatch)

@@ -18,7 +18,7 @@ from kpi_pipelines.sandbox.google import (
 from kpi_pipelines.sandbox.server import LoopbackServer
 from kpi_pipelines.warehouse.control import Connection, Workspace, add_connection, add_workspace
 from kpi_pipelines.warehouse.database import Warehouse
-from kpi_pipelines_tests.integrations.google_sandbox import SECRET_ENV, served_google_sandbox
+from kpi_pipelines_tests.integrations.google_sandbox import google_secret_env, served_google_sandbox
 
 MAPPING = {
     "date_column": "Date",
@@ -34,6 +34,7 @@ class SheetsWorld:
     server: LoopbackServer
     warehouse: Warehouse
     instance: dg.DagsterInstance
+    monkeypatch: pytest.MonkeyPatch
 
     def workspace(
         self, workspace_id: str, spreadsheet_id: str, range_: str, **settings: Any
@@ -46,7 +47,7 @@ class SheetsWorld:
                 workspace_id=workspace_id,
                 provider="google_sheets",
                 settings={"spreadsheet_id": spreadsheet_id, "range": range_, **settings},
-                secret_env=SECRET_ENV,
+                secret_env=google_secret_env(workspace_id, self.monkeypatch),
             ),
         )
         self.instance.add_dynamic_partitions("workspace", [workspace_id])
@@ -70,4 +71,4 @@ def sheets(warehouse, dagster_instance, monkeypatch) -> Iterator[SheetsWorld]:
     with served_google_sandbox(
         monkeypatch, seed=5, base_url_variable="KPI_GOOGLE_SHEETS_BASE_URL"
     ) as served:
-        yield SheetsWorld(*served, warehouse, dagster_instance)
+        yield SheetsWorld(*served, warehouse, dagster_instance, monkeypatch)

@@ -14,6 +14,7 @@ from kpi_pipelines.integrations.shared.errors import ProviderAuthError, Provider
 from kpi_pipelines.integrations.shared.http import ProviderHttpClient
 from kpi_pipelines.integrations.shared.oauth import (
     DEFAULT_GOOGLE_TOKEN_URL,
+    GOOGLE_CLIENT_VARIABLES,
     OAuth2Credentials,
     OAuth2Session,
     google_token_url,
@@ -27,6 +28,7 @@ from kpi_pipelines.sandbox.google import (
     create_google_app,
 )
 from kpi_pipelines.sandbox.server import LoopbackServer
+from kpi_pipelines.settings import provider_base_url
 from kpi_pipelines.warehouse.control import Connection
 
 REPORT = f"/v1beta/properties/{DEMO_PROPERTY_ID}:runReport"
@@ -254,22 +256,55 @@ def test_no_secret_or_token_reaches_logs_or_exceptions(sandbox, server, caplog) 
 
 
 def test_credentials_come_from_the_variables_the_connection_names(monkeypatch) -> None:
-    monkeypatch.setenv("ACME_GOOGLE_ID", "id-123.apps.googleusercontent.com")
-    monkeypatch.setenv("ACME_GOOGLE_SECRET", "GOCSPX-acme-secret")
-    monkeypatch.setenv("ACME_GOOGLE_REFRESH", "1//acme-refresh-token-value")
+    monkeypatch.setenv("WS_ACME__GOOGLE_ID", "id-123.apps.googleusercontent.com")
+    monkeypatch.setenv("WS_ACME__GOOGLE_SECRET", "GOCSPX-acme-secret")
+    monkeypatch.setenv("WS_ACME__GOOGLE_REFRESH", "1//acme-refresh-token-value")
     connection = Connection(
         workspace_id="acme",
         provider="google_analytics",
         secret_env={
-            "client_id": "ACME_GOOGLE_ID",
-            "client_secret": "ACME_GOOGLE_SECRET",
-            "refresh_token": "ACME_GOOGLE_REFRESH",
+            "client_id": "WS_ACME__GOOGLE_ID",
+            "client_secret": "WS_ACME__GOOGLE_SECRET",
+            "refresh_token": "WS_ACME__GOOGLE_REFRESH",
         },
     )
     credentials = OAuth2Credentials.from_connection(connection, token_url=google_token_url())
     assert credentials.client_secret == "GOCSPX-acme-secret"
     assert credentials.refresh_token == "1//acme-refresh-token-value"
     assert "GOCSPX-acme-secret" not in repr(credentials)
+
+
+def test_the_oauth_client_is_the_operators_unless_the_connection_names_its_own(
+    monkeypatch,
+) -> None:
+    monkeypatch.setenv("KPI_GOOGLE_CLIENT_ID", "operator.apps.googleusercontent.com")
+    monkeypatch.setenv("KPI_GOOGLE_CLIENT_SECRET", "GOCSPX-operator")
+    monkeypatch.setenv("WS_ACME__GOOGLE_REFRESH", "1//acme-refresh-token-value")
+    connection = Connection(
+        workspace_id="acme",
+        provider="google_analytics",
+        secret_env={"refresh_token": "WS_ACME__GOOGLE_REFRESH"},
+    )
+    credentials = OAuth2Credentials.from_connection(
+        connection, token_url=google_token_url(), client_variables=GOOGLE_CLIENT_VARIABLES
+    )
+    assert credentials.client_id == "operator.apps.googleusercontent.com"
+    assert credentials.client_secret == "GOCSPX-operator"
+
+
+@pytest.mark.parametrize(
+    "url",
+    ["http://attacker.example/token", "ftp://127.0.0.1/token", "file:///etc/passwd", "token"],
+)
+def test_token_and_api_hosts_are_https_except_on_loopback(monkeypatch, url: str) -> None:
+    monkeypatch.setenv("KPI_GOOGLE_TOKEN_URL", url)
+    with pytest.raises(ValueError, match="KPI_GOOGLE_TOKEN_URL must be an https:// address"):
+        google_token_url()
+    monkeypatch.setenv("KPI_GOOGLE_ANALYTICS_BASE_URL", url)
+    with pytest.raises(ValueError, match="KPI_GOOGLE_ANALYTICS_BASE_URL must be an https://"):
+        provider_base_url("google_analytics", "https://analyticsdata.googleapis.com")
+    for fine in ("https://proxy.internal:8443", "http://127.0.0.1:9", "http://[::1]:9"):
+        assert provider_base_url("google_analytics", "https://x", configured=fine) == fine
 
 
 def test_token_url_is_configurable(monkeypatch) -> None:

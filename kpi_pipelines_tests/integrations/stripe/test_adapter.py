@@ -11,7 +11,7 @@ import sqlalchemy as sa
 
 from kpi_pipelines.warehouse.tenant_data import read_points
 from kpi_pipelines_tests.conftest import table_snapshot
-from kpi_pipelines_tests.integrations.stripe.world import rate_lookup
+from kpi_pipelines_tests.integrations.stripe.world import rate_lookup, stripe_key_variable
 from kpi_pipelines_tests.run_results import failure_message, metadata
 
 MOVEMENT_METRICS = {
@@ -317,7 +317,7 @@ def test_a_provider_that_stays_down_fails_the_partition_clearly(stripe_world) ->
 def test_a_wrong_key_says_reconnect(stripe_world, monkeypatch) -> None:
     world = stripe_world
     world.workspace("acme")
-    monkeypatch.setenv("STRIPE_TEST_KEY", "sk_test_wrong_key_123456")
+    monkeypatch.setenv(stripe_key_variable("acme"), "sk_test_wrong_key_123456")
     result = world.sync("acme")
     message = failure_message(result)
     assert "Reconnect this workspace" in message

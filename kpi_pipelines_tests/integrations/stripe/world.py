@@ -21,8 +21,14 @@ from kpi_pipelines.warehouse.control import (
     add_connection,
     add_workspace,
     import_fx_rates,
+    secret_namespace,
 )
 from kpi_pipelines.warehouse.database import Warehouse
+
+
+def stripe_key_variable(workspace_id: str) -> str:
+    """The variable a test workspace's Stripe connection names for its key."""
+    return f"{secret_namespace(workspace_id)}STRIPE_KEY"
 
 
 @dataclass
@@ -31,18 +37,20 @@ class StripeWorld:
     server: LoopbackServer
     warehouse: Warehouse
     instance: dg.DagsterInstance
+    monkeypatch: pytest.MonkeyPatch
 
     def workspace(self, workspace_id: str, currency: str = "USD", tz: str = "UTC") -> Workspace:
         workspace = add_workspace(
             self.warehouse,
             Workspace(id=workspace_id, name=workspace_id, reporting_currency=currency, timezone=tz),
         )
+        self.monkeypatch.setenv(stripe_key_variable(workspace_id), self.sandbox.api_key)
         add_connection(
             self.warehouse,
             Connection(
                 workspace_id=workspace_id,
                 provider="stripe",
-                secret_env={"api_key": "STRIPE_TEST_KEY"},
+                secret_env={"api_key": stripe_key_variable(workspace_id)},
             ),
         )
         self.instance.add_dynamic_partitions("workspace", [workspace_id])
@@ -94,5 +102,4 @@ def stripe_world(warehouse, monkeypatch) -> Iterator[StripeWorld]:
     sandbox = StripeSandbox(seed=11, customers=80)
     with LoopbackServer(create_app(sandbox)) as server, dg.instance_for_test() as instance:
         monkeypatch.setenv("KPI_STRIPE_BASE_URL", server.base_url)
-        monkeypatch.setenv("STRIPE_TEST_KEY", sandbox.api_key)
-        yield StripeWorld(sandbox, server, warehouse, instance)
+        yield StripeWorld(sandbox, server, warehouse, instance, monkeypatch)
