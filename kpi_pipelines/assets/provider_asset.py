@@ -18,13 +18,20 @@ import sqlalchemy as sa
 from kpi_pipelines.automation.partitions import workspace_partitions
 from kpi_pipelines.integrations.shared.base_adapter import IntegrationAdapter, SyncContext
 from kpi_pipelines.integrations.shared.errors import ProviderError
-from kpi_pipelines.integrations.shared.redaction import redact
+from kpi_pipelines.integrations.shared.redaction import (
+    RedactingLogger,
+    redact,
+    redacted_traceback,
+)
 from kpi_pipelines.integrations.shared.types import SyncResult
 from kpi_pipelines.warehouse.control import get_connection, get_workspace, record_sync_outcome
 from kpi_pipelines.warehouse.database import Warehouse
 
 NO_MISSING_VALUES = "no_missing_values"
 NO_DUPLICATE_KEYS = "no_duplicate_keys"
+NO_REJECTED_RECORDS = "no_rejected_records"
+# Rejected records named in a run's log line and check metadata (the rest are counted).
+MAX_LOGGED_ERRORS = 20
 
 
 # Errors whose message is meant for the person running the sync (what to fix, or wait for).
@@ -71,6 +78,14 @@ def build_provider_asset(
                 asset=key,
                 description="No two points share workspace, source, metric, time and breakdown.",
             ),
+            dg.AssetCheckSpec(
+                NO_REJECTED_RECORDS,
+                asset=key,
+                description=(
+                    "Every record the provider sent passed validation (rejected ones are"
+                    " skipped and named; the rest is stored)."
+                ),
+            ),
         ],
         metadata={"provider": provider},
         pool=pool,
@@ -93,7 +108,7 @@ def build_provider_asset(
             connection=connection,
             run_id=context.run.run_id,
             options=config.model_dump(),
-            log=context.log,
+            log=RedactingLogger(context.log),
         )
         started = time.perf_counter()
         try:
@@ -113,24 +128,49 @@ def build_provider_asset(
                 allow_retries=isinstance(exc, ProviderError),
             ) from None
         except Exception as exc:
-            _record_health(
-                warehouse, workspace_id, connection.id, adapter, ok=False, error=redact(str(exc))
-            )
-            raise
+            # Anything else is a bug or an unmapped provider failure: its message and
+            # traceback may carry a secret, so only their redacted text leaves the run.
+            message = redact(f"{type(exc).__name__}: {exc}")
+            _record_health(warehouse, workspace_id, connection.id, adapter, ok=False, error=message)
+            raise dg.Failure(
+                description=f"{provider} failed unexpectedly: {message}",
+                metadata={
+                    "error_type": type(exc).__name__,
+                    "provider": provider,
+                    "traceback": dg.MetadataValue.text(redacted_traceback(exc)),
+                },
+            ) from None
         elapsed = time.perf_counter() - started
+        # Records the provider sent that failed validation are named in the run and its
+        # checks, but do not back the connection off: only a provider that failed or stopped
+        # the sync (a spent quota) does.
         _record_health(
             warehouse,
             workspace_id,
             connection.id,
             adapter,
-            ok=result.success,
-            error="; ".join(result.errors[:5]) or None,
+            ok=result.stopped_by is None,
+            error=redact(result.stopped_by) if result.stopped_by else None,
         )
+        result = result.model_copy(update={"errors": [redact(e) for e in result.errors]})
         if result.errors:
-            context.log.warning(f"{len(result.errors)} record(s) rejected: {result.errors[:20]}")
+            context.log.warning(
+                f"{len(result.errors)} record(s) rejected: {result.errors[:MAX_LOGGED_ERRORS]}"
+            )
         return dg.MaterializeResult(
             metadata=_sync_metadata(result, elapsed),
-            check_results=_quality_checks(warehouse, workspace_id, provider, context.run.run_id),
+            check_results=[
+                *_quality_checks(warehouse, workspace_id, provider, context.run.run_id),
+                dg.AssetCheckResult(
+                    check_name=NO_REJECTED_RECORDS,
+                    passed=result.records_rejected == 0,
+                    severity=dg.AssetCheckSeverity.WARN,
+                    metadata={
+                        "records_rejected": result.records_rejected,
+                        "errors": dg.MetadataValue.json(result.errors[:MAX_LOGGED_ERRORS]),
+                    },
+                ),
+            ],
         )
 
     return provider_kpis

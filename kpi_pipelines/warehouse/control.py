@@ -275,6 +275,15 @@ def get_connection(
 # A connection that keeps failing is retried less often: after n consecutive failures
 # the next scheduled attempt waits cadence * 2**(n-1), at most a day.
 MAX_BACKOFF = timedelta(days=1)
+# What a connection keeps of its last error (the run's own log has the rest).
+MAX_ERROR_CHARS = 2000
+
+
+def bounded_error(error: str | None) -> str | None:
+    """An error message cut to MAX_ERROR_CHARS, saying so."""
+    if error is None or len(error) <= MAX_ERROR_CHARS:
+        return error
+    return error[:MAX_ERROR_CHARS] + f"... ({len(error) - MAX_ERROR_CHARS} more characters)"
 
 
 def record_sync_outcome(
@@ -306,7 +315,7 @@ def record_sync_outcome(
             ),
             {
                 "failures": failures,
-                "error": None if success else error,
+                "error": None if success else bounded_error(error),
                 "now": now,
                 "success": success,
                 "next_attempt": next_attempt,

@@ -175,6 +175,7 @@ class GoogleAnalyticsAdapter(OAuthAdapter):
         progress = _Progress()
         stats = WriteStats()
         errors: list[str] = []
+        stopped_by: str | None = None
         try:
             prop = self._probe(connection_settings.property_id)
             plan = self._plan(connection_settings, prop)
@@ -191,9 +192,9 @@ class GoogleAnalyticsAdapter(OAuthAdapter):
                     stats += self._read_window(report, first, last, progress, errors)
                     self._advance_cursor(report, prop, last)
         except ProviderQuotaExhausted as exc:
-            message = f"{exc} {self._resume_note()}"
-            self.context.log.warning(message)
-            errors.append(message)
+            stopped_by = f"{exc} {self._resume_note()}"
+            self.context.log.warning(stopped_by)
+            errors.append(stopped_by)
         self.context.log.info(
             f"google_analytics: {progress.rows} row(s) in {progress.requests} report page(s);"
             f" {stats.inserted} new and {stats.updated} changed point(s)"
@@ -207,6 +208,7 @@ class GoogleAnalyticsAdapter(OAuthAdapter):
             points_unchanged=stats.unchanged,
             errors=errors,
             last_sync_at=started,
+            stopped_by=stopped_by,
         )
 
     def transform(self, raw: GA4Row) -> list[KPIData]:

@@ -43,7 +43,9 @@ class SyncContext:
     connection: Connection
     run_id: str
     options: dict[str, Any] = field(default_factory=dict)
-    log: logging.Logger = field(default_factory=lambda: logging.getLogger("kpi_pipelines.sync"))
+    log: logging.Logger | logging.LoggerAdapter = field(
+        default_factory=lambda: logging.getLogger("kpi_pipelines.sync")
+    )
 
     @property
     def actor(self) -> str:

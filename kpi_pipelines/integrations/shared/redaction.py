@@ -130,6 +130,16 @@ def redact(text: str) -> str:
     return default_redactor.redact(text)
 
 
+# A traceback kept for debugging (run metadata) is cut to its last frames.
+MAX_TRACEBACK_CHARS = 8000
+
+
+def redacted_traceback(exc: BaseException) -> str:
+    """`exc`'s traceback (with its causes) as text, redacted and bounded."""
+    text = redact("".join(traceback.format_exception(exc)).rstrip("\n"))
+    return text if len(text) <= MAX_TRACEBACK_CHARS else "..." + text[-MAX_TRACEBACK_CHARS:]
+
+
 class RedactingFilter(logging.Filter):
     """A logging filter that redacts each record's message, args, traceback and stack.
 
@@ -162,6 +172,14 @@ class RedactingFilter(logging.Filter):
         if record.stack_info:
             record.stack_info = redactor.redact(record.stack_info)
         return True
+
+
+class RedactingLogger(logging.LoggerAdapter):
+    """A logger (a run's `context.log`, say) whose every message is redacted first."""
+
+    def log(self, level: int, msg: object, *args: object, **kwargs: object) -> None:
+        text = str(msg) % args if args else str(msg)
+        super().log(level, redact(text), **kwargs)  # type: ignore[arg-type]
 
 
 def install_redaction_filter(*logger_names: str, redactor: Redactor | None = None) -> None:

@@ -76,5 +76,8 @@ class SyncResult(BaseModel):
     points_unchanged: int = 0
     errors: list[str] = Field(default_factory=list)
     last_sync_at: datetime
+    # Why the provider stopped this sync early (a spent quota), keeping what was read: the
+    # connection backs off. Records that failed validation are not a reason (see errors).
+    stopped_by: str | None = None
     # Seconds per phase (say "landing", "metrics"), for run metadata and benchmarks.
     timings: dict[str, float] = Field(default_factory=dict)
