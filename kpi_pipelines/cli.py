@@ -57,8 +57,26 @@ def _warehouse():  # type: ignore[no-untyped-def]
 
 
 def _fail(message: str) -> typer.Exit:
-    err.print(f"[bold red]error:[/] {message}", highlight=False)
+    err.print("[bold red]error:[/] ", end="", highlight=False)
+    err.print(message, markup=False, highlight=False, soft_wrap=True)
     return typer.Exit(code=1)
+
+
+def _require_workspace(warehouse: Any, workspace_id: str) -> None:
+    from kpi_pipelines.warehouse.control import UnknownWorkspace, get_workspace
+
+    try:
+        with warehouse.control() as db:
+            get_workspace(db, workspace_id)
+    except UnknownWorkspace as exc:
+        raise _fail(str(exc)) from None
+
+
+def _known_providers() -> list[str]:
+    from kpi_pipelines.definitions import RESOURCES
+    from kpi_pipelines.integrations.shared.base_adapter import IntegrationAdapter
+
+    return sorted(r.provider for r in RESOURCES.values() if isinstance(r, IntegrationAdapter))
 
 
 def _pairs(values: list[str] | None, what: str) -> dict[str, str]:
@@ -213,6 +231,9 @@ def connection_add(
     """Add (or replace) a workspace's connection to a provider."""
     from pydantic import ValidationError
 
+    providers = _known_providers()
+    if provider not in providers:
+        raise _fail(f"unknown provider {provider!r}; one of: {', '.join(providers)}")
     from kpi_pipelines.warehouse.control import Connection, UnknownWorkspace, add_connection
 
     values: dict[str, Any] = {}
@@ -279,8 +300,16 @@ def _run_provider(provider: str, workspace_id: str, run_config: dict[str, Any]) 
 
     warehouse = _warehouse()
     instance = open_instance(warehouse.admin_url)
-    with console.status(f"Running {provider} for {workspace_id} through Dagster…", spinner="dots"):
-        result = materialize_provider(instance, provider, workspace_id, run_config)
+    try:
+        with console.status(
+            f"Running {provider} for {workspace_id} through Dagster…", spinner="dots"
+        ):
+            # The run is recorded in the instance; the console gets our summary, not its log.
+            result = materialize_provider(
+                warehouse, instance, provider, workspace_id, run_config, log_level="CRITICAL"
+            )
+    except LookupError as exc:
+        raise _fail(str(exc)) from None
     if result.success:
         metadata = _materialization_metadata(result)
         console.print(
@@ -288,16 +317,22 @@ def _run_provider(provider: str, workspace_id: str, run_config: dict[str, Any]) 
             f" {metadata.get('points_written', 0)} points written, run {result.run_id}"
         )
         return True
-    for event in result.all_events:
-        if event.is_failure and event.step_failure_data is not None:
-            error = event.step_failure_data.error
-            user_message = event.step_failure_data.user_failure_data
-            description = user_message.description if user_message else None
-            err.print(
-                f"[bold red]✗ {provider} → {workspace_id} failed:[/] {description or (error.message if error else '')}",
-                highlight=False,
-            )
+    err.print(f"[bold red]✗ {provider} → {workspace_id} failed:[/] ", end="", highlight=False)
+    err.print(_failure_description(result), markup=False, highlight=False, soft_wrap=True)
     return False
+
+
+def _failure_description(result: Any) -> str:
+    """What the failed step said (a Failure's description, else its error message)."""
+    for event in result.all_events:
+        if event.event_type_value != "STEP_FAILURE":
+            continue
+        data = event.step_failure_data
+        if data.user_failure_data is not None and data.user_failure_data.description:
+            return data.user_failure_data.description
+        if data.error is not None:
+            return data.error.message.strip()
+    return f"run {result.run_id} failed; see it in the Dagster UI (`kpi-pipelines ui`)"
 
 
 def _materialization_metadata(result: Any) -> dict[str, Any]:
@@ -369,7 +404,10 @@ def override_set(
         )
     except (ValidationError, ValueError) as exc:
         raise _fail(str(exc)) from None
-    set_override(_warehouse(), point, user=user or getpass.getuser(), reason=reason)
+    try:
+        set_override(_warehouse(), point, user=user or getpass.getuser(), reason=reason)
+    except LookupError as exc:
+        raise _fail(str(exc)) from None
     console.print(f"override set: {workspace_id} {source}/{metric} {day} = {value:g}")
 
 
@@ -378,8 +416,10 @@ def override_list(workspace_id: str) -> None:
     """List a workspace's overrides, open and superseded."""
     from kpi_pipelines.warehouse.tenant_data import list_overrides
 
+    warehouse = _warehouse()
+    _require_workspace(warehouse, workspace_id)
     table = Table("source", "metric", "day", "breakdown", "value", "set by", "set at", "superseded")
-    for o in list_overrides(_warehouse(), workspace_id):
+    for o in list_overrides(warehouse, workspace_id):
         table.add_row(
             o.source,
             o.metric,
@@ -411,6 +451,7 @@ def kpi_show(
     from kpi_pipelines.warehouse.tenant_data import latest_points, read_points
 
     warehouse = _warehouse()
+    _require_workspace(warehouse, workspace_id)
     if metric:
         since = datetime.now(UTC) - timedelta(days=days)
         points = read_points(warehouse, workspace_id, source=source, metric=metric, since=since)
@@ -461,7 +502,9 @@ def demo() -> None:
             for provider in providers:
                 progress.update(task, description=f"{workspace.id}: {provider.provider}")
                 run_config = provider.prepare(warehouse, workspace, folder)
-                result = materialize_provider(instance, provider.provider, workspace.id, run_config)
+                result = materialize_provider(
+                    warehouse, instance, provider.provider, workspace.id, run_config
+                )
                 if not result.success:
                     failures.append(f"{workspace.id}/{provider.provider} (run {result.run_id})")
                 progress.advance(task)
@@ -502,5 +545,34 @@ def ui(
     raise typer.Exit(subprocess.call(command))
 
 
+def main() -> None:
+    """The `kpi-pipelines` command: every error ends in one clear line and a non-zero exit
+    (KPI_DEBUG=1 shows the traceback of an unexpected one)."""
+    try:
+        app()
+    except KeyboardInterrupt:
+        err.print("interrupted")
+        raise SystemExit(130) from None
+    except Exception as exc:
+        if os.environ.get("KPI_DEBUG"):
+            raise
+        from sqlalchemy.exc import OperationalError
+
+        from kpi_pipelines.integrations.shared.redaction import redact
+
+        message = redact(str(exc)).strip() or type(exc).__name__
+        if isinstance(exc, OperationalError):
+            reason = redact(str(exc.orig)).strip().splitlines()[0][:300]
+            message = f"cannot use the warehouse database (KPI_DATABASE_URL): {reason}"
+        elif not isinstance(exc, ValueError | LookupError | PermissionError | OSError):
+            message = (
+                f"unexpected {type(exc).__name__}: {message.splitlines()[0][:300]}"
+                " (run again with KPI_DEBUG=1 for the traceback)"
+            )
+        err.print("[bold red]error:[/] ", end="", highlight=False)
+        err.print(message, markup=False, highlight=False, soft_wrap=True)
+        raise SystemExit(1) from None
+
+
 if __name__ == "__main__":
-    app()
+    main()

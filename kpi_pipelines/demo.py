@@ -19,7 +19,12 @@ import dagster as dg
 from kpi_pipelines import integrations
 from kpi_pipelines.assets.provider_asset import kpi_asset_key
 from kpi_pipelines.automation.partitions import workspace_partitions
-from kpi_pipelines.warehouse.control import Workspace, add_workspace, list_workspaces
+from kpi_pipelines.warehouse.control import (
+    Workspace,
+    add_workspace,
+    get_workspace,
+    list_workspaces,
+)
 from kpi_pipelines.warehouse.database import Warehouse
 
 DEMO_WORKSPACES = (
@@ -58,6 +63,7 @@ def ensure_workspaces(warehouse: Warehouse) -> list[Workspace]:
 
 
 def materialize_provider(
+    warehouse: Warehouse,
     instance: dg.DagsterInstance,
     provider: str,
     workspace_id: str,
@@ -65,9 +71,14 @@ def materialize_provider(
     *,
     log_level: str = "WARNING",
 ) -> dg.ExecuteInProcessResult:
-    """One run of a provider's asset for one workspace, recorded in the Dagster instance."""
+    """One run of a provider's asset for one workspace, recorded in the Dagster instance.
+
+    Raises UnknownWorkspace (and registers no partition) when the workspace does not exist.
+    """
     from kpi_pipelines.definitions import ASSETS, RESOURCES
 
+    with warehouse.control() as db:
+        get_workspace(db, workspace_id)
     if not instance.has_dynamic_partition(workspace_partitions.name, workspace_id):
         instance.add_dynamic_partitions(workspace_partitions.name, [workspace_id])
     [asset] = [a for a in ASSETS if a.key == kpi_asset_key(provider)]

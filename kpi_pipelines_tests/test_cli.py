@@ -8,6 +8,7 @@ import shutil
 import signal
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -30,11 +31,17 @@ def cli_path() -> str:
 
 
 @pytest.fixture
-def private_home(tmp_path: Path):
-    """A KPI_HOME of its own, so this test owns its server's whole life."""
+def private_home():
+    """A KPI_HOME of its own, so this test owns its server's whole life.
+
+    Not under pytest's tmp_path: every pytest session that starts on the machine makes
+    /tmp/pytest-of-<user> private again, which locks the server's own user out of its data.
+    """
+    home = Path(tempfile.mkdtemp(prefix="kpi-cli-")) / "home"
     env = {k: v for k, v in os.environ.items() if not k.startswith(("KPI_", "DAGSTER_", "PG"))}
-    env["KPI_HOME"] = str(tmp_path / "home")
-    return env
+    env["KPI_HOME"] = str(home)
+    yield env
+    shutil.rmtree(home.parent, ignore_errors=True)
 
 
 def run_cli(env: dict[str, str], *args: str, check: bool = True) -> subprocess.CompletedProcess:
@@ -171,5 +178,51 @@ def test_cli_errors_are_clear_and_exit_non_zero(private_home, tmp_path) -> None:
     bad.write_text("d,v\n2026-01-01,abc\n2026-01-02,\n", encoding="utf-8")
     rejected = run_cli(env, "csv", "import", "shop", str(bad), check=False)
     assert rejected.returncode == 1
+    assert rejected.stderr.startswith("✗ csv_upload → shop failed: bad.csv was rejected")
     assert "line 2" in rejected.stderr and "line 3" in rejected.stderr
     assert "csv_upload" not in run_cli(env, "kpi", "show", "shop").stdout
+    for failed in (rejected, bad_zone, secret_value):
+        assert "Traceback" not in failed.stdout + failed.stderr
+
+
+def test_every_cli_error_is_one_line_and_registers_nothing(private_home, tmp_path) -> None:
+    env = private_home
+    run_cli(env, "workspace", "add", "shop")
+    data = tmp_path / "ok.csv"
+    data.write_text("d,v\n2026-01-01,1\n", encoding="utf-8")
+    failures = {
+        "unknown workspace, import": ("csv", "import", "nope", str(data)),
+        "unknown workspace, override": (
+            "override",
+            "set",
+            "nope",
+            "csv_upload",
+            "signups",
+            "2026-01-05",
+            "1",
+        ),
+        "unknown workspace, kpi show": ("kpi", "show", "nope"),
+        "unknown provider": ("connection", "add", "shop", "strip"),
+    }
+    for case, args in failures.items():
+        failed = run_cli(env, *args, check=False)
+        assert failed.returncode == 1, case
+        assert failed.stderr.count("\n") == 1 and failed.stderr.startswith("error: "), case
+        assert "Traceback" not in failed.stdout + failed.stderr, case
+    partitions = subprocess.run(
+        [sys.executable, "-c", PARTITIONS], env=env, capture_output=True, text=True, check=True
+    )
+    assert json.loads(partitions.stdout) == []  # "nope" was never registered with Dagster
+    unreachable = dict(env, KPI_DATABASE_URL="postgresql://nobody:pw@127.0.0.1:1/nothing")
+    down = run_cli(unreachable, "workspace", "list", check=False)
+    assert down.returncode == 1 and down.stderr.count("\n") == 1
+    assert down.stderr.startswith("error: cannot use the warehouse database (KPI_DATABASE_URL)")
+    assert "Connection refused" in down.stderr and ":pw@" not in down.stderr
+
+
+PARTITIONS = """
+import json
+from kpi_pipelines.dagster_instance import open_instance
+from kpi_pipelines.warehouse.database import resolve_admin_url
+print(json.dumps(open_instance(resolve_admin_url()).get_dynamic_partitions("workspace")))
+"""

@@ -40,4 +40,4 @@ def test_every_provider_asset_is_workspace_partitioned_and_checked() -> None:
         assert asset.partitions_def == dg.DynamicPartitionsDefinition(name="workspace"), key
         assert asset.description and asset.group_name != "default", key
     check_names = {c.name for c in repo.asset_graph.asset_check_keys}
-    assert {"no_missing_values", "no_duplicate_keys"} <= check_names
+    assert {"no_missing_values", "no_duplicate_keys", "no_rejected_records"} <= check_names

@@ -83,7 +83,11 @@ def test_import_writes_kpis_and_reports_metadata(
     assert metadata["records_rejected"] == 0
     assert metadata["peak_memory_mb"] > 0 and metadata["records_per_second"] > 0
     checks = {e.check_name: e.passed for e in result.get_asset_check_evaluations()}
-    assert checks == {"no_missing_values": True, "no_duplicate_keys": True}
+    assert checks == {
+        "no_missing_values": True,
+        "no_duplicate_keys": True,
+        "no_rejected_records": True,
+    }
     [connection] = list_connections_of(warehouse)
     assert connection.last_success_at is not None and connection.consecutive_failures == 0
 
