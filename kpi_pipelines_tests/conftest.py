@@ -15,8 +15,9 @@ import sqlalchemy as sa
 
 from kpi_pipelines.warehouse.control import Workspace, add_workspace
 from kpi_pipelines.warehouse.database import Warehouse
+from kpi_pipelines_tests.canary import SecretLeak, scanned_instance, warehouse_leaks
 
-pytest_plugins = ["kpi_pipelines_tests.integrations.stripe.world"]
+pytest_plugins = ["kpi_pipelines_tests.canary", "kpi_pipelines_tests.integrations.stripe.world"]
 
 TABLES = (
     "webhook_inbox",
@@ -53,19 +54,25 @@ def warehouse(kpi_home: Path) -> Warehouse:
 
 
 @pytest.fixture(autouse=True)
-def _empty_warehouse(request: pytest.FixtureRequest) -> None:
-    """Every test that uses the warehouse starts from empty tables."""
+def _empty_warehouse(request: pytest.FixtureRequest) -> Iterator[None]:
+    """Every test that uses the warehouse starts from empty tables, and leaves no secret in
+    any table (the secret canary)."""
     if "warehouse" not in request.fixturenames:
+        yield
         return
     warehouse: Warehouse = request.getfixturevalue("warehouse")
     with warehouse.owner() as db:
         db.execute(sa.text(f"TRUNCATE {', '.join(TABLES)} RESTART IDENTITY CASCADE"))
+    yield
+    found = warehouse_leaks(warehouse)
+    if found:
+        raise SecretLeak("a secret leaked into the warehouse: " + "; ".join(found))
 
 
 @pytest.fixture(scope="module")
 def dagster_instance() -> Iterator[dg.DagsterInstance]:
     """One Dagster instance per test module (creating one costs about half a second)."""
-    with dg.instance_for_test() as instance:
+    with scanned_instance() as instance:
         yield instance
 
 

@@ -15,6 +15,7 @@ from kpi_pipelines.warehouse.control import (
     list_connections,
     record_sync_outcome,
 )
+from kpi_pipelines_tests.canary import scanned_instance
 
 NOW = datetime(2026, 6, 1, 12, tzinfo=UTC)
 CADENCE = timedelta(hours=6)
@@ -64,7 +65,7 @@ def test_schedule_fans_out_one_run_per_connected_workspace(
 ) -> None:
     for ws in ("ws-a", "ws-b"):
         add_connection(warehouse, Connection(workspace_id=ws, provider="probe"))
-    with dg.instance_for_test() as instance:
+    with scanned_instance() as instance:
         instance.add_dynamic_partitions("workspace", ["ws-a", "ws-b"])
         data = evaluate(instance, NOW)
         assert sorted(r.partition_key for r in data.run_requests) == ["ws-a", "ws-b"]
@@ -87,7 +88,7 @@ def test_failing_connection_is_retried_less_often_with_its_reason(
     assert second.next_attempt_at - (NOW + CADENCE) == 2 * CADENCE
     assert third.next_attempt_at - (NOW + 3 * CADENCE) == 4 * CADENCE
     assert third.consecutive_failures == 3 and third.last_error == "HTTP 503 from probe"
-    with dg.instance_for_test() as instance:
+    with scanned_instance() as instance:
         instance.add_dynamic_partitions("workspace", ["ws-a", "ws-b"])
         data = evaluate(instance, NOW + 4 * CADENCE)
         assert [r.partition_key for r in data.run_requests] == ["ws-b"]
@@ -98,7 +99,7 @@ def test_failing_connection_is_retried_less_often_with_its_reason(
 def test_tick_with_only_backing_off_connections_says_why(warehouse, workspace_a) -> None:
     add_connection(warehouse, Connection(workspace_id="ws-a", provider="probe"))
     fail(warehouse, "ws-a", NOW, error="probe is unavailable after 6 attempts")
-    with dg.instance_for_test() as instance:
+    with scanned_instance() as instance:
         instance.add_dynamic_partitions("workspace", ["ws-a"])
         data = evaluate(instance, NOW + timedelta(minutes=5))
         assert not data.run_requests
@@ -149,7 +150,7 @@ def test_freshness_check_flags_stale_and_never_synced_workspaces(
     check = build_freshness_check(
         provider="probe", asset_key=kpi_asset_key("probe"), cadence=CADENCE
     )
-    with dg.instance_for_test() as instance:
+    with scanned_instance() as instance:
         evaluation = run_check(check, instance)
     assert not evaluation.passed
     assert evaluation.metadata["stale"].value == {"ws-b/default": "never"}
@@ -157,6 +158,6 @@ def test_freshness_check_flags_stale_and_never_synced_workspaces(
 
 def test_freshness_check_of_a_manual_source_always_passes(warehouse, workspace_a) -> None:
     check = build_freshness_check(provider="probe", asset_key=kpi_asset_key("probe"), cadence=None)
-    with dg.instance_for_test() as instance:
+    with scanned_instance() as instance:
         evaluation = run_check(check, instance)
     assert evaluation.passed and evaluation.metadata["cadence"].value == "manual"

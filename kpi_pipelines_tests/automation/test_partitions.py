@@ -5,6 +5,7 @@ import dagster as dg
 from kpi_pipelines.automation.partitions import workspace_partitions, workspace_partitions_sensor
 from kpi_pipelines.resources import WarehouseResource
 from kpi_pipelines.warehouse.control import Workspace, add_workspace, remove_workspace
+from kpi_pipelines_tests.canary import scanned_instance
 
 
 def evaluate(instance: dg.DagsterInstance) -> dg.SensorResult | dg.SkipReason:
@@ -22,7 +23,7 @@ def apply(instance: dg.DagsterInstance, result: dg.SensorResult) -> None:
 
 
 def test_sensor_adds_and_removes_workspace_partitions(warehouse, workspace_a, workspace_b) -> None:
-    with dg.instance_for_test() as instance:
+    with scanned_instance() as instance:
         result = evaluate(instance)
         assert isinstance(result, dg.SensorResult)
         [add] = result.dynamic_partitions_requests
@@ -51,7 +52,7 @@ def test_sensor_requests_are_applied_by_the_sensor_machinery(warehouse, workspac
     """Run the sensor through Dagster's own tick evaluation, not by hand."""
     from kpi_pipelines.definitions import RESOURCES, defs
 
-    with dg.instance_for_test() as instance:
+    with scanned_instance() as instance:
         sensor = defs.resolve_sensor_def("workspace_partitions_sensor")
         with dg.build_sensor_context(instance=instance, resources=RESOURCES) as context:
             data = sensor.evaluate_tick(context)

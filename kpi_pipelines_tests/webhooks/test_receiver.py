@@ -16,6 +16,7 @@ from kpi_pipelines.definitions import RESOURCES
 from kpi_pipelines.warehouse.control import Connection, add_connection
 from kpi_pipelines.webhooks.app import create_app
 from kpi_pipelines.webhooks.sensor import stripe_webhook_sensor
+from kpi_pipelines_tests.canary import scanned_instance
 
 SECRET_A = "whsec_test_secret_for_workspace_a"
 SECRET_B = "whsec_test_secret_for_workspace_b"
@@ -141,7 +142,7 @@ def test_sensor_requests_one_run_per_workspace_and_never_replays(client, warehou
     ):
         body, headers = signed(event(event_id), secret)  # delivered out of order
         assert client.post(f"/stripe/{ws}", content=body, headers=headers).status_code == 200
-    with dg.instance_for_test() as instance:
+    with scanned_instance() as instance:
         result = tick(instance)
         by_ws = {r.partition_key: r for r in result.run_requests}
         assert sorted(by_ws) == ["ws-a", "ws-b"]
@@ -171,7 +172,7 @@ def test_late_commit_with_a_lower_id_is_not_skipped(warehouse, client) -> None:
     )
     body, headers = signed(event("evt_fast"), SECRET_B)
     client.post("/stripe/ws-b", content=body, headers=headers)
-    with dg.instance_for_test() as instance:
+    with scanned_instance() as instance:
         first = tick(instance)
         assert [r.partition_key for r in first.run_requests] == ["ws-b"]
         tx.commit()

@@ -105,6 +105,11 @@ class Redactor:
             ordered = sorted(self._values, key=len, reverse=True)
             self._pattern = re.compile("|".join(re.escape(value) for value in ordered))
 
+    def registered(self) -> frozenset[str]:
+        """Every value registered so far (for leak scans in tests)."""
+        with self._lock:
+            return frozenset(self._values)
+
     def redact(self, text: str) -> str:
         """Return `text` with every registered secret and secret shape replaced."""
         if not text:

@@ -12,6 +12,7 @@ from kpi_pipelines.integrations.csv_upload.adapter import CsvUploadAdapter
 from kpi_pipelines.integrations.csv_upload.assets import csv_upload_kpis
 from kpi_pipelines.warehouse.control import Connection, add_connection, list_connections
 from kpi_pipelines.warehouse.tenant_data import read_points
+from kpi_pipelines_tests.canary import scanned_instance
 from kpi_pipelines_tests.conftest import table_snapshot
 from kpi_pipelines_tests.run_results import failure_message
 
@@ -29,7 +30,7 @@ GOOD = 'date,metric,channel,value\n2026-01-01,signups,ads,12\n2026-01-01,revenue
 
 @pytest.fixture
 def instance():
-    with dg.instance_for_test() as instance:
+    with scanned_instance() as instance:
         instance.add_dynamic_partitions("workspace", ["ws-a", "ws-b"])
         yield instance
 

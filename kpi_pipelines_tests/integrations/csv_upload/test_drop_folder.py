@@ -11,6 +11,7 @@ from kpi_pipelines.definitions import RESOURCES, defs
 from kpi_pipelines.integrations.csv_upload.drop_folder import csv_drop_folder_sensor
 from kpi_pipelines.warehouse.control import Connection, add_connection
 from kpi_pipelines.warehouse.tenant_data import read_points
+from kpi_pipelines_tests.canary import scanned_instance
 
 MAPPING = {"mapping": {"date_column": "day", "metric": "orders", "value_column": "n"}}
 
@@ -50,7 +51,7 @@ def test_dropped_files_are_imported_once_and_archived(
     add_connection(
         warehouse, Connection(workspace_id="ws-a", provider="csv_upload", settings=MAPPING)
     )
-    with dg.instance_for_test() as instance:
+    with scanned_instance() as instance:
         instance.add_dynamic_partitions("workspace", ["ws-a", "ws-b"])
         first = tick(instance)
         assert isinstance(first, dg.SkipReason)
@@ -87,7 +88,7 @@ def test_dropped_files_are_imported_once_and_archived(
 
 
 def test_run_keys_change_only_when_the_file_changes(warehouse, workspace_a, drop_dir) -> None:
-    with dg.instance_for_test() as instance:
+    with scanned_instance() as instance:
         path = settled(drop_dir / "ws-a" / "orders.csv", "day,n\n2026-02-01,3\n")
         [one] = tick(instance).run_requests
         [same] = tick(instance).run_requests
@@ -106,7 +107,7 @@ def test_subfolder_routes_to_a_named_connection(warehouse, workspace_a, drop_dir
         warehouse,
         Connection(workspace_id="ws-a", provider="csv_upload", name="ops", settings=MAPPING),
     )
-    with dg.instance_for_test() as instance:
+    with scanned_instance() as instance:
         instance.add_dynamic_partitions("workspace", ["ws-a"])
         settled(drop_dir / "ws-a" / "finance" / "q1.csv", "day,n\n2026-02-01,9\n")
         [request] = tick(instance).run_requests

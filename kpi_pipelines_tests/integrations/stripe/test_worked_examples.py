@@ -37,6 +37,7 @@ from kpi_pipelines.sandbox.stripe.scenarios import (
     SubscriptionScript,
 )
 from kpi_pipelines.warehouse.tenant_data import read_points
+from kpi_pipelines_tests.canary import scanned_instance
 from kpi_pipelines_tests.integrations.stripe.world import StripeWorld, rate_lookup
 from kpi_pipelines_tests.run_results import failure_message
 
@@ -91,7 +92,7 @@ Sync = Callable[..., Synced]
 
 @pytest.fixture(scope="module")
 def instance() -> Iterator[dg.DagsterInstance]:
-    with dg.instance_for_test() as instance:
+    with scanned_instance() as instance:
         yield instance
 
 

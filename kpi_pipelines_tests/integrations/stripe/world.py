@@ -24,6 +24,7 @@ from kpi_pipelines.warehouse.control import (
     secret_namespace,
 )
 from kpi_pipelines.warehouse.database import Warehouse
+from kpi_pipelines_tests.canary import scanned_instance
 
 
 def stripe_key_variable(workspace_id: str) -> str:
@@ -100,6 +101,6 @@ def rate_lookup(sandbox: StripeSandbox, quote: str):
 @pytest.fixture
 def stripe_world(warehouse, monkeypatch) -> Iterator[StripeWorld]:
     sandbox = StripeSandbox(seed=11, customers=80)
-    with LoopbackServer(create_app(sandbox)) as server, dg.instance_for_test() as instance:
+    with LoopbackServer(create_app(sandbox)) as server, scanned_instance() as instance:
         monkeypatch.setenv("KPI_STRIPE_BASE_URL", server.base_url)
         yield StripeWorld(sandbox, server, warehouse, instance, monkeypatch)

@@ -1,0 +1,125 @@
+"""The secret canary: nothing the suite's runs leave behind holds a secret they used.
+
+Every secret the code reads (a connection's key, an OAuth client) or is issued (an access
+token) is registered with the redactor as it arrives. This plugin takes those values, plus
+the sandboxes' own well-known secrets, as the canaries, and after every test scans:
+
+- the test's captured output and log records, and its failure report;
+- every warehouse table, the KPI schema and Dagster's storage in the same database, when
+  the test used the warehouse;
+- every Dagster instance the test ran in (`scanned_instance`): the event log, with each
+  run's metadata and errors, and the compute logs.
+
+A hit fails the test that left it, naming the place and a prefix of the value only.
+`kpi_pipelines_tests/test_canary.py` proves each scan finds a planted secret.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+import dagster as dg
+import pytest
+import sqlalchemy as sa
+
+from kpi_pipelines.integrations.shared.redaction import default_redactor
+from kpi_pipelines.sandbox.google import DEMO_CLIENT_SECRET, DEMO_REFRESH_TOKEN
+from kpi_pipelines.sandbox.stripe import DEFAULT_API_KEY
+from kpi_pipelines.warehouse.database import Warehouse
+
+# Shorter registered values (a 4-character client id) would match ordinary text.
+MIN_CANARY_LENGTH = 10
+SANDBOX_SECRETS = frozenset({DEFAULT_API_KEY, DEMO_CLIENT_SECRET, DEMO_REFRESH_TOKEN})
+
+
+class SecretLeak(AssertionError):
+    """A secret used by the suite was found where it must never be."""
+
+
+def canaries() -> list[str]:
+    values = default_redactor.registered() | SANDBOX_SECRETS
+    return sorted(v for v in values if len(v) >= MIN_CANARY_LENGTH)
+
+
+def leaks(texts: Iterable[tuple[str, str]], secrets: list[str] | None = None) -> list[str]:
+    """Where any canary occurs among (place, text) pairs, as "place: prefix..."."""
+    secrets = canaries() if secrets is None else secrets
+    return [
+        f"{place}: {secret[:6]}..." for place, text in texts for secret in secrets if secret in text
+    ]
+
+
+def warehouse_leaks(warehouse: Warehouse) -> list[str]:
+    """Canaries in any row of any table of the kpi schema or Dagster's (public) storage."""
+    secrets = canaries()
+    found = []
+    with warehouse.engine(None).connect() as db:
+        tables = db.execute(
+            sa.text(
+                "SELECT table_schema, table_name FROM information_schema.tables"
+                " WHERE table_schema IN ('kpi', 'public') AND table_type = 'BASE TABLE'"
+            )
+        ).all()
+        for schema, table in tables:
+            hits = db.execute(
+                sa.text(
+                    f"SELECT s FROM unnest(CAST(:secrets AS text[])) s WHERE EXISTS"
+                    f' (SELECT 1 FROM "{schema}"."{table}" t WHERE strpos(t::text, s) > 0)'
+                ),
+                {"secrets": secrets},
+            ).scalars()
+            found += [f"table {schema}.{table}: {secret[:6]}..." for secret in hits]
+    return found
+
+
+def instance_leaks(instance: dg.DagsterInstance) -> list[str]:
+    """Canaries in a Dagster instance's event log (messages, errors, metadata) or compute
+    logs."""
+    texts = []
+    for run in instance.get_runs():
+        texts += [(f"run {run.run_id} event log", repr(r)) for r in instance.all_logs(run.run_id)]
+        texts.append((f"run {run.run_id} config and tags", repr((run.run_config, run.tags))))
+    root = Path(instance.root_directory) if instance.root_directory else None
+    if root is not None:
+        for path in root.glob("storage/*/compute_logs/*"):
+            if path.is_file():
+                texts.append((f"compute log {path.name}", path.read_text(errors="replace")))
+    return leaks(texts)
+
+
+@contextmanager
+def scanned_instance() -> Iterator[dg.DagsterInstance]:
+    """`dg.instance_for_test()` whose event log and compute logs are scanned on exit."""
+    with dg.instance_for_test() as instance:
+        yield instance
+        found = instance_leaks(instance)
+        if found:
+            raise SecretLeak("a secret leaked into the Dagster instance: " + "; ".join(found))
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo) -> Iterator[None]:
+    outcome = yield
+    report = outcome.get_result()
+    secrets = canaries()
+    # A phase's report repeats the sections of the phases before it: scan its own.
+    own = [(name, text) for name, text in report.sections if name.endswith(report.when)]
+    found = leaks(own, secrets)
+    if report.longrepr is not None:  # a SecretLeak's own report names prefixes only
+        found += leaks([("failure report", report.longreprtext)], secrets)
+    if found:
+        original = _blank(report.longreprtext, secrets) if report.longrepr is not None else ""
+        report.outcome = "failed"
+        report.longrepr = "secret canary: a secret appears in " + "; ".join(found)
+        if original:
+            report.longrepr += "\n\nThe test's own report, secrets blanked:\n" + original
+        # Nor may the terminal show it.
+        report.sections = [(name, _blank(text, secrets)) for name, text in report.sections]
+
+
+def _blank(text: str, secrets: list[str]) -> str:
+    for secret in secrets:
+        text = text.replace(secret, "[CANARY]")
+    return text
