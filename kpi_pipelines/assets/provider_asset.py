@@ -7,6 +7,7 @@ memory and records per second as materialization metadata, plus data-quality che
 rows this workspace has in kpi_data.
 """
 
+import contextlib
 import resource
 import time
 from datetime import UTC, datetime
@@ -126,6 +127,23 @@ def build_provider_asset(
                 description=message,
                 metadata={"error_type": type(exc).__name__, "provider": provider},
                 allow_retries=isinstance(exc, ProviderError),
+            ) from None
+        except sa.exc.OperationalError as exc:
+            # The warehouse went away (a restart, a failover, the network): every batch
+            # committed before is kept and a retry carries on from there.
+            reason = redact(str(exc.orig or exc)).strip().splitlines()[0][:300]
+            message = (
+                f"lost the warehouse database mid-sync ({reason}); every batch committed"
+                " before is kept, and the run can be retried"
+            )
+            with contextlib.suppress(sa.exc.OperationalError):  # it may still be away
+                _record_health(
+                    warehouse, workspace_id, connection.id, adapter, ok=False, error=message
+                )
+            raise dg.Failure(
+                description=message,
+                metadata={"error_type": type(exc.orig or exc).__name__, "provider": provider},
+                allow_retries=True,
             ) from None
         except Exception as exc:
             # Anything else is a bug or an unmapped provider failure: its message and
