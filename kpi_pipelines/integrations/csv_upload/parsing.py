@@ -11,11 +11,11 @@ import codecs
 import contextlib
 import csv
 import io
-import os
-import stat
 from collections.abc import Iterator
 from pathlib import Path
+from typing import BinaryIO
 
+from kpi_pipelines.integrations.csv_upload.files import CsvFileError, UserFile
 from kpi_pipelines.integrations.shared.tabular import (
     TableFormatError,
     TabularMapping,
@@ -39,21 +39,12 @@ _BOMS = (  # longest first: the UTF-32 LE mark starts with the UTF-16 LE one
 _SAVE_AS_UTF8 = "save it as UTF-8 (in Excel: Save As > 'CSV UTF-8 (Comma delimited)')"
 
 
-class CsvFileError(TableFormatError):
-    """The file cannot be read as a CSV table; the message names the file and what to fix."""
-
-
 def _size(n: int) -> str:
     if n >= 1024 * 1024:
         return f"{n / (1024 * 1024):.1f} MB"
     if n >= 1024:
         return f"{n / 1024:.1f} KB"
     return f"{n} bytes"
-
-
-def _signature(path: Path) -> tuple[int, int, int]:
-    info = path.stat()
-    return (info.st_size, info.st_mtime_ns, info.st_ino)
 
 
 class CsvTable:
@@ -66,23 +57,21 @@ class CsvTable:
 
     def __init__(
         self,
-        path: Path,
+        file: UserFile,
         mapping: TabularMapping,
         *,
-        source: str,
         delimiter: str,
         header: list[str],
         header_line: int,
-        signature: tuple[int, int, int],
     ) -> None:
-        self.path = path
+        self.file = file  # as first opened: a later change or swap is refused
+        self.path = file.path
         self.mapping = mapping
-        self.source = source
+        self.source = file.source
         self.delimiter = delimiter
         self.header = header
         self.header_line = header_line
-        self.size_bytes = signature[0]
-        self._opened = signature  # as first checked: any later change is refused
+        self.size_bytes = file.size
         self._validated: int | None = None
 
     def validate(self) -> int:
@@ -105,27 +94,14 @@ class CsvTable:
     @contextlib.contextmanager
     def _data_records(self) -> Iterator[Iterator[tuple[int, list[str]]]]:
         """The records after the header, for one pass over an unchanged file."""
-        self._check_unchanged()
-        with self.path.open(encoding="utf-8-sig", newline="") as handle:
+        with self.file.open_text() as handle:
             records = _records(handle, self.delimiter, self.source)
             header = next(((line, cells) for line, cells in records if _has_content(cells)), None)
             if header != (self.header_line, self.header):
-                raise self._changed()
+                raise CsvFileError(
+                    self.source, "changed while it was being read; import it again once it is saved"
+                )
             yield records
-        self._check_unchanged()
-
-    def _check_unchanged(self) -> None:
-        try:
-            current = _signature(self.path)
-        except OSError:
-            current = None
-        if current != self._opened:
-            raise self._changed()
-
-    def _changed(self) -> CsvFileError:
-        return CsvFileError(
-            self.source, "changed while it was being read; import it again once it is saved"
-        )
 
 
 def _has_content(cells: list[str]) -> bool:
@@ -171,13 +147,16 @@ def read_csv(
     max_bytes: int,
     delimiter: str | None = None,
     source: str | None = None,
+    anchor: Path | None = None,
 ) -> CsvTable:
     """Open a user's CSV file and check everything but its rows.
 
-    Raises `CsvFileError` when the file is missing, larger than `max_bytes`, empty, not
-    UTF-8 or not valid CSV, and `TableFormatError` when its header does not fit the mapping.
-    `delimiter` overrides detection among , ; TAB and |. `source` names the file in messages
-    (default: its name).
+    Raises `CsvFileError` when the file is missing, not a regular file (a link, a FIFO, a
+    folder...), larger than `max_bytes`, empty, not UTF-8 or not valid CSV, and
+    `TableFormatError` when its header does not fit the mapping. `delimiter` overrides
+    detection among , ; TAB and |. `source` names the file in messages (default: its name).
+    `anchor`: a trusted folder the file is inside; no folder between it and the file may
+    be a link (see `files.UserFile`).
     """
     if max_bytes <= 0:
         raise ValueError(f"max_bytes must be positive, got {max_bytes}")
@@ -190,14 +169,16 @@ def read_csv(
         )
     path = Path(path)
     source = source or path.name
-    signature = _check_file(path, source, max_bytes)
-    _check_encoding(path, source, max_bytes)
-    with path.open(encoding="utf-8-sig", newline="") as handle:
+    file = UserFile(path, source, anchor=anchor)
+    with file.open() as binary:
+        _check_size(file.size, source, max_bytes)
+        _check_encoding(binary, source, max_bytes)
+    with file.open_text() as handle:
         sample = handle.read(_SNIFF_CHARS)
         if handle.read(1):
             sample = sample[: sample.rfind("\n") + 1] or sample  # whole lines only
     chosen = delimiter or _detect_delimiter(sample, mapping)
-    with path.open(encoding="utf-8-sig", newline="") as handle:
+    with file.open_text() as handle:
         records = _records(handle, chosen, source)
         first = next(((line, cells) for line, cells in records if _has_content(cells)), None)
     if first is None:
@@ -213,80 +194,58 @@ def read_csv(
                 "detected; set the delimiter if the file uses another)",
             ) from None
         raise
-    return CsvTable(
-        path,
-        mapping,
-        source=source,
-        delimiter=chosen,
-        header=header,
-        header_line=header_line,
-        signature=signature,
-    )
+    return CsvTable(file, mapping, delimiter=chosen, header=header, header_line=header_line)
 
 
-def _check_file(path: Path, source: str, max_bytes: int) -> tuple[int, int, int]:
-    try:
-        info = path.stat()
-    except FileNotFoundError:
-        raise CsvFileError(source, f"was not found (looked for {path})") from None
-    except OSError as exc:
-        raise CsvFileError(source, f"cannot be read: {exc.strerror or exc}") from None
-    if not stat.S_ISREG(info.st_mode):
-        raise CsvFileError(source, f"is not a file ({path})")
-    if not os.access(path, os.R_OK):
-        raise CsvFileError(source, f"cannot be read: permission denied ({path})")
-    if info.st_size > max_bytes:
+def _check_size(size: int, source: str, max_bytes: int) -> None:
+    if size > max_bytes:
         raise CsvFileError(
-            source, f"is {_size(info.st_size)}; the limit is {_size(max_bytes)} (KPI_CSV_MAX_BYTES)"
+            source, f"is {_size(size)}; the limit is {_size(max_bytes)} (KPI_CSV_MAX_BYTES)"
         )
-    if info.st_size == 0:
+    if size == 0:
         raise CsvFileError(source, "is empty (0 bytes)")
-    return (info.st_size, info.st_mtime_ns, info.st_ino)
 
 
-def _check_encoding(path: Path, source: str, max_bytes: int) -> None:
+def _check_encoding(handle: BinaryIO, source: str, max_bytes: int) -> None:
     """Fail unless the whole file is UTF-8 text (BOM optional) with something in it."""
     decoder = codecs.getincrementaldecoder("utf-8")()
     offset = 0  # bytes before the current chunk
     newlines = 0  # newlines before the current chunk
     has_content = False
-    with path.open("rb") as handle:
-        while chunk := handle.read(_CHUNK_BYTES):
-            if offset == 0:
-                _check_signature(chunk, source)
-            pending = len(decoder.getstate()[0])
-            try:
-                text = decoder.decode(chunk)
-            except UnicodeDecodeError as exc:
-                bad = offset - pending + exc.start
-                line = newlines + chunk[: max(0, bad - offset)].count(b"\n") + 1
-                byte = exc.object[exc.start]
-                raise CsvFileError(source, _not_utf8(byte, bad, line)) from None
-            nul = chunk.find(b"\0")
-            if nul >= 0:
-                line = newlines + chunk[:nul].count(b"\n") + 1
-                raise CsvFileError(
-                    source,
-                    f"contains a NUL byte at byte offset {offset + nul} (line {line}): it is not "
-                    f"a text file, or UTF-16 without a byte order mark; {_SAVE_AS_UTF8}",
-                )
-            if offset == 0:
-                text = text.removeprefix("\ufeff")
-            has_content = has_content or bool(text.strip())
-            newlines += chunk.count(b"\n")
-            offset += len(chunk)
-            if offset > max_bytes:  # it grew after the size check
-                raise CsvFileError(
-                    source,
-                    f"is more than {_size(max_bytes)}, the limit (KPI_CSV_MAX_BYTES)",
-                )
+    while chunk := handle.read(_CHUNK_BYTES):
+        if offset == 0:
+            _check_signature(chunk, source)
+        pending = len(decoder.getstate()[0])
         try:
-            decoder.decode(b"", final=True)
+            text = decoder.decode(chunk)
         except UnicodeDecodeError as exc:
-            bad = offset - len(exc.object) + exc.start
+            bad = offset - pending + exc.start
+            line = newlines + chunk[: max(0, bad - offset)].count(b"\n") + 1
+            byte = exc.object[exc.start]
+            raise CsvFileError(source, _not_utf8(byte, bad, line)) from None
+        nul = chunk.find(b"\0")
+        if nul >= 0:
+            line = newlines + chunk[:nul].count(b"\n") + 1
             raise CsvFileError(
-                source, _not_utf8(exc.object[exc.start], bad, newlines + 1)
-            ) from None
+                source,
+                f"contains a NUL byte at byte offset {offset + nul} (line {line}): it is not "
+                f"a text file, or UTF-16 without a byte order mark; {_SAVE_AS_UTF8}",
+            )
+        if offset == 0:
+            text = text.removeprefix("\ufeff")
+        has_content = has_content or bool(text.strip())
+        newlines += chunk.count(b"\n")
+        offset += len(chunk)
+        if offset > max_bytes:  # it grew after the size check
+            raise CsvFileError(
+                source,
+                f"is more than {_size(max_bytes)}, the limit (KPI_CSV_MAX_BYTES)",
+            )
+    try:
+        decoder.decode(b"", final=True)
+    except UnicodeDecodeError as exc:
+        bad = offset - len(exc.object) + exc.start
+        raise CsvFileError(source, _not_utf8(exc.object[exc.start], bad, newlines + 1)) from None
     if not has_content:
         raise CsvFileError(source, "is empty: it contains only whitespace")
 

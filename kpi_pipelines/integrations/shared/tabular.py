@@ -59,6 +59,27 @@ _FORMULA_STARTS = "=+-@"
 _ISO_DATE = re.compile(r"[0-9]{4}-[0-9]{2}-[0-9]{2}(?:[T ].+)?")
 
 
+# Tenant text in messages is cut to this many characters, and lists to this many items, so
+# that a message stays a few KB whatever the table holds.
+SHOWN_CHARS = 40
+SHOWN_NAMES = 20
+
+
+def shown(text: str, limit: int = SHOWN_CHARS) -> str:
+    """`text` quoted for a message, cut after `limit` characters."""
+    if len(text) <= limit:
+        return repr(text)
+    return f"{text[:limit]!r}... ({len(text)} characters)"
+
+
+def shown_list(names: Sequence[str], limit: int = SHOWN_NAMES) -> str:
+    """Names quoted and comma-separated, at most `limit` of them, then "and N more"."""
+    listed = ", ".join(shown(name) for name in names[:limit])
+    if len(names) > limit:
+        listed += f" and {len(names) - limit} more"
+    return listed
+
+
 def metric_key_problem(key: str) -> str | None:
     """Why `key` is not a metric key (lowercase snake_case), or None when it is one."""
     if METRIC_KEY_PATTERN.fullmatch(key):
@@ -524,12 +545,15 @@ class _TableParser:
         for index, name in enumerate(names):
             if name:
                 positions.setdefault(name, []).append(index)
-        duplicated = {name: idx for name, idx in positions.items() if len(idx) > 1}
+        duplicated = [(name, idx) for name, idx in positions.items() if len(idx) > 1]
         if duplicated:
             listed = "; ".join(
-                f"{name!r} (columns {', '.join(str(i + 1) for i in idx)})"
-                for name, idx in duplicated.items()
+                f"{shown(name)} (columns {', '.join(str(i + 1) for i in idx[:SHOWN_NAMES])}"
+                f"{'...' if len(idx) > SHOWN_NAMES else ''})"
+                for name, idx in duplicated[:SHOWN_NAMES]
             )
+            if len(duplicated) > SHOWN_NAMES:
+                listed += f" and {len(duplicated) - SHOWN_NAMES} more"
             raise TableFormatError(
                 source, f"names a column more than once in its header: {listed}; rename them"
             )
@@ -608,16 +632,16 @@ def _cell(cells: Sequence[object], index: int) -> object:
 
 
 def _missing_columns(missing: list[str], present: list[str]) -> str:
-    named = ", ".join(repr(name) for name in missing)
+    named = shown_list(missing)
     noun = "column" if len(missing) == 1 else "columns"
-    listed = ", ".join(repr(name) for name in present if name) or "none"
+    listed = shown_list([name for name in present if name]) or "none"
     message = f"is missing mapped {noun} {named}; the header has: {listed}"
     by_folded = {name.casefold(): name for name in present if name}
     hints = [
-        f"{name!r} -> {by_folded[name.casefold()]!r}"
+        f"{shown(name)} -> {shown(by_folded[name.casefold()])}"
         for name in missing
         if name.casefold() in by_folded
-    ]
+    ][:SHOWN_NAMES]
     if hints:
         message += f" (names are case-sensitive: {', '.join(hints)}?)"
     return message
