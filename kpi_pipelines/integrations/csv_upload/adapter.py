@@ -17,11 +17,16 @@ from kpi_pipelines.integrations.csv_upload.drop_folder import (
     archive,
     confined_elsewhere,
     dropped_file,
+    errors_file,
 )
 from kpi_pipelines.integrations.csv_upload.parsing import CsvTable, read_csv
 from kpi_pipelines.integrations.csv_upload.types import CsvConnectionSettings
 from kpi_pipelines.integrations.shared.base_adapter import IntegrationAdapter
-from kpi_pipelines.integrations.shared.tabular import TabularRow
+from kpi_pipelines.integrations.shared.tabular import (
+    TableRejected,
+    TabularRow,
+    rejection_report_path,
+)
 from kpi_pipelines.integrations.shared.types import KPIData, SyncResult, day_timestamp
 
 PROVIDER = "csv_upload"
@@ -73,14 +78,27 @@ class CsvUploadAdapter(IntegrationAdapter):
         try:
             return step()
         except ValueError as exc:
-            if self._dropped is not None:
-                archive(self._dropped, REJECTED, errors=str(exc))
-                self._dropped = None
-            raise
+            if self._dropped is None:
+                raise
+            dropped, self._dropped = self._dropped, None
+            if not isinstance(exc, TableRejected) or exc.report is None:
+                archive(dropped, REJECTED, errors=str(exc))
+                raise
+            # The full list goes next to the file, where the folder's owner looks for it.
+            archived = archive(
+                dropped, REJECTED, errors=exc.describe(listed_below=True), report=exc.report
+            )
+            exc.report.unlink()
+            raise exc.with_report(errors_file(archived)) from None
 
     def _import(self) -> SyncResult:
         table = self._csv or self._table()
-        rows = table.validate()  # raises with every bad row; nothing is written
+        # Raises with the first bad rows and a report of them all; nothing is written.
+        rows = table.validate(
+            report=rejection_report_path(
+                self.context.workspace.id, self.context.run_id, table.path.name
+            )
+        )
         writer = self.point_writer(single_transaction=True)
         with writer.open():
             for row in table.rows():

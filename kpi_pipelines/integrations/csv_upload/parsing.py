@@ -74,10 +74,16 @@ class CsvTable:
         self.size_bytes = file.size
         self._validated: int | None = None
 
-    def validate(self) -> int:
-        """Check every row; return the number of data rows or raise `TableRejected`."""
+    def validate(self, report: Path | None = None) -> int:
+        """Check every row; return the number of data rows or raise `TableRejected`.
+
+        `report`: where every error is listed when there are more than the message shows
+        (see `validate_table`).
+        """
         with self._data_records() as records:
-            count = validate_table(self.header, records, self.mapping, source=self.source)
+            count = validate_table(
+                self.header, records, self.mapping, source=self.source, report=report
+            )
         self._validated = count
         return count
 

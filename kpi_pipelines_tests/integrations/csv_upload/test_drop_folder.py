@@ -293,3 +293,27 @@ def test_same_name_in_two_connection_subfolders_has_two_run_keys(
             os.utime(drop_dir / "ws-a" / connection / "q1.csv", (old, old))
         keys = {r.run_key for r in tick(instance).run_requests}
         assert len(keys) == 2
+
+
+def test_a_rejected_drop_lists_every_error_next_to_the_file(
+    warehouse, two_workspaces, drop_dir, kpi_home
+) -> None:
+    rows = "".join(f"2026-02-{1 + i % 28:02},x{i}\n" for i in range(100))
+    settled(drop_dir / "ws-a" / "many.csv", "day,n\n" + rows)
+    [request] = requested(tick(two_workspaces)).values()
+    result = run(two_workspaces, request)
+    assert not result.success
+    [archived] = (drop_dir / "ws-a" / "rejected").glob("*-many.csv")
+    note = archived.with_name(archived.name + ".errors.txt")
+    message = failure_message(result)
+    assert message.startswith("many.csv was rejected and nothing was imported: 100 invalid rows\n")
+    assert message.endswith(f"\n... and 80 more; every error is listed in {note}")
+    text = note.read_text()
+    summary, listed = text.split("\n\n", 1)
+    assert summary == message.replace(f"in {note}", "below")
+    assert listed.splitlines()[0] == "Every error in many.csv, one per line:"
+    assert [int(line.split(",")[0].removeprefix("line ")) for line in listed.splitlines()[1:]] == (
+        list(range(2, 102))
+    )
+    # The private copy under KPI_HOME was moved, not left behind.
+    assert not list((kpi_home / "rejections" / "ws-a").glob(f"{result.run_id}-*"))
