@@ -175,7 +175,7 @@ class TabularMapping(pydantic.BaseModel):
                 parsed = None
             if parsed != sample:
                 raise ValueError(
-                    f"date format {fmt!r} does not identify a full date; use strptime "
+                    f"date format {shown(fmt)} does not identify a full date; use strptime "
                     "directives with a year, month and day, such as '%d/%m/%Y'"
                 )
         return value
@@ -185,7 +185,7 @@ class TabularMapping(pydantic.BaseModel):
     def _thousands(cls, value: str | None) -> str | None:
         if value is not None and value not in _THOUSANDS_SEPARATORS:
             raise ValueError(
-                f"thousands_separator {value!r} is not supported; use one of ',', '.', ' ', \"'\" "
+                f"thousands_separator {shown(value)} is not supported; use one of ',', '.', ' ', \"'\" "
                 "or null for none"
             )
         return value
@@ -194,7 +194,7 @@ class TabularMapping(pydantic.BaseModel):
     @classmethod
     def _decimal(cls, value: str) -> str:
         if value not in _DECIMAL_SEPARATORS:
-            raise ValueError(f"decimal_separator {value!r} is not supported; use '.' or ','")
+            raise ValueError(f"decimal_separator {shown(value)} is not supported; use '.' or ','")
         return value
 
     @pydantic.field_validator("currency_symbols")
@@ -225,7 +225,7 @@ class TabularMapping(pydantic.BaseModel):
         seen: dict[str, str] = {}
         for role, name in self._roles():
             if name in seen:
-                raise ValueError(f"column {name!r} is mapped twice ({seen[name]} and {role})")
+                raise ValueError(f"column {shown(name)} is mapped twice ({seen[name]} and {role})")
             seen[name] = role
         return self
 

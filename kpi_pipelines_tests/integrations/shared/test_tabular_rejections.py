@@ -8,6 +8,7 @@ import stat
 from collections.abc import Iterator
 from pathlib import Path
 
+import pydantic
 import pytest
 
 from kpi_pipelines import settings
@@ -131,3 +132,17 @@ def test_report_paths_are_private_and_safe_whatever_the_names(kpi_home: Path) ->
     for folder in (path.parent, path.parent.parent):
         assert stat.S_IMODE(folder.stat().st_mode) == 0o700
     assert stat.S_IMODE(path.stat().st_mode) == 0o600
+
+
+def test_a_mapping_echoes_tenant_names_cut(tmp_path: Path) -> None:
+    # Connection settings are tenant input too: their error messages stay short.
+    huge = "c" * 100_000
+    for fields in (
+        {"date_column": huge, "value_column": huge, "metric": "m"},
+        {"date_column": "d", "value_column": "v", "metric": "m", "date_formats": [huge]},
+        {"date_column": "d", "value_column": "v", "metric": "m", "thousands_separator": huge},
+        {"date_column": "d", "value_column": "v", "metric": huge.upper()},
+    ):
+        with pytest.raises(pydantic.ValidationError) as caught:
+            TabularMapping(**fields)
+        assert len(caught.value.errors()[0]["msg"]) < 500
