@@ -2,21 +2,35 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
-from pydantic import ValidationError
+from pydantic import PrivateAttr, ValidationError
 
 from kpi_pipelines import settings
-from kpi_pipelines.integrations.csv_upload.drop_folder import IMPORTED, REJECTED, archive
+from kpi_pipelines.integrations.csv_upload.drop_folder import (
+    IMPORTED,
+    REJECTED,
+    DroppedFile,
+    archive,
+    confined_elsewhere,
+    dropped_file,
+    errors_file,
+)
 from kpi_pipelines.integrations.csv_upload.parsing import CsvTable, read_csv
 from kpi_pipelines.integrations.csv_upload.types import CsvConnectionSettings
 from kpi_pipelines.integrations.shared.base_adapter import IntegrationAdapter
-from kpi_pipelines.integrations.shared.tabular import TabularRow
+from kpi_pipelines.integrations.shared.tabular import (
+    TableRejected,
+    TabularRow,
+    rejection_report_path,
+)
 from kpi_pipelines.integrations.shared.types import KPIData, SyncResult, day_timestamp
 
 PROVIDER = "csv_upload"
+T = TypeVar("T")
 
 
 class CsvUploadError(ValueError):
@@ -31,24 +45,60 @@ class CsvUploadAdapter(IntegrationAdapter):
 
     max_bytes: int = 0  # 0: KPI_CSV_MAX_BYTES
 
+    _dropped: DroppedFile | None = PrivateAttr(default=None)
+    _csv: CsvTable | None = PrivateAttr(default=None)
+
     def check_connection(self) -> None:
-        self._table()
+        self._dropped = self._csv = None  # afresh for every run
+        path = self._path()
+        workspace_id = self.context.workspace.id
+        if self.context.options.get("archive"):
+            # A drop-folder run: the file must be waiting in this workspace's own folder.
+            # Refused here, it is not archived either: it may not be ours to move.
+            self._dropped = dropped_file(path, workspace_id)
+        elif confined_elsewhere(path, workspace_id):
+            raise CsvUploadError(
+                f"{path.name} is in the drop folder of another workspace"
+                f" ({settings.csv_drop_dir()}); a workspace imports only its own files"
+            )
+        self._csv = self._archiving_rejects(self._table)
+
+    def disconnect(self) -> None:
+        self._dropped = self._csv = None
+        super().disconnect()
 
     def sync(self) -> SyncResult:
-        if not self.context.options.get("archive"):
-            return self._import()
-        path = self._path()
-        try:
-            result = self._import()
-        except ValueError as exc:
-            archive(path, REJECTED, errors=str(exc))
-            raise
-        archive(path, IMPORTED)
+        result = self._archiving_rejects(self._import)
+        if self._dropped is not None:
+            archive(self._dropped, IMPORTED)
         return result
 
+    def _archiving_rejects(self, step: Callable[[], T]) -> T:
+        """Run `step`; in a drop-folder run a rejected file goes to rejected/ with the reason."""
+        try:
+            return step()
+        except ValueError as exc:
+            if self._dropped is None:
+                raise
+            dropped, self._dropped = self._dropped, None
+            if not isinstance(exc, TableRejected) or exc.report is None:
+                archive(dropped, REJECTED, errors=str(exc))
+                raise
+            # The full list goes next to the file, where the folder's owner looks for it.
+            archived = archive(
+                dropped, REJECTED, errors=exc.describe(listed_below=True), report=exc.report
+            )
+            exc.report.unlink()
+            raise exc.with_report(errors_file(archived)) from None
+
     def _import(self) -> SyncResult:
-        table = self._table()
-        rows = table.validate()  # raises with every bad row; nothing is written
+        table = self._csv or self._table()
+        # Raises with the first bad rows and a report of them all; nothing is written.
+        rows = table.validate(
+            report=rejection_report_path(
+                self.context.workspace.id, self.context.run_id, table.path.name
+            )
+        )
         writer = self.point_writer(single_transaction=True)
         with writer.open():
             for row in table.rows():
@@ -106,4 +156,6 @@ class CsvUploadAdapter(IntegrationAdapter):
             options.mapping,
             max_bytes=self.max_bytes or settings.csv_max_bytes(),
             delimiter=options.delimiter,
+            # In a drop folder no folder on the way to the file may become a link.
+            anchor=self._dropped.root if self._dropped is not None else None,
         )

@@ -42,6 +42,7 @@ from kpi_pipelines.integrations.shared.tabular import (
     TableFormatError,
     TabularRow,
     parse_table,
+    rejection_report_path,
     validate_table,
 )
 from kpi_pipelines.integrations.shared.types import KPIData, SyncResult, day_timestamp
@@ -133,10 +134,19 @@ class GoogleSheetsAdapter(OAuthAdapter):
 
     def sync(self) -> SyncResult:
         started = datetime.now(UTC)
-        table = self._table or self._fetch(self._settings())
-        mapping = self._settings().mapping
-        # Every row first: a bad row rejects the sheet (TableRejected lists them all).
-        count = validate_table(table.header, table.rows(), mapping, source=table.source)
+        connection_settings = self._settings()
+        table = self._table or self._fetch(connection_settings)
+        mapping = connection_settings.mapping
+        # Every row first: a bad row rejects the sheet (TableRejected shows the first bad
+        # rows and names a report of them all, under KPI_HOME/rejections/).
+        report = rejection_report_path(
+            self.context.workspace.id,
+            self.context.run_id,
+            f"{connection_settings.spreadsheet_id}-{self._range(connection_settings)}",
+        )
+        count = validate_table(
+            table.header, table.rows(), mapping, source=table.source, report=report
+        )
         writer = self.point_writer(single_transaction=True)
         with writer.open():
             for row in parse_table(table.header, table.rows(), mapping, source=table.source):

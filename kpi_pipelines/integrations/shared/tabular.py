@@ -1,10 +1,12 @@
 """Parsing and validation of user-submitted tables (CSV uploads and Google Sheets).
 
 A user's table is all-or-nothing: `validate_table` reads every row and raises
-`TableRejected` listing every bad row with its line number, and only then does the caller
+`TableRejected` with every bad row's line number and reason, and only then does the caller
 stream the rows again with `parse_table` to write them. Both passes keep one row in memory
 at a time; the only state that grows with the table is the set of keys seen so far (to
-report duplicates) and the list of errors.
+report duplicates). Errors are written to a report file as they are found; the exception
+keeps the counts and the first few, so its message stays a few KB whatever the table (the
+tenant's text in it is cut, see `shown`).
 
 Cells are text (a CSV file, a sheet read as FORMATTED_VALUE) or, from the Sheets API read
 as UNFORMATTED_VALUE, typed JSON values: a number in the value column is taken as it is
@@ -19,16 +21,22 @@ import datetime
 import functools
 import hashlib
 import math
+import os
 import re
+import tempfile
 import unicodedata
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from decimal import Decimal, InvalidOperation
-from typing import TypeGuard
+from pathlib import Path
+from typing import TextIO, TypeGuard
 
 import pydantic
 
+from kpi_pipelines import settings
+
 __all__ = [
+    "MAX_ERRORS_SHOWN",
     "METRIC_KEY_PATTERN",
     "RowError",
     "TableFormatError",
@@ -37,7 +45,10 @@ __all__ = [
     "TabularRow",
     "metric_key_problem",
     "parse_table",
+    "rejection_report_path",
     "serial_date",
+    "shown",
+    "shown_list",
     "validate_table",
 ]
 
@@ -59,15 +70,40 @@ _FORMULA_STARTS = "=+-@"
 _ISO_DATE = re.compile(r"[0-9]{4}-[0-9]{2}-[0-9]{2}(?:[T ].+)?")
 
 
+# Tenant text in messages is cut to this many characters, and lists to this many items, so
+# that a message stays a few KB whatever the table holds.
+SHOWN_CHARS = 40
+SHOWN_NAMES = 20
+MAX_ERRORS_SHOWN = 20  # rejected rows listed in a message; every one is in the report
+
+
+def shown(text: str, limit: int = SHOWN_CHARS) -> str:
+    """`text` quoted for a message, cut after `limit` characters."""
+    if len(text) <= limit:
+        return repr(text)
+    return f"{text[:limit]!r}... ({len(text)} characters)"
+
+
+def shown_list(names: Sequence[str], limit: int = SHOWN_NAMES, separator: str = ", ") -> str:
+    """Names quoted and separated, at most `limit` of them, then "and N more"."""
+    listed = separator.join(shown(name) for name in names[:limit])
+    if len(names) > limit:
+        listed += f" and {len(names) - limit} more"
+    return listed
+
+
 def metric_key_problem(key: str) -> str | None:
     """Why `key` is not a metric key (lowercase snake_case), or None when it is one."""
     if METRIC_KEY_PATTERN.fullmatch(key):
         return None
     suggestion = _snake_case(key)
     if suggestion:
-        return f"{key!r} is not a metric key; use lowercase snake_case such as {suggestion!r}"
+        return (
+            f"{shown(key)} is not a metric key; use lowercase snake_case such as"
+            f" {shown(suggestion)}"
+        )
     return (
-        f"{key!r} is not a metric key; use lowercase snake_case "
+        f"{shown(key)} is not a metric key; use lowercase snake_case "
         "(a-z, 0-9 and _, starting with a letter)"
     )
 
@@ -139,7 +175,7 @@ class TabularMapping(pydantic.BaseModel):
                 parsed = None
             if parsed != sample:
                 raise ValueError(
-                    f"date format {fmt!r} does not identify a full date; use strptime "
+                    f"date format {shown(fmt)} does not identify a full date; use strptime "
                     "directives with a year, month and day, such as '%d/%m/%Y'"
                 )
         return value
@@ -149,7 +185,7 @@ class TabularMapping(pydantic.BaseModel):
     def _thousands(cls, value: str | None) -> str | None:
         if value is not None and value not in _THOUSANDS_SEPARATORS:
             raise ValueError(
-                f"thousands_separator {value!r} is not supported; use one of ',', '.', ' ', \"'\" "
+                f"thousands_separator {shown(value)} is not supported; use one of ',', '.', ' ', \"'\" "
                 "or null for none"
             )
         return value
@@ -158,7 +194,7 @@ class TabularMapping(pydantic.BaseModel):
     @classmethod
     def _decimal(cls, value: str) -> str:
         if value not in _DECIMAL_SEPARATORS:
-            raise ValueError(f"decimal_separator {value!r} is not supported; use '.' or ','")
+            raise ValueError(f"decimal_separator {shown(value)} is not supported; use '.' or ','")
         return value
 
     @pydantic.field_validator("currency_symbols")
@@ -189,7 +225,7 @@ class TabularMapping(pydantic.BaseModel):
         seen: dict[str, str] = {}
         for role, name in self._roles():
             if name in seen:
-                raise ValueError(f"column {name!r} is mapped twice ({seen[name]} and {role})")
+                raise ValueError(f"column {shown(name)} is mapped twice ({seen[name]} and {role})")
             seen[name] = role
         return self
 
@@ -228,7 +264,7 @@ class RowError:
     def __str__(self) -> str:
         if self.column is None:
             return f"line {self.line}: {self.reason}"
-        return f"line {self.line}, column {self.column!r}: {self.reason}"
+        return f"line {self.line}, column {shown(self.column)}: {self.reason}"
 
 
 class TableFormatError(ValueError):
@@ -247,20 +283,149 @@ class TableFormatError(ValueError):
 
 
 class TableRejected(ValueError):
-    """The table has invalid rows; nothing of it may be stored. Lists every error."""
+    """The table has invalid rows; nothing of it may be stored.
 
-    def __init__(self, source: str, errors: Sequence[RowError]) -> None:
+    Carries the counts (`bad_rows`, `error_count`), the first errors (`errors`) and, when
+    there are more errors than the message shows, the report file that lists every one of
+    them (`report`). The message is bounded (a few KB) however many rows are bad.
+    """
+
+    def __init__(
+        self,
+        source: str,
+        errors: Sequence[RowError],
+        bad_rows: int | None = None,
+        error_count: int | None = None,
+        report: Path | None = None,
+    ) -> None:
         self.source = source
         self.errors = list(errors)
-        bad_rows = len({error.line for error in self.errors})
-        count = f"{bad_rows} invalid row{'s' if bad_rows != 1 else ''}"
-        if len(self.errors) != bad_rows:
-            count += f" ({len(self.errors)} errors)"
-        lines = "\n".join(str(error) for error in self.errors)
-        super().__init__(f"{source} was rejected and nothing was imported: {count}\n{lines}")
+        self.bad_rows = len({error.line for error in self.errors}) if bad_rows is None else bad_rows
+        self.error_count = len(self.errors) if error_count is None else error_count
+        self.report = report
+        super().__init__(self.describe())
 
-    def __reduce__(self) -> tuple[type, tuple[str, list[RowError]]]:
-        return (type(self), (self.source, self.errors))
+    def describe(self, *, listed_below: bool = False) -> str:
+        """The message; `listed_below` for a file that lists every error after it."""
+        count = f"{self.bad_rows} invalid row{'s' if self.bad_rows != 1 else ''}"
+        if self.error_count != self.bad_rows:
+            count += f" ({self.error_count} errors)"
+        first = self.errors[:MAX_ERRORS_SHOWN]
+        lines = [f"{self.source} was rejected and nothing was imported: {count}"]
+        lines += [str(error) for error in first]
+        more = self.error_count - len(first)
+        if more > 0:
+            where = "below" if listed_below else self.report and f"in {self.report}"
+            lines.append(
+                f"... and {more} more" + (f"; every error is listed {where}" if where else "")
+            )
+        return "\n".join(lines)
+
+    def with_report(self, report: Path) -> TableRejected:
+        """The same rejection, naming another file that lists every error."""
+        return TableRejected(self.source, self.errors, self.bad_rows, self.error_count, report)
+
+    def __reduce__(
+        self,
+    ) -> tuple[type, tuple[str, list[RowError], int, int, Path | None]]:
+        return (
+            type(self),
+            (self.source, self.errors, self.bad_rows, self.error_count, self.report),
+        )
+
+
+def rejection_report_path(workspace_id: str, run_id: str, name: str) -> Path:
+    """Where a rejected table's full error list goes when it has no better place:
+    `KPI_HOME/rejections/<workspace>/<run id>-<name>.errors.txt` (names made safe)."""
+    return (
+        settings.kpi_home()
+        / "rejections"
+        / _safe_name(workspace_id)
+        / f"{_safe_name(run_id)}-{_safe_name(name)}.errors.txt"
+    )
+
+
+def _safe_name(text: str) -> str:
+    """`text` as one harmless file name part (the names come from tenants)."""
+    safe = re.sub(r"[^A-Za-z0-9._-]+", "_", text).lstrip("._-")[:80]
+    return safe or "table"
+
+
+class _ErrorReport:
+    """Every error of one table: the first few in memory, all of them in a file.
+
+    The file is started only when there are more errors than the message shows; it is
+    written as errors are found (constant memory) under a temporary name in the report's
+    folder, and renamed to `path` when the table is rejected, or removed otherwise.
+    """
+
+    def __init__(self, source: str, path: Path | None) -> None:
+        self.source = source
+        self.path = path
+        self.first: list[RowError] = []
+        self.bad_rows = 0
+        self.count = 0
+        self._temp: Path | None = None
+        self._file: TextIO | None = None
+
+    def add(self, errors: list[RowError]) -> None:
+        """The errors of one bad row."""
+        self.bad_rows += 1
+        for error in errors:
+            self.count += 1
+            if len(self.first) < MAX_ERRORS_SHOWN:
+                self.first.append(error)
+                continue
+            if self._file is None:
+                self._start()
+            assert self._file is not None
+            self._file.write(f"{error}\n")
+
+    def _start(self) -> TextIO:
+        if self.path is None:  # a file of its own in the system's temporary folder
+            fd, temp = tempfile.mkstemp(
+                prefix=f"kpi-rejected-{_safe_name(self.source)}-", suffix=".errors.txt"
+            )
+            self.path = Path(temp)
+        else:
+            _private_folder(self.path.parent)
+            fd, temp = tempfile.mkstemp(
+                dir=self.path.parent, prefix=f".{self.path.name}.", suffix=".tmp"
+            )
+        self._temp = Path(temp)
+        self._file = os.fdopen(fd, "w", encoding="utf-8", newline="\n")
+        self._file.write(f"Every error in {self.source}, one per line:\n")
+        self._file.writelines(f"{error}\n" for error in self.first)
+        return self._file
+
+    def rejection(self) -> TableRejected:
+        report = None
+        if self._file is not None:
+            assert self._temp is not None and self.path is not None
+            self._file.close()
+            self._file = None
+            if self._temp != self.path:
+                os.replace(self._temp, self.path)
+            self._temp, report = None, self.path
+        return TableRejected(self.source, self.first, self.bad_rows, self.count, report)
+
+    def discard(self) -> None:
+        if self._file is not None:
+            self._file.close()
+            self._file = None
+        if self._temp is not None:
+            self._temp.unlink(missing_ok=True)
+            self._temp = None
+
+
+def _private_folder(folder: Path) -> None:
+    """Create `folder` and its missing parents readable by this user only (0700)."""
+    missing = []
+    while not folder.exists():
+        missing.append(folder)
+        folder = folder.parent
+    for path in reversed(missing):
+        path.mkdir(mode=0o700, exist_ok=True)
 
 
 class _CellError(Exception):
@@ -330,7 +495,7 @@ class _NumberFormat:
     def _parse(self, text: str) -> float:
         digits = _DIGIT_SPAN.search(text)
         if not digits:
-            raise _NotANumber(f"{text!r} is not a number")
+            raise _NotANumber(f"{shown(text)} is not a number")
         start, end = digits.span()
         if start > 0 and text[start - 1] == self.decimal:
             start -= 1  # ".5"
@@ -346,7 +511,7 @@ class _NumberFormat:
         except ArithmeticError:  # an exponent beyond what Decimal allows
             value = math.inf
         if not math.isfinite(value):
-            raise _CellError(f"{text!r} is not a finite number")
+            raise _CellError(f"{shown(text)} is not a finite number")
         return value
 
     def _affixes(self, text: str, prefix: str, suffix: str) -> tuple[bool, bool]:
@@ -361,12 +526,14 @@ class _NumberFormat:
                     symbols.append(char)
                 elif char not in allowed:
                     if unicodedata.category(char) == "Sc":
-                        allowed_symbols = f"only {self.currency!r}" if self.currency else "none"
+                        allowed_symbols = (
+                            f"only {shown(self.currency)}" if self.currency else "none"
+                        )
                         raise _CellError(
-                            f"{text!r} is not a number: currency symbol {char!r} is not allowed "
+                            f"{shown(text)} is not a number: currency symbol {char!r} is not allowed "
                             f"by the mapping (currency_symbols: {allowed_symbols})"
                         )
-                    raise _NotANumber(f"{text!r} is not a number")
+                    raise _NotANumber(f"{shown(text)} is not a number")
                 elif char == "(":
                     opens += 1
                 elif char == ")":
@@ -376,15 +543,15 @@ class _NumberFormat:
                 else:
                     signs += 1
         if opens > 1 or closes > 1 or opens != closes:
-            raise _NotANumber(f"{text!r} is not a number: unbalanced parentheses")
+            raise _NotANumber(f"{shown(text)} is not a number: unbalanced parentheses")
         if signs > 1 or (signs and opens):
             raise _NotANumber(
-                f"{text!r} is not a number: use one minus sign or parentheses for a negative value"
+                f"{shown(text)} is not a number: use one minus sign or parentheses for a negative value"
             )
         if len(symbols) > 1:
-            raise _NotANumber(f"{text!r} is not a number: more than one currency symbol")
+            raise _NotANumber(f"{shown(text)} is not a number: more than one currency symbol")
         if percents > 1 or (percents and symbols):
-            raise _NotANumber(f"{text!r} is not a number")
+            raise _NotANumber(f"{shown(text)} is not a number")
         negative = bool(opens) or any(char in _MINUS_SIGNS for char in prefix)
         return negative, bool(percents)
 
@@ -405,14 +572,14 @@ class _NumberFormat:
         try:
             return Decimal(f"{whole or '0'}.{fraction or '0'}{exponent}")
         except InvalidOperation:
-            raise _NotANumber(f"{text!r} is not a number") from None
+            raise _NotANumber(f"{shown(text)} is not a number") from None
 
     def _explain(self, text: str, part: str, *, in_fraction: bool) -> None:
         """Raise the most helpful reason for separators that are not where they may be."""
         stray = next((char for char in part if not "0" <= char <= "9"), "")
         if stray and not in_fraction and self.thousands and stray in self.thousands:
             raise _CellError(
-                f"{text!r} is not a number: thousands separator {stray!r} is misplaced "
+                f"{shown(text)} is not a number: thousands separator {stray!r} is misplaced "
                 f"(groups of 3 digits are expected; the decimal separator is {self.decimal!r})"
             )
         if stray in _THOUSANDS_SEPARATORS | _DECIMAL_SEPARATORS:
@@ -422,10 +589,10 @@ class _NumberFormat:
                 else "no thousands separator"
             )
             raise _CellError(
-                f"{text!r} is not a number: {stray!r} is not allowed there "
+                f"{shown(text)} is not a number: {stray!r} is not allowed there "
                 f"(the mapping has decimal separator {self.decimal!r} and {allowed})"
             )
-        raise _NotANumber(f"{text!r} is not a number")
+        raise _NotANumber(f"{shown(text)} is not a number")
 
 
 def _is_digits(text: str) -> bool:
@@ -447,9 +614,9 @@ def _is_number(cell: object) -> TypeGuard[int | float]:
 
 def serial_date(serial: float) -> datetime.date:
     """The date of a spreadsheet serial number (its time-of-day fraction dropped)."""
-    if not math.isfinite(serial) or not 0 <= serial <= _MAX_SERIAL:
+    if not 0 <= serial <= _MAX_SERIAL:  # also NaN and infinities, without float(huge int)
         raise _CellError(
-            f"{serial!r} is not a date: a number in the date column is read as a spreadsheet"
+            f"{_number_shown(serial)} is not a date: a number in the date column is read as a spreadsheet"
             f" date serial number (days since {SERIAL_EPOCH.isoformat()}, 0 to {_MAX_SERIAL});"
             " format the column as a date or as text"
         )
@@ -457,10 +624,22 @@ def serial_date(serial: float) -> datetime.date:
 
 
 def _typed_number(cell: float) -> float:
-    value = float(cell) + 0.0
+    try:
+        value = float(cell) + 0.0
+    except OverflowError:  # an integer beyond a float's range
+        value = math.inf
     if not math.isfinite(value):
-        raise _CellError(f"{cell!r} is not a finite number")
+        raise _CellError(f"{_number_shown(cell)} is not a finite number")
     return value
+
+
+def _number_shown(number: float) -> str:
+    """A typed number for a message, cut like text (an integer may have thousands of digits)."""
+    try:
+        text = repr(number)
+    except ValueError:  # beyond Python's digit limit for int -> str
+        return "a number of more than 4300 digits"
+    return text if len(text) <= SHOWN_CHARS else f"{text[:SHOWN_CHARS]}... ({len(text)} digits)"
 
 
 def _number_format(mapping: TabularMapping) -> _NumberFormat:
@@ -473,7 +652,7 @@ def _number_format(mapping: TabularMapping) -> _NumberFormat:
 
 
 def _date_parser(formats: Sequence[str]) -> Callable[[str], datetime.date]:
-    expected = "YYYY-MM-DD" + (f" or {' or '.join(repr(f) for f in formats)}" if formats else "")
+    expected = "YYYY-MM-DD" + (f" or {shown_list(formats, separator=' or ')}" if formats else "")
 
     # Dates repeat across rows; strptime is the slowest step of a row without the cache.
     @functools.lru_cache(maxsize=4096)
@@ -496,18 +675,26 @@ def _date_parser(formats: Sequence[str]) -> Callable[[str], datetime.date]:
                 if not str(exc).startswith(("time data", "unconverted data")):
                     invalid = invalid or str(exc)
         if invalid:
-            raise _CellError(f"{text!r} is not a valid date ({invalid})")
-        raise _CellError(f"{text!r} is not a date; expected {expected}")
+            raise _CellError(f"{shown(text)} is not a valid date ({invalid})")
+        raise _CellError(f"{shown(text)} is not a date; expected {expected}")
 
     return parse
 
 
 def _texts(cells: Sequence[object]) -> list[str]:
     """Stripped cell texts; a Sheets API cell may also be a number, a boolean or null."""
-    return [
-        cell.strip() if isinstance(cell, str) else "" if cell is None else str(cell).strip()
-        for cell in cells
-    ]
+    return [_text(cell) for cell in cells]
+
+
+def _text(cell: object) -> str:
+    if isinstance(cell, str):
+        return cell.strip()
+    if cell is None:
+        return ""
+    try:
+        return str(cell).strip()
+    except ValueError:  # an integer beyond Python's digit limit for int -> str
+        raise _CellError("holds a number of more than 4300 digits") from None
 
 
 class _TableParser:
@@ -516,7 +703,10 @@ class _TableParser:
     def __init__(self, header: Sequence[object], mapping: TabularMapping, source: str) -> None:
         self.source = source
         self.mapping = mapping
-        names = _texts(header)
+        try:
+            names = _texts(header)
+        except _CellError as exc:
+            raise TableFormatError(source, f"has a header cell that {exc}") from None
         if not any(names):
             raise TableFormatError(source, "is empty: there is no header row")
         self.width = len(names)
@@ -524,12 +714,15 @@ class _TableParser:
         for index, name in enumerate(names):
             if name:
                 positions.setdefault(name, []).append(index)
-        duplicated = {name: idx for name, idx in positions.items() if len(idx) > 1}
+        duplicated = [(name, idx) for name, idx in positions.items() if len(idx) > 1]
         if duplicated:
             listed = "; ".join(
-                f"{name!r} (columns {', '.join(str(i + 1) for i in idx)})"
-                for name, idx in duplicated.items()
+                f"{shown(name)} (columns {', '.join(str(i + 1) for i in idx[:SHOWN_NAMES])}"
+                f"{'...' if len(idx) > SHOWN_NAMES else ''})"
+                for name, idx in duplicated[:SHOWN_NAMES]
             )
+            if len(duplicated) > SHOWN_NAMES:
+                listed += f" and {len(duplicated) - SHOWN_NAMES} more"
             raise TableFormatError(
                 source, f"names a column more than once in its header: {listed}; rename them"
             )
@@ -548,7 +741,10 @@ class _TableParser:
 
     def parse_row(self, line: int, cells: Sequence[object]) -> TabularRow | list[RowError] | None:
         """A valid row, its errors, or None for a fully empty row."""
-        texts = _texts(cells)
+        try:
+            texts = _texts(cells)
+        except _CellError as exc:
+            return [RowError(line, None, f"has a cell that {exc}")]
         if not any(texts):
             return None
         if len(texts) > self.width and any(texts[self.width :]):
@@ -608,16 +804,16 @@ def _cell(cells: Sequence[object], index: int) -> object:
 
 
 def _missing_columns(missing: list[str], present: list[str]) -> str:
-    named = ", ".join(repr(name) for name in missing)
+    named = shown_list(missing)
     noun = "column" if len(missing) == 1 else "columns"
-    listed = ", ".join(repr(name) for name in present if name) or "none"
+    listed = shown_list([name for name in present if name]) or "none"
     message = f"is missing mapped {noun} {named}; the header has: {listed}"
     by_folded = {name.casefold(): name for name in present if name}
     hints = [
-        f"{name!r} -> {by_folded[name.casefold()]!r}"
+        f"{shown(name)} -> {shown(by_folded[name.casefold()])}"
         for name in missing
         if name.casefold() in by_folded
-    ]
+    ][:SHOWN_NAMES]
     if hints:
         message += f" (names are case-sensitive: {', '.join(hints)}?)"
     return message
@@ -664,23 +860,30 @@ def validate_table(
     mapping: TabularMapping,
     *,
     source: str,
+    report: Path | None = None,
 ) -> int:
     """Read the whole table and return its number of data rows.
 
     Raises `TableFormatError` for a problem with the table as a whole and `TableRejected`
-    listing every invalid row otherwise.
+    otherwise: its message shows the counts and the first errors; when there are more,
+    every error (line number and reason, one per line) is written to `report` (default: a
+    new file in the system's temporary folder), which the message names. Memory and the
+    message stay bounded whatever the number of bad rows.
     """
     parser = _TableParser(header, mapping, source)
-    errors: list[RowError] = []
+    errors = _ErrorReport(source, report)
     count = 0
-    for line, cells in rows:
-        parsed = parser.parse_row(line, cells)
-        if isinstance(parsed, list):
-            errors.extend(parsed)
-        elif parsed is not None:
-            count += 1
-    if errors:
-        raise TableRejected(source, errors)
+    try:
+        for line, cells in rows:
+            parsed = parser.parse_row(line, cells)
+            if isinstance(parsed, list):
+                errors.add(parsed)
+            elif parsed is not None:
+                count += 1
+        if errors.count:
+            raise errors.rejection()
+    finally:
+        errors.discard()  # a pass that failed half-way leaves no temporary file
     if count == 0:
         raise TableFormatError(source, _NO_DATA)
     return count

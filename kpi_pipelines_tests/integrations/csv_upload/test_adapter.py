@@ -194,3 +194,27 @@ def test_import_for_one_workspace_never_touches_another(
     assert len(read_points(warehouse, "ws-b")) == 3
     with warehouse.tenant("ws-b", actor="t") as db:
         assert db.execute(sa.text("SELECT count(*) FROM audit_log")).scalar() == 3
+
+
+def test_a_file_of_a_hundred_thousand_bad_rows_fails_with_a_bounded_message(
+    warehouse, csv_connection, instance, tmp_path, kpi_home
+) -> None:
+    rows = "".join(f"2026-01-{1 + i % 28:02},signups,ads{i},x\n" for i in range(100_000))
+    result = run_import(instance, write(tmp_path, "date,metric,channel,value\n" + rows))
+    assert not result.success
+    message = failure_message(result)
+    report = kpi_home / "rejections" / "ws-a" / f"{result.run_id}-metrics.csv.errors.txt"
+    assert len(message.encode()) < 8 * 1024, len(message)
+    assert message.startswith(
+        "metrics.csv was rejected and nothing was imported: 100000 invalid rows\n"
+        "line 2, column 'value': 'x' is not a number\n"
+    )
+    assert message.endswith(f"... and 99980 more; every error is listed in {report}")
+    listed = report.read_text().splitlines()[1:]
+    assert [int(line.split(",")[0].removeprefix("line ")) for line in listed] == list(
+        range(2, 100_002)
+    )
+    assert not [p for p in report.parent.iterdir() if p.name.startswith(".")]  # no temporary
+    [connection] = list_connections_of(warehouse)
+    assert len(connection.last_error.encode()) < 8 * 1024
+    assert read_points(warehouse, "ws-a") == []

@@ -268,6 +268,34 @@ def test_detection_prefers_the_delimiter_that_finds_the_mapped_columns(tmp_path:
     assert read_csv(write(tmp_path, content), mapping, max_bytes=LIMIT).delimiter == ";"
 
 
+def test_detection_prefers_a_consistent_field_count(tmp_path: Path) -> None:
+    # The header holds more commas, but only the semicolon splits every line alike.
+    content = "x;y;note, with, commas\n1;2;3\n4;5;6\n"
+    with pytest.raises(TableFormatError, match="split on the semicolon ';', detected"):
+        read_csv(write(tmp_path, content), FIXED, max_bytes=LIMIT)
+
+
+class _QuadraticSniffer:
+    def __init__(self) -> None:
+        raise AssertionError("csv.Sniffer backtracks quadratically on hostile samples")
+
+
+@pytest.mark.parametrize(
+    "unit", ['\n"a', ',"a', ',"a\n"a'], ids=["quote-at-line-start", "quote-after-delimiter", "both"]
+)
+def test_detection_is_linear_and_never_uses_the_sniffer(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, unit: str
+) -> None:
+    # Samples on which csv.Sniffer takes about a minute (64 KB): see the benchmark.
+    monkeypatch.setattr(parsing.csv, "Sniffer", _QuadraticSniffer)
+    hostile = (unit * 30_000)[: 64 * 1024]
+    with pytest.raises(CsvFileError, match="quote"):  # not CSV, but read in linear time
+        read_csv(write(tmp_path, "date,value\n" + hostile), FIXED, max_bytes=LIMIT).validate()
+    assert read_csv(
+        write(tmp_path, SIMPLE.replace(",", "|")), FIXED, max_bytes=LIMIT
+    ).delimiter == ("|")
+
+
 def test_explicit_delimiter_wins(tmp_path: Path) -> None:
     content = "date|value,x\n2024-01-01|1\n"
     path = write(tmp_path, content)

@@ -251,3 +251,22 @@ def test_a_pasted_sheet_address_is_accepted() -> None:
         mapping={"date_column": "Date", "metric": "signups", "value_column": "Value"},
     )
     assert settings.spreadsheet_id == SHEET_ID
+
+
+def test_a_sheet_with_many_bad_rows_fails_with_a_bounded_message_and_a_report(
+    sheets, kpi_home
+) -> None:
+    rows = [[Text(f"day {i}"), "signups", i, "ads"] for i in range(500)]
+    add_sheet(sheets, "KPIs", [HEADER, *rows])
+    sheets.workspace("ws-a", SHEET_ID, "KPIs")
+    result = sheets.sync("ws-a")
+    assert not result.success
+    message = failure_message(result)
+    [report] = (kpi_home / "rejections" / "ws-a").glob(f"{result.run_id}-*.errors.txt")
+    assert report.name == f"{result.run_id}-{SHEET_ID}-KPIs.errors.txt"
+    assert len(message.encode()) < 8 * 1024
+    assert "was rejected and nothing was imported: 500 invalid rows\n" in message
+    assert message.endswith(f"... and 480 more; every error is listed in {report}")
+    listed = report.read_text().splitlines()[1:]
+    assert [int(line.split(",")[0].removeprefix("line ")) for line in listed] == list(range(2, 502))
+    assert stored(sheets, "ws-a") == set()

@@ -95,3 +95,23 @@ def test_typed_and_text_dates_of_one_day_are_duplicates() -> None:
     mapping = TabularMapping(date_column="Date", metric_column="Metric", value_column="Value")
     with pytest.raises(TableRejected, match="line 3: duplicates line 2"):
         validate_table(HEADER, rows, mapping, source="sheet")
+
+
+def test_huge_typed_integers_are_row_errors_not_crashes() -> None:
+    mapping = TabularMapping(
+        date_column="Date", metric_column="Metric", value_column="Value", dimension_columns=["C"]
+    )
+    rows = rows_of(
+        [45292, "signups", 10**400, "a"],  # beyond a float
+        [10**400, "signups", 1, "a"],  # beyond any serial date
+        [45292, "signups", 1, 10**5000],  # beyond Python's int -> str digit limit
+    )
+    with pytest.raises(TableRejected) as raised:
+        validate_table([*HEADER, "C"], rows, mapping, source="sheet")
+    assert [(e.line, e.column) for e in raised.value.errors] == [
+        (2, "Value"),
+        (3, "Date"),
+        (4, None),
+    ]
+    assert len(str(raised.value)) < 1000
+    assert "line 4: has a cell that holds a number of more than 4300 digits" in str(raised.value)
