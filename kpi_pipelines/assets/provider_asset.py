@@ -11,7 +11,7 @@ import contextlib
 import resource
 import time
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, NoReturn
 
 import dagster as dg
 import sqlalchemy as sa
@@ -112,6 +112,20 @@ def build_provider_asset(
             log=RedactingLogger(context.log),
         )
         started = time.perf_counter()
+
+        def fail(message: str, exc: BaseException, **metadata: Any) -> NoReturn:
+            """Remember the failure on the connection and end the run with `message`, raised
+            from None: no unredacted cause chain reaches Dagster's event log."""
+            with contextlib.suppress(sa.exc.OperationalError):  # the warehouse may be away
+                _record_health(
+                    warehouse, workspace_id, connection.id, adapter, ok=False, error=message
+                )
+            raise dg.Failure(
+                description=message,
+                metadata={"error_type": type(exc).__name__, "provider": provider, **metadata},
+                allow_retries=isinstance(exc, ProviderError | sa.exc.OperationalError),
+            ) from None
+
         try:
             adapter.connect(sync_context)
             try:
@@ -119,45 +133,24 @@ def build_provider_asset(
             finally:
                 adapter.disconnect()
         except USER_FACING_ERRORS as exc:
-            # Bad input, a broken connection or a provider that stays down: say so plainly
-            # in the UI instead of a stack trace, and remember it on the connection.
-            message = redact(str(exc))
-            _record_health(warehouse, workspace_id, connection.id, adapter, ok=False, error=message)
-            raise dg.Failure(
-                description=message,
-                metadata={"error_type": type(exc).__name__, "provider": provider},
-                allow_retries=isinstance(exc, ProviderError),
-            ) from None
+            # Bad input, a broken connection or a provider that stays down: said plainly.
+            fail(redact(str(exc)), exc)
         except sa.exc.OperationalError as exc:
-            # The warehouse went away (a restart, a failover, the network): every batch
-            # committed before is kept and a retry carries on from there.
+            # The warehouse went away (a restart, a failover, the network).
             reason = redact(str(exc.orig or exc)).strip().splitlines()[0][:300]
-            message = (
+            fail(
                 f"lost the warehouse database mid-sync ({reason}); every batch committed"
-                " before is kept, and the run can be retried"
+                " before is kept, and the run can be retried",
+                exc,
             )
-            with contextlib.suppress(sa.exc.OperationalError):  # it may still be away
-                _record_health(
-                    warehouse, workspace_id, connection.id, adapter, ok=False, error=message
-                )
-            raise dg.Failure(
-                description=message,
-                metadata={"error_type": type(exc.orig or exc).__name__, "provider": provider},
-                allow_retries=True,
-            ) from None
         except Exception as exc:
-            # Anything else is a bug or an unmapped provider failure: its message and
-            # traceback may carry a secret, so only their redacted text leaves the run.
-            message = redact(f"{type(exc).__name__}: {exc}")
-            _record_health(warehouse, workspace_id, connection.id, adapter, ok=False, error=message)
-            raise dg.Failure(
-                description=f"{provider} failed unexpectedly: {message}",
-                metadata={
-                    "error_type": type(exc).__name__,
-                    "provider": provider,
-                    "traceback": dg.MetadataValue.text(redacted_traceback(exc)),
-                },
-            ) from None
+            # A bug or an unmapped provider failure: its message and traceback may carry a
+            # secret, so only their redacted text leaves the run.
+            fail(
+                f"{provider} failed unexpectedly: {redact(f'{type(exc).__name__}: {exc}')}",
+                exc,
+                traceback=dg.MetadataValue.text(redacted_traceback(exc)),
+            )
         elapsed = time.perf_counter() - started
         # Records the provider sent that failed validation are named in the run and its
         # checks, but do not back the connection off: only a provider that failed or stopped
@@ -173,7 +166,8 @@ def build_provider_asset(
         result = result.model_copy(update={"errors": [redact(e) for e in result.errors]})
         if result.errors:
             context.log.warning(
-                f"{len(result.errors)} record(s) rejected: {result.errors[:MAX_LOGGED_ERRORS]}"
+                f"the sync reported {len(result.errors)} error(s):"
+                f" {result.errors[:MAX_LOGGED_ERRORS]}"
             )
         return dg.MaterializeResult(
             metadata=_sync_metadata(result, elapsed),
