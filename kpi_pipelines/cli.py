@@ -79,6 +79,14 @@ def _known_providers() -> list[str]:
     return sorted(r.provider for r in RESOURCES.values() if isinstance(r, IntegrationAdapter))
 
 
+def _validation_problems(exc: Any) -> str:
+    """A pydantic error as one line: each problem's field and reason (no input echoed)."""
+    return "; ".join(
+        f"{'.'.join(str(part) for part in e['loc'])}: {e['msg'].removeprefix('Value error, ')}"
+        for e in exc.errors()
+    )
+
+
 def _pairs(values: list[str] | None, what: str) -> dict[str, str]:
     result = {}
     for item in values or []:
@@ -162,9 +170,7 @@ def workspace_add(
             timezone=timezone,
         )
     except ValidationError as exc:
-        raise _fail(
-            "; ".join(e["msg"].removeprefix("Value error, ") for e in exc.errors())
-        ) from None
+        raise _fail(_validation_problems(exc)) from None
     try:
         add_workspace(_warehouse(), workspace)
     except ValueError as exc:
@@ -255,9 +261,7 @@ def connection_add(
         )
         saved = add_connection(_warehouse(), connection)
     except ValidationError as exc:
-        raise _fail(
-            "; ".join(e["msg"].removeprefix("Value error, ") for e in exc.errors())
-        ) from None
+        raise _fail(_validation_problems(exc)) from None
     except (UnknownWorkspace, ValueError) as exc:
         raise _fail(str(exc)) from None
     console.print(f"saved {provider} connection [bold]{saved.name}[/] for workspace {workspace_id}")

@@ -14,6 +14,7 @@ from datetime import UTC, datetime
 from typing import Any, NoReturn
 
 import dagster as dg
+import psycopg
 import sqlalchemy as sa
 
 from kpi_pipelines.automation.partitions import workspace_partitions
@@ -26,7 +27,7 @@ from kpi_pipelines.integrations.shared.redaction import (
 )
 from kpi_pipelines.integrations.shared.types import SyncResult
 from kpi_pipelines.warehouse.control import get_connection, get_workspace, record_sync_outcome
-from kpi_pipelines.warehouse.database import Warehouse
+from kpi_pipelines.warehouse.database import Warehouse, connection_lost
 
 NO_MISSING_VALUES = "no_missing_values"
 NO_DUPLICATE_KEYS = "no_duplicate_keys"
@@ -116,14 +117,14 @@ def build_provider_asset(
         def fail(message: str, exc: BaseException, **metadata: Any) -> NoReturn:
             """Remember the failure on the connection and end the run with `message`, raised
             from None: no unredacted cause chain reaches Dagster's event log."""
-            with contextlib.suppress(sa.exc.OperationalError):  # the warehouse may be away
+            with contextlib.suppress(sa.exc.OperationalError, psycopg.OperationalError):
                 _record_health(
                     warehouse, workspace_id, connection.id, adapter, ok=False, error=message
                 )
             raise dg.Failure(
                 description=message,
                 metadata={"error_type": type(exc).__name__, "provider": provider, **metadata},
-                allow_retries=isinstance(exc, ProviderError | sa.exc.OperationalError),
+                allow_retries=isinstance(exc, ProviderError) or connection_lost(exc),
             ) from None
 
         try:
@@ -135,15 +136,14 @@ def build_provider_asset(
         except USER_FACING_ERRORS as exc:
             # Bad input, a broken connection or a provider that stays down: said plainly.
             fail(redact(str(exc)), exc)
-        except sa.exc.OperationalError as exc:
-            # The warehouse went away (a restart, a failover, the network).
-            reason = redact(str(exc.orig or exc)).strip().splitlines()[0][:300]
-            fail(
-                f"lost the warehouse database mid-sync ({reason}); every batch committed"
-                " before is kept, and the run can be retried",
-                exc,
-            )
         except Exception as exc:
+            if connection_lost(exc):  # a restart, a failover, the network
+                reason = redact(str(exc)).strip().splitlines()[0][:300]
+                fail(
+                    f"lost the warehouse database mid-sync ({reason}); every batch committed"
+                    " before is kept, and the run can be retried",
+                    exc,
+                )
             # A bug or an unmapped provider failure: its message and traceback may carry a
             # secret, so only their redacted text leaves the run.
             fail(

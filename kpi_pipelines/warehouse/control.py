@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import json
 import re
 from collections.abc import Iterable
 from datetime import UTC, date, datetime, timedelta
@@ -55,7 +56,7 @@ def secret_binding_problem(workspace_id: str, purpose: str, variable: str) -> st
 
 class Workspace(BaseModel):
     id: str
-    name: str
+    name: str = Field(min_length=1, max_length=200)
     reporting_currency: str = "USD"
     timezone: str = "UTC"
 
@@ -161,7 +162,7 @@ def list_workspaces(warehouse: Warehouse) -> list[Workspace]:
         rows = db.execute(
             sa.text("SELECT id, name, reporting_currency, timezone FROM workspaces ORDER BY id")
         ).mappings()
-        return [Workspace(**row) for row in rows]
+        return [_stored_workspace(row) for row in rows]
 
 
 def workspace_ids(warehouse: Warehouse) -> list[str]:
@@ -181,7 +182,12 @@ def get_workspace(db: DbConnection, workspace_id: str) -> Workspace:
     )
     if row is None:
         raise UnknownWorkspace(f"workspace {workspace_id!r} does not exist")
-    return Workspace(**row)
+    return _stored_workspace(row)
+
+
+def _stored_workspace(row: Any) -> Workspace:
+    # Rows were validated when they were written; an id from before today's rules still loads.
+    return Workspace.model_construct(**row)
 
 
 def remove_workspace(warehouse: Warehouse, workspace_id: str) -> None:
@@ -192,8 +198,23 @@ def remove_workspace(warehouse: Warehouse, workspace_id: str) -> None:
             raise UnknownWorkspace(f"workspace {workspace_id!r} does not exist")
 
 
+# What a connection's settings may hold at most, as JSON (a mapping, ids, options).
+MAX_SETTINGS_BYTES = 64 * 1024
+
+
 def check_connection_input(connection: Connection) -> None:
-    """Refuse what a tenant must not choose: secrets outside its namespace, provider hosts."""
+    """Refuse what a tenant must not choose: secrets outside its namespace, provider hosts,
+    names that are not plain words, settings beyond any real need."""
+    if not WORKSPACE_ID.match(connection.name):
+        raise ValueError(
+            f"connection name {connection.name[:40]!r} must be 1-63 characters: lowercase"
+            " letters and digits, words joined by single '-' or '_' (like 'default' or 'eu-shop')"
+        )
+    size = len(json.dumps(connection.settings, default=str).encode())
+    if size > MAX_SETTINGS_BYTES:
+        raise ValueError(
+            f"connection settings take {size} bytes as JSON; at most {MAX_SETTINGS_BYTES}"
+        )
     for purpose, variable in connection.secret_env.items():
         problem = secret_binding_problem(connection.workspace_id, purpose, variable)
         if problem:

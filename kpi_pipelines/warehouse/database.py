@@ -77,6 +77,21 @@ class WorkspaceScopeError(PermissionError):
     """A write named a workspace other than the one its transaction is scoped to."""
 
 
+def connection_lost(exc: BaseException) -> bool:
+    """The server went away (a restart, a failover, the network), as opposed to a statement
+    it refused; raised by SQLAlchemy or by psycopg itself (COPY goes to psycopg directly)."""
+    if isinstance(exc, sa.exc.DBAPIError):
+        if exc.connection_invalidated:
+            return True
+        exc = exc.orig
+    if not isinstance(exc, psycopg.OperationalError):
+        return False
+    sqlstate = getattr(exc, "sqlstate", None)
+    # No SQLSTATE: the client lost the server; class 08: connection exceptions; 57P0x: the
+    # server shut down or is starting.
+    return sqlstate is None or sqlstate.startswith(("08", "57P0"))
+
+
 class WarehouseNotReady(RuntimeError):
     """The schema is older than this code and cannot be migrated from this process."""
 

@@ -268,3 +268,30 @@ def test_tenant_updates_only_the_health_columns_of_its_connections(
             sa.text("UPDATE connections SET last_error = 'x', consecutive_failures = 1")
         )
         assert updated.rowcount == 1
+
+
+def test_a_lost_connection_is_told_apart_from_a_refused_statement(
+    warehouse: Warehouse, workspace_a
+) -> None:
+    from kpi_pipelines.warehouse.database import connection_lost
+
+    # The server refuses a statement (a limit, an OperationalError too): not a lost connection.
+    with (
+        pytest.raises(psycopg.errors.ProgramLimitExceeded) as limit,
+        warehouse.engine(None).connect() as db,
+    ):
+        driver = db.connection.driver_connection
+        assert driver is not None
+        driver.execute("CREATE TEMP TABLE t (k text PRIMARY KEY)")
+        driver.execute(
+            "INSERT INTO t SELECT string_agg(md5(i::text), '') FROM generate_series(1, 300) i"
+        )
+    assert not connection_lost(limit.value)
+    # The server ends the session (a restart, an administrator): lost.
+    with warehouse.engine(TENANT_ROLE).connect() as db:
+        pid = db.execute(sa.text("SELECT pg_backend_pid()")).scalar()
+        with warehouse.engine(None).connect() as admin:
+            admin.execute(sa.text("SELECT pg_terminate_backend(:pid)"), {"pid": pid})
+        with pytest.raises(sa.exc.OperationalError) as lost:
+            db.execute(sa.text("SELECT 1"))
+    assert connection_lost(lost.value)

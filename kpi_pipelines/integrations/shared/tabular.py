@@ -34,6 +34,7 @@ from typing import TextIO, TypeGuard
 import pydantic
 
 from kpi_pipelines import settings
+from kpi_pipelines.integrations.shared.types import MAX_METRIC_CHARS, breakdown_problem
 
 __all__ = [
     "MAX_ERRORS_SHOWN",
@@ -94,6 +95,8 @@ def shown_list(names: Sequence[str], limit: int = SHOWN_NAMES, separator: str = 
 
 def metric_key_problem(key: str) -> str | None:
     """Why `key` is not a metric key (lowercase snake_case), or None when it is one."""
+    if len(key) > MAX_METRIC_CHARS:
+        return f"{shown(key)} is not a metric key: at most {MAX_METRIC_CHARS} characters"
     if METRIC_KEY_PATTERN.fullmatch(key):
         return None
     suggestion = _snake_case(key)
@@ -787,6 +790,9 @@ class _TableParser:
             return errors
         assert day is not None and metric is not None and value is not None
         dimensions = {name: texts[index] for name, index in self.dimensions}
+        too_large = breakdown_problem({name: text for name, text in dimensions.items() if text})
+        if too_large:
+            return [RowError(line, None, too_large)]
         # A 128-bit digest instead of the key itself keeps the duplicate check small.
         key = hashlib.blake2b(
             repr((day.toordinal(), metric, *dimensions.values())).encode(), digest_size=16

@@ -11,6 +11,10 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 METRIC_KEY = re.compile(r"^[a-z][a-z0-9_]*$")
+MAX_METRIC_CHARS = 63
+# A point's key is indexed: its breakdown must stay well under PostgreSQL's limit for a
+# btree entry (about 2.7 KB), whatever a tenant puts in a breakdown column.
+MAX_DIMENSIONS_KEY_BYTES = 1500
 
 
 class KPIData(BaseModel):
@@ -38,9 +42,19 @@ class KPIData(BaseModel):
     @field_validator("metric")
     @classmethod
     def _metric_key(cls, metric: str) -> str:
+        if len(metric) > MAX_METRIC_CHARS:
+            raise ValueError(f"metric key of {len(metric)} characters; at most {MAX_METRIC_CHARS}")
         if not METRIC_KEY.match(metric):
             raise ValueError(f"metric {metric!r} is not a lowercase snake_case key")
         return metric
+
+    @field_validator("dimensions")
+    @classmethod
+    def _bounded_breakdown(cls, dimensions: dict[str, str]) -> dict[str, str]:
+        problem = breakdown_problem(dimensions)
+        if problem:
+            raise ValueError(problem)
+        return dimensions
 
     @field_validator("timestamp", "source_ts")
     @classmethod
@@ -59,6 +73,17 @@ def dimensions_key(dimensions: dict[str, str]) -> str:
     if not dimensions:
         return ""
     return json.dumps(dimensions, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+
+
+def breakdown_problem(dimensions: dict[str, str]) -> str | None:
+    """Why a breakdown is too large to be part of a point's key, or None."""
+    size = len(dimensions_key(dimensions).encode())
+    if size <= MAX_DIMENSIONS_KEY_BYTES:
+        return None
+    return (
+        f"the breakdown's {len(dimensions)} value(s) take {size} bytes; at most"
+        f" {MAX_DIMENSIONS_KEY_BYTES} (shorten them)"
+    )
 
 
 def day_timestamp(day: date) -> datetime:

@@ -127,6 +127,18 @@ BAD_INPUTS = {
         "date,metric,channel,value\n2026-01-01,signups,caf\xe9,1\n".encode("latin-1"),
         ["UTF-8"],
     ),
+    # A point's key is indexed: a breakdown too large for it (incompressible, as random text
+    # is) must be a row error, not a database limit hit half way through the write.
+    "breakdown too large": (
+        "date,metric,channel,value\n2026-01-01,signups,ads,1\n2026-01-02,signups,"
+        + "".join(chr(0x4E00 + (n * 7919) % 20000) for n in range(3000))
+        + ",2\n",
+        ["line 3", "the breakdown's 1 value(s) take 9014 bytes; at most 1500"],
+    ),
+    "metric key too long": (
+        "date,metric,channel,value\n2026-01-01," + "m" * 64 + ",ads,1\n",
+        ["line 2", "at most 63 characters"],
+    ),
 }
 
 
