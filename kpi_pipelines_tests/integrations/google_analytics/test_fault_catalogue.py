@@ -70,7 +70,7 @@ def calm_twin(ga4: GA4World) -> tuple[GA4Property, int]:
     window_2 = ga4.sandbox.truth_by_date_channel(
         PROPERTY,
         window_1_end(prop) + timedelta(days=1),
-        window_1_end(prop) + timedelta(WINDOW_DAYS),
+        window_1_end(prop) + timedelta(days=WINDOW_DAYS),
     )
     assert len(window_2) > PAGE_SIZE  # so that the fault strikes inside a window
     # The probe, window 1's channel pages and its one total page, window 2's first page.
