@@ -13,9 +13,13 @@ Reading: the first sync reads `history_days` (90 by default; run config `start_d
 more), later syncs read from the cursor minus the connection's `lookback_days` (3 by
 default), because GA4 restates the last 24-48 hours; the write path stores only values that
 changed, so a restatement leaves an audit row per changed value. The range is read in
-windows of `window_days`, each report paged with offset/limit until offset >= rowCount;
-after each window the report's cursor is saved, so a sync that stops half-way resumes where
-it stopped.
+windows of `window_days`, each report paged with offset/limit until offset >= rowCount.
+A report's window is the unit of commit: all its pages are read first, then its points and
+its cursor are written in one transaction, so a sync that stops half-way (an outage, a
+revoked grant, a spent quota) leaves whole windows behind, never part of one, and the next
+sync resumes after the last whole window. Holding a window is cheap whatever the property's
+size (at most window_days x the channel groups, a fixed list, rows), and no transaction stays
+open while the API is retried.
 
 Quotas (a 429 RESOURCE_EXHAUSTED whose message says which): "Exhausted concurrent requests
 quota." is retried after a backoff of seconds; an exhausted hourly or daily token quota
@@ -37,6 +41,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import httpx
 from pydantic import PrivateAttr, ValidationError
+from sqlalchemy.engine import Connection as DbConnection
 
 from kpi_pipelines import settings
 from kpi_pipelines.integrations.google_analytics.types import (
@@ -54,7 +59,7 @@ from kpi_pipelines.integrations.shared.oauth import (
 )
 from kpi_pipelines.integrations.shared.types import KPIData, SyncResult, day_timestamp
 from kpi_pipelines.warehouse.tenant_data import load_cursor, save_cursor
-from kpi_pipelines.warehouse.writer import WriteStats
+from kpi_pipelines.warehouse.writer import WriteStats, write_kpis
 
 PROVIDER = "google_analytics"
 DEFAULT_BASE_URL = "https://analyticsdata.googleapis.com"
@@ -189,8 +194,7 @@ class GoogleAnalyticsAdapter(OAuthAdapter):
                     first, last = max(start, window_start), min(end, window_end)
                     if first > last:
                         continue
-                    stats += self._read_window(report, first, last, progress, errors)
-                    self._advance_cursor(report, prop, last)
+                    stats += self._sync_window(report, prop, first, last, progress, errors)
         except ProviderQuotaExhausted as exc:
             stopped_by = f"{exc} {self._resume_note()}"
             self.context.log.warning(stopped_by)
@@ -316,28 +320,26 @@ class GoogleAnalyticsAdapter(OAuthAdapter):
             return load_cursor(db, PROVIDER, report.stream)
 
     def _cursor_through(self, report: Report, property_id: str) -> date | None:
-        cursor = self._cursor(report) or {}
-        if cursor.get("property_id") != property_id or not cursor.get("synced_through"):
-            return None  # never synced, or the connection now names another property
-        return date.fromisoformat(cursor["synced_through"])
+        return _synced_through(self._cursor(report), property_id)
 
-    def _advance_cursor(self, report: Report, prop: _Property, through: date) -> None:
-        """Record that `report` has been read through `through` (never moves backwards)."""
-        current = self._cursor_through(report, prop.property_id)
+    def _advance_cursor(
+        self, db: DbConnection, report: Report, prop: _Property, through: date
+    ) -> None:
+        """Record, in the caller's transaction, that `report` has been read through
+        `through` (never moves backwards)."""
+        current = _synced_through(load_cursor(db, PROVIDER, report.stream), prop.property_id)
         if current is not None and current >= through:
             return
-        workspace = self.context.workspace
-        with self.context.warehouse.tenant(workspace.id, actor=self.context.actor) as db:
-            save_cursor(
-                db,
-                PROVIDER,
-                report.stream,
-                {
-                    "property_id": prop.property_id,
-                    "synced_through": through.isoformat(),
-                    "time_zone": prop.time_zone,
-                },
-            )
+        save_cursor(
+            db,
+            PROVIDER,
+            report.stream,
+            {
+                "property_id": prop.property_id,
+                "synced_through": through.isoformat(),
+                "time_zone": prop.time_zone,
+            },
+        )
 
     def _resume_note(self) -> str:
         prop = self._property
@@ -357,14 +359,32 @@ class GoogleAnalyticsAdapter(OAuthAdapter):
 
     # --- reading ----------------------------------------------------------------------------
 
-    def _read_window(
-        self, report: Report, first: date, last: date, progress: _Progress, errors: list[str]
+    def _sync_window(
+        self,
+        report: Report,
+        prop: _Property,
+        first: date,
+        last: date,
+        progress: _Progress,
+        errors: list[str],
     ) -> WriteStats:
-        writer = self.point_writer()
-        with writer.open():
-            for row in self._rows(report, first, last, progress, errors):
-                writer.add_all(self.transform(row))
-        return writer.stats
+        """Read every page of `report` over first..last, then write its points and its
+        cursor in one transaction (the window is the unit of commit: see the module doc)."""
+        fetched_at = datetime.now(UTC)
+        rows = list(self._rows(report, first, last, progress, errors))
+        stats = WriteStats()
+        size = self.effective_batch_size()
+        batch: list[KPIData] = []
+        workspace = self.context.workspace
+        with self.context.warehouse.tenant(workspace.id, actor=self.context.actor) as db:
+            for row in rows:
+                batch += self.transform(row)
+                if len(batch) >= size:
+                    stats += write_kpis(db, batch, fetched_at=fetched_at)
+                    batch = []
+            stats += write_kpis(db, batch, fetched_at=fetched_at)
+            self._advance_cursor(db, report, prop, last)
+        return stats
 
     def _rows(
         self, report: Report, first: date, last: date, progress: _Progress, errors: list[str]
@@ -510,6 +530,13 @@ def _next_pacific_midnight(now: datetime | None = None) -> datetime:
     local = (now or datetime.now(UTC)).astimezone(QUOTA_DAY_ZONE)
     tomorrow = local.date() + timedelta(days=1)
     return datetime.combine(tomorrow, datetime.min.time(), QUOTA_DAY_ZONE).astimezone(UTC)
+
+
+def _synced_through(cursor: dict[str, Any] | None, property_id: str) -> date | None:
+    cursor = cursor or {}
+    if cursor.get("property_id") != property_id or not cursor.get("synced_through"):
+        return None  # never synced, or the connection now names another property
+    return date.fromisoformat(cursor["synced_through"])
 
 
 def _windows(start: date, end: date, size: int) -> Iterator[tuple[date, date]]:

@@ -17,6 +17,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any, Literal
 
 from starlette.responses import JSONResponse, Response
+from starlette.types import Receive, Scope, Send
 
 DEFAULT_START = datetime(2025, 6, 15, 12, 0, tzinfo=UTC)
 
@@ -111,16 +112,23 @@ class SandboxClock:
         return self.now()
 
 
-FaultKind = Literal["status", "delay", "truncate", "malformed"]
+FaultKind = Literal["status", "quota", "delay", "truncate", "cut", "malformed"]
 
 
 @dataclass
 class Fault:
-    """One scripted failure for the next `times` requests to `api` (None: any API).
+    """One scripted failure for `times` requests to `api` (None: any API), once the first
+    `after` of them have been served normally (so a fault can strike in the middle of a sync).
 
     - status: answer `status` with Google's error body (`message` or Google's default);
+    - quota: answer 429 RESOURCE_EXHAUSTED with the API's own quota body (GA4: the
+      concurrent-requests message unless `message` names another quota; Sheets: the
+      per-user read-requests-per-minute error with its ErrorInfo); not for the token endpoint;
     - delay: sleep `delay` seconds, then answer normally (client timeouts);
-    - truncate: answer the real response cut to half its bytes (a truncated body);
+    - truncate: answer 200 with the real body cut to half its bytes, framed as a whole
+      response (a 200 whose body is not JSON);
+    - cut: send the real response's headers (its full Content-Length) and half its body,
+      then drop the connection (a body cut short in transit);
     - malformed: answer 502 with Google's HTML error page instead of JSON.
     """
 
@@ -130,6 +138,7 @@ class Fault:
     status: int = 503
     message: str | None = None
     delay: float = 0.0
+    after: int = 0
 
 
 _GOOGLE_502_PAGE = (
@@ -141,8 +150,27 @@ _GOOGLE_502_PAGE = (
 )
 
 
+class _CutShort(Response):
+    """A response whose body stops half-way: the server closes the connection after half
+    of the bytes its Content-Length promised (the client sees a protocol error)."""
+
+    def __init__(self, whole: Response) -> None:
+        self.status_code = whole.status_code
+        self.body = bytes(whole.body)
+        self.raw_headers = whole.raw_headers  # Content-Length of the whole body
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        await send(
+            {"type": "http.response.start", "status": self.status_code, "headers": self.raw_headers}
+        )
+        half = self.body[: len(self.body) // 2]
+        await send({"type": "http.response.body", "body": half, "more_body": True})
+        # Returning without the rest makes the server drop the connection mid-body.
+
+
 class FaultPlan:
-    """A queue of scripted faults, consumed in order by matching requests."""
+    """A queue of scripted faults, consumed in order by matching requests (the first fault
+    that matches a request's API decides; one still waiting out its `after` lets it pass)."""
 
     def __init__(self) -> None:
         self._faults: list[Fault] = []
@@ -151,6 +179,10 @@ class FaultPlan:
     def add(self, fault: Fault) -> Fault:
         if fault.times < 1:
             raise ValueError("a fault must apply at least once")
+        if fault.after < 0:
+            raise ValueError("after counts requests served first: 0 or more")
+        if fault.kind == "quota" and fault.api not in ("ga4", "sheets"):
+            raise ValueError("a quota fault names its API (ga4 or sheets): the bodies differ")
         with self._lock:
             self._faults.append(fault)
         return fault
@@ -168,17 +200,31 @@ class FaultPlan:
         with self._lock:
             for fault in self._faults:
                 if fault.api in (None, api):
+                    if fault.after:
+                        fault.after -= 1
+                        return None
                     fault.times -= 1
                     if fault.times == 0:
                         self._faults.remove(fault)
                     return fault
         return None
 
-    async def run(self, api: Api, handler: Callable[[], Awaitable[Response]]) -> Response:
-        """Answer with `handler()` unless a scripted fault for `api` says otherwise."""
+    async def run(
+        self,
+        api: Api,
+        handler: Callable[[], Awaitable[Response]],
+        *,
+        quota_error: Callable[[Fault], Response] | None = None,
+    ) -> Response:
+        """Answer with `handler()` unless a scripted fault for `api` says otherwise;
+        `quota_error` builds the API's own 429 body for a quota fault."""
         fault = self.take(api)
         if fault is None:
             return await handler()
+        if fault.kind == "quota":
+            if quota_error is None:
+                raise ValueError(f"the {api} routes serve no quota faults")
+            return quota_error(fault)
         if fault.kind == "status":
             if api == "oauth":
                 return JSONResponse(
@@ -192,6 +238,8 @@ class FaultPlan:
             await asyncio.sleep(fault.delay)
             return await handler()
         response = await handler()
+        if fault.kind == "cut":
+            return _CutShort(response)
         body = bytes(response.body)
         return Response(
             body[: len(body) // 2],

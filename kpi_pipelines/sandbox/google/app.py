@@ -7,8 +7,9 @@
 Routes: `POST /token`, `POST /revoke` (oauth.py), `POST /v1beta/properties/{id}:runReport`
 (ga4.py), `GET /v4/spreadsheets/{id}/values/{range}` and `.../values:batchGet` (sheets.py).
 `GoogleSandbox` holds all state and the controls tests and the demo use: the clock
-(`advance`), OAuth (`register_client`, `add_refresh_token`, `revoke`, `expire_access_tokens`),
-GA4 properties and their truth, spreadsheets, quotas and scripted faults.
+(`advance`), OAuth (`register_client`, `add_refresh_token`, `revoke`, `expire_access_tokens`,
+and mid-sync `revoke_after`, `expire_access_tokens_after`), GA4 properties and their truth,
+spreadsheets, quotas and scripted faults (`add_fault`, see `Fault`).
 """
 
 from __future__ import annotations
@@ -115,6 +116,14 @@ class GoogleSandbox:
 
     def expire_access_tokens(self) -> int:
         return self.oauth.expire_access_tokens()
+
+    def expire_access_tokens_after(self, calls: int) -> None:
+        """The access tokens run out after the APIs have answered `calls` more requests."""
+        self.oauth.expire_access_tokens_after(calls)
+
+    def revoke_after(self, refresh_token: str, calls: int) -> None:
+        """The grant is revoked after the APIs have answered `calls` more requests."""
+        self.oauth.revoke_after(refresh_token, calls)
 
     # -- data -----------------------------------------------------------------------------
     def add_property(self, property_id: str, **options: Any) -> GA4Property:

@@ -55,7 +55,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from kpi_pipelines.sandbox.google._common import FaultPlan, SandboxClock, google_error
+from kpi_pipelines.sandbox.google._common import Fault, FaultPlan, SandboxClock, google_error
 from kpi_pipelines.sandbox.google.oauth import ANALYTICS, ANALYTICS_READONLY, OAuthServer
 
 SERVICE = "analyticsdata.googleapis.com"
@@ -1152,6 +1152,11 @@ class GA4Service:
 
 
 def ga4_routes(service: GA4Service, oauth: OAuthServer, faults: FaultPlan) -> list[Route]:
+    def scripted_quota_error(fault: Fault) -> Response:
+        # A quota fault names its quota by Google's message; the concurrent-requests one
+        # (which clears in seconds) unless it says otherwise.
+        return google_error(429, fault.message or QUOTA_MESSAGES["concurrent"])
+
     async def run_report(request: Request) -> Response:
         async def handle() -> Response:
             auth = oauth.authenticate(
@@ -1165,7 +1170,7 @@ def ga4_routes(service: GA4Service, oauth: OAuthServer, faults: FaultPlan) -> li
                 oauth.project_number(auth.client_id),
             )
 
-        return await faults.run("ga4", handle)
+        return await faults.run("ga4", handle, quota_error=scripted_quota_error)
 
     return [Route("/v1beta/properties/{property_id}:runReport", run_report, methods=["POST"])]
 

@@ -23,7 +23,8 @@ unknown sheet 400 "Unable to parse range: ..."; a bounded range past the grid 40
 exceeds grid limits. Max rows: N, max columns: M"; a bad enum 400 "Invalid value at ...".
 Quota: read requests per minute per user (default 60) and per project (default 300), a sliding
 60-second window on the sandbox clock: 429 RESOURCE_EXHAUSTED with Google's quota message and
-ErrorInfo (RATE_LIMIT_EXCEEDED).
+ErrorInfo (RATE_LIMIT_EXCEEDED); a scripted quota fault (`Fault("quota", api="sheets")`)
+answers with the same per-user body.
 """
 
 from __future__ import annotations
@@ -32,7 +33,7 @@ import re
 import threading
 from abc import ABC, abstractmethod
 from collections import deque
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import date, datetime
 from decimal import ROUND_HALF_UP, Decimal
@@ -43,6 +44,7 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from kpi_pipelines.sandbox.google._common import (
+    Fault,
     FaultPlan,
     SandboxClock,
     error_info,
@@ -538,6 +540,43 @@ def _trim(line: Sequence[Any]) -> list[Any]:
 
 
 # -- the service ----------------------------------------------------------------------------
+PER_USER_LIMIT = ("Read requests per minute per user", "ReadRequestsPerMinutePerUser")
+PER_PROJECT_LIMIT = ("Read requests per minute", "ReadRequestsPerMinutePerProject")
+
+
+def read_quota_error(project: str, label: str, limit_name: str, limit: int) -> Response:
+    """The 429 RESOURCE_EXHAUSTED Google sends when a per-minute read quota is used up."""
+    consumer = f"project_number:{project}"
+    return google_error(
+        429,
+        f"Quota exceeded for quota metric 'Read requests' and limit '{label}' of "
+        f"service '{SERVICE}' for consumer '{consumer}'.",
+        details=[
+            error_info(
+                "RATE_LIMIT_EXCEEDED",
+                "googleapis.com",
+                {
+                    "consumer": f"projects/{project}",
+                    "quota_limit": limit_name,
+                    "quota_limit_value": str(limit),
+                    "quota_location": "global",
+                    "quota_metric": f"{SERVICE}/read_requests",
+                    "service": SERVICE,
+                },
+            ),
+            {
+                "@type": "type.googleapis.com/google.rpc.Help",
+                "links": [
+                    {
+                        "description": "Request a higher quota limit.",
+                        "url": "https://cloud.google.com/docs/quotas/help/request_increase",
+                    }
+                ],
+            },
+        ],
+    )
+
+
 @dataclass
 class SheetsService:
     clock: SandboxClock
@@ -585,15 +624,13 @@ class SheetsService:
                     self._user_window,
                     user,
                     self.read_requests_per_minute_per_user,
-                    "Read requests per minute per user",
-                    "ReadRequestsPerMinutePerUser",
+                    *PER_USER_LIMIT,
                 ),
                 (
                     self._project_window,
                     project,
                     self.read_requests_per_minute_per_project,
-                    "Read requests per minute",
-                    "ReadRequestsPerMinutePerProject",
+                    *PER_PROJECT_LIMIT,
                 ),
             )
             for store, key, limit, label, limit_name in windows:
@@ -601,35 +638,7 @@ class SheetsService:
                 while window and window[0] <= now - 60:
                     window.popleft()
                 if len(window) >= limit:
-                    consumer = f"project_number:{project}"
-                    return google_error(
-                        429,
-                        f"Quota exceeded for quota metric 'Read requests' and limit '{label}' of "
-                        f"service '{SERVICE}' for consumer '{consumer}'.",
-                        details=[
-                            error_info(
-                                "RATE_LIMIT_EXCEEDED",
-                                "googleapis.com",
-                                {
-                                    "consumer": f"projects/{project}",
-                                    "quota_limit": limit_name,
-                                    "quota_limit_value": str(limit),
-                                    "quota_location": "global",
-                                    "quota_metric": f"{SERVICE}/read_requests",
-                                    "service": SERVICE,
-                                },
-                            ),
-                            {
-                                "@type": "type.googleapis.com/google.rpc.Help",
-                                "links": [
-                                    {
-                                        "description": "Request a higher quota limit.",
-                                        "url": "https://cloud.google.com/docs/quotas/help/request_increase",
-                                    }
-                                ],
-                            },
-                        ],
-                    )
+                    return read_quota_error(project, label, limit_name, limit)
             for store, key, *_ in windows:
                 store[key].append(now)
             self.requests_served += 1
@@ -714,6 +723,17 @@ def sheets_routes(service: SheetsService, oauth: OAuthServer, faults: FaultPlan)
     def authenticate(request: Request) -> AccessToken | Response:
         return oauth.authenticate(request.headers.get("authorization"), _SCOPES, SERVICE)
 
+    def scripted_quota_error(request: Request) -> Callable[[Fault], Response]:
+        def build(fault: Fault) -> Response:
+            # The per-user limit is the one a single connector runs into (60 a minute).
+            token = oauth.lookup(request.headers.get("authorization"))
+            project = oauth.project_number(token.client_id) if token else "0"
+            return read_quota_error(
+                project, *PER_USER_LIMIT, service.read_requests_per_minute_per_user
+            )
+
+        return build
+
     async def values_get(request: Request) -> Response:
         async def handle() -> Response:
             auth = authenticate(request)
@@ -727,7 +747,7 @@ def sheets_routes(service: SheetsService, oauth: OAuthServer, faults: FaultPlan)
                 batch=False,
             )
 
-        return await faults.run("sheets", handle)
+        return await faults.run("sheets", handle, quota_error=scripted_quota_error(request))
 
     async def values_batch_get(request: Request) -> Response:
         async def handle() -> Response:
@@ -742,7 +762,7 @@ def sheets_routes(service: SheetsService, oauth: OAuthServer, faults: FaultPlan)
                 batch=True,
             )
 
-        return await faults.run("sheets", handle)
+        return await faults.run("sheets", handle, quota_error=scripted_quota_error(request))
 
     return [
         Route(
