@@ -12,6 +12,7 @@ import httpx
 import pytest
 
 from kpi_pipelines.warehouse.control import Workspace, add_workspace
+from kpi_pipelines.webhooks.signature import SignatureError, matching_secrets
 from kpi_pipelines_tests.webhooks.support import (
     SECRET_A,
     SECRET_B,
@@ -69,8 +70,9 @@ def refusal_cases() -> dict[str, tuple[str, bytes, dict[str, str]]]:
         "missing signature": ("/stripe/ws-a", json.dumps(good).encode(), {}),
         "wrong secret": ("/stripe/ws-a", *with_secret(good, "whsec_guess")),
         "another workspace's secret": ("/stripe/ws-a", *with_secret(good, SECRET_B)),
-        "stale": ("/stripe/ws-a", *with_secret(good, timestamp=now - 301)),
-        "future": ("/stripe/ws-a", *with_secret(good, timestamp=now + 301)),
+        # Well past the 300 s bounds: the requests are made a while after `now`.
+        "stale": ("/stripe/ws-a", *with_secret(good, timestamp=now - 600)),
+        "future": ("/stripe/ws-a", *with_secret(good, timestamp=now + 600)),
         "garbled signature": (
             "/stripe/ws-a",
             json.dumps(good).encode(),
@@ -239,3 +241,17 @@ def test_an_unverified_body_is_refused_without_being_read(client, warehouse, bod
         for headers in ({}, {"Stripe-Signature": f"t={int(time.time())},v1={'a' * 64}"}):
             assert refused(client.post(path, content=body, headers=headers))
     assert inbox(warehouse) == []
+
+
+@pytest.mark.parametrize(
+    ("offset", "accepted"), [(-301, False), (-300, True), (0, True), (300, True), (301, False)]
+)
+def test_a_signature_is_good_for_300_seconds_either_side(offset, accepted) -> None:
+    now = 1_700_000_000
+    body = b'{"id":"evt_t"}'
+    header = signed(body, SECRET_A, timestamp=now + offset)[1]["Stripe-Signature"]
+    if accepted:
+        assert matching_secrets(body, header, [SECRET_B, SECRET_A], now=now) == [SECRET_A]
+    else:
+        with pytest.raises(SignatureError):
+            matching_secrets(body, header, [SECRET_A], now=now)
