@@ -136,7 +136,9 @@ class _Receiver:
 
     def workspace_event(self, workspace_id: str, body: bytes, header: str) -> str:
         # An id that cannot exist is not looked up (a NUL in it would not even reach SQL).
-        connections = self._connections(workspace_id) if WORKSPACE_ID.match(workspace_id) else []
+        connections = (
+            self._connections(workspace_id) if WORKSPACE_ID.fullmatch(workspace_id) else []
+        )
         verified = self._verify(body, header, connections)
         if not connections:
             raise Refused(f"workspace {workspace_id!r} does not exist or has no Stripe connection")

@@ -4,6 +4,7 @@ body size (what a client manages to send before the server answers or closes) an
 
 from __future__ import annotations
 
+import os
 import select
 import socket
 import threading
@@ -19,9 +20,11 @@ from kpi_pipelines_tests.webhooks.support import (
     HEADER_TIMEOUT,
     READ_TIMEOUT,
     SECRET_A,
+    SECRETS,
     event,
     inbox,
     signed,
+    start_receiver,
 )
 
 MiB = 1024 * 1024
@@ -274,3 +277,26 @@ def test_a_nonsense_bound_is_refused_by_name(monkeypatch, variable, value) -> No
     }[variable]
     with pytest.raises(ValueError, match=variable):
         reader()
+
+
+def test_connections_past_the_limit_get_503_until_the_idle_ones_are_closed(
+    warehouse, connections, tmp_path
+) -> None:
+    env = {
+        **os.environ,
+        **SECRETS,
+        "KPI_WEBHOOK_MAX_CONNECTIONS": "3",
+        "KPI_WEBHOOK_HEADER_TIMEOUT_SECONDS": str(HEADER_TIMEOUT),
+    }
+    with start_receiver(env, tmp_path / "receiver.log") as receiver:
+        idle = [connect(receiver.port) for _ in range(3)]
+        try:
+            # Stripe retries a 503 later; the idle connections are gone by then.
+            assert deliver_one(receiver.base_url, "evt_crowded") == 503
+            for sock in idle:
+                read_until_closed(sock, HEADER_TIMEOUT + TIME_SLACK)
+        finally:
+            for sock in idle:
+                sock.close()
+        assert deliver_one(receiver.base_url, "evt_later") == 200
+    assert inbox(warehouse) == [("evt_later", "ws-a", False)]
