@@ -136,13 +136,11 @@ def webhooks_serve(
     port: Annotated[int, typer.Option(help="Port to listen on.")] = 8787,
 ) -> None:
     """Receive Stripe webhooks: POST /stripe/<workspace> (or /stripe for Connect)."""
-    import uvicorn
-
-    from kpi_pipelines.webhooks.app import create_app
+    from kpi_pipelines.webhooks.server import serve
 
     warehouse = _warehouse()
     console.print(f"receiving Stripe webhooks on http://{host}:{port}/stripe/<workspace>")
-    uvicorn.run(create_app(warehouse), host=host, port=port, log_level="info")
+    serve(warehouse, host, port)
 
 
 # --- workspaces -------------------------------------------------------------------------

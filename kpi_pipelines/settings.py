@@ -41,6 +41,28 @@ def csv_max_bytes() -> int:
     return _positive_int("KPI_CSV_MAX_BYTES", 50 * 1024 * 1024)
 
 
+def webhook_max_bytes() -> int:
+    """Largest webhook request body accepted (Stripe's events are under 1 MB); a larger
+    Content-Length is refused at once, a longer streamed body as soon as it passes this."""
+    return _positive_int("KPI_WEBHOOK_MAX_BYTES", 1024 * 1024)
+
+
+def webhook_header_timeout_seconds() -> float:
+    """Time a webhook client has to send its request line and headers, counted from the
+    moment the server is ready for them (connection accepted, or previous response sent)."""
+    return _positive_float("KPI_WEBHOOK_HEADER_TIMEOUT_SECONDS", 5.0)
+
+
+def webhook_read_timeout_seconds() -> float:
+    """Time a webhook client has to send its request body once its headers are in."""
+    return _positive_float("KPI_WEBHOOK_READ_TIMEOUT_SECONDS", 10.0)
+
+
+def webhook_max_connections() -> int:
+    """Connections and requests the webhook receiver serves at once; beyond it, 503."""
+    return _positive_int("KPI_WEBHOOK_MAX_CONNECTIONS", 100)
+
+
 def csv_drop_dir() -> Path:
     """Root of the per-workspace CSV drop folders watched by a sensor."""
     configured = os.environ.get("KPI_CSV_DROP_DIR")
@@ -91,4 +113,17 @@ def _positive_int(name: str, default: int) -> int:
         raise ValueError(f"{name} must be a positive integer, got {raw!r}") from None
     if value <= 0:
         raise ValueError(f"{name} must be a positive integer, got {raw!r}")
+    return value
+
+
+def _positive_float(name: str, default: float) -> float:
+    raw = os.environ.get(name)
+    if raw is None or raw == "":
+        return default
+    try:
+        value = float(raw)
+    except ValueError:
+        raise ValueError(f"{name} must be a positive number, got {raw!r}") from None
+    if not value > 0 or value == float("inf"):
+        raise ValueError(f"{name} must be a positive number, got {raw!r}")
     return value

@@ -4,16 +4,10 @@ over HTTP; the inbox sensor launches the workspace's Stripe run; the KPIs follow
 from __future__ import annotations
 
 import os
-import signal
-import socket
-import subprocess
-import sys
-import time
+from collections.abc import Iterator
 from datetime import timedelta
-from pathlib import Path
 
 import dagster as dg
-import httpx
 import pytest
 import sqlalchemy as sa
 
@@ -23,48 +17,21 @@ from kpi_pipelines.warehouse.control import Connection, add_connection
 from kpi_pipelines.warehouse.tenant_data import read_points
 from kpi_pipelines.webhooks.sensor import stripe_webhook_sensor
 from kpi_pipelines_tests.integrations.stripe.world import rate_lookup, stripe_key_variable
+from kpi_pipelines_tests.webhooks.support import start_receiver
 
 WEBHOOK_SECRET_A = "whsec_end_to_end_a"
 WEBHOOK_SECRET_B = "whsec_end_to_end_b"
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @pytest.fixture
-def receiver(stripe_world, monkeypatch):
-    monkeypatch.setenv("WS_A__STRIPE_WHSEC", WEBHOOK_SECRET_A)
-    monkeypatch.setenv("WS_B__STRIPE_WHSEC", WEBHOOK_SECRET_B)
-    port = free_port()
-    cli = Path(sys.executable).parent / "kpi-pipelines"
-    process = subprocess.Popen(
-        [str(cli), "webhooks", "serve", "--port", str(port)],
-        env=dict(os.environ),
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-        start_new_session=True,
-        preexec_fn=lambda: signal.signal(signal.SIGTERM, signal.SIG_DFL),
-    )
-    base = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 60
-    while time.monotonic() < deadline:
-        try:
-            if httpx.get(f"{base}/health", timeout=1).status_code == 200:
-                break
-        except httpx.HTTPError:
-            time.sleep(0.2)
-    else:
-        process.kill()
-        pytest.fail(
-            "webhook receiver did not start: " + (process.stdout.read() if process.stdout else "")
-        )
-    yield base
-    os.killpg(process.pid, signal.SIGTERM)
-    process.wait(timeout=30)
+def receiver(stripe_world, tmp_path) -> Iterator[str]:
+    env = {
+        **os.environ,
+        "WS_A__STRIPE_WHSEC": WEBHOOK_SECRET_A,
+        "WS_B__STRIPE_WHSEC": WEBHOOK_SECRET_B,
+    }
+    with start_receiver(env, tmp_path / "receiver.log") as running:
+        yield running.base_url
 
 
 def connect(world, workspace_id: str, secret_var: str) -> None:

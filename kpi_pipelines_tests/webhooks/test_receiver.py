@@ -2,83 +2,27 @@
 
 from __future__ import annotations
 
-import hashlib
-import hmac
 import json
+import logging
 import time
+from decimal import Decimal
 
 import dagster as dg
 import pytest
 import sqlalchemy as sa
-from starlette.testclient import TestClient
 
 from kpi_pipelines.definitions import RESOURCES
-from kpi_pipelines.warehouse.control import Connection, add_connection
-from kpi_pipelines.webhooks.app import create_app
+from kpi_pipelines.warehouse.control import Workspace, add_workspace
 from kpi_pipelines.webhooks.sensor import stripe_webhook_sensor
 from kpi_pipelines_tests.canary import scanned_instance
-
-SECRET_A = "whsec_test_secret_for_workspace_a"
-SECRET_B = "whsec_test_secret_for_workspace_b"
-
-
-def signed(
-    event: dict, secret: str, *, timestamp: int | None = None, body: bytes | None = None
-) -> tuple[bytes, dict]:
-    payload = body if body is not None else json.dumps(event).encode()
-    t = int(time.time()) if timestamp is None else timestamp
-    signature = hmac.new(
-        secret.encode(), f"{t}.".encode() + json.dumps(event).encode(), hashlib.sha256
-    ).hexdigest()
-    return payload, {
-        "Stripe-Signature": f"t={t},v1={signature}",
-        "Content-Type": "application/json",
-    }
-
-
-def event(event_id: str, account: str | None = None) -> dict:
-    body = {
-        "id": event_id,
-        "object": "event",
-        "type": "customer.subscription.updated",
-        "created": int(time.time()),
-        "data": {"object": {"id": "sub_1", "object": "subscription"}},
-    }
-    if account:
-        body["account"] = account
-    return body
-
-
-@pytest.fixture
-def client(warehouse, workspace_a, workspace_b, monkeypatch) -> TestClient:
-    monkeypatch.setenv("WS_WS_A__STRIPE_WHSEC", SECRET_A)
-    monkeypatch.setenv("WS_WS_B__STRIPE_WHSEC", SECRET_B)
-    for ws, var, account in (
-        ("ws-a", "WS_WS_A__STRIPE_WHSEC", "acct_a"),
-        ("ws-b", "WS_WS_B__STRIPE_WHSEC", "acct_b"),
-    ):
-        add_connection(
-            warehouse,
-            Connection(
-                workspace_id=ws,
-                provider="stripe",
-                settings={"account_id": account},
-                secret_env={"webhook_secret": var},
-            ),
-        )
-    return TestClient(create_app(warehouse))
-
-
-def inbox(warehouse) -> list[tuple]:
-    with warehouse.control() as db:
-        return [
-            tuple(r)
-            for r in db.execute(
-                sa.text(
-                    "SELECT event_id, workspace_id, processed_at IS NOT NULL FROM webhook_inbox ORDER BY id"
-                )
-            )
-        ]
+from kpi_pipelines_tests.webhooks.support import (
+    SECRET_A,
+    SECRET_B,
+    event,
+    inbox,
+    signed,
+    stripe_connection,
+)
 
 
 def test_valid_signature_is_stored_once(client, warehouse) -> None:
@@ -110,8 +54,8 @@ def test_bad_signatures_get_400_and_store_nothing(client, warehouse, case) -> No
     elif case == "future":
         body, headers = signed(good, SECRET_A, timestamp=int(time.time()) + 400)
     elif case == "tampered body":
-        tampered = {**good, "type": "invoice.paid"}
-        body, headers = signed(good, SECRET_A, body=json.dumps(tampered).encode())
+        _, headers = signed(good, SECRET_A)
+        body = json.dumps({**good, "type": "invoice.paid"}).encode()
     elif case == "missing header":
         body, headers = json.dumps(good).encode(), {"Content-Type": "application/json"}
     else:
@@ -179,3 +123,97 @@ def test_late_commit_with_a_lower_id_is_not_skipped(warehouse, client) -> None:
         slow.close()
         second = tick(instance)
         assert [r.partition_key for r in second.run_requests] == ["ws-a"]
+
+
+def stored_payloads(warehouse) -> dict[tuple[str, str], str]:
+    with warehouse.control() as db:
+        rows = db.execute(
+            sa.text("SELECT workspace_id, event_id, payload::text FROM webhook_inbox")
+        )
+        return {(ws, event_id): payload for ws, event_id, payload in rows}
+
+
+def test_one_event_id_in_two_workspaces_is_stored_for_each(client, warehouse) -> None:
+    for path, secret in (("/stripe/ws-a", SECRET_A), ("/stripe/ws-b", SECRET_B)):
+        body, headers = signed(event("evt_same"), secret)
+        response = client.post(path, content=body, headers=headers)
+        assert response.json()["status"] == "stored"
+    # ... and through the Connect endpoint, for two accounts.
+    for account, secret in (("acct_a", SECRET_A), ("acct_b", SECRET_B)):
+        body, headers = signed(event("evt_connect", account=account), secret)
+        assert client.post("/stripe", content=body, headers=headers).json()["status"] == "stored"
+    body, headers = signed(event("evt_same"), SECRET_A)
+    again = client.post("/stripe/ws-a", content=body, headers=headers)
+    assert again.status_code == 200 and again.json()["status"] == "duplicate"
+    assert sorted((ws, e) for e, ws, _ in inbox(warehouse)) == [
+        ("ws-a", "evt_connect"),
+        ("ws-a", "evt_same"),
+        ("ws-b", "evt_connect"),
+        ("ws-b", "evt_same"),
+    ]
+
+
+def test_a_verified_event_is_stored_exactly_as_received(client, warehouse) -> None:
+    # What a re-serialization would change: precision, big integers, escapes, key order.
+    body = (
+        b'{\n  "id": "evt_exact", "object": "event", "type": "invoice.paid", "created": 1,\n'
+        b'  "data": {"object": {"amount": 12345678901234567890123, "rate": 0.1000000000000000055511,'
+        b' "name": "Caf\\u00e9 \\ud83d\\ude00 \xe2\x82\xac", "z": 1, "a": [1.0, -0, 1E+2]}}\n}'
+    )
+    _, headers = signed(body, SECRET_A)
+    assert client.post("/stripe/ws-a", content=body, headers=headers).status_code == 200
+    [payload] = stored_payloads(warehouse).values()
+    as_decimal = {"parse_float": Decimal}
+    assert json.loads(payload, **as_decimal) == json.loads(body, **as_decimal)
+    with warehouse.control() as db:
+        same = db.execute(
+            sa.text("SELECT payload = CAST(:sent AS jsonb) FROM webhook_inbox"),
+            {"sent": body.decode()},
+        ).scalar()
+    assert same
+
+
+def test_connect_events_go_to_the_verified_connection_of_their_account(
+    client, warehouse, monkeypatch
+) -> None:
+    # ws-c claims acct_b too, with its own secret: the signature picks the connection.
+    monkeypatch.setenv("WS_WS_C__STRIPE_WHSEC", "whsec_test_secret_for_workspace_c")
+    add_workspace(warehouse, Workspace(id="ws-c", name="C"))
+    stripe_connection(warehouse, "ws-c", "WS_WS_C__STRIPE_WHSEC", "acct_b")
+    # ws-a's second connection has no account_id: the Connect endpoint does not consider it.
+    monkeypatch.setenv("WS_WS_A__STRIPE_DIRECT", "whsec_test_secret_direct")
+    stripe_connection(warehouse, "ws-a", "WS_WS_A__STRIPE_DIRECT", None, name="direct")
+
+    for event_id, secret, status in (
+        ("evt_c", "whsec_test_secret_for_workspace_c", 200),
+        ("evt_b", SECRET_B, 200),
+        ("evt_direct", "whsec_test_secret_direct", 400),
+    ):
+        body, headers = signed(event(event_id, account="acct_b"), secret)
+        assert client.post("/stripe", content=body, headers=headers).status_code == status
+    # The per-workspace endpoint knows every connection of its workspace.
+    body, headers = signed(event("evt_direct"), "whsec_test_secret_direct")
+    assert client.post("/stripe/ws-a", content=body, headers=headers).status_code == 200
+    assert sorted((ws, e) for e, ws, _ in inbox(warehouse)) == [
+        ("ws-a", "evt_direct"),
+        ("ws-b", "evt_b"),
+        ("ws-c", "evt_c"),
+    ]
+
+
+def test_an_account_claimed_by_two_verified_connections_is_refused_and_logged(
+    client, warehouse, monkeypatch, caplog
+) -> None:
+    # ws-c was given the same signing secret as ws-b and claims the same account.
+    monkeypatch.setenv("WS_WS_C__STRIPE_WHSEC", SECRET_B)
+    add_workspace(warehouse, Workspace(id="ws-c", name="C"))
+    stripe_connection(warehouse, "ws-c", "WS_WS_C__STRIPE_WHSEC", "acct_b")
+    body, headers = signed(event("evt_which", account="acct_b"), SECRET_B)
+    with caplog.at_level(logging.WARNING, logger="kpi_pipelines.webhooks"):
+        response = client.post("/stripe", content=body, headers=headers)
+    assert response.status_code == 400
+    assert inbox(warehouse) == []
+    [ambiguity] = [r for r in caplog.records if r.levelno == logging.ERROR]
+    assert "acct_b" in ambiguity.getMessage()
+    assert "ws-b/default, ws-c/default" in ambiguity.getMessage()
+    assert SECRET_B not in caplog.text
