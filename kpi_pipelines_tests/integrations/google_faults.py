@@ -79,10 +79,16 @@ RECOVERABLE = (
     # Two, not three: on a busy machine an ordinary response may also miss the timeout.
     FaultCase("slow", _fault("delay", delay=SLOW, times=2), adapter=SLOW_ADAPTER),
     FaultCase("body-cut-short", _fault("cut", times=RETRY_BUDGET - 1)),
+    # A 200 whose body is cut short in transit is asked for again, like a 5xx.
+    FaultCase("200-not-json", _fault("truncate", times=RETRY_BUDGET - 1)),
     FaultCase("access-token-expires", _expire_access_tokens, refreshes=1),
 )
 FATAL = (
-    FaultCase("200-not-json", _fault("truncate"), fails_with="a body that is not JSON"),
+    FaultCase(
+        "200-not-json-past-budget",
+        _fault("truncate", times=DOWN),
+        fails_with=f"{UNAVAILABLE} over",  # "... : last error HTTP 200 with a body that is not JSON"
+    ),
     FaultCase("down-503", _fault("status", status=503, times=DOWN), fails_with=UNAVAILABLE),
     FaultCase("down-html-502", _fault("malformed", times=DOWN), fails_with=UNAVAILABLE),
     FaultCase(

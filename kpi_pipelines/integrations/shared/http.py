@@ -112,6 +112,8 @@ class _Call:
     data: Any
     headers: Mapping[str, str] | None
     label: str
+    expect_json: bool = False
+    decoded: Any = None  # the body, when expect_json and it decoded
     started: float = field(default_factory=time.monotonic)
     waited_before: float = 0.0
     attempts: int = 0
@@ -213,6 +215,33 @@ class ProviderHttpClient:
         GETs are cached unless `cacheable=False` (e.g. polling a job); other methods only
         with `cacheable=True`. Raises a ProviderError subclass on failure.
         """
+        response, _ = self._perform(
+            method,
+            path_or_url,
+            params=params,
+            json=json,
+            data=data,
+            headers=headers,
+            cacheable=cacheable,
+            expect_json=False,
+        )
+        return response
+
+    def _perform(
+        self,
+        method: str,
+        path_or_url: str,
+        *,
+        params: Any = None,
+        json: Any = None,
+        data: Mapping[str, Any] | None = None,
+        headers: Mapping[str, str] | None = None,
+        cacheable: bool | None = None,
+        expect_json: bool,
+    ) -> tuple[httpx.Response, Any]:
+        """`request`, and with `expect_json` the decoded body (None when empty): a
+        successful response whose body is not JSON (cut short or mangled on the way) is
+        asked for again like a 5xx."""
         method = method.upper()
         self._register_header_secrets(headers or {})
         probe = self._client.build_request(
@@ -227,6 +256,7 @@ class ProviderHttpClient:
             data=data,
             headers=headers,
             label=f"{method} {probe.url}",
+            expect_json=expect_json,
             waited_before=self.stats.seconds_waited,
         )
         key = self._cache_key(probe, json, headers, cacheable)
@@ -234,7 +264,8 @@ class ProviderHttpClient:
             self._cache.move_to_end(key)
             self.stats.cache_hits += 1
             logger.debug("%s: %s served from the sync cache", self.provider, call.label)
-            return self._cache[key]
+            cached = self._cache[key]
+            return cached, (_json_or_none(cached) if expect_json else None)
 
         retrying = Retrying(
             stop=stop_after_attempt(self.max_attempts),
@@ -256,7 +287,7 @@ class ProviderHttpClient:
             ) from None
         if key is not None and 200 <= response.status_code < 300:
             self._store(key, response)
-        return response
+        return response, call.decoded
 
     def get_json(
         self,
@@ -267,10 +298,15 @@ class ProviderHttpClient:
         cacheable: bool | None = None,
     ) -> Any:
         """GET and decode the JSON body (None for an empty body)."""
-        response = self.request(
-            "GET", path_or_url, params=params, headers=headers, cacheable=cacheable
+        _, decoded = self._perform(
+            "GET",
+            path_or_url,
+            params=params,
+            headers=headers,
+            cacheable=cacheable,
+            expect_json=True,
         )
-        return self._decode(response)
+        return decoded
 
     def post_json(
         self,
@@ -283,7 +319,7 @@ class ProviderHttpClient:
         cacheable: bool = False,
     ) -> Any:
         """POST (a JSON or form body) and decode the JSON response (None for an empty body)."""
-        response = self.request(
+        _, decoded = self._perform(
             "POST",
             path_or_url,
             params=params,
@@ -291,8 +327,9 @@ class ProviderHttpClient:
             data=data,
             headers=headers,
             cacheable=cacheable,
+            expect_json=True,
         )
-        return self._decode(response)
+        return decoded
 
     def close(self) -> None:
         """Release connections and drop the cache."""
@@ -320,7 +357,18 @@ class ProviderHttpClient:
             decision = self._classify(response) if self._classify is not None else None
             if decision is None and response.status_code == 401 and self._refresh(call):
                 continue
-            return self._judge(call, response, decision)
+            judged = self._judge(call, response, decision)
+            if call.expect_json and 200 <= judged.status_code < 300:
+                try:
+                    call.decoded = _json_or_none(judged)
+                except ValueError:
+                    raise _RetryableFailure(
+                        f"HTTP {judged.status_code} with a body that is not JSON"
+                        f" ({len(judged.content)} bytes; cut short or mangled on the way?)"
+                        f" ({call.label})",
+                        status=judged.status_code,
+                    ) from None
+            return judged
 
     def _send(self, call: _Call) -> httpx.Response:
         if self.request_budget is not None and self.stats.requests_sent >= self.request_budget:
@@ -528,19 +576,10 @@ class ProviderHttpClient:
                 # Both the whole value and the credential after the scheme ("Bearer xyz").
                 register_secret(value, value.partition(" ")[2].strip())
 
-    def _decode(self, response: httpx.Response) -> Any:
-        if not response.content:
-            return None
-        try:
-            return response.json()
-        except ValueError:
-            raise ProviderError(
-                self.provider,
-                f"{response.request.method} {response.request.url} returned HTTP "
-                f"{response.status_code} with a body that is not JSON: "
-                f"{_shorten(response.text)}",
-                status=response.status_code,
-            ) from None
+
+def _json_or_none(response: httpx.Response) -> Any:
+    """The decoded body, None when empty; ValueError when it is not JSON."""
+    return response.json() if response.content else None
 
 
 def parse_retry_after(value: str | None) -> float | None:

@@ -394,13 +394,15 @@ def test_a_truncated_response_fails_the_run_and_keeps_completed_windows(ga4) -> 
     today = prop.today()
     served = prop.reports_served
 
-    # The probe and window 1 (two reports) pass; window 2's first report is cut in half.
+    # The probe and window 1 (two reports) pass; window 2's first report comes cut in half
+    # every time it is asked for (3 attempts).
     ga4.sandbox.add_fault(Fault("delay", api="ga4", times=3))
-    ga4.sandbox.add_fault(Fault("truncate", api="ga4", times=1))
-    result = ga4.sync("ws-a", {"history_days": 60}, window_days=30)
+    ga4.sandbox.add_fault(Fault("truncate", api="ga4", times=3))
+    result = ga4.sync("ws-a", {"history_days": 60}, window_days=30, max_attempts=3)
     assert not result.success
-    assert "not JSON" in failure_message(result)
-    assert prop.reports_served - served == 4
+    message = failure_message(result)
+    assert "is unavailable after 3 attempts" in message and "not JSON" in message
+    assert prop.reports_served - served == 6
     first_window_end = today - timedelta(days=30)
     assert {v["synced_through"] for v in cursors(ga4, "ws-a").values()} == {
         first_window_end.isoformat()

@@ -337,12 +337,13 @@ def test_post_json_with_json_and_form_bodies(make_client: Any, key: str) -> None
     )
 
 
-def test_empty_body_decodes_to_none_and_non_json_is_an_error(make_client: Any) -> None:
+def test_empty_body_decodes_to_none_and_non_json_is_asked_for_again(make_client: Any) -> None:
     client = make_client()
     assert client.get_json("/empty") is None
-    with pytest.raises(ProviderError, match="not JSON") as caught:
+    # A 200 whose body is not JSON was cut short or mangled on the way: a transport fault.
+    with pytest.raises(ProviderUnavailable, match="not JSON") as caught:
         client.get_json("/not-json")
-    assert caught.value.status == 200
+    assert caught.value.status == 200 and caught.value.attempts == client.max_attempts
 
 
 # --- retries and backoff ------------------------------------------------------------------
