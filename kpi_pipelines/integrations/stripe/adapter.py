@@ -210,20 +210,19 @@ class StripeAdapter(IntegrationAdapter):
             position = self._read_events(
                 newest - self.event_overlap_seconds, set(), report, floor=newest
             )[1]
+        # Objects created after the newest event known at the start may have been landed
+        # meanwhile by a webhook-triggered run: they are left out of "no longer listed".
+        report.bound = newest
         compared: dict[str, dict[str, int]] = {}
         for stream in STREAMS:
-            before = report.snapshot(stream.name)
             writer = self.record_writer(background=True)
             with writer.open():
                 writer.add_all(self._list(stream, report))
             if reconcile:
-                listed, rejected_ids = report.since(before, stream.name)
                 compared[stream.name] = {
-                    "listed": listed,
+                    "listed": report.per_stream[stream.name],
                     "differed": writer.stats.written,
-                    "no_longer_listed": self._no_longer_listed(
-                        stream.name, listed, rejected_ids, report.newest_created(stream.name)
-                    ),
+                    "no_longer_listed": self._no_longer_listed(stream.name, report),
                 }
         if reconcile:
             differed = {name: c["differed"] for name, c in compared.items() if c["differed"]}
@@ -241,12 +240,10 @@ class StripeAdapter(IntegrationAdapter):
             )
         return position
 
-    def _no_longer_listed(
-        self, stream: str, listed: int, rejected_ids: list[str], newest_listed: int | None
-    ) -> int:
+    def _no_longer_listed(self, stream: str, report: _Report) -> int:
         """Landed objects of `stream` the list no longer shows (deleted in Stripe). Counted,
-        never deleted: their history stays. Objects created after the list was read (landed
-        meanwhile by a webhook-triggered run) are not counted."""
+        never deleted: their history stays. Counts only objects created by `report.bound`."""
+        rejected_ids = report.rejected_in_bound[stream]
         with self.context.warehouse.tenant(
             self.context.workspace.id, actor=self.context.actor
         ) as db:
@@ -261,12 +258,12 @@ class StripeAdapter(IntegrationAdapter):
                     "source": PROVIDER,
                     "stream": stream,
                     "rejected": rejected_ids,
-                    "newest": newest_listed if newest_listed is not None else 2**62,
+                    "newest": report.bound if report.bound is not None else 2**62,
                 },
             ).one()
         # every listed object that passed validation is landed now; a rejected one may have
         # an older landed copy
-        still_listed = listed - len(rejected_ids) + rejected_landed
+        still_listed = report.listed_in_bound[stream] - len(rejected_ids) + rejected_landed
         return max(0, landed - still_listed)
 
     # --- incremental ---------------------------------------------------------------------
@@ -632,29 +629,36 @@ class _EventPosition:
 
 @dataclass
 class _Report:
-    """Records read and rejected, and the rejections named (bounded)."""
+    """Records read and rejected, the rejections named (bounded), and per stream what a
+    reconciliation needs: objects read, and those created by `bound` (read or rejected)."""
 
     records: int = 0
     rejected: int = 0
     errors: list[str] = field(default_factory=list)
     unnamed: int = 0
+    bound: int | None = None
     per_stream: dict[str, int] = field(default_factory=lambda: defaultdict(int))
+    listed_in_bound: dict[str, int] = field(default_factory=lambda: defaultdict(int))
     rejected_ids: dict[str, list[str]] = field(default_factory=lambda: defaultdict(list))
-    newest: dict[str, int] = field(default_factory=dict)
+    rejected_in_bound: dict[str, list[str]] = field(default_factory=lambda: defaultdict(list))
+
+    def _in_bound(self, obj: bytes) -> bool:
+        created = _created_of(obj) if self.bound is not None else None
+        return created is None or self.bound is None or created <= self.bound
 
     def listed(self, stream: str, obj: bytes) -> None:
         self.records += 1
         self.per_stream[stream] += 1
-        if stream not in self.newest:  # lists are newest first
-            created = _created_of(obj)
-            if created is not None:
-                self.newest[stream] = created
+        if self._in_bound(obj):
+            self.listed_in_bound[stream] += 1
 
     def reject(self, stream: str, obj: bytes, exc: ValidationError) -> None:
         self.rejected += 1
         object_id = _id_of(obj)
         if object_id is not None and len(self.rejected_ids[stream]) < 10 * MAX_NAMED_ERRORS:
             self.rejected_ids[stream].append(object_id)
+            if self._in_bound(obj):
+                self.rejected_in_bound[stream].append(object_id)
         if len(self.errors) < MAX_NAMED_ERRORS:
             self.errors.append(_rejection(stream, object_id, exc))
         else:
@@ -664,16 +668,6 @@ class _Report:
                 self.errors[-1] = note
             else:
                 self.errors.append(note)
-
-    def snapshot(self, stream: str) -> tuple[int, int]:
-        return self.per_stream[stream], len(self.rejected_ids[stream])
-
-    def since(self, before: tuple[int, int], stream: str) -> tuple[int, list[str]]:
-        """Objects listed and ids rejected in `stream` since `snapshot`."""
-        return self.per_stream[stream] - before[0], self.rejected_ids[stream][before[1] :]
-
-    def newest_created(self, stream: str) -> int | None:
-        return self.newest.get(stream)
 
 
 class _Failure(Exception):
