@@ -132,8 +132,8 @@ def test_an_event_that_becomes_visible_late_is_not_skipped(stripe_world) -> None
     nothing_applied_twice(world, "inc")
 
 
-def test_the_cursor_remembers_only_the_overlap(stripe_world) -> None:
-    world = stripe_world
+def test_the_cursor_remembers_only_the_overlap(young_stripe_world) -> None:
+    world = young_stripe_world
     world.workspace("inc")
     world.import_rates("USD")
     synced(world, "inc", event_overlap_seconds=3600)

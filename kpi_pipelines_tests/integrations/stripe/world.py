@@ -6,7 +6,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
-from datetime import date, timedelta
+from datetime import UTC, date, datetime, timedelta
 from typing import Any
 
 import dagster as dg
@@ -118,4 +118,16 @@ def serve_world(
 @pytest.fixture
 def stripe_world(warehouse, monkeypatch) -> Iterator[StripeWorld]:
     with serve_world(StripeSandbox(seed=11, customers=80), warehouse, monkeypatch) as world:
+        yield world
+
+
+@pytest.fixture
+def young_stripe_world(warehouse, monkeypatch) -> Iterator[StripeWorld]:
+    """A five-month-old business: every sync computes a short metric history (to today),
+    for tests that sync many times and compare workspaces rather than check the truth."""
+    start = datetime(2026, 6, 1, tzinfo=UTC)
+    sandbox = StripeSandbox(
+        seed=11, customers=40, start=start, now=start + timedelta(days=150), acquisition_days=120
+    )
+    with serve_world(sandbox, warehouse, monkeypatch) as world:
         yield world
