@@ -33,12 +33,14 @@ RESOURCES = {
 }
 
 SCHEDULES = [
-    # Webhooks trigger Stripe syncs as events arrive; this daily pass catches lost ones.
+    # Webhooks trigger Stripe syncs as events arrive; this daily pass re-lists every object
+    # and lands what differs, catching lost events and changes that send none.
     build_provider_schedule(
         provider="stripe",
         job=stripe_job,
         cron_schedule="0 3 * * *",
         description="Daily Stripe reconciliation for every connected workspace.",
+        run_options={"reconcile": True},
     ),
     google_analytics_schedule,
 ]

@@ -44,6 +44,9 @@ class ProviderRunConfig(dg.Config):
     """Run configuration every provider accepts (launchpad, backfills, the CLI)."""
 
     connection: str | None = None  # the connection's name, when a workspace has several
+    # Re-list every object and land what differs from the landed copy, instead of reading
+    # changes since the cursor (providers that support it; the daily Stripe schedule sets it).
+    reconcile: bool = False
 
 
 def kpi_asset_key(provider: str) -> dg.AssetKey:

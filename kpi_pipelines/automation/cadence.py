@@ -8,7 +8,9 @@ says why, so the reason shows in the UI's tick history.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
 import dagster as dg
 
@@ -17,8 +19,15 @@ from kpi_pipelines.warehouse.control import due_for_sync, list_connections
 
 
 def build_provider_schedule(
-    *, provider: str, job: dg.UnresolvedAssetJobDefinition, cron_schedule: str, description: str
+    *,
+    provider: str,
+    job: dg.UnresolvedAssetJobDefinition,
+    cron_schedule: str,
+    description: str,
+    run_options: Mapping[str, Any] | None = None,
 ) -> dg.ScheduleDefinition:
+    """`run_options`: fields of the provider's run config (ProviderRunConfig) its runs get."""
+
     @dg.schedule(
         name=f"{provider}_schedule",
         job=job,
@@ -52,7 +61,9 @@ def build_provider_schedule(
                     partition_key=connection.workspace_id,
                     run_config={
                         "ops": {
-                            f"{provider}__kpi_data": {"config": {"connection": connection.name}}
+                            f"{provider}__kpi_data": {
+                                "config": {**(run_options or {}), "connection": connection.name}
+                            }
                         }
                     },
                 )

@@ -471,7 +471,9 @@ class Api:
                 if li >= len(state.catalog_events):
                     raise missing(noun, obj_id, param)
                 t, type_, obj = state.catalog_events[li]
-                if not now - 30 * 86400 <= t <= now:
+                if not now - 30 * 86400 <= t <= now or not self._event_visible(
+                    state, -1, li, t, type_
+                ):
                     raise missing(noun, obj_id, param)
                 return None, (li, t, type_, obj)
             if ci >= state.customers:
@@ -480,7 +482,7 @@ class Api:
             if li >= cs.n_events:
                 raise missing(noun, obj_id, param)
             t, type_, obj = cs.event(li)
-            if not now - 30 * 86400 <= t <= now:
+            if not now - 30 * 86400 <= t <= now or not self._event_visible(state, ci, li, t, type_):
                 raise missing(noun, obj_id, param)
             return cs, (li, t, type_, obj)
         cs, li, _ = self._sim_for(state, prefix, obj_id, noun, param)
@@ -555,7 +557,11 @@ class Api:
                 "tax_rates": cat.tax_by_id,
             }[resource]
             obj = table.get(obj_id)
-            if obj is None or obj.created > now:
+            if (
+                obj is None
+                or obj.created > now
+                or (resource == "coupons" and self.sandbox.coupon_deleted(obj_id, now))
+            ):
                 raise missing(kind, obj_id)
             return self._render(state, resource, None, obj, version, ex)
         cs, obj = self._find(state, resource, obj_id)
@@ -581,6 +587,8 @@ class Api:
     ) -> Obj:
         index = state.index[resource]
         lo, hi = args.bounds(index.created)
+        if resource == "events" and self.sandbox.event_visibility.active:
+            hi, accept = self._visible_events(state, index, lo, hi, accept)
         after = before = None
         if args.after or args.before:
             cursor = args.after or args.before
@@ -642,6 +650,44 @@ class Api:
                 }[resource][li]
             data.append(self._render(state, resource, cs, obj, version, ex))
         return _list_body(url, data, has_more)
+
+    def _visible_events(
+        self,
+        state: State,
+        index: Index,
+        lo: int,
+        hi: int,
+        accept: Callable[[Index, int], bool] | None,
+    ) -> tuple[int, Callable[[Index, int], bool] | None]:
+        """The list's range and filter narrowed to the events visible now (visibility.py)."""
+        visibility = self.sandbox.event_visibility
+        now = state.now
+        first = bisect_left(index.created, now)
+        happened = visibility.happened_in_second(bisect_right(index.created, now) - first)
+        hi = max(lo, min(hi, first + happened))
+        if not visibility.delays:
+            return hi, accept
+
+        def visible(ix: Index, i: int) -> bool:
+            if visibility.delayed(now, ix.created[i], ix.ci[i], ix.li[i], ix.flag[i]):
+                return False
+            return accept is None or accept(ix, i)
+
+        return hi, visible
+
+    def _event_visible(self, state: State, ci: int, li: int, created: int, type_: str) -> bool:
+        visibility = self.sandbox.event_visibility
+        if not visibility.active:
+            return True
+        if visibility.delayed(state.now, created, ci, li, EVENT_CODE[type_]):
+            return False
+        if created < state.now or visibility.into_second is None:
+            return True
+        index = state.index["events"]
+        first = bisect_left(index.created, created)
+        count = bisect_right(index.created, created) - first
+        position = index.position(created, ci, li)
+        return position is not None and position - first < visibility.happened_in_second(count)
 
     def _from_index(self, state: State, resource: str, index: Index, i: int) -> Obj | None:
         """A customer, or a charge not refunded by now, from the index and the customer's header
@@ -1046,7 +1092,7 @@ class Api:
             state.gen.catalog.coupons,
             "coupons",
             args,
-            None,
+            lambda c: not self.sandbox.coupon_deleted(c.id, state.now),
             version,
             url,
             lambda c: c.id,

@@ -4,8 +4,8 @@ One host serves one or several accounts, each a sandbox with its own API key, as
 does: the key a request carries chooses the account it reads.
 `/v1/...` is Stripe's read API (auth, API versions, scripted faults, Stripe's error bodies).
 `/_sandbox/...` (same API key) controls the account's simulation from another process:
-`GET state`, `POST advance` (`{"to": unix}` or `{"days": n}`), `POST faults` (see
-`Faults.configure`).
+`GET state`, `POST advance` (`{"to": unix}` or `{"days": n}`, optionally `"into_second"`),
+`POST faults` (see `Faults.configure`), `POST event_delays` (see `StripeSandbox.delay_events`).
 """
 
 from __future__ import annotations
@@ -63,7 +63,9 @@ def _redact(key: str) -> str:
     return f"{head}{'*' * (len(key) - len(head) - 4)}{key[-4:]}"
 
 
-def _fault_error(status: int) -> ApiError:
+def _fault_error(status: int, key: str) -> ApiError:
+    if status == 401:  # the key was rolled or revoked in the Dashboard
+        return ApiError(401, f"Expired API Key provided: {_redact(key)}", code="api_key_expired")
     if status == 429:
         return ApiError(429, _RATE_LIMIT_MESSAGE, code="rate_limit")
     if status == 409:
@@ -137,18 +139,22 @@ def create_app(
             err = ApiError(400, f"Invalid Stripe API version: {version}", param="Stripe-Version")
             return respond(400, err.body(), DEFAULT_API_VERSION)
         fault = sandbox.faults.next()
-        delay = sandbox.faults.delay
+        delay = sandbox.faults.delay + (fault.delay if fault is not None else 0.0)
         if delay:
             await asyncio.sleep(delay)
         extra = None
         if fault is not None and fault.should_retry is not None:
             extra = {"Stripe-Should-Retry": "true" if fault.should_retry else "false"}
-        if fault is not None and not fault.truncate:
-            err = _fault_error(fault.status)
+        if fault is not None and fault.status != 200:
+            err = _fault_error(fault.status, sandbox.api_key)
             return respond(fault.status, err.body(), version, extra)
+        if fault is not None and fault.body is not None:
+            return Response(fault.body, status_code=200, media_type="text/html")
         status, body = api.handle(
             request.method, request.url.path, request.query_params.multi_items(), version
         )
+        if sandbox.faults.malformed:
+            body = sandbox.faults.apply_malformations(body)
         response = respond(status, body, version, extra)
         if fault is not None and fault.truncate:
             body_bytes = bytes(response.body)
@@ -172,10 +178,24 @@ def create_app(
                 target = int(spec["to"])
             else:
                 target = sandbox.now_ts + int(float(spec.get("days", 0)) * 86_400)
-            await asyncio.to_thread(sandbox.advance, target)
+            into = spec.get("into_second")
+            await asyncio.to_thread(
+                sandbox.advance, target, into_second=None if into is None else float(into)
+            )
             return respond(200, _state(sandbox), DEFAULT_API_VERSION)
         if action == "faults":
             sandbox.faults.configure(spec)
+            return respond(200, {"ok": True}, DEFAULT_API_VERSION)
+        if action == "event_delays":
+            if spec.get("clear"):
+                sandbox.clear_event_delays()
+            if "seconds" in spec:
+                sandbox.delay_events(
+                    spec["seconds"],
+                    types=spec.get("types"),
+                    created_from=spec.get("created_from"),
+                    share=float(spec.get("share", 1.0)),
+                )
             return respond(200, {"ok": True}, DEFAULT_API_VERSION)
         return respond(404, {"error": {"message": f"unknown action {action}"}}, DEFAULT_API_VERSION)
 

@@ -70,6 +70,7 @@ EVENT_TYPES = (
     "product.created",
     "price.created",
     "coupon.created",
+    "coupon.deleted",
 )
 EVENT_CODE = {t: i for i, t in enumerate(EVENT_TYPES)}
 _SEQ = attrgetter("seq")

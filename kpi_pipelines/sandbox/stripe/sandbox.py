@@ -31,6 +31,7 @@ from kpi_pipelines.sandbox.stripe.generator import (
 )
 from kpi_pipelines.sandbox.stripe.ids import CATALOG_OWNER, stable_b62
 from kpi_pipelines.sandbox.stripe.render import REFUND_DESCRIPTION, Renderer, customer_facts
+from kpi_pipelines.sandbox.stripe.visibility import EventVisibility
 
 if TYPE_CHECKING:
     from kpi_pipelines.sandbox.stripe.truth import StripeTruth
@@ -165,6 +166,8 @@ class StripeSandbox:
             "whsec_" + stable_b62(f"whsec:{self.config.seed}:{self.config.account_id}", 32)
         )
         self.faults = Faults()
+        self.event_visibility = EventVisibility()
+        self._deleted_coupons: dict[str, int] = {}  # coupon id: when it was deleted
         self._lock = threading.RLock()
         self._cache_size = cache_size
         self._truth: StripeTruth | None = None
@@ -191,8 +194,13 @@ class StripeSandbox:
     def start(self) -> datetime:
         return self.config.start
 
-    def advance(self, to: datetime | timedelta | int) -> None:
-        """Move the simulated clock forward (new objects and events appear, states change)."""
+    def advance(self, to: datetime | timedelta | int, *, into_second: float | None = None) -> None:
+        """Move the simulated clock forward (new objects and events appear, states change).
+
+        `into_second`: stop the clock that far into second `to` (0 <= f < 1): of the events
+        created in that second only the first ones have happened (see visibility.py). By
+        default the second is over and all its events are listed.
+        """
         if isinstance(to, timedelta):
             target = self.state.now + int(to.total_seconds())
         elif isinstance(to, datetime):
@@ -201,13 +209,56 @@ class StripeSandbox:
             target = int(to.timestamp())
         else:
             target = int(to)
-        if target < self.state.now:
+        if into_second is not None and not 0.0 <= into_second < 1.0:
+            raise ValueError("into_second must be in [0, 1)")
+        elapsed = 1.0 if into_second is None else into_second
+        current = self.event_visibility.into_second
+        if target < self.state.now or (
+            target == self.state.now and elapsed < (1.0 if current is None else current)
+        ):
             raise ValueError("the sandbox clock only moves forward")
-        if target == self.state.now:
-            return
-        state = self._build(target)
+        if target != self.state.now:
+            state = self._build(target)
+            with self._lock:
+                self.state = state
+        self.event_visibility.into_second = into_second
+
+    # -- what the account's users do ----------------------------------------------------------
+
+    def delay_events(
+        self,
+        seconds: int | None,
+        *,
+        types: tuple[str, ...] | list[str] | None = None,
+        created_from: datetime | int | None = None,
+        share: float = 1.0,
+    ) -> None:
+        """Stripe's events list is eventually consistent: matching events (of `types`, created
+        at or after `created_from`, `share` of them chosen by a stable hash) appear in
+        `/v1/events` and `GET /v1/events/:id` only `seconds` after their `created`; None: never
+        (a lost event). The objects they describe change at once. Stacks with earlier calls."""
+        if isinstance(created_from, datetime):
+            created_from = int(created_from.timestamp())
+        self.event_visibility.delay(seconds, types=types, created_from=created_from, share=share)
+
+    def clear_event_delays(self) -> None:
+        self.event_visibility.delays.clear()
+
+    def delete_coupon(self, coupon_id: str) -> None:
+        """`DELETE /v1/coupons/:id` at the clock: the coupon leaves `/v1/coupons` and retrieving
+        it answers 404, a `coupon.deleted` event is created; discounts already applied keep
+        applying (Stripe: deleting a coupon only stops new redemptions)."""
+        coupon = self.state.gen.catalog.coupon_by_id.get(coupon_id)
+        if coupon is None or coupon.created > self.state.now or coupon_id in self._deleted_coupons:
+            raise KeyError(f"no such coupon: {coupon_id}")
+        self._deleted_coupons[coupon_id] = self.state.now
+        state = self._build(self.state.now)
         with self._lock:
             self.state = state
+
+    def coupon_deleted(self, coupon_id: str, at: int | None = None) -> bool:
+        deleted_at = self._deleted_coupons.get(coupon_id)
+        return deleted_at is not None and deleted_at <= (self.state.now if at is None else at)
 
     # -- customers ----------------------------------------------------------------------------
 
@@ -274,7 +325,9 @@ class StripeSandbox:
         now = self.state.now
         out["products"] = sum(1 for p in cat.products if p.created <= now)
         out["prices"] = sum(1 for p in cat.prices if p.created <= now)
-        out["coupons"] = sum(1 for c in cat.coupons if c.created <= now)
+        out["coupons"] = sum(
+            1 for c in cat.coupons if c.created <= now and not self.coupon_deleted(c.id)
+        )
         return out
 
     def index_bytes(self) -> int:
@@ -401,6 +454,11 @@ class StripeSandbox:
         catalog_events += [(p.created, "product.created", p) for p in cat.products]
         catalog_events += [(p.created, "price.created", p) for p in cat.prices]
         catalog_events += [(c.created, "coupon.created", c) for c in cat.coupons]
+        catalog_events += [
+            (t, "coupon.deleted", cat.coupon_by_id[cid])
+            for cid, t in self._deleted_coupons.items()
+            if t <= now
+        ]
         catalog_events.sort(key=lambda e: e[0])
         for li, (t, type_, _obj) in enumerate(catalog_events):
             if window <= t <= now:

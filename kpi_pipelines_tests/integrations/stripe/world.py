@@ -4,8 +4,10 @@ plugin: the root conftest loads it for every test folder that needs Stripe)."""
 from __future__ import annotations
 
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
-from datetime import date, timedelta
+from datetime import UTC, date, datetime, timedelta
+from typing import Any
 
 import dagster as dg
 import pytest
@@ -67,15 +69,21 @@ class StripeWorld:
         ]
         import_fx_rates(self.warehouse, rates)
 
-    def sync(self, workspace_id: str, **adapter_config) -> dg.ExecuteInProcessResult:
+    def sync(
+        self, workspace_id: str, *, options: dict[str, Any] | None = None, **adapter_config
+    ) -> dg.ExecuteInProcessResult:
+        """Run the real asset for one workspace; `options` is its run config (what the
+        launchpad or a schedule sets), `adapter_config` the Stripe resource's settings."""
         resources = dict(RESOURCES)
         if adapter_config:
             resources["stripe"] = type(RESOURCES["stripe"])(**adapter_config)
+        run_config = {"ops": {"stripe__kpi_data": {"config": options}}} if options else None
         return dg.materialize(
             [stripe_kpis],
             instance=self.instance,
             partition_key=workspace_id,
             resources=resources,
+            run_config=run_config,
             raise_on_error=False,
         )
 
@@ -98,9 +106,29 @@ def rate_lookup(sandbox: StripeSandbox, quote: str):
     return convert
 
 
-@pytest.fixture
-def stripe_world(warehouse, monkeypatch) -> Iterator[StripeWorld]:
-    sandbox = StripeSandbox(seed=11, customers=80)
+@contextmanager
+def serve_world(
+    sandbox: StripeSandbox, warehouse: Warehouse, monkeypatch: pytest.MonkeyPatch
+) -> Iterator[StripeWorld]:
+    """`sandbox` served on loopback, the Stripe base address pointed at it."""
     with LoopbackServer(create_app(sandbox)) as server, scanned_instance() as instance:
         monkeypatch.setenv("KPI_STRIPE_BASE_URL", server.base_url)
         yield StripeWorld(sandbox, server, warehouse, instance, monkeypatch)
+
+
+@pytest.fixture
+def stripe_world(warehouse, monkeypatch) -> Iterator[StripeWorld]:
+    with serve_world(StripeSandbox(seed=11, customers=80), warehouse, monkeypatch) as world:
+        yield world
+
+
+@pytest.fixture
+def young_stripe_world(warehouse, monkeypatch) -> Iterator[StripeWorld]:
+    """A five-month-old business: every sync computes a short metric history (to today),
+    for tests that sync many times and compare workspaces rather than check the truth."""
+    start = datetime(2026, 6, 1, tzinfo=UTC)
+    sandbox = StripeSandbox(
+        seed=11, customers=40, start=start, now=start + timedelta(days=150), acquisition_days=120
+    )
+    with serve_world(sandbox, warehouse, monkeypatch) as world:
+        yield world
