@@ -44,18 +44,42 @@ def canaries() -> list[str]:
     return sorted(v for v in values if len(v) >= MIN_CANARY_LENGTH)
 
 
+# Hundreds of canaries pile up over a session (each sync's issued tokens), most sharing a
+# few shapes: search for their distinct prefixes, then confirm whole values where one is.
+PREFIX = 6
+
+
+def _by_prefix(secrets: list[str]) -> dict[str, list[str]]:
+    groups: dict[str, list[str]] = {}
+    for secret in secrets:
+        groups.setdefault(secret[:PREFIX], []).append(secret)
+    return groups
+
+
+def _found_in(text: str, groups: dict[str, list[str]]) -> set[str]:
+    hits: set[str] = set()
+    for prefix, group in groups.items():
+        at = text.find(prefix)
+        while at != -1:
+            hits.update(secret for secret in group if text.startswith(secret, at))
+            at = text.find(prefix, at + 1)
+    return hits
+
+
 def leaks(texts: Iterable[tuple[str, str]], secrets: list[str] | None = None) -> list[str]:
     """Where any canary occurs among (place, text) pairs, as "place: prefix..."."""
-    secrets = canaries() if secrets is None else secrets
+    groups = _by_prefix(canaries() if secrets is None else secrets)
     return [
-        f"{place}: {secret[:6]}..." for place, text in texts for secret in secrets if secret in text
+        f"{place}: {secret[:PREFIX]}..."
+        for place, text in texts
+        for secret in sorted(_found_in(text, groups))
     ]
 
 
 def warehouse_leaks(warehouse: Warehouse) -> list[str]:
     """Canaries in any row of any table of the kpi schema or Dagster's (public) storage."""
-    secrets = canaries()
-    patterns = ["%" + re.sub(r"([\\%_])", r"\\\1", secret) + "%" for secret in secrets]
+    groups = _by_prefix(canaries())
+    patterns = ["%" + re.sub(r"([\\%_])", r"\\\1", prefix) + "%" for prefix in groups]
     found = []
     with warehouse.engine(None).connect() as db:
         tables = db.execute(
@@ -65,7 +89,7 @@ def warehouse_leaks(warehouse: Warehouse) -> list[str]:
             )
         ).all()
         for schema, table in tables:
-            # One pass over the table: each row is rendered as text once.
+            # One pass over the table for the few prefixes; whole values confirmed here.
             rows = db.execute(
                 sa.text(
                     f'SELECT t::text FROM "{schema}"."{table}" t'
@@ -73,8 +97,8 @@ def warehouse_leaks(warehouse: Warehouse) -> list[str]:
                 ),
                 {"patterns": patterns},
             ).scalars()
-            hits = {secret for row in rows for secret in secrets if secret in row}
-            found += [f"table {schema}.{table}: {secret[:6]}..." for secret in sorted(hits)]
+            hits = set().union(*(_found_in(row, groups) for row in rows))
+            found += [f"table {schema}.{table}: {secret[:PREFIX]}..." for secret in sorted(hits)]
     return found
 
 

@@ -46,7 +46,9 @@ def test_a_sync_killed_between_windows_is_completed_by_the_next(ga4, calm) -> No
 
 
 @pytest.mark.usefixtures("kpi_home")
-def test_a_postgres_restart_mid_sync_fails_clearly_and_the_rerun_completes(ga4, calm) -> None:
+def test_a_postgres_restart_mid_sync_is_ridden_out_or_fails_clearly_and_the_rerun_completes(
+    ga4, calm
+) -> None:
     ga4.workspace("restarted", PROPERTY)
     ga4.sandbox.add_fault(SLOW_REPORTS)
     outcome: dict[str, object] = {}
@@ -59,8 +61,10 @@ def test_a_postgres_restart_mid_sync_fails_clearly_and_the_rerun_completes(ga4, 
     sync.join(120)
     ga4.sandbox.faults.clear()
     first = outcome["result"]
-    assert not first.success  # type: ignore[attr-defined]
-    assert "lost the warehouse database mid-sync" in failure_message(first)  # type: ignore[arg-type]
+    # A restart between two window writes is ridden out (the pool reconnects); one during a
+    # write fails the run clearly. Either way the rerun ends as a calm sync.
+    if not first.success:  # type: ignore[attr-defined]
+        assert "lost the warehouse database mid-sync" in failure_message(first)  # type: ignore[arg-type]
     rerun = ga4.sync("restarted")
     assert rerun.success, failure_message(rerun)
     assert tenant_rows(ga4.warehouse, "restarted") == calm
