@@ -9,15 +9,18 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import sqlalchemy as sa
 
 from kpi_pipelines import settings
 from kpi_pipelines.warehouse.database import Warehouse
+
+T = TypeVar("T")
 
 # A child process that runs one provider's real asset for one workspace, in a Dagster
 # instance of its own, on the same warehouse (same KPI_HOME or KPI_DATABASE_URL).
@@ -121,6 +124,21 @@ def kill_sync_midway(
         if child.poll() is None:
             os.killpg(child.pid, signal.SIGKILL)
         child.wait(timeout=30)
+
+
+def restart_postgres_during(run: Callable[[], T], *, when: Callable[[], bool]) -> T:
+    """`run()` in a thread, with the embedded PostgreSQL restarted as soon as `when()`
+    holds while it runs; returns what `run()` returned."""
+    outcome: list[T] = []
+    worker = threading.Thread(target=lambda: outcome.append(run()))
+    worker.start()
+    while worker.is_alive() and not when():
+        worker.join(0.005)
+    assert worker.is_alive(), "the run finished before PostgreSQL could be restarted"
+    restart_embedded_postgres()
+    worker.join(120)
+    [result] = outcome
+    return result
 
 
 def restart_embedded_postgres() -> None:

@@ -213,31 +213,37 @@ class StripeAdapter(IntegrationAdapter):
         # Objects created after the newest event known at the start may have been landed
         # meanwhile by a webhook-triggered run: they are left out of "no longer listed".
         report.bound = newest
+        if not reconcile:
+            # One writer across the streams: its batches keep flowing at stream boundaries.
+            writer = self.record_writer(background=True)
+            with writer.open():
+                for stream in STREAMS:
+                    writer.add_all(self._list(stream, report))
+            return position
         compared: dict[str, dict[str, int]] = {}
         for stream in STREAMS:
+            # A writer per stream, to count what differed in each.
             writer = self.record_writer(background=True)
             with writer.open():
                 writer.add_all(self._list(stream, report))
-            if reconcile:
-                compared[stream.name] = {
-                    "listed": report.per_stream[stream.name],
-                    "differed": writer.stats.written,
-                    "no_longer_listed": self._no_longer_listed(stream.name, report),
-                }
-        if reconcile:
-            differed = {name: c["differed"] for name, c in compared.items() if c["differed"]}
-            gone = {name: c["no_longer_listed"] for name, c in compared.items()}
-            self.context.log.info(
-                f"stripe: reconciled; objects that differed from the landed copy: {differed or 0};"
-                f" landed but no longer listed: { {k: v for k, v in gone.items() if v} or 0 }"
-            )
-            _add_run_metadata(
-                {
-                    "reconcile_differed": sum(c["differed"] for c in compared.values()),
-                    "reconcile_no_longer_listed": sum(gone.values()),
-                    "reconcile": dg.MetadataValue.json(compared),
-                }
-            )
+            compared[stream.name] = {
+                "listed": report.per_stream[stream.name],
+                "differed": writer.stats.written,
+                "no_longer_listed": self._no_longer_listed(stream.name, report),
+            }
+        differed = {name: c["differed"] for name, c in compared.items() if c["differed"]}
+        gone = {name: c["no_longer_listed"] for name, c in compared.items()}
+        self.context.log.info(
+            f"stripe: reconciled; objects that differed from the landed copy: {differed or 0};"
+            f" landed but no longer listed: { {k: v for k, v in gone.items() if v} or 0 }"
+        )
+        _add_run_metadata(
+            {
+                "reconcile_differed": sum(c["differed"] for c in compared.values()),
+                "reconcile_no_longer_listed": sum(gone.values()),
+                "reconcile": dg.MetadataValue.json(compared),
+            }
+        )
         return position
 
     def _no_longer_listed(self, stream: str, report: _Report) -> int:

@@ -3,7 +3,6 @@ it writes, it leaves nothing, and the rerun stores exactly what a calm import do
 
 from __future__ import annotations
 
-import threading
 from datetime import date, timedelta
 from pathlib import Path
 
@@ -13,7 +12,7 @@ from kpi_pipelines.demo import materialize_provider
 from kpi_pipelines.warehouse.control import Connection, Workspace, add_connection, add_workspace
 from kpi_pipelines_tests.interruptions import (
     kill_sync_midway,
-    restart_embedded_postgres,
+    restart_postgres_during,
     tenant_rows,
     writing,
 )
@@ -73,23 +72,14 @@ def test_a_postgres_restart_while_it_writes_leaves_nothing(
     warehouse, dagster_instance, big_csv, calm
 ) -> None:
     _workspace(warehouse, "restarted")
-    outcome: dict[str, object] = {}
-
-    def run() -> None:
-        outcome["result"] = materialize_provider(
+    first = restart_postgres_during(
+        lambda: materialize_provider(
             warehouse, dagster_instance, "csv_upload", "restarted", {"path": str(big_csv)}
-        )
-
-    importing = threading.Thread(target=run)
-    importing.start()
-    while importing.is_alive() and not writing(warehouse):
-        importing.join(0.005)
-    assert importing.is_alive(), "the import finished before the restart"
-    restart_embedded_postgres()
-    importing.join(120)
-    first = outcome["result"]
-    assert not first.success  # type: ignore[attr-defined]
-    assert "lost the warehouse database mid-sync" in failure_message(first)  # type: ignore[arg-type]
+        ),
+        when=lambda: writing(warehouse),
+    )
+    assert not first.success
+    assert "lost the warehouse database mid-sync" in failure_message(first)
     assert tenant_rows(warehouse, "restarted") == {"kpi_data": [], "raw_records": []}
     rerun = materialize_provider(
         warehouse, dagster_instance, "csv_upload", "restarted", {"path": str(big_csv)}

@@ -3,15 +3,13 @@ process killed (SIGKILL) between windows, PostgreSQL restarted under it."""
 
 from __future__ import annotations
 
-import threading
-
 import pytest
 
 from kpi_pipelines.sandbox.google import Fault
 from kpi_pipelines_tests.interruptions import (
     committed,
     kill_sync_midway,
-    restart_embedded_postgres,
+    restart_postgres_during,
     tenant_rows,
 )
 from kpi_pipelines_tests.run_results import failure_message
@@ -51,20 +49,14 @@ def test_a_postgres_restart_mid_sync_is_ridden_out_or_fails_clearly_and_the_reru
 ) -> None:
     ga4.workspace("restarted", PROPERTY)
     ga4.sandbox.add_fault(SLOW_REPORTS)
-    outcome: dict[str, object] = {}
-    sync = threading.Thread(target=lambda: outcome.update(result=ga4.sync("restarted")))
-    sync.start()
-    while sync.is_alive() and committed(ga4.warehouse, "restarted") == 0:
-        sync.join(0.01)
-    assert sync.is_alive(), "the sync finished before the restart"
-    restart_embedded_postgres()
-    sync.join(120)
+    first = restart_postgres_during(
+        lambda: ga4.sync("restarted"), when=lambda: committed(ga4.warehouse, "restarted") > 0
+    )
     ga4.sandbox.faults.clear()
-    first = outcome["result"]
     # A restart between two window writes is ridden out (the pool reconnects); one during a
     # write fails the run clearly. Either way the rerun ends as a calm sync.
-    if not first.success:  # type: ignore[attr-defined]
-        assert "lost the warehouse database mid-sync" in failure_message(first)  # type: ignore[arg-type]
+    if not first.success:
+        assert "lost the warehouse database mid-sync" in failure_message(first)
     rerun = ga4.sync("restarted")
     assert rerun.success, failure_message(rerun)
     assert tenant_rows(ga4.warehouse, "restarted") == calm

@@ -3,7 +3,6 @@ while it writes, it leaves nothing, and the rerun stores exactly what a calm imp
 
 from __future__ import annotations
 
-import threading
 from datetime import date, timedelta
 
 import pytest
@@ -11,7 +10,7 @@ import pytest
 from kpi_pipelines.sandbox.google import DateTime, Number
 from kpi_pipelines_tests.interruptions import (
     kill_sync_midway,
-    restart_embedded_postgres,
+    restart_postgres_during,
     tenant_rows,
     writing,
 )
@@ -51,17 +50,11 @@ def test_an_import_killed_while_it_writes_leaves_nothing(sheets, calm) -> None:
 @pytest.mark.usefixtures("kpi_home")
 def test_a_postgres_restart_while_it_writes_leaves_nothing(sheets, calm) -> None:
     sheets.workspace("restarted", SHEET_ID, RANGE)
-    outcome: dict[str, object] = {}
-    importing = threading.Thread(target=lambda: outcome.update(result=sheets.sync("restarted")))
-    importing.start()
-    while importing.is_alive() and not writing(sheets.warehouse):
-        importing.join(0.005)
-    assert importing.is_alive(), "the import finished before the restart"
-    restart_embedded_postgres()
-    importing.join(120)
-    first = outcome["result"]
-    assert not first.success  # type: ignore[attr-defined]
-    assert "lost the warehouse database mid-sync" in failure_message(first)  # type: ignore[arg-type]
+    first = restart_postgres_during(
+        lambda: sheets.sync("restarted"), when=lambda: writing(sheets.warehouse)
+    )
+    assert not first.success
+    assert "lost the warehouse database mid-sync" in failure_message(first)
     assert tenant_rows(sheets.warehouse, "restarted") == {"kpi_data": [], "raw_records": []}
     rerun = sheets.sync("restarted")
     assert rerun.success, failure_message(rerun)

@@ -3,14 +3,12 @@ process killed (SIGKILL) between batches, PostgreSQL restarted under it."""
 
 from __future__ import annotations
 
-import threading
-
 import pytest
 
 from kpi_pipelines_tests.interruptions import (
     committed,
     kill_sync_midway,
-    restart_embedded_postgres,
+    restart_postgres_during,
     tenant_rows,
 )
 from kpi_pipelines_tests.run_results import failure_message
@@ -52,20 +50,14 @@ def test_a_postgres_restart_mid_sync_is_ridden_out_or_fails_clearly_and_the_reru
     world.workspace("restarted")
     monkeypatch.setenv("KPI_BATCH_SIZE", "40")
     world.sandbox.faults.slow(0.02)
-    outcome: dict[str, object] = {}
-    sync = threading.Thread(target=lambda: outcome.update(result=world.sync("restarted")))
-    sync.start()
-    while sync.is_alive() and committed(world.warehouse, "restarted") == 0:
-        sync.join(0.01)
-    assert sync.is_alive(), "the sync finished before the restart"
-    restart_embedded_postgres()
-    sync.join(120)
+    first = restart_postgres_during(
+        lambda: world.sync("restarted"), when=lambda: committed(world.warehouse, "restarted") > 0
+    )
     world.sandbox.faults.slow(0)
-    first = outcome["result"]
     # A restart between two batch writes is ridden out (the pool reconnects); one during a
     # write fails the run clearly. Either way the rerun ends as a calm sync.
-    if not first.success:  # type: ignore[attr-defined]
-        message = failure_message(first)  # type: ignore[arg-type]
+    if not first.success:
+        message = failure_message(first)
         assert "lost the warehouse database mid-sync" in message and "can be retried" in message
     rerun = world.sync("restarted")
     assert rerun.success, failure_message(rerun)
