@@ -30,11 +30,11 @@ from kpi_pipelines.integrations.shared.base_adapter import SyncContext
 from kpi_pipelines.integrations.shared.tabular import (
     TableFormatError,
     TableRejected,
-    TabularMapping,
 )
 from kpi_pipelines.warehouse.control import Connection, Workspace, add_connection
 from kpi_pipelines.warehouse.database import Warehouse
 from kpi_pipelines.warehouse.tenant_data import read_points
+from kpi_pipelines_tests.integrations.shared.test_tabular_properties import MAPPINGS
 
 PROPERTIES = settings(
     max_examples=60,
@@ -46,15 +46,7 @@ PROPERTIES = settings(
         HealthCheck.data_too_large,
     ],
 )
-MAPPING = TabularMapping(
-    date_column="Date",
-    metric_column="Metric",
-    value_column="Amount",
-    dimension_columns=["Region", "Plan"],
-    thousands_separator=",",
-    currency_symbols="$",
-    date_formats=["%m/%d/%Y"],
-)
+MAPPING = MAPPINGS["us"]  # the tabular properties' US-formatted table
 HEADER = ["Date", "Metric", "Amount", "Region", "Plan", "Notes"]
 Key = tuple[str, datetime.date, tuple[tuple[str, str], ...]]
 
