@@ -52,7 +52,7 @@ from typing import Any
 import sqlalchemy as sa
 
 from kpi_pipelines import settings
-from kpi_pipelines.integrations.shared.types import KPIData, day_timestamp
+from kpi_pipelines.models import KPIData, day_timestamp
 from kpi_pipelines.warehouse import writer
 from kpi_pipelines.warehouse.control import (
     UnknownWorkspace,

@@ -391,7 +391,7 @@ def override_set(
     """Override one KPI value until the source's next sync writes it."""
     from pydantic import ValidationError
 
-    from kpi_pipelines.integrations.shared.types import KPIData, day_timestamp
+    from kpi_pipelines.models import KPIData, day_timestamp
     from kpi_pipelines.warehouse.tenant_data import set_override
 
     try:

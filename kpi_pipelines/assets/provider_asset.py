@@ -25,7 +25,7 @@ from kpi_pipelines.integrations.shared.redaction import (
     redact,
     redacted_traceback,
 )
-from kpi_pipelines.integrations.shared.types import SyncResult
+from kpi_pipelines.models import SyncResult
 from kpi_pipelines.warehouse.control import get_connection, get_workspace, record_sync_outcome
 from kpi_pipelines.warehouse.database import Warehouse, connection_lost
 

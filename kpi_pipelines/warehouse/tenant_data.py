@@ -9,7 +9,7 @@ import sqlalchemy as sa
 from pydantic import BaseModel
 from sqlalchemy.engine import Connection
 
-from kpi_pipelines.integrations.shared.types import KPIData
+from kpi_pipelines.models import KPIData
 from kpi_pipelines.warehouse.control import get_workspace
 from kpi_pipelines.warehouse.database import Warehouse
 

@@ -23,7 +23,7 @@ import sqlalchemy as sa
 from psycopg.types.json import Jsonb
 from sqlalchemy.engine import Connection
 
-from kpi_pipelines.integrations.shared.types import KPIData
+from kpi_pipelines.models import KPIData
 from kpi_pipelines.warehouse.database import WorkspaceScopeError
 
 _KPI_COLUMNS = (

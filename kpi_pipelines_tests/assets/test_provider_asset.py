@@ -14,7 +14,7 @@ import pytest
 from kpi_pipelines.assets.provider_asset import NO_REJECTED_RECORDS, build_provider_asset
 from kpi_pipelines.integrations.shared.base_adapter import IntegrationAdapter
 from kpi_pipelines.integrations.shared.secrets import read_secret
-from kpi_pipelines.integrations.shared.types import KPIData, SyncResult
+from kpi_pipelines.models import KPIData, SyncResult
 from kpi_pipelines.resources import WarehouseResource
 from kpi_pipelines.warehouse.control import (
     Connection,

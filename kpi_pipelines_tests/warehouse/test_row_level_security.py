@@ -6,7 +6,7 @@ import psycopg
 import pytest
 import sqlalchemy as sa
 
-from kpi_pipelines.integrations.shared.types import KPIData
+from kpi_pipelines.models import KPIData
 from kpi_pipelines.warehouse.database import CONTROL_ROLE, OWNER_ROLE, TENANT_ROLE, Warehouse
 from kpi_pipelines.warehouse.writer import write_kpis
 

@@ -13,7 +13,7 @@ import psycopg
 import pytest
 import sqlalchemy as sa
 
-from kpi_pipelines.integrations.shared.types import KPIData
+from kpi_pipelines.models import KPIData
 from kpi_pipelines.warehouse.database import OWNER_ROLE, SEARCH_PATH, TENANT_ROLE, Warehouse
 from kpi_pipelines.warehouse.writer import write_kpis
 

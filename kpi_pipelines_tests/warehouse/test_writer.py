@@ -4,7 +4,7 @@ from datetime import UTC, datetime, timedelta
 
 import sqlalchemy as sa
 
-from kpi_pipelines.integrations.shared.types import KPIData
+from kpi_pipelines.models import KPIData
 from kpi_pipelines.warehouse.database import Warehouse
 from kpi_pipelines.warehouse.tenant_data import list_overrides, read_points, set_override
 from kpi_pipelines.warehouse.writer import RawRecord, write_kpis, write_raw_records

@@ -27,7 +27,7 @@ from kpi_pipelines.integrations.shared.tabular import (
     TabularRow,
     rejection_report_path,
 )
-from kpi_pipelines.integrations.shared.types import KPIData, SyncResult, day_timestamp
+from kpi_pipelines.models import KPIData, SyncResult, day_timestamp
 
 PROVIDER = "csv_upload"
 T = TypeVar("T")

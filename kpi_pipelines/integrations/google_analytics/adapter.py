@@ -57,7 +57,7 @@ from kpi_pipelines.integrations.shared.oauth import (
     OAuthAdapter,
     google_token_url,
 )
-from kpi_pipelines.integrations.shared.types import KPIData, SyncResult, day_timestamp
+from kpi_pipelines.models import KPIData, SyncResult, day_timestamp
 from kpi_pipelines.warehouse.tenant_data import load_cursor, save_cursor
 from kpi_pipelines.warehouse.writer import WriteStats, write_kpis
 

@@ -45,7 +45,7 @@ from kpi_pipelines.integrations.shared.tabular import (
     rejection_report_path,
     validate_table,
 )
-from kpi_pipelines.integrations.shared.types import KPIData, SyncResult, day_timestamp
+from kpi_pipelines.models import KPIData, SyncResult, day_timestamp
 
 PROVIDER = "google_sheets"
 DEFAULT_BASE_URL = "https://sheets.googleapis.com"

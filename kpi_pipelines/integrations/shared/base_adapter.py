@@ -22,7 +22,7 @@ from pydantic import PrivateAttr
 from sqlalchemy.engine import Connection as DbConnection
 
 from kpi_pipelines import settings
-from kpi_pipelines.integrations.shared.types import KPIData, SyncResult
+from kpi_pipelines.models import KPIData, SyncResult
 from kpi_pipelines.warehouse.control import Connection, Workspace
 from kpi_pipelines.warehouse.database import Warehouse
 from kpi_pipelines.warehouse.writer import RawRecord, WriteStats, write_kpis, write_raw_records

@@ -34,7 +34,7 @@ from typing import TextIO, TypeGuard
 import pydantic
 
 from kpi_pipelines import settings
-from kpi_pipelines.integrations.shared.types import MAX_METRIC_CHARS, breakdown_problem
+from kpi_pipelines.models import MAX_METRIC_CHARS, breakdown_problem
 
 __all__ = [
     "MAX_ERRORS_SHOWN",

@@ -49,13 +49,13 @@ from kpi_pipelines.integrations.shared.errors import (
     ProviderUnavailable,
 )
 from kpi_pipelines.integrations.shared.secrets import read_secret
-from kpi_pipelines.integrations.shared.types import KPIData, SyncResult
 from kpi_pipelines.integrations.stripe import types as st
 from kpi_pipelines.integrations.stripe.metrics import (
     MetricsScope,
     compute_stripe_metrics,
     reporting_today,
 )
+from kpi_pipelines.models import KPIData, SyncResult
 from kpi_pipelines.warehouse.tenant_data import load_cursor, save_cursor
 from kpi_pipelines.warehouse.writer import RawRecord
 

@@ -19,7 +19,7 @@ from typing import Any
 
 from sqlalchemy.engine import Connection
 
-from kpi_pipelines.integrations.shared.types import KPIData, day_timestamp
+from kpi_pipelines.models import KPIData, day_timestamp
 
 SOURCE = "stripe"
 

@@ -18,7 +18,7 @@ from kpi_pipelines.integrations.shared.base_adapter import (
     IntegrationAdapter,
     SyncContext,
 )
-from kpi_pipelines.integrations.shared.types import KPIData, SyncResult, day_timestamp
+from kpi_pipelines.models import KPIData, SyncResult, day_timestamp
 from kpi_pipelines.warehouse.control import Connection, get_workspace
 from kpi_pipelines.warehouse.database import Warehouse
 

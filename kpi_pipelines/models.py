@@ -1,4 +1,5 @@
-"""The spec's shared integration types: SyncResult and KPIData, plus `metric`."""
+"""The neutral models every layer shares: KPIData (one point of kpi_data) and SyncResult (what
+one sync did). They import nothing of this project, so anything may import them."""
 
 from __future__ import annotations
 
