@@ -106,8 +106,8 @@ def baseline(base_url: str) -> dict[str, float]:
 def pipeline(base_url: str) -> dict[str, float]:
     import dagster as dg
 
+    from kpi_pipelines.definitions import PROVIDERS
     from kpi_pipelines.integrations.stripe.adapter import StripeAdapter
-    from kpi_pipelines.integrations.stripe.assets import stripe_kpis
     from kpi_pipelines.resources import WarehouseResource
     from kpi_pipelines.warehouse.control import Connection, Workspace, add_connection, add_workspace
     from kpi_pipelines.warehouse.database import Warehouse
@@ -128,7 +128,7 @@ def pipeline(base_url: str) -> dict[str, float]:
         instance.add_dynamic_partitions("workspace", ["bench"])
         started = time.perf_counter()
         result = dg.materialize(
-            [stripe_kpis],
+            [PROVIDERS["stripe"].asset],
             instance=instance,
             partition_key="bench",
             resources={

@@ -16,24 +16,21 @@ from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
 from kpi_pipelines import settings
-from kpi_pipelines.integrations.google_sheets.cli import sheets_app
 
 app = typer.Typer(help=__doc__, no_args_is_help=True, pretty_exceptions_enable=False)
 workspace_app = typer.Typer(help="Tenant workspaces.", no_args_is_help=True)
 connection_app = typer.Typer(help="A workspace's connections to providers.", no_args_is_help=True)
-csv_app = typer.Typer(help="CSV uploads.", no_args_is_help=True)
 fx_app = typer.Typer(help="Exchange rates.", no_args_is_help=True)
 override_app = typer.Typer(help="Manual overrides of KPI values.", no_args_is_help=True)
 kpi_app = typer.Typer(help="Read KPIs.", no_args_is_help=True)
 db_app = typer.Typer(help="The warehouse database.", no_args_is_help=True)
-webhooks_app = typer.Typer(help="The Stripe webhook receiver.", no_args_is_help=True)
+webhooks_app = typer.Typer(help="The webhook receiver (Stripe).", no_args_is_help=True)
 pools_app = typer.Typer(
     help="Dagster concurrency pools (app-wide API quotas).", no_args_is_help=True
 )
 for sub, name in (
     (workspace_app, "workspace"),
     (connection_app, "connection"),
-    (csv_app, "csv"),
     (fx_app, "fx"),
     (override_app, "override"),
     (kpi_app, "kpi"),
@@ -42,7 +39,6 @@ for sub, name in (
     (webhooks_app, "webhooks"),
 ):
     app.add_typer(sub, name=name)
-app.add_typer(sheets_app, name="sheets")
 
 # Piped output (files, CI logs, tests) gets wide tables instead of 80 wrapped columns.
 console = Console(width=None if sys.stdout.isatty() else 160)
@@ -72,11 +68,14 @@ def _require_workspace(warehouse: Any, workspace_id: str) -> None:
         raise _fail(str(exc)) from None
 
 
-def _known_providers() -> list[str]:
-    from kpi_pipelines.definitions import RESOURCES
-    from kpi_pipelines.integrations.shared.base_adapter import IntegrationAdapter
+def _spec(provider: str) -> Any:
+    """The provider's spec, or a one-line error naming the known ones."""
+    from kpi_pipelines.integrations.shared.spec import spec_for
 
-    return sorted(r.provider for r in RESOURCES.values() if isinstance(r, IntegrationAdapter))
+    try:
+        return spec_for(provider)
+    except LookupError as exc:
+        raise _fail(str(exc)) from None
 
 
 def _validation_problems(exc: Any) -> str:
@@ -116,9 +115,9 @@ def pools_set(
     """Write every provider's pool limit into the Dagster instance."""
     from kpi_pipelines.automation.pools import provider_pool_limits, set_pool_limits
     from kpi_pipelines.dagster_instance import open_instance
-    from kpi_pipelines.definitions import RESOURCES
+    from kpi_pipelines.integrations.shared.spec import discover
 
-    limits = provider_pool_limits(RESOURCES)
+    limits = provider_pool_limits(discover())
     for pool, value in _pairs(limit, "limit").items():
         if not value.isdigit() or int(value) < 1:
             raise _fail(f"limit for pool {pool!r} must be a positive integer, got {value!r}")
@@ -135,8 +134,8 @@ def webhooks_serve(
     host: Annotated[str, typer.Option(help="Interface to listen on.")] = "127.0.0.1",
     port: Annotated[int, typer.Option(help="Port to listen on.")] = 8787,
 ) -> None:
-    """Receive Stripe webhooks: POST /stripe/<workspace> (or /stripe for Connect)."""
-    from kpi_pipelines.webhooks.server import serve
+    """Receive providers' webhooks (Stripe: POST /stripe/<workspace>, or /stripe for Connect)."""
+    from kpi_pipelines.integrations.shared.webhook_server import serve
 
     warehouse = _warehouse()
     console.print(f"receiving Stripe webhooks on http://{host}:{port}/stripe/<workspace>")
@@ -235,9 +234,7 @@ def connection_add(
     """Add (or replace) a workspace's connection to a provider."""
     from pydantic import ValidationError
 
-    providers = _known_providers()
-    if provider not in providers:
-        raise _fail(f"unknown provider {provider!r}; one of: {', '.join(providers)}")
+    _spec(provider)
     from kpi_pipelines.warehouse.control import Connection, UnknownWorkspace, add_connection
 
     values: dict[str, Any] = {}
@@ -343,17 +340,69 @@ def _materialization_metadata(result: Any) -> dict[str, Any]:
     return {}
 
 
-@csv_app.command("import")
-def csv_import(
+@app.command("sync")
+def sync(
     workspace_id: str,
-    path: Annotated[Path, typer.Argument(help="The CSV file.")],
+    provider: str,
+    start: Annotated[
+        str | None,
+        typer.Option("--from", help="Re-sync from this day (YYYY-MM-DD), where supported."),
+    ] = None,
+    end: Annotated[
+        str | None, typer.Option("--to", help="Last day to re-sync (YYYY-MM-DD).")
+    ] = None,
     connection: Annotated[str | None, typer.Option(help="Connection name, if several.")] = None,
+    reconcile: Annotated[
+        bool, typer.Option(help="Compare every object with its landed copy (Stripe).")
+    ] = False,
 ) -> None:
-    """Import a CSV file into a workspace, all-or-nothing, as a Dagster run."""
-    config: dict[str, Any] = {"path": str(path.resolve())}
+    """Sync one provider for one workspace, as a Dagster run recorded in the instance."""
+    spec = _spec(provider)
+    options = {"connection": connection, "start_date": start, "end_date": end}
+    if reconcile:
+        options["reconcile"] = True
+    config = {k: v for k, v in options.items() if v is not None}
+    unknown = set(config) - set(spec.run_config.model_fields)
+    if unknown:
+        raise _fail(f"{provider} does not take {', '.join(sorted(unknown))}")
+    if not _run_provider(provider, workspace_id, config):
+        raise typer.Exit(code=1)
+
+
+@app.command("import")
+def import_(
+    workspace_id: str,
+    provider: str,
+    file: Annotated[Path | None, typer.Argument(help="The file, for file providers (CSV).")] = None,
+    connection: Annotated[str | None, typer.Option(help="Connection name, if several.")] = None,
+    range_: Annotated[
+        str | None,
+        typer.Option("--range", help="Another range than the connection's (Google Sheets)."),
+    ] = None,
+) -> None:
+    """Import a workspace's own table (a CSV file, a Google Sheet), all-or-nothing, as a
+    Dagster run."""
+    spec = _spec(provider)
+    if not spec.imports:
+        raise _fail(
+            f"{provider} is synced, not imported: `kpi-pipelines sync {workspace_id} {provider}`"
+        )
+    config: dict[str, Any] = {}
+    if spec.file_option:
+        if file is None:
+            raise _fail(
+                f"{provider} imports a file: `kpi-pipelines import {workspace_id} {provider} FILE`"
+            )
+        config[spec.file_option] = str(file.resolve())
+    elif file is not None:
+        raise _fail(f"{provider} takes no file")
     if connection:
         config["connection"] = connection
-    if not _run_provider("csv_upload", workspace_id, config):
+    if range_:
+        if "range" not in spec.run_config.model_fields:
+            raise _fail(f"{provider} takes no --range")
+        config["range"] = range_
+    if not _run_provider(provider, workspace_id, config):
         raise typer.Exit(code=1)
 
 

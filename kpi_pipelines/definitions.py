@@ -1,61 +1,72 @@
-"""The one Definitions object: every provider's assets, resources, schedules and sensors."""
+"""The one Definitions object, assembled from the discovered providers (no central list).
+
+Each provider's spec (`integrations/<provider>/spec.py`) gets: its workspace-partitioned
+asset, a job, the schedule of its cadence, its own sensors, a freshness check and its
+adapter as a resource; the workspace partition sensor and the warehouse are shared.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
 
 import dagster as dg
 
-from kpi_pipelines.assets.provider_asset import kpi_asset_key
+from kpi_pipelines.assets.provider_asset import build_provider_asset
 from kpi_pipelines.automation.cadence import build_freshness_check, build_provider_schedule
 from kpi_pipelines.automation.partitions import workspace_partitions_sensor
-from kpi_pipelines.integrations.csv_upload.adapter import CsvUploadAdapter
-from kpi_pipelines.integrations.csv_upload.assets import csv_upload_job, csv_upload_kpis
-from kpi_pipelines.integrations.csv_upload.drop_folder import csv_drop_folder_sensor
-from kpi_pipelines.integrations.google_analytics.adapter import GoogleAnalyticsAdapter
-from kpi_pipelines.integrations.google_analytics.assets import (
-    google_analytics_job,
-    google_analytics_kpis,
-    google_analytics_schedule,
-)
-from kpi_pipelines.integrations.google_sheets.adapter import GoogleSheetsAdapter
-from kpi_pipelines.integrations.google_sheets.assets import google_sheets_job, google_sheets_kpis
-from kpi_pipelines.integrations.shared.base_adapter import IntegrationAdapter
-from kpi_pipelines.integrations.stripe.adapter import StripeAdapter
-from kpi_pipelines.integrations.stripe.assets import stripe_job, stripe_kpis
+from kpi_pipelines.integrations.shared.spec import ProviderSpec, discover
 from kpi_pipelines.resources import WarehouseResource
-from kpi_pipelines.webhooks.sensor import stripe_webhook_sensor
 
-ASSETS = [csv_upload_kpis, stripe_kpis, google_analytics_kpis, google_sheets_kpis]
 
-RESOURCES = {
-    "warehouse": WarehouseResource(),
-    "csv_upload": CsvUploadAdapter(),
-    "stripe": StripeAdapter(),
-    "google_analytics": GoogleAnalyticsAdapter(),
-    "google_sheets": GoogleSheetsAdapter(),
-}
+@dataclass(frozen=True)
+class ProviderDefinitions:
+    """What one provider contributes to Definitions."""
 
-SCHEDULES = [
-    # Webhooks trigger Stripe syncs as events arrive; this daily pass re-lists every object
-    # and lands what differs, catching lost events and changes that send none.
-    build_provider_schedule(
-        provider="stripe",
-        job=stripe_job,
-        cron_schedule="0 3 * * *",
-        description="Daily Stripe reconciliation for every connected workspace.",
-        run_options={"reconcile": True},
-    ),
-    google_analytics_schedule,
-]
+    spec: ProviderSpec
+    asset: dg.AssetsDefinition
+    job: dg.UnresolvedAssetJobDefinition
+    schedule: dg.ScheduleDefinition | None
+    sensors: tuple[dg.SensorDefinition, ...]
+    freshness: dg.AssetChecksDefinition
 
-FRESHNESS_CHECKS = [
-    build_freshness_check(provider=p, asset_key=kpi_asset_key(p), cadence=type(r).cadence)
-    for p, r in RESOURCES.items()
-    if isinstance(r, IntegrationAdapter)
-]
 
-defs = dg.Definitions(
-    assets=ASSETS,
-    asset_checks=FRESHNESS_CHECKS,
-    jobs=[csv_upload_job, stripe_job, google_analytics_job, google_sheets_job],
-    schedules=SCHEDULES,
-    sensors=[workspace_partitions_sensor, csv_drop_folder_sensor, stripe_webhook_sensor],
-    resources=RESOURCES,
-)
+def provider_definitions(spec: ProviderSpec) -> ProviderDefinitions:
+    asset = build_provider_asset(spec)
+    job = dg.define_asset_job(
+        spec.job_name,
+        selection=dg.AssetSelection.assets(asset),
+        description=f"Sync {spec.display_name} for one workspace.",
+    )
+    return ProviderDefinitions(
+        spec=spec,
+        asset=asset,
+        job=job,
+        schedule=build_provider_schedule(spec, spec.cadence, job) if spec.cadence else None,
+        sensors=tuple(factory(spec, job) for factory in spec.sensors),
+        freshness=build_freshness_check(spec),
+    )
+
+
+def build_definitions(
+    specs: list[ProviderSpec],
+) -> tuple[dict[str, ProviderDefinitions], dg.Definitions]:
+    providers = {spec.key: provider_definitions(spec) for spec in specs}
+    definitions = dg.Definitions(
+        assets=[p.asset for p in providers.values()],
+        asset_checks=[p.freshness for p in providers.values()],
+        jobs=[p.job for p in providers.values()],
+        schedules=[p.schedule for p in providers.values() if p.schedule],
+        sensors=[workspace_partitions_sensor, *(s for p in providers.values() for s in p.sensors)],
+        resources=resources(specs),
+    )
+    return providers, definitions
+
+
+def resources(specs: list[ProviderSpec]) -> dict[str, dg.ConfigurableResource]:
+    """The warehouse and every provider's adapter, under the provider's key."""
+    return {"warehouse": WarehouseResource(), **{s.key: s.adapter() for s in specs}}
+
+
+SPECS = discover()
+PROVIDERS, defs = build_definitions(SPECS)
+RESOURCES = resources(SPECS)

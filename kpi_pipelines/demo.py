@@ -1,14 +1,13 @@
-"""`kpi-pipelines demo`: two workspaces, sample data for every provider, one Dagster run each.
+"""The demo layer: two workspaces, sample data for every provider, one Dagster run each.
 
-Each provider that has demo data keeps it in `integrations/<provider>/demo.py` with a
-`prepare(warehouse, workspace, folder) -> run_config` function; they are discovered here, so
-adding a provider's demo touches no other provider.
+A provider's spec names its demo (`demo="module:prepare"`, a
+`prepare(warehouse, workspace, folder) -> run_config` function, usually beside its
+simulator in `sandbox/`); only this layer resolves it, so production code never imports a
+simulator, and adding a provider's demo touches no other provider.
 """
 
 from __future__ import annotations
 
-import importlib
-import pkgutil
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -16,9 +15,8 @@ from typing import Any
 
 import dagster as dg
 
-from kpi_pipelines import integrations
-from kpi_pipelines.assets.provider_asset import kpi_asset_key
 from kpi_pipelines.automation.partitions import workspace_partitions
+from kpi_pipelines.integrations.shared.spec import discover, resolve
 from kpi_pipelines.warehouse.control import (
     Workspace,
     add_workspace,
@@ -44,14 +42,10 @@ class DemoProvider:
 
 
 def demo_providers() -> Iterator[DemoProvider]:
-    for module in pkgutil.iter_modules(integrations.__path__):
-        if not module.ispkg or module.name == "shared":
-            continue
-        try:
-            demo = importlib.import_module(f"{integrations.__name__}.{module.name}.demo")
-        except ModuleNotFoundError:
-            continue
-        yield DemoProvider(provider=module.name, prepare=demo.prepare)
+    """Every provider whose spec names a demo (resolved here: this is the demo layer)."""
+    for spec in discover():
+        if spec.demo:
+            yield DemoProvider(provider=spec.key, prepare=resolve(spec.demo))
 
 
 def ensure_workspaces(warehouse: Warehouse) -> list[Workspace]:
@@ -75,13 +69,15 @@ def materialize_provider(
 
     Raises UnknownWorkspace (and registers no partition) when the workspace does not exist.
     """
-    from kpi_pipelines.definitions import ASSETS, RESOURCES
+    from kpi_pipelines.definitions import PROVIDERS, RESOURCES
 
     with warehouse.control() as db:
         get_workspace(db, workspace_id)
     if not instance.has_dynamic_partition(workspace_partitions.name, workspace_id):
         instance.add_dynamic_partitions(workspace_partitions.name, [workspace_id])
-    [asset] = [a for a in ASSETS if a.key == kpi_asset_key(provider)]
+    if provider not in PROVIDERS:
+        raise LookupError(f"unknown provider {provider!r}; one of: {', '.join(sorted(PROVIDERS))}")
+    asset = PROVIDERS[provider].asset
     return dg.materialize(
         [asset],
         instance=instance,

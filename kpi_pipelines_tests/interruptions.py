@@ -27,11 +27,10 @@ T = TypeVar("T")
 CHILD = """
 import json, sys
 import dagster as dg
-from kpi_pipelines.definitions import ASSETS, RESOURCES
-from kpi_pipelines.assets.provider_asset import kpi_asset_key
+from kpi_pipelines.definitions import PROVIDERS, RESOURCES
 
 provider, workspace_id, config = sys.argv[1], sys.argv[2], json.loads(sys.argv[3])
-[asset] = [a for a in ASSETS if a.key == kpi_asset_key(provider)]
+asset = PROVIDERS[provider].asset
 with dg.instance_for_test() as instance:
     instance.add_dynamic_partitions("workspace", [workspace_id])
     print("started", flush=True)

@@ -107,7 +107,7 @@ def test_cli_and_dagster_run_processes_share_the_embedded_server(private_home, t
     run_cli(env, "connection", "add", "shop", "csv_upload", "--settings-json", json.dumps(mapping))
     csv_file = tmp_path / "orders.csv"
     csv_file.write_text("day,n\n2026-02-01,3\n2026-02-02,5\n", encoding="utf-8")
-    imported = run_cli(env, "csv", "import", "shop", str(csv_file))
+    imported = run_cli(env, "import", "shop", "csv_upload", str(csv_file))
     assert "2 records" in imported.stdout
 
     # A Dagster run in its own process, launched by Dagster's CLI on the same instance.
@@ -118,11 +118,11 @@ def test_cli_and_dagster_run_processes_share_the_embedded_server(private_home, t
         ).stdout
     )
     run_env = {**env, **storage, "DAGSTER_HOME": str(dagster_home)}
-    config = {"ops": {"csv_upload__kpi_data": {"config": {"path": str(csv_file)}}}}
+    config = {"ops": {"csv_upload_kpis": {"config": {"path": str(csv_file)}}}}
     materialized = subprocess.run(
         [
             *(sys.executable, "-m", "dagster", "asset", "materialize"),
-            *("-m", "kpi_pipelines.definitions", "--select", "csv_upload/kpi_data"),
+            *("-m", "kpi_pipelines.definitions", "--select", "csv_upload_kpis"),
             *("--partition", "shop", "--config-json", json.dumps(config)),
         ],
         env=run_env,
@@ -176,7 +176,7 @@ def test_cli_errors_are_clear_and_exit_non_zero(private_home, tmp_path) -> None:
     )
     bad = tmp_path / "bad.csv"
     bad.write_text("d,v\n2026-01-01,abc\n2026-01-02,\n", encoding="utf-8")
-    rejected = run_cli(env, "csv", "import", "shop", str(bad), check=False)
+    rejected = run_cli(env, "import", "shop", "csv_upload", str(bad), check=False)
     assert rejected.returncode == 1
     assert rejected.stderr.startswith("✗ csv_upload → shop failed: bad.csv was rejected")
     assert "line 2" in rejected.stderr and "line 3" in rejected.stderr
@@ -191,7 +191,7 @@ def test_every_cli_error_is_one_line_and_registers_nothing(private_home, tmp_pat
     data = tmp_path / "ok.csv"
     data.write_text("d,v\n2026-01-01,1\n", encoding="utf-8")
     failures = {
-        "unknown workspace, import": ("csv", "import", "nope", str(data)),
+        "unknown workspace, import": ("import", "nope", "csv_upload", str(data)),
         "unknown workspace, override": (
             "override",
             "set",

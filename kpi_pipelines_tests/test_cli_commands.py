@@ -158,5 +158,5 @@ def test_csv_import_prints_what_it_did(warehouse, workspace_a, tmp_path: Path) -
     )
     path = tmp_path / "orders.csv"
     path.write_text("d,v\n2026-01-01,4\n", encoding="utf-8")
-    output = cli("csv", "import", "ws-a", str(path)).output
+    output = cli("import", "ws-a", "csv_upload", str(path)).output
     assert "1 records, 1 points written" in output

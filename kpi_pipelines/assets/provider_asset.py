@@ -10,7 +10,6 @@ rows this workspace has in kpi_data.
 import contextlib
 import resource
 import time
-from datetime import UTC, datetime
 from typing import Any, NoReturn
 
 import dagster as dg
@@ -25,6 +24,7 @@ from kpi_pipelines.integrations.shared.redaction import (
     redact,
     redacted_traceback,
 )
+from kpi_pipelines.integrations.shared.spec import ProviderSpec
 from kpi_pipelines.models import SyncResult
 from kpi_pipelines.warehouse.control import get_connection, get_workspace, record_sync_outcome
 from kpi_pipelines.warehouse.database import Warehouse, connection_lost
@@ -40,38 +40,21 @@ MAX_LOGGED_ERRORS = 20
 USER_FACING_ERRORS = (ValueError, LookupError, PermissionError, FileNotFoundError, ProviderError)
 
 
-class ProviderRunConfig(dg.Config):
-    """Run configuration every provider accepts (launchpad, backfills, the CLI)."""
-
-    connection: str | None = None  # the connection's name, when a workspace has several
-    # Re-list every object and land what differs from the landed copy, instead of reading
-    # changes since the cursor (providers that support it; the daily Stripe schedule sets it).
-    reconcile: bool = False
-
-
-def kpi_asset_key(provider: str) -> dg.AssetKey:
-    return dg.AssetKey([provider, "kpi_data"])
-
-
-def build_provider_asset(
-    *,
-    provider: str,
-    resource_key: str,
-    description: str,
-    group_name: str,
-    kinds: set[str],
-    config_class: type[ProviderRunConfig] = ProviderRunConfig,
-    pool: str | None = None,
-) -> dg.AssetsDefinition:
-    key = kpi_asset_key(provider)
+def build_provider_asset(spec: ProviderSpec) -> dg.AssetsDefinition:
+    """The workspace-partitioned asset that syncs `spec`'s provider into kpi_data."""
+    key = spec.asset_key
+    config_class = spec.run_config
+    provider = spec.key
 
     @dg.asset(
         key=key,
-        description=description,
-        group_name=group_name,
-        kinds=kinds | {"postgres"},
+        description=spec.description,
+        group_name=spec.group,
+        kinds=set(spec.kinds) | {"postgres"},
+        owners=list(spec.owners),
+        tags={"kpi/provider": provider, **spec.tags},
         partitions_def=workspace_partitions,
-        required_resource_keys={"warehouse", resource_key},
+        required_resource_keys={"warehouse", provider},
         check_specs=[
             dg.AssetCheckSpec(
                 NO_MISSING_VALUES,
@@ -92,14 +75,14 @@ def build_provider_asset(
                 ),
             ),
         ],
-        metadata={"provider": provider},
-        pool=pool,
+        metadata={"provider": provider, "display_name": spec.display_name},
+        pool=spec.pool,
     )
     def provider_kpis(
         context: dg.AssetExecutionContext, config: config_class
     ) -> dg.MaterializeResult:  # type: ignore[valid-type]
         warehouse: Warehouse = context.resources.warehouse.get()
-        adapter: IntegrationAdapter = getattr(context.resources, resource_key)
+        adapter: IntegrationAdapter = getattr(context.resources, provider)
         workspace_id = context.partition_key
         try:
             with warehouse.control() as db:
@@ -122,7 +105,7 @@ def build_provider_asset(
             from None: no unredacted cause chain reaches Dagster's event log."""
             with contextlib.suppress(sa.exc.OperationalError, psycopg.OperationalError):
                 _record_health(
-                    warehouse, workspace_id, connection.id, adapter, ok=False, error=message
+                    warehouse, workspace_id, connection.id, spec, ok=False, error=message
                 )
             raise dg.Failure(
                 description=message,
@@ -162,7 +145,7 @@ def build_provider_asset(
             warehouse,
             workspace_id,
             connection.id,
-            adapter,
+            spec,
             ok=result.stopped_by is None,
             error=redact(result.stopped_by) if result.stopped_by else None,
         )
@@ -195,16 +178,15 @@ def _record_health(
     warehouse: Warehouse,
     workspace_id: str,
     connection_id: int | None,
-    adapter: IntegrationAdapter,
+    spec: ProviderSpec,
     *,
     ok: bool,
     error: str | None,
 ) -> None:
     assert connection_id is not None
+    cadence = spec.cadence.interval if spec.cadence else None
     with warehouse.tenant(workspace_id, actor="health") as db:
-        record_sync_outcome(
-            db, connection_id, success=ok, error=error, cadence=type(adapter).cadence
-        )
+        record_sync_outcome(db, connection_id, success=ok, error=error, cadence=cadence)
 
 
 def _sync_metadata(result: SyncResult, elapsed: float) -> dict[str, Any]:
@@ -253,16 +235,3 @@ def _quality_checks(
             metadata={"points": stats.points, "duplicate_keys": stats.duplicates},
         ),
     ]
-
-
-def last_sync_at(warehouse: Warehouse, provider: str) -> dict[str, datetime | None]:
-    """Per workspace, when its connection to `provider` last synced successfully."""
-    with warehouse.control() as db:
-        rows = db.execute(
-            sa.text(
-                "SELECT workspace_id, max(last_success_at) FROM connections"
-                " WHERE provider = :p AND enabled GROUP BY workspace_id"
-            ),
-            {"p": provider},
-        )
-        return {ws: (ts.astimezone(UTC) if ts else None) for ws, ts in rows}

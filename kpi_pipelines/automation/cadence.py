@@ -8,32 +8,30 @@ says why, so the reason shows in the UI's tick history.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
-from datetime import UTC, datetime, timedelta
-from typing import Any
+from datetime import UTC, datetime
 
 import dagster as dg
 
+from kpi_pipelines.integrations.shared.spec import Cadence, ProviderSpec
 from kpi_pipelines.resources import WarehouseResource
 from kpi_pipelines.warehouse.control import due_for_sync, list_connections
 
 
 def build_provider_schedule(
-    *,
-    provider: str,
-    job: dg.UnresolvedAssetJobDefinition,
-    cron_schedule: str,
-    description: str,
-    run_options: Mapping[str, Any] | None = None,
+    spec: ProviderSpec, cadence: Cadence, job: dg.UnresolvedAssetJobDefinition
 ) -> dg.ScheduleDefinition:
-    """`run_options`: fields of the provider's run config (ProviderRunConfig) its runs get."""
+    """The schedule of `spec`'s cadence; its runs get the cadence's run options."""
+    provider, run_options = spec.key, cadence.run_options
 
     @dg.schedule(
         name=f"{provider}_schedule",
         job=job,
-        cron_schedule=cron_schedule,
+        cron_schedule=cadence.cron,
         execution_timezone="UTC",
-        description=description,
+        description=(
+            f"{spec.display_name}, {cadence.description}: one run per workspace with a"
+            f" {provider} connection (a failing connection waits out its backoff)."
+        ),
         default_status=dg.DefaultScheduleStatus.RUNNING,
     )
     def provider_schedule(
@@ -61,9 +59,7 @@ def build_provider_schedule(
                     partition_key=connection.workspace_id,
                     run_config={
                         "ops": {
-                            f"{provider}__kpi_data": {
-                                "config": {**(run_options or {}), "connection": connection.name}
-                            }
+                            spec.name: {"config": {**run_options, "connection": connection.name}}
                         }
                     },
                 )
@@ -78,13 +74,14 @@ def build_provider_schedule(
     return provider_schedule
 
 
-def build_freshness_check(
-    *, provider: str, asset_key: dg.AssetKey, cadence: timedelta | None
-) -> dg.AssetChecksDefinition:
-    """Every workspace connected to `provider` synced successfully within twice its cadence."""
+def build_freshness_check(spec: ProviderSpec) -> dg.AssetChecksDefinition:
+    """Every workspace connected to the provider synced successfully within twice its
+    cadence (manual providers pass: nothing is expected of them)."""
+    provider = spec.key
+    cadence = spec.cadence.interval if spec.cadence else None
 
     @dg.asset_check(
-        asset=asset_key,
+        asset=spec.asset_key,
         name="fresh_for_every_workspace",
         description=(
             f"Every workspace's {provider} connection synced successfully within twice the"

@@ -1,26 +1,22 @@
 """Dagster concurrency pools: one per provider with an app-wide quota.
 
 dagster.yaml cannot hold per-pool limits, so `kpi-pipelines pools set` writes each
-provider's limit (its adapter's `pool_limit`) into the instance, as
+provider's limit (its spec's `pool_limit`) into the instance, as
 `dagster instance concurrency set <pool> <limit>` would.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 
 import dagster as dg
 
-from kpi_pipelines.integrations.shared.base_adapter import IntegrationAdapter
+from kpi_pipelines.integrations.shared.spec import ProviderSpec
 
 
-def provider_pool_limits(resources: Mapping[str, object]) -> dict[str, int]:
-    """Pool name (the provider key) -> limit, for every adapter that declares one."""
-    return {
-        adapter.provider: limit
-        for adapter in resources.values()
-        if isinstance(adapter, IntegrationAdapter) and (limit := type(adapter).pool_limit)
-    }
+def provider_pool_limits(specs: Iterable[ProviderSpec]) -> dict[str, int]:
+    """Pool name -> limit, for every provider that declares one."""
+    return {spec.pool: spec.pool_limit for spec in specs if spec.pool and spec.pool_limit}
 
 
 def set_pool_limits(instance: dg.DagsterInstance, limits: Mapping[str, int]) -> dict[str, int]:

@@ -4,7 +4,7 @@ built from the kit: what leaves a run is redacted, and rejected records are not 
 from __future__ import annotations
 
 import os
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -14,6 +14,7 @@ import pytest
 from kpi_pipelines.assets.provider_asset import NO_REJECTED_RECORDS, build_provider_asset
 from kpi_pipelines.integrations.shared.base_adapter import IntegrationAdapter
 from kpi_pipelines.integrations.shared.secrets import read_secret
+from kpi_pipelines.integrations.shared.spec import AuthKind, Cadence, ProviderSpec
 from kpi_pipelines.models import KPIData, SyncResult
 from kpi_pipelines.resources import WarehouseResource
 from kpi_pipelines.warehouse.control import (
@@ -30,7 +31,6 @@ class ProbeAdapter(IntegrationAdapter):
     """A provider whose sync does what its `behaviour` setting says."""
 
     provider: ClassVar[str] = "probe"
-    cadence: ClassVar[timedelta | None] = timedelta(hours=1)
 
     def check_connection(self) -> None:
         read_secret(self.context.connection, "api_key")
@@ -72,13 +72,18 @@ class ProbeAdapter(IntegrationAdapter):
         ]
 
 
-probe_kpis = build_provider_asset(
-    provider="probe",
-    resource_key="probe",
+PROBE = ProviderSpec(
+    key="probe",
+    display_name="Probe",
     description="A probe provider for the asset factory's own tests.",
-    group_name="tests",
-    kinds={"python"},
+    adapter=ProbeAdapter,
+    auth=AuthKind.API_KEY,
+    group="tests",
+    kinds=frozenset({"python"}),
+    metrics=("probes",),
+    cadence=Cadence.every_hours(1),
 )
+probe_kpis = build_provider_asset(PROBE)
 
 
 def _run(warehouse, instance: dg.DagsterInstance, behaviour: str) -> dg.ExecuteInProcessResult:
@@ -144,7 +149,7 @@ def test_rejected_records_are_named_and_checked_but_do_not_back_off_the_connecti
 ) -> None:
     result = _run(warehouse, dagster_instance, "reject")
     assert result.success  # the valid records were stored: the run itself did its job
-    [materialization] = result.asset_materializations_for_node("probe__kpi_data")
+    [materialization] = result.asset_materializations_for_node("probe_kpis")
     metadata = {k: v.value for k, v in materialization.metadata.items()}
     assert metadata["records_rejected"] == 1 and metadata["points_written"] == 1
     assert metadata["errors"] == ["items it_9: amount: not a number (sent with [REDACTED])"]

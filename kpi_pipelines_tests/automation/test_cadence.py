@@ -1,12 +1,14 @@
 """Provider schedules and freshness checks, evaluated by Dagster against a real instance."""
 
+import dataclasses
 from datetime import UTC, datetime, timedelta
 
 import dagster as dg
 
-from kpi_pipelines.assets.provider_asset import kpi_asset_key
 from kpi_pipelines.automation.cadence import build_freshness_check, build_provider_schedule
 from kpi_pipelines.automation.partitions import workspace_partitions
+from kpi_pipelines.integrations.shared.base_adapter import IntegrationAdapter
+from kpi_pipelines.integrations.shared.spec import AuthKind, Cadence, ProviderSpec
 from kpi_pipelines.resources import WarehouseResource
 from kpi_pipelines.warehouse.control import (
     Connection,
@@ -19,17 +21,28 @@ from kpi_pipelines_tests.canary import scanned_instance
 
 NOW = datetime(2026, 6, 1, 12, tzinfo=UTC)
 CADENCE = timedelta(hours=6)
+# A provider declared for the schedule and the checks alone (its adapter never runs here).
+PROBE = ProviderSpec(
+    key="probe",
+    display_name="Probe",
+    description="Stands in for a scheduled provider.",
+    adapter=IntegrationAdapter,
+    auth=AuthKind.NONE,
+    group="tests",
+    kinds=frozenset(),
+    metrics=("probes",),
+    cadence=Cadence.every_hours(6),
+)
 
 
-@dg.asset(key=kpi_asset_key("probe"), partitions_def=workspace_partitions)
+@dg.asset(key=PROBE.asset_key, partitions_def=workspace_partitions)
 def probe_kpis(config: dg.PermissiveConfig) -> None:
     """Stands in for a scheduled provider's asset; only its partitions matter here."""
 
 
 probe_job = dg.define_asset_job("probe_job", selection=[probe_kpis])
-probe_schedule = build_provider_schedule(
-    provider="probe", job=probe_job, cron_schedule="0 */6 * * *", description="probe"
-)
+assert PROBE.cadence is not None and PROBE.cadence.interval == CADENCE
+probe_schedule = build_provider_schedule(PROBE, PROBE.cadence, probe_job)
 defs = dg.Definitions(
     assets=[probe_kpis],
     jobs=[probe_job],
@@ -147,9 +160,7 @@ def test_freshness_check_flags_stale_and_never_synced_workspaces(
         record_sync_outcome(
             db, a.id, success=True, error=None, cadence=CADENCE, now=datetime.now(UTC)
         )
-    check = build_freshness_check(
-        provider="probe", asset_key=kpi_asset_key("probe"), cadence=CADENCE
-    )
+    check = build_freshness_check(PROBE)
     with scanned_instance() as instance:
         evaluation = run_check(check, instance)
     assert not evaluation.passed
@@ -157,7 +168,7 @@ def test_freshness_check_flags_stale_and_never_synced_workspaces(
 
 
 def test_freshness_check_of_a_manual_source_always_passes(warehouse, workspace_a) -> None:
-    check = build_freshness_check(provider="probe", asset_key=kpi_asset_key("probe"), cadence=None)
+    check = build_freshness_check(dataclasses.replace(PROBE, cadence=None))
     with scanned_instance() as instance:
         evaluation = run_check(check, instance)
     assert evaluation.passed and evaluation.metadata["cadence"].value == "manual"

@@ -41,7 +41,6 @@ class CsvUploadAdapter(IntegrationAdapter):
     """Imports one CSV file per run into kpi_data (the run config names the file)."""
 
     provider = PROVIDER
-    cadence = None  # manual: from the CLI, the UI, or the drop-folder sensor
 
     max_bytes: int = 0  # 0: KPI_CSV_MAX_BYTES
 

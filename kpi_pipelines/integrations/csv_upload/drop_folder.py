@@ -30,8 +30,8 @@ from pathlib import Path
 import dagster as dg
 
 from kpi_pipelines import settings
-from kpi_pipelines.integrations.csv_upload.assets import csv_upload_job
 from kpi_pipelines.integrations.csv_upload.files import FolderRefused, entry_kind, open_folder
+from kpi_pipelines.integrations.shared.spec import ProviderSpec
 from kpi_pipelines.resources import WarehouseResource
 from kpi_pipelines.warehouse.control import workspace_ids
 
@@ -300,37 +300,45 @@ def _exists(folder_fd: int, name: str) -> bool:
     return True
 
 
-@dg.sensor(
-    name="csv_drop_folder_sensor",
-    description=(
-        "Imports every CSV file saved in a workspace's drop folder"
-        " (KPI_CSV_DROP_DIR/<workspace>/, or a subfolder named after a csv_upload connection)."
-        " Links, FIFOs and other entries that are not regular files are moved to rejected/."
-    ),
-    job=csv_upload_job,
-    minimum_interval_seconds=15,
-    default_status=dg.DefaultSensorStatus.RUNNING,
-)
-def csv_drop_folder_sensor(
-    context: dg.SensorEvaluationContext, warehouse: WarehouseResource
-) -> dg.SensorResult | dg.SkipReason:
-    root = settings.csv_drop_dir()
-    scan = find_dropped_files(root, workspace_ids(warehouse.get()))
-    for refusal in scan.refused:
-        context.log.warning(refusal)
-    if not scan.files:
-        return dg.SkipReason(f"no CSV files waiting under {root}")
-    requests = []
-    for dropped in scan.files:
-        config: dict[str, object] = {"path": str(dropped.path), "archive": True}
-        if dropped.connection:
-            config["connection"] = dropped.connection
-        requests.append(
-            dg.RunRequest(
-                run_key=dropped.run_key,
-                partition_key=dropped.workspace_id,
-                run_config={"ops": {"csv_upload__kpi_data": {"config": config}}},
-                tags={"kpi/csv_file": dropped.name},
+def drop_folder_sensor(
+    spec: ProviderSpec, job: dg.UnresolvedAssetJobDefinition
+) -> dg.SensorDefinition:
+    """The sensor that imports every CSV file saved in a workspace's drop folder."""
+
+    @dg.sensor(
+        name="csv_drop_folder_sensor",
+        description=(
+            "Imports every CSV file saved in a workspace's drop folder"
+            " (KPI_CSV_DROP_DIR/<workspace>/, or a subfolder named after a csv_upload"
+            " connection). Links, FIFOs and other entries that are not regular files are moved"
+            " to rejected/."
+        ),
+        job=job,
+        minimum_interval_seconds=15,
+        default_status=dg.DefaultSensorStatus.RUNNING,
+    )
+    def csv_drop_folder_sensor(
+        context: dg.SensorEvaluationContext, warehouse: WarehouseResource
+    ) -> dg.SensorResult | dg.SkipReason:
+        root = settings.csv_drop_dir()
+        scan = find_dropped_files(root, workspace_ids(warehouse.get()))
+        for refusal in scan.refused:
+            context.log.warning(refusal)
+        if not scan.files:
+            return dg.SkipReason(f"no CSV files waiting under {root}")
+        requests = []
+        for dropped in scan.files:
+            config: dict[str, object] = {"path": str(dropped.path), "archive": True}
+            if dropped.connection:
+                config["connection"] = dropped.connection
+            requests.append(
+                dg.RunRequest(
+                    run_key=dropped.run_key,
+                    partition_key=dropped.workspace_id,
+                    run_config={"ops": {spec.name: {"config": config}}},
+                    tags={"kpi/csv_file": dropped.name},
+                )
             )
-        )
-    return dg.SensorResult(run_requests=requests)
+        return dg.SensorResult(run_requests=requests)
+
+    return csv_drop_folder_sensor

@@ -119,9 +119,6 @@ class GoogleAnalyticsAdapter(OAuthAdapter):
     """GA4 Data API over the shared HTTP layer, with Google OAuth from the connection."""
 
     provider: ClassVar[str] = PROVIDER
-    cadence: ClassVar[timedelta | None] = timedelta(hours=1)
-    # GA4 allows 10 concurrent requests per property and 14,000 tokens per project-hour.
-    pool_limit: ClassVar[int | None] = 2
 
     base_url: str | None = None  # default: KPI_GOOGLE_ANALYTICS_BASE_URL, else Google's
     token_url: str | None = None  # default: KPI_GOOGLE_TOKEN_URL, else Google's

@@ -22,7 +22,7 @@ import re
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from typing import Any, ClassVar
 from urllib.parse import quote
 
@@ -98,9 +98,6 @@ class GoogleSheetsAdapter(OAuthAdapter):
     """Imports one sheet range per run into kpi_data (manual: the UI or the CLI)."""
 
     provider: ClassVar[str] = PROVIDER
-    cadence: ClassVar[timedelta | None] = None  # manual: the UI or the CLI
-    # Sheets allows 300 read requests a minute per project (60 per user).
-    pool_limit: ClassVar[int | None] = 4
 
     base_url: str | None = None  # default: KPI_GOOGLE_SHEETS_BASE_URL, else Google's
     token_url: str | None = None  # default: KPI_GOOGLE_TOKEN_URL, else Google's

@@ -14,7 +14,7 @@ from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from typing import Any, ClassVar, Generic, TypeVar
 
 import dagster as dg
@@ -55,12 +55,7 @@ class SyncContext:
 class IntegrationAdapter(dg.ConfigurableResource, ABC):
     """connect / sync / transform / disconnect, as the integration spec requires."""
 
-    provider: ClassVar[str]
-    # How often a scheduled sync runs; None for manual sources (freshness is not expected).
-    cadence: ClassVar[timedelta | None] = None
-    # Runs of this provider at once across the deployment (its app-wide API quota), as a
-    # Dagster concurrency pool named after the provider; None: no pool.
-    pool_limit: ClassVar[int | None] = None
+    provider: ClassVar[str]  # its spec's key (cadence, pool and the rest are in the spec)
 
     batch_size: int = 0  # 0: KPI_BATCH_SIZE
 

@@ -114,8 +114,6 @@ class StripeAdapter(IntegrationAdapter):
     """Stripe via the official SDK; the connection names the env var of its secret key."""
 
     provider: ClassVar[str] = PROVIDER
-    cadence: ClassVar[timedelta | None] = timedelta(days=1)  # webhooks plus a daily reconciliation
-    pool_limit: ClassVar[int | None] = 4
 
     base_url: str | None = None  # default: KPI_STRIPE_BASE_URL, else api.stripe.com
     api_version: str = API_VERSION

@@ -7,14 +7,15 @@ import dagster as dg
 import pytest
 import sqlalchemy as sa
 
-from kpi_pipelines.definitions import RESOURCES
+from kpi_pipelines.definitions import PROVIDERS, RESOURCES
 from kpi_pipelines.integrations.csv_upload.adapter import CsvUploadAdapter
-from kpi_pipelines.integrations.csv_upload.assets import csv_upload_kpis
 from kpi_pipelines.warehouse.control import Connection, add_connection, list_connections
 from kpi_pipelines.warehouse.tenant_data import read_points
 from kpi_pipelines_tests.canary import scanned_instance
 from kpi_pipelines_tests.conftest import table_snapshot
 from kpi_pipelines_tests.run_results import failure_message
+
+csv_upload_kpis = PROVIDERS["csv_upload"].asset
 
 MAPPING = {
     "date_column": "date",

@@ -8,12 +8,13 @@ from pathlib import Path
 import dagster as dg
 import pytest
 
-from kpi_pipelines.definitions import RESOURCES, defs
-from kpi_pipelines.integrations.csv_upload.drop_folder import csv_drop_folder_sensor
+from kpi_pipelines.definitions import PROVIDERS, RESOURCES, defs
 from kpi_pipelines.warehouse.control import Connection, add_connection
 from kpi_pipelines.warehouse.tenant_data import read_points
 from kpi_pipelines_tests.canary import scanned_instance
 from kpi_pipelines_tests.run_results import failure_message
+
+[csv_drop_folder_sensor] = PROVIDERS["csv_upload"].sensors
 
 MAPPING = {"mapping": {"date_column": "day", "metric": "orders", "value_column": "n"}}
 
@@ -67,7 +68,7 @@ def test_dropped_files_are_imported_once_and_archived(
 
         result = tick(instance)
         requests = {
-            Path(r.run_config["ops"]["csv_upload__kpi_data"]["config"]["path"]).name: r
+            Path(r.run_config["ops"]["csv_upload_kpis"]["config"]["path"]).name: r
             for r in result.run_requests
         }
         assert sorted(requests) == ["broken.csv", "orders.csv"]
@@ -84,7 +85,7 @@ def test_dropped_files_are_imported_once_and_archived(
         os.utime(fresh, (time.time() - 60, time.time() - 60))
         later = tick(instance)
         assert [
-            Path(r.run_config["ops"]["csv_upload__kpi_data"]["config"]["path"]).name
+            Path(r.run_config["ops"]["csv_upload_kpis"]["config"]["path"]).name
             for r in later.run_requests
         ] == ["still-copying.csv"]
 
@@ -113,9 +114,7 @@ def test_subfolder_routes_to_a_named_connection(warehouse, workspace_a, drop_dir
         instance.add_dynamic_partitions("workspace", ["ws-a"])
         settled(drop_dir / "ws-a" / "finance" / "q1.csv", "day,n\n2026-02-01,9\n")
         [request] = tick(instance).run_requests
-        assert (
-            request.run_config["ops"]["csv_upload__kpi_data"]["config"]["connection"] == "finance"
-        )
+        assert request.run_config["ops"]["csv_upload_kpis"]["config"]["connection"] == "finance"
         assert run(instance, request).success
         assert [p.value for p in read_points(warehouse, "ws-a")] == [9.0]
 
@@ -130,7 +129,7 @@ def requested(result) -> dict[str, dg.RunRequest]:
     if isinstance(result, dg.SkipReason):
         return {}
     return {
-        f"{r.partition_key}:{r.run_config['ops']['csv_upload__kpi_data']['config']['path']}": r
+        f"{r.partition_key}:{r.run_config['ops']['csv_upload_kpis']['config']['path']}": r
         for r in result.run_requests
     }
 
@@ -138,7 +137,7 @@ def requested(result) -> dict[str, dg.RunRequest]:
 def drop_request(workspace: str, path: Path, archive: bool = True) -> dg.RunRequest:
     config = {"path": str(path), "archive": archive}
     return dg.RunRequest(
-        partition_key=workspace, run_config={"ops": {"csv_upload__kpi_data": {"config": config}}}
+        partition_key=workspace, run_config={"ops": {"csv_upload_kpis": {"config": config}}}
     )
 
 

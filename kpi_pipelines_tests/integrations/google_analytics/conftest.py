@@ -9,8 +9,8 @@ from typing import Any
 import dagster as dg
 import pytest
 
+from kpi_pipelines.definitions import PROVIDERS
 from kpi_pipelines.integrations.google_analytics.adapter import GoogleAnalyticsAdapter
-from kpi_pipelines.integrations.google_analytics.assets import google_analytics_kpis
 from kpi_pipelines.resources import WarehouseResource
 from kpi_pipelines.sandbox.google import (
     GA4Property,
@@ -20,6 +20,8 @@ from kpi_pipelines.sandbox.server import LoopbackServer
 from kpi_pipelines.warehouse.control import Connection, Workspace, add_connection, add_workspace
 from kpi_pipelines.warehouse.database import Warehouse
 from kpi_pipelines_tests.integrations.google_sandbox import google_secret_env, served_google_sandbox
+
+google_analytics_kpis = PROVIDERS["google_analytics"].asset
 
 
 @dataclass

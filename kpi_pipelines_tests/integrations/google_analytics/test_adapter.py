@@ -15,6 +15,7 @@ import dagster as dg
 import pytest
 import sqlalchemy as sa
 
+from kpi_pipelines.definitions import PROVIDERS
 from kpi_pipelines.integrations.google_analytics.adapter import (
     BY_DATE,
     BY_DATE_CHANNEL,
@@ -22,11 +23,6 @@ from kpi_pipelines.integrations.google_analytics.adapter import (
     _next_hour,
     _next_pacific_midnight,
     _Progress,
-)
-from kpi_pipelines.integrations.google_analytics.assets import (
-    google_analytics_job,
-    google_analytics_kpis,
-    google_analytics_schedule,
 )
 from kpi_pipelines.integrations.shared.base_adapter import AdapterNotConnected, SyncContext
 from kpi_pipelines.integrations.shared.errors import ProviderAuthError
@@ -434,10 +430,11 @@ def test_the_hourly_schedule_requests_one_run_per_connected_workspace(ga4) -> No
     ga4.property("1012", history_days=5)
     ga4.workspace("ws-a", "1012")
     ga4.workspace("ws-b", "1012")
+    ga4_definitions = PROVIDERS["google_analytics"]
     defs = dg.Definitions(
-        assets=[google_analytics_kpis],
-        jobs=[google_analytics_job],
-        schedules=[google_analytics_schedule],
+        assets=[ga4_definitions.asset],
+        jobs=[ga4_definitions.job],
+        schedules=[ga4_definitions.schedule],
         resources={"warehouse": WarehouseResource(), "google_analytics": GoogleAnalyticsAdapter()},
     )
     schedule = defs.resolve_schedule_def("google_analytics_schedule")
@@ -452,5 +449,5 @@ def test_the_hourly_schedule_requests_one_run_per_connected_workspace(ga4) -> No
     assert sorted(r.partition_key for r in data.run_requests) == ["ws-a", "ws-b"]
     [request] = [r for r in data.run_requests if r.partition_key == "ws-a"]
     assert request.run_config == {
-        "ops": {"google_analytics__kpi_data": {"config": {"connection": "default"}}}
+        "ops": {"google_analytics_kpis": {"config": {"connection": "default"}}}
     }

@@ -23,7 +23,9 @@ def test_sheets_import_runs_through_dagster(sheets) -> None:
         },
     )
     sheets.workspace("acme", SHEET_ID, "Other!A1:D")
-    result = CliRunner().invoke(app, ["sheets", "import", "acme", "--range", "'Q3 2026'!A1:D"])
+    result = CliRunner().invoke(
+        app, ["import", "acme", "google_sheets", "--range", "'Q3 2026'!A1:D"]
+    )
     assert result.exit_code == 0, result.output
     assert "1 records, 1 points written" in result.output
     assert [(p.metric, p.value) for p in read_points(sheets.warehouse, "acme")] == [("leads", 12.0)]
@@ -35,7 +37,7 @@ def test_a_failed_import_exits_non_zero_with_the_reason(sheets) -> None:
         {"KPIs": [["Date", "Metric", "Channel", "Value"], ["2026-07-01", "leads", "ads", "lots"]]},
     )
     sheets.workspace("acme", SHEET_ID, "KPIs!A1:D")
-    result = CliRunner().invoke(app, ["sheets", "import", "acme"])
+    result = CliRunner().invoke(app, ["import", "acme", "google_sheets"])
     assert result.exit_code == 1
     assert "line 2" in result.output or "row 2" in result.output
     assert read_points(sheets.warehouse, "acme") == []

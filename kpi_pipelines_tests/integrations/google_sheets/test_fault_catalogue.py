@@ -14,8 +14,8 @@ from typing import Any
 
 import dagster as dg
 
+from kpi_pipelines.definitions import PROVIDERS
 from kpi_pipelines.integrations.google_sheets.adapter import GoogleSheetsAdapter
-from kpi_pipelines.integrations.google_sheets.assets import google_sheets_kpis
 from kpi_pipelines.resources import WarehouseResource
 from kpi_pipelines.sandbox.google import DateTime, currency, percent
 from kpi_pipelines_tests.conftest import table_snapshot
@@ -34,6 +34,8 @@ from kpi_pipelines_tests.integrations.google_faults import (
 from kpi_pipelines_tests.integrations.google_sheets.conftest import SheetsWorld
 from kpi_pipelines_tests.integrations.google_sheets.test_adapter import HEADER, stored
 from kpi_pipelines_tests.run_results import failure_message
+
+google_sheets_kpis = PROVIDERS["google_sheets"].asset
 
 SHEET_ID = "1FaultCatalogueSheet000000000000000000000"
 RANGE = "KPIs!A1:D"

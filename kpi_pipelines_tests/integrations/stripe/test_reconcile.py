@@ -135,7 +135,7 @@ def test_the_daily_schedule_asks_for_a_reconcile_that_runs(young_stripe_world) -
         repository_def=defs.get_repository_def(),
     ) as context:
         [request] = schedule.evaluate_tick(context).run_requests
-    config = request.run_config["ops"]["stripe__kpi_data"]["config"]
+    config = request.run_config["ops"]["stripe_kpis"]["config"]
     assert config == {"reconcile": True, "connection": "default"}
     result = world.sync("acme", options=config)
     assert result.success, failure_message(result)

@@ -12,8 +12,7 @@ from typing import Any
 import dagster as dg
 import pytest
 
-from kpi_pipelines.definitions import RESOURCES
-from kpi_pipelines.integrations.stripe.assets import stripe_kpis
+from kpi_pipelines.definitions import PROVIDERS, RESOURCES
 from kpi_pipelines.sandbox.server import LoopbackServer
 from kpi_pipelines.sandbox.stripe import StripeSandbox, create_app
 from kpi_pipelines.warehouse.control import (
@@ -27,6 +26,8 @@ from kpi_pipelines.warehouse.control import (
 )
 from kpi_pipelines.warehouse.database import Warehouse
 from kpi_pipelines_tests.canary import scanned_instance
+
+stripe_kpis = PROVIDERS["stripe"].asset
 
 
 def stripe_key_variable(workspace_id: str) -> str:
@@ -77,7 +78,7 @@ class StripeWorld:
         resources = dict(RESOURCES)
         if adapter_config:
             resources["stripe"] = type(RESOURCES["stripe"])(**adapter_config)
-        run_config = {"ops": {"stripe__kpi_data": {"config": options}}} if options else None
+        run_config = {"ops": {"stripe_kpis": {"config": options}}} if options else None
         return dg.materialize(
             [stripe_kpis],
             instance=self.instance,

@@ -11,11 +11,10 @@ import dagster as dg
 import pytest
 import sqlalchemy as sa
 
-from kpi_pipelines.definitions import RESOURCES
+from kpi_pipelines.definitions import PROVIDERS, RESOURCES
 from kpi_pipelines.warehouse.control import Workspace, add_workspace
-from kpi_pipelines.webhooks.sensor import stripe_webhook_sensor
 from kpi_pipelines_tests.canary import scanned_instance
-from kpi_pipelines_tests.webhooks.support import (
+from kpi_pipelines_tests.integrations.stripe.webhooks.support import (
     SECRET_A,
     SECRET_B,
     event,
@@ -23,6 +22,8 @@ from kpi_pipelines_tests.webhooks.support import (
     signed,
     stripe_connection,
 )
+
+[stripe_webhook_sensor] = PROVIDERS["stripe"].sensors
 
 
 def test_valid_signature_is_stored_once(client, warehouse) -> None:

@@ -1,4 +1,5 @@
-"""Demo data for google_analytics: a simulated GA4 property per workspace, on loopback.
+"""Demo data for the Google providers: a simulated GA4 property and a marketing sheet per
+workspace, served on loopback.
 
 The demo process serves one Google sandbox (token endpoint, GA4 Data API, Sheets v4) from
 a background thread, points `KPI_GOOGLE_*` at it (the operator's settings: hosts and the
@@ -12,8 +13,9 @@ from __future__ import annotations
 import atexit
 import hashlib
 import os
+import random
 import threading
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -22,8 +24,12 @@ from kpi_pipelines.sandbox.google import (
     DEMO_CLIENT_ID,
     DEMO_CLIENT_SECRET,
     DEMO_REFRESH_TOKEN,
+    DateTime,
     GoogleSandbox,
+    Number,
     create_google_app,
+    currency,
+    percent,
 )
 from kpi_pipelines.sandbox.server import LoopbackServer
 from kpi_pipelines.warehouse.control import (
@@ -78,7 +84,7 @@ def demo_property_id(workspace_id: str) -> str:
     return str(300_000_000 + digest)
 
 
-def prepare(warehouse: Warehouse, workspace: Workspace, folder: Path) -> dict[str, Any]:
+def prepare_analytics(warehouse: Warehouse, workspace: Workspace, folder: Path) -> dict[str, Any]:
     """Give the workspace a simulated GA4 property (in its own time zone) and connect it."""
     sandbox = google_demo_sandbox()
     property_id = demo_property_id(workspace.id)
@@ -93,6 +99,60 @@ def prepare(warehouse: Warehouse, workspace: Workspace, folder: Path) -> dict[st
             workspace_id=workspace.id,
             provider="google_analytics",
             settings={"property_id": property_id, "lookback_days": 3},
+            secret_env=demo_secret_env(workspace.id),
+        ),
+    )
+    return {}
+
+
+SHEET = "Marketing KPIs"  # a name with a space: the range must quote it
+DEMO_RANGE = f"'{SHEET}'!A1:D"
+DEMO_MAPPING = {
+    "date_column": "Date",
+    "metric_column": "Metric",
+    "value_column": "Value",
+    "dimension_columns": ["Channel"],
+}
+
+
+def demo_spreadsheet_id(workspace_id: str) -> str:
+    return "1KpiDemo" + hashlib.sha256(workspace_id.encode()).hexdigest()[:36]
+
+
+def demo_rows(workspace_id: str, today: Any, days: int = 30) -> list[list[Any]]:
+    """Budget, signups and a conversion rate per day, seeded by the workspace id."""
+    rng = random.Random(f"sheets-demo-{workspace_id}")
+    rows: list[list[Any]] = [["Date", "Metric", "Channel", "Value"]]
+    for back in range(days, 0, -1):
+        day = DateTime(today - timedelta(days=back))
+        for channel in ("newsletter", "webinar"):
+            rows.append([day, "signups", channel, Number(rng.randint(3, 80))])
+        rows.append([day, "ad_budget", None, currency(rng.randint(300, 1500) + 0.5)])
+        rows.append([day, "trial_conversion_rate", None, percent(rng.uniform(0.05, 0.2))])
+    return rows
+
+
+def prepare_sheets(warehouse: Warehouse, workspace: Workspace, folder: Path) -> dict[str, Any]:
+    """Give the workspace a demo spreadsheet and connect it; the import reads it as it is."""
+    sandbox = google_demo_sandbox()
+    spreadsheet_id = demo_spreadsheet_id(workspace.id)
+    if spreadsheet_id not in sandbox.sheets.spreadsheets:
+        today = sandbox.now().date()
+        sandbox.add_spreadsheet(
+            spreadsheet_id,
+            {SHEET: demo_rows(workspace.id, today), "Notes": [["Owner", "growth@example.com"]]},
+            title=f"{workspace.name} KPIs",
+        )
+    add_connection(
+        warehouse,
+        Connection(
+            workspace_id=workspace.id,
+            provider="google_sheets",
+            settings={
+                "spreadsheet_id": spreadsheet_id,
+                "range": DEMO_RANGE,
+                "mapping": DEMO_MAPPING,
+            },
             secret_env=demo_secret_env(workspace.id),
         ),
     )

@@ -9,8 +9,8 @@ from collections.abc import Iterator
 import pytest
 from starlette.testclient import TestClient
 
-from kpi_pipelines.webhooks.app import create_app
-from kpi_pipelines_tests.webhooks.support import (
+from kpi_pipelines.integrations.stripe.webhooks.app import create_app
+from kpi_pipelines_tests.integrations.stripe.webhooks.support import (
     HEADER_TIMEOUT,
     READ_TIMEOUT,
     SECRETS,

@@ -18,7 +18,7 @@ from starlette.testclient import TestClient
 
 from kpi_pipelines.sandbox.stripe import sign
 from kpi_pipelines.warehouse.database import Warehouse
-from kpi_pipelines_tests.webhooks.support import SECRET_A, SECRET_B
+from kpi_pipelines_tests.integrations.stripe.webhooks.support import SECRET_A, SECRET_B
 
 REFUSED = b'{"error":"webhook refused"}'
 WRONG = "whsec_not_the_right_one"

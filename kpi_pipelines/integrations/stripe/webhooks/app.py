@@ -30,10 +30,15 @@ from starlette.routing import Route
 from kpi_pipelines import settings
 from kpi_pipelines.integrations.shared.redaction import install_redaction_filter
 from kpi_pipelines.integrations.shared.secrets import ForbiddenSecret, MissingSecret, read_secret
+from kpi_pipelines.integrations.shared.webhook_server import receiver_app
+from kpi_pipelines.integrations.stripe.webhooks.events import (
+    MalformedEvent,
+    StripeEvent,
+    parse_event,
+)
+from kpi_pipelines.integrations.stripe.webhooks.signature import SignatureError, matching_secrets
 from kpi_pipelines.warehouse.control import WORKSPACE_ID, Connection, list_connections
 from kpi_pipelines.warehouse.database import Warehouse
-from kpi_pipelines.webhooks.events import MalformedEvent, StripeEvent, parse_event
-from kpi_pipelines.webhooks.signature import SignatureError, matching_secrets
 
 logger = logging.getLogger("kpi_pipelines.webhooks")
 # Belt and braces: no line of ours or of uvicorn's (tracebacks) may carry a secret it read.
@@ -51,8 +56,9 @@ class Refused(Exception):
     """The request will not be stored; the message is for the server log only."""
 
 
-def create_app(warehouse: Warehouse, *, max_bytes: int | None = None) -> Starlette:
-    """The receiver; bodies over `max_bytes` (default: settings.webhook_max_bytes) are refused."""
+def routes(warehouse: Warehouse, *, max_bytes: int | None = None) -> list[Route]:
+    """The receiver's endpoints; bodies over `max_bytes` (default: settings.webhook_max_bytes)
+    are refused. The webhook server mounts them beside other providers' (see the spec)."""
     receiver = _Receiver(warehouse)
     limit = max_bytes or settings.webhook_max_bytes()
 
@@ -67,16 +73,15 @@ def create_app(warehouse: Warehouse, *, max_bytes: int | None = None) -> Starlet
     async def platform_endpoint(request: Request) -> Response:
         return await _receive(request, limit, receiver.platform_event)
 
-    async def health(_: Request) -> JSONResponse:
-        return JSONResponse({"status": "ok"})
+    return [
+        Route("/stripe/{workspace_id}", workspace_endpoint, methods=["POST"]),
+        Route("/stripe", platform_endpoint, methods=["POST"]),
+    ]
 
-    return Starlette(
-        routes=[
-            Route("/stripe/{workspace_id}", workspace_endpoint, methods=["POST"]),
-            Route("/stripe", platform_endpoint, methods=["POST"]),
-            Route("/health", health, methods=["GET"]),
-        ]
-    )
+
+def create_app(warehouse: Warehouse, *, max_bytes: int | None = None) -> Starlette:
+    """The Stripe receiver on its own (as the webhook server serves it, with /health)."""
+    return receiver_app(routes(warehouse, max_bytes=max_bytes))
 
 
 def refusal() -> Response:

@@ -15,8 +15,8 @@ import httpx
 import pytest
 
 from kpi_pipelines import settings
-from kpi_pipelines.webhooks.server import DeadlineH11Protocol, build_server
-from kpi_pipelines_tests.webhooks.support import (
+from kpi_pipelines.integrations.shared.webhook_server import DeadlineH11Protocol, build_server
+from kpi_pipelines_tests.integrations.stripe.webhooks.support import (
     HEADER_TIMEOUT,
     READ_TIMEOUT,
     SECRET_A,

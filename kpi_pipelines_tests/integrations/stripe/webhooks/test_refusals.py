@@ -11,9 +11,9 @@ import time
 import httpx
 import pytest
 
+from kpi_pipelines.integrations.stripe.webhooks.signature import SignatureError, matching_secrets
 from kpi_pipelines.warehouse.control import Workspace, add_workspace
-from kpi_pipelines.webhooks.signature import SignatureError, matching_secrets
-from kpi_pipelines_tests.webhooks.support import (
+from kpi_pipelines_tests.integrations.stripe.webhooks.support import (
     SECRET_A,
     SECRET_B,
     event,

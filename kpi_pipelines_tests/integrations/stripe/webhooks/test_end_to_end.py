@@ -11,13 +11,14 @@ import dagster as dg
 import pytest
 import sqlalchemy as sa
 
-from kpi_pipelines.definitions import RESOURCES, defs
+from kpi_pipelines.definitions import PROVIDERS, RESOURCES, defs
 from kpi_pipelines.sandbox.stripe import deliver
 from kpi_pipelines.warehouse.control import Connection, add_connection
 from kpi_pipelines.warehouse.tenant_data import read_points
-from kpi_pipelines.webhooks.sensor import stripe_webhook_sensor
+from kpi_pipelines_tests.integrations.stripe.webhooks.support import start_receiver
 from kpi_pipelines_tests.integrations.stripe.world import rate_lookup, stripe_key_variable
-from kpi_pipelines_tests.webhooks.support import start_receiver
+
+[stripe_webhook_sensor] = PROVIDERS["stripe"].sensors
 
 WEBHOOK_SECRET_A = "whsec_end_to_end_a"
 WEBHOOK_SECRET_B = "whsec_end_to_end_b"

@@ -1,4 +1,5 @@
-"""The webhook receiver's HTTP server: uvicorn, with the time bounds it lacks.
+"""The webhook receiver's HTTP server: every provider's receiver routes (its spec's
+`webhooks`), served by uvicorn with the time bounds it lacks.
 
 uvicorn bounds how long an idle keep-alive connection lives, but not how long a client may
 take to send its request line and headers, nor its body: a client that sends half a request
@@ -16,12 +17,16 @@ from typing import Any
 
 import h11
 import uvicorn
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import JSONResponse
+from starlette.routing import BaseRoute, Route
 from uvicorn.config import LOGGING_CONFIG
 from uvicorn.protocols.http.h11_impl import H11Protocol
 
 from kpi_pipelines import settings
+from kpi_pipelines.integrations.shared.spec import ProviderSpec, discover, resolve
 from kpi_pipelines.warehouse.database import Warehouse
-from kpi_pipelines.webhooks.app import create_app
 
 logger = logging.getLogger("kpi_pipelines.webhooks")
 
@@ -90,6 +95,24 @@ class DeadlineH11Protocol(H11Protocol):
         self.transport.close()
 
 
+def receiver_app(routes: list[BaseRoute]) -> Starlette:
+    """Receiver routes, with GET /health."""
+
+    async def health(_: Request) -> JSONResponse:
+        return JSONResponse({"status": "ok"})
+
+    return Starlette(routes=[*routes, Route("/health", health, methods=["GET"])])
+
+
+def providers_app(warehouse: Warehouse, specs: list[ProviderSpec] | None = None) -> Starlette:
+    """Every provider's receiver routes (the providers whose spec names `webhooks`)."""
+    routes: list[BaseRoute] = []
+    for spec in specs if specs is not None else discover():
+        if spec.webhooks:
+            routes += resolve(spec.webhooks)(warehouse, max_bytes=settings.webhook_max_bytes())
+    return receiver_app(routes)
+
+
 def build_server(warehouse: Warehouse, host: str = "127.0.0.1", port: int = 8787) -> uvicorn.Server:
     """The receiver's server, bounded by the KPI_WEBHOOK_* settings (see settings.py)."""
     protocol = type(
@@ -101,7 +124,7 @@ def build_server(warehouse: Warehouse, host: str = "127.0.0.1", port: int = 8787
         },
     )
     config = uvicorn.Config(
-        create_app(warehouse, max_bytes=settings.webhook_max_bytes()),
+        providers_app(warehouse),
         host=host,
         port=port,
         http=protocol,

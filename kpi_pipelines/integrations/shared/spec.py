@@ -1,0 +1,200 @@
+"""A provider, declared once.
+
+Each provider's folder has a `spec.py` whose `SPEC` is a `ProviderSpec`: its key and names,
+its adapter (the Dagster resource that syncs it), the settings its connections hold, the
+secrets they name, its cadence, pool, metrics and how it looks in the UI. Everything that
+needs one of these facts reads it from the spec: Definitions (asset, job, schedule,
+sensors, freshness check, pool), the CLI, the demo and the README's provider table.
+`discover()` finds the specs; adding a provider adds its folder and touches no central list.
+"""
+
+from __future__ import annotations
+
+import importlib
+import os
+import pkgutil
+from collections.abc import Callable, Iterator, Mapping
+from dataclasses import dataclass, field
+from datetime import timedelta
+from enum import StrEnum
+from types import ModuleType
+from typing import TYPE_CHECKING, Any
+
+import dagster as dg
+from pydantic import BaseModel
+
+if TYPE_CHECKING:
+    from kpi_pipelines.integrations.shared.base_adapter import IntegrationAdapter
+
+# Where providers are found: this package's subfolders, plus the packages an operator names
+# (KPI_PROVIDER_PACKAGES, comma-separated) for providers kept outside this repository.
+PROVIDERS_PACKAGE = "kpi_pipelines.integrations"
+EXTRA_PACKAGES_VARIABLE = "KPI_PROVIDER_PACKAGES"
+
+
+class AuthKind(StrEnum):
+    NONE = "none"
+    API_KEY = "api key"
+    OAUTH2_REFRESH = "OAuth 2.0 with a refresh token"
+    OAUTH1 = "OAuth 1.0a"
+
+
+@dataclass(frozen=True)
+class SecretSpec:
+    """A secret a connection names (`--secret purpose=WS_<ID>__NAME`)."""
+
+    purpose: str
+    description: str
+    # The deployment-wide variable read when a connection names none (an operator's OAuth
+    # client, say); None: every connection must name its own.
+    operator_variable: str | None = None
+
+
+@dataclass(frozen=True)
+class Cadence:
+    """When a provider syncs on its own: one schedule, and what freshness expects."""
+
+    cron: str
+    interval: timedelta
+    description: str
+    # Run-config fields the schedule's runs get (Stripe's daily run reconciles).
+    run_options: Mapping[str, Any] = field(default_factory=dict)
+
+    @classmethod
+    def every_hours(
+        cls, hours: int, *, minute: int = 0, why: str = "", **run_options: Any
+    ) -> Cadence:
+        """Every `hours` hours (a divisor of 24) at `minute` past, UTC."""
+        if hours < 1 or 24 % hours:
+            raise ValueError(f"a cadence of {hours} hours does not divide a day")
+        hour_field = "*" if hours == 1 else f"*/{hours}"
+        every = "hourly" if hours == 1 else f"every {hours} hours"
+        return cls(
+            cron=f"{minute} {hour_field} * * *",
+            interval=timedelta(hours=hours),
+            description=f"{every} at :{minute:02d} UTC" + (f"; {why}" if why else ""),
+            run_options=run_options,
+        )
+
+    @classmethod
+    def daily(cls, *, hour: int = 0, minute: int = 0, why: str = "", **run_options: Any) -> Cadence:
+        return cls(
+            cron=f"{minute} {hour} * * *",
+            interval=timedelta(days=1),
+            description=f"daily at {hour:02d}:{minute:02d} UTC" + (f"; {why}" if why else ""),
+            run_options=run_options,
+        )
+
+
+class ProviderRunConfig(dg.Config):
+    """Run configuration every provider accepts (launchpad, backfills, the CLI)."""
+
+    connection: str | None = None  # the connection's name, when a workspace has several
+    # Re-list every object and land what differs from the landed copy, instead of reading
+    # changes since the cursor (providers that support it; the daily Stripe schedule sets it).
+    reconcile: bool = False
+
+
+# A provider's own sensor (a webhook inbox, a drop folder), built for its job.
+SensorFactory = Callable[["ProviderSpec", "dg.UnresolvedAssetJobDefinition"], dg.SensorDefinition]
+
+
+@dataclass(frozen=True)
+class ProviderSpec:
+    """Everything about a provider that is not its code."""
+
+    key: str  # the source of its kpi_data points
+    display_name: str
+    description: str
+    adapter: type[IntegrationAdapter]
+    auth: AuthKind
+    group: str
+    kinds: frozenset[str]
+    metrics: tuple[str, ...]  # catalog keys (kpi-definitions.md), or ("user-defined",)
+    settings: type[BaseModel] | None = None  # what a connection's settings hold
+    secrets: tuple[SecretSpec, ...] = ()
+    cadence: Cadence | None = None  # None: manual (the UI, the CLI, a sensor)
+    lookback: timedelta | None = None  # recent data the provider restates, re-read each sync
+    pool_limit: int | None = None  # runs at once across the deployment (its app-wide quota)
+    owners: tuple[str, ...] = ("team:data-engineering",)
+    tags: Mapping[str, str] = field(default_factory=dict)
+    run_config: type[ProviderRunConfig] = ProviderRunConfig
+    sensors: tuple[SensorFactory, ...] = ()
+    # "module:function" preparing a demo workspace (resolved by the demo layer only, so
+    # production code never imports a simulator).
+    demo: str | None = None
+    # "module:function" returning the routes of its webhook receiver, given the warehouse.
+    webhooks: str | None = None
+    # All-or-nothing user submissions (a file, a sheet): `kpi-pipelines import` runs them.
+    imports: bool = False
+    # The run-config field that takes the file `kpi-pipelines import ... FILE` names.
+    file_option: str | None = None
+
+    @property
+    def name(self) -> str:
+        """The asset's, the op's and the resource's name: distinct in the asset graph."""
+        return f"{self.key}_kpis"
+
+    @property
+    def asset_key(self) -> dg.AssetKey:
+        return dg.AssetKey(self.name)
+
+    @property
+    def job_name(self) -> str:
+        return f"{self.key}_job"
+
+    @property
+    def pool(self) -> str | None:
+        """The Dagster concurrency pool named after the provider, when it has a limit."""
+        return self.key if self.pool_limit else None
+
+
+def discover(packages: list[str] | None = None) -> list[ProviderSpec]:
+    """Every provider's spec: the `SPEC` of each `<package>/<provider>/spec.py`, by key."""
+    names = packages if packages is not None else provider_packages()
+    specs: dict[str, ProviderSpec] = {}
+    for package in names:
+        for spec in _specs_in(importlib.import_module(package)):
+            if spec.key in specs:
+                raise ValueError(f"two providers are declared with the key {spec.key!r}")
+            specs[spec.key] = spec
+    return [specs[key] for key in sorted(specs)]
+
+
+def provider_packages() -> list[str]:
+    extra = [p.strip() for p in os.environ.get(EXTRA_PACKAGES_VARIABLE, "").split(",")]
+    return [PROVIDERS_PACKAGE, *(p for p in extra if p)]
+
+
+def spec_for(key: str, specs: list[ProviderSpec] | None = None) -> ProviderSpec:
+    """The spec of provider `key`, with a clear error naming the known ones."""
+    known = specs if specs is not None else discover()
+    for spec in known:
+        if spec.key == key:
+            return spec
+    raise LookupError(
+        f"unknown provider {key!r}; one of: {', '.join(s.key for s in known) or 'none'}"
+    )
+
+
+def resolve(reference: str) -> Any:
+    """The object a "module:attribute" reference names."""
+    module, _, attribute = reference.partition(":")
+    return getattr(importlib.import_module(module), attribute)
+
+
+def _specs_in(package: ModuleType) -> Iterator[ProviderSpec]:
+    for module in pkgutil.iter_modules(package.__path__):
+        if not module.ispkg or module.name == "shared":
+            continue
+        name = f"{package.__name__}.{module.name}.spec"
+        try:
+            spec_module = importlib.import_module(name)
+        except ModuleNotFoundError as exc:
+            if exc.name == name:
+                continue  # a folder that is not a provider
+            raise
+        spec = spec_module.SPEC
+        if not isinstance(spec, ProviderSpec):
+            raise TypeError(f"{name}.SPEC is not a ProviderSpec")
+        yield spec
