@@ -16,7 +16,7 @@ from typing import Any
 import dagster as dg
 
 from kpi_pipelines.automation.partitions import workspace_partitions
-from kpi_pipelines.integrations.shared.spec import discover, resolve
+from kpi_pipelines.integrations.shared.spec import discover, resolve, spec_for
 from kpi_pipelines.warehouse.control import (
     Workspace,
     add_workspace,
@@ -69,20 +69,19 @@ def materialize_provider(
 
     Raises UnknownWorkspace (and registers no partition) when the workspace does not exist.
     """
-    from kpi_pipelines.definitions import PROVIDERS, RESOURCES
+    from kpi_pipelines.definitions import provider_definitions, resources
 
+    spec = spec_for(provider)  # the providers found now (KPI_PROVIDER_PACKAGES included)
     with warehouse.control() as db:
         get_workspace(db, workspace_id)
     if not instance.has_dynamic_partition(workspace_partitions.name, workspace_id):
         instance.add_dynamic_partitions(workspace_partitions.name, [workspace_id])
-    if provider not in PROVIDERS:
-        raise LookupError(f"unknown provider {provider!r}; one of: {', '.join(sorted(PROVIDERS))}")
-    asset = PROVIDERS[provider].asset
+    asset = provider_definitions(spec).asset
     return dg.materialize(
         [asset],
         instance=instance,
         partition_key=workspace_id,
-        resources=RESOURCES,
+        resources=resources([spec]),
         run_config={
             "ops": {asset.op.name: {"config": run_config}},
             "loggers": {"console": {"config": {"log_level": log_level}}},

@@ -32,8 +32,13 @@ from psycopg import sql
 from sqlalchemy.engine import URL, Connection, Engine
 
 from kpi_pipelines import settings
+from kpi_pipelines.warehouse.migrate import (
+    SCHEMA,
+    current_revision,
+    head_revision,
+    upgrade_to_head,
+)
 
-SCHEMA = "kpi"
 OWNER_ROLE = "kpi_owner"
 TENANT_ROLE = "kpi_tenant"
 CONTROL_ROLE = "kpi_control"
@@ -166,8 +171,6 @@ class Warehouse:
     def upgrade(self) -> str:
         """Create or update the roles and schema, then migrate to head, as the URL's user;
         safe to run concurrently."""
-        from kpi_pipelines.warehouse.migrate import upgrade_to_head
-
         with self.engine(None).connect() as admin:
             admin.execute(sa.text("SELECT pg_advisory_lock(:k)"), {"k": _MIGRATION_LOCK_KEY})
             try:
@@ -186,8 +189,6 @@ class Warehouse:
         hold the bootstrap user's credentials once `db upgrade` has been run.
         """
         if not self._ready:
-            from kpi_pipelines.warehouse.migrate import current_revision, head_revision
-
             try:
                 at_head = current_revision(self.engine(OWNER_ROLE)) == head_revision()
             except sa.exc.OperationalError:

@@ -10,9 +10,8 @@ from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
 from sqlalchemy.engine import Engine
 
-from kpi_pipelines.warehouse.database import SCHEMA
-
 MIGRATIONS = Path(__file__).parent / "migrations"
+SCHEMA = "kpi"  # every table of the warehouse, and the migrations' own version table
 VERSION_TABLE = "alembic_version"
 
 

@@ -2,8 +2,7 @@
 
 from alembic import context
 
-from kpi_pipelines.warehouse.database import SCHEMA
-from kpi_pipelines.warehouse.migrate import VERSION_TABLE
+from kpi_pipelines.warehouse.migrate import SCHEMA, VERSION_TABLE
 
 connection = context.config.attributes["connection"]
 context.configure(
