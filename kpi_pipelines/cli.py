@@ -142,6 +142,14 @@ def webhooks_serve(
     serve(warehouse, host, port)
 
 
+@app.command("providers")
+def providers() -> None:
+    """The providers this deployment knows (their specs), as a Markdown table."""
+    from kpi_pipelines.integrations.shared.spec import discover, provider_table
+
+    console.print(provider_table(discover()), markup=False, highlight=False, soft_wrap=True)
+
+
 # --- workspaces -------------------------------------------------------------------------
 
 

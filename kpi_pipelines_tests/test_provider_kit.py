@@ -223,3 +223,11 @@ def test_a_toy_provider_gets_everything_from_its_folder(warehouse, toy_package) 
     assert synced.exit_code == 0, synced.output
     stored = {p.timestamp.date().isoformat(): p.value for p in read_points(warehouse, "toytown")}
     assert stored == simulator.TRUTH
+
+
+def test_the_readme_lists_every_provider_as_its_spec_says() -> None:
+    from kpi_pipelines.integrations.shared.spec import provider_table
+
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text(encoding="utf-8")
+    block = readme.split("<!-- providers -->\n", 1)[1].split("\n<!-- /providers -->", 1)[0]
+    assert block == provider_table(discover()), "run `kpi-pipelines providers` and paste it"

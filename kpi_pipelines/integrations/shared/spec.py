@@ -177,6 +177,24 @@ def spec_for(key: str, specs: list[ProviderSpec] | None = None) -> ProviderSpec:
     )
 
 
+def provider_table(specs: list[ProviderSpec]) -> str:
+    """The providers as a Markdown table (the README's, and `kpi-pipelines providers`)."""
+    rows = [
+        "| provider | key | auth | cadence | pool | metrics |",
+        "| --- | --- | --- | --- | --- | --- |",
+    ]
+    for spec in specs:
+        cadence = spec.cadence.description if spec.cadence else "manual"
+        if spec.sensors:
+            cadence += f"; sensors: {', '.join(f.__name__.replace('_', ' ') for f in spec.sensors)}"
+        pool = f"{spec.pool} ({spec.pool_limit} at once)" if spec.pool else "-"
+        rows.append(
+            f"| {spec.display_name} | `{spec.key}` | {spec.auth.value} | {cadence} | {pool} |"
+            f" {', '.join(spec.metrics)} |"
+        )
+    return "\n".join(rows)
+
+
 def resolve(reference: str) -> Any:
     """The object a "module:attribute" reference names."""
     module, _, attribute = reference.partition(":")
