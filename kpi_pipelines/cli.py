@@ -242,7 +242,6 @@ def connection_add(
     """Add (or replace) a workspace's connection to a provider."""
     from pydantic import ValidationError
 
-    _spec(provider)
     from kpi_pipelines.warehouse.control import Connection, UnknownWorkspace, add_connection
 
     values: dict[str, Any] = {}
@@ -254,13 +253,26 @@ def connection_add(
     except (OSError, json.JSONDecodeError) as exc:
         raise _fail(f"settings are not valid JSON: {exc}") from None
     values.update(_pairs(setting, "setting"))
+    secrets = _pairs(secret, "secret")
+    spec = _spec(provider)
+    # Checked against the provider's spec now, rather than failing its first run.
+    if spec.settings is not None:
+        try:
+            spec.settings.model_validate(values)
+        except ValidationError as exc:
+            raise _fail(f"{provider} settings: {_validation_problems(exc)}") from None
+    purposes = {s.purpose for s in spec.secrets}
+    unknown = sorted(set(secrets) - purposes)
+    if unknown:
+        expected = ", ".join(sorted(purposes)) or "none"
+        raise _fail(f"{provider} takes the secrets {expected}; not {', '.join(unknown)}")
     try:
         connection = Connection(
             workspace_id=workspace_id,
             provider=provider,
             name=name,
             settings=values,
-            secret_env=_pairs(secret, "secret"),
+            secret_env=secrets,
         )
         saved = add_connection(_warehouse(), connection)
     except ValidationError as exc:

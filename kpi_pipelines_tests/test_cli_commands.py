@@ -50,7 +50,7 @@ def test_connections_show_variable_names_never_values(
 ) -> None:
     monkeypatch.setenv("WS_WS_A__STRIPE_KEY", "sk_test_do_not_print_me")
     settings = tmp_path / "settings.json"
-    settings.write_text(json.dumps({"account": "acct_1"}), encoding="utf-8")
+    settings.write_text(json.dumps({"account_id": "acct_1"}), encoding="utf-8")
     cli(
         "connection",
         "add",
@@ -72,6 +72,17 @@ def test_connections_show_variable_names_never_values(
     assert "workspace 'nope' does not exist" in missing.output
     not_json = cli("connection", "add", "ws-a", "stripe", "--settings-json", "{oops", ok=False)
     assert "not valid JSON" in not_json.output
+    # Checked against the provider's spec when saved, not at the first run.
+    unknown_setting = cli(
+        "connection", "add", "ws-a", "stripe", "--setting", "acount_id=1", ok=False
+    )
+    assert "stripe settings: acount_id: Extra inputs are not permitted" in unknown_setting.output
+    no_mapping = cli("connection", "add", "ws-a", "csv_upload", ok=False)
+    assert "csv_upload settings: mapping: Field required" in no_mapping.output
+    unknown_secret = cli(
+        "connection", "add", "ws-a", "stripe", "--secret", "apikey=WS_WS_A__STRIPE_KEY", ok=False
+    )
+    assert "stripe takes the secrets api_key, webhook_secret; not apikey" in unknown_secret.output
 
 
 def test_fx_import_all_or_nothing(warehouse, tmp_path) -> None:
