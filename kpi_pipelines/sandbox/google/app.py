@@ -19,12 +19,7 @@ from typing import Any
 
 from starlette.applications import Starlette
 
-from kpi_pipelines.sandbox.google._common import (
-    DEFAULT_START,
-    Fault,
-    FaultPlan,
-    SandboxClock,
-)
+from kpi_pipelines.sandbox.google._common import DEFAULT_START, TOKEN_APIS, Fault, GoogleFaults
 from kpi_pipelines.sandbox.google.ga4 import GA4Property, GA4Service, WebMetrics, ga4_routes
 from kpi_pipelines.sandbox.google.oauth import DEFAULT_TOKEN_LIFETIME, OAuthServer, oauth_routes
 from kpi_pipelines.sandbox.google.sheets import (
@@ -38,6 +33,7 @@ from kpi_pipelines.sandbox.google.sheets import (
     percent,
     sheets_routes,
 )
+from kpi_pipelines.sandbox.kit import SimClock
 
 DEMO_CLIENT_ID = "sandbox-client-1.apps.googleusercontent.com"
 DEMO_CLIENT_SECRET = "GOCSPX-sandbox-secret"
@@ -58,8 +54,8 @@ class GoogleSandbox:
         token_lifetime: int = DEFAULT_TOKEN_LIFETIME,
     ) -> None:
         self.seed = seed
-        self.clock = SandboxClock(start, realtime=realtime)
-        self.faults = FaultPlan()
+        self.clock = SimClock(start, realtime=realtime)
+        self.faults = GoogleFaults()
         self.oauth = OAuthServer(self.clock, token_lifetime=token_lifetime)
         self.ga4 = GA4Service(self.clock, self.oauth, seed=seed)
         self.sheets = SheetsService(self.clock, self.oauth)
@@ -119,11 +115,14 @@ class GoogleSandbox:
 
     def expire_access_tokens_after(self, calls: int) -> None:
         """The access tokens run out after the APIs have answered `calls` more requests."""
-        self.oauth.expire_access_tokens_after(calls)
+        self.faults.at_request(calls, self.oauth.expire_access_tokens, apis=TOKEN_APIS)
 
     def revoke_after(self, refresh_token: str, calls: int) -> None:
-        """The grant is revoked after the APIs have answered `calls` more requests."""
-        self.oauth.revoke_after(refresh_token, calls)
+        """The grant (and its access tokens) is revoked after the APIs have answered `calls`
+        more requests, so the client's refresh is then refused with invalid_grant."""
+        if refresh_token not in self.oauth.refresh_tokens:
+            raise KeyError("unknown refresh token")
+        self.faults.at_request(calls, lambda: self.oauth.revoke(refresh_token), apis=TOKEN_APIS)
 
     # -- data -----------------------------------------------------------------------------
     def add_property(self, property_id: str, **options: Any) -> GA4Property:
