@@ -11,7 +11,7 @@ computed from its own state.
 
 from kpi_pipelines.sandbox.kit.clock import SimClock
 from kpi_pipelines.sandbox.kit.errors import ErrorStyle, json_response
-from kpi_pipelines.sandbox.kit.faults import Fault, FaultInjector, FaultKind
+from kpi_pipelines.sandbox.kit.faults import Fault, FaultInjector, FaultKind, answer
 from kpi_pipelines.sandbox.kit.paging import PageSize, key_range, newest_first, offset_page
 from kpi_pipelines.sandbox.kit.server import LoopbackServer
 
@@ -23,6 +23,7 @@ __all__ = [
     "LoopbackServer",
     "PageSize",
     "SimClock",
+    "answer",
     "json_response",
     "key_range",
     "newest_first",

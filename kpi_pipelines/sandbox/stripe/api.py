@@ -14,6 +14,8 @@ from bisect import bisect_left, bisect_right
 from collections.abc import Callable, Sequence
 from typing import Any
 
+from kpi_pipelines.sandbox.kit import PageSize, key_range, newest_first
+from kpi_pipelines.sandbox.stripe.errors import ApiError, missing
 from kpi_pipelines.sandbox.stripe.generator import (
     CARD_DECLINED,
     SETTLE,
@@ -34,6 +36,7 @@ from kpi_pipelines.sandbox.stripe.sandbox import (
 )
 
 Obj = dict[str, Any]
+PAGE_SIZE = PageSize(default=10, maximum=100)  # Stripe refuses anything outside 1..100
 
 SUB_STATUSES = (
     "active",
@@ -48,41 +51,6 @@ SUB_STATUSES = (
     "ended",
 )
 INVOICE_STATUSES = ("draft", "open", "paid", "uncollectible", "void")
-
-
-class ApiError(Exception):
-    """An error response in Stripe's shape."""
-
-    def __init__(
-        self,
-        status: int,
-        message: str,
-        *,
-        type_: str = "invalid_request_error",
-        code: str | None = None,
-        param: str | None = None,
-    ) -> None:
-        super().__init__(message)
-        self.status = status
-        self.message = message
-        self.type = type_
-        self.code = code
-        self.param = param
-
-    def body(self) -> Obj:
-        error: Obj = {
-            "code": self.code,
-            "message": self.message,
-            "param": self.param,
-            "type": self.type,
-        }
-        if self.code:
-            error["doc_url"] = f"https://stripe.com/docs/error-codes/{self.code.replace('_', '-')}"
-        return {"error": error}
-
-
-def missing(noun: str, obj_id: str, param: str = "id") -> ApiError:
-    return ApiError(404, f"No such {noun}: '{obj_id}'", code="resource_missing", param=param)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -291,38 +259,8 @@ def _page_sorted(
             raise missing(noun, cursor, param)
         after, before = (pos, None) if args.after else (None, pos)
     test = None if accept is None else (lambda i: accept(objects[i]))
-    positions, has_more = _page(created, lo, hi, args.limit, after, before, test)
+    positions, has_more = newest_first(lo, hi, args.limit, after=after, before=before, accept=test)
     return [objects[i] for i in positions], has_more
-
-
-def _page(
-    created: Sequence[int],
-    lo: int,
-    hi: int,
-    limit: int,
-    after: int | None,
-    before: int | None,
-    accept: Callable[[int], bool] | None,
-) -> tuple[list[int], bool]:
-    """Positions of one page, newest first, over the created-sorted range [lo, hi)."""
-    out: list[int] = []
-    if before is not None:
-        i = max(before + 1, lo)
-        while i < hi and len(out) <= limit:
-            if accept is None or accept(i):
-                out.append(i)
-            i += 1
-        has_more = len(out) > limit
-        out = out[:limit]
-        out.reverse()
-        return out, has_more
-    i = (hi if after is None else min(after, hi)) - 1
-    while i >= lo and len(out) <= limit:
-        if accept is None or accept(i):
-            out.append(i)
-        i -= 1
-    has_more = len(out) > limit
-    return out[:limit], has_more
 
 
 class _ListArgs:
@@ -330,14 +268,15 @@ class _ListArgs:
 
     def __init__(self, p: Params, kind: str) -> None:
         raw = p.get("limit")
-        self.limit = 10 if raw is None else _int(raw, "limit")
-        if not 1 <= self.limit <= 100:
+        limit = PAGE_SIZE.resolve(None if raw is None else _int(raw, "limit"))
+        if limit is None:
             raise ApiError(
                 400,
                 "Invalid limit: must be between 1 and 100",
                 code="parameter_invalid_integer",
                 param="limit",
             )
+        self.limit = limit
         self.after = p.get("starting_after") or None
         self.before = p.get("ending_before") or None
         if self.after and self.before:
@@ -365,16 +304,7 @@ class _ListArgs:
         self.expand = parse_expand(p.array("expand"), kind, is_list=True)
 
     def bounds(self, created: Sequence[int]) -> tuple[int, int]:
-        lo, hi = 0, len(created)
-        if self.gte is not None:
-            lo = max(lo, bisect_left(created, self.gte))
-        if self.gt is not None:
-            lo = max(lo, bisect_right(created, self.gt))
-        if self.lte is not None:
-            hi = min(hi, bisect_right(created, self.lte))
-        if self.lt is not None:
-            hi = min(hi, bisect_left(created, self.lt))
-        return lo, max(lo, hi)
+        return key_range(created, gte=self.gte, gt=self.gt, lte=self.lte, lt=self.lt)
 
 
 def _list_body(url: str, data: list[Obj], has_more: bool) -> Obj:
@@ -608,7 +538,9 @@ class Api:
             else:
                 before = pos
         test = None if accept is None else (lambda i: accept(index, i))
-        positions, has_more = _page(index.created, lo, hi, args.limit, after, before, test)
+        positions, has_more = newest_first(
+            lo, hi, args.limit, after=after, before=before, accept=test
+        )
         data = []
         ex = args.expand
         if resource == "balance_transactions" and not ex:
