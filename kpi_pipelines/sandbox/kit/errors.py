@@ -26,9 +26,7 @@ MAINTENANCE_PAGE = (
 )
 
 
-def json_response(
-    status: int, body: JSON, headers: Mapping[str, str] | None = None
-) -> Response:
+def json_response(status: int, body: JSON, headers: Mapping[str, str] | None = None) -> Response:
     # msgspec: the sandbox must stay well ahead of the pipelines it serves (benchmarks/).
     return Response(
         msgspec.json.encode(body),

@@ -138,9 +138,7 @@ class FaultInjector:
         return self
 
     # -- standing faults ----------------------------------------------------------------------
-    def fail_every(
-        self, n: int, status: int = 500, *, retry: bool | None = None
-    ) -> FaultInjector:
+    def fail_every(self, n: int, status: int = 500, *, retry: bool | None = None) -> FaultInjector:
         """Answer every n-th request (n, 2n, ...) with `status`; n=0 turns it off."""
         with self._lock:
             self._every = n
