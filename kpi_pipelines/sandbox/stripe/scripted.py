@@ -34,6 +34,7 @@ from kpi_pipelines.sandbox.stripe.generator.objects import (
     last_line,
     new_item,
 )
+from kpi_pipelines.sandbox.stripe.generator.subscriptions import open_period
 from kpi_pipelines.sandbox.stripe.ids import CATALOG_OWNER, stable_hex
 from kpi_pipelines.sandbox.stripe.scripts import (
     AddCoupon,
@@ -334,6 +335,11 @@ class ScriptedGenerator(Generator):
         pe = anchor
         skip_invoice = False
         last_period: tuple[int, int] | None = None  # metered usage is billed a period late
+
+        def metered_usage(item: Item) -> tuple[int, int, int] | None:
+            # The scripted usage of the period before, billed at the start of this one.
+            return None if last_period is None else (usage[item.li], *last_period)
+
         while True:
             ps = anchor if k == 0 else pe
             pe = period_bound(anchor, interval, count, k + 1)
@@ -346,21 +352,7 @@ class ScriptedGenerator(Generator):
                 if reason != "subscription_create":
                     yield ps
                 created = t0 + 1 if reason == "subscription_create" else ps
-                sub.periods.append((ps, pe))
-                if k > 0 or sub.trial_end is not None:
-                    cs.emit(ps, "customer.subscription.updated", sub)
-                lines = []
-                for item in sub.items:
-                    if not item.alive_at(ps):
-                        continue
-                    p, q = item.state_at(ps)
-                    if p.licensed:
-                        lines.append(Line(item, p, q, p.amount(q or 0), ps, pe, False))
-                    elif last_period is not None:
-                        used = usage[item.li]
-                        lines.append(Line(item, p, used, p.amount(used), *last_period, False))
-                    else:
-                        lines.append(Line(item, p, 0, 0, ps, pe, False))
+                lines = open_period(cs, sub, k, ps, pe, metered_usage)
                 inv_ps, inv_pe = last_period or (created, created)
                 inv = self._invoice(cs, sub, created, reason, lines, inv_ps, inv_pe)
                 fails = any(isinstance(e, PaymentFails) for t, e in pending if t < pe)

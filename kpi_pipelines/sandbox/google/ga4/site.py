@@ -7,6 +7,7 @@ import math
 import re
 import threading
 from bisect import bisect_right
+from dataclasses import dataclass
 from datetime import date, datetime, timedelta
 from random import Random
 from typing import Any
@@ -24,6 +25,16 @@ from kpi_pipelines.sandbox.google.ga4.sessions import (
 )
 from kpi_pipelines.sandbox.google.ga4.truth import WebMetrics, tally
 from kpi_pipelines.sandbox.kit import SimClock
+
+
+@dataclass(frozen=True)
+class Traffic:
+    """The site's traffic model: sessions a day (before weekly swing and trend), the share by
+    new users, and how many referring sites there are."""
+
+    daily_sessions: float
+    new_user_rate: float
+    referral_sites: int
 
 
 def _poisson(rng: Random, mu: float) -> int:
@@ -68,10 +79,8 @@ class GA4Property:
         self.tz = ZoneInfo(time_zone)
         today = clock.now().astimezone(self.tz).date()
         self.start_date = start_date or today - timedelta(days=history_days)
-        self.daily_sessions = daily_sessions
+        self.traffic = Traffic(daily_sessions, new_user_rate, referral_sites)
         self.currency_code = currency_code
-        self.new_user_rate = new_user_rate
-        self.referral_sites = referral_sites
         self.thresholding_min_users = thresholding_min_users
         self.latency = latency
         self.quota = quota or GA4Quota()
@@ -102,9 +111,9 @@ class GA4Property:
         day_index = (day - self.start_date).days
         weekly = 0.7 if day.weekday() >= 5 else 1.08
         trend = 1.0 + 0.4 * day_index / 365
-        per_hour = self.daily_sessions / 24 * weekly * trend
+        per_hour = self.traffic.daily_sessions / 24 * weekly * trend
         sessions = self._by_day.setdefault(day, [])
-        ring, ring_size, new_user_rate = self._ring, self._ring_size, self.new_user_rate
+        ring, ring_size, new_user_rate = self._ring, self._ring_size, self.traffic.new_user_rate
         for hour in range(first, end, 3600):
             rng = Random(f"ga4:{self.seed}:{self.property_id}:{hour}")
             random = rng.random
@@ -129,7 +138,7 @@ class GA4Property:
                     pick = bisect_right(SOURCE_WEIGHTS[channel.name], random())
                     source_medium = channel.sources[min(pick, len(channel.sources) - 1)][0]
                 else:
-                    site = int(self.referral_sites ** random()) - 1
+                    site = int(self.traffic.referral_sites ** random()) - 1
                     source_medium = f"site{site:04d}.example.com / referral"
                 engaged = random() < channel.engaged_rate
                 if engaged:

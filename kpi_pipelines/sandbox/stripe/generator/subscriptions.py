@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from random import Random
 
 from kpi_pipelines.sandbox.stripe.catalog import (
@@ -147,21 +148,7 @@ class SubscriptionLife:
                 resolved = inv.paid_at or ps
             else:
                 created = t0 + 1 if reason == "subscription_create" else ps
-                sub.periods.append((ps, pe))
-                if k > 0 or sub.trial_end is not None:
-                    cs.emit(ps, "customer.subscription.updated", sub)
-                lines = []
-                for item in sub.items:
-                    if not item.alive_at(ps):
-                        continue
-                    p, q = item.state_at(ps)
-                    if p.licensed:
-                        lines.append(Line(item, p, q, p.amount(q or 0), ps, pe, False))
-                    elif prev_usage is not None:
-                        used, us, ue = prev_usage
-                        lines.append(Line(item, p, used, p.amount(used), us, ue, False))
-                    else:
-                        lines.append(Line(item, p, 0, 0, ps, pe, False))
+                lines = open_period(cs, sub, k, ps, pe, lambda _item, last=prev_usage: last)
                 inv_ps, inv_pe = (
                     (prev_usage[1], prev_usage[2]) if prev_usage else (created, created)
                 )
@@ -362,3 +349,32 @@ class SubscriptionLife:
         inv = self._invoice(cs, sub, t, "subscription_update", lines, t, t)
         self._settle_immediately(cs, None, inv)
         return new_anchor
+
+
+def open_period(
+    cs: CustomerSim,
+    sub: Sub,
+    k: int,
+    ps: int,
+    pe: int,
+    metered: Callable[[Item], tuple[int, int, int] | None],
+) -> list[Line]:
+    """Start billing period k [ps, pe) of `sub`: record it, announce it (not the first period
+    of a subscription without trial), and return the lines its invoice bills: licensed items
+    in advance, metered ones for the usage `metered` reports of the period before (or 0)."""
+    sub.periods.append((ps, pe))
+    if k > 0 or sub.trial_end is not None:
+        cs.emit(ps, "customer.subscription.updated", sub)
+    lines = []
+    for item in sub.items:
+        if not item.alive_at(ps):
+            continue
+        p, q = item.state_at(ps)
+        if p.licensed:
+            lines.append(Line(item, p, q, p.amount(q or 0), ps, pe, False))
+        elif (usage := metered(item)) is not None:
+            used, us, ue = usage
+            lines.append(Line(item, p, used, p.amount(used), us, ue, False))
+        else:
+            lines.append(Line(item, p, 0, 0, ps, pe, False))
+    return lines
