@@ -5,11 +5,12 @@
         server.base_url  # token_uri = base_url + "/token", API endpoint = base_url
 
 Routes: `POST /token`, `POST /revoke` (oauth.py), `POST /v1beta/properties/{id}:runReport`
-(ga4.py), `GET /v4/spreadsheets/{id}/values/{range}` and `.../values:batchGet` (sheets.py).
+(ga4/), `GET /v4/spreadsheets/{id}/values/{range}` and `.../values:batchGet` (sheets/).
 `GoogleSandbox` holds all state and the controls tests and the demo use: the clock
 (`advance`), OAuth (`register_client`, `add_refresh_token`, `revoke`, `expire_access_tokens`,
 and mid-sync `revoke_after`, `expire_access_tokens_after`), GA4 properties and their truth,
-spreadsheets, quotas and scripted faults (`add_fault`, see `Fault`).
+spreadsheets, quotas and scripted faults (`add_fault`, see `Fault`, or the kit injector's verbs
+on `faults`: `storm`, `down`, `slow`, ...).
 """
 
 from __future__ import annotations
