@@ -3,7 +3,7 @@
 Deterministic (seeded) and never used in production. See app.py for the entry points.
 """
 
-from kpi_pipelines.sandbox.google._common import Fault, SandboxClock
+from kpi_pipelines.sandbox.google._common import Fault
 from kpi_pipelines.sandbox.google.app import (
     DEMO_CLIENT_ID,
     DEMO_CLIENT_SECRET,
@@ -42,7 +42,6 @@ __all__ = [
     "GA4Quota",
     "GoogleSandbox",
     "Number",
-    "SandboxClock",
     "Session",
     "Sheet",
     "Spreadsheet",

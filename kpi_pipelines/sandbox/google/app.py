@@ -5,11 +5,12 @@
         server.base_url  # token_uri = base_url + "/token", API endpoint = base_url
 
 Routes: `POST /token`, `POST /revoke` (oauth.py), `POST /v1beta/properties/{id}:runReport`
-(ga4.py), `GET /v4/spreadsheets/{id}/values/{range}` and `.../values:batchGet` (sheets.py).
+(ga4/), `GET /v4/spreadsheets/{id}/values/{range}` and `.../values:batchGet` (sheets/).
 `GoogleSandbox` holds all state and the controls tests and the demo use: the clock
 (`advance`), OAuth (`register_client`, `add_refresh_token`, `revoke`, `expire_access_tokens`,
 and mid-sync `revoke_after`, `expire_access_tokens_after`), GA4 properties and their truth,
-spreadsheets, quotas and scripted faults (`add_fault`, see `Fault`).
+spreadsheets, quotas and scripted faults (`add_fault`, see `Fault`, or the kit injector's verbs
+on `faults`: `storm`, `down`, `slow`, ...).
 """
 
 from __future__ import annotations
@@ -19,12 +20,7 @@ from typing import Any
 
 from starlette.applications import Starlette
 
-from kpi_pipelines.sandbox.google._common import (
-    DEFAULT_START,
-    Fault,
-    FaultPlan,
-    SandboxClock,
-)
+from kpi_pipelines.sandbox.google._common import DEFAULT_START, TOKEN_APIS, Fault, GoogleFaults
 from kpi_pipelines.sandbox.google.ga4 import GA4Property, GA4Service, WebMetrics, ga4_routes
 from kpi_pipelines.sandbox.google.oauth import DEFAULT_TOKEN_LIFETIME, OAuthServer, oauth_routes
 from kpi_pipelines.sandbox.google.sheets import (
@@ -38,6 +34,7 @@ from kpi_pipelines.sandbox.google.sheets import (
     percent,
     sheets_routes,
 )
+from kpi_pipelines.sandbox.kit import SimClock
 
 DEMO_CLIENT_ID = "sandbox-client-1.apps.googleusercontent.com"
 DEMO_CLIENT_SECRET = "GOCSPX-sandbox-secret"
@@ -58,8 +55,8 @@ class GoogleSandbox:
         token_lifetime: int = DEFAULT_TOKEN_LIFETIME,
     ) -> None:
         self.seed = seed
-        self.clock = SandboxClock(start, realtime=realtime)
-        self.faults = FaultPlan()
+        self.clock = SimClock(start, realtime=realtime)
+        self.faults = GoogleFaults()
         self.oauth = OAuthServer(self.clock, token_lifetime=token_lifetime)
         self.ga4 = GA4Service(self.clock, self.oauth, seed=seed)
         self.sheets = SheetsService(self.clock, self.oauth)
@@ -119,11 +116,14 @@ class GoogleSandbox:
 
     def expire_access_tokens_after(self, calls: int) -> None:
         """The access tokens run out after the APIs have answered `calls` more requests."""
-        self.oauth.expire_access_tokens_after(calls)
+        self.faults.at_request(calls, self.oauth.expire_access_tokens, apis=TOKEN_APIS)
 
     def revoke_after(self, refresh_token: str, calls: int) -> None:
-        """The grant is revoked after the APIs have answered `calls` more requests."""
-        self.oauth.revoke_after(refresh_token, calls)
+        """The grant (and its access tokens) is revoked after the APIs have answered `calls`
+        more requests, so the client's refresh is then refused with invalid_grant."""
+        if refresh_token not in self.oauth.refresh_tokens:
+            raise KeyError("unknown refresh token")
+        self.faults.at_request(calls, lambda: self.oauth.revoke(refresh_token), apis=TOKEN_APIS)
 
     # -- data -----------------------------------------------------------------------------
     def add_property(self, property_id: str, **options: Any) -> GA4Property:

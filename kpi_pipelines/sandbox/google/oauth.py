@@ -16,11 +16,8 @@ gets 401 UNAUTHENTICATED with Google's message (and a `WWW-Authenticate` header)
 without the API's scope gets 403 PERMISSION_DENIED "Request had insufficient authentication
 scopes.". Lifetimes run on the sandbox clock's `monotonic()` (real seconds plus `advance()`).
 
-Mid-sync events are scheduled in API calls, not seconds, so a test can place them exactly:
-`expire_access_tokens_after(n)` lets the APIs answer n more calls and expires every live
-access token before the next one is checked (it gets the 401 an expired token gets);
-`revoke_after(refresh_token, n)` revokes the grant (and its access tokens) at that point,
-so the client's refresh is refused with invalid_grant.
+Mid-sync events (`GoogleSandbox.expire_access_tokens_after`, `revoke_after`) are scheduled
+in API calls by the fault injector, which calls `expire_access_tokens` or `revoke` here.
 """
 
 from __future__ import annotations
@@ -30,7 +27,6 @@ import binascii
 import secrets
 import threading
 from collections import Counter
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from urllib.parse import parse_qsl, unquote
 
@@ -38,12 +34,8 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from kpi_pipelines.sandbox.google._common import (
-    FaultPlan,
-    SandboxClock,
-    error_info,
-    google_error,
-)
+from kpi_pipelines.sandbox.google._common import OAuthErrors, error_info, google_error
+from kpi_pipelines.sandbox.kit import FaultInjector, SimClock
 
 ANALYTICS_READONLY = "https://www.googleapis.com/auth/analytics.readonly"
 ANALYTICS = "https://www.googleapis.com/auth/analytics"
@@ -93,7 +85,7 @@ class AccessToken:
     client_id: str
     user: str
     scopes: tuple[str, ...]
-    expires_at: float  # on SandboxClock.monotonic()
+    expires_at: float  # on SimClock.monotonic()
     revoked: bool = False
     uses: int = 0
 
@@ -112,15 +104,13 @@ class TokenRequest:
 class OAuthServer:
     """The token endpoint's state: clients, refresh tokens, issued access tokens."""
 
-    clock: SandboxClock
+    clock: SimClock
     token_lifetime: int = DEFAULT_TOKEN_LIFETIME
     clients: dict[str, OAuthClient] = field(default_factory=dict)
     refresh_tokens: dict[str, RefreshToken] = field(default_factory=dict)
     access_tokens: dict[str, AccessToken] = field(default_factory=dict)
     requests: list[TokenRequest] = field(default_factory=list)
-    api_calls: int = 0  # API requests whose bearer token was checked
     _issued: Counter[str] = field(default_factory=Counter)
-    _scheduled: list[tuple[int, Callable[[], object]]] = field(default_factory=list)
     _lock: threading.RLock = field(default_factory=threading.RLock)
 
     # -- control -------------------------------------------------------------------------
@@ -163,33 +153,6 @@ class OAuthServer:
             for access in live:
                 access.expires_at = now
             return len(live)
-
-    def expire_access_tokens_after(self, calls: int) -> None:
-        """Let the APIs answer `calls` more requests, then expire every live access token
-        before the next request is checked (an access token running out mid-sync)."""
-        self._schedule(calls, self.expire_access_tokens)
-
-    def revoke_after(self, refresh_token: str, calls: int) -> None:
-        """Let the APIs answer `calls` more requests, then revoke `refresh_token` and its
-        access tokens before the next request is checked (a user removing access mid-sync)."""
-        if refresh_token not in self.refresh_tokens:
-            raise KeyError("unknown refresh token")
-        self._schedule(calls, lambda: self.revoke(refresh_token))
-
-    def _schedule(self, calls: int, action: Callable[[], object]) -> None:
-        if calls < 0:
-            raise ValueError("calls counts API requests still answered: 0 or more")
-        with self._lock:
-            self._scheduled.append((self.api_calls + calls, action))
-
-    def _count_api_call(self) -> None:
-        """One API request arrived: first run what was scheduled for it."""
-        with self._lock:
-            due = [action for at, action in self._scheduled if at <= self.api_calls]
-            self._scheduled = [(at, a) for at, a in self._scheduled if at > self.api_calls]
-            self.api_calls += 1
-            for action in due:
-                action()
 
     def issued_count(self, refresh_token: str | None = None) -> int:
         """Access tokens issued in all, or from one refresh token."""
@@ -236,7 +199,6 @@ class OAuthServer:
         self, authorization: str | None, accepted_scopes: tuple[str, ...], service: str
     ) -> AccessToken | Response:
         """The caller's token, or the 401/403 response Google would send instead."""
-        self._count_api_call()
         challenge = 'Bearer realm="https://accounts.google.com/"'
         if not authorization:
             return google_error(
@@ -350,12 +312,14 @@ def _basic_credentials(request: Request) -> tuple[str, str] | None:
     return unquote(user), unquote(password)
 
 
-def oauth_routes(server: OAuthServer, faults: FaultPlan) -> list[Route]:
+def oauth_routes(server: OAuthServer, faults: FaultInjector) -> list[Route]:
+    errors = OAuthErrors()
+
     async def token(request: Request) -> Response:
         async def handle() -> Response:
             return server.token_response(await _form(request), _basic_credentials(request))
 
-        return await faults.run("oauth", handle)
+        return await faults.serve("oauth", errors, handle)
 
     async def revoke(request: Request) -> Response:
         form = await _form(request)

@@ -16,28 +16,21 @@ import binascii
 import gc
 import itertools
 import re
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 
-import msgspec
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from kpi_pipelines.sandbox.stripe.api import Api, ApiError
+from kpi_pipelines.sandbox.kit import answer, json_response
+from kpi_pipelines.sandbox.stripe.api import Api
+from kpi_pipelines.sandbox.stripe.errors import ApiError, StripeErrors, redact
+from kpi_pipelines.sandbox.stripe.faults import API as FAULTS_API
 from kpi_pipelines.sandbox.stripe.render import DEFAULT_API_VERSION
 from kpi_pipelines.sandbox.stripe.sandbox import StripeSandbox
 
 _VERSION = re.compile(r"^\d{4}-\d{2}-\d{2}(\.[a-z]+)?$")
-_RATE_LIMIT_MESSAGE = (
-    "Too many requests hit the API too quickly. We recommend an exponential backoff of your "
-    "requests."
-)
-
-
-def _encode(body: object) -> bytes:
-    # msgspec: the sandbox must stay well ahead of the pipelines it serves (benchmarks/).
-    return msgspec.json.encode(body)
 
 
 def _api_key(header: str | None) -> str | None:
@@ -56,36 +49,6 @@ def _api_key(header: str | None) -> str | None:
     return None
 
 
-def _redact(key: str) -> str:
-    if len(key) <= 12:
-        return "*" * len(key)
-    head = key[:8] if key.startswith(("sk_", "rk_", "pk_")) else ""
-    return f"{head}{'*' * (len(key) - len(head) - 4)}{key[-4:]}"
-
-
-def _fault_error(status: int, key: str) -> ApiError:
-    if status == 401:  # the key was rolled or revoked in the Dashboard
-        return ApiError(401, f"Expired API Key provided: {_redact(key)}", code="api_key_expired")
-    if status == 429:
-        return ApiError(429, _RATE_LIMIT_MESSAGE, code="rate_limit")
-    if status == 409:
-        return ApiError(
-            409,
-            "This object cannot be accessed right now because another API request or Stripe "
-            "process is currently accessing it. If you see this error intermittently, retry the "
-            "request.",
-            code="lock_timeout",
-        )
-    if status >= 500:
-        message = (
-            "The Stripe API is temporarily unavailable. Please retry your request."
-            if status == 503
-            else "An unknown error occurred. Please retry your request."
-        )
-        return ApiError(status, message, type_="api_error")
-    return ApiError(status, f"The sandbox was scripted to answer {status}.")
-
-
 def create_app(
     sandbox: StripeSandbox | Iterable[StripeSandbox], *, collect_every: int | None = None
 ) -> Starlette:
@@ -101,7 +64,9 @@ def create_app(
         raise ValueError("each account served on one host needs its own API key")
     request_ids = itertools.count(1)
 
-    def respond(status: int, body: object, version: str, extra: dict | None = None) -> Response:
+    def respond(
+        status: int, body: object, version: str, extra: Mapping[str, str] | None = None
+    ) -> Response:
         headers = {
             "Request-Id": f"req_sbx{next(request_ids):011d}",
             "Stripe-Version": version,
@@ -109,9 +74,7 @@ def create_app(
         }
         if extra:
             headers.update(extra)
-        return Response(
-            _encode(body), status_code=status, headers=headers, media_type="application/json"
-        )
+        return json_response(status, body, headers)
 
     def authenticate(request: Request) -> tuple[StripeSandbox, Api] | ApiError:
         key = _api_key(request.headers.get("authorization"))
@@ -124,7 +87,7 @@ def create_app(
                 "or we can help at https://support.stripe.com/.",
             )
         if key not in accounts:
-            return ApiError(401, f"Invalid API Key provided: {_redact(key)}")
+            return ApiError(401, f"Invalid API Key provided: {redact(key)}")
         return accounts[key]
 
     async def v1(request: Request) -> Response:
@@ -138,29 +101,20 @@ def create_app(
         if not _VERSION.match(version):
             err = ApiError(400, f"Invalid Stripe API version: {version}", param="Stripe-Version")
             return respond(400, err.body(), DEFAULT_API_VERSION)
-        fault = sandbox.faults.next()
-        delay = sandbox.faults.delay + (fault.delay if fault is not None else 0.0)
-        if delay:
-            await asyncio.sleep(delay)
-        extra = None
-        if fault is not None and fault.should_retry is not None:
-            extra = {"Stripe-Should-Retry": "true" if fault.should_retry else "false"}
-        if fault is not None and fault.status != 200:
-            err = _fault_error(fault.status, sandbox.api_key)
-            return respond(fault.status, err.body(), version, extra)
-        if fault is not None and fault.body is not None:
-            return Response(fault.body, status_code=200, media_type="text/html")
-        status, body = api.handle(
-            request.method, request.url.path, request.query_params.multi_items(), version
-        )
-        if sandbox.faults.malformed:
-            body = sandbox.faults.apply_malformations(body)
-        response = respond(status, body, version, extra)
-        if fault is not None and fault.truncate:
-            body_bytes = bytes(response.body)
-            response.body = body_bytes[: max(1, len(body_bytes) // 2)]
-            response.headers["content-length"] = str(len(response.body))
-        return response
+        fault = sandbox.faults.next(FAULTS_API)
+
+        async def serve() -> Response:
+            status, body = api.handle(
+                request.method, request.url.path, request.query_params.multi_items(), version
+            )
+            if sandbox.faults.malformed_objects:
+                body = sandbox.faults.apply_malformations(body)
+            return respond(status, body, version)
+
+        if fault is None and not sandbox.faults.delay:
+            return await serve()
+        errors = StripeErrors(lambda s, b, h: respond(s, b, version, h), sandbox.api_key)
+        return await answer(fault, sandbox.faults.delay, errors, serve)
 
     async def control(request: Request) -> Response:
         account = authenticate(request)

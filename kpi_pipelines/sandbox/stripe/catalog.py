@@ -278,7 +278,7 @@ def build_catalog(codec: IdCodec, currencies: tuple[str, ...], start: int) -> Ca
                 tiers=tiers,
                 unit_amount=unit,
                 created=start + day * DAY + idx * 7,
-                nickname=f"{products[prod].name} ({_interval_label(interval, count)}, {currency.upper()})",
+                nickname=f"{products[prod].name} ({interval_label(interval, count)}, {currency.upper()})",
                 family=family,
                 rank=rank,
                 meter=codec.encode("mtr", CATALOG_OWNER, 0) if usage == "metered" else None,
@@ -327,7 +327,7 @@ def build_catalog(codec: IdCodec, currencies: tuple[str, ...], start: int) -> Ca
     return cat
 
 
-def _interval_label(interval: str, count: int) -> str:
+def interval_label(interval: str, count: int) -> str:
     if count == 1:
         return {"month": "monthly", "year": "yearly", "week": "weekly", "day": "daily"}[interval]
     return f"every {count} {interval}s"

@@ -1,118 +1,62 @@
-"""Scriptable faults for the Stripe sandbox: rate-limit storms, 5xx, outages, slowness, bad bodies,
-a key revoked mid-sync, and objects served malformed (as an API regression would serve them).
+"""Stripe's fault script: the kit's injector with Stripe's verbs, plus objects served malformed
+(as an API regression would serve them).
 
 Request faults apply to authenticated `/v1` requests, in the order they arrive; the counted
-ones (`storm`, `slow_next`, `truncate`, `not_json`, each after `after` normal requests) queue
-up in the order they are scripted. Thread-safe:
-tests script them from their own thread while the server runs in another.
+ones (`storm`, `slow_next`, `truncate`, `not_json`, each after `after` normal requests) queue up
+in the order they are scripted. What a fault answers is Stripe's (errors.py).
 """
 
 from __future__ import annotations
 
-import threading
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass
 from typing import Any
 
-# What a proxy or load balancer in front of an API sends when it, not the API, answers:
-# HTTP 200, but an HTML page instead of JSON.
-NOT_JSON_BODY = (
-    b"<!DOCTYPE html><html><head><title>Service maintenance</title></head>"
-    b"<body><h1>We'll be back shortly.</h1></body></html>"
-)
+from kpi_pipelines.sandbox.kit import FaultInjector
+
+API = "v1"
 
 
-@dataclass(frozen=True)
-class Fault:
-    """What to do with one request instead of (or besides) serving it."""
-
-    status: int  # 200: serve the request (late, cut short or replaced, see below)
-    should_retry: bool | None = None  # Stripe-Should-Retry header (None: not sent)
-    truncate: bool = False  # serve the real body, cut in half (malformed JSON)
-    delay: float = 0.0  # answer this request that many seconds late
-    body: bytes | None = None  # answer 200 with this body instead of the real one
-
-
-class Faults:
-    """The sandbox's fault script. All methods return self so they chain."""
-
-    def __init__(self) -> None:
-        self._lock = threading.Lock()
-        self.clear()
+class Faults(FaultInjector):
+    """The sandbox's fault script. All verbs return self so they chain."""
 
     def clear(self) -> Faults:
-        """Remove every scripted fault (the sandbox serves normally again)."""
-        with getattr(self, "_lock", threading.Lock()):
-            self._storm: list[Fault | None] = []  # None: serve that request normally
-            self._every = 0
-            self._every_fault: Fault | None = None
-            self._down: Fault | None = None
-            self._slow = 0.0
-            self._revoked_after: int | None = None  # requests served before the key stops working
+        """Remove every scripted fault and malformation (the sandbox serves normally again)."""
+        super().clear()
+        with self._lock:
             self._malformed: dict[str, tuple[dict[str, Any], frozenset[str]]] = {}
-            self.requests = 0  # authenticated /v1 requests seen
-            self.injected = 0  # requests answered with a fault
         return self
 
-    def _queue(self, faults: list[Fault], after: int) -> None:
-        with self._lock:
-            self._storm.extend([None] * after + faults)
-
-    def storm(
+    def storm(  # type: ignore[override]
         self, count: int, status: int = 429, should_retry: bool | None = True, after: int = 0
     ) -> Faults:
         """Answer `count` requests with `status` (429: Stripe's rate-limit error), after serving
         the next `after` normally. `should_retry`: the Stripe-Should-Retry header (None: absent,
         as on most of Stripe's 429s)."""
-        self._queue([Fault(status, should_retry)] * count, after)
+        super().storm(count, status, retry=should_retry, after=after)
         return self
 
-    def fail_every(self, n: int, status: int = 500, should_retry: bool | None = None) -> Faults:
+    def fail_every(  # type: ignore[override]
+        self, n: int, status: int = 500, should_retry: bool | None = None
+    ) -> Faults:
         """Answer every n-th request (n, 2n, ...) with `status`; n=0 turns it off."""
-        with self._lock:
-            self._every = n
-            self._every_fault = Fault(status, should_retry) if n else None
+        super().fail_every(n, status, retry=should_retry)
         return self
 
-    def down(self, status: int = 503) -> Faults:
-        """Answer every request with `status` (500 or 503) until `up()`."""
-        with self._lock:
-            self._down = Fault(status, True if status == 503 else None)
+    def down(self, status: int = 503) -> Faults:  # type: ignore[override]
+        """Answer every request with `status` (500 or 503) until `up()`; a 503 says retry."""
+        super().down(status, retry=True if status == 503 else None)
         return self
 
-    def up(self) -> Faults:
-        with self._lock:
-            self._down = None
-        return self
-
-    def slow(self, seconds: float) -> Faults:
-        """Delay every response by `seconds` (0 turns it off); the server stays responsive."""
-        with self._lock:
-            self._slow = max(0.0, seconds)
-        return self
-
-    def slow_next(self, count: int, seconds: float, after: int = 0) -> Faults:
-        """Answer `count` requests `seconds` late (then normally), after the next `after`."""
-        self._queue([Fault(200, delay=seconds)] * count, after)
-        return self
-
-    def truncate(self, count: int, after: int = 0) -> Faults:
-        """Serve `count` bodies cut short (status 200, malformed JSON), after serving the next
-        `after` requests normally."""
-        self._queue([Fault(200, None, truncate=True)] * count, after)
-        return self
-
-    def not_json(self, count: int, after: int = 0, body: bytes = NOT_JSON_BODY) -> Faults:
-        """Answer `count` requests with HTTP 200 and a body that is not JSON (an HTML page from
-        something in front of the API), after serving the next `after` normally."""
-        self._queue([Fault(200, body=body)] * count, after)
+    def not_json(self, count: int, after: int = 0) -> Faults:
+        """Answer `count` requests with HTTP 200 and an HTML page (something in front of the
+        API answering), after serving the next `after` normally."""
+        self.malformed(count, after)
         return self
 
     def revoke_key(self, after: int = 0) -> Faults:
         """The account's key stops working after `after` more requests (rolled or revoked in
         the Dashboard): every later request gets Stripe's 401, until `clear()`."""
-        with self._lock:
-            self._revoked_after = self.requests + after
+        self.revoke(after)
         return self
 
     def malform(
@@ -129,29 +73,8 @@ class Faults:
         return self
 
     @property
-    def delay(self) -> float:
-        return self._slow
-
-    @property
-    def malformed(self) -> bool:
+    def malformed_objects(self) -> bool:
         return bool(self._malformed)
-
-    def next(self) -> Fault | None:
-        """Count one request and return the fault to inject, if any."""
-        with self._lock:
-            self.requests += 1
-            fault: Fault | None = None
-            if self._revoked_after is not None and self.requests > self._revoked_after:
-                fault = Fault(401)
-            elif self._down is not None:
-                fault = self._down
-            elif self._storm:
-                fault = self._storm.pop(0)
-            elif self._every and self.requests % self._every == 0:
-                fault = self._every_fault
-            if fault is not None:
-                self.injected += 1
-            return fault
 
     def apply_malformations(self, body: Any) -> Any:
         """`body` with every malformed object replaced (walks nested objects and lists)."""

@@ -16,13 +16,16 @@ import threading
 from array import array
 from bisect import bisect_left
 from collections import Counter, OrderedDict
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
-from typing import TYPE_CHECKING, Any
+from datetime import datetime, timedelta
+from typing import Any
 
+from kpi_pipelines.sandbox.kit import SimClock
 from kpi_pipelines.sandbox.stripe.catalog import DAY
 from kpi_pipelines.sandbox.stripe.faults import Faults
 from kpi_pipelines.sandbox.stripe.generator import (
+    DEFAULT_START,
     EVENT_CODE,
     EVENT_TYPES,
     CustomerSim,
@@ -31,10 +34,10 @@ from kpi_pipelines.sandbox.stripe.generator import (
 )
 from kpi_pipelines.sandbox.stripe.ids import CATALOG_OWNER, stable_b62
 from kpi_pipelines.sandbox.stripe.render import REFUND_DESCRIPTION, Renderer, customer_facts
+from kpi_pipelines.sandbox.stripe.scripted import ScriptedGenerator
+from kpi_pipelines.sandbox.stripe.scripts import DEFAULT_CURRENCIES, CustomerScript
+from kpi_pipelines.sandbox.stripe.truth import StripeTruth
 from kpi_pipelines.sandbox.stripe.visibility import EventVisibility
-
-if TYPE_CHECKING:
-    from kpi_pipelines.sandbox.stripe.truth import StripeTruth
 
 EVENT_WINDOW = 30 * DAY
 DEFAULT_API_KEY = "sk_test_kpiSandbox000000000000000000"
@@ -171,24 +174,25 @@ class StripeSandbox:
         self._lock = threading.RLock()
         self._cache_size = cache_size
         self._truth: StripeTruth | None = None
+        # The kit's clock, fixed: each instant's state is built whole (see advance()).
+        self.clock = SimClock(self.config.start)
+        self.clock.advance_to(self.config.now_ts)
         self.state = self._build(self.config.now_ts)
 
     @classmethod
     def scripted(cls, customers: Any, **options: Any) -> StripeSandbox:
         """A sandbox whose customers follow an explicit script (see scenarios.py)."""
-        from kpi_pipelines.sandbox.stripe.scenarios import ScriptedSandbox
-
         return ScriptedSandbox(customers, **options)
 
     # -- clock --------------------------------------------------------------------------------
 
     @property
     def now(self) -> datetime:
-        return datetime.fromtimestamp(self.state.now, UTC)
+        return self.clock.now()
 
     @property
     def now_ts(self) -> int:
-        return self.state.now
+        return self.clock.timestamp()
 
     @property
     def start(self) -> datetime:
@@ -202,7 +206,7 @@ class StripeSandbox:
         default the second is over and all its events are listed.
         """
         if isinstance(to, timedelta):
-            target = self.state.now + int(to.total_seconds())
+            target = self.now_ts + int(to.total_seconds())
         elif isinstance(to, datetime):
             if to.tzinfo is None:
                 raise ValueError("advance(to) needs a timezone-aware datetime")
@@ -213,13 +217,14 @@ class StripeSandbox:
             raise ValueError("into_second must be in [0, 1)")
         elapsed = 1.0 if into_second is None else into_second
         current = self.event_visibility.into_second
-        if target < self.state.now or (
-            target == self.state.now and elapsed < (1.0 if current is None else current)
+        if target < self.now_ts or (
+            target == self.now_ts and elapsed < (1.0 if current is None else current)
         ):
             raise ValueError("the sandbox clock only moves forward")
-        if target != self.state.now:
+        if target != self.now_ts:
             state = self._build(target)
-            with self._lock:
+            with self._lock:  # the clock and the state it was built for move together
+                self.clock.advance_to(target)
                 self.state = state
         self.event_visibility.into_second = into_second
 
@@ -358,8 +363,6 @@ class StripeSandbox:
 
     @property
     def truth(self) -> StripeTruth:
-        from kpi_pipelines.sandbox.stripe.truth import StripeTruth
-
         if self._truth is None:
             self._truth = StripeTruth(self)
         return self._truth
@@ -479,7 +482,55 @@ class StripeSandbox:
         )
 
 
+class ScriptedSandbox(StripeSandbox):
+    """A StripeSandbox whose customers follow `customers` (CustomerScript) exactly.
+
+    Served by `create_app(sandbox)` like any sandbox; `advance()` moves its clock through the
+    script, and `truth` reports it. Currencies of the scripts are added to `currencies`.
+    """
+
+    def __init__(
+        self,
+        customers: Iterable[CustomerScript],
+        *,
+        start: datetime = DEFAULT_START,
+        now: datetime | None = None,
+        seed: int = 0,
+        currencies: Sequence[str] = DEFAULT_CURRENCIES,
+        account_id: str | None = None,
+        api_key: str = DEFAULT_API_KEY,
+        webhook_secret: str | None = None,
+        cache_size: int = 4096,
+    ) -> None:
+        self.scripts = tuple(customers)
+        wanted = [c.lower() for c in currencies] + [s.currency for s in self.scripts]
+        options: dict[str, Any] = {}
+        if account_id is not None:
+            options["account_id"] = account_id
+        config = StripeSandboxConfig(
+            seed=seed,
+            customers=max(1, len(self.scripts)),
+            start=start,
+            now=now or start + timedelta(days=365),
+            currencies=tuple(dict.fromkeys(wanted)),
+            **options,
+        )
+        super().__init__(
+            config, api_key=api_key, webhook_secret=webhook_secret, cache_size=cache_size
+        )
+
+    def _generator(self, now: int) -> Generator:
+        return ScriptedGenerator(self.config, self.scripts, horizon=now)
+
+
 # Catalog events (product/price/coupon.created) are indexed with customer -1; their ids use
 # the catalog owner (ids.CATALOG_OWNER).
 CATALOG_CI = -1
-__all__ = ["CATALOG_CI", "CATALOG_OWNER", "DEFAULT_API_KEY", "EVENT_TYPES", "StripeSandbox"]
+__all__ = [
+    "CATALOG_CI",
+    "CATALOG_OWNER",
+    "DEFAULT_API_KEY",
+    "EVENT_TYPES",
+    "ScriptedSandbox",
+    "StripeSandbox",
+]

@@ -13,18 +13,29 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
 from random import Random
-from typing import TYPE_CHECKING
+from typing import Protocol
 from zoneinfo import ZoneInfo
 
 from kpi_pipelines.sandbox.stripe.generator import (
     CustomerSim,
+    StripeSandboxConfig,
     customer_mrr_at,
     customer_mrr_steps,
     step_value,
 )
 
-if TYPE_CHECKING:
-    from kpi_pipelines.sandbox.stripe.sandbox import StripeSandbox
+
+class SimulatedAccount(Protocol):
+    """What the truth reads of a sandbox: its clock, its config and its customers' simulations
+    (the state the simulator set, never what its API serves)."""
+
+    config: StripeSandboxConfig
+
+    @property
+    def now_ts(self) -> int: ...
+
+    def sim(self, ci: int) -> CustomerSim: ...
+
 
 # USD per unit of each currency on the FX origin day; the walk starts there.
 _FX_ANCHOR = {"usd": 1.0, "eur": 1.08, "gbp": 1.27, "jpy": 0.0067, "cad": 0.74, "aud": 0.66}
@@ -87,7 +98,7 @@ def _ts(at: datetime | int) -> int:
 class StripeTruth:
     """Truth queries over a sandbox at its current clock."""
 
-    def __init__(self, sandbox: StripeSandbox) -> None:
+    def __init__(self, sandbox: SimulatedAccount) -> None:
         self.sandbox = sandbox
         self._steps: dict[tuple[int, int], list[tuple[int, float]]] = {}
 

@@ -1,0 +1,102 @@
+"""MRR from the internal timeline (the truth; never from served JSON)."""
+
+from __future__ import annotations
+
+from bisect import bisect_right
+
+from kpi_pipelines.sandbox.stripe.catalog import (
+    Price,
+    monthly_factor,
+)
+from kpi_pipelines.sandbox.stripe.generator.objects import CustomerSim, Sub
+
+
+def item_mrr(price: Price, quantity: int | None) -> float:
+    """Monthly recurring revenue of one licensed item in minor units (0 for metered)."""
+    if not price.licensed:
+        return 0.0
+    return price.amount(quantity or 0) * monthly_factor(price.interval, price.interval_count)
+
+
+def sub_mrr_at(sub: Sub, t: int) -> float:
+    if t < sub.created:
+        return 0.0
+    if (
+        sub.trial_start is not None
+        and sub.trial_end is not None
+        and sub.trial_start <= t < sub.trial_end
+    ):
+        return 0.0
+    if sub.ended_at is not None and t >= sub.ended_at:
+        return 0.0
+    for t_u, t_end in sub.unpaid:
+        if t_u <= t and (t_end is None or t < t_end):
+            return 0.0
+    total = 0.0
+    interval: tuple[str, int] | None = None
+    for item in sub.items:
+        if not item.alive_at(t):
+            continue
+        price, qty = item.state_at(t)
+        if price.licensed:
+            total += item_mrr(price, qty)
+            if interval is None:
+                interval = (price.interval, price.interval_count)
+    for disc in sub.discounts:
+        coupon = disc.coupon
+        if coupon.duration != "forever" or disc.start > t:
+            continue
+        if disc.end is not None and t >= disc.end:
+            continue
+        if coupon.percent_off is not None:
+            total *= 1 - coupon.percent_off / 100
+        elif coupon.amount_off is not None and interval is not None:
+            total = max(0.0, total - coupon.amount_off * monthly_factor(*interval))
+    return total
+
+
+def customer_mrr_at(cs: CustomerSim, t: int) -> float:
+    return sum(sub_mrr_at(sub, t) for sub in cs.subs)
+
+
+def customer_change_points(cs: CustomerSim) -> list[int]:
+    """Every instant at which the customer's MRR may change (sorted, unique)."""
+    points: set[int] = set()
+    for sub in cs.subs:
+        points.add(sub.created)
+        for t in (sub.trial_start, sub.trial_end, sub.ended_at):
+            if t is not None:
+                points.add(t)
+        for t_u, t_end in sub.unpaid:
+            points.add(t_u)
+            if t_end is not None:
+                points.add(t_end)
+        for item in sub.items:
+            for t, _, _ in item.states:
+                points.add(t)
+            if item.removed_at is not None:
+                points.add(item.removed_at)
+        for disc in sub.discounts:
+            points.add(disc.start)
+            if disc.end is not None:
+                points.add(disc.end)
+    return sorted(points)
+
+
+def customer_mrr_steps(cs: CustomerSim, until: int) -> list[tuple[int, float]]:
+    """The customer's MRR as a step function: [(from instant, value)], up to `until`."""
+    steps: list[tuple[int, float]] = []
+    last = None
+    for t in customer_change_points(cs):
+        if t > until:
+            break
+        value = customer_mrr_at(cs, t)
+        if value != last:
+            steps.append((t, value))
+            last = value
+    return steps
+
+
+def step_value(steps: list[tuple[int, float]], t: int) -> float:
+    i = bisect_right(steps, (t, float("inf")))
+    return steps[i - 1][1] if i else 0.0

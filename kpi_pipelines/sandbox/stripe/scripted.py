@@ -1,0 +1,584 @@
+"""The generator of a scripted sandbox: customers live exactly the scripts they are given,
+billed by the same rules as generated customers."""
+
+from __future__ import annotations
+
+import heapq
+from bisect import bisect_right
+from collections import deque
+from collections.abc import Iterator, Sequence
+from datetime import datetime
+
+from kpi_pipelines.sandbox.stripe.catalog import (
+    COUNTRY,
+    DAY,
+    Coupon,
+    Price,
+    TaxRate,
+    interval_label,
+)
+from kpi_pipelines.sandbox.stripe.generator.calendar import period_bound
+from kpi_pipelines.sandbox.stripe.generator.config import (
+    MINUTE,
+    STREAM_PROFILE,
+    StripeSandboxConfig,
+)
+from kpi_pipelines.sandbox.stripe.generator.core import Generator
+from kpi_pipelines.sandbox.stripe.generator.objects import (
+    CustomerSim,
+    Invoice,
+    Item,
+    Line,
+    Sub,
+    interval_tag,
+    last_line,
+    new_item,
+)
+from kpi_pipelines.sandbox.stripe.generator.subscriptions import open_period
+from kpi_pipelines.sandbox.stripe.ids import CATALOG_OWNER, stable_hex
+from kpi_pipelines.sandbox.stripe.scripts import (
+    AddCoupon,
+    AddItem,
+    At,
+    Cancel,
+    Change,
+    CouponSpec,
+    CustomerScript,
+    Event,
+    MarkUnpaid,
+    PaymentFails,
+    PaymentSucceeds,
+    PriceSpec,
+    RemoveItem,
+    SubscriptionScript,
+)
+
+
+class _Dunning:
+    """A renewal invoice the script makes fail, and what has happened to it so far."""
+
+    __slots__ = ("failed_at", "inv", "unpaid_at")
+
+    def __init__(self, inv: Invoice) -> None:
+        self.inv = inv
+        self.failed_at: int | None = None
+        self.unpaid_at: int | None = None
+
+
+class ScriptedGenerator(Generator):
+    """A Generator whose customers are `scripts`, simulated with the Generator's own parts."""
+
+    def __init__(
+        self,
+        config: StripeSandboxConfig,
+        scripts: Sequence[CustomerScript],
+        horizon: int | None = None,
+    ) -> None:
+        super().__init__(config, horizon)
+        self.scripts = tuple(scripts)
+        self._created = [self.ts(s.created) for s in self.scripts]
+        for ci, (script, created) in enumerate(zip(self.scripts, self._created, strict=True)):
+            if created < self.start:
+                raise ValueError(f"customer {ci} is created before the sandbox start")
+            if ci and created < self._created[ci - 1]:
+                raise ValueError("customers must be listed in the order they are created")
+            if script.currency not in config.currencies:
+                raise ValueError(f"customer {ci}: currency {script.currency} is not simulated")
+        self._prices: dict[tuple[PriceSpec, str], Price] = {}
+        self._coupons: dict[tuple[CouponSpec, str | None], Coupon] = {}
+        self._taxes: dict[tuple[float, str], TaxRate] = {}
+        # The whole catalog is known up front (it does not depend on the clock).
+        for script in self.scripts:
+            cur = script.currency
+            self._tax(script)
+            for sub in script.subscriptions:
+                for item in sub.item_scripts():
+                    self.price(item.price, cur)
+                if sub.coupon is not None:
+                    self.coupon(sub.coupon, cur)
+                for ev in sub.events:
+                    if isinstance(ev, Change | AddItem) and ev.price is not None:
+                        self.price(ev.price, cur)
+                    elif isinstance(ev, AddCoupon):
+                        self.coupon(ev.coupon, cur)
+
+    # -- catalog ------------------------------------------------------------------------------
+
+    def ts(self, at: At) -> int:
+        """Unix seconds of a script time (days after the start, or an aware datetime)."""
+        if isinstance(at, datetime):
+            if at.tzinfo is None:
+                raise ValueError("use timezone-aware datetimes")
+            return int(at.timestamp())
+        return self.start + round(at * DAY)
+
+    def price(self, spec: PriceSpec, currency: str) -> Price:
+        price = self._prices.get((spec, currency))
+        if price is not None:
+            return price
+        cat = self.catalog
+        product = next((p for p in cat.products if p.key == spec.product), None)
+        if product is None:
+            keys = [p.key for p in cat.products]
+            raise ValueError(f"unknown product {spec.product!r} (one of {keys})")
+        idx = len(cat.prices)
+        label = interval_label(spec.interval, spec.interval_count)
+        price = Price(
+            idx=idx,
+            key=f"scripted_{len(self._prices)}",
+            id=self.codec.encode("price", CATALOG_OWNER, idx),
+            product=product,
+            currency=currency,
+            interval=spec.interval,
+            interval_count=spec.interval_count,
+            usage_type=spec.usage_type,
+            billing_scheme="tiered" if spec.tiers else "per_unit",
+            tiers_mode=spec.tiers_mode if spec.tiers else None,
+            tiers=spec.tiers,  # type: ignore[arg-type]  (Tier objects after __post_init__)
+            unit_amount=spec.unit_amount,
+            created=self.start - 30 * DAY + len(self._prices) * 7,
+            nickname=spec.nickname or f"{product.name} ({label}, {currency.upper()})",
+            family=None,
+            rank=0,
+            meter=None if spec.licensed else self.codec.encode("mtr", CATALOG_OWNER, 0),
+        )
+        self._prices[(spec, currency)] = price
+        cat.prices.append(price)
+        cat.price_by_id[price.id] = price
+        cat.price_by_key.setdefault((price.plan, currency), []).append(price)
+        return price
+
+    def coupon(self, spec: CouponSpec, currency: str) -> Coupon:
+        key = (spec, currency if spec.amount_off is not None else None)
+        coupon = self._coupons.get(key)
+        if coupon is not None:
+            return coupon
+        cat = self.catalog
+        cid = spec.id or f"SCRIPTED{len(self._coupons) + 1}"
+        if cid in cat.coupon_by_id and key[1] is not None:
+            cid = f"{cid}_{currency.upper()}"  # an amount_off coupon in another currency
+        if cid in cat.coupon_by_id:
+            raise ValueError(f"coupon id {cid} is already taken")
+        if spec.percent_off is not None:
+            off = f"{spec.percent_off:g}% off"
+        else:
+            off = f"{spec.amount_off} {currency.upper()} off"
+        duration = (
+            f"for {spec.duration_in_months} months"
+            if spec.duration == "repeating"
+            else spec.duration
+        )
+        coupon = Coupon(
+            idx=len(cat.coupons),
+            id=cid,
+            name=spec.name or f"{off} {duration}",
+            duration=spec.duration,
+            duration_in_months=spec.duration_in_months,
+            percent_off=spec.percent_off,
+            amount_off=spec.amount_off,
+            currency=key[1],
+            created=self.start - 30 * DAY + len(self._coupons) * 11,
+        )
+        self._coupons[key] = coupon
+        cat.coupons.append(coupon)
+        cat.coupon_by_id[cid] = coupon
+        return coupon
+
+    def _tax(self, script: CustomerScript) -> TaxRate | None:
+        if script.tax is None:
+            return None
+        if isinstance(script.tax, str):
+            rate = self.catalog.tax_by_key.get(script.tax)
+            if rate is None:
+                raise ValueError(f"unknown tax rate {script.tax!r}")
+            return rate
+        country = COUNTRY.get(script.currency, "US")
+        key = (float(script.tax), country)
+        rate = self._taxes.get(key)
+        if rate is None:
+            cat = self.catalog
+            idx = len(cat.tax_rates)
+            rate = TaxRate(
+                idx=idx,
+                id=self.codec.encode("txr", CATALOG_OWNER, idx),
+                display_name="VAT",
+                percentage=float(script.tax),
+                country=country,
+                jurisdiction=country,
+                created=self.start - 90 * DAY + idx,
+            )
+            self._taxes[key] = rate
+            cat.tax_rates.append(rate)
+            cat.tax_by_id[rate.id] = rate
+        return rate
+
+    # -- customers ----------------------------------------------------------------------------
+
+    def customer_count(self, at: int) -> int:
+        return bisect_right(self._created, at)
+
+    def customer_created(self, ci: int) -> int:
+        return self._created[ci]
+
+    def header(self, ci: int, events: bool = False, horizon: int = 0) -> CustomerSim:
+        script = self.scripts[ci]
+        created = self._created[ci]
+        cs = CustomerSim(ci, created, script.currency, events, horizon)
+        cs.name = script.name or f"Scripted Customer {ci}"
+        cs.email = script.email or f"customer{ci}@scripted.example"
+        cs.phone = f"+1555{ci % 10**7:07d}"
+        cs.tax = self._tax(script)
+        cs.country = cs.tax.country if cs.tax is not None else COUNTRY.get(script.currency, "US")
+        cs.invoice_prefix = stable_hex(f"{self.config.seed}:{ci}:scripted", 8)
+        cs.emit(created, "customer.created", None, STREAM_PROFILE)
+        cs.tags.add(f"currency_{script.currency}")
+        if cs.tax is not None:
+            cs.tags.add("tax")
+        return cs
+
+    def simulate(self, ci: int, events: bool = True, horizon: int | None = None) -> CustomerSim:
+        """Customer ci's script up to the horizon (whole periods that start by then).
+
+        Each subscription runs as a coroutine that yields the instant of its next step; the
+        steps of a customer's subscriptions are taken in time order, so invoices are created
+        (and numbered, and the credit balance used) in time order, as Generator.simulate does.
+        """
+        if horizon is None or horizon > self.horizon:
+            horizon = self.horizon
+        cs = self.header(ci, events, horizon)
+        runs: list[Iterator[int]] = []
+        heap: list[tuple[int, int]] = []
+        for n, script in enumerate(self.scripts[ci].subscriptions):
+            t0 = cs.created if script.start is None else self.ts(script.start)
+            if t0 < cs.created:
+                raise ValueError(f"customer {ci}: a subscription starts before the customer")
+            runs.append(self._run(cs, script, t0))
+            first = next(runs[n], None)
+            if first is not None:
+                heapq.heappush(heap, (first, n))
+        while heap:
+            t, n = heapq.heappop(heap)
+            nxt = next(runs[n], None)
+            if nxt is not None:
+                assert nxt >= t, "a subscription's steps go forward in time"
+                heapq.heappush(heap, (nxt, n))
+        cs.finish()
+        return cs
+
+    # -- subscriptions ------------------------------------------------------------------------
+
+    def _run(self, cs: CustomerSim, script: SubscriptionScript, t0: int) -> Iterator[int]:
+        """One scripted subscription; yields the instant of each step before taking it."""
+        if t0 > cs.horizon:
+            return
+        events = sorted(((self.ts(e.at), e) for e in script.events), key=lambda p: p[0])
+        if events and events[0][0] < t0:
+            raise ValueError(f"{events[0][1]} is before its subscription starts")
+        pending = deque(events)
+        yield t0
+        cur = cs.currency
+        sub = Sub(len(cs.subs), t0)
+        cs.subs.append(sub)
+        usage: dict[int, int] = {}
+        for spec in script.item_scripts():
+            price = self.price(spec.price, cur)
+            item = new_item(cs, sub, t0, price, spec.quantity if price.licensed else None)
+            usage[item.li] = spec.usage
+            cs.tags.add("metered" if not price.licensed else interval_tag(price))
+            if price.billing_scheme == "tiered":
+                cs.tags.add(f"tiered_{price.tiers_mode}")
+        intervals = {(i.states[0][1].interval, i.states[0][1].interval_count) for i in sub.items}
+        if len(intervals) > 1:
+            raise ValueError("all items of a subscription must have the same interval")
+        [(interval, count)] = intervals
+        if script.coupon is not None:
+            self._scripted_coupon(cs, sub, self.coupon(script.coupon, cur), t0)
+        cs.emit(t0, "customer.subscription.created", sub)
+
+        if script.trial_days:
+            te = t0 + round(script.trial_days * DAY)
+            sub.trial_start, sub.trial_end = t0, te
+            sub.status_log.append((t0, "trialing"))
+            sub.periods.append((t0, te))
+            sub.anchors.append((t0, te))
+            cs.tags.add("trial")
+            lines = []
+            for item in sub.items:
+                p, q = item.state_at(t0)
+                lines.append(Line(item, p, q if p.licensed else 0, 0, t0, te, False))
+            inv = self._invoice(cs, sub, t0 + 1, "subscription_create", lines, t0, t0)
+            self._settle_immediately(cs, None, inv, refundable=False)
+            cs.emit(max(t0 + 1, te - 3 * DAY), "customer.subscription.trial_will_end", sub)
+            while pending and pending[0][0] < te:
+                t, ev = pending.popleft()
+                yield t
+                if isinstance(ev, AddCoupon):
+                    self._scripted_coupon(cs, sub, self.coupon(ev.coupon, cur), t)
+                    cs.emit(t, "customer.subscription.updated", sub)
+                elif isinstance(ev, Cancel):
+                    self._cancel(cs, sub, t, te, ev.at_period_end, None, pending)
+                    cs.tags.add("trial_canceled")
+                    return
+                else:
+                    raise ValueError(f"{ev} during the trial: only AddCoupon and Cancel")
+            if te > cs.horizon:
+                return
+            cs.tags.add("trial_converted")
+            sub.status_log.append((te, "active"))
+            anchor, reason = te, "subscription_cycle"
+        else:
+            sub.status_log.append((t0, "active"))
+            sub.anchors.append((t0, t0))
+            anchor, reason = t0, "subscription_create"
+
+        k = 0
+        pe = anchor
+        skip_invoice = False
+        last_period: tuple[int, int] | None = None  # metered usage is billed a period late
+
+        def metered_usage(item: Item) -> tuple[int, int, int] | None:
+            # The scripted usage of the period before, billed at the start of this one.
+            return None if last_period is None else (usage[item.li], *last_period)
+
+        while True:
+            ps = anchor if k == 0 else pe
+            pe = period_bound(anchor, interval, count, k + 1)
+            if ps > cs.horizon:
+                return
+            dunning: _Dunning | None = None
+            if skip_invoice:  # the change that restarted the cycle billed this period
+                skip_invoice = False
+            else:
+                if reason != "subscription_create":
+                    yield ps
+                created = t0 + 1 if reason == "subscription_create" else ps
+                lines = open_period(cs, sub, k, ps, pe, metered_usage)
+                inv_ps, inv_pe = last_period or (created, created)
+                inv = self._invoice(cs, sub, created, reason, lines, inv_ps, inv_pe)
+                fails = any(isinstance(e, PaymentFails) for t, e in pending if t < pe)
+                if reason == "subscription_create" or inv.amount_due == 0:
+                    if fails:
+                        raise ValueError(
+                            "PaymentFails needs a renewal invoice with an amount due in its period"
+                        )
+                    self._settle_immediately(cs, None, inv, refundable=False)
+                elif fails:
+                    dunning = _Dunning(inv)
+                else:
+                    t = inv.finalized_at + MINUTE
+                    self._charge(cs, None, t, inv.amount_due, inv, "succeeded", refundable=False)
+                    self._paid(cs, inv, t + 1)
+            if any(not i.states[0][1].licensed for i in sub.items):
+                last_period = (ps, pe)
+
+            new_anchor = None
+            while pending and pending[0][0] < pe:
+                t, ev = pending.popleft()
+                yield t
+                if isinstance(ev, Change | AddItem | RemoveItem):
+                    if t <= ps:
+                        raise ValueError(f"{ev} at a period start: script it a moment later")
+                    new_anchor = self._scripted_change(cs, sub, t, ps, pe, ev)
+                    if new_anchor is not None:
+                        if dunning is not None:
+                            raise ValueError(f"{ev} restarts the billing cycle during dunning")
+                        break
+                elif isinstance(ev, AddCoupon):
+                    self._scripted_coupon(cs, sub, self.coupon(ev.coupon, cur), t)
+                    cs.emit(t, "customer.subscription.updated", sub)
+                    cs.tags.add("coupon_added_later")
+                elif isinstance(ev, Cancel):
+                    self._cancel(cs, sub, t, pe, ev.at_period_end, dunning, pending)
+                    return
+                else:
+                    dunning = self._dunning_step(cs, sub, t, ev, dunning)
+            if new_anchor is not None:
+                anchor, k = new_anchor, 0
+                interval, count = _interval_of(sub, new_anchor)
+                skip_invoice = True
+                reason = "subscription_cycle"
+                last_period = None
+                continue
+            if dunning is not None:
+                if pending:
+                    raise ValueError(
+                        "a failed payment must be resolved within its billing period when the"
+                        f" script goes on (next: {pending[0][1]})"
+                    )
+                if dunning.unpaid_at is not None:
+                    sub.unpaid.append((dunning.unpaid_at, None))
+                return  # the subscription stays past_due or unpaid
+            k += 1
+            reason = "subscription_cycle"
+
+    def _scripted_coupon(self, cs: CustomerSim, sub: Sub, coupon: Coupon, t: int) -> None:
+        self._add_discount(cs, sub, coupon, t)
+        kind = "amount" if coupon.amount_off else "percent"
+        forever = coupon.duration == "forever"
+        cs.tags.add(f"coupon_forever_{kind}" if forever else f"coupon_{coupon.duration}")
+
+    def _cancel(
+        self,
+        cs: CustomerSim,
+        sub: Sub,
+        t: int,
+        period_end: int,
+        at_period_end: bool,
+        dunning: _Dunning | None,
+        pending: deque,
+    ) -> None:
+        if pending:
+            raise ValueError(f"{pending[0][1]} after the subscription is canceled")
+        ended = period_end if at_period_end else t
+        if dunning is not None and dunning.unpaid_at is not None:
+            sub.unpaid.append((dunning.unpaid_at, ended))
+        reason = "payment_failed" if dunning is not None else "cancellation_requested"
+        if at_period_end:
+            sub.cancel_decided_at = t
+            sub.cancel_at = period_end
+            cs.emit(t, "customer.subscription.updated", sub)
+            self._end(cs, sub, period_end, t, reason, decided=False)
+            cs.tags.add("cancel_at_period_end")
+        else:
+            self._end(cs, sub, t, t, reason)
+            cs.tags.add("cancel_immediately")
+
+    def _dunning_step(
+        self, cs: CustomerSim, sub: Sub, t: int, ev: Event, dunning: _Dunning | None
+    ) -> _Dunning | None:
+        """PaymentFails, MarkUnpaid or PaymentSucceeds on the period's failing invoice."""
+        if dunning is None:
+            raise ValueError(f"{ev}: no failed renewal invoice in this billing period")
+        inv = dunning.inv
+        if isinstance(ev, PaymentFails):
+            if dunning.failed_at is not None:
+                raise ValueError(f"{ev}: the payment has already failed")
+            tf = max(t, inv.finalized_at + MINUTE)
+            self._charge(cs, None, tf, inv.amount_due, inv, "failed")
+            inv.attempts = [(tf, None)]
+            cs.emit(tf + 1, "invoice.payment_failed", inv)
+            sub.status_log.append((tf + 2, "past_due"))
+            cs.emit(tf + 2, "customer.subscription.updated", sub)
+            cs.delinquent_log.append((tf + 3, True))
+            cs.emit(tf + 3, "customer.updated", None)
+            dunning.failed_at = tf
+            cs.tags.add("payment_failed")
+            return dunning
+        if dunning.failed_at is None or t <= dunning.failed_at + 3:
+            raise ValueError(f"{ev} must come after the PaymentFails of its invoice")
+        if isinstance(ev, MarkUnpaid):
+            if dunning.unpaid_at is not None:
+                raise ValueError(f"{ev}: the invoice is already uncollectible")
+            inv.marked_uncollectible_at = t
+            cs.emit(t, "invoice.marked_uncollectible", inv)
+            sub.status_log.append((t, "unpaid"))
+            cs.emit(t, "customer.subscription.updated", sub)
+            dunning.unpaid_at = t
+            cs.tags.add("unpaid")
+            return dunning
+        assert isinstance(ev, PaymentSucceeds)
+        self._charge(cs, None, t, inv.amount_due, inv, "succeeded", refundable=False)
+        self._paid(cs, inv, t + 1)
+        if dunning.unpaid_at is not None:
+            sub.unpaid.append((dunning.unpaid_at, t + 1))
+            cs.tags.add("unpaid_then_paid")
+        else:
+            cs.tags.add("past_due_recovered")
+        sub.status_log.append((t + 1, "active"))
+        cs.emit(t + 1, "customer.subscription.updated", sub)
+        cs.delinquent_log.append((t + 2, False))
+        cs.emit(t + 2, "customer.updated", None)
+        return None
+
+    def _scripted_change(
+        self, cs: CustomerSim, sub: Sub, t: int, ps: int, pe: int, ev: Event
+    ) -> int | None:
+        """Change, AddItem or RemoveItem at t, prorated like Generator._change; returns the
+        new billing cycle anchor when the change restarts the cycle."""
+        cur = cs.currency
+        frac = (pe - t) / (pe - ps)
+        lines: list[Line] = []
+        new_anchor = None
+
+        def live(index: int) -> Item:
+            if not 0 <= index < len(sub.items) or not sub.items[index].alive_at(t):
+                raise ValueError(f"{ev}: the subscription has no item {index} at that time")
+            return sub.items[index]
+
+        def credit(item: Item) -> None:
+            p, q = item.state_at(t)
+            amount = -max(1, round(p.amount(q or 0) * frac))
+            lines.append(Line(item, p, q, amount, t, pe, True, credited=last_line(sub, item, t)))
+
+        if isinstance(ev, Change):
+            item = live(ev.item)
+            price, qty = item.state_at(t)
+            if not price.licensed:
+                raise ValueError(f"{ev}: a metered item has no price or quantity to change")
+            new_price = price if ev.price is None else self.price(ev.price, cur)
+            new_qty = qty if ev.quantity is None else ev.quantity
+            if not new_price.licensed:
+                raise ValueError(f"{ev}: a licensed item cannot become metered")
+            if (new_price, new_qty) == (price, qty):
+                raise ValueError(f"{ev} changes nothing")
+            before = price.amount(qty or 0) * price.monthly_factor()
+            after = new_price.amount(new_qty or 0) * new_price.monthly_factor()
+            same_cycle = (new_price.interval, new_price.interval_count) == (
+                price.interval,
+                price.interval_count,
+            )
+            credit(item)
+            item.states.append((t, new_price, new_qty))
+            if same_cycle:
+                amount = round(new_price.amount(new_qty or 0) * frac)
+                lines.append(Line(item, new_price, new_qty, amount, t, pe, True))
+            else:
+                if any(i is not item and i.alive_at(t) for i in sub.items):
+                    raise ValueError(f"{ev}: a new interval needs a single-item subscription")
+                new_end = period_bound(t, new_price.interval, new_price.interval_count, 1)
+                amount = new_price.amount(new_qty or 0)
+                lines.append(Line(item, new_price, new_qty, amount, t, new_end, False))
+                sub.periods.append((t, new_end))
+                sub.anchors.append((t, t))
+                new_anchor = t
+                cs.tags.add("interval_change")
+            if new_price is not price:
+                cs.tags.add("upgrade" if after > before else "downgrade")
+            if new_qty != qty:
+                cs.tags.add("quantity_change")
+        elif isinstance(ev, AddItem):
+            price = self.price(ev.price, cur)
+            current = _interval_of(sub, t)
+            if not price.licensed or (price.interval, price.interval_count) != current:
+                raise ValueError(f"{ev}: an added item is licensed, at the subscription's interval")
+            item = new_item(cs, sub, t, price, ev.quantity)
+            amount = round(price.amount(ev.quantity) * frac)
+            lines.append(Line(item, price, ev.quantity, amount, t, pe, True))
+            cs.tags.add("item_added")
+        else:
+            assert isinstance(ev, RemoveItem)
+            item = live(ev.item)
+            others = [i for i in sub.items if i is not item and i.alive_at(t)]
+            if not any(i.state_at(t)[0].licensed for i in others):
+                raise ValueError(f"{ev}: the last licensed item cannot be removed (Cancel)")
+            credit(item)
+            item.removed_at = t
+            cs.tags.add("item_removed")
+        cs.emit(t, "customer.subscription.updated", sub)
+        inv = self._invoice(cs, sub, t, "subscription_update", lines, t, t)
+        self._settle_immediately(cs, None, inv, refundable=False)
+        return new_anchor
+
+
+def _interval_of(sub: Sub, t: int) -> tuple[str, int]:
+    """The billing interval of a subscription at t (its first live licensed item's)."""
+    for item in sub.items:
+        if item.alive_at(t):
+            price = item.state_at(t)[0]
+            if price.licensed:
+                return price.interval, price.interval_count
+    raise AssertionError("a subscription keeps a licensed item")
+
+
+# ---------------------------------------------------------------------------------------------
+# The sandbox

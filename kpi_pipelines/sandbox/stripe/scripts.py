@@ -1,0 +1,239 @@
+"""The vocabulary of scripted customers: prices, coupons, items, and the events of a
+subscription's life (see scenarios.py)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+
+from kpi_pipelines.sandbox.stripe.catalog import (
+    Tier,
+)
+
+At = float | int | datetime
+
+_INTERVALS = ("day", "week", "month", "year")
+DEFAULT_CURRENCIES = ("usd", "eur", "gbp", "jpy")
+
+# ---------------------------------------------------------------------------------------------
+# The script
+
+
+@dataclass(frozen=True)
+class PriceSpec:
+    """A recurring price; amounts in minor units of the currency of the customer using it.
+
+    Per unit (`unit_amount`) or tiered (`tiers` of (up_to, unit_amount, flat_amount), the last
+    one unbounded, and `tiers_mode` graduated or volume); licensed or metered. `product` is
+    the key of a catalog product (starter, pro, business, seats, volume, storage, api).
+    """
+
+    unit_amount: int | None = None
+    interval: str = "month"
+    interval_count: int = 1
+    tiers: tuple[Tier | tuple[int | None, int, int], ...] | None = None
+    tiers_mode: str | None = None
+    usage_type: str = "licensed"
+    product: str = "pro"
+    nickname: str | None = None
+
+    def __post_init__(self) -> None:
+        if self.interval not in _INTERVALS:
+            raise ValueError(f"interval must be one of {_INTERVALS}, not {self.interval!r}")
+        if self.interval_count < 1:
+            raise ValueError("interval_count must be >= 1")
+        if self.usage_type not in ("licensed", "metered"):
+            raise ValueError("usage_type must be licensed or metered")
+        if self.tiers is not None:
+            tiers = tuple(t if isinstance(t, Tier) else Tier(*t) for t in self.tiers)
+            object.__setattr__(self, "tiers", tiers)
+            if not tiers or tiers[-1].up_to is not None:
+                raise ValueError("the last tier must be unbounded (up_to None)")
+            if self.tiers_mode not in ("graduated", "volume"):
+                raise ValueError("a tiered price needs tiers_mode graduated or volume")
+            if self.unit_amount is not None:
+                raise ValueError("a tiered price has no unit_amount")
+        elif self.unit_amount is None or self.unit_amount < 0:
+            raise ValueError("a per-unit price needs unit_amount >= 0")
+
+    @property
+    def licensed(self) -> bool:
+        return self.usage_type == "licensed"
+
+
+@dataclass(frozen=True)
+class CouponSpec:
+    """A coupon: `percent_off` or `amount_off` (minor units of the customer's currency)."""
+
+    percent_off: float | None = None
+    amount_off: int | None = None
+    duration: str = "forever"  # forever | once | repeating
+    duration_in_months: int | None = None
+    id: str | None = None
+    name: str | None = None
+
+    def __post_init__(self) -> None:
+        if (self.percent_off is None) == (self.amount_off is None):
+            raise ValueError("a coupon has either percent_off or amount_off")
+        if self.duration not in ("forever", "once", "repeating"):
+            raise ValueError("duration must be forever, once or repeating")
+        if (self.duration == "repeating") != (self.duration_in_months is not None):
+            raise ValueError("duration_in_months goes with (and only with) duration repeating")
+
+
+@dataclass(frozen=True)
+class ItemScript:
+    """A subscription item; a metered one reports `usage` units every period (billed on the
+    next invoice) and has no quantity."""
+
+    price: PriceSpec
+    quantity: int | None = 1
+    usage: int = 0
+
+
+@dataclass(frozen=True)
+class Change:
+    at: At
+    price: PriceSpec | None = None
+    quantity: int | None = None
+    item: int = 0  # index among the subscription's items, in the order they were added
+
+
+@dataclass(frozen=True)
+class AddItem:
+    at: At
+    price: PriceSpec
+    quantity: int = 1
+
+
+@dataclass(frozen=True)
+class RemoveItem:
+    at: At
+    item: int
+
+
+@dataclass(frozen=True)
+class AddCoupon:
+    at: At
+    coupon: CouponSpec
+
+
+@dataclass(frozen=True)
+class Cancel:
+    at: At
+    at_period_end: bool = False
+
+
+@dataclass(frozen=True)
+class PaymentFails:
+    at: At
+
+
+@dataclass(frozen=True)
+class MarkUnpaid:
+    at: At
+
+
+@dataclass(frozen=True)
+class PaymentSucceeds:
+    at: At
+
+
+Event = (
+    Change | AddItem | RemoveItem | AddCoupon | Cancel | PaymentFails | MarkUnpaid | PaymentSucceeds
+)
+_EVENT_TYPES = (
+    Change,
+    AddItem,
+    RemoveItem,
+    AddCoupon,
+    Cancel,
+    PaymentFails,
+    MarkUnpaid,
+    PaymentSucceeds,
+)
+
+
+def as_event(spec: Event | tuple) -> Event:
+    """An event from its dataclass or its tuple spelling (see the module docstring)."""
+    if isinstance(spec, _EVENT_TYPES):
+        return spec
+    if not isinstance(spec, tuple) or len(spec) < 2:
+        raise ValueError(f"not an event: {spec!r}")
+    kind, at, *rest = spec
+    simple = {
+        "past_due": PaymentFails,
+        "payment_failed": PaymentFails,
+        "unpaid": MarkUnpaid,
+        "paid": PaymentSucceeds,
+        "recovered": PaymentSucceeds,
+        "cancel": Cancel,
+    }
+    if kind in simple and not rest:
+        return simple[kind](at)
+    if kind == "cancel_at_period_end" and not rest:
+        return Cancel(at, at_period_end=True)
+    if kind in ("upgrade", "downgrade", "change", "quantity") and len(rest) == 1:
+        [what] = rest
+        if isinstance(what, PriceSpec):
+            return Change(at, price=what)
+        if isinstance(what, int):
+            return Change(at, quantity=what)
+        if isinstance(what, tuple) and len(what) == 2:
+            return Change(at, price=what[0], quantity=what[1])
+    if kind == "coupon" and len(rest) == 1:
+        return AddCoupon(at, rest[0])
+    if kind == "add_item" and len(rest) in (1, 2):
+        return AddItem(at, *rest)
+    if kind == "remove_item" and len(rest) == 1:
+        return RemoveItem(at, rest[0])
+    raise ValueError(f"not an event: {spec!r}")
+
+
+@dataclass(frozen=True)
+class SubscriptionScript:
+    """One subscription: `price` x `quantity` (shorthand for a first item) and/or `items`."""
+
+    price: PriceSpec | None = None
+    quantity: int = 1
+    items: tuple[ItemScript, ...] = ()
+    coupon: CouponSpec | None = None
+    trial_days: float = 0
+    start: At | None = None  # default: when the customer is created
+    events: tuple[Event | tuple, ...] = ()
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "items", tuple(self.items))
+        object.__setattr__(self, "events", tuple(as_event(e) for e in self.events))
+        if not self.item_scripts():
+            raise ValueError("a subscription needs a price or items")
+        if self.trial_days < 0:
+            raise ValueError("trial_days must be >= 0")
+
+    def item_scripts(self) -> tuple[ItemScript, ...]:
+        first = () if self.price is None else (ItemScript(self.price, self.quantity),)
+        return first + self.items
+
+
+@dataclass(frozen=True)
+class CustomerScript:
+    """A customer and its subscriptions (they may overlap or follow one another).
+
+    `tax`: a catalog tax rate key (us, de, fr, gb, jp) or a percentage (a VAT rate of its own),
+    added on top of every invoice (exclusive).
+    """
+
+    subscriptions: tuple[SubscriptionScript, ...] = ()
+    currency: str = "usd"
+    created: At = 0
+    tax: str | float | None = None
+    name: str | None = None
+    email: str | None = None
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "subscriptions", tuple(self.subscriptions))
+        object.__setattr__(self, "currency", self.currency.lower())
+
+
+# ---------------------------------------------------------------------------------------------
+# The simulation
