@@ -2,6 +2,7 @@
 
 from kpi_pipelines.integrations.google_sheets.adapter import PROVIDER, GoogleSheetsAdapter
 from kpi_pipelines.integrations.google_sheets.types import SheetsConnectionSettings
+from kpi_pipelines.integrations.shared.engines.table import TableEngine
 from kpi_pipelines.integrations.shared.oauth import GOOGLE_CLIENT_VARIABLES
 from kpi_pipelines.integrations.shared.spec import (
     AuthKind,
@@ -46,6 +47,7 @@ SPEC = ProviderSpec(
     kinds=frozenset({"googlesheets"}),
     tags={"kpi/domain": "custom"},
     metrics=("user-defined",),
+    engine=TableEngine(),
     run_config=SheetsImportConfig,
     imports=True,
     demo="kpi_pipelines.sandbox.google.demo:prepare_sheets",
