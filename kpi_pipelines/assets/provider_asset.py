@@ -204,6 +204,10 @@ def _sync_metadata(result: SyncResult, elapsed: float) -> dict[str, Any]:
         "records_per_second": round(result.records_processed / max(elapsed, 1e-9), 1),
         "peak_memory_mb": round(peak_mb, 1),
         **{f"{phase}_seconds": round(seconds, 3) for phase, seconds in result.timings.items()},
+        **{
+            name: dg.MetadataValue.json(value) if isinstance(value, dict | list) else value
+            for name, value in result.details.items()
+        },
     }
 
 
