@@ -475,7 +475,11 @@ class OAuthApi:
                 connection, token_url=token_url, client_variables=client_variables
             ),
         )
-        self.http = ProviderHttpClient(provider, base_url, auth=self.session.auth(), **http_options)
+        # Duplicate requests inside a sync are served from its cache, for every REST
+        # provider (its hits are in the run's metadata): not an option a provider turns off.
+        self.http = ProviderHttpClient(
+            provider, base_url, auth=self.session.auth(), cache=True, **http_options
+        )
 
     def close(self) -> None:
         self.http.close()
@@ -506,6 +510,9 @@ class OAuthAdapter(IntegrationAdapter):
             **http_options,
         )
         return self._api
+
+    def request_stats(self) -> dict[str, int | float]:
+        return self._api.http.stats.as_metadata() if self._api is not None else {}
 
     def _close_api(self) -> None:
         if self._api is not None:
