@@ -8,14 +8,14 @@ simulator, and adding a provider's demo touches no other provider.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import dagster as dg
 
-from kpi_pipelines.automation.partitions import workspace_partitions
+from kpi_pipelines.automation.partitions import workspace_partitions, workspace_range_tags
 from kpi_pipelines.integrations.shared.spec import discover, resolve, spec_for
 from kpi_pipelines.warehouse.control import (
     Workspace,
@@ -69,22 +69,52 @@ def materialize_provider(
 
     Raises UnknownWorkspace (and registers no partition) when the workspace does not exist.
     """
+    [result] = materialize_workspaces(
+        warehouse, instance, provider, [workspace_id], run_config, log_level=log_level
+    )
+    return result
+
+
+def materialize_workspaces(
+    warehouse: Warehouse,
+    instance: dg.DagsterInstance,
+    provider: str,
+    workspace_ids: Sequence[str],
+    run_config: dict[str, Any],
+    *,
+    log_level: str = "WARNING",
+) -> list[dg.ExecuteInProcessResult]:
+    """Runs of a provider's asset that sync `workspace_ids`, several workspaces per run (one
+    run per stretch of them that lies side by side among the workspace partitions), each
+    with `run_config`. Raises UnknownWorkspace before any run when one does not exist."""
     from kpi_pipelines.definitions import provider_definitions, resources
 
     spec = spec_for(provider)  # the providers found now (KPI_PROVIDER_PACKAGES included)
     with warehouse.control() as db:
-        get_workspace(db, workspace_id)
-    if not instance.has_dynamic_partition(workspace_partitions.name, workspace_id):
-        instance.add_dynamic_partitions(workspace_partitions.name, [workspace_id])
+        for workspace_id in workspace_ids:
+            get_workspace(db, workspace_id)
+    new = [
+        w for w in workspace_ids if not instance.has_dynamic_partition(workspace_partitions.name, w)
+    ]
+    if new:
+        instance.add_dynamic_partitions(workspace_partitions.name, list(dict.fromkeys(new)))
     asset = provider_definitions(spec).asset
-    return dg.materialize(
-        [asset],
-        instance=instance,
-        partition_key=workspace_id,
-        resources=resources([spec]),
-        run_config={
-            "ops": {asset.op.name: {"config": run_config}},
-            "loggers": {"console": {"config": {"log_level": log_level}}},
-        },
-        raise_on_error=False,
-    )
+    config = {
+        "ops": {asset.op.name: {"config": run_config}},
+        "loggers": {"console": {"config": {"log_level": log_level}}},
+    }
+    if len(workspace_ids) == 1:
+        targets: list[dict[str, Any]] = [{"partition_key": workspace_ids[0]}]
+    else:
+        targets = [{"tags": tags} for tags in workspace_range_tags(instance, workspace_ids)]
+    return [
+        dg.materialize(
+            [asset],
+            instance=instance,
+            resources=resources([spec]),
+            run_config=config,
+            raise_on_error=False,
+            **target,
+        )
+        for target in targets
+    ]

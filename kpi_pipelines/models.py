@@ -107,3 +107,6 @@ class SyncResult(BaseModel):
     stopped_by: str | None = None
     # Seconds per phase (say "landing", "metrics"), for run metadata and benchmarks.
     timings: dict[str, float] = Field(default_factory=dict)
+    # What the engine found besides the counts (say, what a reconcile compared), for the
+    # run's metadata: numbers, text, or JSON-able lists and mappings.
+    details: dict[str, Any] = Field(default_factory=dict)

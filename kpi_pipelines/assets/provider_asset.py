@@ -1,43 +1,35 @@
 """One factory for every provider's workspace-partitioned KPI asset.
 
-The asset binds the provider's adapter to the partition's workspace, runs
-connect -> sync -> disconnect, records the connection's health (so a connection that keeps
-failing is retried less often, with its reason shown), and reports the SyncResult, peak
-memory and records per second as materialization metadata, plus data-quality checks on the
-rows this workspace has in kpi_data.
+A run of the asset covers one workspace partition or a range of them (a backfill, or a
+selection launched from the UI, groups up to the spec's `workspaces_per_run` workspaces
+per run: a run costs about 12 CPU-seconds before any work, so one run per workspace does
+not reach thousands). Each workspace is synced on its own (`workspace_sync.py`): its own
+connection, transactions, health record, materialization with its metadata (the
+SyncResult, this sync's peak memory, records per second, the API requests it sent and
+those served from the in-sync cache), and its own failure. Workspaces that synced are
+materialized even when another failed; the run then fails naming each workspace that did
+not sync, and Dagster shows those partitions as failed. The data-quality checks cover the
+rows of every workspace the run synced.
 """
 
-import contextlib
-import resource
-import time
-from typing import Any, NoReturn
+import warnings
+from collections.abc import Iterator, Sequence
+from typing import Any
 
 import dagster as dg
-import psycopg
 import sqlalchemy as sa
 
+from kpi_pipelines.assets.workspace_sync import MAX_LOGGED_ERRORS, WorkspaceOutcome, sync_workspace
 from kpi_pipelines.automation.partitions import workspace_partitions
-from kpi_pipelines.integrations.shared.base_adapter import IntegrationAdapter, SyncContext
-from kpi_pipelines.integrations.shared.errors import ProviderError
-from kpi_pipelines.integrations.shared.redaction import (
-    RedactingLogger,
-    redact,
-    redacted_traceback,
-)
+from kpi_pipelines.integrations.shared.base_adapter import IntegrationAdapter
 from kpi_pipelines.integrations.shared.spec import ProviderSpec
-from kpi_pipelines.models import SyncResult
-from kpi_pipelines.warehouse.control import get_connection, get_workspace, record_sync_outcome
-from kpi_pipelines.warehouse.database import Warehouse, connection_lost
+from kpi_pipelines.warehouse.database import Warehouse
 
 NO_MISSING_VALUES = "no_missing_values"
 NO_DUPLICATE_KEYS = "no_duplicate_keys"
 NO_REJECTED_RECORDS = "no_rejected_records"
-# Rejected records named in a run's log line and check metadata (the rest are counted).
-MAX_LOGGED_ERRORS = 20
-
-
-# Errors whose message is meant for the person running the sync (what to fix, or wait for).
-USER_FACING_ERRORS = (ValueError, LookupError, PermissionError, FileNotFoundError, ProviderError)
+# Failed workspaces a run's failure message names one by one (all are in its metadata).
+MAX_NAMED_FAILURES = 20
 
 
 def build_provider_asset(spec: ProviderSpec) -> dg.AssetsDefinition:
@@ -45,7 +37,15 @@ def build_provider_asset(spec: ProviderSpec) -> dg.AssetsDefinition:
     key = spec.asset_key
     config_class = spec.run_config
     provider = spec.key
+    with warnings.catch_warnings():
+        # backfill_policy is beta in Dagster 1.13; it is what groups workspaces into runs.
+        warnings.simplefilter("ignore", dg.BetaWarning)
+        return _provider_asset(spec, key, config_class, provider)
 
+
+def _provider_asset(
+    spec: ProviderSpec, key: dg.AssetKey, config_class: type[dg.Config], provider: str
+) -> dg.AssetsDefinition:
     @dg.asset(
         key=key,
         description=spec.description,
@@ -54,6 +54,9 @@ def build_provider_asset(spec: ProviderSpec) -> dg.AssetsDefinition:
         owners=list(spec.owners),
         tags={"kpi/provider": provider, **spec.tags},
         partitions_def=workspace_partitions,
+        # Materialized per workspace (an AssetMaterialization each), not as the op's output.
+        output_required=False,
+        backfill_policy=dg.BackfillPolicy.multi_run(spec.workspaces_per_run),
         required_resource_keys={"warehouse", provider},
         check_specs=[
             dg.AssetCheckSpec(
@@ -75,143 +78,151 @@ def build_provider_asset(spec: ProviderSpec) -> dg.AssetsDefinition:
                 ),
             ),
         ],
-        metadata={"provider": provider, "display_name": spec.display_name},
+        metadata={
+            "provider": provider,
+            "display_name": spec.display_name,
+            "engine": spec.engine.describe() if spec.engine else "its own",
+        },
         pool=spec.pool,
     )
     def provider_kpis(
         context: dg.AssetExecutionContext, config: config_class
-    ) -> dg.MaterializeResult:  # type: ignore[valid-type]
+    ) -> Iterator[dg.AssetMaterialization | dg.AssetCheckResult]:  # type: ignore[valid-type]
         warehouse: Warehouse = context.resources.warehouse.get()
         adapter: IntegrationAdapter = getattr(context.resources, provider)
-        workspace_id = context.partition_key
-        try:
-            with warehouse.control() as db:
-                workspace = get_workspace(db, workspace_id)
-                connection = get_connection(db, workspace_id, provider, config.connection)
-        except LookupError as exc:
-            raise dg.Failure(description=str(exc)) from None
-        sync_context = SyncContext(
-            warehouse=warehouse,
-            workspace=workspace,
-            connection=connection,
-            run_id=context.run.run_id,
-            options=config.model_dump(),
-            log=RedactingLogger(context.log),
-        )
-        started = time.perf_counter()
-
-        def fail(message: str, exc: BaseException, **metadata: Any) -> NoReturn:
-            """Remember the failure on the connection and end the run with `message`, raised
-            from None: no unredacted cause chain reaches Dagster's event log."""
-            with contextlib.suppress(sa.exc.OperationalError, psycopg.OperationalError):
-                _record_health(
-                    warehouse, workspace_id, connection.id, spec, ok=False, error=message
-                )
-            raise dg.Failure(
-                description=message,
-                metadata={"error_type": type(exc).__name__, "provider": provider, **metadata},
-                allow_retries=isinstance(exc, ProviderError) or connection_lost(exc),
-            ) from None
-
-        try:
-            adapter.connect(sync_context)
-            try:
-                result = adapter.sync()
-            finally:
-                adapter.disconnect()
-        except USER_FACING_ERRORS as exc:
-            # Bad input, a broken connection or a provider that stays down: said plainly.
-            fail(redact(str(exc)), exc)
-        except Exception as exc:
-            if connection_lost(exc):  # a restart, a failover, the network
-                reason = redact(str(exc)).strip().splitlines()[0][:300]
-                fail(
-                    f"lost the warehouse database mid-sync ({reason}); every batch committed"
-                    " before is kept, and the run can be retried",
-                    exc,
-                )
-            # A bug or an unmapped provider failure: its message and traceback may carry a
-            # secret, so only their redacted text leaves the run.
-            fail(
-                f"{provider} failed unexpectedly: {redact(f'{type(exc).__name__}: {exc}')}",
-                exc,
-                traceback=dg.MetadataValue.text(redacted_traceback(exc)),
+        workspace_ids = context.partition_keys
+        several = len(workspace_ids) > 1
+        outcomes: list[WorkspaceOutcome] = []
+        for workspace_id in workspace_ids:
+            outcome = sync_workspace(
+                spec,
+                adapter,
+                warehouse,
+                workspace_id,
+                config.model_dump(),
+                run_id=context.run.run_id,
+                log=context.log,
+                several=several,
             )
-        elapsed = time.perf_counter() - started
-        # Records the provider sent that failed validation are named in the run and its
-        # checks, but do not back the connection off: only a provider that failed or stopped
-        # the sync (a spent quota) does.
-        _record_health(
-            warehouse,
-            workspace_id,
-            connection.id,
-            spec,
-            ok=result.stopped_by is None,
-            error=redact(result.stopped_by) if result.stopped_by else None,
-        )
-        result = result.model_copy(update={"errors": [redact(e) for e in result.errors]})
-        if result.errors:
-            context.log.warning(
-                f"the sync reported {len(result.errors)} error(s):"
-                f" {result.errors[:MAX_LOGGED_ERRORS]}"
-            )
-        return dg.MaterializeResult(
-            metadata=_sync_metadata(result, elapsed),
-            check_results=[
-                *_quality_checks(warehouse, workspace_id, provider, context.run.run_id),
-                dg.AssetCheckResult(
-                    check_name=NO_REJECTED_RECORDS,
-                    passed=result.records_rejected == 0,
-                    severity=dg.AssetCheckSeverity.WARN,
-                    metadata={
-                        "records_rejected": result.records_rejected,
-                        "errors": dg.MetadataValue.json(result.errors[:MAX_LOGGED_ERRORS]),
-                    },
-                ),
-            ],
-        )
+            outcomes.append(outcome)
+            if outcome.result is not None:
+                yield dg.AssetMaterialization(
+                    asset_key=key, partition=workspace_id, metadata=outcome.metadata
+                )
+            elif outcome.skipped:
+                context.log.info(f"{workspace_id}: passed over ({outcome.skipped})")
+        synced = [o for o in outcomes if o.result is not None]
+        failed = [o for o in outcomes if o.failure is not None]
+        if synced or not failed:
+            yield from _check_results(warehouse, provider, context.run.run_id, synced)
+        if failed:
+            raise _run_failure(provider, failed, outcomes)
 
     return provider_kpis
 
 
-def _record_health(
-    warehouse: Warehouse,
-    workspace_id: str,
-    connection_id: int | None,
-    spec: ProviderSpec,
-    *,
-    ok: bool,
-    error: str | None,
-) -> None:
-    assert connection_id is not None
-    cadence = spec.cadence.interval if spec.cadence else None
-    with warehouse.tenant(workspace_id, actor="health") as db:
-        record_sync_outcome(db, connection_id, success=ok, error=error, cadence=cadence)
+def _run_failure(
+    provider: str, failed: Sequence[WorkspaceOutcome], outcomes: Sequence[WorkspaceOutcome]
+) -> dg.Failure:
+    """The run's failure: one workspace's own, or a summary naming each that failed."""
+    retryable = any(o.retryable for o in failed)
+    if len(outcomes) == 1:
+        [only] = failed
+        return dg.Failure(
+            description=only.failure,
+            metadata=only.failure_metadata or None,
+            allow_retries=retryable,
+        )
+    synced = [o.workspace_id for o in outcomes if o.result is not None]
+    lines = [f"{o.workspace_id}: {o.failure}" for o in failed[:MAX_NAMED_FAILURES]]
+    if len(failed) > MAX_NAMED_FAILURES:
+        lines.append(f"... and {len(failed) - MAX_NAMED_FAILURES} more")
+    return dg.Failure(
+        description=(
+            f"{provider}: {len(failed)} of {len(outcomes)} workspaces failed"
+            f" ({len(synced)} synced and materialized)\n" + "\n".join(lines)
+        ),
+        metadata={
+            "provider": provider,
+            "workspaces_synced": dg.MetadataValue.json(synced),
+            "workspaces_failed": dg.MetadataValue.json(
+                {
+                    o.workspace_id: {
+                        "error": o.failure,
+                        **{
+                            name: getattr(value, "value", value)
+                            for name, value in o.failure_metadata.items()
+                        },
+                    }
+                    for o in failed
+                }
+            ),
+        },
+        allow_retries=retryable,
+    )
 
 
-def _sync_metadata(result: SyncResult, elapsed: float) -> dict[str, Any]:
-    # ru_maxrss is in KiB on Linux: the run process's peak resident memory.
-    peak_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-    return {
-        "success": result.success,
-        "records_processed": result.records_processed,
-        "records_rejected": result.records_rejected,
-        "points_written": result.points_written,
-        "points_unchanged": result.points_unchanged,
-        "errors": dg.MetadataValue.json(result.errors[:100]),
-        "last_sync_at": dg.MetadataValue.timestamp(result.last_sync_at),
-        "seconds": round(elapsed, 3),
-        "records_per_second": round(result.records_processed / max(elapsed, 1e-9), 1),
-        "peak_memory_mb": round(peak_mb, 1),
-        **{f"{phase}_seconds": round(seconds, 3) for phase, seconds in result.timings.items()},
-    }
-
-
-def _quality_checks(
-    warehouse: Warehouse, workspace_id: str, provider: str, run_id: str
+def _check_results(
+    warehouse: Warehouse, provider: str, run_id: str, synced: Sequence[WorkspaceOutcome]
 ) -> list[dg.AssetCheckResult]:
+    """The data-quality checks over the rows of every workspace the run synced."""
+    points = missing = duplicates = 0
+    failing: dict[str, list[str]] = {NO_MISSING_VALUES: [], NO_DUPLICATE_KEYS: []}
+    for outcome in synced:
+        stats = _quality(warehouse, outcome.workspace_id, provider, run_id)
+        points += stats.points
+        missing += stats.missing
+        duplicates += stats.duplicates
+        if stats.missing:
+            failing[NO_MISSING_VALUES].append(outcome.workspace_id)
+        if stats.duplicates:
+            failing[NO_DUPLICATE_KEYS].append(outcome.workspace_id)
+    rejected = [o for o in synced if o.result is not None and o.result.records_rejected]
+    several = len(synced) > 1
+    errors = [
+        f"{o.workspace_id}: {error}" if several else error
+        for o in rejected
+        for error in o.result.errors  # type: ignore[union-attr]
+    ][:MAX_LOGGED_ERRORS]
+    scope: dict[str, Any] = {"workspaces_checked": len(synced)}
+    return [
+        dg.AssetCheckResult(
+            check_name=NO_MISSING_VALUES,
+            passed=missing == 0,
+            metadata={
+                **scope,
+                "points": points,
+                "missing_values": missing,
+                "failing_workspaces": dg.MetadataValue.json(failing[NO_MISSING_VALUES]),
+            },
+        ),
+        dg.AssetCheckResult(
+            check_name=NO_DUPLICATE_KEYS,
+            passed=duplicates == 0,
+            metadata={
+                **scope,
+                "points": points,
+                "duplicate_keys": duplicates,
+                "failing_workspaces": dg.MetadataValue.json(failing[NO_DUPLICATE_KEYS]),
+            },
+        ),
+        dg.AssetCheckResult(
+            check_name=NO_REJECTED_RECORDS,
+            passed=not rejected,
+            severity=dg.AssetCheckSeverity.WARN,
+            metadata={
+                **scope,
+                "records_rejected": sum(o.result.records_rejected for o in rejected),  # type: ignore[union-attr]
+                "errors": dg.MetadataValue.json(errors),
+                "failing_workspaces": dg.MetadataValue.json([o.workspace_id for o in rejected]),
+            },
+        ),
+    ]
+
+
+def _quality(warehouse: Warehouse, workspace_id: str, provider: str, run_id: str) -> Any:
     with warehouse.tenant(workspace_id, actor=f"run:{run_id}") as db:
-        stats = db.execute(
+        return db.execute(
             sa.text(
                 "SELECT count(*) AS points,"
                 " count(*) FILTER (WHERE value IS NULL OR value IN ('NaN', 'Infinity', '-Infinity'))"
@@ -223,15 +234,3 @@ def _quality_checks(
             ),
             {"source": provider},
         ).one()
-    return [
-        dg.AssetCheckResult(
-            check_name=NO_MISSING_VALUES,
-            passed=stats.missing == 0,
-            metadata={"points": stats.points, "missing_values": stats.missing},
-        ),
-        dg.AssetCheckResult(
-            check_name=NO_DUPLICATE_KEYS,
-            passed=stats.duplicates == 0,
-            metadata={"points": stats.points, "duplicate_keys": stats.duplicates},
-        ),
-    ]

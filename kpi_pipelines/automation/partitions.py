@@ -1,6 +1,13 @@
-"""Workspace partitions: one partition per tenant workspace, kept in step by a sensor."""
+"""Workspace partitions: one partition per tenant workspace, kept in step by a sensor.
+
+A run may cover a range of workspace partitions (Dagster's partition-range tags, as a
+backfill sets them): the workspaces added between its first and its last, in the order they
+were added. `workspace_range_tags` turns any set of workspaces into the fewest such runs.
+"""
 
 from __future__ import annotations
+
+from collections.abc import Sequence
 
 import dagster as dg
 
@@ -8,6 +15,33 @@ from kpi_pipelines.resources import WarehouseResource
 from kpi_pipelines.warehouse.control import workspace_ids
 
 workspace_partitions = dg.DynamicPartitionsDefinition(name="workspace")
+
+# Dagster's tags for a run over a range of partitions (what its backfills set).
+RANGE_START_TAG = "dagster/asset_partition_range_start"
+RANGE_END_TAG = "dagster/asset_partition_range_end"
+
+
+def workspace_range_tags(
+    instance: dg.DagsterInstance, workspace_ids: Sequence[str]
+) -> list[dict[str, str]]:
+    """The tags of the runs that cover exactly `workspace_ids`: one run per stretch of
+    them that lies side by side among the workspace partitions. Raises LookupError for a
+    workspace that has no partition."""
+    ordered = instance.get_dynamic_partitions(workspace_partitions.name)
+    wanted = set(workspace_ids)
+    missing = wanted - set(ordered)
+    if missing:
+        raise LookupError(f"no workspace partition for {', '.join(sorted(missing))}")
+    stretches: list[list[str]] = []
+    previous_wanted = False
+    for key in ordered:
+        if key in wanted:
+            if previous_wanted:
+                stretches[-1].append(key)
+            else:
+                stretches.append([key])
+        previous_wanted = key in wanted
+    return [{RANGE_START_TAG: keys[0], RANGE_END_TAG: keys[-1]} for keys in stretches]
 
 
 @dg.sensor(

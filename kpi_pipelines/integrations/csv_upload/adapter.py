@@ -1,13 +1,18 @@
-"""CSV uploads: a workspace's own file, imported all-or-nothing through its saved mapping."""
+"""CSV uploads: a workspace's own file, imported all-or-nothing through its saved mapping.
+
+The table engine validates and writes it; what is CSV's own is here: the file must be a
+regular file of the workspace's own (a drop-folder run takes it from the workspace's drop
+folder and archives it afterwards, with the reason when it was rejected), and reading it
+(encoding, delimiter, header: parsing.py).
+"""
 
 from __future__ import annotations
 
 from collections.abc import Callable
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, TypeVar
 
-from pydantic import PrivateAttr, ValidationError
+from pydantic import PrivateAttr
 
 from kpi_pipelines import settings
 from kpi_pipelines.integrations.csv_upload.drop_folder import (
@@ -21,13 +26,10 @@ from kpi_pipelines.integrations.csv_upload.drop_folder import (
 )
 from kpi_pipelines.integrations.csv_upload.parsing import CsvTable, read_csv
 from kpi_pipelines.integrations.csv_upload.types import CsvConnectionSettings
-from kpi_pipelines.integrations.shared.base_adapter import IntegrationAdapter
-from kpi_pipelines.integrations.shared.tabular import (
-    TableRejected,
-    TabularRow,
-    rejection_report_path,
-)
-from kpi_pipelines.models import KPIData, SyncResult, day_timestamp
+from kpi_pipelines.integrations.shared.engines.table import TableAdapter
+from kpi_pipelines.integrations.shared.tabular import TableRejected
+from kpi_pipelines.integrations.shared.validation import validated_settings
+from kpi_pipelines.models import SyncResult
 
 PROVIDER = "csv_upload"
 T = TypeVar("T")
@@ -37,7 +39,7 @@ class CsvUploadError(ValueError):
     """The connection or the file cannot be imported; the message says what to fix."""
 
 
-class CsvUploadAdapter(IntegrationAdapter):
+class CsvUploadAdapter(TableAdapter):
     """Imports one CSV file per run into kpi_data (the run config names the file)."""
 
     provider = PROVIDER
@@ -67,7 +69,7 @@ class CsvUploadAdapter(IntegrationAdapter):
         super().disconnect()
 
     def sync(self) -> SyncResult:
-        result = self._archiving_rejects(self._import)
+        result = self._archiving_rejects(super().sync)
         if self._dropped is not None:
             archive(self._dropped, IMPORTED)
         return result
@@ -90,57 +92,21 @@ class CsvUploadAdapter(IntegrationAdapter):
             exc.report.unlink()
             raise exc.with_report(errors_file(archived)) from None
 
-    def _import(self) -> SyncResult:
-        table = self._csv or self._table()
-        # Raises with the first bad rows and a report of them all; nothing is written.
-        rows = table.validate(
-            report=rejection_report_path(
-                self.context.workspace.id, self.context.run_id, table.path.name
-            )
-        )
-        writer = self.point_writer(single_transaction=True)
-        with writer.open():
-            for row in table.rows():
-                writer.add_all(self.transform(row))
-        self.context.log.info(
-            f"imported {rows} row(s) from {table.path.name}: {writer.stats.inserted} new,"
-            f" {writer.stats.updated} changed"
-        )
-        return SyncResult(
-            success=True,
-            records_processed=rows,
-            points_written=writer.stats.written,
-            points_unchanged=writer.stats.unchanged,
-            last_sync_at=datetime.now(UTC),
-        )
+    # --- the table engine's hooks --------------------------------------------------------
 
-    def transform(self, raw: TabularRow) -> list[KPIData]:
-        return [
-            KPIData(
-                value=raw.value,
-                timestamp=day_timestamp(raw.day),
-                metadata={"granularity": "day", "file": self._path().name},
-                source=PROVIDER,
-                workspace_id=self.context.workspace.id,
-                metric=raw.metric,
-                # A blank breakdown cell means the row is not broken down by that column.
-                dimensions={k: v for k, v in raw.dimensions.items() if v},
-            )
-        ]
+    def table(self) -> CsvTable:
+        return self._csv or self._table()
+
+    def point_metadata(self) -> dict[str, Any]:
+        return {"file": self._path().name}
 
     def _settings(self) -> CsvConnectionSettings:
-        connection = self.context.connection
-        try:
-            return CsvConnectionSettings.model_validate(connection.settings)
-        except ValidationError as exc:
-            problems = "; ".join(
-                f"{'.'.join(str(p) for p in e['loc']) or 'settings'}: {e['msg']}"
-                for e in exc.errors()
-            )
-            raise CsvUploadError(
-                f"the csv_upload connection {connection.name!r} of workspace"
-                f" {connection.workspace_id!r} has an unusable mapping: {problems}"
-            ) from None
+        return validated_settings(
+            self.context.connection,
+            CsvConnectionSettings,
+            error=CsvUploadError,
+            problem="an unusable mapping",
+        )
 
     def _path(self) -> Path:
         path: Any = self.context.options.get("path")

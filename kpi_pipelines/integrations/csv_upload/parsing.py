@@ -69,6 +69,7 @@ class CsvTable:
     ) -> None:
         self.file = file  # as first opened: a later change or swap is refused
         self.path = file.path
+        self.name = file.path.name
         self.mapping = mapping
         self.source = file.source
         self.delimiter = delimiter

@@ -3,6 +3,7 @@
 from kpi_pipelines.integrations.csv_upload.adapter import PROVIDER, CsvUploadAdapter
 from kpi_pipelines.integrations.csv_upload.drop_folder import drop_folder_sensor
 from kpi_pipelines.integrations.csv_upload.types import CsvConnectionSettings
+from kpi_pipelines.integrations.shared.engines.table import TableEngine
 from kpi_pipelines.integrations.shared.spec import AuthKind, ProviderRunConfig, ProviderSpec
 
 
@@ -27,6 +28,7 @@ SPEC = ProviderSpec(
     kinds=frozenset({"csv"}),
     tags={"kpi/domain": "custom"},
     metrics=("user-defined",),
+    engine=TableEngine(),
     run_config=CsvImportConfig,
     sensors=(drop_folder_sensor,),
     imports=True,

@@ -2,28 +2,21 @@
 
 from datetime import timedelta
 
-from kpi_pipelines.integrations.google_analytics.adapter import PROVIDER, GoogleAnalyticsAdapter
-from kpi_pipelines.integrations.google_analytics.types import GA4ConnectionSettings
-from kpi_pipelines.integrations.shared.oauth import GOOGLE_CLIENT_VARIABLES
-from kpi_pipelines.integrations.shared.spec import (
-    AuthKind,
-    Cadence,
-    ProviderRunConfig,
-    ProviderSpec,
-    SecretSpec,
+from kpi_pipelines.integrations.google_analytics.adapter import (
+    CHANNEL_DIMENSION,
+    GA4_METRICS,
+    PROVIDER,
+    GoogleAnalyticsAdapter,
 )
+from kpi_pipelines.integrations.google_analytics.types import GA4ConnectionSettings
+from kpi_pipelines.integrations.shared.engines.report import Report, ReportEngine, ReportRunConfig
+from kpi_pipelines.integrations.shared.oauth import google_secrets
+from kpi_pipelines.integrations.shared.spec import AuthKind, Cadence, ProviderSpec
 
-
-class GoogleAnalyticsSyncConfig(ProviderRunConfig):
-    """Leave everything unset for the incremental sync; set dates to re-sync a range."""
-
-    # Re-sync from this day (YYYY-MM-DD, the property's time zone). Default: the cursor
-    # minus the connection's lookback_days, or history_days back on the first sync.
-    start_date: str | None = None
-    # Last day to read (YYYY-MM-DD); default and latest: today in the property's time zone.
-    end_date: str | None = None
-    # Days a first sync reads; default: the resource's history_days (90).
-    history_days: int | None = None
+# GA4 metrics every report asks for (their order is the order of each row's values).
+METRICS = tuple(GA4_METRICS)
+BY_DATE_CHANNEL = Report("by_date_channel", ("date", CHANNEL_DIMENSION), METRICS)
+BY_DATE = Report("by_date", ("date",), METRICS)  # the totals: users do not add up over channels
 
 
 SPEC = ProviderSpec(
@@ -39,19 +32,7 @@ SPEC = ProviderSpec(
     adapter=GoogleAnalyticsAdapter,
     auth=AuthKind.OAUTH2_REFRESH,
     settings=GA4ConnectionSettings,
-    secrets=(
-        SecretSpec("refresh_token", "the workspace's grant (scope analytics.readonly)"),
-        SecretSpec(
-            "client_id",
-            "the OAuth client, when the workspace uses its own",
-            operator_variable=GOOGLE_CLIENT_VARIABLES["client_id"],
-        ),
-        SecretSpec(
-            "client_secret",
-            "the OAuth client's secret, when the workspace uses its own",
-            operator_variable=GOOGLE_CLIENT_VARIABLES["client_secret"],
-        ),
-    ),
+    secrets=google_secrets("scope analytics.readonly"),
     # A quarter past: GA4 has processed most of the previous hour by then.
     cadence=Cadence.every_hours(1, minute=15),
     lookback=timedelta(days=3),
@@ -67,6 +48,7 @@ SPEC = ProviderSpec(
         "conversions",
         "engagement_rate",
     ),
-    run_config=GoogleAnalyticsSyncConfig,
+    engine=ReportEngine(reports=(BY_DATE_CHANNEL, BY_DATE)),
+    run_config=ReportRunConfig,
     demo="kpi_pipelines.sandbox.google.demo:prepare_analytics",
 )

@@ -1,9 +1,10 @@
 """Google Sheets: a sheet range imported all-or-nothing through the connection's mapping.
 
-The same mapping and validation as CSV uploads (`integrations/shared/tabular.py`): the
-first non-empty row of the range is the header; every row is checked before anything is
-written, a bad row rejects the whole sheet with every error listed by its sheet row number,
-and the valid sheet is written in one transaction.
+The table engine imports it, with the same mapping and validation as CSV uploads
+(`integrations/shared/tabular.py`): the first non-empty row of the range is the header;
+every row is checked before anything is written, a bad row rejects the whole sheet with
+every error listed by its sheet row number, and the valid sheet is written in one
+transaction.
 
 Read with `spreadsheets.values.get` (`valueRenderOption` UNFORMATTED_VALUE and
 `dateTimeRenderOption` SERIAL_NUMBER by default: numbers are numbers and dates are serial
@@ -20,9 +21,6 @@ from __future__ import annotations
 import random
 import re
 import time
-from collections.abc import Iterator
-from dataclasses import dataclass
-from datetime import UTC, datetime
 from typing import Any, ClassVar
 from urllib.parse import quote
 
@@ -31,6 +29,7 @@ from pydantic import PrivateAttr, ValidationError
 
 from kpi_pipelines import settings
 from kpi_pipelines.integrations.google_sheets.types import SheetsConnectionSettings, ValueRange
+from kpi_pipelines.integrations.shared.engines.table import TableAdapter
 from kpi_pipelines.integrations.shared.errors import ProviderError, ProviderRequestError
 from kpi_pipelines.integrations.shared.http import RetryDecision
 from kpi_pipelines.integrations.shared.oauth import (
@@ -38,14 +37,8 @@ from kpi_pipelines.integrations.shared.oauth import (
     OAuthAdapter,
     google_token_url,
 )
-from kpi_pipelines.integrations.shared.tabular import (
-    TableFormatError,
-    TabularRow,
-    parse_table,
-    rejection_report_path,
-    validate_table,
-)
-from kpi_pipelines.models import KPIData, SyncResult, day_timestamp
+from kpi_pipelines.integrations.shared.tabular import NumberedRows, TableFormatError, parse_table
+from kpi_pipelines.integrations.shared.validation import validated_settings
 
 PROVIDER = "google_sheets"
 DEFAULT_BASE_URL = "https://sheets.googleapis.com"
@@ -61,19 +54,6 @@ def _sleep(seconds: float) -> None:
 
 class SheetsImportError(ValueError):
     """The connection or the sheet cannot be imported; the message says what to fix."""
-
-
-@dataclass(frozen=True)
-class SheetTable:
-    """A fetched range: its rows (with their sheet row numbers) after the header."""
-
-    source: str
-    header_line: int
-    header: list[Cell]
-    records: list[tuple[int, list[Cell]]]
-
-    def rows(self) -> Iterator[tuple[int, list[Cell]]]:
-        return iter(self.records)
 
 
 class _QuotaBackoff:
@@ -94,7 +74,7 @@ class _QuotaBackoff:
         return RetryDecision(retry=True, wait=wait)
 
 
-class GoogleSheetsAdapter(OAuthAdapter):
+class GoogleSheetsAdapter(OAuthAdapter, TableAdapter):
     """Imports one sheet range per run into kpi_data (manual: the UI or the CLI)."""
 
     provider: ClassVar[str] = PROVIDER
@@ -105,7 +85,7 @@ class GoogleSheetsAdapter(OAuthAdapter):
     max_attempts: int = 8  # with backoff up to 64 s: outlasts a per-minute quota window
     backoff_max_seconds: float = 64.0
 
-    _table: SheetTable | None = PrivateAttr(default=None)
+    _table: NumberedRows | None = PrivateAttr(default=None)
     _valid_settings: SheetsConnectionSettings | None = PrivateAttr(default=None)
 
     def check_connection(self) -> None:
@@ -121,7 +101,6 @@ class GoogleSheetsAdapter(OAuthAdapter):
             backoff_max=self.backoff_max_seconds,
             classify=_QuotaBackoff(self.backoff_max_seconds),
             sleep=lambda seconds: _sleep(seconds),
-            cache=False,
         )
         self._table = self._fetch(connection_settings)
 
@@ -129,59 +108,21 @@ class GoogleSheetsAdapter(OAuthAdapter):
         self._table = self._valid_settings = None
         super().disconnect()
 
-    def sync(self) -> SyncResult:
-        started = datetime.now(UTC)
-        connection_settings = self._settings()
-        table = self._table or self._fetch(connection_settings)
-        mapping = connection_settings.mapping
-        # Every row first: a bad row rejects the sheet (TableRejected shows the first bad
-        # rows and names a report of them all, under KPI_HOME/rejections/).
-        report = rejection_report_path(
-            self.context.workspace.id,
-            self.context.run_id,
-            f"{connection_settings.spreadsheet_id}-{self._range(connection_settings)}",
-        )
-        count = validate_table(
-            table.header, table.rows(), mapping, source=table.source, report=report
-        )
-        writer = self.point_writer(single_transaction=True)
-        with writer.open():
-            for row in parse_table(table.header, table.rows(), mapping, source=table.source):
-                writer.add_all(self.transform(row))
-        self.context.log.info(
-            f"imported {count} row(s) from {table.source}: {writer.stats.inserted} new,"
-            f" {writer.stats.updated} changed"
-        )
-        return SyncResult(
-            success=True,
-            records_processed=count,
-            points_written=writer.stats.written,
-            points_unchanged=writer.stats.unchanged,
-            last_sync_at=started,
-        )
+    # --- the table engine's hooks --------------------------------------------------------
 
-    def transform(self, raw: TabularRow) -> list[KPIData]:
+    def table(self) -> NumberedRows:
+        return self._table or self._fetch(self._settings())
+
+    def point_metadata(self) -> dict[str, Any]:
         connection_settings = self._settings()
-        return [
-            KPIData(
-                value=raw.value,
-                timestamp=day_timestamp(raw.day),
-                metadata={
-                    "granularity": "day",
-                    "spreadsheet_id": connection_settings.spreadsheet_id,
-                    "range": self._range(connection_settings),
-                },
-                source=PROVIDER,
-                workspace_id=self.context.workspace.id,
-                metric=raw.metric,
-                # A blank breakdown cell means the row is not broken down by that column.
-                dimensions={k: v for k, v in raw.dimensions.items() if v},
-            )
-        ]
+        return {
+            "spreadsheet_id": connection_settings.spreadsheet_id,
+            "range": self._range(connection_settings),
+        }
 
     # --- reading ----------------------------------------------------------------------------
 
-    def _fetch(self, connection_settings: SheetsConnectionSettings) -> SheetTable:
+    def _fetch(self, connection_settings: SheetsConnectionSettings) -> NumberedRows:
         assert self._api is not None, "connect() first"
         spreadsheet_id = connection_settings.spreadsheet_id
         a1 = self._range(connection_settings)
@@ -231,28 +172,25 @@ class GoogleSheetsAdapter(OAuthAdapter):
         header_line, header = numbered[header_at]
         # The header against the mapping now, so connect() says what is wrong with it.
         parse_table(header, (), connection_settings.mapping, source=source)
-        return SheetTable(source, header_line, header, numbered[header_at + 1 :])
+        return NumberedRows(
+            source=source,
+            name=f"{spreadsheet_id}-{a1}",
+            mapping=connection_settings.mapping,
+            header_line=header_line,
+            header=header,
+            records=numbered[header_at + 1 :],
+        )
 
     def _range(self, connection_settings: SheetsConnectionSettings) -> str:
         override = self.context.options.get("range")
         return str(override).strip() if override else connection_settings.range
 
     def _settings(self) -> SheetsConnectionSettings:
-        connection = self.context.connection
-        if self._valid_settings is not None:
-            return self._valid_settings
-        try:
-            self._valid_settings = SheetsConnectionSettings.model_validate(connection.settings)
-            return self._valid_settings
-        except ValidationError as exc:
-            problems = "; ".join(
-                f"{'.'.join(str(p) for p in e['loc']) or 'settings'}: {e['msg']}"
-                for e in exc.errors()
+        if self._valid_settings is None:
+            self._valid_settings = validated_settings(
+                self.context.connection, SheetsConnectionSettings, error=SheetsImportError
             )
-            raise SheetsImportError(
-                f"the google_sheets connection {connection.name!r} of workspace"
-                f" {connection.workspace_id!r} has unusable settings: {problems}"
-            ) from None
+        return self._valid_settings
 
 
 def _first_row(a1: str) -> int:

@@ -2,12 +2,12 @@
 
 from kpi_pipelines.integrations.google_sheets.adapter import PROVIDER, GoogleSheetsAdapter
 from kpi_pipelines.integrations.google_sheets.types import SheetsConnectionSettings
-from kpi_pipelines.integrations.shared.oauth import GOOGLE_CLIENT_VARIABLES
+from kpi_pipelines.integrations.shared.engines.table import TableEngine
+from kpi_pipelines.integrations.shared.oauth import google_secrets
 from kpi_pipelines.integrations.shared.spec import (
     AuthKind,
     ProviderRunConfig,
     ProviderSpec,
-    SecretSpec,
 )
 
 
@@ -28,24 +28,13 @@ SPEC = ProviderSpec(
     adapter=GoogleSheetsAdapter,
     auth=AuthKind.OAUTH2_REFRESH,
     settings=SheetsConnectionSettings,
-    secrets=(
-        SecretSpec("refresh_token", "the workspace's grant (scope spreadsheets.readonly)"),
-        SecretSpec(
-            "client_id",
-            "the OAuth client, when the workspace uses its own",
-            operator_variable=GOOGLE_CLIENT_VARIABLES["client_id"],
-        ),
-        SecretSpec(
-            "client_secret",
-            "the OAuth client's secret, when the workspace uses its own",
-            operator_variable=GOOGLE_CLIENT_VARIABLES["client_secret"],
-        ),
-    ),
+    secrets=google_secrets("scope spreadsheets.readonly"),
     pool_limit=4,  # Sheets allows 300 read requests a minute per project (60 per user)
     group="manual_sources",
     kinds=frozenset({"googlesheets"}),
     tags={"kpi/domain": "custom"},
     metrics=("user-defined",),
+    engine=TableEngine(),
     run_config=SheetsImportConfig,
     imports=True,
     demo="kpi_pipelines.sandbox.google.demo:prepare_sheets",

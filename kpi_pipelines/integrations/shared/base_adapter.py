@@ -2,12 +2,19 @@
 
 A provider is a Dagster ConfigurableResource (its configuration is provider-wide: hosts,
 timeouts, batch size). A run binds it to one workspace's connection with `connect()`, then
-calls `sync()`, which streams pages through validate -> transform -> write, and finally
-`disconnect()`. `transform(raw)` turns one validated provider record into KPI points.
+calls `sync()`, and finally `disconnect()`; a run over several workspaces does this once per
+workspace with the same resource, so nothing of one workspace may outlive `disconnect()`.
+
+`sync()` runs the engine the provider's spec names (report, object or table: see
+`engines/`), which calls the provider's hooks and streams what it reads through
+validate -> transform -> write. `transform(raw)` turns one unit of what the engine computed
+into KPI points: a validated report row (report engine), a row of the provider's metrics
+query over its landed records (object engine), a valid table row (table engine).
 """
 
 from __future__ import annotations
 
+import functools
 import logging
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterable, Iterator
@@ -22,6 +29,12 @@ from pydantic import PrivateAttr
 from sqlalchemy.engine import Connection as DbConnection
 
 from kpi_pipelines import settings
+from kpi_pipelines.integrations.shared.spec import (
+    ProviderSpec,
+    discover,
+    provider_packages,
+    spec_for,
+)
 from kpi_pipelines.models import KPIData, SyncResult
 from kpi_pipelines.warehouse.control import Connection, Workspace
 from kpi_pipelines.warehouse.database import Warehouse
@@ -83,11 +96,26 @@ class IntegrationAdapter(dg.ConfigurableResource, ABC):
     def check_connection(self) -> None:
         """Fail with a message that says what to fix when the connection cannot work."""
 
-    @abstractmethod
-    def sync(self) -> SyncResult: ...
+    @property
+    def spec(self) -> ProviderSpec:
+        """This provider's declaration (found by its key, so an adapter used on its own
+        knows its engine too)."""
+        return _spec_of(self.provider, tuple(provider_packages()))
+
+    def sync(self) -> SyncResult:
+        """Run the engine of this provider's spec over its hooks."""
+        engine = self.spec.engine
+        if engine is None:
+            raise NotImplementedError(f"{self.provider} names no engine: its adapter syncs itself")
+        return engine.sync(self)
 
     @abstractmethod
     def transform(self, raw: Any) -> list[KPIData]: ...
+
+    def request_stats(self) -> dict[str, int | float]:
+        """What this sync asked of the provider's API (requests, retries, cache hits), for
+        the run's metadata; empty for providers that send no requests."""
+        return {}
 
     def disconnect(self) -> None:
         self._context = None
@@ -114,6 +142,11 @@ class IntegrationAdapter(dg.ConfigurableResource, ABC):
             batch_size=self.effective_batch_size(),
             background=background,
         )
+
+
+@functools.cache
+def _spec_of(provider: str, packages: tuple[str, ...]) -> ProviderSpec:
+    return spec_for(provider, discover(list(packages)))
 
 
 class BatchWriter(Generic[T]):

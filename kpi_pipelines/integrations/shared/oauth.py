@@ -61,6 +61,7 @@ from kpi_pipelines.integrations.shared.redaction import (
     register_secret,
 )
 from kpi_pipelines.integrations.shared.secrets import read_secret
+from kpi_pipelines.integrations.shared.spec import SecretSpec
 from kpi_pipelines.settings import operator_url
 from kpi_pipelines.warehouse.control import Connection
 
@@ -71,6 +72,7 @@ __all__ = [
     "OAuth2Credentials",
     "OAuth2Session",
     "TokenResponse",
+    "google_secrets",
     "google_token_url",
 ]
 
@@ -92,6 +94,24 @@ GOOGLE_CLIENT_VARIABLES = {
     "client_id": "KPI_GOOGLE_CLIENT_ID",
     "client_secret": "KPI_GOOGLE_CLIENT_SECRET",
 }
+
+
+def google_secrets(grant: str) -> tuple[SecretSpec, ...]:
+    """What a Google connection names: its grant (`grant` says what it allows), and the
+    OAuth client when the workspace uses its own instead of the operator's."""
+    return (
+        SecretSpec("refresh_token", f"the workspace's grant ({grant})"),
+        *(
+            SecretSpec(
+                purpose,
+                f"the OAuth client's {what}, when the workspace uses its own",
+                operator_variable=variable,
+            )
+            for (purpose, variable), what in zip(
+                GOOGLE_CLIENT_VARIABLES.items(), ("id", "secret"), strict=True
+            )
+        ),
+    )
 
 
 def google_token_url(configured: str | None = None) -> str:
@@ -455,7 +475,11 @@ class OAuthApi:
                 connection, token_url=token_url, client_variables=client_variables
             ),
         )
-        self.http = ProviderHttpClient(provider, base_url, auth=self.session.auth(), **http_options)
+        # Duplicate requests inside a sync are served from its cache, for every REST
+        # provider (its hits are in the run's metadata): not an option a provider turns off.
+        self.http = ProviderHttpClient(
+            provider, base_url, auth=self.session.auth(), cache=True, **http_options
+        )
 
     def close(self) -> None:
         self.http.close()
@@ -486,6 +510,9 @@ class OAuthAdapter(IntegrationAdapter):
             **http_options,
         )
         return self._api
+
+    def request_stats(self) -> dict[str, int | float]:
+        return self._api.http.stats.as_metadata() if self._api is not None else {}
 
     def _close_api(self) -> None:
         if self._api is not None:

@@ -12,6 +12,7 @@ import re
 import threading
 import traceback
 from collections.abc import Iterable
+from typing import Any
 from urllib.parse import quote, quote_plus
 
 REDACTED = "[REDACTED]"
@@ -180,11 +181,16 @@ class RedactingFilter(logging.Filter):
 
 
 class RedactingLogger(logging.LoggerAdapter):
-    """A logger (a run's `context.log`, say) whose every message is redacted first."""
+    """A logger (a run's `context.log`, say) whose every message is redacted first;
+    `prefix` starts every message (the workspace, in a run that syncs several)."""
+
+    def __init__(self, logger: Any, prefix: str = "") -> None:
+        super().__init__(logger, {})
+        self.prefix = prefix
 
     def log(self, level: int, msg: object, *args: object, **kwargs: object) -> None:
         text = str(msg) % args if args else str(msg)
-        super().log(level, redact(text), **kwargs)  # type: ignore[arg-type]
+        super().log(level, redact(self.prefix + text), **kwargs)  # type: ignore[arg-type]
 
 
 def install_redaction_filter(*logger_names: str, redactor: Redactor | None = None) -> None:

@@ -1,8 +1,10 @@
 """A provider, declared once.
 
 Each provider's folder has a `spec.py` whose `SPEC` is a `ProviderSpec`: its key and names,
-its adapter (the Dagster resource that syncs it), the settings its connections hold, the
-secrets they name, its cadence, pool, metrics and how it looks in the UI. Everything that
+its engine (report, object or table: `engines/`) with that engine's reports or streams,
+its adapter (the Dagster resource whose hooks the engine calls: the provider's quirks), the
+settings its connections hold, the secrets they name, its cadence, pool, metrics and how it
+looks in the UI. Everything that
 needs one of these facts reads it from the spec: Definitions (asset, job, schedule,
 sensors, freshness check, pool), the CLI, the demo and the README's provider table.
 `discover()` finds the specs; adding a provider adds its folder and touches no central list.
@@ -25,6 +27,7 @@ from pydantic import BaseModel
 
 if TYPE_CHECKING:
     from kpi_pipelines.integrations.shared.base_adapter import IntegrationAdapter
+    from kpi_pipelines.integrations.shared.engines import Engine
 
 # Where providers are found: this package's subfolders, plus the packages an operator names
 # (KPI_PROVIDER_PACKAGES, comma-separated) for providers kept outside this repository.
@@ -111,6 +114,9 @@ class ProviderSpec:
     group: str
     kinds: frozenset[str]
     metrics: tuple[str, ...]  # catalog keys (kpi-definitions.md), or ("user-defined",)
+    # How it syncs, with what it reads (its reports or streams); None only for an adapter
+    # that implements sync() itself.
+    engine: Engine | None = None
     settings: type[BaseModel] | None = None  # what a connection's settings hold
     secrets: tuple[SecretSpec, ...] = ()
     cadence: Cadence | None = None  # None: manual (the UI, the CLI, a sensor)
@@ -129,6 +135,19 @@ class ProviderSpec:
     imports: bool = False
     # The run-config field that takes the file `kpi-pipelines import ... FILE` names.
     file_option: str | None = None
+    # Workspaces one run syncs at most when the UI or a backfill launches many at once
+    # (each in its own transactions, with its own metadata and failure): a run costs about
+    # 12 CPU-seconds before any work, so one run per workspace does not reach thousands.
+    workspaces_per_run: int = 25
+
+    def __post_init__(self) -> None:
+        if self.engine is not None and not issubclass(self.adapter, self.engine.hooks):
+            raise TypeError(
+                f"{self.key}: {self.adapter.__name__} does not implement the hooks of the"
+                f" {self.engine.kind} engine ({self.engine.hooks.__name__})"
+            )
+        if self.workspaces_per_run < 1:
+            raise ValueError(f"{self.key}: workspaces_per_run must be at least 1")
 
     @property
     def name(self) -> str:

@@ -29,7 +29,7 @@ from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from decimal import Decimal, InvalidOperation
 from pathlib import Path
-from typing import TextIO, TypeGuard
+from typing import Protocol, TextIO, TypeGuard
 
 import pydantic
 
@@ -39,7 +39,9 @@ from kpi_pipelines.models import MAX_METRIC_CHARS, breakdown_problem
 __all__ = [
     "MAX_ERRORS_SHOWN",
     "METRIC_KEY_PATTERN",
+    "NumberedRows",
     "RowError",
+    "Table",
     "TableFormatError",
     "TableRejected",
     "TabularMapping",
@@ -893,3 +895,47 @@ def validate_table(
     if count == 0:
         raise TableFormatError(source, _NO_DATA)
     return count
+
+
+class Table(Protocol):
+    """A user's table as the table engine imports it: validated whole, then streamed."""
+
+    @property
+    def source(self) -> str:
+        """How messages name it ("orders.csv", "sheet range ... of spreadsheet ...")."""
+        ...
+
+    @property
+    def name(self) -> str:
+        """A short name for its rejection report's file."""
+        ...
+
+    def validate(self, report: Path | None = None) -> int:
+        """Check every row; the number of data rows, or TableRejected listing the bad ones
+        (every one of them in `report` when there are more than the message shows)."""
+        ...
+
+    def rows(self) -> Iterator[TabularRow]:
+        """The valid rows, for writing (after `validate`)."""
+        ...
+
+
+@dataclass(frozen=True)
+class NumberedRows:
+    """A table already in memory (a fetched sheet range): its header, and its rows after
+    the header with their line numbers as the user sees them."""
+
+    source: str
+    name: str
+    mapping: TabularMapping
+    header_line: int
+    header: Sequence[object]
+    records: Sequence[tuple[int, Sequence[object]]]
+
+    def validate(self, report: Path | None = None) -> int:
+        return validate_table(
+            self.header, self.records, self.mapping, source=self.source, report=report
+        )
+
+    def rows(self) -> Iterator[TabularRow]:
+        return parse_table(self.header, self.records, self.mapping, source=self.source)

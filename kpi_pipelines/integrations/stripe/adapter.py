@@ -1,20 +1,25 @@
-"""The Stripe adapter: the official SDK, a full first read, then incremental from events.
+"""The Stripe adapter: the object engine's hooks over the official SDK.
 
-Auth and API versioning come from the SDK; pages are read with its raw request interface,
-which skips building SDK objects for every record. Retries are ours (the SDK retries a 429
-only when Stripe sends `Stripe-Should-Retry: true`, and Stripe's 429s usually carry no such
-header). Each object is validated with pydantic, landed in raw_records, and the metrics are
-recomputed in SQL over what is landed (metrics.py).
+The object engine (engines/objects.py) lists the streams of the spec, lands each object as
+Stripe sent it in raw_records, and computes the metrics in SQL over what is landed
+(metrics.py; `transform` turns one row of that query into its points). What is Stripe's
+own is here:
 
-Three ways to sync (the cursor says which one ran):
-- full: no cursor, or one older than Stripe's 30 days of events: every stream is listed.
-- incremental: `/v1/events` from a little before the newest event already read (the list is
-  eventually consistent: an event may appear after later ones, or share their second), events
-  already applied skipped by id, then every changed object (and its customer) re-fetched.
-- reconcile (run config `reconcile: true`, the daily schedule): every stream is listed again
-  and compared with the landed copies; only what differs is written, and the run's metadata
-  says per stream how many objects differed and how many landed ones are no longer listed
-  (deleted in Stripe; their landed copies are kept as history).
+- Pages are read with the SDK's requestor (auth, API version, Stripe's error bodies), which
+  skips building SDK objects for every record: a page is only split into its objects' JSON
+  texts, and the next page is fetched while this one is validated (`starting_after` the
+  last id, known on arrival).
+- Retries are ours: every 429 (the SDK retries one only when Stripe sends
+  `Stripe-Should-Retry: true`, and Stripe's 429s usually carry no such header), then as
+  Stripe documents (see `_attempt`), with exponential backoff and jitter within a budget.
+- Changes come from `/v1/events`: an incremental sync reads the events from a little
+  before the newest one already read (the list is eventually consistent: an event may
+  appear after later ones, or share their second), skips those already applied by id, and
+  names every changed object and its customer. Events are kept 30 days: an older cursor
+  means a full read. Balance transactions have no events: they are listed again from a
+  day before the cursor.
+- An invoice's embedded line list stops after its first page: the rest is read before the
+  invoice is validated and landed.
 """
 
 from __future__ import annotations
@@ -23,16 +28,14 @@ import random
 import time
 from collections import defaultdict
 from collections.abc import Callable, Iterator, Mapping
-from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
+from dataclasses import dataclass
+from datetime import UTC, date, datetime, timedelta
 from typing import Any, ClassVar, TypeVar
 
-import dagster as dg
 import msgspec
-import sqlalchemy as sa
 import stripe
 from pydantic import BaseModel, PrivateAttr, ValidationError
+from sqlalchemy.engine import Connection as DbConnection
 from tenacity import (
     RetryCallState,
     Retrying,
@@ -42,62 +45,45 @@ from tenacity import (
 )
 
 from kpi_pipelines import settings
-from kpi_pipelines.integrations.shared.base_adapter import IntegrationAdapter
+from kpi_pipelines.integrations.shared.engines.objects import (
+    Changes,
+    Ledger,
+    ObjectAdapter,
+    ObjectHead,
+    Relisting,
+    Stream,
+)
 from kpi_pipelines.integrations.shared.errors import (
     ProviderAuthError,
     ProviderRequestError,
     ProviderUnavailable,
 )
+from kpi_pipelines.integrations.shared.http import HttpStats
+from kpi_pipelines.integrations.shared.paging import (
+    Page,
+    PageRequest,
+    PagingError,
+    StartingAfter,
+    items,
+)
 from kpi_pipelines.integrations.shared.secrets import read_secret
+from kpi_pipelines.integrations.shared.validation import validated_settings
 from kpi_pipelines.integrations.stripe import types as st
 from kpi_pipelines.integrations.stripe.metrics import (
+    MetricsRow,
     MetricsScope,
     compute_stripe_metrics,
+    metric_points,
     reporting_today,
 )
-from kpi_pipelines.models import KPIData, SyncResult
-from kpi_pipelines.warehouse.tenant_data import load_cursor, save_cursor
-from kpi_pipelines.warehouse.writer import RawRecord
+from kpi_pipelines.models import KPIData
 
 PROVIDER = "stripe"
 DEFAULT_BASE_URL = "https://api.stripe.com"
 API_VERSION = "2025-03-31.basil"
 EVENT_RETENTION = timedelta(days=30)
-CURSOR_STREAM = "events"
-# Rejections named one by one in SyncResult.errors; past this they are only counted.
-MAX_NAMED_ERRORS = 200
-# Rejected objects per stream the cursor keeps, to read them again in the next sync.
-MAX_RETRIED_REJECTIONS = 200
-_MESSAGE_LIMIT = 300
-
-T = TypeVar("T")
-
-
-@dataclass(frozen=True)
-class Stream:
-    name: str
-    path: str
-    model: type[BaseModel]
-    params: tuple[tuple[str, Any], ...] = ()
-
-
-STREAMS = (
-    Stream("customers", "/v1/customers", st.Customer),
-    Stream("products", "/v1/products", st.StripeObject),
-    Stream("prices", "/v1/prices", st.Price, (("expand[]", "data.tiers"),)),
-    Stream("coupons", "/v1/coupons", st.Coupon),
-    Stream(
-        "subscriptions",
-        "/v1/subscriptions",
-        st.Subscription,
-        (("status", "all"), ("expand[]", "data.discounts")),
-    ),
-    Stream("invoices", "/v1/invoices", st.Invoice, (("expand[]", "data.discounts"),)),
-    Stream("charges", "/v1/charges", st.Charge),
-    Stream("refunds", "/v1/refunds", st.Refund),
-    Stream("balance_transactions", "/v1/balance_transactions", st.BalanceTransaction),
-)
-STREAM_BY_NAME = {s.name: s for s in STREAMS}
+# The stream whose objects have no events of their own, listed again from a day back.
+UNEVENTFUL_STREAM = "balance_transactions"
 STREAM_BY_OBJECT = {
     "customer": "customers",
     "product": "products",
@@ -108,12 +94,17 @@ STREAM_BY_OBJECT = {
     "charge": "charges",
     "refund": "refunds",
 }
+_MESSAGE_LIMIT = 300
+
+T = TypeVar("T")
 
 
-class StripeAdapter(IntegrationAdapter):
+class StripeAdapter(ObjectAdapter):
     """Stripe via the official SDK; the connection names the env var of its secret key."""
 
     provider: ClassVar[str] = PROVIDER
+    # The SDK's requestor is safe to share with the prefetching thread.
+    prefetch_pages: ClassVar[bool] = True
 
     base_url: str | None = None  # default: KPI_STRIPE_BASE_URL, else api.stripe.com
     api_version: str = API_VERSION
@@ -135,248 +126,38 @@ class StripeAdapter(IntegrationAdapter):
 
     _stripe: stripe.StripeClient | None = PrivateAttr(default=None)
     _newest_event: dict[str, Any] | None = PrivateAttr(default=None)
+    _scope: MetricsScope | None = PrivateAttr(default=None)
+    _stats: HttpStats = PrivateAttr(default_factory=HttpStats)
 
     def check_connection(self) -> None:
+        self._stats = HttpStats()
         # One cheap call proves the key: the newest event (also tells how fresh we are).
         self._newest_event = self._first("/v1/events", {"limit": 1})
 
     def disconnect(self) -> None:
         self._stripe = None
         self._newest_event = None
+        self._scope = None
         super().disconnect()
 
-    # --- sync ----------------------------------------------------------------------------
+    def request_stats(self) -> dict[str, int | float]:
+        # No cache: a sync never asks Stripe for the same thing twice (changed objects are
+        # keyed by id, each list page follows the last), so there would be no hits to count.
+        stats = self._stats.as_metadata()
+        del stats["http_cache_hits"]
+        return stats
 
-    def sync(self) -> SyncResult:
-        started = datetime.now(UTC)
-        report = _Report()
-        with self.context.warehouse.tenant(
-            self.context.workspace.id, actor=self.context.actor
-        ) as db:
-            cursor = load_cursor(db, PROVIDER, CURSOR_STREAM) or {}
-        newest = (self._newest_event or {}).get("created")
-        position = _EventPosition.from_cursor(cursor)
-        expired = position.created is None or (
-            newest is not None and newest - position.created > EVENT_RETENTION.total_seconds()
-        )
-        reconcile = bool(self.context.options.get("reconcile"))
-        mode = "full" if expired else "reconcile" if reconcile else "incremental"
-        landing_started = time.perf_counter()
-        if mode == "incremental":
-            position = self._incremental(position, report)
-        else:
-            self.context.log.info(
-                "stripe: reconciling every stream with the landed copies"
-                if mode == "reconcile"
-                else "stripe: full read (no cursor, or older than 30 days)"
-            )
-            position = self._relist(position, report, reconcile=mode == "reconcile")
-        landing_seconds = time.perf_counter() - landing_started
-        metrics_started = time.perf_counter()
-        points = self._write_metrics()
-        metrics_seconds = time.perf_counter() - metrics_started
-        with self.context.warehouse.tenant(
-            self.context.workspace.id, actor=self.context.actor
-        ) as db:
-            position = position.with_rejected(report.rejected_ids)
-            save_cursor(db, PROVIDER, CURSOR_STREAM, {**position.as_cursor(), "mode": mode})
-        return SyncResult(
-            success=not report.errors,
-            records_processed=report.records,
-            records_rejected=report.rejected,
-            points_written=points.written,
-            points_unchanged=points.unchanged,
-            errors=report.errors,
-            last_sync_at=started,
-            timings={"landing": landing_seconds, "metrics": metrics_seconds},
-        )
+    # --- the object engine's hooks: reading ----------------------------------------------
 
-    def transform(self, raw: Any) -> list[KPIData]:
-        """Stripe's KPIs are computed over every landed object at once, in SQL."""
-        return list(self._metrics())
+    def paginator(self, stream: Stream) -> StartingAfter:
+        return StartingAfter(_id_of)
 
-    # --- full read and reconciliation ----------------------------------------------------
+    def fetch_page(
+        self, stream: Stream, filters: Mapping[str, Any], request: PageRequest
+    ) -> Page[bytes]:
+        return self._page(stream.path, {**dict(stream.params), **filters}, request)
 
-    def _relist(
-        self, position: _EventPosition, report: _Report, *, reconcile: bool
-    ) -> _EventPosition:
-        """List every stream, landing what differs from the landed copy (the upsert writes
-        only changed payloads). The events already visible are remembered first: the lists
-        read afterwards show their effects, so the next incremental sync skips them."""
-        newest = (self._newest_event or {}).get("created")
-        if newest is not None:
-            position = self._read_events(
-                newest - self.event_overlap_seconds, set(), report, floor=newest
-            )[1]
-        # Objects created after the newest event known at the start may have been landed
-        # meanwhile by a webhook-triggered run: they are left out of "no longer listed".
-        report.bound = newest
-        if not reconcile:
-            # One writer across the streams: its batches keep flowing at stream boundaries.
-            writer = self.record_writer(background=True)
-            with writer.open():
-                for stream in STREAMS:
-                    writer.add_all(self._list(stream, report))
-            return position
-        compared: dict[str, dict[str, int]] = {}
-        for stream in STREAMS:
-            # A writer per stream, to count what differed in each.
-            writer = self.record_writer(background=True)
-            with writer.open():
-                writer.add_all(self._list(stream, report))
-            compared[stream.name] = {
-                "listed": report.per_stream[stream.name],
-                "differed": writer.stats.written,
-                "no_longer_listed": self._no_longer_listed(stream.name, report),
-            }
-        differed = {name: c["differed"] for name, c in compared.items() if c["differed"]}
-        gone = {name: c["no_longer_listed"] for name, c in compared.items()}
-        self.context.log.info(
-            f"stripe: reconciled; objects that differed from the landed copy: {differed or 0};"
-            f" landed but no longer listed: { {k: v for k, v in gone.items() if v} or 0 }"
-        )
-        _add_run_metadata(
-            {
-                "reconcile_differed": sum(c["differed"] for c in compared.values()),
-                "reconcile_no_longer_listed": sum(gone.values()),
-                "reconcile": dg.MetadataValue.json(compared),
-            }
-        )
-        return position
-
-    def _no_longer_listed(self, stream: str, report: _Report) -> int:
-        """Landed objects of `stream` the list no longer shows (deleted in Stripe). Counted,
-        never deleted: their history stays. Counts only objects created by `report.bound`."""
-        rejected_ids = report.rejected_in_bound[stream]
-        with self.context.warehouse.tenant(
-            self.context.workspace.id, actor=self.context.actor
-        ) as db:
-            landed, rejected_landed = db.execute(
-                sa.text(
-                    "SELECT count(*),"
-                    " count(*) FILTER (WHERE record_id = ANY(CAST(:rejected AS text[])))"
-                    " FROM raw_records WHERE source = :source AND stream = :stream"
-                    " AND coalesce((payload->>'created')::bigint, 0) <= :newest"
-                ),
-                {
-                    "source": PROVIDER,
-                    "stream": stream,
-                    "rejected": rejected_ids,
-                    "newest": report.bound if report.bound is not None else 2**62,
-                },
-            ).one()
-        # every listed object that passed validation is landed now; a rejected one may have
-        # an older landed copy
-        still_listed = report.listed_in_bound[stream] - len(rejected_ids) + rejected_landed
-        return max(0, landed - still_listed)
-
-    # --- incremental ---------------------------------------------------------------------
-
-    def _incremental(self, position: _EventPosition, report: _Report) -> _EventPosition:
-        since = position.created
-        assert since is not None
-        retried = position.rejected
-        changed, position = self._read_events(
-            since - self.event_overlap_seconds, set(position.seen), report, floor=since
-        )
-        for stream_name, ids in retried.items():
-            for object_id in ids:
-                changed[stream_name].setdefault(object_id, since)
-        if not changed:
-            self.context.log.info("stripe: nothing changed since the last sync")
-            return position
-        writer = self.record_writer(background=True)
-        with writer.open():
-            for stream_name, ids in changed.items():
-                stream = STREAM_BY_NAME[stream_name]
-                for object_id, event_created in ids.items():
-                    obj = self._retrieve(stream, object_id)
-                    if obj is None:
-                        continue
-                    record = self._validated(stream, obj, report, _ts(event_created))
-                    if record is not None:
-                        writer.add_all([record])
-            # Objects that have no events of their own (balance transactions) are re-listed
-            # with an overlap, which the upsert makes harmless.
-            bt = STREAM_BY_NAME["balance_transactions"]
-            overlap = since - int(timedelta(days=1).total_seconds())
-            writer.add_all(self._list(bt, report, {"created[gte]": overlap}))
-        return position
-
-    def _read_events(
-        self,
-        window_start: int,
-        seen: set[str],
-        report: _Report,
-        *,
-        floor: int | None = None,
-    ) -> tuple[dict[str, dict[str, int]], _EventPosition]:
-        """The objects changed by events created since `window_start` that are not in `seen`
-        (stream -> id -> newest event time), and the cursor to keep: the newest event time
-        (at least `floor`) and the ids of the events within the overlap before it."""
-        changed: dict[str, dict[str, int]] = defaultdict(dict)
-        newest: int | None = None
-        recent: list[tuple[int, str]] = []
-        for text in self._pages("/v1/events", {"created[gte]": window_start}):
-            head = _event_head(text)
-            if head.created is not None:
-                # newest first: the first event read is the newest one
-                newest = head.created if newest is None else newest
-                if head.id and head.created >= newest - self.event_overlap_seconds:
-                    recent.append((head.created, head.id))
-            if head.id in seen:
-                continue  # applied by an earlier sync (read again in the overlap)
-            try:
-                event = st.Event.model_validate_json(text)
-            except ValidationError as exc:
-                report.reject("events", text, exc)
-                continue
-            _note_change(changed, event)
-        if floor is not None:
-            newest = floor if newest is None else max(newest, floor)
-        if newest is None:
-            return changed, _EventPosition(None)
-        recent = sorted(
-            (r for r in recent if r[0] >= newest - self.event_overlap_seconds), reverse=True
-        )
-        return changed, _EventPosition(
-            newest, tuple(event_id for _, event_id in recent[: self.max_remembered_events])
-        )
-
-    # --- reading -------------------------------------------------------------------------
-
-    def _list(
-        self, stream: Stream, report: _Report, extra: Mapping[str, Any] | None = None
-    ) -> Iterator[RawRecord]:
-        for obj in self._pages(stream.path, {**dict(stream.params), **(extra or {})}):
-            record = self._validated(stream, obj, report)
-            if record is not None:
-                yield record
-
-    def _validated(
-        self,
-        stream: Stream,
-        obj: bytes,
-        report: _Report,
-        source_updated_at: datetime | None = None,
-    ) -> RawRecord | None:
-        """Validate one object's JSON text; the text itself is what gets landed. A record
-        that fails is named and counted, and the others carry on."""
-        report.listed(stream.name, obj)
-        try:
-            model = stream.model.model_validate_json(obj)
-            if isinstance(model, st.Invoice) and model.lines.has_more:
-                complete = self._with_all_lines(obj)
-                if complete is None:
-                    return None  # a draft deleted while we read it
-                obj = complete
-                model = stream.model.model_validate_json(obj)
-        except ValidationError as exc:
-            report.reject(stream.name, obj, exc)
-            return None
-        return RawRecord(stream.name, model.id, obj, source_updated_at)
-
-    def _retrieve(self, stream: Stream, object_id: str) -> bytes | None:
+    def retrieve(self, stream: Stream, object_id: str) -> bytes | None:
         # The list's expansions, minus their "data." prefix (one per stream).
         params = {k: v.removeprefix("data.") for k, v in stream.params if k == "expand[]"}
         try:
@@ -392,6 +173,116 @@ class StripeAdapter(IntegrationAdapter):
             pass  # not even an object: validation names it
         return obj
 
+    def complete(self, stream: Stream, obj: bytes, model: BaseModel) -> bytes | None:
+        if isinstance(model, st.Invoice) and model.lines.has_more:
+            return self._with_all_lines(obj)
+        return obj
+
+    def head(self, obj: bytes) -> ObjectHead:
+        return _head(obj)
+
+    # --- the object engine's hooks: changes ----------------------------------------------
+
+    def needs_full_read(self, cursor: Mapping[str, Any]) -> bool:
+        newest = (self._newest_event or {}).get("created")
+        created = _EventPosition.from_cursor(cursor).created
+        return created is None or (
+            newest is not None and newest - created > EVENT_RETENTION.total_seconds()
+        )
+
+    def changes(self, cursor: Mapping[str, Any], ledger: Ledger) -> Changes:
+        position = _EventPosition.from_cursor(cursor)
+        since = position.created
+        assert since is not None, "needs_full_read() said a full read"
+        changed, position = self._read_events(
+            since - self.event_overlap_seconds, set(position.seen), ledger, floor=since
+        )
+        overlap = since - int(timedelta(days=1).total_seconds())
+        return Changes(
+            objects={
+                stream: {object_id: _ts(created) for object_id, created in ids.items()}
+                for stream, ids in changed.items()
+            },
+            cursor=position.as_cursor(),
+            since=_ts(since),
+            # Objects that have no events of their own are listed again with an overlap,
+            # which the upsert makes harmless.
+            relist={UNEVENTFUL_STREAM: {"created[gte]": overlap}},
+        )
+
+    def relisting(self, cursor: Mapping[str, Any], ledger: Ledger) -> Relisting:
+        """The events already visible are remembered first: the lists read afterwards show
+        their effects, so the next incremental sync skips them."""
+        position = _EventPosition.from_cursor(cursor)
+        newest = (self._newest_event or {}).get("created")
+        if newest is not None:
+            position = self._read_events(
+                newest - self.event_overlap_seconds, set(), ledger, floor=newest
+            )[1]
+        return Relisting(cursor=position.as_cursor(), bound=newest)
+
+    # --- the object engine's hooks: metrics ----------------------------------------------
+
+    def metrics(self, db: DbConnection) -> Iterator[MetricsRow]:
+        workspace = self.context.workspace
+        self._scope = MetricsScope(
+            workspace_id=workspace.id,
+            reporting_currency=workspace.reporting_currency,
+            timezone=workspace.timezone,
+            today=self._today(),
+        )
+        return compute_stripe_metrics(db, self._scope)
+
+    def transform(self, raw: MetricsRow) -> list[KPIData]:
+        """One row of the metrics query (a day's MRR, movements, counts and cohort ratios,
+        or one money metric of a day) -> its points."""
+        assert self._scope is not None, "transform() runs inside sync()"
+        return metric_points(self._scope, raw)
+
+    # --- events ----------------------------------------------------------------------------
+
+    def _read_events(
+        self,
+        window_start: int,
+        seen: set[str],
+        ledger: Ledger,
+        *,
+        floor: int | None = None,
+    ) -> tuple[dict[str, dict[str, int]], _EventPosition]:
+        """The objects changed by events created since `window_start` that are not in `seen`
+        (stream -> id -> newest event time), and the cursor to keep: the newest event time
+        (at least `floor`) and the ids of the events within the overlap before it."""
+        changed: dict[str, dict[str, int]] = defaultdict(dict)
+        newest: int | None = None
+        recent: list[tuple[int, str]] = []
+        for text in self._list_items("/v1/events", {"created[gte]": window_start}):
+            head = _head(text)
+            if head.created is not None:
+                # newest first: the first event read is the newest one
+                newest = head.created if newest is None else newest
+                if head.id and head.created >= newest - self.event_overlap_seconds:
+                    recent.append((head.created, head.id))
+            if head.id in seen:
+                continue  # applied by an earlier sync (read again in the overlap)
+            try:
+                event = st.Event.model_validate_json(text)
+            except ValidationError as exc:
+                ledger.reject("events", text, exc)
+                continue
+            _note_change(changed, event)
+        if floor is not None:
+            newest = floor if newest is None else max(newest, floor)
+        if newest is None:
+            return changed, _EventPosition(None)
+        recent = sorted(
+            (r for r in recent if r[0] >= newest - self.event_overlap_seconds), reverse=True
+        )
+        return changed, _EventPosition(
+            newest, tuple(event_id for _, event_id in recent[: self.max_remembered_events])
+        )
+
+    # --- reading -------------------------------------------------------------------------
+
     def _with_all_lines(self, invoice_json: bytes) -> bytes | None:
         """The invoice with every line (an embedded line list stops after its first page);
         None when the invoice no longer exists."""
@@ -400,7 +291,7 @@ class StripeAdapter(IntegrationAdapter):
         data = list(lines["data"])
         last = data[-1]["id"] if data else None
         try:
-            for line in self._pages(f"/v1/invoices/{invoice['id']}/lines", {}, starting_after=last):
+            for line in self._list_items(f"/v1/invoices/{invoice['id']}/lines", {}, after=last):
                 data.append(msgspec.json.decode(line))
         except ProviderRequestError as exc:
             if exc.status == 404:
@@ -412,33 +303,24 @@ class StripeAdapter(IntegrationAdapter):
         page = self._read(path, params, _Page)
         return msgspec.json.decode(page.data[0]) if page.data else None
 
-    def _pages(
-        self, path: str, params: dict[str, Any], *, starting_after: str | None = None
+    def _list_items(
+        self, path: str, params: dict[str, Any], *, after: str | None = None
     ) -> Iterator[bytes]:
-        """The JSON text of every object of a list endpoint, newest first.
+        """The JSON text of every object of a list endpoint, newest first (the next page
+        fetched while the caller handles this one)."""
 
-        A page is only split into its objects' texts here (never decoded into Python
-        objects); the next page is fetched while the caller handles this one, its cursor
-        being this page's last id, known on arrival.
-        """
+        def fetch(request: PageRequest) -> Page[bytes]:
+            return self._page(path, params, request)
 
-        def fetch(after: str | None) -> tuple[list[bytes], str | None]:
-            query = {**params, "limit": self.page_size}
-            if after:
-                query["starting_after"] = after
-            page = self._read(path, query, _Page)
-            data = [bytes(raw) for raw in page.data]
-            return data, _last_id(path, data) if page.has_more else None
+        try:
+            yield from items(StartingAfter(_id_of, start=after), fetch, prefetch=True)
+        except PagingError as exc:
+            raise ProviderUnavailable(PROVIDER, f"{path} {exc}") from None
 
-        with ThreadPoolExecutor(max_workers=1) as prefetch:
-            upcoming = prefetch.submit(fetch, starting_after)
-            while True:
-                data, after = upcoming.result()
-                if after:
-                    upcoming = prefetch.submit(fetch, after)
-                yield from data
-                if not after:
-                    return
+    def _page(self, path: str, params: Mapping[str, Any], request: PageRequest) -> Page[bytes]:
+        """One page, only split into its objects' texts (never decoded into Python objects)."""
+        page = self._read(path, {**params, "limit": self.page_size, **request.query}, _Page)
+        return Page(items=[bytes(raw) for raw in page.data], has_more=page.has_more)
 
     def _read(self, path: str, params: dict[str, Any], into: type[T]) -> T:
         """GET and decode into `into`, retrying what is worth retrying (see `_attempt`).
@@ -452,6 +334,7 @@ class StripeAdapter(IntegrationAdapter):
         def attempt() -> T:
             nonlocal attempts
             attempts += 1
+            self._stats.requests_sent += 1
             body = self._attempt(path, params)
             try:
                 return msgspec.json.decode(body, type=into)
@@ -464,6 +347,7 @@ class StripeAdapter(IntegrationAdapter):
             wait=self._backoff,
             retry=retry_if_exception(lambda exc: isinstance(exc, _Failure) and exc.retry),
             before_sleep=self._log_retry(path),
+            sleep=self._sleep,
             reraise=True,
         )
         try:
@@ -546,10 +430,15 @@ class StripeAdapter(IntegrationAdapter):
 
         return log
 
+    def _sleep(self, seconds: float) -> None:
+        self._stats.retries += 1
+        self._stats.seconds_waited += seconds
+        time.sleep(seconds)
+
     def _client(self) -> stripe.StripeClient:
         if self._stripe is None:
             key = read_secret(self.context.connection, "api_key")
-            st.StripeConnectionSettings.model_validate(self.context.connection.settings)
+            validated_settings(self.context.connection, st.StripeConnectionSettings)
             base = settings.provider_base_url(PROVIDER, DEFAULT_BASE_URL, self.base_url)
             self._stripe = stripe.StripeClient(
                 key,
@@ -562,32 +451,7 @@ class StripeAdapter(IntegrationAdapter):
             )
         return self._stripe
 
-    # --- metrics -------------------------------------------------------------------------
-
-    def _metrics(self) -> Iterator[KPIData]:
-        workspace = self.context.workspace
-        scope = MetricsScope(
-            workspace_id=workspace.id,
-            reporting_currency=workspace.reporting_currency,
-            timezone=workspace.timezone,
-            today=self._today(),
-        )
-        with self.context.warehouse.tenant(workspace.id, actor=self.context.actor) as db:
-            yield from compute_stripe_metrics(db, scope)
-
-    def _write_metrics(self) -> Any:
-        started = time.perf_counter()
-        points = list(self._metrics())
-        writer = self.point_writer()
-        with writer.open():
-            writer.add_all(points)
-        self.context.log.info(
-            f"stripe: {len(points)} metric points computed in"
-            f" {time.perf_counter() - started:.1f} s; {writer.stats.written} changed"
-        )
-        return writer.stats
-
-    def _today(self) -> Any:
+    def _today(self) -> date:
         newest = (self._newest_event or {}).get("created")
         now = datetime.now(UTC)
         if newest is not None:
@@ -597,81 +461,19 @@ class StripeAdapter(IntegrationAdapter):
 
 @dataclass(frozen=True)
 class _EventPosition:
-    """Where the events cursor stands: the newest event time read, the ids of the events
-    created within the overlap before it (already applied, so skipped when read again), and
-    the objects rejected by the last sync (read again by the next one: no event may name
-    them again)."""
+    """Where the events cursor stands: the newest event time read, and the ids of the
+    events created within the overlap before it (already applied, so skipped when read
+    again)."""
 
     created: int | None
     seen: tuple[str, ...] = ()
-    rejected: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
 
     @classmethod
     def from_cursor(cls, cursor: Mapping[str, Any]) -> _EventPosition:
-        rejected = cursor.get("rejected_ids") or {}
-        return cls(
-            cursor.get("last_event_created"),
-            tuple(cursor.get("seen_event_ids") or ()),
-            {s: tuple(ids) for s, ids in rejected.items() if s in STREAM_BY_NAME},
-        )
-
-    def with_rejected(self, rejected: Mapping[str, list[str]]) -> _EventPosition:
-        kept = {
-            s: tuple(ids[:MAX_RETRIED_REJECTIONS])
-            for s, ids in rejected.items()
-            if ids and s in STREAM_BY_NAME  # a rejected event names no object to read again
-        }
-        return _EventPosition(self.created, self.seen, kept)
+        return cls(cursor.get("last_event_created"), tuple(cursor.get("seen_event_ids") or ()))
 
     def as_cursor(self) -> dict[str, Any]:
-        return {
-            "last_event_created": self.created,
-            "seen_event_ids": list(self.seen),
-            "rejected_ids": {s: list(ids) for s, ids in self.rejected.items()},
-        }
-
-
-@dataclass
-class _Report:
-    """Records read and rejected, the rejections named (bounded), and per stream what a
-    reconciliation needs: objects read, and those created by `bound` (read or rejected)."""
-
-    records: int = 0
-    rejected: int = 0
-    errors: list[str] = field(default_factory=list)
-    unnamed: int = 0
-    bound: int | None = None
-    per_stream: dict[str, int] = field(default_factory=lambda: defaultdict(int))
-    listed_in_bound: dict[str, int] = field(default_factory=lambda: defaultdict(int))
-    rejected_ids: dict[str, list[str]] = field(default_factory=lambda: defaultdict(list))
-    rejected_in_bound: dict[str, list[str]] = field(default_factory=lambda: defaultdict(list))
-
-    def _in_bound(self, obj: bytes) -> bool:
-        created = _created_of(obj) if self.bound is not None else None
-        return created is None or self.bound is None or created <= self.bound
-
-    def listed(self, stream: str, obj: bytes) -> None:
-        self.records += 1
-        self.per_stream[stream] += 1
-        if self._in_bound(obj):
-            self.listed_in_bound[stream] += 1
-
-    def reject(self, stream: str, obj: bytes, exc: ValidationError) -> None:
-        self.rejected += 1
-        object_id = _id_of(obj)
-        if object_id is not None and len(self.rejected_ids[stream]) < 10 * MAX_NAMED_ERRORS:
-            self.rejected_ids[stream].append(object_id)
-            if self._in_bound(obj):
-                self.rejected_in_bound[stream].append(object_id)
-        if len(self.errors) < MAX_NAMED_ERRORS:
-            self.errors.append(_rejection(stream, object_id, exc))
-        else:
-            self.unnamed += 1
-            note = f"... and {self.unnamed} more rejected record(s), not named"
-            if self.errors[-1].startswith("... and "):
-                self.errors[-1] = note
-            else:
-                self.errors.append(note)
+        return {"last_event_created": self.created, "seen_event_ids": list(self.seen)}
 
 
 class _Failure(Exception):
@@ -720,16 +522,6 @@ def _header(headers: Any, name: str) -> str | None:
     return value.strip().lower() if isinstance(value, str) else None
 
 
-def _last_id(path: str, data: list[bytes]) -> str:
-    """The cursor for the next page: the id of the page's last object (or of the last one
-    that has an id, when an object came without one: it is rejected, the rest carries on)."""
-    for obj in reversed(data):
-        object_id = _id_of(obj)
-        if object_id is not None:
-            return object_id
-    raise ProviderUnavailable(PROVIDER, f"{path} sent a page whose objects have no ids")
-
-
 class _Page(msgspec.Struct):
     data: list[msgspec.Raw]
     has_more: bool = False
@@ -739,20 +531,15 @@ class _Identified(msgspec.Struct):
     id: str
 
 
-class _Head(msgspec.Struct):
-    id: str | None = None
-    created: int | None = None
-
-
 class _Deleted(msgspec.Struct):
     deleted: bool = False
 
 
-def _event_head(obj: bytes) -> _Head:
+def _head(obj: bytes) -> ObjectHead:
     try:
-        return msgspec.json.decode(obj, type=_Head)
+        return msgspec.json.decode(obj, type=ObjectHead)
     except msgspec.DecodeError:
-        return _Head()
+        return ObjectHead()
 
 
 def _id_of(obj: bytes) -> str | None:
@@ -762,29 +549,9 @@ def _id_of(obj: bytes) -> str | None:
         return None
 
 
-def _created_of(obj: bytes) -> int | None:
-    return _event_head(obj).created
-
-
-def _add_run_metadata(metadata: dict[str, Any]) -> None:
-    """Add to the materialization's metadata of the asset this sync runs for."""
-    try:
-        context = dg.AssetExecutionContext.get()
-    except dg.DagsterInvariantViolationError:
-        return  # not inside a Dagster step: the log line has it
-    context.add_asset_metadata(metadata)
-
-
 def _ts(seconds: int | None) -> datetime | None:
     return datetime.fromtimestamp(seconds, UTC) if seconds is not None else None
 
 
 def _stripe_message(exc: stripe.StripeError) -> str:
     return (exc.user_message or str(exc) or type(exc).__name__)[:_MESSAGE_LIMIT]
-
-
-def _rejection(stream: str, object_id: str | None, exc: ValidationError) -> str:
-    reasons = "; ".join(
-        f"{'.'.join(str(p) for p in e['loc'])}: {e['msg']}" for e in exc.errors()[:3]
-    )
-    return f"{stream} {object_id or '?'}: {reasons}"

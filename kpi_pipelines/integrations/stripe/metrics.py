@@ -12,7 +12,7 @@ not with customers x days).
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from datetime import date, datetime
 from typing import Any
@@ -54,6 +54,20 @@ MRR_METRICS = (
     "fx_adjustment_mrr",
 )
 MONEY_METRICS = (*MRR_METRICS, "arpa", "revenue", "refunds", "net_revenue")
+# Every metric this module computes (catalog keys, kpi-definitions.md).
+METRICS = (
+    *MRR_METRICS,
+    "active_customers",
+    "new_customers",
+    "churned_customers",
+    "customer_churn_rate",
+    "revenue_churn_rate",
+    "net_revenue_retention",
+    "arpa",
+    "revenue",
+    "refunds",
+    "net_revenue",
+)
 
 
 class MissingFxRate(LookupError):
@@ -508,8 +522,14 @@ class MetricsScope:
     today: date
 
 
-def compute_stripe_metrics(db: Connection, scope: MetricsScope) -> Iterator[KPIData]:
-    """Run the whole computation in the caller's tenant transaction; yield every point."""
+# One row of the computation: a day's MRR, movements, counts and cohort figures (the daily
+# query), or one money metric of a day ({"day": ..., "revenue": ...}).
+MetricsRow = Mapping[str, Any]
+
+
+def compute_stripe_metrics(db: Connection, scope: MetricsScope) -> Iterator[MetricsRow]:
+    """Run the whole computation in the caller's tenant transaction; yield every row of its
+    results (`metric_points` turns one into its points)."""
     params: dict[str, Any] = {
         "tz": scope.timezone,
         "today": scope.today,
@@ -545,10 +565,20 @@ def compute_stripe_metrics(db: Connection, scope: MetricsScope) -> Iterator[KPID
         cursor.execute(_DAILY, params)
         columns = [c.name for c in cursor.description]
         for values in cursor:
-            yield from _daily_points(scope, dict(zip(columns, values, strict=True)))
+            yield dict(zip(columns, values, strict=True))
         cursor.execute(_MONEY_DAILY, params)
         for metric, day, value in cursor.fetchall():
-            yield _point(scope, metric, day, float(value))
+            yield {"day": day, metric: value}
+
+
+def metric_points(scope: MetricsScope, row: MetricsRow) -> list[KPIData]:
+    """The points of one row of `compute_stripe_metrics`."""
+    if "mrr" in row:
+        return list(_daily_points(scope, row))
+    day = row["day"]
+    return [
+        _point(scope, metric, day, float(value)) for metric, value in row.items() if metric != "day"
+    ]
 
 
 def _point(scope: MetricsScope, metric: str, day: date, value: float, **metadata: Any) -> KPIData:
@@ -565,7 +595,7 @@ def _point(scope: MetricsScope, metric: str, day: date, value: float, **metadata
     )
 
 
-def _daily_points(scope: MetricsScope, row: dict[str, Any]) -> Iterator[KPIData]:
+def _daily_points(scope: MetricsScope, row: MetricsRow) -> Iterator[KPIData]:
     day = row["day"]
     for metric in MRR_METRICS:
         yield _point(scope, metric, day, float(row[metric] or 0))
@@ -598,4 +628,12 @@ def reporting_today(now: datetime, timezone: str) -> date:
     return now.astimezone(ZoneInfo(timezone)).date()
 
 
-__all__ = ["MetricsScope", "MissingFxRate", "compute_stripe_metrics", "reporting_today"]
+__all__ = [
+    "METRICS",
+    "MetricsRow",
+    "MetricsScope",
+    "MissingFxRate",
+    "compute_stripe_metrics",
+    "metric_points",
+    "reporting_today",
+]

@@ -1,9 +1,30 @@
 """Stripe, declared: revenue, MRR and churn, synced on webhook events and reconciled daily."""
 
+from kpi_pipelines.integrations.shared.engines.objects import ObjectEngine, Stream
 from kpi_pipelines.integrations.shared.spec import AuthKind, Cadence, ProviderSpec, SecretSpec
-from kpi_pipelines.integrations.stripe.adapter import PROVIDER, StripeAdapter
+from kpi_pipelines.integrations.stripe import types as st
+from kpi_pipelines.integrations.stripe.adapter import PROVIDER, UNEVENTFUL_STREAM, StripeAdapter
+from kpi_pipelines.integrations.stripe.metrics import METRICS
 from kpi_pipelines.integrations.stripe.types import StripeConnectionSettings
 from kpi_pipelines.integrations.stripe.webhooks.sensor import webhook_inbox_sensor
+
+# Listed in this order on a full read; expansions bring what metrics need in one request.
+STREAMS = (
+    Stream("customers", "/v1/customers", st.Customer),
+    Stream("products", "/v1/products", st.StripeObject),
+    Stream("prices", "/v1/prices", st.Price, (("expand[]", "data.tiers"),)),
+    Stream("coupons", "/v1/coupons", st.Coupon),
+    Stream(
+        "subscriptions",
+        "/v1/subscriptions",
+        st.Subscription,
+        (("status", "all"), ("expand[]", "data.discounts")),
+    ),
+    Stream("invoices", "/v1/invoices", st.Invoice, (("expand[]", "data.discounts"),)),
+    Stream("charges", "/v1/charges", st.Charge),
+    Stream("refunds", "/v1/refunds", st.Refund),
+    Stream(UNEVENTFUL_STREAM, "/v1/balance_transactions", st.BalanceTransaction),
+)
 
 SPEC = ProviderSpec(
     key=PROVIDER,
@@ -27,25 +48,8 @@ SPEC = ProviderSpec(
     group="revenue",
     kinds=frozenset({"stripe"}),
     tags={"kpi/domain": "revenue"},
-    metrics=(
-        "mrr",
-        "new_mrr",
-        "expansion_mrr",
-        "contraction_mrr",
-        "churned_mrr",
-        "reactivation_mrr",
-        "fx_adjustment_mrr",
-        "active_customers",
-        "new_customers",
-        "churned_customers",
-        "customer_churn_rate",
-        "revenue_churn_rate",
-        "net_revenue_retention",
-        "arpa",
-        "revenue",
-        "refunds",
-        "net_revenue",
-    ),
+    metrics=METRICS,
+    engine=ObjectEngine(streams=STREAMS, cursor_stream="events"),
     sensors=(webhook_inbox_sensor,),
     webhooks="kpi_pipelines.integrations.stripe.webhooks.app:routes",
     demo="kpi_pipelines.sandbox.stripe.demo:prepare",

@@ -17,15 +17,15 @@ import sqlalchemy as sa
 
 from kpi_pipelines.definitions import PROVIDERS
 from kpi_pipelines.integrations.google_analytics.adapter import (
-    BY_DATE,
-    BY_DATE_CHANNEL,
     GoogleAnalyticsAdapter,
     _next_hour,
     _next_pacific_midnight,
-    _Progress,
 )
+from kpi_pipelines.integrations.google_analytics.spec import BY_DATE, BY_DATE_CHANNEL, SPEC
 from kpi_pipelines.integrations.shared.base_adapter import AdapterNotConnected, SyncContext
+from kpi_pipelines.integrations.shared.engines.report import ReadTally, Window
 from kpi_pipelines.integrations.shared.errors import ProviderAuthError
+from kpi_pipelines.integrations.shared.validation import Rejections
 from kpi_pipelines.resources import WarehouseResource
 from kpi_pipelines.sandbox.google import DEMO_REFRESH_TOKEN, Fault, GA4Quota, WebMetrics
 from kpi_pipelines.warehouse.control import list_connections
@@ -216,10 +216,12 @@ def test_paging_reads_past_10000_rows_with_the_default_limit(ga4) -> None:
     adapter = GoogleAnalyticsAdapter()
     adapter.connect(SyncContext(ga4.warehouse, workspace, connection, run_id="paging"))
     try:
-        today = adapter._probe("1003").today
+        scope = adapter.probe()
+        today = scope.today
         start = today - timedelta(days=1099)
-        errors: list[str] = []
-        rows = list(adapter._rows(BY_DATE_CHANNEL, start, today, _Progress(), errors))
+        tally = ReadTally()
+        errors = tally.rejections.errors
+        rows = list(SPEC.engine.rows(adapter, BY_DATE_CHANNEL, scope, Window(start, today), tally))
     finally:
         adapter.disconnect()
     expected = ga4.sandbox.truth_by_date_channel("1003", start, today)
@@ -407,7 +409,12 @@ def test_a_truncated_response_fails_the_run_and_keeps_completed_windows(ga4) -> 
 
 def test_a_row_that_fails_validation_is_named_and_skipped() -> None:
     adapter = GoogleAnalyticsAdapter()
-    errors: list[str] = []
+    rejections = Rejections(limit=10)
+    errors = rejections.errors
+
+    def validated(report, raw, errors):  # the engine's validation, with the adapter's hooks
+        return SPEC.engine.validated(adapter, report, raw, rejections)
+
     good = {
         "dimensionValues": [{"value": "20250601"}, {"value": "Direct"}],
         "metricValues": [{"value": v} for v in ("10", "8", "3", "6", "1")],
@@ -417,10 +424,10 @@ def test_a_row_that_fails_validation_is_named_and_skipped() -> None:
         "metricValues": [{"value": v} for v in ("10", "8.5", "3", "6", "1")],
     }
     short = {"dimensionValues": [{"value": "20250601"}], "metricValues": [{"value": "1"}]}
-    row = adapter._validated(BY_DATE_CHANNEL, good, errors)
+    row = validated(BY_DATE_CHANNEL, good, errors)
     assert row is not None and row.day == date(2025, 6, 1) and row.total_users == 8
-    assert adapter._validated(BY_DATE_CHANNEL, bad, errors) is None
-    assert adapter._validated(BY_DATE, short, errors) is None
+    assert validated(BY_DATE_CHANNEL, bad, errors) is None
+    assert validated(BY_DATE, short, errors) is None
     assert errors[0].startswith("by_date_channel row [2025-06-01, Email]: day:")
     assert "total_users" in errors[0]
     assert errors[1].startswith("by_date row [20250601]:")

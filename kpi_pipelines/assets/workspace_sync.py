@@ -1,0 +1,194 @@
+"""One workspace's sync inside a run: bound, synced, measured, judged, its health recorded.
+
+A run may sync several workspaces (a range of workspace partitions); each goes through
+`sync_workspace` on its own: its own connection and transactions (the engines write in
+transactions scoped to the workspace), its own health record, metadata and failure. What
+fails in one workspace is caught here and returned as that workspace's outcome, so the
+next workspace still syncs and nothing of the ones before is rolled back.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+import dagster as dg
+import psycopg
+import sqlalchemy as sa
+
+from kpi_pipelines.assets.memory import PeakMemory
+from kpi_pipelines.integrations.shared.base_adapter import IntegrationAdapter, SyncContext
+from kpi_pipelines.integrations.shared.errors import ProviderError
+from kpi_pipelines.integrations.shared.redaction import (
+    RedactingLogger,
+    redact,
+    redacted_traceback,
+)
+from kpi_pipelines.integrations.shared.spec import ProviderSpec
+from kpi_pipelines.models import SyncResult
+from kpi_pipelines.warehouse.control import get_connection, get_workspace, record_sync_outcome
+from kpi_pipelines.warehouse.database import Warehouse, connection_lost
+
+# Errors whose message is meant for the person running the sync (what to fix, or wait for).
+USER_FACING_ERRORS = (ValueError, LookupError, PermissionError, FileNotFoundError, ProviderError)
+# Rejected records named in a run's log line (the rest are counted).
+MAX_LOGGED_ERRORS = 20
+
+
+@dataclass
+class WorkspaceOutcome:
+    """How one workspace's sync ended: synced (`result`, `metadata`), failed (`failure`),
+    or passed over (`skipped`: a run over several workspaces, and this one has no
+    connection to the provider)."""
+
+    workspace_id: str
+    result: SyncResult | None = None
+    metadata: dict[str, Any] = field(default_factory=dict)
+    failure: str | None = None
+    failure_metadata: dict[str, Any] = field(default_factory=dict)
+    retryable: bool = False
+    skipped: str | None = None
+
+
+def sync_workspace(
+    spec: ProviderSpec,
+    adapter: IntegrationAdapter,
+    warehouse: Warehouse,
+    workspace_id: str,
+    options: Mapping[str, Any],
+    *,
+    run_id: str,
+    log: Any,
+    several: bool,
+) -> WorkspaceOutcome:
+    """connect -> sync -> disconnect for one workspace, never raising what the sync raised:
+    it is the outcome's `failure` (redacted), and the connection's health records it."""
+    try:
+        with warehouse.control() as db:
+            workspace = get_workspace(db, workspace_id)
+            connection = get_connection(db, workspace_id, spec.key, options.get("connection"))
+    except LookupError as exc:
+        if several:  # a range of workspaces holds some that do not use this provider
+            return WorkspaceOutcome(workspace_id, skipped=redact(str(exc)))
+        return WorkspaceOutcome(workspace_id, failure=redact(str(exc)))
+    except Exception as exc:
+        return _failed(spec, warehouse, workspace_id, None, exc)
+    context = SyncContext(
+        warehouse=warehouse,
+        workspace=workspace,
+        connection=connection,
+        run_id=run_id,
+        options=dict(options),
+        log=RedactingLogger(log, prefix=f"{workspace_id}: " if several else ""),
+    )
+    started = time.perf_counter()
+    try:
+        with PeakMemory() as memory:
+            adapter.connect(context)
+            try:
+                result = adapter.sync()
+                requests = adapter.request_stats()
+            finally:
+                adapter.disconnect()
+        elapsed = time.perf_counter() - started
+        # Records the provider sent that failed validation are named in the run and its
+        # checks, but do not back the connection off: only a provider that failed or
+        # stopped the sync (a spent quota) does.
+        _record_health(
+            warehouse,
+            workspace_id,
+            connection.id,
+            spec,
+            ok=result.stopped_by is None,
+            error=redact(result.stopped_by) if result.stopped_by else None,
+        )
+    except Exception as exc:
+        return _failed(spec, warehouse, workspace_id, connection.id, exc)
+    result = result.model_copy(update={"errors": [redact(e) for e in result.errors]})
+    if result.errors:
+        context.log.warning(
+            f"the sync reported {len(result.errors)} error(s): {result.errors[:MAX_LOGGED_ERRORS]}"
+        )
+    return WorkspaceOutcome(
+        workspace_id,
+        result=result,
+        metadata=_sync_metadata(result, elapsed, memory, requests),
+    )
+
+
+def _failed(
+    spec: ProviderSpec,
+    warehouse: Warehouse,
+    workspace_id: str,
+    connection_id: int | None,
+    exc: Exception,
+) -> WorkspaceOutcome:
+    """The failure of one workspace, remembered on its connection; its message and
+    traceback are redacted (no unredacted cause chain leaves the run)."""
+    extra: dict[str, Any] = {}
+    if isinstance(exc, USER_FACING_ERRORS):
+        # Bad input, a broken connection or a provider that stays down: said plainly.
+        message = redact(str(exc))
+    elif connection_lost(exc):  # a restart, a failover, the network
+        reason = redact(str(exc)).strip().splitlines()[0][:300]
+        message = (
+            f"lost the warehouse database mid-sync ({reason}); every batch committed"
+            " before is kept, and the run can be retried"
+        )
+    else:
+        # A bug or an unmapped provider failure: its message and traceback may carry a
+        # secret, so only their redacted text leaves the run.
+        message = f"{spec.key} failed unexpectedly: {redact(f'{type(exc).__name__}: {exc}')}"
+        extra["traceback"] = dg.MetadataValue.text(redacted_traceback(exc))
+    if connection_id is not None:
+        with contextlib.suppress(sa.exc.OperationalError, psycopg.OperationalError):
+            _record_health(warehouse, workspace_id, connection_id, spec, ok=False, error=message)
+    return WorkspaceOutcome(
+        workspace_id,
+        failure=message,
+        failure_metadata={"error_type": type(exc).__name__, "provider": spec.key, **extra},
+        retryable=isinstance(exc, ProviderError) or connection_lost(exc),
+    )
+
+
+def _record_health(
+    warehouse: Warehouse,
+    workspace_id: str,
+    connection_id: int | None,
+    spec: ProviderSpec,
+    *,
+    ok: bool,
+    error: str | None,
+) -> None:
+    assert connection_id is not None
+    cadence = spec.cadence.interval if spec.cadence else None
+    with warehouse.tenant(workspace_id, actor="health") as db:
+        record_sync_outcome(db, connection_id, success=ok, error=error, cadence=cadence)
+
+
+def _sync_metadata(
+    result: SyncResult, elapsed: float, memory: PeakMemory, requests: Mapping[str, int | float]
+) -> dict[str, Any]:
+    return {
+        "success": result.success,
+        "records_processed": result.records_processed,
+        "records_rejected": result.records_rejected,
+        "points_written": result.points_written,
+        "points_unchanged": result.points_unchanged,
+        "errors": dg.MetadataValue.json(result.errors[:100]),
+        "last_sync_at": dg.MetadataValue.timestamp(result.last_sync_at),
+        "seconds": round(elapsed, 3),
+        "records_per_second": round(result.records_processed / max(elapsed, 1e-9), 1),
+        # this sync's peak, and how far it rose above where the sync started
+        "peak_memory_mb": round(memory.peak_mb, 1),
+        "memory_growth_mb": round(memory.growth_mb, 1),
+        **requests,
+        **{f"{phase}_seconds": round(seconds, 3) for phase, seconds in result.timings.items()},
+        **{
+            name: dg.MetadataValue.json(value) if isinstance(value, dict | list) else value
+            for name, value in result.details.items()
+        },
+    }

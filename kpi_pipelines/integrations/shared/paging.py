@@ -1,0 +1,221 @@
+"""Paginators: how to ask a list endpoint for its next page, and when to stop.
+
+A provider's hook sends one request and reads the response into a `Page` (its items and
+what the provider said about what comes next: `has_more`, a token, a next link, a total).
+A paginator sees only that `Page` and answers with the next `PageRequest`, or None when
+the list is complete; it never sends anything itself, so one paginator serves every
+provider that pages the same way. `pages()` drives the two, and can fetch the next page
+on a worker thread while the caller handles this one (the next request is known as soon
+as a page arrives).
+
+The family: `StartingAfter` (Stripe: the last object's id), `NextUrl` (a next link in the
+body, or in the Link header: `link_header_next`), `PageToken` (a token or cursor the body
+names: Google's nextPageToken, Notion's next_cursor with has_more, HubSpot's
+paging.next.after; sent in the query or, with `in_body=True`, in a JSON body as Notion's
+start_cursor) and `Offset` (offset/limit until the total, or until a short page).
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from typing import Any, Generic, TypeVar
+
+import httpx
+
+T = TypeVar("T")
+
+
+class PagingError(ValueError):
+    """A list that cannot be paged further (a page without a cursor, a page asked for twice);
+    the caller names the endpoint."""
+
+
+@dataclass(frozen=True)
+class PageRequest:
+    """What to add to a list request for one page: query fields, JSON body fields, or an
+    absolute next link to GET instead."""
+
+    query: Mapping[str, Any] = field(default_factory=dict)
+    body: Mapping[str, Any] = field(default_factory=dict)
+    url: str | None = None
+
+
+@dataclass(frozen=True)
+class Page(Generic[T]):
+    """One page as the provider's hook read it."""
+
+    items: Sequence[T]
+    has_more: bool | None = None  # None: the provider does not say
+    next_token: str | None = None
+    next_url: str | None = None
+    total: int | None = None  # items the whole list has, where the provider counts them
+
+
+class Paginator(ABC):
+    """Asks for the first page, then for each next one until its stop condition holds."""
+
+    def __init__(self, *, in_body: bool = False) -> None:
+        self.in_body = in_body
+
+    def first(self) -> PageRequest:
+        return PageRequest()
+
+    @abstractmethod
+    def next(self, request: PageRequest, page: Page[Any]) -> PageRequest | None:
+        """The request for the page after `page` (asked for with `request`), or None."""
+
+    def _fields(self, fields: Mapping[str, Any]) -> PageRequest:
+        return PageRequest(body=fields) if self.in_body else PageRequest(query=fields)
+
+    def _sent(self, request: PageRequest) -> Mapping[str, Any]:
+        return request.body if self.in_body else request.query
+
+
+class StartingAfter(Paginator):
+    """Stripe's lists: `starting_after` the last object's id while `has_more` is true.
+
+    `id_of` reads an item's id (None for an item that has none: it is rejected downstream,
+    and the id of the last item that has one is used)."""
+
+    def __init__(
+        self,
+        id_of: Callable[[Any], str | None],
+        *,
+        param: str = "starting_after",
+        start: str | None = None,
+    ) -> None:
+        super().__init__()
+        self.id_of = id_of
+        self.param = param
+        self.start = start
+
+    def first(self) -> PageRequest:
+        return self._fields({self.param: self.start} if self.start else {})
+
+    def next(self, request: PageRequest, page: Page[Any]) -> PageRequest | None:
+        if not page.has_more or not page.items:
+            return None
+        for item in reversed(page.items):
+            item_id = self.id_of(item)
+            if item_id is not None:
+                return self._fields({self.param: item_id})
+        raise PagingError("sent a page whose objects have no ids")
+
+
+class NextUrl(Paginator):
+    """A next link the provider gives (in the body, or `link_header_next` of the response);
+    none on the last page."""
+
+    def next(self, request: PageRequest, page: Page[Any]) -> PageRequest | None:
+        return PageRequest(url=page.next_url) if page.next_url else None
+
+
+class PageToken(Paginator):
+    """A token or cursor the body names for the next page, sent back as `param`; the list
+    ends without one, or when the body says `has_more` is false."""
+
+    def __init__(self, param: str, *, in_body: bool = False) -> None:
+        super().__init__(in_body=in_body)
+        self.param = param
+
+    def next(self, request: PageRequest, page: Page[Any]) -> PageRequest | None:
+        if page.has_more is False or not page.next_token:
+            return None
+        return self._fields({self.param: page.next_token})
+
+
+class Offset(Paginator):
+    """offset/limit: the next offset after the rows read, until `total` (where the page
+    says it, as GA4's rowCount) or until an empty or short page."""
+
+    def __init__(
+        self,
+        limit: int,
+        *,
+        offset_param: str = "offset",
+        limit_param: str = "limit",
+        in_body: bool = False,
+    ) -> None:
+        super().__init__(in_body=in_body)
+        if limit < 1:
+            raise ValueError(f"a page holds at least one item, not {limit}")
+        self.limit = limit
+        self.offset_param = offset_param
+        self.limit_param = limit_param
+
+    def first(self) -> PageRequest:
+        return self._fields({self.offset_param: 0, self.limit_param: self.limit})
+
+    def next(self, request: PageRequest, page: Page[Any]) -> PageRequest | None:
+        offset = int(self._sent(request)[self.offset_param]) + len(page.items)
+        if not page.items:
+            return None
+        if page.total is not None:
+            if offset >= page.total:
+                return None
+        elif len(page.items) < self.limit:
+            return None
+        return self._fields({self.offset_param: offset, self.limit_param: self.limit})
+
+
+def link_header_next(response: httpx.Response) -> str | None:
+    """The `rel="next"` target of a response's Link header (GitHub, Shopify style)."""
+    return response.links.get("next", {}).get("url")
+
+
+def pages(
+    paginator: Paginator,
+    fetch: Callable[[PageRequest], Page[T]],
+    *,
+    prefetch: bool = False,
+) -> Iterator[Page[T]]:
+    """Every page of a list: `fetch` sends one request and reads its page.
+
+    With `prefetch`, the next page is fetched on a worker thread while the caller handles
+    this one (one request in flight at a time; `fetch` must then be safe to call from
+    another thread). A request asked for twice in a row ends the list with PagingError
+    rather than looping forever.
+    """
+    if not prefetch:
+        request: PageRequest | None = paginator.first()
+        while request is not None:
+            page = fetch(request)
+            upcoming = _next(paginator, request, page)
+            yield page
+            request = upcoming
+        return
+
+    def fetch_and_next(request: PageRequest) -> tuple[Page[T], PageRequest | None]:
+        page = fetch(request)
+        return page, _next(paginator, request, page)
+
+    with ThreadPoolExecutor(max_workers=1) as worker:
+        pending = worker.submit(fetch_and_next, paginator.first())
+        while True:
+            page, upcoming = pending.result()
+            if upcoming is not None:
+                pending = worker.submit(fetch_and_next, upcoming)
+            yield page
+            if upcoming is None:
+                return
+
+
+def items(
+    paginator: Paginator,
+    fetch: Callable[[PageRequest], Page[T]],
+    *,
+    prefetch: bool = False,
+) -> Iterator[T]:
+    """Every item of a list, page after page (see `pages`)."""
+    for page in pages(paginator, fetch, prefetch=prefetch):
+        yield from page.items
+
+
+def _next(paginator: Paginator, request: PageRequest, page: Page[Any]) -> PageRequest | None:
+    upcoming = paginator.next(request, page)
+    if upcoming == request:
+        raise PagingError("named the page just read as the next one")
+    return upcoming

@@ -1,0 +1,289 @@
+"""Runs that sync several workspaces: one Dagster run over a range of workspace partitions,
+each workspace in its own transactions, with its own health, metadata and failure.
+
+A probe provider built from the kit does what each workspace's connection says (sync, crash
+half-way, reject a record, hold memory), so every way a workspace can end is shown in one
+run, through Dagster's own partition-range machinery."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any, ClassVar
+
+import dagster as dg
+import pytest
+
+from kpi_pipelines.assets.provider_asset import (
+    NO_MISSING_VALUES,
+    NO_REJECTED_RECORDS,
+    build_provider_asset,
+)
+from kpi_pipelines.automation.partitions import (
+    RANGE_END_TAG,
+    RANGE_START_TAG,
+    workspace_partitions,
+    workspace_range_tags,
+)
+from kpi_pipelines.integrations.shared.base_adapter import IntegrationAdapter
+from kpi_pipelines.integrations.shared.secrets import read_secret
+from kpi_pipelines.integrations.shared.spec import AuthKind, ProviderSpec
+from kpi_pipelines.models import KPIData, SyncResult
+from kpi_pipelines.resources import WarehouseResource
+from kpi_pipelines.warehouse.control import (
+    Connection,
+    Workspace,
+    add_connection,
+    add_workspace,
+    get_connection,
+    secret_namespace,
+)
+from kpi_pipelines.warehouse.tenant_data import read_points
+from kpi_pipelines_tests.run_results import failure_message
+
+SECRET = "ranged-canary-4d1e8b2a6c"  # no known secret shape: only registration redacts it
+POINTS = 30
+BATCH = 10
+HUNGRY_BYTES = 200 * 1024 * 1024
+
+
+class RangeProbeAdapter(IntegrationAdapter):
+    """Writes POINTS points in batches of BATCH, each batch its own transaction, then does
+    what its connection's `behaviour` says."""
+
+    provider: ClassVar[str] = "rangeprobe"
+
+    def check_connection(self) -> None:
+        read_secret(self.context.connection, "api_key")
+
+    def sync(self) -> SyncResult:
+        key = read_secret(self.context.connection, "api_key")
+        behaviour = self.context.connection.settings["behaviour"]
+        self.context.log.info(f"rangeprobe: syncing with {key}")
+        held = bytearray(HUNGRY_BYTES) if behaviour == "hungry" else None
+        writer = self.point_writer()
+        with writer.open():
+            for day in range(POINTS):
+                writer.add_all(self.transform(day))
+                if behaviour == "crash" and day == BATCH + 2:  # after one whole batch
+                    raise RuntimeError(f"the client library choked on its key {key!r}")
+        del held
+        rejected = behaviour == "reject"
+        return SyncResult(
+            success=not rejected,
+            records_processed=POINTS + rejected,
+            records_rejected=int(rejected),
+            points_written=writer.stats.written,
+            errors=["items it_9: amount: not a number"] if rejected else [],
+            last_sync_at=datetime.now(UTC),
+        )
+
+    def transform(self, raw: int) -> list[KPIData]:
+        return [
+            KPIData(
+                value=float(raw),
+                timestamp=datetime(2026, 1, 1 + raw, tzinfo=UTC),
+                source="rangeprobe",
+                workspace_id=self.context.workspace.id,
+                metric="probes",
+            )
+        ]
+
+
+SPEC = ProviderSpec(
+    key="rangeprobe",
+    display_name="Range probe",
+    description="A probe provider for runs over several workspaces.",
+    adapter=RangeProbeAdapter,
+    auth=AuthKind.API_KEY,
+    group="tests",
+    kinds=frozenset({"python"}),
+    metrics=("probes",),
+    workspaces_per_run=10,
+)
+rangeprobe_kpis = build_provider_asset(SPEC)
+
+
+@pytest.fixture
+def workspaces(warehouse, dagster_instance, monkeypatch):
+    """Add workspaces with a rangeprobe connection behaving as named (None: no connection),
+    in partition order."""
+
+    def add(**behaviours: str | None) -> list[str]:
+        ids = []
+        for name, behaviour in behaviours.items():
+            workspace_id = name.replace("_", "-")
+            add_workspace(warehouse, Workspace(id=workspace_id, name=workspace_id))
+            if behaviour is not None:
+                variable = f"{secret_namespace(workspace_id)}PROBE_KEY"
+                monkeypatch.setenv(variable, SECRET)
+                add_connection(
+                    warehouse,
+                    Connection(
+                        workspace_id=workspace_id,
+                        provider="rangeprobe",
+                        settings={"behaviour": behaviour},
+                        secret_env={"api_key": variable},
+                    ),
+                )
+            ids.append(workspace_id)
+        dagster_instance.add_dynamic_partitions(workspace_partitions.name, ids)
+        return ids
+
+    return add
+
+
+def run_over(instance: dg.DagsterInstance, workspace_ids: list[str]) -> dg.ExecuteInProcessResult:
+    """One run over `workspace_ids`, launched as a backfill launches it (range tags)."""
+    [tags] = workspace_range_tags(instance, workspace_ids)
+    return dg.materialize(
+        [rangeprobe_kpis],
+        instance=instance,
+        tags=tags,
+        resources={
+            "warehouse": WarehouseResource(),
+            "rangeprobe": RangeProbeAdapter(batch_size=BATCH),
+        },
+        raise_on_error=False,
+    )
+
+
+def materialized(result: dg.ExecuteInProcessResult) -> dict[str, dict[str, Any]]:
+    return {
+        event.partition: {k: v.value for k, v in event.materialization.metadata.items()}
+        for event in result.get_asset_materialization_events()
+    }
+
+
+def health(warehouse, workspace_id: str) -> Connection:
+    with warehouse.control() as db:
+        return get_connection(db, workspace_id, "rangeprobe")
+
+
+def stored(warehouse, workspace_id: str) -> int:
+    return len(read_points(warehouse, workspace_id, source="rangeprobe"))
+
+
+def everything_the_run_left(instance: dg.DagsterInstance, run_id: str) -> str:
+    return "\n".join(repr(record) for record in instance.all_logs(run_id))
+
+
+def test_one_workspace_failing_leaves_the_others_synced_and_materialized(
+    warehouse, dagster_instance, workspaces
+) -> None:
+    ids = workspaces(ws_a="ok", ws_b="crash", ws_c="reject")
+    result = run_over(dagster_instance, ids)
+
+    # The run fails, naming the workspace that failed and why (redacted) ...
+    assert not result.success
+    message = failure_message(result)
+    assert message.startswith("rangeprobe: 1 of 3 workspaces failed (2 synced and materialized)")
+    assert "ws-b: rangeprobe failed unexpectedly: RuntimeError" in message
+    assert SECRET not in everything_the_run_left(dagster_instance, result.run_id)
+
+    # ... the two others are materialized, each with its own metadata ...
+    metadata = materialized(result)
+    assert metadata.keys() == {"ws-a", "ws-c"}
+    assert metadata["ws-a"]["success"] is True and metadata["ws-a"]["points_written"] == POINTS
+    assert metadata["ws-c"]["records_rejected"] == 1
+    assert metadata["ws-c"]["errors"] == ["items it_9: amount: not a number"]
+    assert all(m["peak_memory_mb"] > 0 for m in metadata.values())
+
+    # ... their rows are stored, and the failed workspace keeps its committed batch only.
+    assert stored(warehouse, "ws-a") == stored(warehouse, "ws-c") == POINTS
+    assert stored(warehouse, "ws-b") == BATCH
+
+    # Each connection's health is its own.
+    assert health(warehouse, "ws-b").consecutive_failures == 1
+    assert "RuntimeError" in (health(warehouse, "ws-b").last_error or "")
+    for ok in ("ws-a", "ws-c"):
+        connection = health(warehouse, ok)
+        assert connection.consecutive_failures == 0 and connection.last_success_at is not None
+
+    # Dagster shows each partition as it ended.
+    status = dagster_instance.get_status_by_partition(
+        rangeprobe_kpis.key, ids, workspace_partitions
+    )
+    assert {key: value.value for key, value in status.items()} == {
+        "ws-a": "MATERIALIZED",
+        "ws-b": "FAILED",
+        "ws-c": "MATERIALIZED",
+    }
+
+    # The checks cover the workspaces that synced, and say which one had rejections.
+    checks = {c.check_name: c for c in result.get_asset_check_evaluations()}
+    assert checks[NO_MISSING_VALUES].passed
+    assert checks[NO_MISSING_VALUES].metadata["workspaces_checked"].value == 2
+    assert not checks[NO_REJECTED_RECORDS].passed
+    assert checks[NO_REJECTED_RECORDS].metadata["failing_workspaces"].value == ["ws-c"]
+    assert checks[NO_REJECTED_RECORDS].metadata["errors"].value == [
+        "ws-c: items it_9: amount: not a number"
+    ]
+
+
+def test_log_lines_say_which_workspace_they_are_about(
+    warehouse, dagster_instance, workspaces
+) -> None:
+    ids = workspaces(ws_a="ok", ws_b="ok")
+    result = run_over(dagster_instance, ids)
+    assert result.success
+    left = everything_the_run_left(dagster_instance, result.run_id)
+    assert "ws-a: rangeprobe: syncing with [REDACTED]" in left
+    assert "ws-b: rangeprobe: syncing with [REDACTED]" in left
+    assert SECRET not in left
+
+
+def test_workspaces_without_a_connection_are_passed_over(
+    warehouse, dagster_instance, workspaces
+) -> None:
+    ids = workspaces(ws_a="ok", ws_b=None, ws_c="ok")
+    result = run_over(dagster_instance, ids)
+    assert result.success
+    assert materialized(result).keys() == {"ws-a", "ws-c"}
+    left = everything_the_run_left(dagster_instance, result.run_id)
+    assert "ws-b: passed over" in left and "no rangeprobe connection" in left
+
+
+def test_a_single_workspace_without_a_connection_fails_its_run(
+    warehouse, dagster_instance, workspaces
+) -> None:
+    [workspace_id] = workspaces(ws_a=None)
+    result = dg.materialize(
+        [rangeprobe_kpis],
+        instance=dagster_instance,
+        partition_key=workspace_id,
+        resources={"warehouse": WarehouseResource(), "rangeprobe": RangeProbeAdapter()},
+        raise_on_error=False,
+    )
+    assert not result.success
+    assert "no rangeprobe connection" in failure_message(result)
+
+
+def test_peak_memory_is_each_syncs_own(warehouse, dagster_instance, workspaces) -> None:
+    ids = workspaces(ws_a="hungry", ws_b="ok")
+    result = run_over(dagster_instance, ids)
+    assert result.success, failure_message(result)
+    metadata = materialized(result)
+    hungry, after = metadata["ws-a"], metadata["ws-b"]
+    held_mb = HUNGRY_BYTES / 1024 / 1024
+    assert hungry["memory_growth_mb"] >= 0.9 * held_mb
+    # The sync after it starts from its own baseline, not from the process's peak so far.
+    assert after["memory_growth_mb"] < 0.25 * held_mb
+    assert after["peak_memory_mb"] < hungry["peak_memory_mb"] - 0.5 * held_mb
+
+
+def test_workspaces_apart_in_the_partition_list_take_one_run_per_stretch(
+    warehouse, dagster_instance, workspaces
+) -> None:
+    workspaces(ws_a="ok", ws_b="ok", ws_c="ok", ws_d="ok")
+    tags = workspace_range_tags(dagster_instance, ["ws-d", "ws-a", "ws-b"])
+    assert tags == [
+        {RANGE_START_TAG: "ws-a", RANGE_END_TAG: "ws-b"},
+        {RANGE_START_TAG: "ws-d", RANGE_END_TAG: "ws-d"},
+    ]
+    with pytest.raises(LookupError, match="ws-z"):
+        workspace_range_tags(dagster_instance, ["ws-a", "ws-z"])
+
+
+def test_backfills_group_workspaces_into_runs_of_the_specs_size() -> None:
+    policy = rangeprobe_kpis.backfill_policy
+    assert policy == dg.BackfillPolicy.multi_run(max_partitions_per_run=SPEC.workspaces_per_run)
