@@ -4,40 +4,20 @@
 - the warehouse imports only itself, the models and the settings;
 - the kit (integrations/shared) imports no provider, and no provider imports another;
 - production code never imports the simulators: only the sandbox itself, the demo layer
-  (kpi_pipelines/demo.py, which resolves the demos that specs name) and tests do.
+  (kpi_pipelines/demo.py, which resolves the demos that specs name) and tests do;
+- no module imports itself back through others (no import circles).
 """
 
 from __future__ import annotations
 
-import ast
-from pathlib import Path
+from functools import partial
 
-import kpi_pipelines
+from kpi_pipelines_tests.imports import circles
+from kpi_pipelines_tests.imports import import_graph as _graph
 
-PACKAGE = Path(kpi_pipelines.__file__).parent
+# Layering counts every import, even one only a type checker reads.
+import_graph = partial(_graph, type_checking=True)
 NEUTRAL = {"kpi_pipelines", "kpi_pipelines.models", "kpi_pipelines.settings"}
-
-
-def _module_name(path: Path) -> str:
-    parts = path.relative_to(PACKAGE.parent).with_suffix("").parts
-    return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
-
-
-def import_graph() -> dict[str, set[str]]:
-    """Module -> the project's modules it imports (at the top or inside a function)."""
-    modules = {_module_name(path): path for path in PACKAGE.rglob("*.py")}
-    graph: dict[str, set[str]] = {}
-    for name, path in modules.items():
-        imported: set[str] = set()
-        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
-            if isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
-                for alias in node.names:
-                    full = f"{node.module}.{alias.name}"
-                    imported.add(full if full in modules else node.module)
-            elif isinstance(node, ast.Import):
-                imported.update(alias.name for alias in node.names)
-        graph[name] = {m for m in imported if m in modules and m != name}
-    return graph
 
 
 def _inside(module: str, package: str) -> bool:
@@ -79,3 +59,13 @@ def test_production_code_never_imports_the_simulators() -> None:
             continue
         simulators = {m for m in imported if _inside(m, "kpi_pipelines.sandbox")}
         assert not simulators, f"{module} imports {sorted(simulators)}"
+
+
+def test_there_are_no_import_circles() -> None:
+    assert circles(_graph()) == []
+
+
+def test_the_circle_finder_finds_circles() -> None:
+    assert circles({"a": {"b"}, "b": {"c"}, "c": {"a"}, "d": {"a"}}) == [["a", "b", "c"]]
+    assert circles({"a": {"b"}, "b": {"a"}, "c": {"d"}, "d": {"c"}}) == [["a", "b"], ["c", "d"]]
+    assert circles({"a": {"b"}, "b": set()}) == []
