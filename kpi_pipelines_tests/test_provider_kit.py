@@ -26,8 +26,9 @@ pytestmark = pytest.mark.usefixtures("restored_environment")
 
 SPEC = '''
 """Toy visits, declared."""
+from kpi_pipelines.integrations.shared.engines.report import ReportEngine, ReportRunConfig
 from kpi_pipelines.integrations.shared.spec import AuthKind, Cadence, ProviderSpec, SecretSpec
-from {package}.toy.adapter import PROVIDER, ToyAdapter
+from {package}.toy.adapter import PROVIDER, VISITS, ToyAdapter
 
 SPEC = ProviderSpec(
     key=PROVIDER,
@@ -41,67 +42,108 @@ SPEC = ProviderSpec(
     group="toys",
     kinds=frozenset({"python"}),
     metrics=("visits",),
+    engine=ReportEngine(reports=(VISITS,)),
+    run_config=ReportRunConfig,
     demo="{package}.toy.demo:prepare",
 )
 '''
 
 ADAPTER = '''
-"""The toy API: GET /v1/visits?page=N -> {"data": [{"day", "visits"}], "next_page": N | null}."""
-from datetime import UTC, date, datetime
+"""The toy API's hooks for the report engine: the engine plans the windows, pages, writes
+and keeps the cursor; this file only says how to ask and what a row is.
+
+GET /v1/account -> {"id", "time_zone", "today"}
+GET /v1/report?from=DAY&to=DAY[&page_token=T] -> {"rows": [{"day", "visits"}], "next_page_token"}
+"""
+from datetime import date
 from typing import Any, ClassVar
 
+from pydantic import BaseModel, PrivateAttr
+
 from kpi_pipelines import settings
-from kpi_pipelines.integrations.shared.base_adapter import IntegrationAdapter
+from kpi_pipelines.integrations.shared.engines.report import (
+    Report,
+    ReportAdapter,
+    ReportScope,
+    Window,
+)
 from kpi_pipelines.integrations.shared.http import ProviderHttpClient
+from kpi_pipelines.integrations.shared.paging import Page, PageRequest, PageToken
 from kpi_pipelines.integrations.shared.secrets import read_secret
-from kpi_pipelines.models import KPIData, SyncResult, day_timestamp
+from kpi_pipelines.models import KPIData, day_timestamp
 
 PROVIDER = "toy"
+VISITS = Report("visits", ("day",), ("visits",))
 
 
-class ToyAdapter(IntegrationAdapter):
+class VisitsRow(BaseModel):
+    day: date
+    visits: int
+
+
+class ToyAdapter(ReportAdapter):
     provider: ClassVar[str] = PROVIDER
+    _http: ProviderHttpClient | None = PrivateAttr(default=None)
 
     def check_connection(self) -> None:
-        self._client().get_json("/v1/visits", params={"page": 0})
+        self.probe()
 
-    def sync(self) -> SyncResult:
-        client, page, rows = self._client(), 0, 0
-        writer = self.point_writer()
-        with writer.open():
-            while page is not None:
-                body = client.get_json("/v1/visits", params={"page": page})
-                for row in body["data"]:
-                    writer.add_all(self.transform(row))
-                    rows += 1
-                page = body["next_page"]
-        return SyncResult(
-            success=True,
-            records_processed=rows,
-            points_written=writer.stats.written,
-            last_sync_at=datetime.now(UTC),
+    def probe(self) -> ReportScope:
+        account = self._client().get_json("/v1/account")
+        return ReportScope(
+            identity={"account": account["id"]},
+            time_zone=account["time_zone"],
+            today=date.fromisoformat(account["today"]),
+            label=f"toy account {account['id']}",
         )
 
-    def transform(self, raw: Any) -> list[KPIData]:
+    def paginator(self, report: Report) -> PageToken:
+        return PageToken("page_token")
+
+    def fetch_page(
+        self, report: Report, scope: ReportScope, window: Window, request: PageRequest
+    ) -> Page[Any]:
+        window_query = {"from": window.first.isoformat(), "to": window.last.isoformat()}
+        body = self._client().get_json("/v1/report", params={**window_query, **request.query})
+        return Page(items=body["rows"], next_token=body["next_page_token"])
+
+    def validate(self, report: Report, raw: Any) -> VisitsRow:
+        return VisitsRow.model_validate(raw)
+
+    def transform(self, raw: VisitsRow) -> list[KPIData]:
         return [
             KPIData(
-                value=raw["visits"],
-                timestamp=day_timestamp(date.fromisoformat(raw["day"])),
+                value=raw.visits,
+                timestamp=day_timestamp(raw.day),
                 source=PROVIDER,
                 workspace_id=self.context.workspace.id,
                 metric="visits",
             )
         ]
 
+    def request_stats(self) -> dict[str, int | float]:
+        return self._http.stats.as_metadata() if self._http is not None else {}
+
+    def disconnect(self) -> None:
+        if self._http is not None:
+            self._http.close()
+            self._http = None
+        super().disconnect()
+
     def _client(self) -> ProviderHttpClient:
-        key = read_secret(self.context.connection, "api_key")
-        base = settings.provider_base_url(PROVIDER, "https://api.toy.example")
-        return ProviderHttpClient(PROVIDER, base, headers={"Authorization": f"Bearer {key}"})
+        if self._http is None:
+            key = read_secret(self.context.connection, "api_key")
+            base = settings.provider_base_url(PROVIDER, "https://api.toy.example")
+            self._http = ProviderHttpClient(
+                PROVIDER, base, headers={"Authorization": f"Bearer {key}"}
+            )
+        return self._http
 '''
 
 SIMULATOR = '''
-"""A tiny toy API on loopback, with its own truth: visits per day, two per page."""
-from datetime import date, timedelta
+"""A tiny toy API on loopback with its own truth: visits on the last five days, two
+rows a page."""
+from datetime import UTC, datetime, timedelta
 
 from starlette.applications import Starlette
 from starlette.requests import Request
@@ -109,29 +151,48 @@ from starlette.responses import JSONResponse
 from starlette.routing import Route
 
 KEY = "toy-key-" + "9d2f7c41b8e6"
-DAYS = [(date(2026, 1, 1) + timedelta(days=n)).isoformat() for n in range(5)]
+TODAY = datetime.now(UTC).date()
+DAYS = [(TODAY - timedelta(days=n)).isoformat() for n in range(4, -1, -1)]
 TRUTH = {day: 10 * (n + 1) for n, day in enumerate(DAYS)}
+PER_PAGE = 2
 
 
-async def visits(request: Request) -> JSONResponse:
+def _refused(request: Request) -> JSONResponse | None:
     if request.headers.get("authorization") != f"Bearer {KEY}":
         return JSONResponse({"error": "unauthorized"}, status_code=401)
-    page = int(request.query_params.get("page", 0))
-    days = DAYS[2 * page : 2 * page + 2]
-    more = 2 * page + 2 < len(DAYS)
-    return JSONResponse(
-        {"data": [{"day": d, "visits": TRUTH[d]} for d in days], "next_page": page + 1 if more else None}
+    return None
+
+
+async def account(request: Request) -> JSONResponse:
+    return _refused(request) or JSONResponse(
+        {"id": "toy-1", "time_zone": "UTC", "today": TODAY.isoformat()}
     )
 
 
-app = Starlette(routes=[Route("/v1/visits", visits)])
+async def report(request: Request) -> JSONResponse:
+    if refused := _refused(request):
+        return refused
+    first, last = request.query_params["from"], request.query_params["to"]
+    days = [day for day in DAYS if first <= day <= last]
+    start = int(request.query_params.get("page_token", 0))
+    page = days[start : start + PER_PAGE]
+    more = start + PER_PAGE < len(days)
+    return JSONResponse(
+        {
+            "rows": [{"day": day, "visits": TRUTH[day]} for day in page],
+            "next_page_token": str(start + PER_PAGE) if more else None,
+        }
+    )
+
+
+app = Starlette(routes=[Route("/v1/account", account), Route("/v1/report", report)])
 '''
 
 DEMO = '''
 """The toy demo: the simulator served on loopback, a connection to it."""
 import os
 
-from kpi_pipelines.sandbox.server import LoopbackServer
+from kpi_pipelines.sandbox.kit.server import LoopbackServer
 from kpi_pipelines.warehouse.control import Connection, add_connection, secret_namespace
 from {package}.toy import simulator
 
@@ -178,7 +239,9 @@ def toy_package(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
         del sys.modules[module]
 
 
-def test_a_toy_provider_gets_everything_from_its_folder(warehouse, toy_package) -> None:
+def test_a_toy_provider_gets_everything_from_its_folder(
+    warehouse, dagster_instance, toy_package
+) -> None:
     specs = discover()
     assert [s.key for s in specs] == [
         "csv_upload",
@@ -204,11 +267,21 @@ def test_a_toy_provider_gets_everything_from_its_folder(warehouse, toy_package) 
     [demo] = [d for d in demo_providers() if d.provider == "toy"]
     workspace = add_workspace(warehouse, Workspace(id="toyland", name="Toyland"))
     run_config = demo.prepare(warehouse, workspace, Path("."))
-    with dg.instance_for_test() as instance:
-        assert materialize_provider(warehouse, instance, "toy", "toyland", run_config).success
+    result = materialize_provider(warehouse, dagster_instance, "toy", "toyland", run_config)
+    assert result.success
     simulator = sys.modules[f"{toy_package}.toy.simulator"]
     stored = {p.timestamp.date().isoformat(): p.value for p in read_points(warehouse, "toyland")}
     assert stored == simulator.TRUTH
+    # The report engine did the work: 90 days of history in 31-day windows (two of them
+    # empty, one page each; the last three pages of two rows), after the account probe; the
+    # probe the sync repeats after connect is the in-sync cache's hit.
+    [materialization] = result.get_asset_materialization_events()
+    metadata = {k: v.value for k, v in materialization.materialization.metadata.items()}
+    assert metadata["records_processed"] == 5
+    assert (metadata["http_requests_sent"], metadata["http_cache_hits"]) == (1 + 2 + 3, 1)
+    assert repository.asset_graph.get(dg.AssetKey("toy_kpis")).metadata["engine"] == (
+        "report (visits)"
+    )
 
     # The CLI's generic sync, for a second workspace on the same toy API.
     runner = CliRunner()
