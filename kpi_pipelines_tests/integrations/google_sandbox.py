@@ -15,7 +15,7 @@ from kpi_pipelines.sandbox.google import (
     GoogleSandbox,
     create_google_app,
 )
-from kpi_pipelines.sandbox.server import LoopbackServer
+from kpi_pipelines.sandbox.kit.server import LoopbackServer
 from kpi_pipelines.warehouse.control import secret_namespace
 
 

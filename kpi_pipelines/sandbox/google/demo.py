@@ -31,7 +31,7 @@ from kpi_pipelines.sandbox.google import (
     currency,
     percent,
 )
-from kpi_pipelines.sandbox.server import LoopbackServer
+from kpi_pipelines.sandbox.kit.server import LoopbackServer
 from kpi_pipelines.warehouse.control import (
     Connection,
     Workspace,

@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from kpi_pipelines.demo import DEMO_WORKSPACES
-from kpi_pipelines.sandbox.server import LoopbackServer
+from kpi_pipelines.sandbox.kit.server import LoopbackServer
 from kpi_pipelines.sandbox.stripe import StripeSandbox, StripeSandboxConfig, create_app
 from kpi_pipelines.sandbox.stripe.ids import stable_b62
 from kpi_pipelines.warehouse.control import (

@@ -16,7 +16,7 @@ from kpi_pipelines.sandbox.google import (
     GA4Property,
     GoogleSandbox,
 )
-from kpi_pipelines.sandbox.server import LoopbackServer
+from kpi_pipelines.sandbox.kit.server import LoopbackServer
 from kpi_pipelines.warehouse.control import Connection, Workspace, add_connection, add_workspace
 from kpi_pipelines.warehouse.database import Warehouse
 from kpi_pipelines_tests.integrations.google_sandbox import google_secret_env, served_google_sandbox

@@ -38,7 +38,7 @@ from kpi_pipelines.integrations.shared.http import (
     provider_message,
 )
 from kpi_pipelines.integrations.shared.redaction import register_secret
-from kpi_pipelines.sandbox.server import LoopbackServer
+from kpi_pipelines.sandbox.kit.server import LoopbackServer
 
 # --- the scriptable provider --------------------------------------------------------------
 

@@ -27,7 +27,7 @@ from kpi_pipelines.sandbox.google import (
     GoogleSandbox,
     create_google_app,
 )
-from kpi_pipelines.sandbox.server import LoopbackServer
+from kpi_pipelines.sandbox.kit.server import LoopbackServer
 from kpi_pipelines.settings import provider_base_url
 from kpi_pipelines.warehouse.control import Connection
 

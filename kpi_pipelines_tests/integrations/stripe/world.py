@@ -13,7 +13,7 @@ import dagster as dg
 import pytest
 
 from kpi_pipelines.definitions import PROVIDERS, RESOURCES
-from kpi_pipelines.sandbox.server import LoopbackServer
+from kpi_pipelines.sandbox.kit.server import LoopbackServer
 from kpi_pipelines.sandbox.stripe import StripeSandbox, create_app
 from kpi_pipelines.warehouse.control import (
     Connection,

@@ -16,7 +16,7 @@ from kpi_pipelines.sandbox.google import (
     GoogleSandbox,
     create_google_app,
 )
-from kpi_pipelines.sandbox.server import LoopbackServer
+from kpi_pipelines.sandbox.kit.server import LoopbackServer
 
 
 def credentials(

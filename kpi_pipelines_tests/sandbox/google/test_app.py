@@ -22,7 +22,7 @@ from kpi_pipelines.sandbox.google import (
     Fault,
     GoogleSandbox,
 )
-from kpi_pipelines.sandbox.server import LoopbackServer
+from kpi_pipelines.sandbox.kit.server import LoopbackServer
 from kpi_pipelines_tests.sandbox.google.conftest import ga4_client, sheets_client, small_demo
 
 REPORT = {

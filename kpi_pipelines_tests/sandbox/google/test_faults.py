@@ -17,7 +17,7 @@ from kpi_pipelines.sandbox.google import (
     GoogleSandbox,
 )
 from kpi_pipelines.sandbox.google.ga4 import QUOTA_MESSAGES
-from kpi_pipelines.sandbox.server import LoopbackServer
+from kpi_pipelines.sandbox.kit.server import LoopbackServer
 from kpi_pipelines_tests.sandbox.google.conftest import ga4_client, sheets_client
 
 REPORT = {

@@ -23,7 +23,7 @@ from kpi_pipelines.sandbox.google import (
     WebMetrics,
 )
 from kpi_pipelines.sandbox.google.ga4 import CHANNELS, METRIC_TYPES
-from kpi_pipelines.sandbox.server import LoopbackServer
+from kpi_pipelines.sandbox.kit.server import LoopbackServer
 from kpi_pipelines_tests.sandbox.google.conftest import ga4_client, serve, small_demo
 from kpi_pipelines_tests.sandbox.google.discovery import assert_conforms
 

@@ -17,7 +17,7 @@ from kpi_pipelines.sandbox.google import (
     GoogleSandbox,
 )
 from kpi_pipelines.sandbox.google.oauth import ANALYTICS_READONLY, SPREADSHEETS_READONLY
-from kpi_pipelines.sandbox.server import LoopbackServer
+from kpi_pipelines.sandbox.kit.server import LoopbackServer
 from kpi_pipelines_tests.sandbox.google.conftest import credentials, ga4_client, serve, small_demo
 
 REPORT = {

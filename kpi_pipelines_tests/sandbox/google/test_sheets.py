@@ -26,7 +26,7 @@ from kpi_pipelines.sandbox.google import (
     percent,
 )
 from kpi_pipelines.sandbox.google.sheets import format_datetime, format_number
-from kpi_pipelines.sandbox.server import LoopbackServer
+from kpi_pipelines.sandbox.kit.server import LoopbackServer
 from kpi_pipelines_tests.sandbox.google.conftest import serve, sheets_client, small_demo
 from kpi_pipelines_tests.sandbox.google.discovery import assert_conforms
 

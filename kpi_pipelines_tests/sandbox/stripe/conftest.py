@@ -10,7 +10,7 @@ from typing import Any
 import httpx
 import pytest
 
-from kpi_pipelines.sandbox.server import LoopbackServer
+from kpi_pipelines.sandbox.kit.server import LoopbackServer
 from kpi_pipelines.sandbox.stripe import StripeSandbox, create_app
 
 Get = Callable[..., dict[str, Any]]

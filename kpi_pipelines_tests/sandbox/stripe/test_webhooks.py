@@ -13,7 +13,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse
 from starlette.routing import Route
 
-from kpi_pipelines.sandbox.server import LoopbackServer
+from kpi_pipelines.sandbox.kit.server import LoopbackServer
 from kpi_pipelines.sandbox.stripe import StripeSandbox, deliver, sign
 from kpi_pipelines.sandbox.stripe.webhooks import payload_of
 
