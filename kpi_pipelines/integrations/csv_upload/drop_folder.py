@@ -31,7 +31,7 @@ import dagster as dg
 
 from kpi_pipelines import settings
 from kpi_pipelines.integrations.csv_upload.files import FolderRefused, entry_kind, open_folder
-from kpi_pipelines.integrations.shared.spec import ProviderSpec
+from kpi_pipelines.integrations.shared.spec import ProviderSpec, provider_sensor
 from kpi_pipelines.resources import WarehouseResource
 from kpi_pipelines.warehouse.control import workspace_ids
 
@@ -305,7 +305,7 @@ def drop_folder_sensor(
 ) -> dg.SensorDefinition:
     """The sensor that imports every CSV file saved in a workspace's drop folder."""
 
-    @dg.sensor(
+    @provider_sensor(
         name="csv_drop_folder_sensor",
         description=(
             "Imports every CSV file saved in a workspace's drop folder"
@@ -314,8 +314,6 @@ def drop_folder_sensor(
             " to rejected/."
         ),
         job=job,
-        minimum_interval_seconds=15,
-        default_status=dg.DefaultSensorStatus.RUNNING,
     )
     def csv_drop_folder_sensor(
         context: dg.SensorEvaluationContext, warehouse: WarehouseResource

@@ -32,7 +32,6 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 import httpx
 from pydantic import PrivateAttr, ValidationError
 
-from kpi_pipelines import settings
 from kpi_pipelines.integrations.google_analytics.types import (
     GA4ConnectionSettings,
     GA4Row,
@@ -48,9 +47,7 @@ from kpi_pipelines.integrations.shared.engines.report import (
 from kpi_pipelines.integrations.shared.errors import ProviderError
 from kpi_pipelines.integrations.shared.http import RetryDecision
 from kpi_pipelines.integrations.shared.oauth import (
-    GOOGLE_CLIENT_VARIABLES,
-    OAuthAdapter,
-    google_token_url,
+    GoogleApiAdapter,
 )
 from kpi_pipelines.integrations.shared.paging import Offset, Page, PageRequest
 from kpi_pipelines.integrations.shared.validation import describe_validation, validated_settings
@@ -82,15 +79,13 @@ KPI_METRICS: dict[str, str] = {
 CHANNEL_DIMENSION = "sessionDefaultChannelGroup"
 
 
-class GoogleAnalyticsAdapter(OAuthAdapter, ReportAdapter):
+class GoogleAnalyticsAdapter(GoogleApiAdapter, ReportAdapter):
     """GA4 Data API over the shared HTTP layer, with Google OAuth from the connection."""
 
     provider: ClassVar[str] = PROVIDER
+    default_base_url: ClassVar[str] = DEFAULT_BASE_URL
 
-    base_url: str | None = None  # default: KPI_GOOGLE_ANALYTICS_BASE_URL, else Google's
-    token_url: str | None = None  # default: KPI_GOOGLE_TOKEN_URL, else Google's
     page_size: int = 10_000  # rows per runReport page (GA4 allows up to 250,000)
-    timeout_seconds: float = 60.0
     max_attempts: int = 6
     backoff_base_seconds: float = 0.5
     backoff_max_seconds: float = 60.0
@@ -107,11 +102,7 @@ class GoogleAnalyticsAdapter(OAuthAdapter, ReportAdapter):
         connection_settings = self._settings()
         if self.page_size < 1 or self.page_size > MAX_PAGE_SIZE:
             raise ValueError(f"page_size must be 1..{MAX_PAGE_SIZE}, got {self.page_size}")
-        api = self._open_api(
-            token_url=google_token_url(self.token_url),
-            base_url=settings.provider_base_url(PROVIDER, DEFAULT_BASE_URL, self.base_url),
-            client_variables=GOOGLE_CLIENT_VARIABLES,
-            timeout=self.timeout_seconds,
+        api = self._open_google_api(
             max_attempts=self.max_attempts,
             backoff_base=self.backoff_base_seconds,
             backoff_max=self.backoff_max_seconds,

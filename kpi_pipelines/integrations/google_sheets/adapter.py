@@ -27,15 +27,12 @@ from urllib.parse import quote
 import httpx
 from pydantic import PrivateAttr, ValidationError
 
-from kpi_pipelines import settings
 from kpi_pipelines.integrations.google_sheets.types import SheetsConnectionSettings, ValueRange
 from kpi_pipelines.integrations.shared.engines.table import TableAdapter
 from kpi_pipelines.integrations.shared.errors import ProviderError, ProviderRequestError
 from kpi_pipelines.integrations.shared.http import RetryDecision
 from kpi_pipelines.integrations.shared.oauth import (
-    GOOGLE_CLIENT_VARIABLES,
-    OAuthAdapter,
-    google_token_url,
+    GoogleApiAdapter,
 )
 from kpi_pipelines.integrations.shared.tabular import NumberedRows, TableFormatError, parse_table
 from kpi_pipelines.integrations.shared.validation import validated_settings
@@ -74,14 +71,12 @@ class _QuotaBackoff:
         return RetryDecision(retry=True, wait=wait)
 
 
-class GoogleSheetsAdapter(OAuthAdapter, TableAdapter):
+class GoogleSheetsAdapter(GoogleApiAdapter, TableAdapter):
     """Imports one sheet range per run into kpi_data (manual: the UI or the CLI)."""
 
     provider: ClassVar[str] = PROVIDER
+    default_base_url: ClassVar[str] = DEFAULT_BASE_URL
 
-    base_url: str | None = None  # default: KPI_GOOGLE_SHEETS_BASE_URL, else Google's
-    token_url: str | None = None  # default: KPI_GOOGLE_TOKEN_URL, else Google's
-    timeout_seconds: float = 60.0
     max_attempts: int = 8  # with backoff up to 64 s: outlasts a per-minute quota window
     backoff_max_seconds: float = 64.0
 
@@ -92,11 +87,7 @@ class GoogleSheetsAdapter(OAuthAdapter, TableAdapter):
         """Read the range and check its header against the mapping (one request)."""
         self._valid_settings = None  # read afresh for every run
         connection_settings = self._settings()
-        self._open_api(
-            token_url=google_token_url(self.token_url),
-            base_url=settings.provider_base_url(PROVIDER, DEFAULT_BASE_URL, self.base_url),
-            client_variables=GOOGLE_CLIENT_VARIABLES,
-            timeout=self.timeout_seconds,
+        self._open_google_api(
             max_attempts=self.max_attempts,
             backoff_max=self.backoff_max_seconds,
             classify=_QuotaBackoff(self.backoff_max_seconds),

@@ -33,7 +33,7 @@ import threading
 import time
 from collections.abc import Callable, Generator, Mapping
 from dataclasses import dataclass, field
-from typing import Any, Self
+from typing import Any, ClassVar, Self
 
 import httpx
 from authlib.integrations.base_client.errors import OAuthError
@@ -48,6 +48,7 @@ from tenacity import (
     wait_random_exponential,
 )
 
+from kpi_pipelines import settings
 from kpi_pipelines.integrations.shared.base_adapter import IntegrationAdapter
 from kpi_pipelines.integrations.shared.errors import (
     ProviderAuthError,
@@ -522,3 +523,25 @@ class OAuthAdapter(IntegrationAdapter):
     def disconnect(self) -> None:
         self._close_api()
         super().disconnect()
+
+
+class GoogleApiAdapter(OAuthAdapter):
+    """An adapter of one of Google's REST APIs: Google's token endpoint and the operator's
+    OAuth client (`KPI_GOOGLE_*`), the API's host from `KPI_<PROVIDER>_BASE_URL`."""
+
+    default_base_url: ClassVar[str]  # the API's own host
+
+    base_url: str | None = None  # default: KPI_<PROVIDER>_BASE_URL, else default_base_url
+    token_url: str | None = None  # default: KPI_GOOGLE_TOKEN_URL, else Google's
+    timeout_seconds: float = 60.0  # one HTTP request
+
+    def _open_google_api(self, **http_options: Any) -> OAuthApi:
+        return self._open_api(
+            token_url=google_token_url(self.token_url),
+            base_url=settings.provider_base_url(
+                self.provider, self.default_base_url, self.base_url
+            ),
+            client_variables=GOOGLE_CLIENT_VARIABLES,
+            timeout=self.timeout_seconds,
+            **http_options,
+        )

@@ -100,6 +100,22 @@ class ProviderRunConfig(dg.Config):
 
 # A provider's own sensor (a webhook inbox, a drop folder), built for its job.
 SensorFactory = Callable[["ProviderSpec", "dg.UnresolvedAssetJobDefinition"], dg.SensorDefinition]
+# How often such a sensor looks: a saved file or a received event starts its run within
+# seconds, and an idle tick is one cheap query.
+SENSOR_INTERVAL_SECONDS = 15
+
+
+def provider_sensor(
+    *, name: str, description: str, job: dg.UnresolvedAssetJobDefinition
+) -> Callable[[Callable[..., Any]], dg.SensorDefinition]:
+    """The decorator of a provider's own sensor: running from the start, every 15 seconds."""
+    return dg.sensor(
+        name=name,
+        description=description,
+        job=job,
+        minimum_interval_seconds=SENSOR_INTERVAL_SECONDS,
+        default_status=dg.DefaultSensorStatus.RUNNING,
+    )
 
 
 @dataclass(frozen=True)

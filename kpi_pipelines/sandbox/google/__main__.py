@@ -9,7 +9,6 @@ until SIGINT or SIGTERM. Port 0 picks a free port (the printed line says which).
 from __future__ import annotations
 
 import argparse
-import socket
 import sys
 from datetime import datetime
 
@@ -25,15 +24,15 @@ from kpi_pipelines.sandbox.google.app import (
     GoogleSandbox,
     create_google_app,
 )
+from kpi_pipelines.sandbox.kit.server import listening_socket, serve_command
 
 
 def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="python -m kpi_pipelines.sandbox.google")
-    commands = parser.add_subparsers(dest="command", required=True)
-    serve = commands.add_parser("serve", help="serve the token endpoint, GA4 and Sheets")
-    serve.add_argument("--host", default="127.0.0.1")
-    serve.add_argument("--port", type=int, default=8790)
-    serve.add_argument("--seed", type=int, default=0)
+    parser, serve = serve_command(
+        "python -m kpi_pipelines.sandbox.google",
+        "serve the token endpoint, GA4 and Sheets",
+        port=8790,
+    )
     serve.add_argument(
         "--start",
         type=datetime.fromisoformat,
@@ -55,10 +54,7 @@ def main(argv: list[str] | None = None) -> int:
         realtime=args.realtime,
         token_lifetime=args.token_lifetime,
     )
-    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    sock.bind((args.host, args.port))
-    sock.listen(2048)  # accept into the backlog at once: the printed URL is usable right away
+    sock = listening_socket(args.host, args.port)
     port = sock.getsockname()[1]
     print(f"listening on http://{args.host}:{port}", flush=True)
     print(

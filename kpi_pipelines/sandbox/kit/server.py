@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import contextlib
 import socket
 import threading
@@ -135,3 +136,28 @@ def _serve(server: uvicorn.Server, sock: socket.socket) -> None:
     # uvicorn raises SystemExit when the app's lifespan startup fails; start() reports it.
     with contextlib.suppress(SystemExit):
         server.run(sockets=[sock])
+
+
+def serve_command(
+    prog: str, help: str, *, port: int
+) -> tuple[argparse.ArgumentParser, argparse.ArgumentParser]:
+    """`python -m <simulator> serve --host --port --seed`: the command line every simulator's
+    `__main__` starts from. Returns the parser and its `serve` subcommand, for the
+    simulator's own options."""
+    parser = argparse.ArgumentParser(prog=prog)
+    commands = parser.add_subparsers(dest="command", required=True)
+    serve = commands.add_parser("serve", help=help)
+    serve.add_argument("--host", default=HOST)
+    serve.add_argument("--port", type=int, default=port, help="0: any free port")
+    serve.add_argument("--seed", type=int, default=0)
+    return parser, serve
+
+
+def listening_socket(host: str, port: int) -> socket.socket:
+    """A socket bound and already listening: connections wait in its backlog from now on,
+    so the URL a simulator prints is usable before its server loop starts."""
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.bind((host, port))
+    sock.listen(2048)
+    return sock

@@ -10,15 +10,14 @@ holds them all (about 0.8 GB at 1M objects) serves those lists several times fas
 
 from __future__ import annotations
 
-import argparse
 import gc
 import json
 import signal
-import socket
 import sys
 import time
 from datetime import UTC, datetime
 
+from kpi_pipelines.sandbox.kit.server import listening_socket, serve_command
 from kpi_pipelines.sandbox.stripe.generator import Generator, StripeSandboxConfig
 from kpi_pipelines.sandbox.stripe.sandbox import DEFAULT_API_KEY, StripeSandbox
 
@@ -46,12 +45,9 @@ def _parse_time(text: str | None) -> datetime | None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m kpi_pipelines.sandbox.stripe")
-    sub = parser.add_subparsers(dest="command", required=True)
-    serve = sub.add_parser("serve", help="serve the Stripe sandbox over HTTP")
-    serve.add_argument("--host", default="127.0.0.1")
-    serve.add_argument("--port", type=int, default=0)
-    serve.add_argument("--seed", type=int, default=0)
+    parser, serve = serve_command(
+        "python -m kpi_pipelines.sandbox.stripe", "serve the Stripe sandbox over HTTP", port=0
+    )
     size = serve.add_mutually_exclusive_group()
     size.add_argument("--customers", type=int, default=None)
     size.add_argument("--objects", type=int, default=None, help="about this many objects")
@@ -88,10 +84,7 @@ def main(argv: list[str] | None = None) -> int:
 
     from kpi_pipelines.sandbox.stripe.app import create_app
 
-    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    sock.bind((args.host, args.port))
-    sock.listen(2048)
+    sock = listening_socket(args.host, args.port)
     port = sock.getsockname()[1]
     # Customer simulations are acyclic, so reference counting frees them; full collections
     # would only re-traverse the cached ones. Freeze what exists, keep young collections,

@@ -12,7 +12,7 @@ import dagster as dg
 import sqlalchemy as sa
 
 from kpi_pipelines.automation.partitions import workspace_partitions
-from kpi_pipelines.integrations.shared.spec import ProviderSpec
+from kpi_pipelines.integrations.shared.spec import ProviderSpec, provider_sensor
 from kpi_pipelines.resources import WarehouseResource
 
 CLAIM = """
@@ -37,12 +37,10 @@ def webhook_inbox_sensor(
 ) -> dg.SensorDefinition:
     """The sensor that launches a Stripe run for every workspace with new inbox events."""
 
-    @dg.sensor(
+    @provider_sensor(
         name="stripe_webhook_sensor",
         description="One Stripe sync per workspace that received webhook events since the last tick.",
         job=job,
-        minimum_interval_seconds=15,
-        default_status=dg.DefaultSensorStatus.RUNNING,
     )
     def stripe_webhook_sensor(
         context: dg.SensorEvaluationContext, warehouse: WarehouseResource
