@@ -8,7 +8,7 @@ simulator, and adding a provider's demo touches no other provider.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -16,7 +16,8 @@ from typing import Any
 import dagster as dg
 
 from kpi_pipelines.automation.partitions import workspace_partitions, workspace_range_tags
-from kpi_pipelines.integrations.shared.spec import discover, resolve, spec_for
+from kpi_pipelines.integrations.shared.base_adapter import IntegrationAdapter
+from kpi_pipelines.integrations.shared.spec import ProviderSpec, discover, resolve, spec_for
 from kpi_pipelines.warehouse.control import (
     Workspace,
     add_workspace,
@@ -61,8 +62,9 @@ def materialize_provider(
     instance: dg.DagsterInstance,
     provider: str,
     workspace_id: str,
-    run_config: dict[str, Any],
+    run_config: Mapping[str, Any] | None = None,
     *,
+    adapter: IntegrationAdapter | None = None,
     log_level: str = "WARNING",
 ) -> dg.ExecuteInProcessResult:
     """One run of a provider's asset for one workspace, recorded in the Dagster instance.
@@ -70,7 +72,13 @@ def materialize_provider(
     Raises UnknownWorkspace (and registers no partition) when the workspace does not exist.
     """
     [result] = materialize_workspaces(
-        warehouse, instance, provider, [workspace_id], run_config, log_level=log_level
+        warehouse,
+        instance,
+        provider,
+        [workspace_id],
+        run_config,
+        adapter=adapter,
+        log_level=log_level,
     )
     return result
 
@@ -78,18 +86,22 @@ def materialize_provider(
 def materialize_workspaces(
     warehouse: Warehouse,
     instance: dg.DagsterInstance,
-    provider: str,
+    provider: str | ProviderSpec,
     workspace_ids: Sequence[str],
-    run_config: dict[str, Any],
+    run_config: Mapping[str, Any] | None = None,
     *,
+    adapter: IntegrationAdapter | None = None,
     log_level: str = "WARNING",
 ) -> list[dg.ExecuteInProcessResult]:
     """Runs of a provider's asset that sync `workspace_ids`, several workspaces per run (one
     run per stretch of them that lies side by side among the workspace partitions), each
-    with `run_config`. Raises UnknownWorkspace before any run when one does not exist."""
+    with `run_config`; `adapter` is the provider's resource as configured (default: the
+    spec's adapter with its defaults). Raises UnknownWorkspace before any run when one does
+    not exist."""
     from kpi_pipelines.definitions import provider_definitions, resources
 
-    spec = spec_for(provider)  # the providers found now (KPI_PROVIDER_PACKAGES included)
+    # A key is resolved among the providers found now (KPI_PROVIDER_PACKAGES included).
+    spec = provider if isinstance(provider, ProviderSpec) else spec_for(provider)
     with warehouse.control() as db:
         for workspace_id in workspace_ids:
             get_workspace(db, workspace_id)
@@ -100,7 +112,7 @@ def materialize_workspaces(
         instance.add_dynamic_partitions(workspace_partitions.name, list(dict.fromkeys(new)))
     asset = provider_definitions(spec).asset
     config = {
-        "ops": {asset.op.name: {"config": run_config}},
+        "ops": {asset.op.name: {"config": dict(run_config or {})}},
         "loggers": {"console": {"config": {"log_level": log_level}}},
     }
     if len(workspace_ids) == 1:
@@ -111,7 +123,7 @@ def materialize_workspaces(
         dg.materialize(
             [asset],
             instance=instance,
-            resources=resources([spec]),
+            resources={**resources([spec]), **({spec.key: adapter} if adapter is not None else {})},
             run_config=config,
             raise_on_error=False,
             **target,

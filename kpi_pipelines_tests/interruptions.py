@@ -27,17 +27,13 @@ T = TypeVar("T")
 CHILD = """
 import json, sys
 import dagster as dg
-from kpi_pipelines.definitions import PROVIDERS, RESOURCES
+from kpi_pipelines.demo import materialize_provider
+from kpi_pipelines.resources import WarehouseResource
 
 provider, workspace_id, config = sys.argv[1], sys.argv[2], json.loads(sys.argv[3])
-asset = PROVIDERS[provider].asset
 with dg.instance_for_test() as instance:
-    instance.add_dynamic_partitions("workspace", [workspace_id])
     print("started", flush=True)
-    dg.materialize(
-        [asset], instance=instance, partition_key=workspace_id, resources=RESOURCES,
-        run_config={"ops": {asset.op.name: {"config": config}}}, raise_on_error=False,
-    )
+    materialize_provider(WarehouseResource().get(), instance, provider, workspace_id, config)
 print("finished", flush=True)
 """
 

@@ -1,7 +1,9 @@
-"""Reading what a Dagster run reported: its failure message and its materialization metadata."""
+"""Reading what a Dagster run reported: its failure message, its materialization metadata,
+and everything it left in the instance."""
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 import dagster as dg
@@ -20,3 +22,11 @@ def metadata(result: dg.ExecuteInProcessResult) -> dict[str, Any]:
     """The metadata of the run's one materialization, as plain values."""
     [event] = result.get_asset_materialization_events()
     return {k: v.value for k, v in event.materialization.metadata.items()}
+
+
+def everything_the_run_left(instance: dg.DagsterInstance, run_id: str) -> str:
+    """The run's event log (messages, errors with their causes, metadata) and compute logs."""
+    texts = [repr(record) for record in instance.all_logs(run_id)]
+    captured = Path(instance.root_directory) / "storage" / run_id / "compute_logs"
+    texts += [f.read_text(errors="replace") for f in captured.glob("*") if f.is_file()]
+    return "\n".join(texts)

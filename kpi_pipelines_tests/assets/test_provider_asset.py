@@ -5,23 +5,23 @@ from __future__ import annotations
 
 import os
 from datetime import UTC, datetime
-from pathlib import Path
 from typing import Any, ClassVar
 
 import dagster as dg
 import pytest
 
-from kpi_pipelines.assets.provider_asset import NO_REJECTED_RECORDS, build_provider_asset
+from kpi_pipelines.assets.provider_asset import NO_REJECTED_RECORDS
+from kpi_pipelines.demo import materialize_provider
 from kpi_pipelines.integrations.shared.base_adapter import IntegrationAdapter
 from kpi_pipelines.integrations.shared.secrets import read_secret
 from kpi_pipelines.integrations.shared.spec import AuthKind, Cadence, ProviderSpec
 from kpi_pipelines.models import KPIData, SyncResult
-from kpi_pipelines.resources import WarehouseResource
 from kpi_pipelines.warehouse.control import (
     Connection,
     add_connection,
     get_connection,
 )
+from kpi_pipelines_tests.run_results import everything_the_run_left
 
 SECRET = "probe-canary-7f3a9c1e5b"  # no known secret shape: only registration redacts it
 KEY_VARIABLE = "WS_WS_A__PROBE_KEY"
@@ -83,7 +83,6 @@ PROBE = ProviderSpec(
     metrics=("probes",),
     cadence=Cadence.every_hours(1),
 )
-probe_kpis = build_provider_asset(PROBE)
 
 
 def _run(warehouse, instance: dg.DagsterInstance, behaviour: str) -> dg.ExecuteInProcessResult:
@@ -96,22 +95,7 @@ def _run(warehouse, instance: dg.DagsterInstance, behaviour: str) -> dg.ExecuteI
             secret_env={"api_key": KEY_VARIABLE},
         ),
     )
-    instance.add_dynamic_partitions("workspace", ["ws-a"])
-    return dg.materialize(
-        [probe_kpis],
-        instance=instance,
-        partition_key="ws-a",
-        resources={"warehouse": WarehouseResource(), "probe": ProbeAdapter()},
-        raise_on_error=False,
-    )
-
-
-def _everything_the_run_left(instance: dg.DagsterInstance, run_id: str) -> str:
-    """The run's event log (messages, errors with their causes, metadata) and compute logs."""
-    texts = [repr(record) for record in instance.all_logs(run_id)]
-    captured = Path(instance.root_directory) / "storage" / run_id / "compute_logs"
-    texts += [f.read_text(errors="replace") for f in captured.glob("*") if f.is_file()]
-    return "\n".join(texts)
+    return materialize_provider(warehouse, instance, PROBE, "ws-a")
 
 
 @pytest.fixture
@@ -126,7 +110,7 @@ def test_an_unexpected_exception_leaves_the_run_redacted(
 ) -> None:
     result = _run(warehouse, dagster_instance, behaviour)
     assert not result.success
-    left = _everything_the_run_left(dagster_instance, result.run_id)
+    left = everything_the_run_left(dagster_instance, result.run_id)
     assert "probe failed unexpectedly" in left and "[REDACTED]" in left
     assert probe_secret not in left
     connection = _connection(warehouse)
@@ -139,7 +123,7 @@ def test_log_lines_of_an_adapter_are_redacted(
 ) -> None:
     result = _run(warehouse, dagster_instance, "ok")
     assert result.success
-    left = _everything_the_run_left(dagster_instance, result.run_id)
+    left = everything_the_run_left(dagster_instance, result.run_id)
     assert "probe: talking to the API with [REDACTED]" in left
     assert probe_secret not in left
 
@@ -159,7 +143,7 @@ def test_rejected_records_are_named_and_checked_but_do_not_back_off_the_connecti
     connection = _connection(warehouse)
     assert connection.consecutive_failures == 0 and connection.next_attempt_at is None
     assert connection.last_success_at is not None
-    assert probe_secret not in _everything_the_run_left(dagster_instance, result.run_id)
+    assert probe_secret not in everything_the_run_left(dagster_instance, result.run_id)
 
 
 def _connection(warehouse) -> Connection:

@@ -24,6 +24,7 @@ from kpi_pipelines.automation.partitions import (
     workspace_partitions,
     workspace_range_tags,
 )
+from kpi_pipelines.demo import materialize_provider, materialize_workspaces
 from kpi_pipelines.integrations.shared.base_adapter import IntegrationAdapter
 from kpi_pipelines.integrations.shared.secrets import read_secret
 from kpi_pipelines.integrations.shared.spec import AuthKind, ProviderSpec
@@ -38,7 +39,7 @@ from kpi_pipelines.warehouse.control import (
     secret_namespace,
 )
 from kpi_pipelines.warehouse.tenant_data import read_points
-from kpi_pipelines_tests.run_results import failure_message
+from kpi_pipelines_tests.run_results import everything_the_run_left, failure_message
 
 SECRET = "ranged-canary-4d1e8b2a6c"  # no known secret shape: only registration redacts it
 POINTS = 30
@@ -134,17 +135,14 @@ def workspaces(warehouse, dagster_instance, monkeypatch):
 
 def run_over(instance: dg.DagsterInstance, workspace_ids: list[str]) -> dg.ExecuteInProcessResult:
     """One run over `workspace_ids`, launched as a backfill launches it (range tags)."""
-    [tags] = workspace_range_tags(instance, workspace_ids)
-    return dg.materialize(
-        [rangeprobe_kpis],
-        instance=instance,
-        tags=tags,
-        resources={
-            "warehouse": WarehouseResource(),
-            "rangeprobe": RangeProbeAdapter(batch_size=BATCH),
-        },
-        raise_on_error=False,
+    [result] = materialize_workspaces(
+        WarehouseResource().get(),
+        instance,
+        SPEC,
+        workspace_ids,
+        adapter=RangeProbeAdapter(batch_size=BATCH),
     )
+    return result
 
 
 def materialized(result: dg.ExecuteInProcessResult) -> dict[str, dict[str, Any]]:
@@ -161,10 +159,6 @@ def health(warehouse, workspace_id: str) -> Connection:
 
 def stored(warehouse, workspace_id: str) -> int:
     return len(read_points(warehouse, workspace_id, source="rangeprobe"))
-
-
-def everything_the_run_left(instance: dg.DagsterInstance, run_id: str) -> str:
-    return "\n".join(repr(record) for record in instance.all_logs(run_id))
 
 
 def test_one_workspace_failing_leaves_the_others_synced_and_materialized(
@@ -247,13 +241,7 @@ def test_a_single_workspace_without_a_connection_fails_its_run(
     warehouse, dagster_instance, workspaces
 ) -> None:
     [workspace_id] = workspaces(ws_a=None)
-    result = dg.materialize(
-        [rangeprobe_kpis],
-        instance=dagster_instance,
-        partition_key=workspace_id,
-        resources={"warehouse": WarehouseResource(), "rangeprobe": RangeProbeAdapter()},
-        raise_on_error=False,
-    )
+    result = materialize_provider(warehouse, dagster_instance, SPEC, workspace_id)
     assert not result.success
     assert "no rangeprobe connection" in failure_message(result)
 

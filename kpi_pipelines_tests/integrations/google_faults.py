@@ -14,7 +14,7 @@ from __future__ import annotations
 import secrets
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import Any
 
 import dagster as dg
 import pytest
@@ -25,6 +25,7 @@ from kpi_pipelines.sandbox.google._common import Api, FaultKind
 from kpi_pipelines.warehouse.control import Connection, list_connections
 from kpi_pipelines.warehouse.database import Warehouse
 from kpi_pipelines_tests.canary import leaks
+from kpi_pipelines_tests.integrations.google_sandbox import GoogleWorld
 from kpi_pipelines_tests.run_results import failure_message
 
 # Attempts per request in catalogue runs (the adapters' max_attempts): storms one shorter
@@ -173,6 +174,25 @@ def assert_identical(faulted: Rows, calm: Rows) -> None:
         assert faulted[table] == calm[table], table
 
 
+def assert_rode_out(
+    world: GoogleWorld,
+    case: FaultCase,
+    result: dg.ExecuteInProcessResult,
+    *,
+    calm: Rows,
+    issued: int,
+) -> None:
+    """The run rode the fault out: it succeeded, the fault did strike, one access token
+    (plus those the case forces) was issued, and the faulted workspace's tables are the calm
+    twin's, full rows (points, cursors, one audit row per change: none written twice)."""
+    assert result.success, failure_message(result)
+    assert world.sandbox.faults.pending == []
+    assert world.sandbox.oauth.issued_count() - issued == 1 + case.refreshes
+    assert_identical(tenant_rows(world.warehouse, "faulted"), calm)
+    assert tenant_rows(world.warehouse, "calm") == calm
+    assert connection_of(world, "faulted").consecutive_failures == 0
+
+
 # -- judging a failed run ------------------------------------------------------------------------
 
 
@@ -184,14 +204,6 @@ def assert_clear_failure(result: dg.ExecuteInProcessResult, says: str) -> str:
     assert "Traceback" not in message
     assert leaks([("failure description", message)]) == []
     return message
-
-
-class GoogleWorld(Protocol):
-    """What the GA4 and Sheets test worlds share."""
-
-    sandbox: GoogleSandbox
-    warehouse: Warehouse
-    monkeypatch: pytest.MonkeyPatch
 
 
 def connection_of(world: GoogleWorld, workspace_id: str) -> Connection:

@@ -1,21 +1,19 @@
 """CSV uploads end to end: a Dagster run of the partitioned asset on the real PostgreSQL."""
 
 from pathlib import Path
-from typing import Any
 
 import dagster as dg
 import pytest
 import sqlalchemy as sa
 
-from kpi_pipelines.definitions import PROVIDERS, RESOURCES
+from kpi_pipelines.demo import materialize_provider
 from kpi_pipelines.integrations.csv_upload.adapter import CsvUploadAdapter
+from kpi_pipelines.resources import WarehouseResource
 from kpi_pipelines.warehouse.control import Connection, add_connection, list_connections
 from kpi_pipelines.warehouse.tenant_data import read_points
 from kpi_pipelines_tests.canary import scanned_instance
 from kpi_pipelines_tests.conftest import table_snapshot
 from kpi_pipelines_tests.run_results import failure_message
-
-csv_upload_kpis = PROVIDERS["csv_upload"].asset
 
 MAPPING = {
     "date_column": "date",
@@ -45,15 +43,15 @@ def csv_connection(warehouse, workspace_a) -> Connection:
 
 
 def run_import(
-    instance, path: Path, workspace: str = "ws-a", **resources: Any
+    instance, path: Path, workspace: str = "ws-a", adapter: CsvUploadAdapter | None = None
 ) -> dg.ExecuteInProcessResult:
-    return dg.materialize(
-        [csv_upload_kpis],
-        instance=instance,
-        partition_key=workspace,
-        resources={**RESOURCES, **resources},
-        run_config={"ops": {csv_upload_kpis.op.name: {"config": {"path": str(path)}}}},
-        raise_on_error=False,
+    return materialize_provider(
+        WarehouseResource().get(),
+        instance,
+        "csv_upload",
+        workspace,
+        {"path": str(path)},
+        adapter=adapter,
     )
 
 
@@ -168,7 +166,7 @@ def test_oversized_file_is_rejected_with_its_own_message(
     warehouse, csv_connection, instance, tmp_path
 ) -> None:
     before = table_snapshot(warehouse)
-    result = run_import(instance, write(tmp_path, GOOD), csv_upload=CsvUploadAdapter(max_bytes=64))
+    result = run_import(instance, write(tmp_path, GOOD), adapter=CsvUploadAdapter(max_bytes=64))
     assert not result.success
     assert "limit" in failure_message(result)
     assert table_snapshot(warehouse)["kpi_data"] == before["kpi_data"]

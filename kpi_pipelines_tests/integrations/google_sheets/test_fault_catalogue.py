@@ -14,9 +14,7 @@ from typing import Any
 
 import dagster as dg
 
-from kpi_pipelines.definitions import PROVIDERS
 from kpi_pipelines.integrations.google_sheets.adapter import GoogleSheetsAdapter
-from kpi_pipelines.resources import WarehouseResource
 from kpi_pipelines.sandbox.google import DateTime, currency, percent
 from kpi_pipelines_tests.conftest import table_snapshot
 from kpi_pipelines_tests.integrations.google_faults import (
@@ -26,6 +24,7 @@ from kpi_pipelines_tests.integrations.google_faults import (
     FaultCase,
     assert_clear_failure,
     assert_identical,
+    assert_rode_out,
     catalogue,
     connection_of,
     recover,
@@ -34,8 +33,6 @@ from kpi_pipelines_tests.integrations.google_faults import (
 from kpi_pipelines_tests.integrations.google_sheets.conftest import SheetsWorld
 from kpi_pipelines_tests.integrations.google_sheets.test_adapter import HEADER, stored
 from kpi_pipelines_tests.run_results import failure_message
-
-google_sheets_kpis = PROVIDERS["google_sheets"].asset
 
 SHEET_ID = "1FaultCatalogueSheet000000000000000000000"
 RANGE = "KPIs!A1:D"
@@ -69,16 +66,7 @@ def import_sheet(
     sheets: SheetsWorld, workspace_id: str, **adapter: Any
 ) -> dg.ExecuteInProcessResult:
     """SheetsWorld.sync with adapter settings (a timeout, the retry budget and waits)."""
-    return dg.materialize(
-        [google_sheets_kpis],
-        instance=sheets.instance,
-        partition_key=workspace_id,
-        resources={
-            "warehouse": WarehouseResource(),
-            "google_sheets": GoogleSheetsAdapter(**adapter),
-        },
-        raise_on_error=False,
-    )
+    return sheets.run(workspace_id, adapter=GoogleSheetsAdapter(**adapter))
 
 
 def calm_twin(sheets: SheetsWorld) -> None:
@@ -105,13 +93,7 @@ def test_a_fault_the_import_rides_out_leaves_the_tables_of_a_calm_import(
 
     result = import_sheet(sheets, "faulted", **ADAPTER, **case.adapter)
 
-    assert result.success, failure_message(result)
-    assert sheets.sandbox.faults.pending == []  # the fault did strike
-    assert sheets.sandbox.oauth.issued_count() - issued == 1 + case.refreshes
-    # Full rows: the points, and one audit row per change (the restatements, the new row).
-    assert_identical(tenant_rows(sheets.warehouse, "faulted"), calm)
-    assert tenant_rows(sheets.warehouse, "calm") == calm
-    assert connection_of(sheets, "faulted").consecutive_failures == 0
+    assert_rode_out(sheets, case, result, calm=calm, issued=issued)
 
 
 @catalogue(FATAL)

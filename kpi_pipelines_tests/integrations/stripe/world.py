@@ -12,7 +12,8 @@ from typing import Any
 import dagster as dg
 import pytest
 
-from kpi_pipelines.definitions import PROVIDERS, RESOURCES
+from kpi_pipelines.definitions import RESOURCES
+from kpi_pipelines.demo import materialize_provider
 from kpi_pipelines.sandbox.kit.server import LoopbackServer
 from kpi_pipelines.sandbox.stripe import StripeSandbox, create_app
 from kpi_pipelines.warehouse.control import (
@@ -26,8 +27,6 @@ from kpi_pipelines.warehouse.control import (
 )
 from kpi_pipelines.warehouse.database import Warehouse
 from kpi_pipelines_tests.canary import scanned_instance
-
-stripe_kpis = PROVIDERS["stripe"].asset
 
 
 def stripe_key_variable(workspace_id: str) -> str:
@@ -75,17 +74,9 @@ class StripeWorld:
     ) -> dg.ExecuteInProcessResult:
         """Run the real asset for one workspace; `options` is its run config (what the
         launchpad or a schedule sets), `adapter_config` the Stripe resource's settings."""
-        resources = dict(RESOURCES)
-        if adapter_config:
-            resources["stripe"] = type(RESOURCES["stripe"])(**adapter_config)
-        run_config = {"ops": {"stripe_kpis": {"config": options}}} if options else None
-        return dg.materialize(
-            [stripe_kpis],
-            instance=self.instance,
-            partition_key=workspace_id,
-            resources=resources,
-            run_config=run_config,
-            raise_on_error=False,
+        adapter = type(RESOURCES["stripe"])(**adapter_config) if adapter_config else None
+        return materialize_provider(
+            self.warehouse, self.instance, "stripe", workspace_id, options, adapter=adapter
         )
 
 
