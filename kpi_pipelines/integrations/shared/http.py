@@ -79,13 +79,16 @@ class HttpStats:
     retries: int = 0
     cache_hits: int = 0
     seconds_waited: float = 0.0
+    # False for a client without the in-sync cache: its metadata then has no hit count
+    # (a 0 would read as "nothing repeated", not "nothing cached").
+    cached: bool = field(default=True, compare=False)
 
     def as_metadata(self) -> dict[str, int | float]:
         """Flat, prefixed values for a Dagster materialization."""
         return {
             "http_requests_sent": self.requests_sent,
             "http_retries": self.retries,
-            "http_cache_hits": self.cache_hits,
+            **({"http_cache_hits": self.cache_hits} if self.cached else {}),
             "http_seconds_waited": round(self.seconds_waited, 3),
         }
 
@@ -163,7 +166,7 @@ class ProviderHttpClient:
         self.backoff_base = backoff_base
         self.backoff_max = backoff_max
         self.request_budget = request_budget
-        self.stats = HttpStats()
+        self.stats = HttpStats(cached=cache)
         self._classify = classify
         self._on_unauthorized = on_unauthorized
         self._sleep = sleep

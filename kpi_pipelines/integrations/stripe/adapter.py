@@ -127,10 +127,12 @@ class StripeAdapter(ObjectAdapter):
     _stripe: stripe.StripeClient | None = PrivateAttr(default=None)
     _newest_event: dict[str, Any] | None = PrivateAttr(default=None)
     _scope: MetricsScope | None = PrivateAttr(default=None)
-    _stats: HttpStats = PrivateAttr(default_factory=HttpStats)
+    _stats: HttpStats = PrivateAttr(default_factory=lambda: HttpStats(cached=False))
 
     def check_connection(self) -> None:
-        self._stats = HttpStats()
+        # No cache: a sync never asks Stripe for the same thing twice (changed objects are
+        # keyed by id, each list page follows the last), so there would be no hits to count.
+        self._stats = HttpStats(cached=False)
         # One cheap call proves the key: the newest event (also tells how fresh we are).
         self._newest_event = self._first("/v1/events", {"limit": 1})
 
@@ -141,11 +143,7 @@ class StripeAdapter(ObjectAdapter):
         super().disconnect()
 
     def request_stats(self) -> dict[str, int | float]:
-        # No cache: a sync never asks Stripe for the same thing twice (changed objects are
-        # keyed by id, each list page follows the last), so there would be no hits to count.
-        stats = self._stats.as_metadata()
-        del stats["http_cache_hits"]
-        return stats
+        return self._stats.as_metadata()
 
     # --- the object engine's hooks: reading ----------------------------------------------
 

@@ -832,6 +832,10 @@ def test_stats_as_metadata() -> None:
         "http_cache_hits": 2,
         "http_seconds_waited": 1.235,
     }
+    # A client without the cache reports no hit count at all.
+    uncached = ProviderHttpClient("ga4", "http://127.0.0.1:1", cache=False)
+    assert "http_cache_hits" not in uncached.stats.as_metadata()
+    uncached.close()
 
 
 def test_constructor_validates_limits() -> None:
