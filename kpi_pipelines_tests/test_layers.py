@@ -10,14 +10,18 @@
 
 from __future__ import annotations
 
-from functools import partial
+import functools
 
-from kpi_pipelines_tests.imports import circles
-from kpi_pipelines_tests.imports import import_graph as _graph
+from kpi_pipelines_tests.imports import circles, import_graph
 
-# Layering counts every import, even one only a type checker reads.
-import_graph = partial(_graph, type_checking=True)
 NEUTRAL = {"kpi_pipelines", "kpi_pipelines.models", "kpi_pipelines.settings"}
+
+
+@functools.cache
+def every_import() -> dict[str, set[str]]:
+    """The package's imports, read once; layering counts even those only a type checker
+    reads."""
+    return import_graph(type_checking=True)
 
 
 def _inside(module: str, package: str) -> bool:
@@ -32,7 +36,7 @@ def _provider_of(module: str) -> str | None:
 
 
 def test_the_models_and_the_warehouse_import_nothing_above_them() -> None:
-    graph = import_graph()
+    graph = every_import()
     for module, imported in graph.items():
         if module == "kpi_pipelines.models":
             assert imported <= {"kpi_pipelines"}, imported
@@ -46,7 +50,7 @@ def test_the_models_and_the_warehouse_import_nothing_above_them() -> None:
 
 
 def test_the_kit_imports_no_provider_and_no_provider_imports_another() -> None:
-    for module, imported in import_graph().items():
+    for module, imported in every_import().items():
         own = _provider_of(module)
         others = {_provider_of(m) for m in imported} - {None, own}
         assert not others, f"{module} imports the provider(s) {sorted(others)}"  # type: ignore[type-var]
@@ -54,7 +58,7 @@ def test_the_kit_imports_no_provider_and_no_provider_imports_another() -> None:
 
 def test_production_code_never_imports_the_simulators() -> None:
     allowed = ("kpi_pipelines.sandbox", "kpi_pipelines.demo")
-    for module, imported in import_graph().items():
+    for module, imported in every_import().items():
         if any(_inside(module, a) for a in allowed):
             continue
         simulators = {m for m in imported if _inside(m, "kpi_pipelines.sandbox")}
@@ -62,7 +66,7 @@ def test_production_code_never_imports_the_simulators() -> None:
 
 
 def test_there_are_no_import_circles() -> None:
-    assert circles(_graph()) == []
+    assert circles(import_graph()) == []
 
 
 def test_the_circle_finder_finds_circles() -> None:
