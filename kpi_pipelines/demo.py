@@ -105,11 +105,10 @@ def materialize_workspaces(
     with warehouse.control() as db:
         for workspace_id in workspace_ids:
             get_workspace(db, workspace_id)
-    new = [
-        w for w in workspace_ids if not instance.has_dynamic_partition(workspace_partitions.name, w)
-    ]
+    known = set(instance.get_dynamic_partitions(workspace_partitions.name))
+    new = [w for w in dict.fromkeys(workspace_ids) if w not in known]
     if new:
-        instance.add_dynamic_partitions(workspace_partitions.name, list(dict.fromkeys(new)))
+        instance.add_dynamic_partitions(workspace_partitions.name, new)
     asset = provider_definitions(spec).asset
     config = {
         "ops": {asset.op.name: {"config": dict(run_config or {})}},
