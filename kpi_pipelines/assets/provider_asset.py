@@ -34,18 +34,17 @@ MAX_NAMED_FAILURES = 20
 
 def build_provider_asset(spec: ProviderSpec) -> dg.AssetsDefinition:
     """The workspace-partitioned asset that syncs `spec`'s provider into kpi_data."""
-    key = spec.asset_key
-    config_class = spec.run_config
-    provider = spec.key
     with warnings.catch_warnings():
         # backfill_policy is beta in Dagster 1.13; it is what groups workspaces into runs.
         warnings.simplefilter("ignore", dg.BetaWarning)
-        return _provider_asset(spec, key, config_class, provider)
+        return _provider_asset(spec)
 
 
-def _provider_asset(
-    spec: ProviderSpec, key: dg.AssetKey, config_class: type[dg.Config], provider: str
-) -> dg.AssetsDefinition:
+def _provider_asset(spec: ProviderSpec) -> dg.AssetsDefinition:
+    key = spec.asset_key
+    config_class = spec.run_config
+    provider = spec.key
+
     @dg.asset(
         key=key,
         description=spec.description,
