@@ -8,6 +8,7 @@ fault machinery. `json_response` is the one way the kit frames a JSON body.
 
 from __future__ import annotations
 
+from abc import ABC, abstractmethod
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
@@ -36,7 +37,7 @@ def json_response(status: int, body: JSON, headers: Mapping[str, str] | None = N
     )
 
 
-class ErrorStyle:
+class ErrorStyle(ABC):
     """A provider's error vocabulary. Subclasses declare `body()` and override what differs.
 
     `messages`: the provider's default message per HTTP status (else `fallback_message`).
@@ -47,9 +48,9 @@ class ErrorStyle:
     # The non-JSON answer of whatever stands in front of the API: status, body, media type.
     not_json: tuple[int, bytes, str] = (200, MAINTENANCE_PAGE, "text/html")
 
+    @abstractmethod
     def body(self, status: int, message: str) -> JSON:
         """The provider's JSON error envelope for `status`."""
-        raise NotImplementedError
 
     def message(self, status: int, message: str | None = None) -> str:
         return message if message is not None else self.messages.get(status, self.fallback_message)
