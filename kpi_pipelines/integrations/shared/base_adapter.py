@@ -106,7 +106,9 @@ class IntegrationAdapter(dg.ConfigurableResource, ABC):
         """Run the engine of this provider's spec over its hooks."""
         engine = self.spec.engine
         if engine is None:
-            raise NotImplementedError(f"{self.provider} names no engine: its adapter syncs itself")
+            raise NotImplementedError(
+                f"{self.provider}: its spec names no engine, so its adapter must define sync()"
+            )
         return engine.sync(self)
 
     @abstractmethod
