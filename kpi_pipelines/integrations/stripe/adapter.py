@@ -12,6 +12,9 @@ own is here:
 - Retries are ours: every 429 (the SDK retries one only when Stripe sends
   `Stripe-Should-Retry: true`, and Stripe's 429s usually carry no such header), then as
   Stripe documents (see `_attempt`), with exponential backoff and jitter within a budget.
+- Subscription events (`customer.subscription.*`, with `previous_attributes`) are landed
+  too, as the stream `subscription_events`: they date every change of a subscription's
+  status, items and discounts (see metrics.py).
 - Changes come from `/v1/events`: an incremental sync reads the events from a little
   before the newest one already read (the list is eventually consistent: an event may
   appear after later ones, or share their second), skips those already applied by id, and
@@ -84,6 +87,17 @@ API_VERSION = "2025-03-31.basil"
 EVENT_RETENTION = timedelta(days=30)
 # The stream whose objects have no events of their own, listed again from a day back.
 UNEVENTFUL_STREAM = "balance_transactions"
+# The landed subscription events, and the types it holds (Stripe allows 20 per list call).
+SUBSCRIPTION_EVENTS = "subscription_events"
+SUBSCRIPTION_EVENT_TYPES = (
+    "customer.subscription.created",
+    "customer.subscription.updated",
+    "customer.subscription.deleted",
+    "customer.subscription.paused",
+    "customer.subscription.resumed",
+    "customer.subscription.pending_update_applied",
+    "customer.subscription.pending_update_expired",
+)
 STREAM_BY_OBJECT = {
     "customer": "customers",
     "product": "products",
@@ -128,11 +142,13 @@ class StripeAdapter(ObjectAdapter):
     _newest_event: dict[str, Any] | None = PrivateAttr(default=None)
     _scope: MetricsScope | None = PrivateAttr(default=None)
     _stats: HttpStats = PrivateAttr(default_factory=lambda: HttpStats(cached=False))
+    _connected_at: datetime = PrivateAttr(default_factory=lambda: datetime.now(UTC))
 
     def check_connection(self) -> None:
         # No cache: a sync never asks Stripe for the same thing twice (changed objects are
         # keyed by id, each list page follows the last), so there would be no hits to count.
         self._stats = HttpStats(cached=False)
+        self._connected_at = datetime.now(UTC)
         # One cheap call proves the key: the newest event (also tells how fresh we are).
         self._newest_event = self._first("/v1/events", {"limit": 1})
 
@@ -156,8 +172,14 @@ class StripeAdapter(ObjectAdapter):
         return self._page(stream.path, {**dict(stream.params), **filters}, request)
 
     def retrieve(self, stream: Stream, object_id: str) -> bytes | None:
-        # The list's expansions, minus their "data." prefix (one per stream).
-        params = {k: v.removeprefix("data.") for k, v in stream.params if k == "expand[]"}
+        # The list's expansions, minus their "data." prefix.
+        expand = [
+            path.removeprefix("data.")
+            for key, value in stream.params
+            if key == "expand"
+            for path in value
+        ]
+        params = {"expand": expand} if expand else {}
         try:
             obj = bytes(self._read(f"{stream.path}/{object_id}", params, msgspec.Raw))
         except ProviderRequestError as exc:
@@ -192,7 +214,7 @@ class StripeAdapter(ObjectAdapter):
         position = _EventPosition.from_cursor(cursor)
         since = position.created
         assert since is not None, "needs_full_read() said a full read"
-        changed, position = self._read_events(
+        changed, position, subscription_events = self._read_events(
             since - self.event_overlap_seconds, set(position.seen), ledger, floor=since
         )
         overlap = since - int(timedelta(days=1).total_seconds())
@@ -206,6 +228,7 @@ class StripeAdapter(ObjectAdapter):
             # Objects that have no events of their own are listed again with an overlap,
             # which the upsert makes harmless.
             relist={UNEVENTFUL_STREAM: {"created[gte]": overlap}},
+            records={SUBSCRIPTION_EVENTS: subscription_events},
         )
 
     def relisting(self, cursor: Mapping[str, Any], ledger: Ledger) -> Relisting:
@@ -228,6 +251,8 @@ class StripeAdapter(ObjectAdapter):
             reporting_currency=workspace.reporting_currency,
             timezone=workspace.timezone,
             today=self._today(),
+            observed_at=self._observed_at(),
+            landed_since=self._connected_at,
         )
         return compute_stripe_metrics(db, self._scope)
 
@@ -246,11 +271,13 @@ class StripeAdapter(ObjectAdapter):
         ledger: Ledger,
         *,
         floor: int | None = None,
-    ) -> tuple[dict[str, dict[str, int]], _EventPosition]:
+    ) -> tuple[dict[str, dict[str, int]], _EventPosition, list[bytes]]:
         """The objects changed by events created since `window_start` that are not in `seen`
-        (stream -> id -> newest event time), and the cursor to keep: the newest event time
-        (at least `floor`) and the ids of the events within the overlap before it."""
+        (stream -> id -> newest event time), the cursor to keep (the newest event time, at
+        least `floor`, and the ids of the events within the overlap before it), and the
+        texts of the subscription events among them."""
         changed: dict[str, dict[str, int]] = defaultdict(dict)
+        subscription_events: list[bytes] = []
         newest: int | None = None
         recent: list[tuple[int, str]] = []
         for text in self._list_items("/v1/events", {"created[gte]": window_start}):
@@ -268,15 +295,21 @@ class StripeAdapter(ObjectAdapter):
                 ledger.reject("events", text, exc)
                 continue
             _note_change(changed, event)
+            if event.type in SUBSCRIPTION_EVENT_TYPES:
+                subscription_events.append(text)
         if floor is not None:
             newest = floor if newest is None else max(newest, floor)
         if newest is None:
-            return changed, _EventPosition(None)
+            return changed, _EventPosition(None), subscription_events
         recent = sorted(
             (r for r in recent if r[0] >= newest - self.event_overlap_seconds), reverse=True
         )
-        return changed, _EventPosition(
-            newest, tuple(event_id for _, event_id in recent[: self.max_remembered_events])
+        return (
+            changed,
+            _EventPosition(
+                newest, tuple(event_id for _, event_id in recent[: self.max_remembered_events])
+            ),
+            subscription_events,
         )
 
     # --- reading -------------------------------------------------------------------------
@@ -448,6 +481,12 @@ class StripeAdapter(ObjectAdapter):
                 ),
             )
         return self._stripe
+
+    def _observed_at(self) -> int:
+        """When the objects this sync read were true, in Stripe's clock: its newest event at
+        the start of the sync (nothing changed since without an event), else now."""
+        newest = (self._newest_event or {}).get("created")
+        return int(newest) if newest is not None else int(datetime.now(UTC).timestamp())
 
     def _today(self) -> date:
         newest = (self._newest_event or {}).get("created")

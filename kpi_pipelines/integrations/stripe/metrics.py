@@ -1,11 +1,18 @@
 """Every Stripe metric of kpi-definitions.md, computed in SQL over the landed raw records.
 
-Nothing here calls Stripe: a fix to a formula is recomputed from raw_records alone. The
-query reconstructs each subscription item's state over time from invoice lines (every
-billing period has a line per item; a mid-period change adds proration lines from the
-change on), zeroes trials, unpaid spells and ended subscriptions, applies forever coupons,
-and turns that into each customer's MRR as levels between the reporting days on which it
-changes. Daily totals, movements, counts and the 30-day cohort ratios come from those
+Nothing here calls Stripe: a fix to a formula is recomputed from raw_records alone. What
+each subscription was at each instant comes, in order of authority, from:
+1. the subscriptions as landed, kept as a snapshot per sync whenever their state changed
+   (`subscription_states`): true from the sync on;
+2. the subscription events of the last 30 days (`subscription_events`): each one's object is
+   the state after the change, and its previous_attributes the state before, dated by the
+   event; a state no event explains has held since before the events start;
+3. before that, invoice lines (every billing period has a line per item; a mid-period change
+   adds proration lines from the change on) and the subscription's own dates.
+Only `active` and `past_due` count (every other status is worth nothing while it lasts);
+forever coupons of the subscription and of its items apply; the tax a price includes does
+not count. That turns into each customer's MRR as levels between the reporting days on which
+it changes. Daily totals, movements, counts and the 30-day cohort ratios come from those
 levels without ever building a row per customer per day (the work grows with the changes,
 not with customers x days).
 """
@@ -80,6 +87,7 @@ CREATE TEMP TABLE st_prices ON COMMIT DROP AS
 SELECT DISTINCT ON (id) id, upper(p->>'currency') AS currency,
        coalesce((p->>'unit_amount_decimal')::numeric, (p->>'unit_amount')::numeric) AS unit_amount,
        coalesce(p->>'billing_scheme', 'per_unit') AS billing_scheme,
+       p->>'tax_behavior' AS tax_behavior,
        p->>'tiers_mode' AS tiers_mode, p->'tiers' AS tiers,
        coalesce(p->'recurring'->>'usage_type', 'licensed') AS usage_type,
        CASE p->'recurring'->>'interval'
@@ -97,7 +105,8 @@ FROM (
 ORDER BY id, rank
 """
 
-# Step 2: invoice lines of subscription items.
+# Step 2: invoice lines of subscription items (with the inclusive tax in their amounts), and
+# the subscriptions as landed.
 _LINES = """
 CREATE TEMP TABLE st_lines ON COMMIT DROP AS
 SELECT coalesce(l->'parent'->'subscription_item_details'->>'subscription',
@@ -110,44 +119,270 @@ SELECT coalesce(l->'parent'->'subscription_item_details'->>'subscription',
        to_timestamp((l->'period'->>'start')::bigint) AS p_start,
        to_timestamp((l->'period'->>'end')::bigint) AS p_end,
        (l->>'amount')::bigint AS amount,
+       (SELECT coalesce(sum((t->>'amount')::bigint), 0)
+        FROM jsonb_array_elements(CASE WHEN jsonb_typeof(l->'taxes') = 'array' THEN l->'taxes' ELSE '[]' END) t
+        WHERE t->>'tax_behavior' = 'inclusive' AND jsonb_typeof(t->'amount') = 'number') AS inclusive_tax,
        (inv.payload->>'created')::bigint AS invoice_created
 FROM raw_records inv, jsonb_array_elements(CASE WHEN jsonb_typeof(inv.payload->'lines'->'data') = 'array' THEN inv.payload->'lines'->'data' ELSE '[]' END) l
 WHERE inv.source = 'stripe' AND inv.stream = 'invoices'
-  AND coalesce(l->'parent'->'subscription_item_details'->>'subscription_item', l->>'subscription_item') IS NOT NULL
+  AND coalesce(l->'parent'->'subscription_item_details'->>'subscription_item', l->>'subscription_item') IS NOT NULL;
+
+CREATE TEMP TABLE st_subs ON COMMIT DROP AS
+SELECT payload->>'id' AS sub_id,
+       coalesce(payload->'customer'->>'id', payload->>'customer') AS customer,
+       upper(payload->>'currency') AS currency,
+       payload->>'status' AS status,
+       to_timestamp((payload->>'start_date')::bigint) AS started,
+       to_timestamp((payload->>'trial_start')::bigint) AS trial_start,
+       to_timestamp((payload->>'trial_end')::bigint) AS trial_end,
+       to_timestamp((payload->>'ended_at')::bigint) AS ended_at
+FROM raw_records WHERE source = 'stripe' AND stream = 'subscriptions'
 """
 
-# Step 3: each item's state as effective intervals, priced per month.
-_ITEM_STATES = """
-CREATE TEMP TABLE st_item_states ON COMMIT DROP AS
+
+def _array(expr: str) -> str:
+    """A jsonb value as an array to iterate (an absent or malformed one is empty)."""
+    return f"CASE WHEN jsonb_typeof({expr}) = 'array' THEN {expr} ELSE '[]' END"
+
+
+def _ids(expr: str) -> str:
+    """The ids of a list of objects or ids (discounts are either, by expansion), sorted."""
+    return (
+        "coalesce((SELECT jsonb_agg(coalesce(d->'id', d) ORDER BY coalesce(d->>'id', d#>>'{}'))"
+        f" FROM jsonb_array_elements({_array(expr)}) d"
+        " WHERE jsonb_typeof(d) = 'string' OR jsonb_typeof(d->'id') = 'string'), '[]')"
+    )
+
+
+def _included_tax(rates: str) -> str:
+    """The percentage of the inclusive tax rates of a list of tax rates."""
+    return (
+        f"(SELECT coalesce(sum((r->>'percentage')::numeric), 0) FROM jsonb_array_elements({_array(rates)}) r"
+        " WHERE jsonb_typeof(r->'percentage') = 'number' AND r->'inclusive' = 'true')"
+    )
+
+
+def _state_of(sub: str) -> str:
+    """What of a subscription object decides its MRR, in one canonical form: its status,
+    and per item the price, quantity, discounts and the tax rates included in the price (the
+    item's own, else the subscription's defaults); the subscription's discounts. Used for
+    the events' objects and the snapshots alike, so equal states compare equal."""
+    items = f"{sub}->'items'->'data'"
+    return f"""jsonb_build_object(
+        'id', {sub}->'id',
+        'status', {sub}->'status',
+        'discounts', {_ids(f"{sub}->'discounts'")},
+        'items', coalesce((
+            SELECT jsonb_agg(jsonb_build_object(
+                'id', i->'id',
+                'price', coalesce(i->'price'->'id', i->'price'),
+                'quantity', CASE WHEN jsonb_typeof(i->'quantity') = 'number' THEN i->'quantity' END,
+                'discounts', {_ids("i->'discounts'")},
+                'included_tax', CASE WHEN jsonb_typeof(i->'tax_rates') = 'array'
+                                      AND jsonb_array_length(i->'tax_rates') > 0
+                                     THEN {_included_tax("i->'tax_rates'")}
+                                     ELSE {_included_tax(f"{sub}->'default_tax_rates'")} END
+            ) ORDER BY i->>'id')
+            FROM jsonb_array_elements({_array(items)}) i
+            WHERE jsonb_typeof(i->'id') = 'string'), '[]'))"""
+
+
+# Step 0: a snapshot of each subscription this sync landed (or that has none yet) whose state
+# differs from its latest one, as observed at this sync (the provider's clock). From the first
+# sync on, the snapshots and the events say what each subscription was at every instant, even
+# when events were missed. A landed copy this sync did not write may be stale (the event that
+# would have had it fetched again was missed): it is not observed again.
+_SNAPSHOT = f"""
+INSERT INTO raw_records AS r (workspace_id, source, stream, record_id, payload,
+                              source_updated_at, fetched_at, run_id)
+SELECT s.workspace_id, 'stripe', 'subscription_states', s.record_id || '@' || %(observed)s,
+       jsonb_build_object('observed_at', %(observed)s, 'subscription', s.state),
+       to_timestamp(%(observed)s), now(), current_setting('kpi.actor', true)
+FROM (SELECT workspace_id, record_id, fetched_at, {_state_of("payload")} AS state FROM raw_records
+      WHERE source = 'stripe' AND stream = 'subscriptions') s
+LEFT JOIN LATERAL (
+    SELECT payload->'subscription' AS state FROM raw_records
+    WHERE source = 'stripe' AND stream = 'subscription_states'
+      AND record_id LIKE s.record_id || '@%%'
+      AND (payload->>'observed_at')::bigint <= %(observed)s
+    ORDER BY (payload->>'observed_at')::bigint DESC LIMIT 1
+) latest ON true
+WHERE latest.state IS DISTINCT FROM s.state
+  AND (s.fetched_at >= %(landed_since)s OR latest.state IS NULL)
+ON CONFLICT (workspace_id, source, stream, record_id) DO NOTHING
+"""
+
+# Step 3: what each subscription was at each instant, where it is known: the events' objects
+# (and the state before the first of them, from its previous_attributes) and the snapshots.
+# The known era of a subscription starts when the events start (30 days before the first
+# snapshot, or the oldest event landed) or when it was created; a state no event explains
+# has held since the era's start (Stripe would have sent an event for a later change). A
+# deletion has no previous_attributes: when it is the first event known, the era starts
+# with it.
+_OBSERVED = f"""
+CREATE TEMP TABLE st_observations ON COMMIT DROP AS
+SELECT payload->'data'->'object'->>'id' AS sub_id,
+       to_timestamp((payload->>'created')::bigint) AS t, 0 AS rank, payload->>'type' AS type,
+       {_state_of("(payload->'data'->'object')")} AS state,
+       CASE WHEN jsonb_typeof(payload->'data'->'previous_attributes') = 'object'
+            THEN {_state_of("((payload->'data'->'object') || (payload->'data'->'previous_attributes'))")}
+       END AS before
+FROM raw_records
+WHERE source = 'stripe' AND stream = 'subscription_events'
+  AND jsonb_typeof(payload->'data'->'object') = 'object'
+UNION ALL
+SELECT payload->'subscription'->>'id', to_timestamp((payload->>'observed_at')::bigint), 1,
+       'snapshot', payload->'subscription', NULL
+FROM raw_records WHERE source = 'stripe' AND stream = 'subscription_states';
+
+CREATE TEMP TABLE st_eras ON COMMIT DROP AS
+WITH known_since AS (
+    SELECT least((SELECT min(t) FROM st_observations WHERE rank = 1) - interval '30 days',
+                 (SELECT min(t) FROM st_observations WHERE rank = 0)) AS t
+), firsts AS (
+    SELECT DISTINCT ON (sub_id) * FROM st_observations ORDER BY sub_id, t, rank
+)
+SELECT s.sub_id,
+       CASE WHEN f.sub_id IS NULL THEN 'infinity'
+            -- what it was before a deletion (which has no previous_attributes) is not known
+            WHEN f.rank = 0 AND f.before IS NULL AND f.type <> 'customer.subscription.created'
+            THEN f.t
+            ELSE greatest(s.started, (SELECT t FROM known_since)) END AS era_start
+FROM st_subs s LEFT JOIN firsts f USING (sub_id);
+
+CREATE TEMP TABLE st_states ON COMMIT DROP AS
+WITH ordered AS (
+    SELECT o.*, row_number() OVER (PARTITION BY sub_id ORDER BY t, rank) AS n
+    FROM st_observations o JOIN st_eras e USING (sub_id)
+), states AS (
+    SELECT o.sub_id, e.era_start AS t, 0 AS n, coalesce(o.before, o.state) AS state
+    FROM ordered o JOIN st_eras e USING (sub_id) WHERE o.n = 1
+    UNION ALL
+    SELECT sub_id, t, n, state FROM ordered
+), spans AS (
+    SELECT sub_id, t AS valid_from,
+           coalesce(lead(t) OVER (PARTITION BY sub_id ORDER BY t, n), 'infinity') AS valid_to,
+           state
+    FROM states
+)
+SELECT * FROM spans WHERE valid_from < valid_to
+"""
+
+# Step 4: each item's state as intervals (price, quantity, its discounts, the tax its price
+# includes): from the known states in a subscription's era, from invoice lines before it
+# (every billing period has a line per item; a mid-period change adds proration lines from
+# the change on).
+_ITEM_SPANS = """
+CREATE TEMP TABLE st_item_spans ON COMMIT DROP AS
 WITH starts AS (
     SELECT DISTINCT item_id, p_start FROM st_lines
 ), boundaries AS (
     SELECT item_id, p_start, lead(p_start) OVER (PARTITION BY item_id ORDER BY p_start) AS next_start
     FROM starts
-), states AS (
+), line_states AS (
     SELECT DISTINCT ON (item_id, p_start) *
     FROM st_lines WHERE amount >= 0
     ORDER BY item_id, p_start, invoice_created DESC
 ), current_items AS (
-    SELECT DISTINCT i->>'id' AS item_id
-    FROM raw_records r,
-        jsonb_array_elements(CASE WHEN jsonb_typeof(r.payload->'items'->'data') = 'array' THEN r.payload->'items'->'data' ELSE '[]' END) i
-    WHERE r.source = 'stripe' AND r.stream = 'subscriptions'
+    SELECT DISTINCT ON (i->>'id') i->>'id' AS item_id, i AS item
+    FROM st_states st, jsonb_array_elements(st.state->'items') i
+    ORDER BY i->>'id', st.valid_from DESC
+), from_lines AS (
+    SELECT s.sub_id, s.item_id, s.price_id, s.quantity, s.p_start AS valid_from,
+           -- A state holds until the item's next line starts. The latest line of an item the
+           -- subscription still has holds on past its period's end (the renewal invoice does
+           -- not exist yet); a dropped item's ends.
+           coalesce(b.next_start, CASE WHEN c.item_id IS NULL THEN s.p_end ELSE 'infinity' END)
+             AS valid_to,
+           coalesce(c.item->'discounts', '[]') AS discounts,
+           coalesce((c.item->>'included_tax')::numeric, 0) AS included_tax
+    FROM line_states s
+    JOIN boundaries b USING (item_id, p_start)
+    LEFT JOIN current_items c ON c.item_id = s.item_id
 )
-SELECT s.sub_id, s.item_id, s.p_start AS valid_from,
+SELECT f.sub_id, f.item_id, f.price_id, f.quantity, f.valid_from,
+       least(f.valid_to, e.era_start) AS valid_to, f.discounts, f.included_tax
+FROM from_lines f JOIN st_eras e USING (sub_id)
+WHERE f.valid_from < least(f.valid_to, e.era_start)
+UNION ALL
+SELECT st.sub_id, i->>'id', i->>'price', coalesce((i->>'quantity')::numeric, 1),
+       st.valid_from, st.valid_to, i->'discounts', (i->>'included_tax')::numeric
+FROM st_states st, jsonb_array_elements(st.state->'items') i
+"""
+
+# Step 5: the items priced per month: tiers, licensed only, net of the tax a price includes
+# (its inclusive tax rates, or Stripe Tax's inclusive amounts on the item's latest line) and
+# of the item's own forever discounts.
+_ITEM_STATES = """
+CREATE TEMP TABLE st_coupons ON COMMIT DROP AS
+SELECT payload->>'id' AS id, payload->>'duration' AS duration,
+       (payload->>'percent_off')::numeric AS percent_off, (payload->>'amount_off')::numeric AS amount_off
+FROM raw_records WHERE source = 'stripe' AND stream = 'coupons';
+
+-- every discount object landed anywhere, with its coupon's terms
+CREATE TEMP TABLE st_discount_terms ON COMMIT DROP AS
+WITH discount_objects AS (
+    SELECT coalesce(d->>'subscription', r.payload->>'id') AS sub_id, d
+    FROM raw_records r, jsonb_array_elements(CASE WHEN jsonb_typeof(r.payload->'discounts') = 'array' THEN r.payload->'discounts' ELSE '[]' END) d
+    WHERE r.source = 'stripe' AND r.stream = 'subscriptions' AND jsonb_typeof(d) = 'object'
+    UNION ALL
+    SELECT coalesce(d->>'subscription', r.payload->>'id'), d
+    FROM raw_records r,
+         jsonb_array_elements(CASE WHEN jsonb_typeof(r.payload->'items'->'data') = 'array' THEN r.payload->'items'->'data' ELSE '[]' END) i,
+         jsonb_array_elements(CASE WHEN jsonb_typeof(i->'discounts') = 'array' THEN i->'discounts' ELSE '[]' END) d
+    WHERE r.source = 'stripe' AND r.stream = 'subscriptions' AND jsonb_typeof(d) = 'object'
+    UNION ALL
+    SELECT coalesce(d->>'subscription', inv.payload->'parent'->'subscription_details'->>'subscription',
+                    inv.payload->>'subscription'), d
+    FROM raw_records inv, jsonb_array_elements(CASE WHEN jsonb_typeof(inv.payload->'discounts') = 'array' THEN inv.payload->'discounts' ELSE '[]' END) d
+    WHERE inv.source = 'stripe' AND inv.stream = 'invoices' AND jsonb_typeof(d) = 'object'
+), unique_discounts AS (
+    SELECT DISTINCT ON (d->>'id') sub_id, d FROM discount_objects WHERE d->>'id' IS NOT NULL
+)
+SELECT u.d->>'id' AS id, u.sub_id, u.d->>'subscription_item' AS item_id,
+       to_timestamp((u.d->>'start')::bigint) AS valid_from,
+       coalesce(to_timestamp((u.d->>'end')::bigint), 'infinity') AS valid_to,
+       coalesce(c.duration, cp.coupon->>'duration') = 'forever' AS forever,
+       coalesce(c.percent_off, (cp.coupon->>'percent_off')::numeric) AS percent_off,
+       coalesce(c.amount_off, (cp.coupon->>'amount_off')::numeric) AS amount_off
+FROM unique_discounts u
+CROSS JOIN LATERAL (
+    SELECT coalesce(
+        CASE WHEN jsonb_typeof(u.d->'source'->'coupon') = 'object' THEN u.d->'source'->'coupon' END,
+        CASE WHEN jsonb_typeof(u.d->'coupon') = 'object' THEN u.d->'coupon' END,
+        jsonb_build_object('id', coalesce(u.d->'source'->>'coupon', u.d->>'coupon'))
+    ) AS coupon
+) cp
+LEFT JOIN st_coupons c ON c.id = cp.coupon->>'id';
+
+-- Stripe Tax: the share of the latest line of an item that is inclusive tax
+CREATE TEMP TABLE st_line_tax ON COMMIT DROP AS
+SELECT DISTINCT ON (item_id) item_id, inclusive_tax::float8 / amount AS share
+FROM st_lines WHERE amount > 0 AND inclusive_tax > 0
+ORDER BY item_id, invoice_created DESC;
+
+CREATE TEMP TABLE st_item_states ON COMMIT DROP AS
+SELECT s.sub_id, s.item_id, s.valid_from, s.valid_to,
        CASE WHEN p.usage_type = 'licensed' THEN p.monthly_factor::float8 END AS monthly_factor,
-       -- A state holds until the item's next line starts. The latest line of an item the
-       -- subscription still has holds on past its period's end (the renewal invoice does not
-       -- exist yet; an ended subscription is zeroed by its ended_at); a dropped item's ends.
-       coalesce(b.next_start, CASE WHEN c.item_id IS NULL THEN s.p_end ELSE 'infinity' END)
-         AS valid_to,
-       (CASE WHEN p.usage_type <> 'licensed' THEN 0
+       greatest(0, (CASE WHEN p.usage_type <> 'licensed' THEN 0
             WHEN p.billing_scheme = 'tiered' THEN tiered.amount
-            ELSE p.unit_amount * s.quantity END * p.monthly_factor)::float8 AS mrr
-FROM states s
-JOIN boundaries b USING (item_id, p_start)
+            ELSE p.unit_amount * s.quantity END * p.monthly_factor)::float8
+         * CASE WHEN s.included_tax > 0 THEN 1 / (1 + s.included_tax::float8 / 100)
+                WHEN p.tax_behavior = 'inclusive' THEN 1 - coalesce(lt.share, 0)
+                ELSE 1 END
+         * coalesce(item_discounts.factor, 1)
+         - coalesce(item_discounts.amount_off, 0) * p.monthly_factor::float8) AS mrr
+FROM st_item_spans s
 JOIN st_prices p ON p.id = s.price_id
-LEFT JOIN current_items c ON c.item_id = s.item_id
+LEFT JOIN st_line_tax lt ON lt.item_id = s.item_id
+LEFT JOIN LATERAL (
+    SELECT exp(sum(ln(greatest(1 - d.percent_off::float8 / 100, 1e-12)))
+                 FILTER (WHERE d.percent_off IS NOT NULL)) AS factor,
+           sum(d.amount_off) FILTER (WHERE d.amount_off IS NOT NULL)::float8 AS amount_off
+    FROM jsonb_array_elements_text(CASE WHEN jsonb_typeof(s.discounts) = 'array' THEN s.discounts ELSE '[]' END) did
+    JOIN st_discount_terms d ON d.id = did
+    WHERE d.forever
+) item_discounts ON true
 LEFT JOIN LATERAL (
     SELECT CASE WHEN p.tiers_mode = 'volume' THEN
                   max(CASE WHEN s.quantity > t.lower_bound AND (t.up_to IS NULL OR s.quantity <= t.up_to)
@@ -165,71 +400,51 @@ LEFT JOIN LATERAL (
         FROM jsonb_array_elements(CASE WHEN jsonb_typeof(p.tiers) = 'array' THEN p.tiers ELSE '[]' END) WITH ORDINALITY AS tiers(tier, n)
     ) t
 ) tiered ON p.billing_scheme = 'tiered'
-WHERE s.p_start < coalesce(b.next_start, CASE WHEN c.item_id IS NULL THEN s.p_end ELSE 'infinity' END)
 """
 
-# Step 4: subscriptions, the spells when they are worth nothing, and forever coupons.
-_SUBSCRIPTIONS = """
-CREATE TEMP TABLE st_subs ON COMMIT DROP AS
-SELECT payload->>'id' AS sub_id,
-       coalesce(payload->'customer'->>'id', payload->>'customer') AS customer,
-       upper(payload->>'currency') AS currency,
-       to_timestamp((payload->>'start_date')::bigint) AS started,
-       to_timestamp((payload->>'trial_start')::bigint) AS trial_start,
-       to_timestamp((payload->>'trial_end')::bigint) AS trial_end,
-       to_timestamp((payload->>'ended_at')::bigint) AS ended_at,
-       payload->'discounts' AS discounts
-FROM raw_records WHERE source = 'stripe' AND stream = 'subscriptions';
-
+# Step 6: the spells when a subscription is worth nothing, and its forever discounts. In its
+# known era: every status but active and past_due (kpi-definitions.md), and the discounts
+# its states carry. Before it: trials, ended subscriptions, invoices marked uncollectible,
+# and the whole life of one that never got past incomplete.
+_SPELLS = """
 CREATE TEMP TABLE st_zero_spells ON COMMIT DROP AS
-SELECT sub_id, trial_start AS zero_from, trial_end AS zero_to FROM st_subs
-WHERE trial_start IS NOT NULL AND trial_end IS NOT NULL
+WITH before_era AS (
+    SELECT sub_id, trial_start AS zero_from, trial_end AS zero_to FROM st_subs
+    WHERE trial_start IS NOT NULL AND trial_end IS NOT NULL
+    UNION ALL
+    SELECT sub_id, ended_at, 'infinity' FROM st_subs WHERE ended_at IS NOT NULL
+    UNION ALL
+    SELECT sub_id, started, 'infinity' FROM st_subs
+    WHERE status IN ('incomplete', 'incomplete_expired')
+    UNION ALL
+    SELECT s.sub_id, to_timestamp((inv.payload->'status_transitions'->>'marked_uncollectible_at')::bigint),
+           coalesce(to_timestamp((inv.payload->'status_transitions'->>'paid_at')::bigint), s.ended_at, 'infinity')
+    FROM raw_records inv
+    JOIN st_subs s ON s.sub_id = coalesce(inv.payload->'parent'->'subscription_details'->>'subscription',
+                                          inv.payload->>'subscription')
+    WHERE inv.source = 'stripe' AND inv.stream = 'invoices'
+      AND inv.payload->'status_transitions'->>'marked_uncollectible_at' IS NOT NULL
+)
+SELECT b.sub_id, b.zero_from, least(b.zero_to, e.era_start) AS zero_to
+FROM before_era b JOIN st_eras e USING (sub_id)
+WHERE b.zero_from < least(b.zero_to, e.era_start)
 UNION ALL
-SELECT sub_id, ended_at, 'infinity' FROM st_subs WHERE ended_at IS NOT NULL
-UNION ALL
-SELECT s.sub_id, to_timestamp((inv.payload->'status_transitions'->>'marked_uncollectible_at')::bigint),
-       coalesce(to_timestamp((inv.payload->'status_transitions'->>'paid_at')::bigint), s.ended_at, 'infinity')
-FROM raw_records inv
-JOIN st_subs s ON s.sub_id = coalesce(inv.payload->'parent'->'subscription_details'->>'subscription',
-                                      inv.payload->>'subscription')
-WHERE inv.source = 'stripe' AND inv.stream = 'invoices'
-  AND inv.payload->'status_transitions'->>'marked_uncollectible_at' IS NOT NULL;
-
-CREATE TEMP TABLE st_coupons ON COMMIT DROP AS
-SELECT payload->>'id' AS id, payload->>'duration' AS duration,
-       (payload->>'percent_off')::numeric AS percent_off, (payload->>'amount_off')::numeric AS amount_off
-FROM raw_records WHERE source = 'stripe' AND stream = 'coupons';
+SELECT sub_id, valid_from, valid_to FROM st_states
+WHERE coalesce(state->>'status', '') NOT IN ('active', 'past_due');
 
 CREATE TEMP TABLE st_discounts ON COMMIT DROP AS
-WITH discount_objects AS (
-    SELECT s.sub_id, d FROM st_subs s, jsonb_array_elements(CASE WHEN jsonb_typeof(s.discounts) = 'array' THEN s.discounts ELSE '[]' END) d
-    WHERE jsonb_typeof(d) = 'object'
-    UNION ALL
-    SELECT coalesce(d->>'subscription', inv.payload->'parent'->'subscription_details'->>'subscription',
-                    inv.payload->>'subscription'), d
-    FROM raw_records inv, jsonb_array_elements(CASE WHEN jsonb_typeof(inv.payload->'discounts') = 'array' THEN inv.payload->'discounts' ELSE '[]' END) d
-    WHERE inv.source = 'stripe' AND inv.stream = 'invoices' AND jsonb_typeof(d) = 'object'
-), unique_discounts AS (
-    SELECT DISTINCT ON (d->>'id') sub_id, d FROM discount_objects WHERE sub_id IS NOT NULL
-)
-SELECT u.sub_id,
-       to_timestamp((u.d->>'start')::bigint) AS valid_from,
-       coalesce(to_timestamp((u.d->>'end')::bigint), 'infinity') AS valid_to,
-       coalesce(c.percent_off, (coupon->>'percent_off')::numeric) AS percent_off,
-       coalesce(c.amount_off, (coupon->>'amount_off')::numeric) AS amount_off
-FROM unique_discounts u
-CROSS JOIN LATERAL (
-    SELECT coalesce(
-        CASE WHEN jsonb_typeof(u.d->'source'->'coupon') = 'object' THEN u.d->'source'->'coupon' END,
-        CASE WHEN jsonb_typeof(u.d->'coupon') = 'object' THEN u.d->'coupon' END,
-        jsonb_build_object('id', coalesce(u.d->'source'->>'coupon', u.d->>'coupon'))
-    ) AS coupon
-) cp
-LEFT JOIN st_coupons c ON c.id = cp.coupon->>'id'
-WHERE coalesce(c.duration, cp.coupon->>'duration') = 'forever';
+SELECT d.sub_id, d.valid_from, least(d.valid_to, e.era_start) AS valid_to, d.percent_off, d.amount_off
+FROM st_discount_terms d JOIN st_eras e USING (sub_id)
+WHERE d.forever AND d.item_id IS NULL AND d.valid_from < least(d.valid_to, e.era_start)
+UNION ALL
+SELECT st.sub_id, st.valid_from, st.valid_to, d.percent_off, d.amount_off
+FROM st_states st, jsonb_array_elements_text(st.state->'discounts') did
+JOIN st_discount_terms d ON d.id = did
+WHERE d.forever;
 """
 
-# Step 5: each subscription's MRR after every instant at which something about it changes.
+
+# Step 7: each subscription's MRR after every instant at which something about it changes.
 _SUB_VALUES = """
 CREATE TEMP TABLE st_sub_values ON COMMIT DROP AS
 WITH instants AS (
@@ -276,7 +491,7 @@ LEFT JOIN amount_at aa USING (sub_id, t)
 WHERE i.t IS NOT NULL
 """
 
-# Step 6: each customer's MRR as levels between the days it changes (sparse: a customer who
+# Step 8: each customer's MRR as levels between the days it changes (sparse: a customer who
 # pays the same for a year is one row, not 365), each customer's reporting span, and per
 # currency and day the running totals (MRR, paying customers, spans covering the day).
 _LEVELS = """
@@ -520,6 +735,11 @@ class MetricsScope:
     reporting_currency: str
     timezone: str
     today: date
+    # When the landed subscriptions were true, in the provider's clock (epoch seconds): the
+    # newest event at the start of the sync.
+    observed_at: int
+    # When this sync started landing (the warehouse's clock): what it wrote is what it saw.
+    landed_since: datetime
 
 
 # One row of the computation: a day's MRR, movements, counts and cohort figures (the daily
@@ -531,6 +751,8 @@ def compute_stripe_metrics(db: Connection, scope: MetricsScope) -> Iterator[Metr
     """Run the whole computation in the caller's tenant transaction; yield every row of its
     results (`metric_points` turns one into its points)."""
     params: dict[str, Any] = {
+        "observed": scope.observed_at,
+        "landed_since": scope.landed_since,
         "tz": scope.timezone,
         "today": scope.today,
         "reporting": scope.reporting_currency,
@@ -541,10 +763,13 @@ def compute_stripe_metrics(db: Connection, scope: MetricsScope) -> Iterator[Metr
     assert raw is not None
     with raw.cursor() as cursor:
         for block in (
+            _SNAPSHOT,
             _PRICES,
             _LINES,
+            _OBSERVED,
+            _ITEM_SPANS,
             _ITEM_STATES,
-            _SUBSCRIPTIONS,
+            _SPELLS,
             _SUB_VALUES,
             _LEVELS,
             _MONEY,

@@ -3,7 +3,14 @@
 from kpi_pipelines.integrations.shared.engines.objects import ObjectEngine, Stream
 from kpi_pipelines.integrations.shared.spec import AuthKind, Cadence, ProviderSpec, SecretSpec
 from kpi_pipelines.integrations.stripe import types as st
-from kpi_pipelines.integrations.stripe.adapter import PROVIDER, UNEVENTFUL_STREAM, StripeAdapter
+from kpi_pipelines.integrations.stripe.adapter import (
+    EVENT_RETENTION,
+    PROVIDER,
+    SUBSCRIPTION_EVENT_TYPES,
+    SUBSCRIPTION_EVENTS,
+    UNEVENTFUL_STREAM,
+    StripeAdapter,
+)
 from kpi_pipelines.integrations.stripe.metrics import METRICS
 from kpi_pipelines.integrations.stripe.types import StripeConnectionSettings
 from kpi_pipelines.integrations.stripe.webhooks.sensor import webhook_inbox_sensor
@@ -12,18 +19,27 @@ from kpi_pipelines.integrations.stripe.webhooks.sensor import webhook_inbox_sens
 STREAMS = (
     Stream("customers", "/v1/customers", st.Customer),
     Stream("products", "/v1/products", st.StripeObject),
-    Stream("prices", "/v1/prices", st.Price, (("expand[]", "data.tiers"),)),
+    Stream("prices", "/v1/prices", st.Price, (("expand", ("data.tiers",)),)),
     Stream("coupons", "/v1/coupons", st.Coupon),
     Stream(
         "subscriptions",
         "/v1/subscriptions",
         st.Subscription,
-        (("status", "all"), ("expand[]", "data.discounts")),
+        (("status", "all"), ("expand", ("data.discounts", "data.items.data.discounts"))),
     ),
-    Stream("invoices", "/v1/invoices", st.Invoice, (("expand[]", "data.discounts"),)),
+    Stream("invoices", "/v1/invoices", st.Invoice, (("expand", ("data.discounts",)),)),
     Stream("charges", "/v1/charges", st.Charge),
     Stream("refunds", "/v1/refunds", st.Refund),
     Stream(UNEVENTFUL_STREAM, "/v1/balance_transactions", st.BalanceTransaction),
+    # What each subscription was before and after every change of the last 30 days (the
+    # metrics date changes by them); incremental syncs land them as they read the events.
+    Stream(
+        SUBSCRIPTION_EVENTS,
+        "/v1/events",
+        st.SubscriptionEvent,
+        (("types", SUBSCRIPTION_EVENT_TYPES),),
+        retention_seconds=int(EVENT_RETENTION.total_seconds()),
+    ),
 )
 
 SPEC = ProviderSpec(

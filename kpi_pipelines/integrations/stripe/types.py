@@ -71,19 +71,22 @@ class ItemList(BaseModel):
     has_more: bool = False
 
 
+SubscriptionStatus = Literal[
+    "incomplete",
+    "incomplete_expired",
+    "trialing",
+    "active",
+    "past_due",
+    "canceled",
+    "unpaid",
+    "paused",
+]
+
+
 class Subscription(StripeObject):
     customer: str
     currency: str
-    status: Literal[
-        "incomplete",
-        "incomplete_expired",
-        "trialing",
-        "active",
-        "past_due",
-        "canceled",
-        "unpaid",
-        "paused",
-    ]
+    status: SubscriptionStatus
     start_date: int
     trial_start: int | None = None
     trial_end: int | None = None
@@ -159,6 +162,31 @@ class Event(StripeObject):
     @property
     def changed_object(self) -> dict[str, Any]:
         return self.data.get("object") or {}
+
+
+class PreviousSubscription(BaseModel):
+    """An event's `previous_attributes` of a subscription: the old values of what changed
+    (only those the metrics read are validated)."""
+
+    model_config = ConfigDict(extra="ignore")
+
+    status: SubscriptionStatus | None = None
+    items: ItemList | None = None
+    discounts: list[Any] | None = None
+
+
+class SubscriptionEventData(BaseModel):
+    model_config = ConfigDict(extra="ignore")
+
+    object: Subscription
+    previous_attributes: PreviousSubscription | None = None
+
+
+class SubscriptionEvent(StripeObject):
+    """A `customer.subscription.*` event: the subscription after the change, and before it."""
+
+    type: str = Field(pattern=r"^customer\.subscription\.")
+    data: SubscriptionEventData
 
 
 class StripeConnectionSettings(BaseModel):

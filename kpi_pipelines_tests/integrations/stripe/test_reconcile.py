@@ -1,7 +1,7 @@
 """The daily reconciliation really reconciles: with `reconcile: true` (what the daily schedule
-sets) every stream is listed again and compared with the landed copies; what differs is
-landed, the run's metadata says how much differed per stream, and landed objects that are no
-longer listed (deleted in Stripe) are counted, never deleted."""
+sets) every stream is listed again and compared with the landed copies; what is missing or
+differs is landed (healed), the run's metadata says how much per stream, and landed objects
+that are no longer listed (deleted in Stripe) are counted, never deleted."""
 
 from __future__ import annotations
 
@@ -38,36 +38,53 @@ def cursor_mode(world: StripeWorld, workspace_id: str) -> str:
         ).scalar()
 
 
-def test_a_reconcile_lands_what_lost_events_hid_and_says_what_differed(young_stripe_world) -> None:
+def landed_event_ids(world: StripeWorld, workspace_id: str) -> set[str]:
+    with world.warehouse.tenant(workspace_id, actor="test") as db:
+        return set(
+            db.execute(
+                sa.text("SELECT record_id FROM raw_records WHERE stream = 'subscription_events'")
+            ).scalars()
+        )
+
+
+def test_a_reconcile_heals_what_missed_events_hid_and_says_how_much(young_stripe_world) -> None:
     world = young_stripe_world
     for ws in ("acme", "calm"):
         world.workspace(ws)
     world.import_rates("USD")
     synced(world, "acme")
-    # Subscription changes (upgrades, cancellations, dunning) reach no event feed from now on.
+    # Subscription changes reach the events list eight days late from now on: the incremental
+    # sync on day 20 runs past those of days 12 to 20, and no later one reads them again.
     world.sandbox.delay_events(
-        None,
+        8 * 86_400,
         types=["customer.subscription.updated", "customer.subscription.deleted"],
         created_from=world.sandbox.now_ts,
     )
     world.sandbox.advance(timedelta(days=20))
     synced(world, "acme")
     assert cursor_mode(world, "acme") == "incremental"
-    synced(world, "calm")
+    world.sandbox.clear_event_delays()  # they are listed now, before the cursor
+    synced(world, "calm")  # a first sync at the same clock, for reference
     stale, calm = landing(world.warehouse, "acme"), landing(world.warehouse, "calm")
     differing = Counter(
         stream
         for (stream, record_id), payload in calm.raw.items()
         if stale.raw.get((stream, record_id)) != payload
     )
-    assert differing["subscriptions"] > 0, "the lost events should have hidden something"
+    assert differing["subscriptions"] > 0, "the missed events should have hidden something"
     assert stale.kpi != calm.kpi
+    missed = landed_event_ids(world, "calm") - landed_event_ids(world, "acme")
+    assert missed
     md = synced(world, "acme", options=RECONCILE)
+    # every object as Stripe lists it, every event of the last 30 days, and so the same
+    # metrics as a workspace that never missed anything
     assert_same_landing(world.warehouse, "acme", "calm")
+    assert landed_event_ids(world, "acme") >= landed_event_ids(world, "calm")
     assert cursor_mode(world, "acme") == "reconcile"
     per_stream = md["reconcile"]
-    assert {s: c["differed"] for s, c in per_stream.items() if c["differed"]} == dict(differing)
-    assert md["reconcile_differed"] == sum(differing.values())
+    healed = {s: c["healed"] for s, c in per_stream.items() if c["healed"]}
+    assert healed == {**differing, "subscription_events": len(missed)}
+    assert md["reconcile_healed"] == sum(differing.values()) + len(missed)
     assert md["reconcile_no_longer_listed"] == 0
     assert per_stream["subscriptions"]["listed"] == world.sandbox.counts()["subscriptions"]
 
@@ -80,8 +97,8 @@ def test_a_reconcile_of_an_unchanged_account_writes_nothing(young_stripe_world) 
     def reconcile_writes_nothing() -> None:
         before = written_rows(world.warehouse, "acme")
         md = synced(world, "acme", options=RECONCILE)
-        assert md["reconcile_differed"] == 0 and md["reconcile_no_longer_listed"] == 0
-        assert all(c["differed"] == 0 for c in md["reconcile"].values())
+        assert md["reconcile_healed"] == 0 and md["reconcile_no_longer_listed"] == 0
+        assert all(c["healed"] == 0 for c in md["reconcile"].values())
         assert md["points_written"] == 0
         assert written_rows(world.warehouse, "acme") == before
 
@@ -113,7 +130,7 @@ def test_a_deleted_coupon_is_counted_and_its_history_kept(young_stripe_world) ->
     md = synced(world, "acme", options=RECONCILE)
     assert md["reconcile"]["coupons"] == {
         "listed": world.sandbox.counts()["coupons"],
-        "differed": 0,
+        "healed": 0,
         "no_longer_listed": 1,
     }
     assert md["reconcile_no_longer_listed"] == 1
@@ -140,4 +157,4 @@ def test_the_daily_schedule_asks_for_a_reconcile_that_runs(young_stripe_world) -
     result = world.sync("acme", options=config)
     assert result.success, failure_message(result)
     assert cursor_mode(world, "acme") == "reconcile"
-    assert metadata(result)["reconcile_differed"] == 0
+    assert metadata(result)["reconcile_healed"] == 0

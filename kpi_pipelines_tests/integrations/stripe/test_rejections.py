@@ -70,11 +70,19 @@ def test_malformed_objects_and_events_on_the_incremental_path(young_stripe_world
     world.sandbox.faults.malform(sub_id, drop=["items"])
     world.sandbox.faults.malform(paid["id"], drop=["type"])
     md = sync(world, "acme")
-    assert md["records_rejected"] == 2
+    # the subscription's events carry the malformed object too: each is named
+    sub_events = [
+        e["id"]
+        for e in events
+        if e["type"].startswith("customer.subscription.") and e["data"]["object"]["id"] == sub_id
+    ]
+    assert sub_events
+    assert md["records_rejected"] == 2 + len(sub_events)
     assert sorted(md["errors"]) == sorted(
         [
             f"subscriptions {sub_id}: items: Field required",
             f"events {paid['id']}: type: Field required",
+            *(f"subscription_events {e}: data.object.items: Field required" for e in sub_events),
         ]
     )
     stored = landing(world.warehouse, "acme").raw

@@ -16,9 +16,10 @@ Three ways to sync; the cursor (one sync_state stream, `cursor_stream`) says whi
   streams it names listed again with a filter (objects without changes of their own).
   When nothing changed, landing ends after that one request.
 - reconcile (run config `reconcile: true`): every stream is listed again and compared with
-  the landed copies; only what differs is written (the upsert compares payloads), and the
-  run's metadata says per stream how many objects differed and how many landed ones are
-  no longer listed (deleted in the provider; their landed copies are kept as history).
+  the landed copies; only what differs is written (the upsert compares payloads), so what a
+  lost webhook or a missed change left stale or missing is healed, and the run's metadata
+  says per stream how many objects were healed and how many landed ones are no longer
+  listed (deleted in the provider; their landed copies are kept as history).
 
 An object that fails validation is named and counted (SyncResult.errors, bounded), the
 others carry on, and its id is kept in the cursor so the next sync reads it again: no
@@ -66,6 +67,9 @@ class Stream:
     path: str
     model: type[BaseModel]  # validates one object; its `id` is the landed record's id
     params: tuple[tuple[str, Any], ...] = ()  # sent with every list request
+    # The provider lists only the objects created this long ago or later (Stripe's events:
+    # 30 days); older landed ones are history, not "no longer listed".
+    retention_seconds: int | None = None
 
 
 class ObjectHead(msgspec.Struct):
@@ -87,6 +91,8 @@ class Changes:
     since: datetime | None = None
     # Streams listed again with these filters (objects without changes of their own)
     relist: dict[str, Mapping[str, Any]] = field(default_factory=dict)
+    # stream -> objects the feed itself carries whole (Stripe's events), landed as read
+    records: dict[str, list[bytes]] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -278,18 +284,19 @@ class ObjectEngine(Engine):
                 writer.add_all(self._list(adapter, stream, ledger))
             compared[stream.name] = {
                 "listed": ledger.per_stream[stream.name],
-                "differed": writer.stats.written,
+                # missing, or landed with a payload that differs from the provider's
+                "healed": writer.stats.written,
                 "no_longer_listed": self._no_longer_listed(adapter, stream, ledger),
             }
-        differed = {name: c["differed"] for name, c in compared.items() if c["differed"]}
+        healed = {name: c["healed"] for name, c in compared.items() if c["healed"]}
         gone = {name: c["no_longer_listed"] for name, c in compared.items()}
         adapter.context.log.info(
-            f"{adapter.provider}: reconciled; objects that differed from the landed copy:"
-            f" {differed or 0}; landed but no longer listed:"
+            f"{adapter.provider}: reconciled; objects healed (missing or stale):"
+            f" {healed or 0}; landed but no longer listed:"
             f" { {k: v for k, v in gone.items() if v} or 0 }"
         )
         return start.cursor, {
-            "reconcile_differed": sum(c["differed"] for c in compared.values()),
+            "reconcile_healed": sum(c["healed"] for c in compared.values()),
             "reconcile_no_longer_listed": sum(gone.values()),
             "reconcile": compared,
         }
@@ -297,7 +304,7 @@ class ObjectEngine(Engine):
     def _no_longer_listed(self, adapter: ObjectAdapter, stream: Stream, ledger: Ledger) -> int:
         """Landed objects of `stream` the list no longer shows (deleted in the provider).
         Counted, never deleted: their history stays. Counts only objects created by
-        `ledger.bound`."""
+        `ledger.bound`, and within the stream's retention."""
         context = adapter.context
         rejected_ids = ledger.rejected_in_bound[stream.name]
         with context.warehouse.tenant(context.workspace.id, actor=context.actor) as db:
@@ -307,6 +314,7 @@ class ObjectEngine(Engine):
                     " count(*) FILTER (WHERE record_id = ANY(CAST(:rejected AS text[])))"
                     " FROM raw_records WHERE source = :source AND stream = :stream"
                     " AND coalesce((payload->>:created_field)::bigint, 0) <= :newest"
+                    " AND coalesce((payload->>:created_field)::bigint, 0) >= :oldest"
                 ),
                 {
                     "source": adapter.provider,
@@ -314,12 +322,21 @@ class ObjectEngine(Engine):
                     "rejected": rejected_ids,
                     "created_field": self.created_field,
                     "newest": ledger.bound if ledger.bound is not None else 2**62,
+                    "oldest": self._retained_since(stream, ledger),
                 },
             ).one()
         # every listed object that passed validation is landed now; a rejected one may have
         # an older landed copy
         still_listed = ledger.listed_in_bound[stream.name] - len(rejected_ids) + rejected_landed
         return max(0, landed - still_listed)
+
+    def _retained_since(self, stream: Stream, ledger: Ledger) -> int:
+        """The oldest creation time the provider still lists for `stream` (epoch seconds); a
+        day's margin, since the provider's clock and ours differ."""
+        if stream.retention_seconds is None:
+            return 0
+        now = ledger.bound if ledger.bound is not None else int(time.time())
+        return now - stream.retention_seconds + 86_400
 
     # --- incremental ---------------------------------------------------------------------
 
@@ -330,11 +347,17 @@ class ObjectEngine(Engine):
         for stream_name, ids in self._retried(cursor).items():
             for object_id in ids:
                 changes.objects.setdefault(stream_name, {}).setdefault(object_id, changes.since)
-        if not any(changes.objects.values()):
+        if not any(changes.objects.values()) and not any(changes.records.values()):
             adapter.context.log.info(f"{adapter.provider}: nothing changed since the last sync")
             return changes.cursor
         writer = adapter.record_writer(background=True)
         with writer.open():
+            for stream_name, texts in changes.records.items():
+                stream = self.stream(stream_name)
+                for obj in texts:
+                    record = self._validated(adapter, stream, obj, ledger)
+                    if record is not None:
+                        writer.add_all([record])
             for stream_name, changed in changes.objects.items():
                 stream = self.stream(stream_name)
                 for object_id, changed_at in changed.items():
