@@ -298,7 +298,7 @@ class ScriptedGenerator(Generator):
         if script.trial_days:
             te = t0 + round(script.trial_days * DAY)
             sub.trial_start, sub.trial_end = t0, te
-            sub.status_log.append((t0, "trialing"))
+            sub.set_status(t0, "trialing")
             sub.periods.append((t0, te))
             sub.anchors.append((t0, te))
             cs.tags.add("trial")
@@ -324,10 +324,10 @@ class ScriptedGenerator(Generator):
             if te > cs.horizon:
                 return
             cs.tags.add("trial_converted")
-            sub.status_log.append((te, "active"))
+            sub.set_status(te, "active")
             anchor, reason = te, "subscription_cycle"
         else:
-            sub.status_log.append((t0, "active"))
+            sub.set_status(t0, "active")
             sub.anchors.append((t0, t0))
             anchor, reason = t0, "subscription_create"
 
@@ -405,8 +405,6 @@ class ScriptedGenerator(Generator):
                         "a failed payment must be resolved within its billing period when the"
                         f" script goes on (next: {pending[0][1]})"
                     )
-                if dunning.unpaid_at is not None:
-                    sub.unpaid.append((dunning.unpaid_at, None))
                 return  # the subscription stays past_due or unpaid
             k += 1
             reason = "subscription_cycle"
@@ -429,9 +427,6 @@ class ScriptedGenerator(Generator):
     ) -> None:
         if pending:
             raise ValueError(f"{pending[0][1]} after the subscription is canceled")
-        ended = period_end if at_period_end else t
-        if dunning is not None and dunning.unpaid_at is not None:
-            sub.unpaid.append((dunning.unpaid_at, ended))
         reason = "payment_failed" if dunning is not None else "cancellation_requested"
         if at_period_end:
             sub.cancel_decided_at = t
@@ -457,7 +452,7 @@ class ScriptedGenerator(Generator):
             self._charge(cs, None, tf, inv.amount_due, inv, "failed")
             inv.attempts = [(tf, None)]
             cs.emit(tf + 1, "invoice.payment_failed", inv)
-            sub.status_log.append((tf + 2, "past_due"))
+            sub.set_status(tf + 2, "past_due")
             cs.emit(tf + 2, "customer.subscription.updated", sub)
             cs.delinquent_log.append((tf + 3, True))
             cs.emit(tf + 3, "customer.updated", None)
@@ -471,7 +466,7 @@ class ScriptedGenerator(Generator):
                 raise ValueError(f"{ev}: the invoice is already uncollectible")
             inv.marked_uncollectible_at = t
             cs.emit(t, "invoice.marked_uncollectible", inv)
-            sub.status_log.append((t, "unpaid"))
+            sub.set_status(t, "unpaid")
             cs.emit(t, "customer.subscription.updated", sub)
             dunning.unpaid_at = t
             cs.tags.add("unpaid")
@@ -480,11 +475,10 @@ class ScriptedGenerator(Generator):
         self._charge(cs, None, t, inv.amount_due, inv, "succeeded", refundable=False)
         self._paid(cs, inv, t + 1)
         if dunning.unpaid_at is not None:
-            sub.unpaid.append((dunning.unpaid_at, t + 1))
             cs.tags.add("unpaid_then_paid")
         else:
             cs.tags.add("past_due_recovered")
-        sub.status_log.append((t + 1, "active"))
+        sub.set_status(t + 1, "active")
         cs.emit(t + 1, "customer.subscription.updated", sub)
         cs.delinquent_log.append((t + 2, False))
         cs.emit(t + 2, "customer.updated", None)

@@ -164,13 +164,7 @@ class ListEndpoints:
         r = state.renderer
 
         def inv_status(inv: Invoice) -> str:
-            if inv.finalized_at > now:
-                return "draft"
-            if inv.paid_at is not None and inv.paid_at <= now:
-                return "paid"
-            if inv.marked_uncollectible_at is not None and inv.marked_uncollectible_at <= now:
-                return "uncollectible"
-            return "open"
+            return inv.status_at(now)
 
         accept_inv = None if status is None else (lambda inv: inv_status(inv) == status)
         if sub_id is not None:

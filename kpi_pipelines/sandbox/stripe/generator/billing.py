@@ -157,7 +157,7 @@ class Billing:
         self._charge(cs, rs, t, inv.amount_due, inv, "failed")
         inv.attempts = [(t, retries[0])]
         cs.emit(t + 1, "invoice.payment_failed", inv)
-        sub.status_log.append((t + 2, "past_due"))
+        sub.set_status(t + 2, "past_due")
         cs.emit(t + 2, "customer.subscription.updated", sub)
         cs.delinquent_log.append((t + 3, True))
         cs.emit(t + 3, "customer.updated", None)
@@ -165,7 +165,7 @@ class Billing:
             if u_retry[j] < 0.4:
                 self._charge(cs, rs, when, inv.amount_due, inv, "succeeded")
                 self._paid(cs, inv, when + 1)
-                sub.status_log.append((when + 2, "active"))
+                sub.set_status(when + 2, "active")
                 cs.emit(when + 2, "customer.subscription.updated", sub)
                 cs.delinquent_log.append((when + 3, False))
                 cs.emit(when + 3, "customer.updated", None)
@@ -177,7 +177,7 @@ class Billing:
         t_u = inv.finalized_at + int(scale * 0.4)
         inv.marked_uncollectible_at = t_u
         cs.emit(t_u, "invoice.marked_uncollectible", inv)
-        sub.status_log.append((t_u, "unpaid"))
+        sub.set_status(t_u, "unpaid")
         cs.emit(t_u, "customer.subscription.updated", sub)
         if t_u <= cs.horizon:
             cs.tags.add("unpaid")
@@ -185,15 +185,13 @@ class Billing:
         if u_unpaid < 0.3:
             self._charge(cs, rs, later - 1, inv.amount_due, inv, "succeeded")
             self._paid(cs, inv, later)
-            sub.unpaid.append((t_u, later))
-            sub.status_log.append((later, "active"))
+            sub.set_status(later, "active")
             cs.emit(later, "customer.subscription.updated", sub)
             cs.delinquent_log.append((later + 1, False))
             cs.emit(later + 1, "customer.updated", None)
             if later <= cs.horizon:
                 cs.tags.add("unpaid_then_paid")
             return "paid", later + 1
-        sub.unpaid.append((t_u, later))
         self._end(cs, sub, later, later, "payment_failed")
         if later <= cs.horizon:
             cs.tags.add("unpaid_then_canceled")

@@ -18,20 +18,14 @@ def item_mrr(price: Price, quantity: int | None) -> float:
     return price.amount(quantity or 0) * monthly_factor(price.interval, price.interval_count)
 
 
+# The statuses whose subscriptions count (kpi-definitions.md): status is the whole rule, so a
+# subscription with pause_collection (still `active`) counts and a `paused` one does not.
+COUNTED_STATUSES = frozenset(("active", "past_due"))
+
+
 def sub_mrr_at(sub: Sub, t: int) -> float:
-    if t < sub.created:
+    if t < sub.created or not sub.status_log or sub.status_at(t) not in COUNTED_STATUSES:
         return 0.0
-    if (
-        sub.trial_start is not None
-        and sub.trial_end is not None
-        and sub.trial_start <= t < sub.trial_end
-    ):
-        return 0.0
-    if sub.ended_at is not None and t >= sub.ended_at:
-        return 0.0
-    for t_u, t_end in sub.unpaid:
-        if t_u <= t and (t_end is None or t < t_end):
-            return 0.0
     total = 0.0
     interval: tuple[str, int] | None = None
     for item in sub.items:
@@ -64,13 +58,8 @@ def customer_change_points(cs: CustomerSim) -> list[int]:
     points: set[int] = set()
     for sub in cs.subs:
         points.add(sub.created)
-        for t in (sub.trial_start, sub.trial_end, sub.ended_at):
-            if t is not None:
-                points.add(t)
-        for t_u, t_end in sub.unpaid:
-            points.add(t_u)
-            if t_end is not None:
-                points.add(t_end)
+        for t, _ in sub.status_log:
+            points.add(t)
         for item in sub.items:
             for t, _, _ in item.states:
                 points.add(t)

@@ -147,6 +147,7 @@ class Invoice:
         "subtotal",
         "tax",
         "total",
+        "voided_at",
     )
 
     def __init__(self, sub: int, li: int, created: int, reason: str) -> None:
@@ -162,11 +163,24 @@ class Invoice:
         self.finalized_at = created
         self.paid_at: int | None = None
         self.marked_uncollectible_at: int | None = None
+        self.voided_at: int | None = None
         self.subtotal = self.discount_total = self.tax = self.total = 0
         self.starting_balance = self.ending_balance = self.amount_due = 0
         self.period_start = self.period_end = created
         self.number = 0
         self.seq = 0
+
+    def status_at(self, t: int) -> str:
+        """draft, open, paid, uncollectible or void, as of t."""
+        if self.finalized_at > t:
+            return "draft"
+        if self.paid_at is not None and self.paid_at <= t:
+            return "paid"
+        if self.voided_at is not None and self.voided_at <= t:
+            return "void"
+        if self.marked_uncollectible_at is not None and self.marked_uncollectible_at <= t:
+            return "uncollectible"
+        return "open"
 
 
 class Charge:
@@ -248,11 +262,12 @@ class Sub:
         "invoices",
         "items",
         "li",
+        "missing_payment_method",
+        "payment_method_from",
         "periods",
         "status_log",
         "trial_end",
         "trial_start",
-        "unpaid",
     )
 
     def __init__(self, li: int, created: int) -> None:
@@ -270,8 +285,17 @@ class Sub:
         self.cancel_reason: str | None = None
         self.discounts: list[Discount] = []
         self.invoices: list[Invoice] = []
-        # (marked_uncollectible_at, paid_at or ended_at) of each unpaid spell
-        self.unpaid: list[tuple[int, int | None]] = []
+        # trial_settings.end_behavior.missing_payment_method, and since when the subscription
+        # has a default payment method (None: from its creation)
+        self.missing_payment_method = "create_invoice"
+        self.payment_method_from: int | None = None
+
+    def set_status(self, t: int, status: str) -> None:
+        """Record a status change at t (the log stays in time order: the truth reads it)."""
+        log = self.status_log
+        if log and log[-1][0] > t:
+            raise AssertionError(f"status {status} at {t} before the last change")
+        log.append((t, status))
 
     def status_at(self, t: int) -> str:
         log = self.status_log

@@ -181,15 +181,9 @@ class BillingRendering:
         sid = self.sub_id(cs, inv.sub)
         finalized = inv.finalized_at <= t
         paid = inv.paid_at is not None and inv.paid_at <= t
+        status = inv.status_at(t)
         uncollectible = inv.marked_uncollectible_at is not None and inv.marked_uncollectible_at <= t
-        if not finalized:
-            status = "draft"
-        elif paid:
-            status = "paid"
-        elif uncollectible:
-            status = "uncollectible"
-        else:
-            status = "open"
+        voided = status == "void"
         failed = 0
         next_attempt = None
         for when, nxt in inv.attempts:
@@ -197,7 +191,7 @@ class BillingRendering:
                 failed += 1
                 next_attempt = nxt
         charged = sum(1 for ch in inv.charges if ch.created <= t)
-        if paid or uncollectible or (finalized and failed == 0):
+        if paid or uncollectible or voided or (finalized and failed == 0):
             next_attempt = None
         attempt_count = charged
         cur = cs.currency
@@ -348,7 +342,7 @@ class BillingRendering:
                 "finalized_at": inv.finalized_at if finalized else None,
                 "marked_uncollectible_at": inv.marked_uncollectible_at if uncollectible else None,
                 "paid_at": inv.paid_at if paid else None,
-                "voided_at": None,
+                "voided_at": inv.voided_at if voided else None,
             },
             "subscription": None if is_basil(version) else sid,
             "subtotal": inv.subtotal,
