@@ -74,6 +74,8 @@ from kpi_pipelines.sandbox.stripe.scripts import (
     PaymentSucceeds,
     PriceSpec,
     RemoveItem,
+    Resume,
+    RetriesExhausted,
     SubscriptionScript,
     as_event,
 )
@@ -92,6 +94,8 @@ __all__ = [
     "PaymentSucceeds",
     "PriceSpec",
     "RemoveItem",
+    "Resume",
+    "RetriesExhausted",
     "ScriptedGenerator",
     "ScriptedSandbox",
     "SubscriptionScript",

@@ -91,12 +91,28 @@ class ItemScript:
     usage: int = 0
 
 
+# Stripe's proration_behavior of an update: `create_prorations` (its API default: the
+# proration lines become pending invoice items, billed on the next invoice), `none` (no
+# proration lines at all) or `always_invoice` (an invoice with the prorations at once). The
+# scripts default to always_invoice, what they always did.
+PRORATION_BEHAVIORS = ("always_invoice", "create_prorations", "none")
+
+
+def _check_proration(behavior: str) -> None:
+    if behavior not in PRORATION_BEHAVIORS:
+        raise ValueError(f"proration_behavior must be one of {PRORATION_BEHAVIORS}")
+
+
 @dataclass(frozen=True)
 class Change:
     at: At
     price: PriceSpec | None = None
     quantity: int | None = None
     item: int = 0  # index among the subscription's items, in the order they were added
+    proration_behavior: str = "always_invoice"
+
+    def __post_init__(self) -> None:
+        _check_proration(self.proration_behavior)
 
 
 @dataclass(frozen=True)
@@ -104,12 +120,20 @@ class AddItem:
     at: At
     price: PriceSpec
     quantity: int = 1
+    proration_behavior: str = "always_invoice"
+
+    def __post_init__(self) -> None:
+        _check_proration(self.proration_behavior)
 
 
 @dataclass(frozen=True)
 class RemoveItem:
     at: At
     item: int
+    proration_behavior: str = "always_invoice"
+
+    def __post_init__(self) -> None:
+        _check_proration(self.proration_behavior)
 
 
 @dataclass(frozen=True)
@@ -139,8 +163,42 @@ class PaymentSucceeds:
     at: At
 
 
+@dataclass(frozen=True)
+class RetriesExhausted:
+    """The last automatic retry of a failed renewal invoice fails at `at`; then Stripe does
+    what the account's settings say (Billing > Revenue recovery): `subscription` canceled,
+    unpaid or past_due (left as it is), and `invoice` open (left past due) or uncollectible."""
+
+    at: At
+    subscription: str
+    invoice: str = "open"
+
+    def __post_init__(self) -> None:
+        if self.subscription not in ("canceled", "unpaid", "past_due"):
+            raise ValueError("subscription must be canceled, unpaid or past_due")
+        if self.invoice not in ("open", "uncollectible"):
+            raise ValueError("invoice must be open or uncollectible")
+
+
+@dataclass(frozen=True)
+class Resume:
+    """A `paused` subscription (a trial that ended without a payment method) resumes at `at`:
+    the customer added a payment method; the billing cycle restarts with a new invoice."""
+
+    at: At
+
+
 Event = (
-    Change | AddItem | RemoveItem | AddCoupon | Cancel | PaymentFails | MarkUnpaid | PaymentSucceeds
+    Change
+    | AddItem
+    | RemoveItem
+    | AddCoupon
+    | Cancel
+    | PaymentFails
+    | MarkUnpaid
+    | PaymentSucceeds
+    | RetriesExhausted
+    | Resume
 )
 _EVENT_TYPES = (
     Change,
@@ -151,6 +209,8 @@ _EVENT_TYPES = (
     PaymentFails,
     MarkUnpaid,
     PaymentSucceeds,
+    RetriesExhausted,
+    Resume,
 )
 
 
@@ -168,6 +228,7 @@ def as_event(spec: Event | tuple) -> Event:
         "paid": PaymentSucceeds,
         "recovered": PaymentSucceeds,
         "cancel": Cancel,
+        "resume": Resume,
     }
     if kind in simple and not rest:
         return simple[kind](at)
@@ -187,6 +248,8 @@ def as_event(spec: Event | tuple) -> Event:
         return AddItem(at, *rest)
     if kind == "remove_item" and len(rest) == 1:
         return RemoveItem(at, rest[0])
+    if kind == "retries_exhausted" and len(rest) in (1, 2):
+        return RetriesExhausted(at, *rest)
     raise ValueError(f"not an event: {spec!r}")
 
 
@@ -201,6 +264,13 @@ class SubscriptionScript:
     trial_days: float = 0
     start: At | None = None  # default: when the customer is created
     events: tuple[Event | tuple, ...] = ()
+    # The first invoice's payment fails at creation: `incomplete`, then `active` if a
+    # PaymentSucceeds comes within 23 hours, else `incomplete_expired` (invoice voided).
+    first_payment_fails: bool = False
+    # No payment method when the trial ends: Stripe's
+    # trial_settings.end_behavior.missing_payment_method, `pause` (status `paused` until a
+    # Resume) or `cancel`. None: the customer has a payment method.
+    missing_payment_method: str | None = None
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "items", tuple(self.items))
@@ -209,6 +279,12 @@ class SubscriptionScript:
             raise ValueError("a subscription needs a price or items")
         if self.trial_days < 0:
             raise ValueError("trial_days must be >= 0")
+        if self.first_payment_fails and self.trial_days:
+            raise ValueError("first_payment_fails needs a first invoice to pay (no trial)")
+        if self.missing_payment_method not in (None, "pause", "cancel"):
+            raise ValueError("missing_payment_method must be pause or cancel (or None)")
+        if self.missing_payment_method is not None and not self.trial_days:
+            raise ValueError("missing_payment_method applies when a trial ends")
 
     def item_scripts(self) -> tuple[ItemScript, ...]:
         first = () if self.price is None else (ItemScript(self.price, self.quantity),)

@@ -79,6 +79,8 @@ class Line:
         "discounts",
         "end",
         "idx",
+        "ii",
+        "ii_created",
         "invoice",
         "item",
         "price",
@@ -111,6 +113,10 @@ class Line:
         self.tax = 0
         self.idx = 0
         self.invoice = -1
+        # A line billed from a pending invoice item (proration_behavior create_prorations):
+        # the item's index in the customer's `invoice_items` and when it was created.
+        self.ii = -1
+        self.ii_created: int | None = None
 
     def add_discount(self, disc: Discount, amount: int) -> None:
         if self.discounts is _EMPTY:
@@ -264,6 +270,7 @@ class Sub:
         "li",
         "missing_payment_method",
         "payment_method_from",
+        "pending",
         "periods",
         "status_log",
         "trial_end",
@@ -289,6 +296,8 @@ class Sub:
         # has a default payment method (None: from its creation)
         self.missing_payment_method = "create_invoice"
         self.payment_method_from: int | None = None
+        # proration lines waiting as pending invoice items for the subscription's next invoice
+        self.pending: list[Line] = []
 
     def set_status(self, t: int, status: str) -> None:
         """Record a status change at t (the log stays in time order: the truth reads it)."""
@@ -342,6 +351,7 @@ class CustomerSim:
         "ev_t",
         "events",
         "horizon",
+        "invoice_items",
         "invoice_prefix",
         "invoices",
         "items",
@@ -368,6 +378,7 @@ class CustomerSim:
         self.refunds: list[Refund] = []
         self.bts: list[BalanceTxn] = []
         self.discounts: list[Discount] = []
+        self.invoice_items: list[Line] = []  # pending invoice items, in creation order
         # (sort key, type, object) while simulating; finish() turns them into the ev_* arrays
         self.events: list[tuple[int, str, object]] | None = [] if events else None
         self.ev_t = array("q")

@@ -92,7 +92,11 @@ class BillingRendering:
             "customer": customer,
             "customer_account": None,
             "days_until_due": None,
-            "default_payment_method": self.pm_id(cs),
+            "default_payment_method": (
+                self.pm_id(cs)
+                if sub.payment_method_from is None or sub.payment_method_from <= t
+                else None
+            ),
             "default_source": None,
             "default_tax_rates": [],
             "description": None,
@@ -132,7 +136,9 @@ class BillingRendering:
             "test_clock": None,
             "transfer_data": None,
             "trial_end": sub.trial_end,
-            "trial_settings": {"end_behavior": {"missing_payment_method": "create_invoice"}},
+            "trial_settings": {
+                "end_behavior": {"missing_payment_method": sub.missing_payment_method}
+            },
             "trial_start": sub.trial_start,
         }
         if not basil:
@@ -373,10 +379,8 @@ class BillingRendering:
         cur = cs.currency
         qty = line.quantity
         name = price.product.name
-        if line.amount < 0:
-            desc = f"Unused time on {qty} \u00d7 {name} after {iso_date(line.start)}"
-        elif line.proration:
-            desc = f"Remaining time on {qty} \u00d7 {name} after {iso_date(line.start)}"
+        if line.proration:
+            desc = _proration_description(line)
         elif (
             inv.billing_reason == "subscription_create"
             and inv.total == 0
@@ -442,7 +446,7 @@ class BillingRendering:
             "parent": {
                 "invoice_item_details": None,
                 "subscription_item_details": {
-                    "invoice_item": None,
+                    "invoice_item": self.ii_id(cs, line) if line.ii >= 0 else None,
                     "proration": line.proration,
                     "proration_details": {"credited_items": credited},
                     "subscription": sid,
@@ -473,3 +477,58 @@ class BillingRendering:
             "subtotal": line.amount,
             "taxes": taxes,
         }
+
+    # -- pending invoice items ----------------------------------------------------------------
+
+    def invoice_item(self, cs: CustomerSim, line: Line, t: int) -> Obj:
+        """A proration line made a pending invoice item (create_prorations), as of t: its
+        `invoice` is null until the subscription's next invoice takes it."""
+        sub = cs.subs[line.item.sub]
+        invoice = None
+        for inv in sub.invoices:
+            if inv.created <= t and line in inv.lines:
+                invoice = self.in_id(cs, inv)
+                break
+        price = line.price
+        return {
+            "id": self.ii_id(cs, line),
+            "object": "invoiceitem",
+            "amount": line.amount,
+            "currency": cs.currency,
+            "customer": self.cus_id(cs),
+            "customer_account": None,
+            "date": line.ii_created,
+            "description": _proration_description(line),
+            "discountable": False,
+            "discounts": [],
+            "invoice": invoice,
+            "livemode": False,
+            "metadata": {},
+            "net_amount": line.amount,
+            "parent": {
+                "subscription_details": {
+                    "subscription": self.sub_id(cs, sub),
+                    "subscription_item": self.si_id(cs, line.item),
+                },
+                "type": "subscription_details",
+            },
+            "period": {"end": line.end, "start": line.start},
+            "pricing": {
+                "price_details": {"price": price.id, "product": price.product.id},
+                "type": "price_details",
+                "unit_amount_decimal": None
+                if price.unit_amount is None
+                else str(price.unit_amount),
+            },
+            "proration": line.proration,
+            "quantity": line.quantity if line.quantity is not None else 1,
+            "quantity_decimal": str(line.quantity if line.quantity is not None else 1),
+            "tax_rates": [],
+            "test_clock": None,
+        }
+
+
+def _proration_description(line: Line) -> str:
+    name = line.price.product.name
+    when = "Unused" if line.amount < 0 else "Remaining"
+    return f"{when} time on {line.quantity} \u00d7 {name} after {iso_date(line.start)}"
