@@ -118,6 +118,12 @@ class Line:
         self.ii = -1
         self.ii_created: int | None = None
 
+    @property
+    def created(self) -> int:
+        """When the line became a pending invoice item (the invoice items lists sort by it)."""
+        assert self.ii_created is not None, "only a pending invoice item has its own created"
+        return self.ii_created
+
     def add_discount(self, disc: Discount, amount: int) -> None:
         if self.discounts is _EMPTY:
             self.discounts = []
