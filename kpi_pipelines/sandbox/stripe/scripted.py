@@ -86,8 +86,11 @@ class ScriptedGenerator(ScriptedBilling, Generator):
             for sub in script.subscriptions:
                 for item in sub.item_scripts():
                     self.price(item.price, cur)
-                if sub.coupon is not None:
-                    self.coupon(sub.coupon, cur)
+                    if item.coupon is not None:
+                        self.coupon(item.coupon, cur)
+                for coupon in (sub.coupon, *sub.coupons):
+                    if coupon is not None:
+                        self.coupon(coupon, cur)
                 for ev in sub.events:
                     if isinstance(ev, Change | AddItem) and ev.price is not None:
                         self.price(ev.price, cur)
@@ -283,8 +286,12 @@ class ScriptedGenerator(ScriptedBilling, Generator):
         if len(intervals) > 1:
             raise ValueError("all items of a subscription must have the same interval")
         [(interval, count)] = intervals
-        if script.coupon is not None:
-            self._scripted_coupon(cs, sub, self.coupon(script.coupon, cur), t0)
+        for spec, item in zip(script.item_scripts(), sub.items, strict=True):
+            if spec.coupon is not None:
+                self._scripted_coupon(cs, sub, self.coupon(spec.coupon, cur), t0, item)
+        for coupon in (script.coupon, *script.coupons):
+            if coupon is not None:
+                self._scripted_coupon(cs, sub, self.coupon(coupon, cur), t0)
         if script.missing_payment_method is not None:
             sub.missing_payment_method = script.missing_payment_method
             sub.payment_method_from = NO_PAYMENT_METHOD
@@ -308,7 +315,9 @@ class ScriptedGenerator(ScriptedBilling, Generator):
                 t, ev = pending.popleft()
                 yield t
                 if isinstance(ev, AddCoupon):
-                    self._scripted_coupon(cs, sub, self.coupon(ev.coupon, cur), t)
+                    self._scripted_coupon(
+                        cs, sub, self.coupon(ev.coupon, cur), t, self._coupon_item(sub, ev, t)
+                    )
                     cs.emit(t, "customer.subscription.updated", sub)
                 elif isinstance(ev, Cancel):
                     self._cancel(cs, sub, t, te, ev.at_period_end, None, pending)
@@ -391,7 +400,9 @@ class ScriptedGenerator(ScriptedBilling, Generator):
                             raise ValueError(f"{ev} restarts the billing cycle during dunning")
                         break
                 elif isinstance(ev, AddCoupon):
-                    self._scripted_coupon(cs, sub, self.coupon(ev.coupon, cur), t)
+                    self._scripted_coupon(
+                        cs, sub, self.coupon(ev.coupon, cur), t, self._coupon_item(sub, ev, t)
+                    )
                     cs.emit(t, "customer.subscription.updated", sub)
                     cs.tags.add("coupon_added_later")
                 elif isinstance(ev, Cancel):
@@ -487,8 +498,21 @@ class ScriptedGenerator(ScriptedBilling, Generator):
         cs.tags.add("resumed")
         return t
 
-    def _scripted_coupon(self, cs: CustomerSim, sub: Sub, coupon: Coupon, t: int) -> None:
-        self._add_discount(cs, sub, coupon, t)
+    def _coupon_item(self, sub: Sub, ev: AddCoupon, t: int) -> Item | None:
+        if ev.item is None:
+            return None
+        if not 0 <= ev.item < len(sub.items) or not sub.items[ev.item].alive_at(t):
+            raise ValueError(f"{ev}: the subscription has no item {ev.item} at that time")
+        return sub.items[ev.item]
+
+    def _scripted_coupon(
+        self, cs: CustomerSim, sub: Sub, coupon: Coupon, t: int, item: Item | None = None
+    ) -> None:
+        self._add_discount(cs, sub, coupon, t, item)
+        if item is not None:
+            cs.tags.add("item_discount")
+        if len([d for d in sub.discounts if d.start <= t]) > 1:
+            cs.tags.add("several_discounts")
         kind = "amount" if coupon.amount_off else "percent"
         forever = coupon.duration == "forever"
         cs.tags.add(f"coupon_forever_{kind}" if forever else f"coupon_{coupon.duration}")

@@ -89,6 +89,7 @@ class ItemScript:
     price: PriceSpec
     quantity: int | None = 1
     usage: int = 0
+    coupon: CouponSpec | None = None  # a discount on this item only (its `discounts`)
 
 
 # Stripe's proration_behavior of an update: `create_prorations` (its API default: the
@@ -140,6 +141,7 @@ class RemoveItem:
 class AddCoupon:
     at: At
     coupon: CouponSpec
+    item: int | None = None  # an item's index: a discount on that item only
 
 
 @dataclass(frozen=True)
@@ -242,8 +244,8 @@ def as_event(spec: Event | tuple) -> Event:
             return Change(at, quantity=what)
         if isinstance(what, tuple) and len(what) == 2:
             return Change(at, price=what[0], quantity=what[1])
-    if kind == "coupon" and len(rest) == 1:
-        return AddCoupon(at, rest[0])
+    if kind == "coupon" and len(rest) in (1, 2):
+        return AddCoupon(at, *rest)
     if kind == "add_item" and len(rest) in (1, 2):
         return AddItem(at, *rest)
     if kind == "remove_item" and len(rest) == 1:
@@ -261,6 +263,7 @@ class SubscriptionScript:
     quantity: int = 1
     items: tuple[ItemScript, ...] = ()
     coupon: CouponSpec | None = None
+    coupons: tuple[CouponSpec, ...] = ()  # more discounts, applied after `coupon`, in order
     trial_days: float = 0
     start: At | None = None  # default: when the customer is created
     events: tuple[Event | tuple, ...] = ()
@@ -274,6 +277,7 @@ class SubscriptionScript:
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "items", tuple(self.items))
+        object.__setattr__(self, "coupons", tuple(self.coupons))
         object.__setattr__(self, "events", tuple(as_event(e) for e in self.events))
         if not self.item_scripts():
             raise ValueError("a subscription needs a price or items")

@@ -51,29 +51,41 @@ class Billing:
             subtotal += line.amount
             if line.amount > 0:
                 positive += line.amount
-        for disc in sub.discounts:
+        # Discounts apply one after the other, each to what the ones before left of a line:
+        # the items' own discounts first, then the subscription's, in the order they were added.
+        left_of = {id(line): line.amount for line in lines}
+        ordered = [d for d in sub.discounts if d.item is not None]
+        ordered += [d for d in sub.discounts if d.item is None]
+        for disc in ordered:
             if not disc.applies_to_invoice_at(created):
                 continue
             coupon = disc.coupon
             if coupon.duration == "once" and positive <= 0:
                 continue
+            scope = [
+                line
+                for line in lines
+                if left_of[id(line)] > 0 and (disc.item is None or line.item is disc.item)
+            ]
             applied = False
             if coupon.percent_off is not None:
-                for line in lines:
-                    if line.amount > 0:
-                        amt = round(line.amount * coupon.percent_off / 100)
-                        if amt:
-                            line.add_discount(disc, amt)
-                            applied = True
-            elif coupon.amount_off and reason != "subscription_update" and positive > 0:
-                total_off = min(coupon.amount_off, positive)
+                for line in scope:
+                    amt = round(left_of[id(line)] * coupon.percent_off / 100)
+                    if amt:
+                        line.add_discount(disc, amt)
+                        left_of[id(line)] -= amt
+                        applied = True
+            elif coupon.amount_off and reason != "subscription_update" and scope:
+                base = sum(left_of[id(line)] for line in scope)
+                total_off = min(coupon.amount_off, base)
                 left = total_off
-                pos_lines = [line for line in lines if line.amount > 0]
-                for j, line in enumerate(pos_lines):
-                    amt = left if j == len(pos_lines) - 1 else total_off * line.amount // positive
+                for j, line in enumerate(scope):
+                    share = left_of[id(line)]
+                    amt = left if j == len(scope) - 1 else total_off * share // base
                     left -= amt
                     if amt:
                         line.add_discount(disc, amt)
+                        left_of[id(line)] -= amt
                         applied = True
             if applied or coupon.duration != "once":
                 inv.discounts.append(disc)

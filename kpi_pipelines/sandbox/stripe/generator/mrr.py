@@ -26,6 +26,13 @@ COUNTED_STATUSES = frozenset(("active", "past_due"))
 def sub_mrr_at(sub: Sub, t: int) -> float:
     if t < sub.created or not sub.status_log or sub.status_at(t) not in COUNTED_STATUSES:
         return 0.0
+    # Forever discounts apply one after the other, as on the invoices: each item's own on its
+    # MRR, then the subscription's on the sum (amount_off normalized like the price).
+    forever = [
+        d
+        for d in sub.discounts
+        if d.coupon.duration == "forever" and d.start <= t and (d.end is None or t < d.end)
+    ]
     total = 0.0
     interval: tuple[str, int] | None = None
     for item in sub.items:
@@ -33,20 +40,27 @@ def sub_mrr_at(sub: Sub, t: int) -> float:
             continue
         price, qty = item.state_at(t)
         if price.licensed:
-            total += item_mrr(price, qty)
+            value = item_mrr(price, qty)
+            own = (price.interval, price.interval_count)
+            for disc in forever:
+                if disc.item is item:
+                    value = _discounted(value, disc, own)
+            total += value
             if interval is None:
-                interval = (price.interval, price.interval_count)
-    for disc in sub.discounts:
-        coupon = disc.coupon
-        if coupon.duration != "forever" or disc.start > t:
-            continue
-        if disc.end is not None and t >= disc.end:
-            continue
-        if coupon.percent_off is not None:
-            total *= 1 - coupon.percent_off / 100
-        elif coupon.amount_off is not None and interval is not None:
-            total = max(0.0, total - coupon.amount_off * monthly_factor(*interval))
+                interval = own
+    for disc in forever:
+        if disc.item is None and interval is not None:
+            total = _discounted(total, disc, interval)
     return total
+
+
+def _discounted(value: float, disc, interval: tuple[str, int]) -> float:
+    coupon = disc.coupon
+    if coupon.percent_off is not None:
+        return value * (1 - coupon.percent_off / 100)
+    if coupon.amount_off is not None:
+        return max(0.0, value - coupon.amount_off * monthly_factor(*interval))
+    return value
 
 
 def customer_mrr_at(cs: CustomerSim, t: int) -> float:

@@ -47,12 +47,22 @@ class Item:
 
 
 class Discount:
-    """A coupon applied to a subscription (`sub`: the subscription's index)."""
+    """A coupon applied to a subscription (`sub`: the subscription's index), or to one of its
+    items (`item`: a subscription item's discount, Stripe's subscription item `discounts`)."""
 
-    __slots__ = ("coupon", "end", "li", "removed_at", "start", "sub", "used")
+    __slots__ = ("coupon", "end", "item", "li", "removed_at", "start", "sub", "used")
 
-    def __init__(self, sub: int, li: int, coupon: Coupon, start: int, end: int | None) -> None:
+    def __init__(
+        self,
+        sub: int,
+        li: int,
+        coupon: Coupon,
+        start: int,
+        end: int | None,
+        item: Item | None = None,
+    ) -> None:
         self.sub = sub
+        self.item = item
         self.li = li
         self.coupon = coupon
         self.start = start

@@ -217,9 +217,11 @@ class SubscriptionLife:
             k += 1
             reason = "subscription_cycle"
 
-    def _add_discount(self, cs: CustomerSim, sub: Sub, coupon: Coupon, t: int) -> Discount:
+    def _add_discount(
+        self, cs: CustomerSim, sub: Sub, coupon: Coupon, t: int, item: Item | None = None
+    ) -> Discount:
         end = add_months(t, coupon.duration_in_months) if coupon.duration == "repeating" else None
-        disc = Discount(sub.li, len(cs.discounts), coupon, t, end)
+        disc = Discount(sub.li, len(cs.discounts), coupon, t, end, item)
         sub.discounts.append(disc)
         cs.discounts.append(disc)
         return disc

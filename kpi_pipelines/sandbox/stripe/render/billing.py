@@ -47,6 +47,8 @@ class BillingRendering:
         disc_ex = ex.get("discounts") if ex and "discounts" in ex else None
         discounts: list[Any] = []
         for disc in sub.discounts:
+            if disc.item is not None:
+                continue  # on its subscription item
             if disc.start <= t and (disc.removed_at is None or t < disc.removed_at):
                 discounts.append(
                     self.discount(cs, disc, disc_ex)
@@ -160,12 +162,19 @@ class BillingRendering:
         price, qty = item.state_at(t)
         if period is None:
             period = cs.subs[item.sub].period_at(t)
+        discounts = [
+            self.di_id(cs, disc)
+            for disc in cs.subs[item.sub].discounts
+            if disc.item is item
+            and disc.start <= t
+            and (disc.removed_at is None or t < disc.removed_at)
+        ]
         out = {
             "id": self.si_id(cs, item),
             "object": "subscription_item",
             "billing_thresholds": None,
             "created": item.created,
-            "discounts": [],
+            "discounts": discounts,
             "metadata": {},
             "plan": self.plan(price),
             "price": self.price(price, ex.get("price") if ex else None),
@@ -301,6 +310,7 @@ class BillingRendering:
             "discounts": [
                 self.discount(cs, d, disc_ex) if disc_ex is not None else self.di_id(cs, d)
                 for d in inv.discounts
+                if d.item is None  # an item's discount is on its lines
             ],
             "due_date": None,
             "effective_at": inv.finalized_at if finalized else None,
@@ -439,7 +449,7 @@ class BillingRendering:
             "description": desc,
             "discount_amounts": discount_amounts,
             "discountable": True,
-            "discounts": [],
+            "discounts": [self.di_id(cs, d) for d, _ in line.discounts if d.item is not None],
             "invoice": iid,
             "livemode": False,
             "metadata": {},
