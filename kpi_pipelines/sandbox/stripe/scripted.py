@@ -225,6 +225,10 @@ class ScriptedGenerator(ScriptedBilling, Generator):
         cs.tax = self._tax(script)
         cs.country = cs.tax.country if cs.tax is not None else COUNTRY.get(script.currency, "US")
         cs.invoice_prefix = stable_hex(f"{self.config.seed}:{ci}:scripted", 8)
+        if script.balance:
+            cs.balance = script.balance
+            cs.balance_log = [(created, script.balance)]
+            cs.tags.add("customer_credit_balance" if script.balance < 0 else "customer_debt")
         cs.emit(created, "customer.created", None, STREAM_PROFILE)
         cs.tags.add(f"currency_{script.currency}")
         if cs.tax is not None:

@@ -299,6 +299,7 @@ class SubscriptionScript:
 class CustomerScript:
     """A customer and its subscriptions (they may overlap or follow one another).
 
+    `balance`: the customer's credit (negative) or debt (positive) balance when created.
     `tax`: a catalog tax rate key (us, de, fr, gb, jp) or a percentage (a VAT rate of its own),
     added on top of every invoice (exclusive).
     """
@@ -309,6 +310,9 @@ class CustomerScript:
     tax: str | float | None = None
     name: str | None = None
     email: str | None = None
+    # Stripe's customer `balance` when created (minor units): negative is a credit that the
+    # next invoices use up (starting_balance/ending_balance/amount_due), positive is owed.
+    balance: int = 0
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "subscriptions", tuple(self.subscriptions))

@@ -130,3 +130,20 @@ def test_an_item_discount_added_later_and_its_tuple_spelling() -> None:
         plan_line, seats_line = renewal["lines"]["data"]
         assert _discount_amounts(plan_line) == []
         assert _discount_amounts(seats_line) == [500]
+
+
+def test_a_customer_credit_balance_pays_part_of_the_next_invoices() -> None:
+    # A $70 credit (balance -7000) and $50 a month: January is free (-$20 left), February
+    # costs $30; the credit is not revenue and does not change the MRR.
+    sub = SubscriptionScript(price=monthly(50))
+    with account(sub, now_days=40, balance=-7000) as served:
+        assert mrr(served, 5) == 50.0
+        first, renewal = invoices(served)
+        assert (first["starting_balance"], first["ending_balance"]) == (-7000, -2000)
+        assert (first["total"], first["amount_due"]) == (5000, 0)
+        assert (renewal["starting_balance"], renewal["ending_balance"]) == (-2000, 0)
+        assert (renewal["total"], renewal["amount_due"]) == (5000, 3000)
+        assert served.ok(f"/v1/customers/{first['customer']}")["balance"] == 0
+    with account(sub, now_days=10, balance=-7000) as served:
+        [first] = invoices(served)
+        assert served.ok(f"/v1/customers/{first['customer']}")["balance"] == -2000
