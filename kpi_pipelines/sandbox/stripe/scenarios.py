@@ -48,10 +48,37 @@ finalized unless the script makes the payment fail. Events, in time order:
   or `Cancel`. A failure still unresolved at the end of its period ends the script (the
   subscription stays `past_due` or `unpaid`, no further renewals).
 
+Billing settings (see the tests test_billing_statuses.py, test_prorations.py and
+test_discounts.py for worked accounts):
+
+- `SubscriptionScript(first_payment_fails=True)`: the first invoice's payment fails at
+  creation: status `incomplete` (not counted); a `PaymentSucceeds(at)` within 23 hours pays it
+  (`active` a second later), else at 23 hours the invoice is voided (`invoice.voided`) and the
+  subscription is `incomplete_expired`.
+- `RetriesExhausted(at, subscription, invoice="open")`, after a `PaymentFails`: the last retry
+  fails at `at`; two seconds later the settings' outcome: `subscription` "canceled" (ended,
+  reason payment_failed), "unpaid" or "past_due" (left as it is), and `invoice` "open" (left
+  past due) or "uncollectible" (marked). A `PaymentSucceeds` may still pay it in its period.
+- `SubscriptionScript(trial_days=14, missing_payment_method="pause")`: no payment method when
+  the trial ends: `paused` (customer.subscription.paused, no invoice, not counted) until
+  `Resume(at)` (customer.subscription.resumed; billing_cycle_anchor = at, a new invoice) or a
+  `Cancel(at)`; "cancel" ends the subscription at the trial's end.
+- `proration_behavior` on `Change`, `AddItem` and `RemoveItem`: "always_invoice" (the
+  default here, as before), "create_prorations" (Stripe's API default: the proration lines are
+  pending invoice items, served at /v1/invoiceitems and billed first on the next invoice) or
+  "none" (no proration lines). The items change at `at` in every case; a change of interval is
+  invoiced at once.
+- `ItemScript(price, quantity, coupon=CouponSpec(...))` and `AddCoupon(at, coupon, item=i)`: a
+  discount on one subscription item (its `discounts`); `SubscriptionScript(coupons=(...))`:
+  more subscription discounts. Discounts apply one after the other (items' own first, then
+  the subscription's in the order added), each to what the ones before left.
+- `CustomerScript(balance=-7000)`: a credit balance the next invoices use up.
+
 Events may also be written as tuples: `("past_due", at)`, `("unpaid", at)`, `("paid", at)`,
 `("cancel", at)`, `("cancel_at_period_end", at)`, `("upgrade"|"downgrade"|"change", at,
 PriceSpec | quantity | (PriceSpec, quantity))`, `("quantity", at, n)`, `("coupon", at,
-CouponSpec)`, `("add_item", at, PriceSpec[, quantity])`, `("remove_item", at, item)`.
+CouponSpec[, item])`, `("add_item", at, PriceSpec[, quantity])`, `("remove_item", at, item)`,
+`("retries_exhausted", at, subscription[, invoice])`, `("resume", at)`.
 
 The script vocabulary is in scripts.py, the generator that follows it in scripted.py, and
 `ScriptedSandbox` beside `StripeSandbox` in sandbox.py; this module gathers them.
@@ -74,6 +101,8 @@ from kpi_pipelines.sandbox.stripe.scripts import (
     PaymentSucceeds,
     PriceSpec,
     RemoveItem,
+    Resume,
+    RetriesExhausted,
     SubscriptionScript,
     as_event,
 )
@@ -92,6 +121,8 @@ __all__ = [
     "PaymentSucceeds",
     "PriceSpec",
     "RemoveItem",
+    "Resume",
+    "RetriesExhausted",
     "ScriptedGenerator",
     "ScriptedSandbox",
     "SubscriptionScript",

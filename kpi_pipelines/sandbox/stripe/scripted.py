@@ -19,6 +19,7 @@ from kpi_pipelines.sandbox.stripe.catalog import (
 )
 from kpi_pipelines.sandbox.stripe.generator.calendar import period_bound
 from kpi_pipelines.sandbox.stripe.generator.config import (
+    HOUR,
     MINUTE,
     STREAM_PROFILE,
     StripeSandboxConfig,
@@ -31,11 +32,11 @@ from kpi_pipelines.sandbox.stripe.generator.objects import (
     Line,
     Sub,
     interval_tag,
-    last_line,
     new_item,
 )
 from kpi_pipelines.sandbox.stripe.generator.subscriptions import open_period
 from kpi_pipelines.sandbox.stripe.ids import CATALOG_OWNER, stable_hex
+from kpi_pipelines.sandbox.stripe.scripted_billing import Dunning, ScriptedBilling, interval_of
 from kpi_pipelines.sandbox.stripe.scripts import (
     AddCoupon,
     AddItem,
@@ -44,28 +45,19 @@ from kpi_pipelines.sandbox.stripe.scripts import (
     Change,
     CouponSpec,
     CustomerScript,
-    Event,
-    MarkUnpaid,
     PaymentFails,
     PaymentSucceeds,
     PriceSpec,
     RemoveItem,
+    Resume,
     SubscriptionScript,
 )
 
-
-class _Dunning:
-    """A renewal invoice the script makes fail, and what has happened to it so far."""
-
-    __slots__ = ("failed_at", "inv", "unpaid_at")
-
-    def __init__(self, inv: Invoice) -> None:
-        self.inv = inv
-        self.failed_at: int | None = None
-        self.unpaid_at: int | None = None
+INCOMPLETE_FOR = 23 * HOUR  # a first invoice unpaid this long: incomplete_expired
+NO_PAYMENT_METHOD = 1 << 62  # Sub.payment_method_from of a subscription without one
 
 
-class ScriptedGenerator(Generator):
+class ScriptedGenerator(ScriptedBilling, Generator):
     """A Generator whose customers are `scripts`, simulated with the Generator's own parts."""
 
     def __init__(
@@ -94,8 +86,11 @@ class ScriptedGenerator(Generator):
             for sub in script.subscriptions:
                 for item in sub.item_scripts():
                     self.price(item.price, cur)
-                if sub.coupon is not None:
-                    self.coupon(sub.coupon, cur)
+                    if item.coupon is not None:
+                        self.coupon(item.coupon, cur)
+                for coupon in (sub.coupon, *sub.coupons):
+                    if coupon is not None:
+                        self.coupon(coupon, cur)
                 for ev in sub.events:
                     if isinstance(ev, Change | AddItem) and ev.price is not None:
                         self.price(ev.price, cur)
@@ -230,6 +225,10 @@ class ScriptedGenerator(Generator):
         cs.tax = self._tax(script)
         cs.country = cs.tax.country if cs.tax is not None else COUNTRY.get(script.currency, "US")
         cs.invoice_prefix = stable_hex(f"{self.config.seed}:{ci}:scripted", 8)
+        if script.balance:
+            cs.balance = script.balance
+            cs.balance_log = [(created, script.balance)]
+            cs.tags.add("customer_credit_balance" if script.balance < 0 else "customer_debt")
         cs.emit(created, "customer.created", None, STREAM_PROFILE)
         cs.tags.add(f"currency_{script.currency}")
         if cs.tax is not None:
@@ -291,14 +290,21 @@ class ScriptedGenerator(Generator):
         if len(intervals) > 1:
             raise ValueError("all items of a subscription must have the same interval")
         [(interval, count)] = intervals
-        if script.coupon is not None:
-            self._scripted_coupon(cs, sub, self.coupon(script.coupon, cur), t0)
+        for spec, item in zip(script.item_scripts(), sub.items, strict=True):
+            if spec.coupon is not None:
+                self._scripted_coupon(cs, sub, self.coupon(spec.coupon, cur), t0, item)
+        for coupon in (script.coupon, *script.coupons):
+            if coupon is not None:
+                self._scripted_coupon(cs, sub, self.coupon(coupon, cur), t0)
+        if script.missing_payment_method is not None:
+            sub.missing_payment_method = script.missing_payment_method
+            sub.payment_method_from = NO_PAYMENT_METHOD
         cs.emit(t0, "customer.subscription.created", sub)
 
         if script.trial_days:
             te = t0 + round(script.trial_days * DAY)
             sub.trial_start, sub.trial_end = t0, te
-            sub.status_log.append((t0, "trialing"))
+            sub.set_status(t0, "trialing")
             sub.periods.append((t0, te))
             sub.anchors.append((t0, te))
             cs.tags.add("trial")
@@ -313,7 +319,9 @@ class ScriptedGenerator(Generator):
                 t, ev = pending.popleft()
                 yield t
                 if isinstance(ev, AddCoupon):
-                    self._scripted_coupon(cs, sub, self.coupon(ev.coupon, cur), t)
+                    self._scripted_coupon(
+                        cs, sub, self.coupon(ev.coupon, cur), t, self._coupon_item(sub, ev, t)
+                    )
                     cs.emit(t, "customer.subscription.updated", sub)
                 elif isinstance(ev, Cancel):
                     self._cancel(cs, sub, t, te, ev.at_period_end, None, pending)
@@ -323,11 +331,17 @@ class ScriptedGenerator(Generator):
                     raise ValueError(f"{ev} during the trial: only AddCoupon and Cancel")
             if te > cs.horizon:
                 return
-            cs.tags.add("trial_converted")
-            sub.status_log.append((te, "active"))
-            anchor, reason = te, "subscription_cycle"
+            if script.missing_payment_method is None:
+                cs.tags.add("trial_converted")
+                sub.set_status(te, "active")
+                anchor, reason = te, "subscription_cycle"
+            else:
+                resumed = yield from self._trial_ends_without_payment_method(cs, sub, te, pending)
+                if resumed is None:
+                    return
+                anchor, reason = resumed, "subscription_cycle"
         else:
-            sub.status_log.append((t0, "active"))
+            sub.set_status(t0, "incomplete" if script.first_payment_fails else "active")
             sub.anchors.append((t0, t0))
             anchor, reason = t0, "subscription_create"
 
@@ -345,25 +359,31 @@ class ScriptedGenerator(Generator):
             pe = period_bound(anchor, interval, count, k + 1)
             if ps > cs.horizon:
                 return
-            dunning: _Dunning | None = None
+            dunning: Dunning | None = None
             if skip_invoice:  # the change that restarted the cycle billed this period
                 skip_invoice = False
             else:
                 if reason != "subscription_create":
                     yield ps
                 created = t0 + 1 if reason == "subscription_create" else ps
-                lines = open_period(cs, sub, k, ps, pe, metered_usage)
+                lines = self._take_pending(sub) + open_period(cs, sub, k, ps, pe, metered_usage)
                 inv_ps, inv_pe = last_period or (created, created)
                 inv = self._invoice(cs, sub, created, reason, lines, inv_ps, inv_pe)
                 fails = any(isinstance(e, PaymentFails) for t, e in pending if t < pe)
-                if reason == "subscription_create" or inv.amount_due == 0:
+                if reason == "subscription_create" and script.first_payment_fails:
+                    if inv.amount_due == 0:
+                        raise ValueError("first_payment_fails needs a first invoice with an amount")
+                    expired = yield from self._incomplete(cs, sub, inv, t0, pending)
+                    if expired:
+                        return
+                elif reason == "subscription_create" or inv.amount_due == 0:
                     if fails:
                         raise ValueError(
                             "PaymentFails needs a renewal invoice with an amount due in its period"
                         )
                     self._settle_immediately(cs, None, inv, refundable=False)
                 elif fails:
-                    dunning = _Dunning(inv)
+                    dunning = Dunning(inv)
                 else:
                     t = inv.finalized_at + MINUTE
                     self._charge(cs, None, t, inv.amount_due, inv, "succeeded", refundable=False)
@@ -384,17 +404,25 @@ class ScriptedGenerator(Generator):
                             raise ValueError(f"{ev} restarts the billing cycle during dunning")
                         break
                 elif isinstance(ev, AddCoupon):
-                    self._scripted_coupon(cs, sub, self.coupon(ev.coupon, cur), t)
+                    self._scripted_coupon(
+                        cs, sub, self.coupon(ev.coupon, cur), t, self._coupon_item(sub, ev, t)
+                    )
                     cs.emit(t, "customer.subscription.updated", sub)
                     cs.tags.add("coupon_added_later")
                 elif isinstance(ev, Cancel):
                     self._cancel(cs, sub, t, pe, ev.at_period_end, dunning, pending)
                     return
+                elif isinstance(ev, Resume):
+                    raise ValueError(f"{ev}: only a paused subscription resumes")
                 else:
                     dunning = self._dunning_step(cs, sub, t, ev, dunning)
+                    if dunning is not None and dunning.canceled:
+                        if pending:
+                            raise ValueError(f"{pending[0][1]} after the subscription is canceled")
+                        return
             if new_anchor is not None:
                 anchor, k = new_anchor, 0
-                interval, count = _interval_of(sub, new_anchor)
+                interval, count = interval_of(sub, new_anchor)
                 skip_invoice = True
                 reason = "subscription_cycle"
                 last_period = None
@@ -405,14 +433,90 @@ class ScriptedGenerator(Generator):
                         "a failed payment must be resolved within its billing period when the"
                         f" script goes on (next: {pending[0][1]})"
                     )
-                if dunning.unpaid_at is not None:
-                    sub.unpaid.append((dunning.unpaid_at, None))
                 return  # the subscription stays past_due or unpaid
             k += 1
             reason = "subscription_cycle"
 
-    def _scripted_coupon(self, cs: CustomerSim, sub: Sub, coupon: Coupon, t: int) -> None:
-        self._add_discount(cs, sub, coupon, t)
+    def _incomplete(
+        self, cs: CustomerSim, sub: Sub, inv: Invoice, t0: int, pending: deque
+    ) -> Iterator[int]:
+        """The first invoice's payment fails: `incomplete` until a PaymentSucceeds within 23
+        hours makes it `active`, else `incomplete_expired` (the invoice is voided). Returns
+        whether it expired."""
+        tf = inv.finalized_at + 1
+        self._charge(cs, None, tf, inv.amount_due, inv, "failed")
+        inv.attempts = [(tf, None)]  # no automatic retries for a first invoice
+        cs.emit(tf + 1, "invoice.payment_failed", inv)
+        cs.tags.add("incomplete")
+        deadline = t0 + INCOMPLETE_FOR
+        if pending and pending[0][0] < deadline:
+            t, ev = pending.popleft()
+            yield t
+            if not isinstance(ev, PaymentSucceeds) or t <= tf + 1:
+                raise ValueError(f"{ev} while incomplete: only a later PaymentSucceeds")
+            self._charge(cs, None, t, inv.amount_due, inv, "succeeded", refundable=False)
+            self._paid(cs, inv, t + 1)
+            sub.set_status(t + 1, "active")
+            cs.emit(t + 1, "customer.subscription.updated", sub)
+            cs.tags.add("incomplete_then_active")
+            return False
+        yield deadline
+        inv.voided_at = deadline
+        cs.emit(deadline, "invoice.voided", inv)
+        sub.set_status(deadline, "incomplete_expired")
+        cs.emit(deadline, "customer.subscription.updated", sub)
+        if pending:
+            raise ValueError(f"{pending[0][1]} after the subscription expired (incomplete)")
+        cs.tags.add("incomplete_expired")
+        return True
+
+    def _trial_ends_without_payment_method(
+        self, cs: CustomerSim, sub: Sub, te: int, pending: deque
+    ) -> Iterator[int]:
+        """trial_settings.end_behavior.missing_payment_method at the trial's end: `cancel`
+        ends it; `pause` makes it `paused` (no invoice) until a Resume (returns its instant:
+        the new billing cycle anchor) or a Cancel. None: the subscription is over."""
+        if sub.missing_payment_method == "cancel":
+            if pending:
+                raise ValueError(f"{pending[0][1]} after the trial ended without payment method")
+            self._end(cs, sub, te, te, "cancellation_requested")
+            cs.tags.add("trial_canceled")
+            return None
+        sub.set_status(te, "paused")
+        cs.emit(te, "customer.subscription.updated", sub)
+        cs.emit(te, "customer.subscription.paused", sub)
+        cs.tags.add("trial_paused")
+        if not pending:
+            return None
+        t, ev = pending.popleft()
+        yield t
+        if isinstance(ev, Cancel) and not ev.at_period_end:
+            self._cancel(cs, sub, t, t, False, None, pending)
+            return None
+        if not isinstance(ev, Resume):
+            raise ValueError(f"{ev} while paused: only Resume or Cancel")
+        sub.payment_method_from = t
+        sub.set_status(t, "active")
+        sub.anchors.append((t, t))
+        cs.emit(t, "customer.subscription.resumed", sub)
+        cs.tags.add("resumed")
+        return t
+
+    def _coupon_item(self, sub: Sub, ev: AddCoupon, t: int) -> Item | None:
+        if ev.item is None:
+            return None
+        if not 0 <= ev.item < len(sub.items) or not sub.items[ev.item].alive_at(t):
+            raise ValueError(f"{ev}: the subscription has no item {ev.item} at that time")
+        return sub.items[ev.item]
+
+    def _scripted_coupon(
+        self, cs: CustomerSim, sub: Sub, coupon: Coupon, t: int, item: Item | None = None
+    ) -> None:
+        self._add_discount(cs, sub, coupon, t, item)
+        if item is not None:
+            cs.tags.add("item_discount")
+        if len([d for d in sub.discounts if d.start <= t]) > 1:
+            cs.tags.add("several_discounts")
         kind = "amount" if coupon.amount_off else "percent"
         forever = coupon.duration == "forever"
         cs.tags.add(f"coupon_forever_{kind}" if forever else f"coupon_{coupon.duration}")
@@ -424,14 +528,11 @@ class ScriptedGenerator(Generator):
         t: int,
         period_end: int,
         at_period_end: bool,
-        dunning: _Dunning | None,
+        dunning: Dunning | None,
         pending: deque,
     ) -> None:
         if pending:
             raise ValueError(f"{pending[0][1]} after the subscription is canceled")
-        ended = period_end if at_period_end else t
-        if dunning is not None and dunning.unpaid_at is not None:
-            sub.unpaid.append((dunning.unpaid_at, ended))
         reason = "payment_failed" if dunning is not None else "cancellation_requested"
         if at_period_end:
             sub.cancel_decided_at = t
@@ -442,142 +543,6 @@ class ScriptedGenerator(Generator):
         else:
             self._end(cs, sub, t, t, reason)
             cs.tags.add("cancel_immediately")
-
-    def _dunning_step(
-        self, cs: CustomerSim, sub: Sub, t: int, ev: Event, dunning: _Dunning | None
-    ) -> _Dunning | None:
-        """PaymentFails, MarkUnpaid or PaymentSucceeds on the period's failing invoice."""
-        if dunning is None:
-            raise ValueError(f"{ev}: no failed renewal invoice in this billing period")
-        inv = dunning.inv
-        if isinstance(ev, PaymentFails):
-            if dunning.failed_at is not None:
-                raise ValueError(f"{ev}: the payment has already failed")
-            tf = max(t, inv.finalized_at + MINUTE)
-            self._charge(cs, None, tf, inv.amount_due, inv, "failed")
-            inv.attempts = [(tf, None)]
-            cs.emit(tf + 1, "invoice.payment_failed", inv)
-            sub.status_log.append((tf + 2, "past_due"))
-            cs.emit(tf + 2, "customer.subscription.updated", sub)
-            cs.delinquent_log.append((tf + 3, True))
-            cs.emit(tf + 3, "customer.updated", None)
-            dunning.failed_at = tf
-            cs.tags.add("payment_failed")
-            return dunning
-        if dunning.failed_at is None or t <= dunning.failed_at + 3:
-            raise ValueError(f"{ev} must come after the PaymentFails of its invoice")
-        if isinstance(ev, MarkUnpaid):
-            if dunning.unpaid_at is not None:
-                raise ValueError(f"{ev}: the invoice is already uncollectible")
-            inv.marked_uncollectible_at = t
-            cs.emit(t, "invoice.marked_uncollectible", inv)
-            sub.status_log.append((t, "unpaid"))
-            cs.emit(t, "customer.subscription.updated", sub)
-            dunning.unpaid_at = t
-            cs.tags.add("unpaid")
-            return dunning
-        assert isinstance(ev, PaymentSucceeds)
-        self._charge(cs, None, t, inv.amount_due, inv, "succeeded", refundable=False)
-        self._paid(cs, inv, t + 1)
-        if dunning.unpaid_at is not None:
-            sub.unpaid.append((dunning.unpaid_at, t + 1))
-            cs.tags.add("unpaid_then_paid")
-        else:
-            cs.tags.add("past_due_recovered")
-        sub.status_log.append((t + 1, "active"))
-        cs.emit(t + 1, "customer.subscription.updated", sub)
-        cs.delinquent_log.append((t + 2, False))
-        cs.emit(t + 2, "customer.updated", None)
-        return None
-
-    def _scripted_change(
-        self, cs: CustomerSim, sub: Sub, t: int, ps: int, pe: int, ev: Event
-    ) -> int | None:
-        """Change, AddItem or RemoveItem at t, prorated like Generator._change; returns the
-        new billing cycle anchor when the change restarts the cycle."""
-        cur = cs.currency
-        frac = (pe - t) / (pe - ps)
-        lines: list[Line] = []
-        new_anchor = None
-
-        def live(index: int) -> Item:
-            if not 0 <= index < len(sub.items) or not sub.items[index].alive_at(t):
-                raise ValueError(f"{ev}: the subscription has no item {index} at that time")
-            return sub.items[index]
-
-        def credit(item: Item) -> None:
-            p, q = item.state_at(t)
-            amount = -max(1, round(p.amount(q or 0) * frac))
-            lines.append(Line(item, p, q, amount, t, pe, True, credited=last_line(sub, item, t)))
-
-        if isinstance(ev, Change):
-            item = live(ev.item)
-            price, qty = item.state_at(t)
-            if not price.licensed:
-                raise ValueError(f"{ev}: a metered item has no price or quantity to change")
-            new_price = price if ev.price is None else self.price(ev.price, cur)
-            new_qty = qty if ev.quantity is None else ev.quantity
-            if not new_price.licensed:
-                raise ValueError(f"{ev}: a licensed item cannot become metered")
-            if (new_price, new_qty) == (price, qty):
-                raise ValueError(f"{ev} changes nothing")
-            before = price.amount(qty or 0) * price.monthly_factor()
-            after = new_price.amount(new_qty or 0) * new_price.monthly_factor()
-            same_cycle = (new_price.interval, new_price.interval_count) == (
-                price.interval,
-                price.interval_count,
-            )
-            credit(item)
-            item.states.append((t, new_price, new_qty))
-            if same_cycle:
-                amount = round(new_price.amount(new_qty or 0) * frac)
-                lines.append(Line(item, new_price, new_qty, amount, t, pe, True))
-            else:
-                if any(i is not item and i.alive_at(t) for i in sub.items):
-                    raise ValueError(f"{ev}: a new interval needs a single-item subscription")
-                new_end = period_bound(t, new_price.interval, new_price.interval_count, 1)
-                amount = new_price.amount(new_qty or 0)
-                lines.append(Line(item, new_price, new_qty, amount, t, new_end, False))
-                sub.periods.append((t, new_end))
-                sub.anchors.append((t, t))
-                new_anchor = t
-                cs.tags.add("interval_change")
-            if new_price is not price:
-                cs.tags.add("upgrade" if after > before else "downgrade")
-            if new_qty != qty:
-                cs.tags.add("quantity_change")
-        elif isinstance(ev, AddItem):
-            price = self.price(ev.price, cur)
-            current = _interval_of(sub, t)
-            if not price.licensed or (price.interval, price.interval_count) != current:
-                raise ValueError(f"{ev}: an added item is licensed, at the subscription's interval")
-            item = new_item(cs, sub, t, price, ev.quantity)
-            amount = round(price.amount(ev.quantity) * frac)
-            lines.append(Line(item, price, ev.quantity, amount, t, pe, True))
-            cs.tags.add("item_added")
-        else:
-            assert isinstance(ev, RemoveItem)
-            item = live(ev.item)
-            others = [i for i in sub.items if i is not item and i.alive_at(t)]
-            if not any(i.state_at(t)[0].licensed for i in others):
-                raise ValueError(f"{ev}: the last licensed item cannot be removed (Cancel)")
-            credit(item)
-            item.removed_at = t
-            cs.tags.add("item_removed")
-        cs.emit(t, "customer.subscription.updated", sub)
-        inv = self._invoice(cs, sub, t, "subscription_update", lines, t, t)
-        self._settle_immediately(cs, None, inv, refundable=False)
-        return new_anchor
-
-
-def _interval_of(sub: Sub, t: int) -> tuple[str, int]:
-    """The billing interval of a subscription at t (its first live licensed item's)."""
-    for item in sub.items:
-        if item.alive_at(t):
-            price = item.state_at(t)[0]
-            if price.licensed:
-                return price.interval, price.interval_count
-    raise AssertionError("a subscription keeps a licensed item")
 
 
 # ---------------------------------------------------------------------------------------------

@@ -89,6 +89,19 @@ class ItemScript:
     price: PriceSpec
     quantity: int | None = 1
     usage: int = 0
+    coupon: CouponSpec | None = None  # a discount on this item only (its `discounts`)
+
+
+# Stripe's proration_behavior of an update: `create_prorations` (its API default: the
+# proration lines become pending invoice items, billed on the next invoice), `none` (no
+# proration lines at all) or `always_invoice` (an invoice with the prorations at once). The
+# scripts default to always_invoice, what they always did.
+PRORATION_BEHAVIORS = ("always_invoice", "create_prorations", "none")
+
+
+def _check_proration(behavior: str) -> None:
+    if behavior not in PRORATION_BEHAVIORS:
+        raise ValueError(f"proration_behavior must be one of {PRORATION_BEHAVIORS}")
 
 
 @dataclass(frozen=True)
@@ -97,6 +110,10 @@ class Change:
     price: PriceSpec | None = None
     quantity: int | None = None
     item: int = 0  # index among the subscription's items, in the order they were added
+    proration_behavior: str = "always_invoice"
+
+    def __post_init__(self) -> None:
+        _check_proration(self.proration_behavior)
 
 
 @dataclass(frozen=True)
@@ -104,18 +121,27 @@ class AddItem:
     at: At
     price: PriceSpec
     quantity: int = 1
+    proration_behavior: str = "always_invoice"
+
+    def __post_init__(self) -> None:
+        _check_proration(self.proration_behavior)
 
 
 @dataclass(frozen=True)
 class RemoveItem:
     at: At
     item: int
+    proration_behavior: str = "always_invoice"
+
+    def __post_init__(self) -> None:
+        _check_proration(self.proration_behavior)
 
 
 @dataclass(frozen=True)
 class AddCoupon:
     at: At
     coupon: CouponSpec
+    item: int | None = None  # an item's index: a discount on that item only
 
 
 @dataclass(frozen=True)
@@ -139,8 +165,42 @@ class PaymentSucceeds:
     at: At
 
 
+@dataclass(frozen=True)
+class RetriesExhausted:
+    """The last automatic retry of a failed renewal invoice fails at `at`; then Stripe does
+    what the account's settings say (Billing > Revenue recovery): `subscription` canceled,
+    unpaid or past_due (left as it is), and `invoice` open (left past due) or uncollectible."""
+
+    at: At
+    subscription: str
+    invoice: str = "open"
+
+    def __post_init__(self) -> None:
+        if self.subscription not in ("canceled", "unpaid", "past_due"):
+            raise ValueError("subscription must be canceled, unpaid or past_due")
+        if self.invoice not in ("open", "uncollectible"):
+            raise ValueError("invoice must be open or uncollectible")
+
+
+@dataclass(frozen=True)
+class Resume:
+    """A `paused` subscription (a trial that ended without a payment method) resumes at `at`:
+    the customer added a payment method; the billing cycle restarts with a new invoice."""
+
+    at: At
+
+
 Event = (
-    Change | AddItem | RemoveItem | AddCoupon | Cancel | PaymentFails | MarkUnpaid | PaymentSucceeds
+    Change
+    | AddItem
+    | RemoveItem
+    | AddCoupon
+    | Cancel
+    | PaymentFails
+    | MarkUnpaid
+    | PaymentSucceeds
+    | RetriesExhausted
+    | Resume
 )
 _EVENT_TYPES = (
     Change,
@@ -151,6 +211,8 @@ _EVENT_TYPES = (
     PaymentFails,
     MarkUnpaid,
     PaymentSucceeds,
+    RetriesExhausted,
+    Resume,
 )
 
 
@@ -168,6 +230,7 @@ def as_event(spec: Event | tuple) -> Event:
         "paid": PaymentSucceeds,
         "recovered": PaymentSucceeds,
         "cancel": Cancel,
+        "resume": Resume,
     }
     if kind in simple and not rest:
         return simple[kind](at)
@@ -181,12 +244,14 @@ def as_event(spec: Event | tuple) -> Event:
             return Change(at, quantity=what)
         if isinstance(what, tuple) and len(what) == 2:
             return Change(at, price=what[0], quantity=what[1])
-    if kind == "coupon" and len(rest) == 1:
-        return AddCoupon(at, rest[0])
+    if kind == "coupon" and len(rest) in (1, 2):
+        return AddCoupon(at, *rest)
     if kind == "add_item" and len(rest) in (1, 2):
         return AddItem(at, *rest)
     if kind == "remove_item" and len(rest) == 1:
         return RemoveItem(at, rest[0])
+    if kind == "retries_exhausted" and len(rest) in (1, 2):
+        return RetriesExhausted(at, *rest)
     raise ValueError(f"not an event: {spec!r}")
 
 
@@ -198,17 +263,32 @@ class SubscriptionScript:
     quantity: int = 1
     items: tuple[ItemScript, ...] = ()
     coupon: CouponSpec | None = None
+    coupons: tuple[CouponSpec, ...] = ()  # more discounts, applied after `coupon`, in order
     trial_days: float = 0
     start: At | None = None  # default: when the customer is created
     events: tuple[Event | tuple, ...] = ()
+    # The first invoice's payment fails at creation: `incomplete`, then `active` if a
+    # PaymentSucceeds comes within 23 hours, else `incomplete_expired` (invoice voided).
+    first_payment_fails: bool = False
+    # No payment method when the trial ends: Stripe's
+    # trial_settings.end_behavior.missing_payment_method, `pause` (status `paused` until a
+    # Resume) or `cancel`. None: the customer has a payment method.
+    missing_payment_method: str | None = None
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "items", tuple(self.items))
+        object.__setattr__(self, "coupons", tuple(self.coupons))
         object.__setattr__(self, "events", tuple(as_event(e) for e in self.events))
         if not self.item_scripts():
             raise ValueError("a subscription needs a price or items")
         if self.trial_days < 0:
             raise ValueError("trial_days must be >= 0")
+        if self.first_payment_fails and self.trial_days:
+            raise ValueError("first_payment_fails needs a first invoice to pay (no trial)")
+        if self.missing_payment_method not in (None, "pause", "cancel"):
+            raise ValueError("missing_payment_method must be pause or cancel (or None)")
+        if self.missing_payment_method is not None and not self.trial_days:
+            raise ValueError("missing_payment_method applies when a trial ends")
 
     def item_scripts(self) -> tuple[ItemScript, ...]:
         first = () if self.price is None else (ItemScript(self.price, self.quantity),)
@@ -219,6 +299,7 @@ class SubscriptionScript:
 class CustomerScript:
     """A customer and its subscriptions (they may overlap or follow one another).
 
+    `balance`: the customer's credit (negative) or debt (positive) balance when created.
     `tax`: a catalog tax rate key (us, de, fr, gb, jp) or a percentage (a VAT rate of its own),
     added on top of every invoice (exclusive).
     """
@@ -229,6 +310,9 @@ class CustomerScript:
     tax: str | float | None = None
     name: str | None = None
     email: str | None = None
+    # Stripe's customer `balance` when created (minor units): negative is a credit that the
+    # next invoices use up (starting_balance/ending_balance/amount_due), positive is owed.
+    balance: int = 0
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "subscriptions", tuple(self.subscriptions))

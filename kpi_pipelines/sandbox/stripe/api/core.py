@@ -124,6 +124,7 @@ class Api(ListEndpoints):
             "subscriptions": cs.subs,
             "subscription_items": cs.items,
             "invoices": cs.invoices,
+            "invoiceitems": cs.invoice_items,
             "charges": cs.charges,
             "refunds": cs.refunds,
             "balance_transactions": cs.bts,
@@ -152,6 +153,8 @@ class Api(ListEndpoints):
             return r.subscription_item(cs, obj, now, version, ex)
         if resource == "invoices":
             return r.invoice(cs, obj, now, version, ex)
+        if resource == "invoiceitems":
+            return r.invoice_item(cs, obj, now)
         if resource == "charges":
             return r.charge(cs, obj, now, ex)
         if resource == "refunds":

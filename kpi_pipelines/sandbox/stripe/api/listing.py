@@ -164,13 +164,7 @@ class ListEndpoints:
         r = state.renderer
 
         def inv_status(inv: Invoice) -> str:
-            if inv.finalized_at > now:
-                return "draft"
-            if inv.paid_at is not None and inv.paid_at <= now:
-                return "paid"
-            if inv.marked_uncollectible_at is not None and inv.marked_uncollectible_at <= now:
-                return "uncollectible"
-            return "open"
+            return inv.status_at(now)
 
         accept_inv = None if status is None else (lambda inv: inv_status(inv) == status)
         if sub_id is not None:
@@ -208,6 +202,46 @@ class ListEndpoints:
                 return accept_inv(sim.invoices[index.li[i]])
 
         return self._page_index(state, "invoices", args, accept, version, url)
+
+    def _list_invoiceitems(self, state, p, args, version, url):
+        """Pending invoice items (proration lines of create_prorations changes); `pending`
+        true: those no invoice has taken yet. Without `customer`, every customer's (each one
+        simulated: meant for scripted sandboxes, whose customers are few)."""
+        cs = self._customer_param(state, p)
+        pending = p.get("pending")
+        p.check_unknown()
+        if pending not in (None, "true", "false"):
+            raise ApiError(400, "Invalid boolean: pending", param="pending")
+        now = state.now
+        r = state.renderer
+        sims = (
+            [cs]
+            if cs is not None
+            else [self.sandbox.sim(ci, state) for ci in range(state.customers)]
+        )
+        owner = {}
+        items = []
+        for sim in sims:
+            for line in sim.invoice_items:
+                owner[id(line)] = sim
+                items.append(line)
+        items.sort(key=lambda line: (line.created, owner[id(line)].ci, line.ii))
+
+        def taken(line) -> bool:
+            return r.invoice_item(owner[id(line)], line, now)["invoice"] is not None
+
+        accept = None
+        if pending is not None:
+            want = pending == "false"
+
+            def accept(line) -> bool:
+                return taken(line) == want
+
+        chosen, has_more = page_sorted(
+            items, now, args, "invoiceitem", lambda li: r.ii_id(owner[id(li)], li), accept
+        )
+        data = [r.invoice_item(owner[id(line)], line, now) for line in chosen]
+        return list_body(url, data, has_more)
 
     def _list_charges(self, state, p, args, version, url):
         cs = self._customer_param(state, p)

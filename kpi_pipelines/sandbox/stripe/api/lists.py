@@ -113,6 +113,7 @@ NOUNS = {
     "subscriptions": ("sub", "subscription"),
     "subscription_items": ("si", "subscription_item"),
     "invoices": ("in", "invoice"),
+    "invoiceitems": ("ii", "invoiceitem"),
     "charges": ("ch", "charge"),
     "refunds": ("re", "refund"),
     "balance_transactions": ("txn", "balance_transaction"),
@@ -126,4 +127,6 @@ NOUNS = {
 
 # Objects whose state as of the clock needs the customer's whole simulation; the others are
 # settled within the period that creates them (see Generator.simulate).
-NEED_FULL_SIM = frozenset({"customers", "subscriptions", "subscription_items", "events"})
+NEED_FULL_SIM = frozenset(
+    {"customers", "subscriptions", "subscription_items", "invoiceitems", "events"}
+)

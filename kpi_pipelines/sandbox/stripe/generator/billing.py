@@ -51,29 +51,41 @@ class Billing:
             subtotal += line.amount
             if line.amount > 0:
                 positive += line.amount
-        for disc in sub.discounts:
+        # Discounts apply one after the other, each to what the ones before left of a line:
+        # the items' own discounts first, then the subscription's, in the order they were added.
+        left_of = {id(line): line.amount for line in lines}
+        ordered = [d for d in sub.discounts if d.item is not None]
+        ordered += [d for d in sub.discounts if d.item is None]
+        for disc in ordered:
             if not disc.applies_to_invoice_at(created):
                 continue
             coupon = disc.coupon
             if coupon.duration == "once" and positive <= 0:
                 continue
+            scope = [
+                line
+                for line in lines
+                if left_of[id(line)] > 0 and (disc.item is None or line.item is disc.item)
+            ]
             applied = False
             if coupon.percent_off is not None:
-                for line in lines:
-                    if line.amount > 0:
-                        amt = round(line.amount * coupon.percent_off / 100)
-                        if amt:
-                            line.add_discount(disc, amt)
-                            applied = True
-            elif coupon.amount_off and reason != "subscription_update" and positive > 0:
-                total_off = min(coupon.amount_off, positive)
+                for line in scope:
+                    amt = round(left_of[id(line)] * coupon.percent_off / 100)
+                    if amt:
+                        line.add_discount(disc, amt)
+                        left_of[id(line)] -= amt
+                        applied = True
+            elif coupon.amount_off and reason != "subscription_update" and scope:
+                base = sum(left_of[id(line)] for line in scope)
+                total_off = min(coupon.amount_off, base)
                 left = total_off
-                pos_lines = [line for line in lines if line.amount > 0]
-                for j, line in enumerate(pos_lines):
-                    amt = left if j == len(pos_lines) - 1 else total_off * line.amount // positive
+                for j, line in enumerate(scope):
+                    share = left_of[id(line)]
+                    amt = left if j == len(scope) - 1 else total_off * share // base
                     left -= amt
                     if amt:
                         line.add_discount(disc, amt)
+                        left_of[id(line)] -= amt
                         applied = True
             if applied or coupon.duration != "once":
                 inv.discounts.append(disc)
@@ -157,7 +169,7 @@ class Billing:
         self._charge(cs, rs, t, inv.amount_due, inv, "failed")
         inv.attempts = [(t, retries[0])]
         cs.emit(t + 1, "invoice.payment_failed", inv)
-        sub.status_log.append((t + 2, "past_due"))
+        sub.set_status(t + 2, "past_due")
         cs.emit(t + 2, "customer.subscription.updated", sub)
         cs.delinquent_log.append((t + 3, True))
         cs.emit(t + 3, "customer.updated", None)
@@ -165,7 +177,7 @@ class Billing:
             if u_retry[j] < 0.4:
                 self._charge(cs, rs, when, inv.amount_due, inv, "succeeded")
                 self._paid(cs, inv, when + 1)
-                sub.status_log.append((when + 2, "active"))
+                sub.set_status(when + 2, "active")
                 cs.emit(when + 2, "customer.subscription.updated", sub)
                 cs.delinquent_log.append((when + 3, False))
                 cs.emit(when + 3, "customer.updated", None)
@@ -177,7 +189,7 @@ class Billing:
         t_u = inv.finalized_at + int(scale * 0.4)
         inv.marked_uncollectible_at = t_u
         cs.emit(t_u, "invoice.marked_uncollectible", inv)
-        sub.status_log.append((t_u, "unpaid"))
+        sub.set_status(t_u, "unpaid")
         cs.emit(t_u, "customer.subscription.updated", sub)
         if t_u <= cs.horizon:
             cs.tags.add("unpaid")
@@ -185,15 +197,13 @@ class Billing:
         if u_unpaid < 0.3:
             self._charge(cs, rs, later - 1, inv.amount_due, inv, "succeeded")
             self._paid(cs, inv, later)
-            sub.unpaid.append((t_u, later))
-            sub.status_log.append((later, "active"))
+            sub.set_status(later, "active")
             cs.emit(later, "customer.subscription.updated", sub)
             cs.delinquent_log.append((later + 1, False))
             cs.emit(later + 1, "customer.updated", None)
             if later <= cs.horizon:
                 cs.tags.add("unpaid_then_paid")
             return "paid", later + 1
-        sub.unpaid.append((t_u, later))
         self._end(cs, sub, later, later, "payment_failed")
         if later <= cs.horizon:
             cs.tags.add("unpaid_then_canceled")

@@ -42,6 +42,15 @@ EVENT_TYPES = (
     "price.created",
     "coupon.created",
     "coupon.deleted",
+    "customer.subscription.paused",
+    "customer.subscription.resumed",
+    "invoice.voided",
+    "invoice.updated",
+    "invoiceitem.created",
+    "subscription_schedule.created",
+    "subscription_schedule.updated",
+    "subscription_schedule.completed",
+    "subscription_schedule.released",
 )
 EVENT_CODE = {t: i for i, t in enumerate(EVENT_TYPES)}
 BY_SEQ = attrgetter("seq")

@@ -18,20 +18,21 @@ def item_mrr(price: Price, quantity: int | None) -> float:
     return price.amount(quantity or 0) * monthly_factor(price.interval, price.interval_count)
 
 
+# The statuses whose subscriptions count (kpi-definitions.md): status is the whole rule, so a
+# subscription with pause_collection (still `active`) counts and a `paused` one does not.
+COUNTED_STATUSES = frozenset(("active", "past_due"))
+
+
 def sub_mrr_at(sub: Sub, t: int) -> float:
-    if t < sub.created:
+    if t < sub.created or not sub.status_log or sub.status_at(t) not in COUNTED_STATUSES:
         return 0.0
-    if (
-        sub.trial_start is not None
-        and sub.trial_end is not None
-        and sub.trial_start <= t < sub.trial_end
-    ):
-        return 0.0
-    if sub.ended_at is not None and t >= sub.ended_at:
-        return 0.0
-    for t_u, t_end in sub.unpaid:
-        if t_u <= t and (t_end is None or t < t_end):
-            return 0.0
+    # Forever discounts apply one after the other, as on the invoices: each item's own on its
+    # MRR, then the subscription's on the sum (amount_off normalized like the price).
+    forever = [
+        d
+        for d in sub.discounts
+        if d.coupon.duration == "forever" and d.start <= t and (d.end is None or t < d.end)
+    ]
     total = 0.0
     interval: tuple[str, int] | None = None
     for item in sub.items:
@@ -39,20 +40,27 @@ def sub_mrr_at(sub: Sub, t: int) -> float:
             continue
         price, qty = item.state_at(t)
         if price.licensed:
-            total += item_mrr(price, qty)
+            value = item_mrr(price, qty)
+            own = (price.interval, price.interval_count)
+            for disc in forever:
+                if disc.item is item:
+                    value = _discounted(value, disc, own)
+            total += value
             if interval is None:
-                interval = (price.interval, price.interval_count)
-    for disc in sub.discounts:
-        coupon = disc.coupon
-        if coupon.duration != "forever" or disc.start > t:
-            continue
-        if disc.end is not None and t >= disc.end:
-            continue
-        if coupon.percent_off is not None:
-            total *= 1 - coupon.percent_off / 100
-        elif coupon.amount_off is not None and interval is not None:
-            total = max(0.0, total - coupon.amount_off * monthly_factor(*interval))
+                interval = own
+    for disc in forever:
+        if disc.item is None and interval is not None:
+            total = _discounted(total, disc, interval)
     return total
+
+
+def _discounted(value: float, disc, interval: tuple[str, int]) -> float:
+    coupon = disc.coupon
+    if coupon.percent_off is not None:
+        return value * (1 - coupon.percent_off / 100)
+    if coupon.amount_off is not None:
+        return max(0.0, value - coupon.amount_off * monthly_factor(*interval))
+    return value
 
 
 def customer_mrr_at(cs: CustomerSim, t: int) -> float:
@@ -64,13 +72,8 @@ def customer_change_points(cs: CustomerSim) -> list[int]:
     points: set[int] = set()
     for sub in cs.subs:
         points.add(sub.created)
-        for t in (sub.trial_start, sub.trial_end, sub.ended_at):
-            if t is not None:
-                points.add(t)
-        for t_u, t_end in sub.unpaid:
-            points.add(t_u)
-            if t_end is not None:
-                points.add(t_end)
+        for t, _ in sub.status_log:
+            points.add(t)
         for item in sub.items:
             for t, _, _ in item.states:
                 points.add(t)

@@ -47,12 +47,22 @@ class Item:
 
 
 class Discount:
-    """A coupon applied to a subscription (`sub`: the subscription's index)."""
+    """A coupon applied to a subscription (`sub`: the subscription's index), or to one of its
+    items (`item`: a subscription item's discount, Stripe's subscription item `discounts`)."""
 
-    __slots__ = ("coupon", "end", "li", "removed_at", "start", "sub", "used")
+    __slots__ = ("coupon", "end", "item", "li", "removed_at", "start", "sub", "used")
 
-    def __init__(self, sub: int, li: int, coupon: Coupon, start: int, end: int | None) -> None:
+    def __init__(
+        self,
+        sub: int,
+        li: int,
+        coupon: Coupon,
+        start: int,
+        end: int | None,
+        item: Item | None = None,
+    ) -> None:
         self.sub = sub
+        self.item = item
         self.li = li
         self.coupon = coupon
         self.start = start
@@ -79,6 +89,8 @@ class Line:
         "discounts",
         "end",
         "idx",
+        "ii",
+        "ii_created",
         "invoice",
         "item",
         "price",
@@ -111,6 +123,16 @@ class Line:
         self.tax = 0
         self.idx = 0
         self.invoice = -1
+        # A line billed from a pending invoice item (proration_behavior create_prorations):
+        # the item's index in the customer's `invoice_items` and when it was created.
+        self.ii = -1
+        self.ii_created: int | None = None
+
+    @property
+    def created(self) -> int:
+        """When the line became a pending invoice item (the invoice items lists sort by it)."""
+        assert self.ii_created is not None, "only a pending invoice item has its own created"
+        return self.ii_created
 
     def add_discount(self, disc: Discount, amount: int) -> None:
         if self.discounts is _EMPTY:
@@ -147,6 +169,7 @@ class Invoice:
         "subtotal",
         "tax",
         "total",
+        "voided_at",
     )
 
     def __init__(self, sub: int, li: int, created: int, reason: str) -> None:
@@ -162,11 +185,24 @@ class Invoice:
         self.finalized_at = created
         self.paid_at: int | None = None
         self.marked_uncollectible_at: int | None = None
+        self.voided_at: int | None = None
         self.subtotal = self.discount_total = self.tax = self.total = 0
         self.starting_balance = self.ending_balance = self.amount_due = 0
         self.period_start = self.period_end = created
         self.number = 0
         self.seq = 0
+
+    def status_at(self, t: int) -> str:
+        """draft, open, paid, uncollectible or void, as of t."""
+        if self.finalized_at > t:
+            return "draft"
+        if self.paid_at is not None and self.paid_at <= t:
+            return "paid"
+        if self.voided_at is not None and self.voided_at <= t:
+            return "void"
+        if self.marked_uncollectible_at is not None and self.marked_uncollectible_at <= t:
+            return "uncollectible"
+        return "open"
 
 
 class Charge:
@@ -248,11 +284,13 @@ class Sub:
         "invoices",
         "items",
         "li",
+        "missing_payment_method",
+        "payment_method_from",
+        "pending",
         "periods",
         "status_log",
         "trial_end",
         "trial_start",
-        "unpaid",
     )
 
     def __init__(self, li: int, created: int) -> None:
@@ -270,8 +308,19 @@ class Sub:
         self.cancel_reason: str | None = None
         self.discounts: list[Discount] = []
         self.invoices: list[Invoice] = []
-        # (marked_uncollectible_at, paid_at or ended_at) of each unpaid spell
-        self.unpaid: list[tuple[int, int | None]] = []
+        # trial_settings.end_behavior.missing_payment_method, and since when the subscription
+        # has a default payment method (None: from its creation)
+        self.missing_payment_method = "create_invoice"
+        self.payment_method_from: int | None = None
+        # proration lines waiting as pending invoice items for the subscription's next invoice
+        self.pending: list[Line] = []
+
+    def set_status(self, t: int, status: str) -> None:
+        """Record a status change at t (the log stays in time order: the truth reads it)."""
+        log = self.status_log
+        if log and log[-1][0] > t:
+            raise AssertionError(f"status {status} at {t} before the last change")
+        log.append((t, status))
 
     def status_at(self, t: int) -> str:
         log = self.status_log
@@ -318,6 +367,7 @@ class CustomerSim:
         "ev_t",
         "events",
         "horizon",
+        "invoice_items",
         "invoice_prefix",
         "invoices",
         "items",
@@ -344,6 +394,7 @@ class CustomerSim:
         self.refunds: list[Refund] = []
         self.bts: list[BalanceTxn] = []
         self.discounts: list[Discount] = []
+        self.invoice_items: list[Line] = []  # pending invoice items, in creation order
         # (sort key, type, object) while simulating; finish() turns them into the ev_* arrays
         self.events: list[tuple[int, str, object]] | None = [] if events else None
         self.ev_t = array("q")

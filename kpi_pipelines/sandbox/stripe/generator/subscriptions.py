@@ -90,7 +90,7 @@ class SubscriptionLife:
         if u_trial < 0.25 and interval != "week":
             te = t0 + (14 if u_trial_len < 0.7 else 30) * DAY
             sub.trial_start, sub.trial_end = t0, te
-            sub.status_log.append((t0, "trialing"))
+            sub.set_status(t0, "trialing")
             sub.periods.append((t0, te))
             sub.anchors.append((t0, te))
             cs.tags.add("trial")
@@ -112,10 +112,10 @@ class SubscriptionLife:
                 self._end(cs, sub, te, te, "cancellation_requested")
                 return te
             cs.tags.add("trial_converted")
-            sub.status_log.append((te, "active"))
+            sub.set_status(te, "active")
             anchor, reason, k = te, "subscription_cycle", 0
         else:
-            sub.status_log.append((t0, "active"))
+            sub.set_status(t0, "active")
             sub.anchors.append((t0, t0))
             anchor, reason, k = t0, "subscription_create", 0
 
@@ -217,9 +217,11 @@ class SubscriptionLife:
             k += 1
             reason = "subscription_cycle"
 
-    def _add_discount(self, cs: CustomerSim, sub: Sub, coupon: Coupon, t: int) -> Discount:
+    def _add_discount(
+        self, cs: CustomerSim, sub: Sub, coupon: Coupon, t: int, item: Item | None = None
+    ) -> Discount:
         end = add_months(t, coupon.duration_in_months) if coupon.duration == "repeating" else None
-        disc = Discount(sub.li, len(cs.discounts), coupon, t, end)
+        disc = Discount(sub.li, len(cs.discounts), coupon, t, end, item)
         sub.discounts.append(disc)
         cs.discounts.append(disc)
         return disc
@@ -238,7 +240,7 @@ class SubscriptionLife:
         if decided:
             sub.cancel_decided_at = canceled
         sub.cancel_reason = reason
-        sub.status_log.append((ended, "canceled"))
+        sub.set_status(ended, "canceled")
         cs.emit(ended, "customer.subscription.deleted", sub)
         if cs.log_at(cs.delinquent_log, ended):
             cs.delinquent_log.append((ended + 1, False))

@@ -47,6 +47,8 @@ class BillingRendering:
         disc_ex = ex.get("discounts") if ex and "discounts" in ex else None
         discounts: list[Any] = []
         for disc in sub.discounts:
+            if disc.item is not None:
+                continue  # on its subscription item
             if disc.start <= t and (disc.removed_at is None or t < disc.removed_at):
                 discounts.append(
                     self.discount(cs, disc, disc_ex)
@@ -92,7 +94,11 @@ class BillingRendering:
             "customer": customer,
             "customer_account": None,
             "days_until_due": None,
-            "default_payment_method": self.pm_id(cs),
+            "default_payment_method": (
+                self.pm_id(cs)
+                if sub.payment_method_from is None or sub.payment_method_from <= t
+                else None
+            ),
             "default_source": None,
             "default_tax_rates": [],
             "description": None,
@@ -132,7 +138,9 @@ class BillingRendering:
             "test_clock": None,
             "transfer_data": None,
             "trial_end": sub.trial_end,
-            "trial_settings": {"end_behavior": {"missing_payment_method": "create_invoice"}},
+            "trial_settings": {
+                "end_behavior": {"missing_payment_method": sub.missing_payment_method}
+            },
             "trial_start": sub.trial_start,
         }
         if not basil:
@@ -154,12 +162,19 @@ class BillingRendering:
         price, qty = item.state_at(t)
         if period is None:
             period = cs.subs[item.sub].period_at(t)
+        discounts = [
+            self.di_id(cs, disc)
+            for disc in cs.subs[item.sub].discounts
+            if disc.item is item
+            and disc.start <= t
+            and (disc.removed_at is None or t < disc.removed_at)
+        ]
         out = {
             "id": self.si_id(cs, item),
             "object": "subscription_item",
             "billing_thresholds": None,
             "created": item.created,
-            "discounts": [],
+            "discounts": discounts,
             "metadata": {},
             "plan": self.plan(price),
             "price": self.price(price, ex.get("price") if ex else None),
@@ -181,15 +196,9 @@ class BillingRendering:
         sid = self.sub_id(cs, inv.sub)
         finalized = inv.finalized_at <= t
         paid = inv.paid_at is not None and inv.paid_at <= t
+        status = inv.status_at(t)
         uncollectible = inv.marked_uncollectible_at is not None and inv.marked_uncollectible_at <= t
-        if not finalized:
-            status = "draft"
-        elif paid:
-            status = "paid"
-        elif uncollectible:
-            status = "uncollectible"
-        else:
-            status = "open"
+        voided = status == "void"
         failed = 0
         next_attempt = None
         for when, nxt in inv.attempts:
@@ -197,7 +206,7 @@ class BillingRendering:
                 failed += 1
                 next_attempt = nxt
         charged = sum(1 for ch in inv.charges if ch.created <= t)
-        if paid or uncollectible or (finalized and failed == 0):
+        if paid or uncollectible or voided or (finalized and failed == 0):
             next_attempt = None
         attempt_count = charged
         cur = cs.currency
@@ -301,6 +310,7 @@ class BillingRendering:
             "discounts": [
                 self.discount(cs, d, disc_ex) if disc_ex is not None else self.di_id(cs, d)
                 for d in inv.discounts
+                if d.item is None  # an item's discount is on its lines
             ],
             "due_date": None,
             "effective_at": inv.finalized_at if finalized else None,
@@ -348,7 +358,7 @@ class BillingRendering:
                 "finalized_at": inv.finalized_at if finalized else None,
                 "marked_uncollectible_at": inv.marked_uncollectible_at if uncollectible else None,
                 "paid_at": inv.paid_at if paid else None,
-                "voided_at": None,
+                "voided_at": inv.voided_at if voided else None,
             },
             "subscription": None if is_basil(version) else sid,
             "subtotal": inv.subtotal,
@@ -379,10 +389,8 @@ class BillingRendering:
         cur = cs.currency
         qty = line.quantity
         name = price.product.name
-        if line.amount < 0:
-            desc = f"Unused time on {qty} \u00d7 {name} after {iso_date(line.start)}"
-        elif line.proration:
-            desc = f"Remaining time on {qty} \u00d7 {name} after {iso_date(line.start)}"
+        if line.proration:
+            desc = _proration_description(line)
         elif (
             inv.billing_reason == "subscription_create"
             and inv.total == 0
@@ -441,14 +449,14 @@ class BillingRendering:
             "description": desc,
             "discount_amounts": discount_amounts,
             "discountable": True,
-            "discounts": [],
+            "discounts": [self.di_id(cs, d) for d, _ in line.discounts if d.item is not None],
             "invoice": iid,
             "livemode": False,
             "metadata": {},
             "parent": {
                 "invoice_item_details": None,
                 "subscription_item_details": {
-                    "invoice_item": None,
+                    "invoice_item": self.ii_id(cs, line) if line.ii >= 0 else None,
                     "proration": line.proration,
                     "proration_details": {"credited_items": credited},
                     "subscription": sid,
@@ -479,3 +487,58 @@ class BillingRendering:
             "subtotal": line.amount,
             "taxes": taxes,
         }
+
+    # -- pending invoice items ----------------------------------------------------------------
+
+    def invoice_item(self, cs: CustomerSim, line: Line, t: int) -> Obj:
+        """A proration line made a pending invoice item (create_prorations), as of t: its
+        `invoice` is null until the subscription's next invoice takes it."""
+        sub = cs.subs[line.item.sub]
+        invoice = None
+        for inv in sub.invoices:
+            if inv.created <= t and line in inv.lines:
+                invoice = self.in_id(cs, inv)
+                break
+        price = line.price
+        return {
+            "id": self.ii_id(cs, line),
+            "object": "invoiceitem",
+            "amount": line.amount,
+            "currency": cs.currency,
+            "customer": self.cus_id(cs),
+            "customer_account": None,
+            "date": line.ii_created,
+            "description": _proration_description(line),
+            "discountable": False,
+            "discounts": [],
+            "invoice": invoice,
+            "livemode": False,
+            "metadata": {},
+            "net_amount": line.amount,
+            "parent": {
+                "subscription_details": {
+                    "subscription": self.sub_id(cs, sub),
+                    "subscription_item": self.si_id(cs, line.item),
+                },
+                "type": "subscription_details",
+            },
+            "period": {"end": line.end, "start": line.start},
+            "pricing": {
+                "price_details": {"price": price.id, "product": price.product.id},
+                "type": "price_details",
+                "unit_amount_decimal": None
+                if price.unit_amount is None
+                else str(price.unit_amount),
+            },
+            "proration": line.proration,
+            "quantity": line.quantity if line.quantity is not None else 1,
+            "quantity_decimal": str(line.quantity if line.quantity is not None else 1),
+            "tax_rates": [],
+            "test_clock": None,
+        }
+
+
+def _proration_description(line: Line) -> str:
+    name = line.price.product.name
+    when = "Unused" if line.amount < 0 else "Remaining"
+    return f"{when} time on {line.quantity} \u00d7 {name} after {iso_date(line.start)}"

@@ -247,5 +247,5 @@ class CatalogRendering:
             "source": {"coupon": coupon, "type": "coupon"},
             "start": disc.start,
             "subscription": self.sub_id(cs, disc.sub),
-            "subscription_item": None,
+            "subscription_item": None if disc.item is None else self.si_id(cs, disc.item),
         }

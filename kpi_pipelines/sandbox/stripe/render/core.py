@@ -63,6 +63,9 @@ class Renderer(CatalogRendering, BillingRendering, MoneyRendering):
     def txn_id(self, cs: CustomerSim, bt: BalanceTxn) -> str:
         return self._enc("txn", cs.ci, bt.li)
 
+    def ii_id(self, cs: CustomerSim, line: Line) -> str:
+        return self._enc("ii", cs.ci, line.ii)
+
     def di_id(self, cs: CustomerSim, disc: Discount) -> str:
         return self._enc("di", cs.ci, disc.li)
 
@@ -84,6 +87,8 @@ class Renderer(CatalogRendering, BillingRendering, MoneyRendering):
             return self.invoice(cs, obj, t, version)
         if isinstance(obj, Charge):
             return self.charge(cs, obj, t)
+        if isinstance(obj, Line):
+            return self.invoice_item(cs, obj, t)
         if isinstance(obj, Refund):
             return self.refund(cs, obj, t)
         if obj is None:  # customer events carry no object: the customer is `cs`

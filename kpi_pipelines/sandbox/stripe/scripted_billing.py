@@ -1,0 +1,228 @@
+"""Billing steps of a scripted subscription: failed payments and what Stripe does after the
+last retry, and prorated changes under each `proration_behavior`."""
+
+from __future__ import annotations
+
+from kpi_pipelines.sandbox.stripe.generator.calendar import period_bound
+from kpi_pipelines.sandbox.stripe.generator.config import MINUTE
+from kpi_pipelines.sandbox.stripe.generator.objects import (
+    CustomerSim,
+    Invoice,
+    Item,
+    Line,
+    Sub,
+    last_line,
+    new_item,
+)
+from kpi_pipelines.sandbox.stripe.scripts import (
+    AddItem,
+    Change,
+    Event,
+    MarkUnpaid,
+    PaymentFails,
+    PaymentSucceeds,
+    RemoveItem,
+    RetriesExhausted,
+)
+
+
+class Dunning:
+    """A renewal invoice the script makes fail, and what has happened to it so far."""
+
+    __slots__ = ("canceled", "exhausted", "failed_at", "inv", "unpaid_at")
+
+    def __init__(self, inv: Invoice) -> None:
+        self.inv = inv
+        self.failed_at: int | None = None
+        self.unpaid_at: int | None = None
+        self.exhausted = False
+        self.canceled = False  # the retries ran out and the settings cancel the subscription
+
+
+class ScriptedBilling:
+    """Payment and change steps of `ScriptedGenerator`; mixed in beside `Generator`."""
+
+    def _dunning_step(
+        self, cs: CustomerSim, sub: Sub, t: int, ev: Event, dunning: Dunning | None
+    ) -> Dunning | None:
+        """PaymentFails, RetriesExhausted, MarkUnpaid or PaymentSucceeds on the period's
+        failing invoice; None once it is paid."""
+        if dunning is None:
+            raise ValueError(f"{ev}: no failed renewal invoice in this billing period")
+        inv = dunning.inv
+        if isinstance(ev, PaymentFails):
+            if dunning.failed_at is not None:
+                raise ValueError(f"{ev}: the payment has already failed")
+            tf = max(t, inv.finalized_at + MINUTE)
+            self._charge(cs, None, tf, inv.amount_due, inv, "failed")
+            inv.attempts = [(tf, None)]
+            cs.emit(tf + 1, "invoice.payment_failed", inv)
+            sub.set_status(tf + 2, "past_due")
+            cs.emit(tf + 2, "customer.subscription.updated", sub)
+            cs.delinquent_log.append((tf + 3, True))
+            cs.emit(tf + 3, "customer.updated", None)
+            dunning.failed_at = tf
+            cs.tags.add("payment_failed")
+            return dunning
+        if dunning.failed_at is None or t <= dunning.failed_at + 3:
+            raise ValueError(f"{ev} must come after the PaymentFails of its invoice")
+        if isinstance(ev, RetriesExhausted):
+            if dunning.exhausted or dunning.unpaid_at is not None:
+                raise ValueError(f"{ev}: the retries of this invoice are already over")
+            # The last retry fails at t (the first failure announced it as the next attempt).
+            self._charge(cs, None, t, inv.amount_due, inv, "failed")
+            inv.attempts = [(inv.attempts[0][0], t), (t, None)]
+            cs.emit(t + 1, "invoice.payment_failed", inv)
+            dunning.exhausted = True
+            if ev.invoice == "uncollectible":
+                inv.marked_uncollectible_at = t + 2
+                cs.emit(t + 2, "invoice.marked_uncollectible", inv)
+            if ev.subscription == "unpaid":
+                sub.set_status(t + 2, "unpaid")
+                cs.emit(t + 2, "customer.subscription.updated", sub)
+                dunning.unpaid_at = t + 2
+                cs.tags.add("unpaid" if ev.invoice == "uncollectible" else "unpaid_invoice_open")
+            elif ev.subscription == "canceled":
+                self._end(cs, sub, t + 2, t + 2, "payment_failed")
+                dunning.canceled = True
+                cs.tags.add("retries_exhausted_canceled")
+            else:
+                cs.tags.add("retries_exhausted_past_due")
+            return dunning
+        if isinstance(ev, MarkUnpaid):
+            if dunning.unpaid_at is not None:
+                raise ValueError(f"{ev}: the subscription is already unpaid")
+            inv.marked_uncollectible_at = t
+            cs.emit(t, "invoice.marked_uncollectible", inv)
+            sub.set_status(t, "unpaid")
+            cs.emit(t, "customer.subscription.updated", sub)
+            dunning.unpaid_at = t
+            cs.tags.add("unpaid")
+            return dunning
+        assert isinstance(ev, PaymentSucceeds)
+        self._charge(cs, None, t, inv.amount_due, inv, "succeeded", refundable=False)
+        self._paid(cs, inv, t + 1)
+        if dunning.unpaid_at is not None:
+            cs.tags.add("unpaid_then_paid")
+        else:
+            cs.tags.add("past_due_recovered")
+        sub.set_status(t + 1, "active")
+        cs.emit(t + 1, "customer.subscription.updated", sub)
+        cs.delinquent_log.append((t + 2, False))
+        cs.emit(t + 2, "customer.updated", None)
+        return None
+
+    def _scripted_change(
+        self, cs: CustomerSim, sub: Sub, t: int, ps: int, pe: int, ev: Change | AddItem | RemoveItem
+    ) -> int | None:
+        """Change, AddItem or RemoveItem at t, prorated as its `proration_behavior` says;
+        returns the new billing cycle anchor when the change restarts the cycle.
+
+        The items change at t whatever the behavior. `always_invoice`: the proration lines
+        (a credit for the unused time, a charge for the remaining time) on an invoice at once,
+        with any pending invoice items; `create_prorations`: they become pending invoice items
+        of the subscription, billed on its next invoice; `none`: no proration lines. A change
+        of billing interval restarts the cycle and is invoiced at once in every case."""
+        cur = cs.currency
+        frac = (pe - t) / (pe - ps)
+        lines: list[Line] = []
+        new_anchor = None
+        behavior = ev.proration_behavior
+
+        def live(index: int) -> Item:
+            if not 0 <= index < len(sub.items) or not sub.items[index].alive_at(t):
+                raise ValueError(f"{ev}: the subscription has no item {index} at that time")
+            return sub.items[index]
+
+        def credit(item: Item) -> None:
+            p, q = item.state_at(t)
+            amount = -max(1, round(p.amount(q or 0) * frac))
+            lines.append(Line(item, p, q, amount, t, pe, True, credited=last_line(sub, item, t)))
+
+        if isinstance(ev, Change):
+            item = live(ev.item)
+            price, qty = item.state_at(t)
+            if not price.licensed:
+                raise ValueError(f"{ev}: a metered item has no price or quantity to change")
+            new_price = price if ev.price is None else self.price(ev.price, cur)
+            new_qty = qty if ev.quantity is None else ev.quantity
+            if not new_price.licensed:
+                raise ValueError(f"{ev}: a licensed item cannot become metered")
+            if (new_price, new_qty) == (price, qty):
+                raise ValueError(f"{ev} changes nothing")
+            before = price.amount(qty or 0) * price.monthly_factor()
+            after = new_price.amount(new_qty or 0) * new_price.monthly_factor()
+            same_cycle = (new_price.interval, new_price.interval_count) == (
+                price.interval,
+                price.interval_count,
+            )
+            credit(item)
+            item.states.append((t, new_price, new_qty))
+            if same_cycle:
+                amount = round(new_price.amount(new_qty or 0) * frac)
+                lines.append(Line(item, new_price, new_qty, amount, t, pe, True))
+            else:
+                if any(i is not item and i.alive_at(t) for i in sub.items):
+                    raise ValueError(f"{ev}: a new interval needs a single-item subscription")
+                new_end = period_bound(t, new_price.interval, new_price.interval_count, 1)
+                amount = new_price.amount(new_qty or 0)
+                if behavior == "none":
+                    lines.clear()  # no credit for the unused time
+                lines.append(Line(item, new_price, new_qty, amount, t, new_end, False))
+                sub.periods.append((t, new_end))
+                sub.anchors.append((t, t))
+                new_anchor = t
+                cs.tags.add("interval_change")
+            if new_price is not price:
+                cs.tags.add("upgrade" if after > before else "downgrade")
+            if new_qty != qty:
+                cs.tags.add("quantity_change")
+        elif isinstance(ev, AddItem):
+            price = self.price(ev.price, cur)
+            current = interval_of(sub, t)
+            if not price.licensed or (price.interval, price.interval_count) != current:
+                raise ValueError(f"{ev}: an added item is licensed, at the subscription's interval")
+            item = new_item(cs, sub, t, price, ev.quantity)
+            amount = round(price.amount(ev.quantity) * frac)
+            lines.append(Line(item, price, ev.quantity, amount, t, pe, True))
+            cs.tags.add("item_added")
+        else:
+            assert isinstance(ev, RemoveItem)
+            item = live(ev.item)
+            others = [i for i in sub.items if i is not item and i.alive_at(t)]
+            if not any(i.state_at(t)[0].licensed for i in others):
+                raise ValueError(f"{ev}: the last licensed item cannot be removed (Cancel)")
+            credit(item)
+            item.removed_at = t
+            cs.tags.add("item_removed")
+        cs.emit(t, "customer.subscription.updated", sub)
+        if new_anchor is not None or behavior == "always_invoice":
+            lines = self._take_pending(sub) + lines
+            inv = self._invoice(cs, sub, t, "subscription_update", lines, t, t)
+            self._settle_immediately(cs, None, inv, refundable=False)
+        elif behavior == "create_prorations":
+            for line in lines:
+                line.ii = len(cs.invoice_items)
+                line.ii_created = t
+                cs.invoice_items.append(line)
+                sub.pending.append(line)
+                cs.emit(t, "invoiceitem.created", line)
+            cs.tags.add("pending_prorations")
+        else:
+            cs.tags.add("proration_none")
+        return new_anchor
+
+    def _take_pending(self, sub: Sub) -> list[Line]:
+        """The subscription's pending invoice items, for the invoice being created."""
+        pending, sub.pending = sub.pending, []
+        return pending
+
+
+def interval_of(sub: Sub, t: int) -> tuple[str, int]:
+    """The billing interval of a subscription at t (its first live licensed item's)."""
+    for item in sub.items:
+        if item.alive_at(t):
+            price = item.state_at(t)[0]
+            if price.licensed:
+                return price.interval, price.interval_count
+    raise AssertionError("a subscription keeps a licensed item")
