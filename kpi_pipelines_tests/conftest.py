@@ -17,7 +17,11 @@ from kpi_pipelines.warehouse.control import Workspace, add_workspace
 from kpi_pipelines.warehouse.database import Warehouse
 from kpi_pipelines_tests.canary import SecretLeak, scanned_instance, warehouse_leaks
 
-pytest_plugins = ["kpi_pipelines_tests.canary", "kpi_pipelines_tests.integrations.stripe.world"]
+pytest_plugins = [
+    "kpi_pipelines_tests.canary",
+    "kpi_pipelines_tests.integrations.stripe.world",
+    "kpi_pipelines_tests.integrations.stripe.scripted_world",
+]
 
 TABLES = (
     "webhook_inbox",

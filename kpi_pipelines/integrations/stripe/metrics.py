@@ -268,52 +268,9 @@ WITH ordered AS (
 SELECT * FROM spans WHERE valid_from < valid_to
 """
 
-# Step 4: each item's state as intervals (price, quantity, its discounts, the tax its price
-# includes): from the known states in a subscription's era, from invoice lines before it
-# (every billing period has a line per item; a mid-period change adds proration lines from
-# the change on).
-_ITEM_SPANS = """
-CREATE TEMP TABLE st_item_spans ON COMMIT DROP AS
-WITH starts AS (
-    SELECT DISTINCT item_id, p_start FROM st_lines
-), boundaries AS (
-    SELECT item_id, p_start, lead(p_start) OVER (PARTITION BY item_id ORDER BY p_start) AS next_start
-    FROM starts
-), line_states AS (
-    SELECT DISTINCT ON (item_id, p_start) *
-    FROM st_lines WHERE amount >= 0
-    ORDER BY item_id, p_start, invoice_created DESC
-), current_items AS (
-    SELECT DISTINCT ON (i->>'id') i->>'id' AS item_id, i AS item
-    FROM st_states st, jsonb_array_elements(st.state->'items') i
-    ORDER BY i->>'id', st.valid_from DESC
-), from_lines AS (
-    SELECT s.sub_id, s.item_id, s.price_id, s.quantity, s.p_start AS valid_from,
-           -- A state holds until the item's next line starts. The latest line of an item the
-           -- subscription still has holds on past its period's end (the renewal invoice does
-           -- not exist yet); a dropped item's ends.
-           coalesce(b.next_start, CASE WHEN c.item_id IS NULL THEN s.p_end ELSE 'infinity' END)
-             AS valid_to,
-           coalesce(c.item->'discounts', '[]') AS discounts,
-           coalesce((c.item->>'included_tax')::numeric, 0) AS included_tax
-    FROM line_states s
-    JOIN boundaries b USING (item_id, p_start)
-    LEFT JOIN current_items c ON c.item_id = s.item_id
-)
-SELECT f.sub_id, f.item_id, f.price_id, f.quantity, f.valid_from,
-       least(f.valid_to, e.era_start) AS valid_to, f.discounts, f.included_tax
-FROM from_lines f JOIN st_eras e USING (sub_id)
-WHERE f.valid_from < least(f.valid_to, e.era_start)
-UNION ALL
-SELECT st.sub_id, i->>'id', i->>'price', coalesce((i->>'quantity')::numeric, 1),
-       st.valid_from, st.valid_to, i->'discounts', (i->>'included_tax')::numeric
-FROM st_states st, jsonb_array_elements(st.state->'items') i
-"""
-
-# Step 5: the items priced per month: tiers, licensed only, net of the tax a price includes
-# (its inclusive tax rates, or Stripe Tax's inclusive amounts on the item's latest line) and
-# of the item's own forever discounts.
-_ITEM_STATES = """
+# Step 4a: every discount object landed anywhere (subscriptions, their items, invoices),
+# with its coupon's terms.
+_DISCOUNTS = """
 CREATE TEMP TABLE st_coupons ON COMMIT DROP AS
 SELECT payload->>'id' AS id, payload->>'duration' AS duration,
        (payload->>'percent_off')::numeric AS percent_off, (payload->>'amount_off')::numeric AS amount_off
@@ -354,7 +311,77 @@ CROSS JOIN LATERAL (
     ) AS coupon
 ) cp
 LEFT JOIN st_coupons c ON c.id = cp.coupon->>'id';
+"""
 
+# Step 4: each item's state as intervals (price, quantity, its discounts, the tax its price
+# includes): from the known states in a subscription's era, from invoice lines before it
+# (every billing period has a line per item; a mid-period change adds proration lines from
+# the change on).
+_ITEM_SPANS = """
+CREATE TEMP TABLE st_item_spans ON COMMIT DROP AS
+WITH starts AS (
+    SELECT DISTINCT item_id, p_start FROM st_lines
+), boundaries AS (
+    SELECT item_id, p_start, lead(p_start) OVER (PARTITION BY item_id ORDER BY p_start) AS next_start
+    FROM starts
+), line_states AS (
+    SELECT DISTINCT ON (item_id, p_start) *
+    FROM st_lines WHERE amount >= 0
+    ORDER BY item_id, p_start, invoice_created DESC
+), current_items AS (
+    SELECT DISTINCT ON (i->>'id') i->>'id' AS item_id, i AS item
+    FROM st_states st, jsonb_array_elements(st.state->'items') i
+    ORDER BY i->>'id', st.valid_from DESC
+), from_lines AS (
+    SELECT s.sub_id, s.item_id, s.price_id, s.quantity, s.p_start AS valid_from,
+           -- A state holds until the item's next line starts, or its period ends before that
+           -- (a gap: nothing was billed, say while paused). The latest line of an item the
+           -- subscription still has holds on past its period's end (the renewal invoice does
+           -- not exist yet); a dropped item's ends.
+           CASE WHEN b.next_start IS NOT NULL THEN least(b.next_start, s.p_end)
+                WHEN c.item_id IS NULL THEN s.p_end ELSE 'infinity' END AS valid_to,
+           coalesce((c.item->>'included_tax')::numeric, 0) AS included_tax
+    FROM line_states s
+    JOIN boundaries b USING (item_id, p_start)
+    LEFT JOIN current_items c ON c.item_id = s.item_id
+), before_era AS (
+    SELECT f.sub_id, f.item_id, f.price_id, f.quantity, f.valid_from,
+           least(f.valid_to, e.era_start) AS valid_to, f.included_tax
+    FROM from_lines f JOIN st_eras e USING (sub_id)
+    WHERE f.valid_from < least(f.valid_to, e.era_start)
+), item_discounts AS (
+    SELECT id, item_id, valid_from, valid_to FROM st_discount_terms WHERE item_id IS NOT NULL
+), pieces AS (
+    -- an item's discounts start and end by their own dates: cut its states there
+    SELECT b.*, cut.t AS piece_from,
+           coalesce(lead(cut.t) OVER (PARTITION BY b.item_id, b.valid_from ORDER BY cut.t),
+                    b.valid_to) AS piece_to
+    FROM before_era b
+    CROSS JOIN LATERAL (
+        SELECT b.valid_from AS t
+        UNION SELECT d.valid_from FROM item_discounts d
+        WHERE d.item_id = b.item_id AND d.valid_from > b.valid_from AND d.valid_from < b.valid_to
+        UNION SELECT d.valid_to FROM item_discounts d
+        WHERE d.item_id = b.item_id AND d.valid_to > b.valid_from AND d.valid_to < b.valid_to
+    ) cut
+)
+SELECT p.sub_id, p.item_id, p.price_id, p.quantity, p.piece_from AS valid_from,
+       p.piece_to AS valid_to,
+       coalesce((SELECT jsonb_agg(d.id ORDER BY d.valid_from, d.id) FROM item_discounts d
+                 WHERE d.item_id = p.item_id AND d.valid_from <= p.piece_from
+                   AND p.piece_from < d.valid_to), '[]') AS discounts,
+       p.included_tax
+FROM pieces p
+UNION ALL
+SELECT st.sub_id, i->>'id', i->>'price', coalesce((i->>'quantity')::numeric, 1),
+       st.valid_from, st.valid_to, i->'discounts', (i->>'included_tax')::numeric
+FROM st_states st, jsonb_array_elements(st.state->'items') i
+"""
+
+# Step 5: the items priced per month: tiers, licensed only, net of the tax a price includes
+# (its inclusive tax rates, or Stripe Tax's inclusive amounts on the item's latest line) and
+# of the item's own forever discounts.
+_ITEM_STATES = """
 -- Stripe Tax: the share of the latest line of an item that is inclusive tax
 CREATE TEMP TABLE st_line_tax ON COMMIT DROP AS
 SELECT DISTINCT ON (item_id) item_id, inclusive_tax::float8 / amount AS share
@@ -405,7 +432,8 @@ LEFT JOIN LATERAL (
 # Step 6: the spells when a subscription is worth nothing, and its forever discounts. In its
 # known era: every status but active and past_due (kpi-definitions.md), and the discounts
 # its states carry. Before it: trials, ended subscriptions, invoices marked uncollectible,
-# and the whole life of one that never got past incomplete.
+# the whole life of one that never got past incomplete, and the unpaid or paused spell its
+# era starts in.
 _SPELLS = """
 CREATE TEMP TABLE st_zero_spells ON COMMIT DROP AS
 WITH before_era AS (
@@ -424,10 +452,33 @@ WITH before_era AS (
                                           inv.payload->>'subscription')
     WHERE inv.source = 'stripe' AND inv.stream = 'invoices'
       AND inv.payload->'status_transitions'->>'marked_uncollectible_at' IS NOT NULL
+    UNION ALL
+    -- unpaid when its era starts, its invoices left open: since its customer's last failed
+    -- charge (the last retry); paused then: since its trial ended without a payment method
+    SELECT s.sub_id,
+           CASE first.state->>'status'
+                WHEN 'unpaid' THEN (
+                    SELECT max(to_timestamp((c.payload->>'created')::bigint)) FROM raw_records c
+                    WHERE c.source = 'stripe' AND c.stream = 'charges'
+                      AND c.payload->>'status' = 'failed'
+                      AND coalesce(c.payload->'customer'->>'id', c.payload->>'customer') = s.customer
+                      AND to_timestamp((c.payload->>'created')::bigint) < first.valid_from)
+                ELSE s.trial_end END,
+           'infinity'
+    FROM st_subs s
+    JOIN st_states first ON first.sub_id = s.sub_id
+     AND first.valid_from = (SELECT min(valid_from) FROM st_states o WHERE o.sub_id = s.sub_id)
+    WHERE first.state->>'status' IN ('unpaid', 'paused')
+      AND NOT EXISTS (  -- an invoice marked uncollectible dates the unpaid spell itself
+          SELECT FROM raw_records inv
+          WHERE inv.source = 'stripe' AND inv.stream = 'invoices'
+            AND coalesce(inv.payload->'parent'->'subscription_details'->>'subscription',
+                         inv.payload->>'subscription') = s.sub_id
+            AND inv.payload->'status_transitions'->>'marked_uncollectible_at' IS NOT NULL)
 )
 SELECT b.sub_id, b.zero_from, least(b.zero_to, e.era_start) AS zero_to
 FROM before_era b JOIN st_eras e USING (sub_id)
-WHERE b.zero_from < least(b.zero_to, e.era_start)
+WHERE b.zero_from IS NOT NULL AND b.zero_from < least(b.zero_to, e.era_start)
 UNION ALL
 SELECT sub_id, valid_from, valid_to FROM st_states
 WHERE coalesce(state->>'status', '') NOT IN ('active', 'past_due');
@@ -767,6 +818,7 @@ def compute_stripe_metrics(db: Connection, scope: MetricsScope) -> Iterator[Metr
             _PRICES,
             _LINES,
             _OBSERVED,
+            _DISCOUNTS,
             _ITEM_SPANS,
             _ITEM_STATES,
             _SPELLS,

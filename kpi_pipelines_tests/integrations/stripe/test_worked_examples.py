@@ -2,31 +2,25 @@
 
 A scripted sandbox (kpi_pipelines.sandbox.stripe.scenarios) is served over HTTP, read by the
 adapter with the official SDK, landed in raw_records, computed by the SQL metrics and stored
-in kpi_data; each test asserts the stored values on the days the script makes them happen.
-Every sync is also checked against the sandbox's own truth for every simulated day.
+in kpi_data (the `sync` fixture of scripted_world.py); each test asserts the stored values
+on the days the script makes them happen. Every sync is also checked against the sandbox's
+own truth for every simulated day.
 """
 
 from __future__ import annotations
 
-from collections import defaultdict
-from collections.abc import Callable, Iterator
-from contextlib import ExitStack
-from dataclasses import dataclass
-from datetime import UTC, date, datetime, timedelta
+from datetime import timedelta
 
-import dagster as dg
 import pytest
 import sqlalchemy as sa
 
-from kpi_pipelines.sandbox.kit.server import LoopbackServer
-from kpi_pipelines.sandbox.stripe import StripeSandbox, create_app, end_of_day
+from kpi_pipelines.sandbox.stripe import StripeSandbox, end_of_day
 from kpi_pipelines.sandbox.stripe.scenarios import (
     AddCoupon,
     AddItem,
     Cancel,
     Change,
     CouponSpec,
-    CustomerScript,
     ItemScript,
     MarkUnpaid,
     PaymentFails,
@@ -36,111 +30,16 @@ from kpi_pipelines.sandbox.stripe.scenarios import (
     ScriptedSandbox,
     SubscriptionScript,
 )
-from kpi_pipelines.warehouse.tenant_data import read_points
-from kpi_pipelines_tests.canary import scanned_instance
-from kpi_pipelines_tests.integrations.stripe.world import StripeWorld, rate_lookup
-from kpi_pipelines_tests.run_results import failure_message
-
-START = datetime(2026, 1, 1, tzinfo=UTC)  # day 0; monthly renewals on the 1st
-NOW = START + timedelta(days=120)  # the sandbox clock: 2026-05-01
-WORKSPACE = "examples"
-MOVEMENTS = {
-    "new": "new_mrr",
-    "expansion": "expansion_mrr",
-    "contraction": "contraction_mrr",
-    "churn": "churned_mrr",
-    "reactivation": "reactivation_mrr",
-}
-
-
-def money(value: float):
-    return pytest.approx(value, abs=0.01)
-
-
-def day(n: int) -> date:
-    return (START + timedelta(days=n)).date()
-
-
-def monthly(dollars: float) -> PriceSpec:
-    return PriceSpec(unit_amount=round(dollars * 100))
-
-
-def subscriber(*subscriptions: SubscriptionScript, **customer) -> CustomerScript:
-    return CustomerScript(subscriptions=subscriptions, **customer)
-
-
-@dataclass
-class Synced:
-    sandbox: StripeSandbox
-    points: dict[str, dict[date, float]]
-    world: StripeWorld
-
-    def value(self, metric: str, n: int) -> float | None:
-        """The stored value of `metric` on day n (None: no point)."""
-        return self.points[metric].get(day(n))
-
-    def money(self, metric: str, n: int) -> float:
-        return self.points[metric].get(day(n), 0.0)
-
-    def status(self, ci: int, n: int, sub: int = 0) -> str:
-        """Customer ci's subscription status at the end of day n, as the sandbox served it."""
-        return self.sandbox.sim(ci).subs[sub].status_at(end_of_day(day(n)))
-
-
-Sync = Callable[..., Synced]
-
-
-@pytest.fixture(scope="module")
-def instance() -> Iterator[dg.DagsterInstance]:
-    with scanned_instance() as instance:
-        yield instance
-
-
-@pytest.fixture
-def sync(warehouse, instance, monkeypatch) -> Iterator[Sync]:
-    """Serve a scripted sandbox, sync a USD workspace from it, return the stored series."""
-    with ExitStack() as stack:
-
-        def run(*customers: CustomerScript, now: datetime = NOW, truth: bool = True) -> Synced:
-            sandbox = ScriptedSandbox(customers, start=START, now=now)
-            server = stack.enter_context(LoopbackServer(create_app(sandbox)))
-            monkeypatch.setenv("KPI_STRIPE_BASE_URL", server.base_url)
-            world = StripeWorld(sandbox, server, warehouse, instance, monkeypatch)
-            world.workspace(WORKSPACE, "USD", "UTC")
-            world.import_rates("USD")
-            result = world.sync(WORKSPACE)
-            assert result.success, failure_message(result)
-            points: dict[str, dict[date, float]] = defaultdict(dict)
-            for p in read_points(warehouse, WORKSPACE, source="stripe"):
-                points[p.metric][p.timestamp.date()] = p.value
-            synced = Synced(sandbox, points, world)
-            if truth:
-                _agrees_with_the_truth(synced)
-            return synced
-
-        yield run
-
-
-def _agrees_with_the_truth(synced: Synced) -> None:
-    """Stored MRR, customers and movements equal the sandbox's truth on every simulated day."""
-    sandbox, s = synced.sandbox, synced.points
-    convert = rate_lookup(sandbox, "USD")
-    last = sandbox.now.date() - timedelta(days=1)
-    for truth in sandbox.truth.daily(sandbox.start.date(), last):
-        d = truth.day
-        mrr = sum(convert(v, cur, d) for cur, v in truth.totals().items())
-        assert s["mrr"].get(d, 0.0) == money(mrr), d
-        assert s["active_customers"].get(d, 0) == len(truth.mrr), d
-        moves: dict[str, float] = defaultdict(float)
-        for m in truth.movements.values():
-            moves[m.kind] += convert(m.amount, m.currency, d)
-        for kind, metric in MOVEMENTS.items():
-            assert s[metric].get(d, 0.0) == money(moves[kind]), (d, metric)
-
-
-def _every_day(synced: Synced, metric: str, first: int, last: int) -> set[float]:
-    return {round(synced.money(metric, n), 6) for n in range(first, last + 1)}
-
+from kpi_pipelines_tests.integrations.stripe.scripted_world import (
+    NOW,
+    START,
+    WORKSPACE,
+    day,
+    every_day,
+    money,
+    monthly,
+    subscriber,
+)
 
 YEARLY_1200 = PriceSpec(unit_amount=120_000, interval="year")
 
@@ -151,7 +50,7 @@ def test_example_1_a_yearly_plan_with_a_20_percent_forever_coupon_is_80_a_month(
     assert s.money("new_mrr", 0) == money(80.0)
     assert s.value("new_customers", 0) == 1
     assert s.money("revenue", 0) == money(960.0)  # the coupon took 20% off the invoice too
-    assert _every_day(s, "mrr", 0, 119) == {80.0}
+    assert every_day(s, "mrr", 0, 119) == {80.0}
 
 
 def test_example_2_the_same_plan_with_a_once_coupon_is_100_a_month(sync) -> None:
@@ -160,7 +59,7 @@ def test_example_2_the_same_plan_with_a_once_coupon_is_100_a_month(sync) -> None
     assert s.money("revenue", 0) == money(960.0)  # the first invoice is discounted...
     assert s.money("mrr", 0) == money(100.0)  # ...but the recurring revenue is not
     assert s.money("new_mrr", 0) == money(100.0)
-    assert _every_day(s, "mrr", 0, 119) == {100.0}
+    assert every_day(s, "mrr", 0, 119) == {100.0}
 
 
 def test_example_3_quarterly_and_half_yearly_plans(sync) -> None:
@@ -174,15 +73,15 @@ def test_example_3_quarterly_and_half_yearly_plans(sync) -> None:
     assert s.money("new_mrr", 1) == money(20.0)  # $120 every 6 months
     assert s.money("mrr", 1) == money(50.0)
     assert s.money("revenue", 90) == money(90.0)  # the quarterly renewal on April 1st...
-    assert _every_day(s, "mrr", 1, 119) == {50.0}  # ...changes nothing
+    assert every_day(s, "mrr", 1, 119) == {50.0}  # ...changes nothing
 
 
 def test_example_4_a_weekly_plan_uses_52_over_12(sync) -> None:
     s = sync(subscriber(SubscriptionScript(price=PriceSpec(1_000, "week"))))
     assert s.money("mrr", 0) == money(43.33)
     assert s.money("mrr", 0) == pytest.approx(10 * 52 / 12, abs=1e-4)
-    assert _every_day(s, "mrr", 0, 119) == {round(10 * 52 / 12, 6)}
-    assert _every_day(s, "churned_mrr", 0, 119) == {0.0}
+    assert every_day(s, "mrr", 0, 119) == {round(10 * 52 / 12, 6)}
+    assert every_day(s, "churned_mrr", 0, 119) == {0.0}
     assert sum(s.money("revenue", n) for n in range(120)) == money(10.0 * 18)  # 18 weeks billed
 
 
@@ -199,7 +98,7 @@ def test_example_5_vat_on_the_invoice_is_not_recurring_revenue(sync) -> None:
     assert tuple(first) == (12_000, 2_000)  # an invoice of $120 including $20 VAT
     assert s.money("revenue", 0) == money(120.0)
     assert s.money("mrr", 0) == money(100.0)
-    assert _every_day(s, "mrr", 0, 119) == {100.0}
+    assert every_day(s, "mrr", 0, 119) == {100.0}
 
 
 def test_example_6_trialing_past_due_unpaid(sync) -> None:
@@ -215,17 +114,17 @@ def test_example_6_trialing_past_due_unpaid(sync) -> None:
         *["past_due"] * 2,
         *["unpaid"] * 2,
     ]
-    assert _every_day(s, "mrr", 0, 13) == {0.0}  # trialing: $0
+    assert every_day(s, "mrr", 0, 13) == {0.0}  # trialing: $0
     assert s.money("new_mrr", 14) == money(50.0)  # the trial converts
     assert s.value("new_customers", 14) == 1
-    assert _every_day(s, "mrr", 14, 51) == {50.0}  # active, then past_due: still $50
-    assert _every_day(s, "churned_mrr", 0, 51) == {0.0}
+    assert every_day(s, "mrr", 14, 51) == {50.0}  # active, then past_due: still $50
+    assert every_day(s, "churned_mrr", 0, 51) == {0.0}
     assert s.money("mrr", 52) == money(0.0)  # unpaid: $0 and churned
     assert s.money("churned_mrr", 52) == money(50.0)
     assert s.value("churned_customers", 52) == 1
     assert s.value("active_customers", 52) == 0
-    assert _every_day(s, "mrr", 52, 119) == {0.0}
-    assert _every_day(s, "churned_mrr", 53, 119) == {0.0}
+    assert every_day(s, "mrr", 52, 119) == {0.0}
+    assert every_day(s, "churned_mrr", 53, 119) == {0.0}
 
 
 def test_an_unpaid_invoice_paid_later_is_a_reactivation(sync) -> None:
@@ -235,7 +134,7 @@ def test_an_unpaid_invoice_paid_later_is_a_reactivation(sync) -> None:
     assert s.money("churned_mrr", 38) == money(50.0)
     assert s.money("reactivation_mrr", 45) == money(50.0)
     assert s.money("new_mrr", 45) == money(0.0)
-    assert _every_day(s, "mrr", 45, 119) == {50.0}
+    assert every_day(s, "mrr", 45, 119) == {50.0}
 
 
 def test_example_7_a_hundred_monthly_and_fifty_yearly_subscriptions(sync) -> None:
@@ -247,7 +146,7 @@ def test_example_7_a_hundred_monthly_and_fifty_yearly_subscriptions(sync) -> Non
     assert s.money("mrr", 0) == money(12_500.0)
     assert s.value("active_customers", 0) == 150
     assert s.money("arpa", 0) == money(12_500 / 150)
-    assert _every_day(s, "mrr", 0, 119) == {12_500.0}
+    assert every_day(s, "mrr", 0, 119) == {12_500.0}
 
 
 def test_example_8_net_revenue_retention_over_30_days(sync) -> None:
@@ -320,9 +219,9 @@ def test_tiers_metered_items_amount_off_coupons_and_cancel_at_period_end(sync) -
     assert s.money("new_mrr", 3) == money(90.0)
     assert s.money("new_mrr", 4) == money(40.0)
     assert s.money("revenue", 33) == money(100.0 + 50.0)  # the usage is billed, not recurring
-    assert _every_day(s, "mrr", 4, 34) == {320.0 + 475 + 100 + 90 + 40}
+    assert every_day(s, "mrr", 4, 34) == {320.0 + 475 + 100 + 90 + 40}
     assert s.money("churned_mrr", 35) == money(40.0)
-    assert _every_day(s, "mrr", 35, 119) == {320.0 + 475 + 100 + 90}
+    assert every_day(s, "mrr", 35, 119) == {320.0 + 475 + 100 + 90}
 
 
 def test_scripted_lifecycles_agree_with_the_truth(sync) -> None:

@@ -162,8 +162,9 @@ class BillingRendering:
         price, qty = item.state_at(t)
         if period is None:
             period = cs.subs[item.sub].period_at(t)
+        disc_ex = ex.get("discounts") if ex and "discounts" in ex else None
         discounts = [
-            self.di_id(cs, disc)
+            self.discount(cs, disc, disc_ex) if disc_ex is not None else self.di_id(cs, disc)
             for disc in cs.subs[item.sub].discounts
             if disc.item is item
             and disc.start <= t

@@ -1,0 +1,178 @@
+"""Stripe's billing settings through the real pipeline, a worked example each: what every
+setting does to MRR by kpi-definitions.md (only `active` and `past_due` count; only forever
+coupons; the state of the subscription, not its invoices), with the expected values worked
+out by hand in each test.
+
+The sandbox clock stops on day 120 (May 1st); Stripe keeps 30 days of events, so a change
+after day 90 is dated by its event (and the subscription as fetched), one before by the
+invoices and the subscription's own dates. Most examples happen once in each era. Every sync
+is also checked against the sandbox's truth on every day (the `sync` fixture).
+"""
+
+from __future__ import annotations
+
+import pytest
+
+from kpi_pipelines.sandbox.stripe.scenarios import (
+    AddCoupon,
+    Change,
+    CouponSpec,
+    CustomerScript,
+    ItemScript,
+    PaymentFails,
+    PaymentSucceeds,
+    PriceSpec,
+    Resume,
+    RetriesExhausted,
+    SubscriptionScript,
+)
+from kpi_pipelines_tests.integrations.stripe.scripted_world import (
+    every_day,
+    money,
+    monthly,
+    subscriber,
+)
+
+FOREVER_50 = CouponSpec(percent_off=50, duration="forever")
+
+
+def test_an_incomplete_start_counts_only_once_paid_and_never_if_it_expires(sync) -> None:
+    def incomplete(dollars: float, created: int, paid: bool) -> CustomerScript:
+        events = (PaymentSucceeds(created + 0.5),) if paid else ()
+        sub = SubscriptionScript(price=monthly(dollars), first_payment_fails=True, events=events)
+        return subscriber(sub, created=created)
+
+    s = sync(
+        incomplete(50, 20, paid=True),  # paid 12 hours later: active on day 20
+        incomplete(70, 25, paid=False),  # incomplete_expired 23 hours later
+        incomplete(30, 100, paid=True),
+        incomplete(90, 105, paid=False),
+    )
+    assert s.status(0, 20) == "active" and s.status(1, 26) == "incomplete_expired"
+    assert every_day(s, "mrr", 0, 19) == {0.0}
+    assert every_day(s, "mrr", 20, 99) == {50.0}
+    assert every_day(s, "mrr", 100, 119) == {80.0}
+    assert s.money("new_mrr", 20) == money(50.0) and s.value("new_customers", 20) == 1
+    assert s.money("new_mrr", 100) == money(30.0) and s.value("new_customers", 100) == 1
+    for n in (25, 26, 105, 106):
+        assert s.money("new_mrr", n) == money(0.0)
+        assert s.money("churned_mrr", n) == money(0.0)
+    assert s.value("active_customers", 119) == 2
+
+
+@pytest.mark.parametrize(
+    ("failed", "exhausted"),
+    [(31.5, 45), (90.5, 100)],
+    ids=["dated-by-invoices-and-charges", "dated-by-events"],
+)
+def test_each_dunning_outcome_after_the_last_retry(sync, failed: float, exhausted: int) -> None:
+    def dunned(dollars: float, *outcome: str) -> CustomerScript:
+        events = (PaymentFails(failed), RetriesExhausted(exhausted, *outcome))
+        return subscriber(SubscriptionScript(price=monthly(dollars), events=events))
+
+    s = sync(
+        dunned(100, "canceled"),
+        dunned(200, "unpaid", "open"),  # the invoice stays open, past due
+        dunned(300, "unpaid", "uncollectible"),
+        dunned(400, "past_due"),  # the subscription is left past_due: it still counts
+    )
+    assert [s.status(ci, exhausted) for ci in range(4)] == [
+        "canceled",
+        "unpaid",
+        "unpaid",
+        "past_due",
+    ]
+    assert every_day(s, "mrr", 0, exhausted - 1) == {1_000.0}
+    assert s.money("churned_mrr", exhausted) == money(600.0)
+    assert s.value("churned_customers", exhausted) == 3
+    assert every_day(s, "mrr", exhausted, 119) == {400.0}
+    assert s.value("active_customers", exhausted) == 1
+
+
+def test_a_trial_without_a_payment_method_pauses_until_resumed(sync) -> None:
+    def trial(dollars: float, created: int, missing: str, *events) -> CustomerScript:
+        sub = SubscriptionScript(
+            price=monthly(dollars), trial_days=14, missing_payment_method=missing, events=events
+        )
+        return subscriber(sub, created=created)
+
+    s = sync(
+        trial(60, 0, "pause", Resume(20.5)),  # paused days 14 to 20
+        trial(80, 95, "pause", Resume(115.5)),  # paused days 109 to 115
+        trial(45, 96, "cancel"),  # canceled when its trial ends on day 110
+    )
+    assert s.status(0, 15) == "paused" and s.status(1, 110) == "paused"
+    assert s.status(2, 110) == "canceled"
+    assert every_day(s, "mrr", 0, 19) == {0.0}
+    assert s.money("new_mrr", 20) == money(60.0)
+    assert every_day(s, "mrr", 20, 114) == {60.0}
+    assert s.money("new_mrr", 115) == money(80.0)
+    assert every_day(s, "mrr", 115, 119) == {140.0}
+    assert every_day(s, "churned_mrr", 0, 119) == {0.0}
+
+
+def test_every_proration_behavior_changes_mrr_when_the_subscription_changes(sync) -> None:
+    def changed(before: float, after: float, at: float, behavior: str) -> CustomerScript:
+        change = Change(at, price=monthly(after), proration_behavior=behavior)
+        return subscriber(SubscriptionScript(price=monthly(before), events=(change,)))
+
+    s = sync(
+        # before the events' 30 days: the invoices date the change (always_invoice bills the
+        # prorations at once, create_prorations on the next invoice, from the change on)
+        changed(30, 60, 15.5, "always_invoice"),
+        changed(30, 60, 15.5, "create_prorations"),
+        # within them, the event dates it, whatever the invoices say (none bills nothing)
+        changed(20, 50, 100.5, "always_invoice"),
+        changed(20, 50, 100.5, "create_prorations"),
+        changed(20, 50, 100.5, "none"),
+        changed(100, 40, 105.5, "create_prorations"),  # a downgrade
+    )
+    assert every_day(s, "mrr", 0, 14) == {60.0 + 60 + 100}
+    assert s.money("expansion_mrr", 15) == money(60.0)
+    assert every_day(s, "mrr", 15, 99) == {120.0 + 60 + 100}
+    assert s.money("expansion_mrr", 100) == money(90.0)
+    assert every_day(s, "mrr", 100, 104) == {120.0 + 150 + 100}
+    assert s.money("contraction_mrr", 105) == money(60.0)
+    assert every_day(s, "mrr", 105, 119) == {120.0 + 150 + 40}
+
+
+def test_item_discounts_stacked_discounts_and_a_free_forever_coupon(sync) -> None:
+    seats = PriceSpec(unit_amount=1_000, product="seats")  # $10 a seat
+    s = sync(
+        # $50 + 3 seats at half price, forever: 50 + 15
+        subscriber(
+            SubscriptionScript(price=monthly(50), items=(ItemScript(seats, 3, coupon=FOREVER_50),))
+        ),
+        # $200 with 20% off, then $10 off, both forever: 200 x 0.8 - 10
+        subscriber(
+            SubscriptionScript(
+                price=monthly(200),
+                coupon=CouponSpec(percent_off=20, duration="forever"),
+                coupons=(CouponSpec(amount_off=1_000, duration="forever"),),
+            )
+        ),
+        # 100% off forever: no MRR, not an active customer
+        subscriber(
+            SubscriptionScript(
+                price=monthly(80), coupon=CouponSpec(percent_off=100, duration="forever")
+            )
+        ),
+        # half off the $60 item from day 100, 12:00 (dated by its event)
+        subscriber(
+            SubscriptionScript(price=monthly(60), events=(AddCoupon(100.5, FOREVER_50, item=0),))
+        ),
+    )
+    assert every_day(s, "mrr", 0, 99) == {65.0 + 150 + 0 + 60}
+    assert s.value("active_customers", 50) == 3
+    assert s.money("contraction_mrr", 100) == money(30.0)
+    assert every_day(s, "mrr", 100, 119) == {65.0 + 150 + 0 + 30}
+
+
+def test_a_credit_balance_pays_invoices_but_changes_no_mrr(sync) -> None:
+    credit = CustomerScript(subscriptions=(SubscriptionScript(price=monthly(50)),), balance=-7_000)
+    s = sync(credit)
+    assert every_day(s, "mrr", 0, 119) == {50.0}
+    # $70 of credit: January's invoice is paid by it, $30 of February's is charged
+    assert s.money("revenue", 0) == money(0.0)
+    assert s.money("revenue", 31) == money(30.0)
+    assert s.money("revenue", 59) == money(50.0)
