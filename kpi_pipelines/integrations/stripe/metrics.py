@@ -200,13 +200,14 @@ SELECT s.workspace_id, 'stripe', 'subscription_states', s.record_id || '@' || %(
        to_timestamp(%(observed)s), now(), current_setting('kpi.actor', true)
 FROM (SELECT workspace_id, record_id, fetched_at, {_state_of("payload")} AS state FROM raw_records
       WHERE source = 'stripe' AND stream = 'subscriptions') s
-LEFT JOIN LATERAL (
-    SELECT payload->'subscription' AS state FROM raw_records
+LEFT JOIN (
+    SELECT DISTINCT ON (payload->'subscription'->>'id')
+           payload->'subscription'->>'id' AS sub_id, payload->'subscription' AS state
+    FROM raw_records
     WHERE source = 'stripe' AND stream = 'subscription_states'
-      AND record_id LIKE s.record_id || '@%%'
       AND (payload->>'observed_at')::bigint <= %(observed)s
-    ORDER BY (payload->>'observed_at')::bigint DESC LIMIT 1
-) latest ON true
+    ORDER BY payload->'subscription'->>'id', (payload->>'observed_at')::bigint DESC
+) latest ON latest.sub_id = s.record_id
 WHERE latest.state IS DISTINCT FROM s.state
   AND (s.fetched_at >= %(landed_since)s OR latest.state IS NULL)
 ON CONFLICT (workspace_id, source, stream, record_id) DO NOTHING
