@@ -38,17 +38,21 @@ from pathlib import Path
 import psutil
 
 API_KEY = "sk_test_benchmark_key_000000000000"
-STREAMS = [
-    ("/v1/customers", {}),
-    ("/v1/products", {}),
-    ("/v1/prices", {"expand[]": "data.tiers"}),
-    ("/v1/coupons", {}),
-    ("/v1/subscriptions", {"status": "all", "expand[]": "data.discounts"}),
-    ("/v1/invoices", {"expand[]": "data.discounts"}),
-    ("/v1/charges", {}),
-    ("/v1/refunds", {}),
-    ("/v1/balance_transactions", {}),
-]
+
+
+def streams() -> list[tuple[str, list[tuple[str, str]]]]:
+    """The adapter's list requests (its spec's streams), as query parameters: the baseline
+    asks for exactly what the pipeline asks for."""
+    from kpi_pipelines.integrations.stripe.spec import STREAMS
+
+    out = []
+    for stream in STREAMS:
+        query: list[tuple[str, str]] = []
+        for key, value in stream.params:
+            values = value if isinstance(value, tuple) else (value,)
+            query += [(f"{key}[]" if isinstance(value, tuple) else key, v) for v in values]
+        out.append((stream.path, query))
+    return out
 
 
 def start_sandbox(objects: int, seed: int) -> tuple[subprocess.Popen, str]:
@@ -83,10 +87,10 @@ def baseline(base_url: str) -> dict[str, float]:
     with httpx.Client(
         base_url=base_url, headers={"Authorization": f"Bearer {API_KEY}"}, timeout=60
     ) as http:
-        for path, params in STREAMS:
+        for path, params in streams():
             after = None
             while True:
-                query = {**params, "limit": 100, **({"starting_after": after} if after else {})}
+                query = [*params, ("limit", 100), *([("starting_after", after)] if after else [])]
                 page = http.get(path, params=query).json()
                 pages += 1
                 data = page["data"]

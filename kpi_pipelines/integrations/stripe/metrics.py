@@ -225,16 +225,24 @@ CREATE TEMP TABLE st_observations ON COMMIT DROP AS
 SELECT payload->'data'->'object'->>'id' AS sub_id,
        to_timestamp((payload->>'created')::bigint) AS t, 0 AS rank, payload->>'type' AS type,
        {_state_of("(payload->'data'->'object')")} AS state,
-       CASE WHEN jsonb_typeof(payload->'data'->'previous_attributes') = 'object'
-            THEN {_state_of("((payload->'data'->'object') || (payload->'data'->'previous_attributes'))")}
-       END AS before
+       -- what it was before: needed of a subscription's first event only (filled below)
+       NULL::jsonb AS before, record_id AS event_id,
+       jsonb_typeof(payload->'data'->'previous_attributes') = 'object' AS has_before
 FROM raw_records
 WHERE source = 'stripe' AND stream = 'subscription_events'
   AND jsonb_typeof(payload->'data'->'object') = 'object'
 UNION ALL
 SELECT payload->'subscription'->>'id', to_timestamp((payload->>'observed_at')::bigint), 1,
-       'snapshot', payload->'subscription', NULL
+       'snapshot', payload->'subscription', NULL, NULL, false
 FROM raw_records WHERE source = 'stripe' AND stream = 'subscription_states';
+
+UPDATE st_observations o
+SET before = {_state_of("((e.payload->'data'->'object') || (e.payload->'data'->'previous_attributes'))")}
+FROM (SELECT DISTINCT ON (sub_id) sub_id, event_id FROM st_observations
+      ORDER BY sub_id, t, rank) first
+JOIN raw_records e ON e.source = 'stripe' AND e.stream = 'subscription_events'
+ AND e.record_id = first.event_id
+WHERE o.event_id = first.event_id AND o.has_before;
 
 CREATE TEMP TABLE st_eras ON COMMIT DROP AS
 WITH known_since AS (
@@ -352,27 +360,30 @@ WITH starts AS (
     WHERE f.valid_from < least(f.valid_to, e.era_start)
 ), item_discounts AS (
     SELECT id, item_id, valid_from, valid_to FROM st_discount_terms WHERE item_id IS NOT NULL
-), pieces AS (
-    -- an item's discounts start and end by their own dates: cut its states there
-    SELECT b.*, cut.t AS piece_from,
-           coalesce(lead(cut.t) OVER (PARTITION BY b.item_id, b.valid_from ORDER BY cut.t),
-                    b.valid_to) AS piece_to
+), cuts AS (
+    -- an item's discounts start and end by their own dates: its states are cut there
+    SELECT item_id, valid_from AS span_from, valid_from AS t FROM before_era
+    UNION
+    SELECT b.item_id, b.valid_from, x.t
     FROM before_era b
-    CROSS JOIN LATERAL (
-        SELECT b.valid_from AS t
-        UNION SELECT d.valid_from FROM item_discounts d
-        WHERE d.item_id = b.item_id AND d.valid_from > b.valid_from AND d.valid_from < b.valid_to
-        UNION SELECT d.valid_to FROM item_discounts d
-        WHERE d.item_id = b.item_id AND d.valid_to > b.valid_from AND d.valid_to < b.valid_to
-    ) cut
+    JOIN (SELECT item_id, valid_from AS t FROM item_discounts
+          UNION SELECT item_id, valid_to FROM item_discounts WHERE valid_to < 'infinity') x
+      ON x.item_id = b.item_id AND x.t > b.valid_from AND x.t < b.valid_to
+), pieces AS (
+    SELECT b.sub_id, b.item_id, b.price_id, b.quantity, b.included_tax, c.t AS piece_from,
+           coalesce(lead(c.t) OVER (PARTITION BY c.item_id, c.span_from ORDER BY c.t),
+                    b.valid_to) AS piece_to
+    FROM cuts c JOIN before_era b ON b.item_id = c.item_id AND b.valid_from = c.span_from
 )
 SELECT p.sub_id, p.item_id, p.price_id, p.quantity, p.piece_from AS valid_from,
        p.piece_to AS valid_to,
-       coalesce((SELECT jsonb_agg(d.id ORDER BY d.valid_from, d.id) FROM item_discounts d
-                 WHERE d.item_id = p.item_id AND d.valid_from <= p.piece_from
-                   AND p.piece_from < d.valid_to), '[]') AS discounts,
+       coalesce(jsonb_agg(d.id ORDER BY d.valid_from, d.id) FILTER (WHERE d.id IS NOT NULL),
+                '[]') AS discounts,
        p.included_tax
 FROM pieces p
+LEFT JOIN item_discounts d
+  ON d.item_id = p.item_id AND d.valid_from <= p.piece_from AND p.piece_from < d.valid_to
+GROUP BY p.sub_id, p.item_id, p.price_id, p.quantity, p.piece_from, p.piece_to, p.included_tax
 UNION ALL
 SELECT st.sub_id, i->>'id', i->>'price', coalesce((i->>'quantity')::numeric, 1),
        st.valid_from, st.valid_to, i->'discounts', (i->>'included_tax')::numeric
@@ -467,8 +478,8 @@ WITH before_era AS (
                 ELSE s.trial_end END,
            'infinity'
     FROM st_subs s
-    JOIN st_states first ON first.sub_id = s.sub_id
-     AND first.valid_from = (SELECT min(valid_from) FROM st_states o WHERE o.sub_id = s.sub_id)
+    JOIN (SELECT DISTINCT ON (sub_id) * FROM st_states ORDER BY sub_id, valid_from) first
+      ON first.sub_id = s.sub_id
     WHERE first.state->>'status' IN ('unpaid', 'paused')
       AND NOT EXISTS (  -- an invoice marked uncollectible dates the unpaid spell itself
           SELECT FROM raw_records inv
