@@ -146,10 +146,11 @@ def _array(expr: str) -> str:
 
 
 def _ids(expr: str) -> str:
-    """The ids of a list of objects or ids (discounts are either, by expansion), sorted."""
+    """The ids of a list of objects or ids (discounts are either, by expansion), in their
+    order (discounts apply one after the other)."""
     return (
-        "coalesce((SELECT jsonb_agg(coalesce(d->'id', d) ORDER BY coalesce(d->>'id', d#>>'{}'))"
-        f" FROM jsonb_array_elements({_array(expr)}) d"
+        "coalesce((SELECT jsonb_agg(coalesce(d->'id', d) ORDER BY n)"
+        f" FROM jsonb_array_elements({_array(expr)}) WITH ORDINALITY AS ds(d, n)"
         " WHERE jsonb_typeof(d) = 'string' OR jsonb_typeof(d->'id') = 'string'), '[]')"
     )
 
@@ -288,24 +289,25 @@ FROM raw_records WHERE source = 'stripe' AND stream = 'coupons';
 -- every discount object landed anywhere, with its coupon's terms
 CREATE TEMP TABLE st_discount_terms ON COMMIT DROP AS
 WITH discount_objects AS (
-    SELECT coalesce(d->>'subscription', r.payload->>'id') AS sub_id, d
-    FROM raw_records r, jsonb_array_elements(CASE WHEN jsonb_typeof(r.payload->'discounts') = 'array' THEN r.payload->'discounts' ELSE '[]' END) d
+    SELECT coalesce(d->>'subscription', r.payload->>'id') AS sub_id, d, n AS listed_at
+    FROM raw_records r, jsonb_array_elements(CASE WHEN jsonb_typeof(r.payload->'discounts') = 'array' THEN r.payload->'discounts' ELSE '[]' END) WITH ORDINALITY AS ds(d, n)
     WHERE r.source = 'stripe' AND r.stream = 'subscriptions' AND jsonb_typeof(d) = 'object'
     UNION ALL
-    SELECT coalesce(d->>'subscription', r.payload->>'id'), d
+    SELECT coalesce(d->>'subscription', r.payload->>'id'), d, NULL
     FROM raw_records r,
          jsonb_array_elements(CASE WHEN jsonb_typeof(r.payload->'items'->'data') = 'array' THEN r.payload->'items'->'data' ELSE '[]' END) i,
          jsonb_array_elements(CASE WHEN jsonb_typeof(i->'discounts') = 'array' THEN i->'discounts' ELSE '[]' END) d
     WHERE r.source = 'stripe' AND r.stream = 'subscriptions' AND jsonb_typeof(d) = 'object'
     UNION ALL
     SELECT coalesce(d->>'subscription', inv.payload->'parent'->'subscription_details'->>'subscription',
-                    inv.payload->>'subscription'), d
+                    inv.payload->>'subscription'), d, NULL
     FROM raw_records inv, jsonb_array_elements(CASE WHEN jsonb_typeof(inv.payload->'discounts') = 'array' THEN inv.payload->'discounts' ELSE '[]' END) d
     WHERE inv.source = 'stripe' AND inv.stream = 'invoices' AND jsonb_typeof(d) = 'object'
 ), unique_discounts AS (
-    SELECT DISTINCT ON (d->>'id') sub_id, d FROM discount_objects WHERE d->>'id' IS NOT NULL
+    SELECT DISTINCT ON (d->>'id') sub_id, d, listed_at FROM discount_objects
+    WHERE d->>'id' IS NOT NULL ORDER BY d->>'id', listed_at
 )
-SELECT u.d->>'id' AS id, u.sub_id, u.d->>'subscription_item' AS item_id,
+SELECT u.d->>'id' AS id, u.sub_id, u.d->>'subscription_item' AS item_id, u.listed_at,
        to_timestamp((u.d->>'start')::bigint) AS valid_from,
        coalesce(to_timestamp((u.d->>'end')::bigint), 'infinity') AS valid_to,
        coalesce(c.duration, cp.coupon->>'duration') = 'forever' AS forever,
@@ -495,14 +497,19 @@ UNION ALL
 SELECT sub_id, valid_from, valid_to FROM st_states
 WHERE coalesce(state->>'status', '') NOT IN ('active', 'past_due');
 
+-- in the order they apply: as the subscription lists them, else as they were added
 CREATE TEMP TABLE st_discounts ON COMMIT DROP AS
-SELECT d.sub_id, d.valid_from, least(d.valid_to, e.era_start) AS valid_to, d.percent_off, d.amount_off
+SELECT d.sub_id, d.valid_from, least(d.valid_to, e.era_start) AS valid_to, d.percent_off,
+       d.amount_off,
+       -- as they were added; those added together as the subscription lists them
+       extract(epoch FROM d.valid_from)::float8 + coalesce(d.listed_at, 0) / 1000.0 AS position
 FROM st_discount_terms d JOIN st_eras e USING (sub_id)
 WHERE d.forever AND d.item_id IS NULL AND d.valid_from < least(d.valid_to, e.era_start)
 UNION ALL
-SELECT st.sub_id, st.valid_from, st.valid_to, d.percent_off, d.amount_off
-FROM st_states st, jsonb_array_elements_text(st.state->'discounts') did
-JOIN st_discount_terms d ON d.id = did
+SELECT st.sub_id, st.valid_from, st.valid_to, d.percent_off, d.amount_off, ds.n::float8
+FROM st_states st,
+     jsonb_array_elements_text(st.state->'discounts') WITH ORDINALITY AS ds(did, n)
+JOIN st_discount_terms d ON d.id = ds.did
 WHERE d.forever;
 """
 
@@ -528,29 +535,30 @@ WITH instants AS (
     SELECT DISTINCT i.sub_id, i.t
     FROM instants i JOIN st_zero_spells z
       ON z.sub_id = i.sub_id AND z.zero_from <= i.t AND i.t < z.zero_to
-), percent_at AS (
-    SELECT i.sub_id, i.t, exp(sum(ln(greatest(1 - d.percent_off / 100, 1e-12)))) AS factor
-    FROM instants i JOIN st_discounts d
-      ON d.sub_id = i.sub_id AND d.valid_from <= i.t AND i.t < d.valid_to
-    WHERE d.percent_off IS NOT NULL
-    GROUP BY i.sub_id, i.t
-), amount_at AS (
-    SELECT i.sub_id, i.t, sum(d.amount_off) AS amount_off
-    FROM instants i JOIN st_discounts d
-      ON d.sub_id = i.sub_id AND d.valid_from <= i.t AND i.t < d.valid_to
-    WHERE d.amount_off IS NOT NULL
-    GROUP BY i.sub_id, i.t
+), discount_at AS (
+    -- forever discounts apply one after the other, each to what the ones before left:
+    -- value x (product of all) - each amount off x (product of the percentages after it)
+    SELECT sub_id, t, exp(sum(ln(kept))) AS factor, sum(amount_off * kept_after) AS amount_off
+    FROM (
+        SELECT i.sub_id, i.t, coalesce(d.amount_off, 0) AS amount_off,
+               greatest(1 - coalesce(d.percent_off, 0) / 100, 1e-12) AS kept,
+               exp(coalesce(sum(ln(greatest(1 - coalesce(d.percent_off, 0) / 100, 1e-12)))
+                   OVER (PARTITION BY i.sub_id, i.t ORDER BY d.position
+                         ROWS BETWEEN 1 FOLLOWING AND UNBOUNDED FOLLOWING), 0)) AS kept_after
+        FROM instants i JOIN st_discounts d
+          ON d.sub_id = i.sub_id AND d.valid_from <= i.t AND i.t < d.valid_to
+    ) applied
+    GROUP BY sub_id, t
 )
 SELECT i.sub_id, i.t,
        CASE WHEN z.t IS NOT NULL THEN 0
-            ELSE greatest(0, coalesce(it.items, 0) * coalesce(pa.factor, 1)
-                             - coalesce(aa.amount_off, 0) * coalesce(it.monthly_factor, 1))
+            ELSE greatest(0, coalesce(it.items, 0) * coalesce(da.factor, 1)
+                             - coalesce(da.amount_off, 0) * coalesce(it.monthly_factor, 1))
        END AS mrr
 FROM instants i
 LEFT JOIN items_at it USING (sub_id, t)
 LEFT JOIN zero_at z USING (sub_id, t)
-LEFT JOIN percent_at pa USING (sub_id, t)
-LEFT JOIN amount_at aa USING (sub_id, t)
+LEFT JOIN discount_at da USING (sub_id, t)
 WHERE i.t IS NOT NULL
 """
 

@@ -137,6 +137,8 @@ def test_every_proration_behavior_changes_mrr_when_the_subscription_changes(sync
 
 
 def test_item_discounts_stacked_discounts_and_a_free_forever_coupon(sync) -> None:
+    """Discounts apply one after the other, each to what the ones before left: the item's
+    own first, then the subscription's in the order they were added."""
     seats = PriceSpec(unit_amount=1_000, product="seats")  # $10 a seat
     s = sync(
         # $50 + 3 seats at half price, forever: 50 + 15
@@ -151,6 +153,14 @@ def test_item_discounts_stacked_discounts_and_a_free_forever_coupon(sync) -> Non
                 coupons=(CouponSpec(amount_off=1_000, duration="forever"),),
             )
         ),
+        # the same the other way round: (200 - 10) x 0.8
+        subscriber(
+            SubscriptionScript(
+                price=monthly(200),
+                coupon=CouponSpec(amount_off=1_000, duration="forever"),
+                coupons=(CouponSpec(percent_off=20, duration="forever"),),
+            )
+        ),
         # 100% off forever: no MRR, not an active customer
         subscriber(
             SubscriptionScript(
@@ -162,10 +172,10 @@ def test_item_discounts_stacked_discounts_and_a_free_forever_coupon(sync) -> Non
             SubscriptionScript(price=monthly(60), events=(AddCoupon(100.5, FOREVER_50, item=0),))
         ),
     )
-    assert every_day(s, "mrr", 0, 99) == {65.0 + 150 + 0 + 60}
-    assert s.value("active_customers", 50) == 3
+    assert every_day(s, "mrr", 0, 99) == {65.0 + 150 + 152 + 0 + 60}
+    assert s.value("active_customers", 50) == 4
     assert s.money("contraction_mrr", 100) == money(30.0)
-    assert every_day(s, "mrr", 100, 119) == {65.0 + 150 + 0 + 30}
+    assert every_day(s, "mrr", 100, 119) == {65.0 + 150 + 152 + 0 + 30}
 
 
 def test_a_credit_balance_pays_invoices_but_changes_no_mrr(sync) -> None:
