@@ -11,6 +11,8 @@ is also checked against the sandbox's truth on every day (the `sync` fixture).
 
 from __future__ import annotations
 
+from datetime import timedelta
+
 import pytest
 
 from kpi_pipelines.sandbox.stripe.scenarios import (
@@ -27,6 +29,7 @@ from kpi_pipelines.sandbox.stripe.scenarios import (
     SubscriptionScript,
 )
 from kpi_pipelines_tests.integrations.stripe.scripted_world import (
+    START,
     every_day,
     money,
     monthly,
@@ -186,3 +189,90 @@ def test_a_credit_balance_pays_invoices_but_changes_no_mrr(sync) -> None:
     assert s.money("revenue", 0) == money(0.0)
     assert s.money("revenue", 31) == money(30.0)
     assert s.money("revenue", 59) == money(50.0)
+
+
+def test_a_year_of_every_setting_matches_the_truth_every_day(sync) -> None:
+    """Each setting several times over a year, in both eras, the synced series checked
+    against the sandbox's truth on all 365 days (the fixture's check)."""
+    yearly = PriceSpec(unit_amount=240_000, interval="year")
+    quarterly = PriceSpec(unit_amount=27_000, interval="month", interval_count=3)
+    seats = PriceSpec(unit_amount=1_500, product="seats")
+
+    def sub(**kwargs) -> SubscriptionScript:
+        return SubscriptionScript(**kwargs)
+
+    customers = [
+        subscriber(
+            sub(price=monthly(90), first_payment_fails=True, events=(PaymentSucceeds(0.3),))
+        ),
+        subscriber(sub(price=monthly(40), first_payment_fails=True), created=40),
+        subscriber(sub(price=monthly(55), first_payment_fails=True), created=350),
+        subscriber(
+            sub(price=monthly(120), events=(PaymentFails(59.5), RetriesExhausted(70, "unpaid"))),
+        ),
+        subscriber(
+            sub(
+                price=monthly(75),
+                events=(PaymentFails(337), RetriesExhausted(345, "canceled")),
+            ),
+            created=2,
+        ),
+        subscriber(
+            sub(
+                price=monthly(65),
+                events=(
+                    PaymentFails(34.5),
+                    RetriesExhausted(45, "unpaid", "uncollectible"),
+                    PaymentSucceeds(50),
+                ),
+            ),
+            created=3,
+        ),
+        subscriber(
+            sub(
+                price=quarterly, trial_days=14, missing_payment_method="pause", events=(Resume(30),)
+            ),
+            created=5,
+        ),
+        subscriber(
+            sub(price=monthly(45), trial_days=7, missing_payment_method="pause"), created=340
+        ),
+        subscriber(
+            sub(
+                price=monthly(30),
+                items=(ItemScript(seats, 4, coupon=FOREVER_50),),
+                events=(
+                    Change(100.5, quantity=8, item=1, proration_behavior="create_prorations"),
+                    Change(200.5, price=monthly(35), proration_behavior="create_prorations"),
+                    Change(345.5, quantity=2, item=1, proration_behavior="none"),
+                ),
+            ),
+            created=6,
+        ),
+        subscriber(
+            sub(
+                price=yearly,
+                coupon=CouponSpec(percent_off=10, duration="forever"),
+                coupons=(CouponSpec(amount_off=12_000, duration="forever"),),
+                events=(AddCoupon(352.5, CouponSpec(percent_off=100, duration="forever")),),
+            ),
+            created=8,
+        ),
+        CustomerScript(
+            subscriptions=(
+                sub(
+                    price=monthly(150),
+                    events=(Change(338.5, price=monthly(90), proration_behavior="always_invoice"),),
+                ),
+            ),
+            created=9,
+            balance=-20_000,
+        ),
+    ]
+    customers.sort(key=lambda customer: customer.created)
+    s = sync(*customers, now=START + timedelta(days=365))
+    # on the last day: $90 (paid incomplete start) + $65 (paid after going unpaid) + $90
+    # (quarterly, resumed) + $35 + 2 seats at half of $15 + $90 (downgraded); the rest are
+    # expired, unpaid, canceled, paused or 100% off
+    assert s.money("mrr", 364) == money(90.0 + 65 + 90 + 35 + 15 + 90)
+    assert s.value("active_customers", 364) == 5
