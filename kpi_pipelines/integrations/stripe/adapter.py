@@ -109,6 +109,8 @@ STREAM_BY_OBJECT = {
     "refund": "refunds",
 }
 _MESSAGE_LIMIT = 300
+# The cursor's mark that the subscription events of the last 30 days have been landed.
+_EVENTS_LANDED = "subscription_events_landed"
 
 T = TypeVar("T")
 
@@ -196,6 +198,8 @@ class StripeAdapter(ObjectAdapter):
     def complete(self, stream: Stream, obj: bytes, model: BaseModel) -> bytes | None:
         if isinstance(model, st.Invoice) and model.lines.has_more:
             return self._with_all_lines(obj)
+        if isinstance(model, st.SubscriptionEvent) and model.data is None:
+            return None  # not a subscription's event: nothing to land
         return obj
 
     def head(self, obj: bytes) -> ObjectHead:
@@ -218,16 +222,20 @@ class StripeAdapter(ObjectAdapter):
             since - self.event_overlap_seconds, set(position.seen), ledger, floor=since
         )
         overlap = since - int(timedelta(days=1).total_seconds())
+        relist: dict[str, Mapping[str, Any]] = {UNEVENTFUL_STREAM: {"created[gte]": overlap}}
+        if not cursor.get(_EVENTS_LANDED):
+            # landed before subscription events were: read Stripe's 30 days of them once
+            relist[SUBSCRIPTION_EVENTS] = {}
         return Changes(
             objects={
                 stream: {object_id: _ts(created) for object_id, created in ids.items()}
                 for stream, ids in changed.items()
             },
-            cursor=position.as_cursor(),
+            cursor={**position.as_cursor(), _EVENTS_LANDED: True},
             since=_ts(since),
             # Objects that have no events of their own are listed again with an overlap,
             # which the upsert makes harmless.
-            relist={UNEVENTFUL_STREAM: {"created[gte]": overlap}},
+            relist=relist,
             records={SUBSCRIPTION_EVENTS: subscription_events},
         )
 
@@ -240,7 +248,7 @@ class StripeAdapter(ObjectAdapter):
             position = self._read_events(
                 newest - self.event_overlap_seconds, set(), ledger, floor=newest
             )[1]
-        return Relisting(cursor=position.as_cursor(), bound=newest)
+        return Relisting(cursor={**position.as_cursor(), _EVENTS_LANDED: True}, bound=newest)
 
     # --- the object engine's hooks: metrics ----------------------------------------------
 

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 
 class StripeObject(BaseModel):
@@ -183,10 +183,21 @@ class SubscriptionEventData(BaseModel):
 
 
 class SubscriptionEvent(StripeObject):
-    """A `customer.subscription.*` event: the subscription after the change, and before it."""
+    """A `customer.subscription.*` event: the subscription after the change, and before it.
+    An event of another type (a list that ignored the `types` filter) has no `data` here: it
+    is skipped, not rejected."""
 
-    type: str = Field(pattern=r"^customer\.subscription\.")
-    data: SubscriptionEventData
+    type: str
+    data: SubscriptionEventData | None
+
+    @model_validator(mode="before")
+    @classmethod
+    def _only_subscription_events(cls, value: Any) -> Any:
+        if isinstance(value, dict) and not str(value.get("type", "")).startswith(
+            "customer.subscription."
+        ):
+            return {**value, "data": None}
+        return value
 
 
 class StripeConnectionSettings(BaseModel):

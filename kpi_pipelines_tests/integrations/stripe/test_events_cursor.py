@@ -14,6 +14,8 @@ from collections import Counter
 from datetime import timedelta
 from typing import Any
 
+import sqlalchemy as sa
+
 from kpi_pipelines.sandbox.stripe import StripeSandbox
 from kpi_pipelines.sandbox.stripe.api import Api
 from kpi_pipelines_tests.integrations.stripe.landing import assert_same_landing, written_rows
@@ -21,6 +23,9 @@ from kpi_pipelines_tests.integrations.stripe.world import StripeWorld
 from kpi_pipelines_tests.run_results import failure_message, metadata
 
 CATALOG_TYPES = ("product.created", "price.created", "coupon.created", "coupon.deleted")
+
+
+EVENT_TRIAL_ENDS = "customer.subscription.trial_will_end"  # says nothing changed: not landed
 
 
 def future_events(sandbox: StripeSandbox, days: int) -> list[dict[str, Any]]:
@@ -154,3 +159,47 @@ def world_cursor(world: StripeWorld, workspace_id: str) -> dict[str, Any]:
         return db.execute(
             sa.text("SELECT cursor FROM sync_state WHERE source = 'stripe' AND stream = 'events'")
         ).scalar()
+
+
+def test_a_workspace_landed_before_subscription_events_reads_their_30_days_once(
+    stripe_world,
+) -> None:
+    """A workspace synced by a version that landed no subscription events (nor snapshots)
+    lands Stripe's 30 days of them on its next incremental sync, and then computes what a
+    workspace synced from scratch computes."""
+    world = stripe_world
+    for ws in ("old", "calm"):
+        world.workspace(ws)
+    world.import_rates("USD")
+    synced(world, "old")
+    with world.warehouse.tenant("old", actor="test") as db:
+        db.execute(
+            sa.text(
+                "DELETE FROM raw_records"
+                " WHERE stream IN ('subscription_events', 'subscription_states')"
+            )
+        )
+        db.execute(
+            sa.text(
+                "UPDATE sync_state SET cursor = cursor - 'subscription_events_landed'"
+                " WHERE source = 'stripe'"
+            )
+        )
+    world.sandbox.advance(timedelta(days=2))
+    synced(world, "old")
+    synced(world, "calm")
+    assert_same_landing(world.warehouse, "old", "calm")
+    with world.warehouse.tenant("old", actor="test") as db:
+        landed = db.execute(
+            sa.text("SELECT count(*) FROM raw_records WHERE stream = 'subscription_events'")
+        ).scalar()
+        assert db.execute(
+            sa.text("SELECT cursor->'subscription_events_landed' FROM sync_state")
+        ).scalar()
+    listed = [
+        e
+        for e in world.sandbox.events_since(world.sandbox.now_ts - 30 * 86_400)
+        if e["type"].startswith("customer.subscription.") and e["type"] != EVENT_TRIAL_ENDS
+    ]
+    assert landed == len(listed) > 0
+    nothing_applied_twice(world, "old")
