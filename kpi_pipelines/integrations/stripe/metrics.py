@@ -119,9 +119,13 @@ SELECT coalesce(l->'parent'->'subscription_item_details'->>'subscription',
        to_timestamp((l->'period'->>'start')::bigint) AS p_start,
        to_timestamp((l->'period'->>'end')::bigint) AS p_end,
        (l->>'amount')::bigint AS amount,
-       (SELECT coalesce(sum((t->>'amount')::bigint), 0)
+       -- the share of a tax-inclusive amount that is tax (of what it was levied on, so a
+       -- discount on the line does not change it)
+       (SELECT sum((t->>'amount')::float8)
+               / nullif(sum((t->>'amount')::float8 + (t->>'taxable_amount')::float8), 0)
         FROM jsonb_array_elements(CASE WHEN jsonb_typeof(l->'taxes') = 'array' THEN l->'taxes' ELSE '[]' END) t
-        WHERE t->>'tax_behavior' = 'inclusive' AND jsonb_typeof(t->'amount') = 'number') AS inclusive_tax,
+        WHERE t->>'tax_behavior' = 'inclusive' AND jsonb_typeof(t->'amount') = 'number'
+          AND jsonb_typeof(t->'taxable_amount') = 'number') AS inclusive_tax_share,
        (inv.payload->>'created')::bigint AS invoice_created
 FROM raw_records inv, jsonb_array_elements(CASE WHEN jsonb_typeof(inv.payload->'lines'->'data') = 'array' THEN inv.payload->'lines'->'data' ELSE '[]' END) l
 WHERE inv.source = 'stripe' AND inv.stream = 'invoices'
@@ -396,10 +400,10 @@ FROM st_states st, jsonb_array_elements(st.state->'items') i
 # (its inclusive tax rates, or Stripe Tax's inclusive amounts on the item's latest line) and
 # of the item's own forever discounts.
 _ITEM_STATES = """
--- Stripe Tax: the share of the latest line of an item that is inclusive tax
+-- Stripe Tax: the share of inclusive tax on the latest line of an item that has some
 CREATE TEMP TABLE st_line_tax ON COMMIT DROP AS
-SELECT DISTINCT ON (item_id) item_id, inclusive_tax::float8 / amount AS share
-FROM st_lines WHERE amount > 0 AND inclusive_tax > 0
+SELECT DISTINCT ON (item_id) item_id, inclusive_tax_share AS share
+FROM st_lines WHERE inclusive_tax_share > 0
 ORDER BY item_id, invoice_created DESC;
 
 CREATE TEMP TABLE st_item_states ON COMMIT DROP AS
@@ -466,6 +470,8 @@ WITH before_era AS (
                                           inv.payload->>'subscription')
     WHERE inv.source = 'stripe' AND inv.stream = 'invoices'
       AND inv.payload->'status_transitions'->>'marked_uncollectible_at' IS NOT NULL
+      -- by dunning, after payment attempts (pause_collection marks invoices it never tried)
+      AND coalesce((inv.payload->>'attempt_count')::int, 1) > 0
     UNION ALL
     -- unpaid when its era starts, its invoices left open: since its customer's last failed
     -- charge (the last retry); paused then: since its trial ended without a payment method
@@ -488,7 +494,8 @@ WITH before_era AS (
           WHERE inv.source = 'stripe' AND inv.stream = 'invoices'
             AND coalesce(inv.payload->'parent'->'subscription_details'->>'subscription',
                          inv.payload->>'subscription') = s.sub_id
-            AND inv.payload->'status_transitions'->>'marked_uncollectible_at' IS NOT NULL)
+            AND inv.payload->'status_transitions'->>'marked_uncollectible_at' IS NOT NULL
+            AND coalesce((inv.payload->>'attempt_count')::int, 1) > 0)
 )
 SELECT b.sub_id, b.zero_from, least(b.zero_to, e.era_start) AS zero_to
 FROM before_era b JOIN st_eras e USING (sub_id)
