@@ -73,6 +73,13 @@ test_discounts.py for worked accounts):
   more subscription discounts. Discounts apply one after the other (items' own first, then
   the subscription's in the order added), each to what the ones before left.
 - `CustomerScript(balance=-7000)`: a credit balance the next invoices use up.
+- `PriceSpec(12000, tax_behavior="inclusive")` with `CustomerScript(tax=20.0)`: the tax is
+  inside the amount (line `taxes[]` inclusive: amount 2000, taxable_amount 10000; total =
+  subtotal = 12000, total_excluding_tax 10000); MRR counts it net of the tax ($100).
+  `SubscriptionScript(default_tax_rates=[TaxRateSpec(20, inclusive=True)])` and
+  `ItemScript(price, tax_rates=[TaxRateSpec(10)])`: manual tax rates (TaxRate objects embedded
+  in the subscription / item; the item's own replaces the subscription's), inclusive or not as
+  the rate says; a customer has either these or its automatic `tax`.
 
 Events may also be written as tuples: `("past_due", at)`, `("unpaid", at)`, `("paid", at)`,
 `("cancel", at)`, `("cancel_at_period_end", at)`, `("upgrade"|"downgrade"|"change", at,
@@ -104,6 +111,7 @@ from kpi_pipelines.sandbox.stripe.scripts import (
     Resume,
     RetriesExhausted,
     SubscriptionScript,
+    TaxRateSpec,
     as_event,
 )
 
@@ -126,6 +134,7 @@ __all__ = [
     "ScriptedGenerator",
     "ScriptedSandbox",
     "SubscriptionScript",
+    "TaxRateSpec",
     "Tier",
     "as_event",
 ]

@@ -51,6 +51,7 @@ from kpi_pipelines.sandbox.stripe.scripts import (
     RemoveItem,
     Resume,
     SubscriptionScript,
+    TaxRateSpec,
 )
 
 INCOMPLETE_FOR = 23 * HOUR  # a first invoice unpaid this long: incomplete_expired
@@ -78,14 +79,18 @@ class ScriptedGenerator(ScriptedBilling, Generator):
                 raise ValueError(f"customer {ci}: currency {script.currency} is not simulated")
         self._prices: dict[tuple[PriceSpec, str], Price] = {}
         self._coupons: dict[tuple[CouponSpec, str | None], Coupon] = {}
-        self._taxes: dict[tuple[float, str], TaxRate] = {}
+        self._taxes: dict[tuple, TaxRate] = {}
         # The whole catalog is known up front (it does not depend on the clock).
         for script in self.scripts:
             cur = script.currency
             self._tax(script)
             for sub in script.subscriptions:
+                for rate in sub.default_tax_rates:
+                    self.tax_rate(rate, cur)
                 for item in sub.item_scripts():
                     self.price(item.price, cur)
+                    for rate in item.tax_rates:
+                        self.tax_rate(rate, cur)
                     if item.coupon is not None:
                         self.coupon(item.coupon, cur)
                 for coupon in (sub.coupon, *sub.coupons):
@@ -136,6 +141,7 @@ class ScriptedGenerator(ScriptedBilling, Generator):
             family=None,
             rank=0,
             meter=None if spec.licensed else self.codec.encode("mtr", CATALOG_OWNER, 0),
+            tax_behavior=spec.tax_behavior,
         )
         self._prices[(spec, currency)] = price
         cat.prices.append(price)
@@ -178,6 +184,29 @@ class ScriptedGenerator(ScriptedBilling, Generator):
         cat.coupons.append(coupon)
         cat.coupon_by_id[cid] = coupon
         return coupon
+
+    def tax_rate(self, spec: TaxRateSpec, currency: str) -> TaxRate:
+        """A manual tax rate (a subscription's default_tax_rates, an item's tax_rates)."""
+        country = spec.country or COUNTRY.get(currency, "US")
+        key = ("manual", spec, country)
+        rate = self._taxes.get(key)
+        if rate is None:
+            cat = self.catalog
+            idx = len(cat.tax_rates)
+            rate = TaxRate(
+                idx=idx,
+                id=self.codec.encode("txr", CATALOG_OWNER, idx),
+                display_name=spec.display_name,
+                percentage=float(spec.percentage),
+                country=country,
+                jurisdiction=country,
+                created=self.start - 90 * DAY + idx,
+                inclusive=spec.inclusive,
+            )
+            self._taxes[key] = rate
+            cat.tax_rates.append(rate)
+            cat.tax_by_id[rate.id] = rate
+        return rate
 
     def _tax(self, script: CustomerScript) -> TaxRate | None:
         if script.tax is None:
@@ -279,9 +308,15 @@ class ScriptedGenerator(ScriptedBilling, Generator):
         sub = Sub(len(cs.subs), t0)
         cs.subs.append(sub)
         usage: dict[int, int] = {}
+        sub.tax_rates = tuple(self.tax_rate(r, cur) for r in script.default_tax_rates)
         for spec in script.item_scripts():
             price = self.price(spec.price, cur)
             item = new_item(cs, sub, t0, price, spec.quantity if price.licensed else None)
+            item.tax_rates = tuple(self.tax_rate(r, cur) for r in spec.tax_rates)
+            if price.tax_behavior == "inclusive" or any(
+                r.inclusive for r in (*item.tax_rates, *sub.tax_rates)
+            ):
+                cs.tags.add("tax_inclusive")
             usage[item.li] = spec.usage
             cs.tags.add("metered" if not price.licensed else interval_tag(price))
             if price.billing_scheme == "tiered":
