@@ -80,12 +80,23 @@ test_discounts.py for worked accounts):
   `ItemScript(price, tax_rates=[TaxRateSpec(10)])`: manual tax rates (TaxRate objects embedded
   in the subscription / item; the item's own replaces the subscription's), inclusive or not as
   the rate says; a customer has either these or its automatic `tax`.
+- `PauseCollection(at, behavior="void"|"keep_as_draft"|"mark_uncollectible", resumes_at=None)`
+  and `ResumeCollection(at)`: Stripe's pause_collection ({behavior, resumes_at}, null when
+  cleared; customer.subscription.updated each time, and at resumes_at when Stripe clears it).
+  The subscription stays `active` and counts; each invoice created meanwhile is voided at
+  once, left a draft (auto_advance false, no number) or marked uncollectible at once, never
+  charged, without using the credit balance.
+- `DraftRenewal(at)`: the renewal invoice of the period containing `at` stays a draft (the
+  integration sets auto_advance false a minute after invoice.created: invoice.updated); no
+  number, no payment; the subscription stays `active`.
 
 Events may also be written as tuples: `("past_due", at)`, `("unpaid", at)`, `("paid", at)`,
 `("cancel", at)`, `("cancel_at_period_end", at)`, `("upgrade"|"downgrade"|"change", at,
 PriceSpec | quantity | (PriceSpec, quantity))`, `("quantity", at, n)`, `("coupon", at,
 CouponSpec[, item])`, `("add_item", at, PriceSpec[, quantity])`, `("remove_item", at, item)`,
-`("retries_exhausted", at, subscription[, invoice])`, `("resume", at)`.
+`("retries_exhausted", at, subscription[, invoice])`, `("resume", at)`,
+`("pause_collection", at[, behavior[, resumes_at]])`, `("resume_collection", at)`,
+`("draft_renewal", at)`.
 
 The script vocabulary is in scripts.py, the generator that follows it in scripted.py, and
 `ScriptedSandbox` beside `StripeSandbox` in sandbox.py; this module gathers them.
@@ -101,14 +112,17 @@ from kpi_pipelines.sandbox.stripe.scripts import (
     Change,
     CouponSpec,
     CustomerScript,
+    DraftRenewal,
     Event,
     ItemScript,
     MarkUnpaid,
+    PauseCollection,
     PaymentFails,
     PaymentSucceeds,
     PriceSpec,
     RemoveItem,
     Resume,
+    ResumeCollection,
     RetriesExhausted,
     SubscriptionScript,
     TaxRateSpec,
@@ -122,14 +136,17 @@ __all__ = [
     "Change",
     "CouponSpec",
     "CustomerScript",
+    "DraftRenewal",
     "Event",
     "ItemScript",
     "MarkUnpaid",
+    "PauseCollection",
     "PaymentFails",
     "PaymentSucceeds",
     "PriceSpec",
     "RemoveItem",
     "Resume",
+    "ResumeCollection",
     "RetriesExhausted",
     "ScriptedGenerator",
     "ScriptedSandbox",

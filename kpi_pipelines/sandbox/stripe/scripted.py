@@ -36,7 +36,12 @@ from kpi_pipelines.sandbox.stripe.generator.objects import (
 )
 from kpi_pipelines.sandbox.stripe.generator.subscriptions import open_period
 from kpi_pipelines.sandbox.stripe.ids import CATALOG_OWNER, stable_hex
-from kpi_pipelines.sandbox.stripe.scripted_billing import Dunning, ScriptedBilling, interval_of
+from kpi_pipelines.sandbox.stripe.scripted_billing import (
+    AutoResume,
+    Dunning,
+    ScriptedBilling,
+    interval_of,
+)
 from kpi_pipelines.sandbox.stripe.scripts import (
     AddCoupon,
     AddItem,
@@ -45,11 +50,14 @@ from kpi_pipelines.sandbox.stripe.scripts import (
     Change,
     CouponSpec,
     CustomerScript,
+    DraftRenewal,
+    PauseCollection,
     PaymentFails,
     PaymentSucceeds,
     PriceSpec,
     RemoveItem,
     Resume,
+    ResumeCollection,
     SubscriptionScript,
     TaxRateSpec,
 )
@@ -403,9 +411,13 @@ class ScriptedGenerator(ScriptedBilling, Generator):
                 created = t0 + 1 if reason == "subscription_create" else ps
                 lines = self._take_pending(sub) + open_period(cs, sub, k, ps, pe, metered_usage)
                 inv_ps, inv_pe = last_period or (created, created)
-                inv = self._invoice(cs, sub, created, reason, lines, inv_ps, inv_pe)
+                uncollected = self._uncollected_renewal(sub, ps, pe, reason, pending)
+                inv = self._invoice(cs, sub, created, reason, lines, inv_ps, inv_pe, uncollected)
                 fails = any(isinstance(e, PaymentFails) for t, e in pending if t < pe)
-                if reason == "subscription_create" and script.first_payment_fails:
+                if uncollected is not None:
+                    if fails:
+                        raise ValueError("PaymentFails: this period's invoice is not collected")
+                elif reason == "subscription_create" and script.first_payment_fails:
                     if inv.amount_due == 0:
                         raise ValueError("first_payment_fails needs a first invoice with an amount")
                     expired = yield from self._incomplete(cs, sub, inv, t0, pending)
@@ -447,6 +459,8 @@ class ScriptedGenerator(ScriptedBilling, Generator):
                 elif isinstance(ev, Cancel):
                     self._cancel(cs, sub, t, pe, ev.at_period_end, dunning, pending)
                     return
+                elif isinstance(ev, PauseCollection | ResumeCollection | DraftRenewal):
+                    self._collection_step(cs, sub, t, ev, pending)
                 elif isinstance(ev, Resume):
                     raise ValueError(f"{ev}: only a paused subscription resumes")
                 else:
@@ -537,25 +551,6 @@ class ScriptedGenerator(ScriptedBilling, Generator):
         cs.tags.add("resumed")
         return t
 
-    def _coupon_item(self, sub: Sub, ev: AddCoupon, t: int) -> Item | None:
-        if ev.item is None:
-            return None
-        if not 0 <= ev.item < len(sub.items) or not sub.items[ev.item].alive_at(t):
-            raise ValueError(f"{ev}: the subscription has no item {ev.item} at that time")
-        return sub.items[ev.item]
-
-    def _scripted_coupon(
-        self, cs: CustomerSim, sub: Sub, coupon: Coupon, t: int, item: Item | None = None
-    ) -> None:
-        self._add_discount(cs, sub, coupon, t, item)
-        if item is not None:
-            cs.tags.add("item_discount")
-        if len([d for d in sub.discounts if d.start <= t]) > 1:
-            cs.tags.add("several_discounts")
-        kind = "amount" if coupon.amount_off else "percent"
-        forever = coupon.duration == "forever"
-        cs.tags.add(f"coupon_forever_{kind}" if forever else f"coupon_{coupon.duration}")
-
     def _cancel(
         self,
         cs: CustomerSim,
@@ -566,8 +561,9 @@ class ScriptedGenerator(ScriptedBilling, Generator):
         dunning: Dunning | None,
         pending: deque,
     ) -> None:
-        if pending:
-            raise ValueError(f"{pending[0][1]} after the subscription is canceled")
+        for _, ev in pending:
+            if not isinstance(ev, AutoResume):  # Stripe's own resumption no longer matters
+                raise ValueError(f"{ev} after the subscription is canceled")
         reason = "payment_failed" if dunning is not None else "cancellation_requested"
         if at_period_end:
             sub.cancel_decided_at = t

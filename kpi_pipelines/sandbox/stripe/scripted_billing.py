@@ -3,6 +3,10 @@ last retry, and prorated changes under each `proration_behavior`."""
 
 from __future__ import annotations
 
+from bisect import bisect_right
+from collections import deque
+
+from kpi_pipelines.sandbox.stripe.catalog import Coupon
 from kpi_pipelines.sandbox.stripe.generator.calendar import period_bound
 from kpi_pipelines.sandbox.stripe.generator.config import MINUTE
 from kpi_pipelines.sandbox.stripe.generator.objects import (
@@ -15,15 +19,23 @@ from kpi_pipelines.sandbox.stripe.generator.objects import (
     new_item,
 )
 from kpi_pipelines.sandbox.stripe.scripts import (
+    AddCoupon,
     AddItem,
     Change,
+    DraftRenewal,
     Event,
     MarkUnpaid,
+    PauseCollection,
     PaymentFails,
     PaymentSucceeds,
     RemoveItem,
+    ResumeCollection,
     RetriesExhausted,
 )
+
+
+class AutoResume(ResumeCollection):
+    """Stripe clearing pause_collection at its resumes_at (scheduled by PauseCollection)."""
 
 
 class Dunning:
@@ -198,8 +210,11 @@ class ScriptedBilling:
         cs.emit(t, "customer.subscription.updated", sub)
         if new_anchor is not None or behavior == "always_invoice":
             lines = self._take_pending(sub) + lines
-            inv = self._invoice(cs, sub, t, "subscription_update", lines, t, t)
-            self._settle_immediately(cs, None, inv, refundable=False)
+            pause = sub.pause_at(t)
+            paused = None if pause is None else pause[0]
+            inv = self._invoice(cs, sub, t, "subscription_update", lines, t, t, paused)
+            if paused is None:
+                self._settle_immediately(cs, None, inv, refundable=False)
         elif behavior == "create_prorations":
             for line in lines:
                 line.ii = len(cs.invoice_items)
@@ -211,6 +226,87 @@ class ScriptedBilling:
         else:
             cs.tags.add("proration_none")
         return new_anchor
+
+    def _coupon_item(self, sub: Sub, ev: AddCoupon, t: int) -> Item | None:
+        if ev.item is None:
+            return None
+        if not 0 <= ev.item < len(sub.items) or not sub.items[ev.item].alive_at(t):
+            raise ValueError(f"{ev}: the subscription has no item {ev.item} at that time")
+        return sub.items[ev.item]
+
+    def _scripted_coupon(
+        self, cs: CustomerSim, sub: Sub, coupon: Coupon, t: int, item: Item | None = None
+    ) -> None:
+        self._add_discount(cs, sub, coupon, t, item)
+        if item is not None:
+            cs.tags.add("item_discount")
+        if len([d for d in sub.discounts if d.start <= t]) > 1:
+            cs.tags.add("several_discounts")
+        kind = "amount" if coupon.amount_off else "percent"
+        forever = coupon.duration == "forever"
+        cs.tags.add(f"coupon_forever_{kind}" if forever else f"coupon_{coupon.duration}")
+
+    # -- collection ---------------------------------------------------------------------------
+
+    def _uncollected_renewal(
+        self, sub: Sub, ps: int, pe: int, reason: str, pending: deque
+    ) -> str | None:
+        """How the invoice opening the period [ps, pe) escapes collection: pause_collection's
+        behavior as of ps, "draft_renewal" when a DraftRenewal falls in the period, or None."""
+        draft = any(isinstance(e, DraftRenewal) for t, e in pending if t < pe)
+        if draft and reason != "subscription_cycle":
+            raise ValueError("DraftRenewal: only a renewal invoice (not the first) stays a draft")
+        pause = sub.pause_at(ps)
+        if pause is not None and reason == "subscription_cycle":
+            if draft:
+                raise ValueError("DraftRenewal while collection is paused")
+            return pause[0]
+        return "draft_renewal" if draft else None
+
+    def _collection_step(
+        self,
+        cs: CustomerSim,
+        sub: Sub,
+        t: int,
+        ev: PauseCollection | ResumeCollection | DraftRenewal,
+        pending: deque,
+    ) -> None:
+        """pause_collection set or cleared (customer.subscription.updated); a DraftRenewal was
+        applied when its period's invoice was created."""
+        if isinstance(ev, DraftRenewal):
+            return
+        if isinstance(ev, PauseCollection):
+            if sub.pause_at(t) is not None:
+                raise ValueError(f"{ev}: collection is already paused")
+            resumes = None if ev.resumes_at is None else self.ts(ev.resumes_at)
+            if resumes is not None:
+                if resumes <= t:
+                    raise ValueError(f"{ev}: resumes_at must come after `at`")
+                # Stripe clears pause_collection at resumes_at.
+                keys = [when for when, _ in pending]
+                pending.insert(bisect_right(keys, resumes), (resumes, AutoResume(resumes)))
+            self._log_pause(sub, t, (ev.behavior, resumes))
+            cs.emit(t, "customer.subscription.updated", sub)
+            cs.tags.add("pause_collection")
+            return
+        if sub.pause_at(t) is None:
+            if isinstance(ev, AutoResume):
+                return  # resumed by hand before resumes_at
+            raise ValueError(f"{ev}: collection is not paused")
+        if not isinstance(ev, AutoResume):
+            # resumed by hand: a later automatic resumption no longer applies
+            for j, (_, e) in enumerate(pending):
+                if isinstance(e, AutoResume):
+                    del pending[j]
+                    break
+        self._log_pause(sub, t, None)
+        cs.emit(t, "customer.subscription.updated", sub)
+        cs.tags.add("collection_resumed")
+
+    def _log_pause(self, sub: Sub, t: int, value: tuple[str, int | None] | None) -> None:
+        if not sub.pause_log:
+            sub.pause_log = []
+        sub.pause_log.append((t, value))
 
     def _take_pending(self, sub: Sub) -> list[Line]:
         """The subscription's pending invoice items, for the invoice being created."""

@@ -11,6 +11,7 @@ from kpi_pipelines.sandbox.stripe.generator import (
     Line,
     Sub,
 )
+from kpi_pipelines.sandbox.stripe.generator.objects import NEVER
 from kpi_pipelines.sandbox.stripe.render.common import (
     ACCOUNT_NAME,
     Obj,
@@ -197,6 +198,7 @@ class BillingRendering:
         finalized = inv.finalized_at <= t
         paid = inv.paid_at is not None and inv.paid_at <= t
         status = inv.status_at(t)
+        advance_off = inv.auto_advance_off is not None and inv.auto_advance_off <= t
         uncollectible = inv.marked_uncollectible_at is not None and inv.marked_uncollectible_at <= t
         voided = status == "void"
         failed = 0
@@ -282,8 +284,7 @@ class BillingRendering:
             "application": None,
             "attempt_count": attempt_count,
             "attempted": attempt_count > 0 or paid,
-            "auto_advance": status in ("draft", "open")
-            and (inv.auto_advance_off is None or inv.auto_advance_off > t),
+            "auto_advance": status in ("draft", "open") and not advance_off,
             "automatic_tax": {
                 "disabled_reason": None,
                 "enabled": cs.tax is not None,
@@ -292,8 +293,8 @@ class BillingRendering:
                 "status": "complete" if cs.tax is not None else None,
             },
             "automatically_finalizes_at": None
-            if finalized or inv.auto_advance_off is not None
-            else inv.finalized_at,
+            if finalized or advance_off
+            else (inv.created + 3600 if inv.finalized_at == NEVER else inv.finalized_at),
             "billing_reason": inv.billing_reason,
             "collection_method": "charge_automatically",
             "created": inv.created,
