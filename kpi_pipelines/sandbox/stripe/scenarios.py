@@ -80,6 +80,9 @@ test_discounts.py for worked accounts):
   `ItemScript(price, tax_rates=[TaxRateSpec(10)])`: manual tax rates (TaxRate objects embedded
   in the subscription / item; the item's own replaces the subscription's), inclusive or not as
   the rate says; a customer has either these or its automatic `tax`.
+- `Change(at, ..., billing_cycle_anchor="now")`: a new billing period from `at` (price and
+  quantity may stay), the unused time credited unless proration_behavior "none", every item
+  charged a whole new period on an invoice at once; renewals follow the new anchor.
 - `PauseCollection(at, behavior="void"|"keep_as_draft"|"mark_uncollectible", resumes_at=None)`
   and `ResumeCollection(at)`: Stripe's pause_collection ({behavior, resumes_at}, null when
   cleared; customer.subscription.updated each time, and at resumes_at when Stripe clears it).

@@ -160,7 +160,8 @@ class ScriptedBilling:
             new_qty = qty if ev.quantity is None else ev.quantity
             if not new_price.licensed:
                 raise ValueError(f"{ev}: a licensed item cannot become metered")
-            if (new_price, new_qty) == (price, qty):
+            reset = ev.billing_cycle_anchor == "now"
+            if (new_price, new_qty) == (price, qty) and not reset:
                 raise ValueError(f"{ev} changes nothing")
             before = price.amount(qty or 0) * price.monthly_factor()
             after = new_price.amount(new_qty or 0) * new_price.monthly_factor()
@@ -168,23 +169,35 @@ class ScriptedBilling:
                 price.interval,
                 price.interval_count,
             )
+            others = [i for i in sub.items if i is not item and i.alive_at(t)]
             credit(item)
-            item.states.append((t, new_price, new_qty))
-            if same_cycle:
+            if (new_price, new_qty) != (price, qty):
+                item.states.append((t, new_price, new_qty))
+            if same_cycle and not reset:
                 amount = round(new_price.amount(new_qty or 0) * frac)
                 lines.append(Line(item, new_price, new_qty, amount, t, pe, True))
             else:
-                if any(i is not item and i.alive_at(t) for i in sub.items):
+                # A new billing period from t (a new interval, or billing_cycle_anchor=now):
+                # the unused time credited (unless proration none), the new period charged
+                # in full for every item, on an invoice at once.
+                if others and not same_cycle:
                     raise ValueError(f"{ev}: a new interval needs a single-item subscription")
+                if any(not i.state_at(t)[0].licensed for i in others):
+                    raise ValueError(f"{ev}: a billing cycle reset with a metered item")
                 new_end = period_bound(t, new_price.interval, new_price.interval_count, 1)
-                amount = new_price.amount(new_qty or 0)
+                for other in others:
+                    credit(other)
                 if behavior == "none":
                     lines.clear()  # no credit for the unused time
+                amount = new_price.amount(new_qty or 0)
                 lines.append(Line(item, new_price, new_qty, amount, t, new_end, False))
+                for other in others:
+                    p, q = other.state_at(t)
+                    lines.append(Line(other, p, q, p.amount(q or 0), t, new_end, False))
                 sub.periods.append((t, new_end))
                 sub.anchors.append((t, t))
                 new_anchor = t
-                cs.tags.add("interval_change")
+                cs.tags.add("anchor_reset" if same_cycle else "interval_change")
             if new_price is not price:
                 cs.tags.add("upgrade" if after > before else "downgrade")
             if new_qty != qty:
