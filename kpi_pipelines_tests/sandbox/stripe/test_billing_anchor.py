@@ -58,6 +58,7 @@ def test_reset_the_anchor_without_a_price_change() -> None:
         assert renewal["billing_reason"] == "subscription_cycle"
         assert renewal["created"] == ts(46.5)
         assert renewal["total"] == 3000
+    with account(sub, now_days=30) as served:  # events are served for 30 days
         [upd] = [
             e for e in events(served, "customer.subscription.updated") if e["created"] == ts(15.5)
         ]
