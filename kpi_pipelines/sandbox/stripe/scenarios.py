@@ -83,6 +83,13 @@ test_discounts.py for worked accounts):
 - `Change(at, ..., billing_cycle_anchor="now")`: a new billing period from `at` (price and
   quantity may stay), the unused time credited unless proration_behavior "none", every item
   charged a whole new period on an invoice at once; renewals follow the new anchor.
+- `SubscriptionScript(price=A, phases=[Phase(15.5, price=B, quantity=2), Phase(45, price=C)])`:
+  a subscription schedule (`schedule: "sub_sched_..."`, served at /v1/subscription_schedules
+  with phases, current_phase, status): the script's items are phase 0; at each phase's start
+  its first item changes (customer.subscription.updated with the old items,
+  subscription_schedule.updated), prorated per the phase's proration_behavior (default
+  create_prorations); released (subscription_schedule.released, schedule null) one billing
+  period after the last phase starts. Phases start inside a billing period, not at its start.
 - `PauseCollection(at, behavior="void"|"keep_as_draft"|"mark_uncollectible", resumes_at=None)`
   and `ResumeCollection(at)`: Stripe's pause_collection ({behavior, resumes_at}, null when
   cleared; customer.subscription.updated each time, and at resumes_at when Stripe clears it).
@@ -122,6 +129,7 @@ from kpi_pipelines.sandbox.stripe.scripts import (
     PauseCollection,
     PaymentFails,
     PaymentSucceeds,
+    Phase,
     PriceSpec,
     RemoveItem,
     Resume,
@@ -146,6 +154,7 @@ __all__ = [
     "PauseCollection",
     "PaymentFails",
     "PaymentSucceeds",
+    "Phase",
     "PriceSpec",
     "RemoveItem",
     "Resume",

@@ -37,8 +37,10 @@ from kpi_pipelines.sandbox.stripe.generator.objects import (
 from kpi_pipelines.sandbox.stripe.generator.subscriptions import open_period
 from kpi_pipelines.sandbox.stripe.ids import CATALOG_OWNER, stable_hex
 from kpi_pipelines.sandbox.stripe.scripted_billing import (
-    AutoResume,
+    Automatic,
     Dunning,
+    PhaseStart,
+    ScheduleEnds,
     ScriptedBilling,
     interval_of,
 )
@@ -343,6 +345,8 @@ class ScriptedGenerator(ScriptedBilling, Generator):
             sub.missing_payment_method = script.missing_payment_method
             sub.payment_method_from = NO_PAYMENT_METHOD
         cs.emit(t0, "customer.subscription.created", sub)
+        if script.phases:
+            self._schedule(cs, sub, script, t0, pending)
 
         if script.trial_days:
             te = t0 + round(script.trial_days * DAY)
@@ -442,6 +446,11 @@ class ScriptedGenerator(ScriptedBilling, Generator):
             while pending and pending[0][0] < pe:
                 t, ev = pending.popleft()
                 yield t
+                if isinstance(ev, PhaseStart):
+                    ev = self._phase_starts(cs, sub, t, ev)
+                elif isinstance(ev, ScheduleEnds):
+                    self._schedule_ends(cs, sub, t)
+                    continue
                 if isinstance(ev, Change | AddItem | RemoveItem):
                     if t <= ps:
                         raise ValueError(f"{ev} at a period start: script it a moment later")
@@ -562,8 +571,10 @@ class ScriptedGenerator(ScriptedBilling, Generator):
         pending: deque,
     ) -> None:
         for _, ev in pending:
-            if not isinstance(ev, AutoResume):  # Stripe's own resumption no longer matters
+            if not isinstance(ev, Automatic):  # Stripe's own steps no longer matter
                 raise ValueError(f"{ev} after the subscription is canceled")
+        if sub.schedule is not None and sub.schedule.status_at(t) == "active":
+            sub.schedule.canceled_at = period_end if at_period_end else t
         reason = "payment_failed" if dunning is not None else "cancellation_requested"
         if at_period_end:
             sub.cancel_decided_at = t

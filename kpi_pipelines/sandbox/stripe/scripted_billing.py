@@ -18,6 +18,7 @@ from kpi_pipelines.sandbox.stripe.generator.objects import (
     last_line,
     new_item,
 )
+from kpi_pipelines.sandbox.stripe.generator.schedules import Schedule, SchedulePhase
 from kpi_pipelines.sandbox.stripe.scripts import (
     AddCoupon,
     AddItem,
@@ -31,11 +32,34 @@ from kpi_pipelines.sandbox.stripe.scripts import (
     RemoveItem,
     ResumeCollection,
     RetriesExhausted,
+    SubscriptionScript,
 )
 
 
-class AutoResume(ResumeCollection):
+class Automatic:
+    """A step Stripe takes by itself (scheduled by a script event, not written in it)."""
+
+
+class AutoResume(ResumeCollection, Automatic):
     """Stripe clearing pause_collection at its resumes_at (scheduled by PauseCollection)."""
+
+
+class PhaseStart(Automatic):
+    """A subscription schedule's phase starting: its change of the first item."""
+
+    def __init__(self, index: int, change: Change) -> None:
+        self.index = index
+        self.change = change
+
+    def __repr__(self) -> str:
+        return f"phase {self.index} ({self.change})"
+
+
+class ScheduleEnds(Automatic):
+    """The last phase is over: the schedule is released (end_behavior release)."""
+
+    def __repr__(self) -> str:
+        return "the schedule's release"
 
 
 class Dunning:
@@ -258,6 +282,54 @@ class ScriptedBilling:
         kind = "amount" if coupon.amount_off else "percent"
         forever = coupon.duration == "forever"
         cs.tags.add(f"coupon_forever_{kind}" if forever else f"coupon_{coupon.duration}")
+
+    # -- schedules ----------------------------------------------------------------------------
+
+    def _schedule(
+        self, cs: CustomerSim, sub: Sub, script: SubscriptionScript, t0: int, pending: deque
+    ) -> None:
+        """The subscription's schedule: the script's items are phase 0, each Phase the next
+        one (its first item's price and/or quantity); the last runs one billing period."""
+        cur = cs.currency
+        items = [item.state_at(t0) for item in sub.items]
+        phases: list[SchedulePhase] = []
+        steps: list[tuple[int, Automatic]] = []
+        start, behavior = t0, "create_prorations"
+        for n, ph in enumerate(script.phases, 1):
+            at = self.ts(ph.at)
+            if at <= start:
+                raise ValueError(f"{ph}: phases follow one another after the start")
+            phases.append(SchedulePhase(start, at, list(items), behavior))
+            price = items[0][0] if ph.price is None else self.price(ph.price, cur)
+            qty = items[0][1] if ph.quantity is None else ph.quantity
+            items[0] = (price, qty)
+            change = Change(ph.at, ph.price, ph.quantity, proration_behavior=ph.proration_behavior)
+            steps.append((at, PhaseStart(n, change)))
+            start, behavior = at, ph.proration_behavior
+        last = items[0][0]
+        end = period_bound(start, last.interval, last.interval_count, 1)
+        phases.append(SchedulePhase(start, end, list(items), behavior))
+        steps.append((end, ScheduleEnds()))
+        sched = Schedule(len(cs.schedules), sub.li, t0, phases)
+        cs.schedules.append(sched)
+        sub.schedule = sched
+        cs.emit(t0, "subscription_schedule.created", sched)
+        for at, step in steps:
+            keys = [when for when, _ in pending]
+            pending.insert(bisect_right(keys, at), (at, step))
+        cs.tags.add("subscription_schedule")
+
+    def _phase_starts(self, cs: CustomerSim, sub: Sub, t: int, step: PhaseStart) -> Change:
+        """A new phase: subscription_schedule.updated (current_phase); its change follows."""
+        cs.emit(t, "subscription_schedule.updated", sub.schedule)
+        return step.change
+
+    def _schedule_ends(self, cs: CustomerSim, sub: Sub, t: int) -> None:
+        sched = sub.schedule
+        sched.released_at = t
+        cs.emit(t, "subscription_schedule.released", sched)
+        cs.emit(t, "customer.subscription.updated", sub)
+        cs.tags.add("subscription_schedule_released")
 
     # -- collection ---------------------------------------------------------------------------
 

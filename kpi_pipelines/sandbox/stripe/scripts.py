@@ -261,6 +261,24 @@ class DraftRenewal:
     at: At
 
 
+@dataclass(frozen=True)
+class Phase:
+    """A phase of the subscription's schedule (SubscriptionScript.phases): from `at`, its first
+    item has `price` and/or `quantity`, prorated as `proration_behavior` says (a schedule's
+    default: create_prorations). The schedule (end_behavior release) is released when its last
+    phase has run one billing period."""
+
+    at: At
+    price: PriceSpec | None = None
+    quantity: int | None = None
+    proration_behavior: str = "create_prorations"
+
+    def __post_init__(self) -> None:
+        _check_proration(self.proration_behavior)
+        if self.price is None and self.quantity is None:
+            raise ValueError("a phase changes the price and/or the quantity")
+
+
 Event = (
     Change
     | AddItem
@@ -358,8 +376,11 @@ class SubscriptionScript:
     # Manual tax rates of the subscription (Stripe's default_tax_rates); the customer then
     # has no `tax` (automatic tax).
     default_tax_rates: tuple[TaxRateSpec, ...] = ()
+    # A subscription schedule: the script's items are its first phase, these the next ones.
+    phases: tuple[Phase, ...] = ()
 
     def __post_init__(self) -> None:
+        object.__setattr__(self, "phases", tuple(self.phases))
         object.__setattr__(self, "default_tax_rates", _tax_rates(tuple(self.default_tax_rates)))
         object.__setattr__(self, "items", tuple(self.items))
         object.__setattr__(self, "coupons", tuple(self.coupons))

@@ -300,6 +300,7 @@ class Sub:
         "payment_method_from",
         "pending",
         "periods",
+        "schedule",
         "status_log",
         "tax_rates",
         "trial_end",
@@ -328,6 +329,7 @@ class Sub:
         # proration lines waiting as pending invoice items for the subscription's next invoice
         self.pending: list[Line] = []
         self.tax_rates: tuple[TaxRate, ...] = ()  # default_tax_rates (manual)
+        self.schedule = None  # its Schedule (generator/schedules.py), if any
         # pause_collection over time: (from, (behavior, resumes_at) or None when cleared)
         self.pause_log: list[tuple[int, tuple[str, int | None] | None]] = _EMPTY
 
@@ -400,6 +402,7 @@ class CustomerSim:
         "next_number",
         "phone",
         "refunds",
+        "schedules",
         "subs",
         "tags",
         "tax",
@@ -420,6 +423,7 @@ class CustomerSim:
         self.bts: list[BalanceTxn] = []
         self.discounts: list[Discount] = []
         self.invoice_items: list[Line] = []  # pending invoice items, in creation order
+        self.schedules: list = []  # subscription schedules (Schedule), in creation order
         # (sort key, type, object) while simulating; finish() turns them into the ev_* arrays
         self.events: list[tuple[int, str, object]] | None = [] if events else None
         self.ev_t = array("q")

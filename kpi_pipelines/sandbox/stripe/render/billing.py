@@ -133,7 +133,9 @@ class BillingRendering:
             "pending_invoice_item_interval": None,
             "pending_setup_intent": None,
             "pending_update": None,
-            "schedule": None,
+            "schedule": self.sched_id(cs, sub.schedule)
+            if sub.schedule is not None and sub.schedule.status_at(t) == "active"
+            else None,
             "start_date": sub.created,
             "status": sub.status_at(t),
             "test_clock": None,
