@@ -48,8 +48,10 @@ finalized unless the script makes the payment fail. Events, in time order:
   or `Cancel`. A failure still unresolved at the end of its period ends the script (the
   subscription stays `past_due` or `unpaid`, no further renewals).
 
-Billing settings (see the tests test_billing_statuses.py, test_prorations.py and
-test_discounts.py for worked accounts):
+Billing settings (see the tests test_billing_statuses.py, test_prorations.py,
+test_discounts.py, test_taxes.py, test_pause_collection.py, test_billing_anchor.py and
+test_schedules.py for worked accounts; the random business mixes them in with
+StripeSandboxConfig(billing_variety=True), variety.py):
 
 - `SubscriptionScript(first_payment_fails=True)`: the first invoice's payment fails at
   creation: status `incomplete` (not counted); a `PaymentSucceeds(at)` within 23 hours pays it
