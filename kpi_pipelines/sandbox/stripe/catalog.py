@@ -74,6 +74,7 @@ class Price:
     rank: int  # position on the ladder
     meter: str | None = None
     active: bool = True
+    tax_behavior: str = "exclusive"  # inclusive: the amount includes the tax (Stripe Tax)
 
     @property
     def plan(self) -> str:
@@ -143,6 +144,7 @@ class TaxRate:
     country: str
     jurisdiction: str
     created: int
+    inclusive: bool = False  # a manual tax rate included in the price it applies to
 
 
 # (key, product, interval, interval_count, usd unit amount | tiers, family, rank, created day)

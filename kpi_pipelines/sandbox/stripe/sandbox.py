@@ -371,6 +371,10 @@ class StripeSandbox:
 
     def _generator(self, now: int) -> Generator:
         """The business simulated up to `now` (scenarios.ScriptedSandbox scripts its own)."""
+        if self.config.billing_variety:
+            from kpi_pipelines.sandbox.stripe.variety import VarietyGenerator
+
+            return VarietyGenerator(self.config, horizon=now)
         return Generator(self.config, horizon=now)
 
     def _build(self, now: int) -> State:

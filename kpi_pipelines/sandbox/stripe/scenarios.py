@@ -48,8 +48,10 @@ finalized unless the script makes the payment fail. Events, in time order:
   or `Cancel`. A failure still unresolved at the end of its period ends the script (the
   subscription stays `past_due` or `unpaid`, no further renewals).
 
-Billing settings (see the tests test_billing_statuses.py, test_prorations.py and
-test_discounts.py for worked accounts):
+Billing settings (see the tests test_billing_statuses.py, test_prorations.py,
+test_discounts.py, test_taxes.py, test_pause_collection.py, test_billing_anchor.py and
+test_schedules.py for worked accounts; the random business mixes them in with
+StripeSandboxConfig(billing_variety=True), variety.py):
 
 - `SubscriptionScript(first_payment_fails=True)`: the first invoice's payment fails at
   creation: status `incomplete` (not counted); a `PaymentSucceeds(at)` within 23 hours pays it
@@ -73,12 +75,40 @@ test_discounts.py for worked accounts):
   more subscription discounts. Discounts apply one after the other (items' own first, then
   the subscription's in the order added), each to what the ones before left.
 - `CustomerScript(balance=-7000)`: a credit balance the next invoices use up.
+- `PriceSpec(12000, tax_behavior="inclusive")` with `CustomerScript(tax=20.0)`: the tax is
+  inside the amount (line `taxes[]` inclusive: amount 2000, taxable_amount 10000; total =
+  subtotal = 12000, total_excluding_tax 10000); MRR counts it net of the tax ($100).
+  `SubscriptionScript(default_tax_rates=[TaxRateSpec(20, inclusive=True)])` and
+  `ItemScript(price, tax_rates=[TaxRateSpec(10)])`: manual tax rates (TaxRate objects embedded
+  in the subscription / item; the item's own replaces the subscription's), inclusive or not as
+  the rate says; a customer has either these or its automatic `tax`.
+- `Change(at, ..., billing_cycle_anchor="now")`: a new billing period from `at` (price and
+  quantity may stay), the unused time credited unless proration_behavior "none", every item
+  charged a whole new period on an invoice at once; renewals follow the new anchor.
+- `SubscriptionScript(price=A, phases=[Phase(15.5, price=B, quantity=2), Phase(45, price=C)])`:
+  a subscription schedule (`schedule: "sub_sched_..."`, served at /v1/subscription_schedules
+  with phases, current_phase, status): the script's items are phase 0; at each phase's start
+  its first item changes (customer.subscription.updated with the old items,
+  subscription_schedule.updated), prorated per the phase's proration_behavior (default
+  create_prorations); released (subscription_schedule.released, schedule null) one billing
+  period after the last phase starts. Phases start inside a billing period, not at its start.
+- `PauseCollection(at, behavior="void"|"keep_as_draft"|"mark_uncollectible", resumes_at=None)`
+  and `ResumeCollection(at)`: Stripe's pause_collection ({behavior, resumes_at}, null when
+  cleared; customer.subscription.updated each time, and at resumes_at when Stripe clears it).
+  The subscription stays `active` and counts; each invoice created meanwhile is voided at
+  once, left a draft (auto_advance false, no number) or marked uncollectible at once, never
+  charged, without using the credit balance.
+- `DraftRenewal(at)`: the renewal invoice of the period containing `at` stays a draft (the
+  integration sets auto_advance false a minute after invoice.created: invoice.updated); no
+  number, no payment; the subscription stays `active`.
 
 Events may also be written as tuples: `("past_due", at)`, `("unpaid", at)`, `("paid", at)`,
 `("cancel", at)`, `("cancel_at_period_end", at)`, `("upgrade"|"downgrade"|"change", at,
 PriceSpec | quantity | (PriceSpec, quantity))`, `("quantity", at, n)`, `("coupon", at,
 CouponSpec[, item])`, `("add_item", at, PriceSpec[, quantity])`, `("remove_item", at, item)`,
-`("retries_exhausted", at, subscription[, invoice])`, `("resume", at)`.
+`("retries_exhausted", at, subscription[, invoice])`, `("resume", at)`,
+`("pause_collection", at[, behavior[, resumes_at]])`, `("resume_collection", at)`,
+`("draft_renewal", at)`.
 
 The script vocabulary is in scripts.py, the generator that follows it in scripted.py, and
 `ScriptedSandbox` beside `StripeSandbox` in sandbox.py; this module gathers them.
@@ -94,16 +124,21 @@ from kpi_pipelines.sandbox.stripe.scripts import (
     Change,
     CouponSpec,
     CustomerScript,
+    DraftRenewal,
     Event,
     ItemScript,
     MarkUnpaid,
+    PauseCollection,
     PaymentFails,
     PaymentSucceeds,
+    Phase,
     PriceSpec,
     RemoveItem,
     Resume,
+    ResumeCollection,
     RetriesExhausted,
     SubscriptionScript,
+    TaxRateSpec,
     as_event,
 )
 
@@ -114,18 +149,23 @@ __all__ = [
     "Change",
     "CouponSpec",
     "CustomerScript",
+    "DraftRenewal",
     "Event",
     "ItemScript",
     "MarkUnpaid",
+    "PauseCollection",
     "PaymentFails",
     "PaymentSucceeds",
+    "Phase",
     "PriceSpec",
     "RemoveItem",
     "Resume",
+    "ResumeCollection",
     "RetriesExhausted",
     "ScriptedGenerator",
     "ScriptedSandbox",
     "SubscriptionScript",
+    "TaxRateSpec",
     "Tier",
     "as_event",
 ]

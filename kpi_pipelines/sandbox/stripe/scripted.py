@@ -36,7 +36,14 @@ from kpi_pipelines.sandbox.stripe.generator.objects import (
 )
 from kpi_pipelines.sandbox.stripe.generator.subscriptions import open_period
 from kpi_pipelines.sandbox.stripe.ids import CATALOG_OWNER, stable_hex
-from kpi_pipelines.sandbox.stripe.scripted_billing import Dunning, ScriptedBilling, interval_of
+from kpi_pipelines.sandbox.stripe.scripted_billing import (
+    Automatic,
+    Dunning,
+    PhaseStart,
+    ScheduleEnds,
+    ScriptedBilling,
+    interval_of,
+)
 from kpi_pipelines.sandbox.stripe.scripts import (
     AddCoupon,
     AddItem,
@@ -45,12 +52,16 @@ from kpi_pipelines.sandbox.stripe.scripts import (
     Change,
     CouponSpec,
     CustomerScript,
+    DraftRenewal,
+    PauseCollection,
     PaymentFails,
     PaymentSucceeds,
     PriceSpec,
     RemoveItem,
     Resume,
+    ResumeCollection,
     SubscriptionScript,
+    TaxRateSpec,
 )
 
 INCOMPLETE_FOR = 23 * HOUR  # a first invoice unpaid this long: incomplete_expired
@@ -78,14 +89,18 @@ class ScriptedGenerator(ScriptedBilling, Generator):
                 raise ValueError(f"customer {ci}: currency {script.currency} is not simulated")
         self._prices: dict[tuple[PriceSpec, str], Price] = {}
         self._coupons: dict[tuple[CouponSpec, str | None], Coupon] = {}
-        self._taxes: dict[tuple[float, str], TaxRate] = {}
+        self._taxes: dict[tuple, TaxRate] = {}
         # The whole catalog is known up front (it does not depend on the clock).
         for script in self.scripts:
             cur = script.currency
             self._tax(script)
             for sub in script.subscriptions:
+                for rate in sub.default_tax_rates:
+                    self.tax_rate(rate, cur)
                 for item in sub.item_scripts():
                     self.price(item.price, cur)
+                    for rate in item.tax_rates:
+                        self.tax_rate(rate, cur)
                     if item.coupon is not None:
                         self.coupon(item.coupon, cur)
                 for coupon in (sub.coupon, *sub.coupons):
@@ -136,6 +151,7 @@ class ScriptedGenerator(ScriptedBilling, Generator):
             family=None,
             rank=0,
             meter=None if spec.licensed else self.codec.encode("mtr", CATALOG_OWNER, 0),
+            tax_behavior=spec.tax_behavior,
         )
         self._prices[(spec, currency)] = price
         cat.prices.append(price)
@@ -178,6 +194,29 @@ class ScriptedGenerator(ScriptedBilling, Generator):
         cat.coupons.append(coupon)
         cat.coupon_by_id[cid] = coupon
         return coupon
+
+    def tax_rate(self, spec: TaxRateSpec, currency: str) -> TaxRate:
+        """A manual tax rate (a subscription's default_tax_rates, an item's tax_rates)."""
+        country = spec.country or COUNTRY.get(currency, "US")
+        key = ("manual", spec, country)
+        rate = self._taxes.get(key)
+        if rate is None:
+            cat = self.catalog
+            idx = len(cat.tax_rates)
+            rate = TaxRate(
+                idx=idx,
+                id=self.codec.encode("txr", CATALOG_OWNER, idx),
+                display_name=spec.display_name,
+                percentage=float(spec.percentage),
+                country=country,
+                jurisdiction=country,
+                created=self.start - 90 * DAY + idx,
+                inclusive=spec.inclusive,
+            )
+            self._taxes[key] = rate
+            cat.tax_rates.append(rate)
+            cat.tax_by_id[rate.id] = rate
+        return rate
 
     def _tax(self, script: CustomerScript) -> TaxRate | None:
         if script.tax is None:
@@ -279,9 +318,15 @@ class ScriptedGenerator(ScriptedBilling, Generator):
         sub = Sub(len(cs.subs), t0)
         cs.subs.append(sub)
         usage: dict[int, int] = {}
+        sub.tax_rates = tuple(self.tax_rate(r, cur) for r in script.default_tax_rates)
         for spec in script.item_scripts():
             price = self.price(spec.price, cur)
             item = new_item(cs, sub, t0, price, spec.quantity if price.licensed else None)
+            item.tax_rates = tuple(self.tax_rate(r, cur) for r in spec.tax_rates)
+            if price.tax_behavior == "inclusive" or any(
+                r.inclusive for r in (*item.tax_rates, *sub.tax_rates)
+            ):
+                cs.tags.add("tax_inclusive")
             usage[item.li] = spec.usage
             cs.tags.add("metered" if not price.licensed else interval_tag(price))
             if price.billing_scheme == "tiered":
@@ -300,6 +345,8 @@ class ScriptedGenerator(ScriptedBilling, Generator):
             sub.missing_payment_method = script.missing_payment_method
             sub.payment_method_from = NO_PAYMENT_METHOD
         cs.emit(t0, "customer.subscription.created", sub)
+        if script.phases:
+            self._schedule(cs, sub, script, t0, pending)
 
         if script.trial_days:
             te = t0 + round(script.trial_days * DAY)
@@ -368,9 +415,13 @@ class ScriptedGenerator(ScriptedBilling, Generator):
                 created = t0 + 1 if reason == "subscription_create" else ps
                 lines = self._take_pending(sub) + open_period(cs, sub, k, ps, pe, metered_usage)
                 inv_ps, inv_pe = last_period or (created, created)
-                inv = self._invoice(cs, sub, created, reason, lines, inv_ps, inv_pe)
+                uncollected = self._uncollected_renewal(sub, ps, pe, reason, pending)
+                inv = self._invoice(cs, sub, created, reason, lines, inv_ps, inv_pe, uncollected)
                 fails = any(isinstance(e, PaymentFails) for t, e in pending if t < pe)
-                if reason == "subscription_create" and script.first_payment_fails:
+                if uncollected is not None:
+                    if fails:
+                        raise ValueError("PaymentFails: this period's invoice is not collected")
+                elif reason == "subscription_create" and script.first_payment_fails:
                     if inv.amount_due == 0:
                         raise ValueError("first_payment_fails needs a first invoice with an amount")
                     expired = yield from self._incomplete(cs, sub, inv, t0, pending)
@@ -395,6 +446,11 @@ class ScriptedGenerator(ScriptedBilling, Generator):
             while pending and pending[0][0] < pe:
                 t, ev = pending.popleft()
                 yield t
+                if isinstance(ev, PhaseStart):
+                    ev = self._phase_starts(cs, sub, t, ev)
+                elif isinstance(ev, ScheduleEnds):
+                    self._schedule_ends(cs, sub, t)
+                    continue
                 if isinstance(ev, Change | AddItem | RemoveItem):
                     if t <= ps:
                         raise ValueError(f"{ev} at a period start: script it a moment later")
@@ -412,6 +468,8 @@ class ScriptedGenerator(ScriptedBilling, Generator):
                 elif isinstance(ev, Cancel):
                     self._cancel(cs, sub, t, pe, ev.at_period_end, dunning, pending)
                     return
+                elif isinstance(ev, PauseCollection | ResumeCollection | DraftRenewal):
+                    self._collection_step(cs, sub, t, ev, pending)
                 elif isinstance(ev, Resume):
                     raise ValueError(f"{ev}: only a paused subscription resumes")
                 else:
@@ -502,25 +560,6 @@ class ScriptedGenerator(ScriptedBilling, Generator):
         cs.tags.add("resumed")
         return t
 
-    def _coupon_item(self, sub: Sub, ev: AddCoupon, t: int) -> Item | None:
-        if ev.item is None:
-            return None
-        if not 0 <= ev.item < len(sub.items) or not sub.items[ev.item].alive_at(t):
-            raise ValueError(f"{ev}: the subscription has no item {ev.item} at that time")
-        return sub.items[ev.item]
-
-    def _scripted_coupon(
-        self, cs: CustomerSim, sub: Sub, coupon: Coupon, t: int, item: Item | None = None
-    ) -> None:
-        self._add_discount(cs, sub, coupon, t, item)
-        if item is not None:
-            cs.tags.add("item_discount")
-        if len([d for d in sub.discounts if d.start <= t]) > 1:
-            cs.tags.add("several_discounts")
-        kind = "amount" if coupon.amount_off else "percent"
-        forever = coupon.duration == "forever"
-        cs.tags.add(f"coupon_forever_{kind}" if forever else f"coupon_{coupon.duration}")
-
     def _cancel(
         self,
         cs: CustomerSim,
@@ -531,8 +570,11 @@ class ScriptedGenerator(ScriptedBilling, Generator):
         dunning: Dunning | None,
         pending: deque,
     ) -> None:
-        if pending:
-            raise ValueError(f"{pending[0][1]} after the subscription is canceled")
+        for _, ev in pending:
+            if not isinstance(ev, Automatic):  # Stripe's own steps no longer matter
+                raise ValueError(f"{ev} after the subscription is canceled")
+        if sub.schedule is not None and sub.schedule.status_at(t) == "active":
+            sub.schedule.canceled_at = period_end if at_period_end else t
         reason = "payment_failed" if dunning is not None else "cancellation_requested"
         if at_period_end:
             sub.cancel_decided_at = t

@@ -3,6 +3,10 @@ last retry, and prorated changes under each `proration_behavior`."""
 
 from __future__ import annotations
 
+from bisect import bisect_right
+from collections import deque
+
+from kpi_pipelines.sandbox.stripe.catalog import Coupon
 from kpi_pipelines.sandbox.stripe.generator.calendar import period_bound
 from kpi_pipelines.sandbox.stripe.generator.config import MINUTE
 from kpi_pipelines.sandbox.stripe.generator.objects import (
@@ -14,16 +18,48 @@ from kpi_pipelines.sandbox.stripe.generator.objects import (
     last_line,
     new_item,
 )
+from kpi_pipelines.sandbox.stripe.generator.schedules import Schedule, SchedulePhase
 from kpi_pipelines.sandbox.stripe.scripts import (
+    AddCoupon,
     AddItem,
     Change,
+    DraftRenewal,
     Event,
     MarkUnpaid,
+    PauseCollection,
     PaymentFails,
     PaymentSucceeds,
     RemoveItem,
+    ResumeCollection,
     RetriesExhausted,
+    SubscriptionScript,
 )
+
+
+class Automatic:
+    """A step Stripe takes by itself (scheduled by a script event, not written in it)."""
+
+
+class AutoResume(ResumeCollection, Automatic):
+    """Stripe clearing pause_collection at its resumes_at (scheduled by PauseCollection)."""
+
+
+class PhaseStart(Automatic):
+    """A subscription schedule's phase starting: its change of the first item."""
+
+    def __init__(self, index: int, change: Change) -> None:
+        self.index = index
+        self.change = change
+
+    def __repr__(self) -> str:
+        return f"phase {self.index} ({self.change})"
+
+
+class ScheduleEnds(Automatic):
+    """The last phase is over: the schedule is released (end_behavior release)."""
+
+    def __repr__(self) -> str:
+        return "the schedule's release"
 
 
 class Dunning:
@@ -148,7 +184,8 @@ class ScriptedBilling:
             new_qty = qty if ev.quantity is None else ev.quantity
             if not new_price.licensed:
                 raise ValueError(f"{ev}: a licensed item cannot become metered")
-            if (new_price, new_qty) == (price, qty):
+            reset = ev.billing_cycle_anchor == "now"
+            if (new_price, new_qty) == (price, qty) and not reset:
                 raise ValueError(f"{ev} changes nothing")
             before = price.amount(qty or 0) * price.monthly_factor()
             after = new_price.amount(new_qty or 0) * new_price.monthly_factor()
@@ -156,23 +193,35 @@ class ScriptedBilling:
                 price.interval,
                 price.interval_count,
             )
+            others = [i for i in sub.items if i is not item and i.alive_at(t)]
             credit(item)
-            item.states.append((t, new_price, new_qty))
-            if same_cycle:
+            if (new_price, new_qty) != (price, qty):
+                item.states.append((t, new_price, new_qty))
+            if same_cycle and not reset:
                 amount = round(new_price.amount(new_qty or 0) * frac)
                 lines.append(Line(item, new_price, new_qty, amount, t, pe, True))
             else:
-                if any(i is not item and i.alive_at(t) for i in sub.items):
+                # A new billing period from t (a new interval, or billing_cycle_anchor=now):
+                # the unused time credited (unless proration none), the new period charged
+                # in full for every item, on an invoice at once.
+                if others and not same_cycle:
                     raise ValueError(f"{ev}: a new interval needs a single-item subscription")
+                if any(not i.state_at(t)[0].licensed for i in others):
+                    raise ValueError(f"{ev}: a billing cycle reset with a metered item")
                 new_end = period_bound(t, new_price.interval, new_price.interval_count, 1)
-                amount = new_price.amount(new_qty or 0)
+                for other in others:
+                    credit(other)
                 if behavior == "none":
                     lines.clear()  # no credit for the unused time
+                amount = new_price.amount(new_qty or 0)
                 lines.append(Line(item, new_price, new_qty, amount, t, new_end, False))
+                for other in others:
+                    p, q = other.state_at(t)
+                    lines.append(Line(other, p, q, p.amount(q or 0), t, new_end, False))
                 sub.periods.append((t, new_end))
                 sub.anchors.append((t, t))
                 new_anchor = t
-                cs.tags.add("interval_change")
+                cs.tags.add("anchor_reset" if same_cycle else "interval_change")
             if new_price is not price:
                 cs.tags.add("upgrade" if after > before else "downgrade")
             if new_qty != qty:
@@ -198,8 +247,11 @@ class ScriptedBilling:
         cs.emit(t, "customer.subscription.updated", sub)
         if new_anchor is not None or behavior == "always_invoice":
             lines = self._take_pending(sub) + lines
-            inv = self._invoice(cs, sub, t, "subscription_update", lines, t, t)
-            self._settle_immediately(cs, None, inv, refundable=False)
+            pause = sub.pause_at(t)
+            paused = None if pause is None else pause[0]
+            inv = self._invoice(cs, sub, t, "subscription_update", lines, t, t, paused)
+            if paused is None:
+                self._settle_immediately(cs, None, inv, refundable=False)
         elif behavior == "create_prorations":
             for line in lines:
                 line.ii = len(cs.invoice_items)
@@ -211,6 +263,135 @@ class ScriptedBilling:
         else:
             cs.tags.add("proration_none")
         return new_anchor
+
+    def _coupon_item(self, sub: Sub, ev: AddCoupon, t: int) -> Item | None:
+        if ev.item is None:
+            return None
+        if not 0 <= ev.item < len(sub.items) or not sub.items[ev.item].alive_at(t):
+            raise ValueError(f"{ev}: the subscription has no item {ev.item} at that time")
+        return sub.items[ev.item]
+
+    def _scripted_coupon(
+        self, cs: CustomerSim, sub: Sub, coupon: Coupon, t: int, item: Item | None = None
+    ) -> None:
+        self._add_discount(cs, sub, coupon, t, item)
+        if item is not None:
+            cs.tags.add("item_discount")
+        if len([d for d in sub.discounts if d.start <= t]) > 1:
+            cs.tags.add("several_discounts")
+        kind = "amount" if coupon.amount_off else "percent"
+        forever = coupon.duration == "forever"
+        cs.tags.add(f"coupon_forever_{kind}" if forever else f"coupon_{coupon.duration}")
+
+    # -- schedules ----------------------------------------------------------------------------
+
+    def _schedule(
+        self, cs: CustomerSim, sub: Sub, script: SubscriptionScript, t0: int, pending: deque
+    ) -> None:
+        """The subscription's schedule: the script's items are phase 0, each Phase the next
+        one (its first item's price and/or quantity); the last runs one billing period."""
+        cur = cs.currency
+        items = [item.state_at(t0) for item in sub.items]
+        phases: list[SchedulePhase] = []
+        steps: list[tuple[int, Automatic]] = []
+        start, behavior = t0, "create_prorations"
+        for n, ph in enumerate(script.phases, 1):
+            at = self.ts(ph.at)
+            if at <= start:
+                raise ValueError(f"{ph}: phases follow one another after the start")
+            phases.append(SchedulePhase(start, at, list(items), behavior))
+            price = items[0][0] if ph.price is None else self.price(ph.price, cur)
+            qty = items[0][1] if ph.quantity is None else ph.quantity
+            items[0] = (price, qty)
+            change = Change(ph.at, ph.price, ph.quantity, proration_behavior=ph.proration_behavior)
+            steps.append((at, PhaseStart(n, change)))
+            start, behavior = at, ph.proration_behavior
+        last = items[0][0]
+        end = period_bound(start, last.interval, last.interval_count, 1)
+        phases.append(SchedulePhase(start, end, list(items), behavior))
+        steps.append((end, ScheduleEnds()))
+        sched = Schedule(len(cs.schedules), sub.li, t0, phases)
+        cs.schedules.append(sched)
+        sub.schedule = sched
+        cs.emit(t0, "subscription_schedule.created", sched)
+        for at, step in steps:
+            keys = [when for when, _ in pending]
+            pending.insert(bisect_right(keys, at), (at, step))
+        cs.tags.add("subscription_schedule")
+
+    def _phase_starts(self, cs: CustomerSim, sub: Sub, t: int, step: PhaseStart) -> Change:
+        """A new phase: subscription_schedule.updated (current_phase); its change follows."""
+        cs.emit(t, "subscription_schedule.updated", sub.schedule)
+        return step.change
+
+    def _schedule_ends(self, cs: CustomerSim, sub: Sub, t: int) -> None:
+        sched = sub.schedule
+        sched.released_at = t
+        cs.emit(t, "subscription_schedule.released", sched)
+        cs.emit(t, "customer.subscription.updated", sub)
+        cs.tags.add("subscription_schedule_released")
+
+    # -- collection ---------------------------------------------------------------------------
+
+    def _uncollected_renewal(
+        self, sub: Sub, ps: int, pe: int, reason: str, pending: deque
+    ) -> str | None:
+        """How the invoice opening the period [ps, pe) escapes collection: pause_collection's
+        behavior as of ps, "draft_renewal" when a DraftRenewal falls in the period, or None."""
+        draft = any(isinstance(e, DraftRenewal) for t, e in pending if t < pe)
+        if draft and reason != "subscription_cycle":
+            raise ValueError("DraftRenewal: only a renewal invoice (not the first) stays a draft")
+        pause = sub.pause_at(ps)
+        if pause is not None and reason == "subscription_cycle":
+            if draft:
+                raise ValueError("DraftRenewal while collection is paused")
+            return pause[0]
+        return "draft_renewal" if draft else None
+
+    def _collection_step(
+        self,
+        cs: CustomerSim,
+        sub: Sub,
+        t: int,
+        ev: PauseCollection | ResumeCollection | DraftRenewal,
+        pending: deque,
+    ) -> None:
+        """pause_collection set or cleared (customer.subscription.updated); a DraftRenewal was
+        applied when its period's invoice was created."""
+        if isinstance(ev, DraftRenewal):
+            return
+        if isinstance(ev, PauseCollection):
+            if sub.pause_at(t) is not None:
+                raise ValueError(f"{ev}: collection is already paused")
+            resumes = None if ev.resumes_at is None else self.ts(ev.resumes_at)
+            if resumes is not None:
+                if resumes <= t:
+                    raise ValueError(f"{ev}: resumes_at must come after `at`")
+                # Stripe clears pause_collection at resumes_at.
+                keys = [when for when, _ in pending]
+                pending.insert(bisect_right(keys, resumes), (resumes, AutoResume(resumes)))
+            self._log_pause(sub, t, (ev.behavior, resumes))
+            cs.emit(t, "customer.subscription.updated", sub)
+            cs.tags.add("pause_collection")
+            return
+        if sub.pause_at(t) is None:
+            if isinstance(ev, AutoResume):
+                return  # resumed by hand before resumes_at
+            raise ValueError(f"{ev}: collection is not paused")
+        if not isinstance(ev, AutoResume):
+            # resumed by hand: a later automatic resumption no longer applies
+            for j, (_, e) in enumerate(pending):
+                if isinstance(e, AutoResume):
+                    del pending[j]
+                    break
+        self._log_pause(sub, t, None)
+        cs.emit(t, "customer.subscription.updated", sub)
+        cs.tags.add("collection_resumed")
+
+    def _log_pause(self, sub: Sub, t: int, value: tuple[str, int | None] | None) -> None:
+        if not sub.pause_log:
+            sub.pause_log = []
+        sub.pause_log.append((t, value))
 
     def _take_pending(self, sub: Sub) -> list[Line]:
         """The subscription's pending invoice items, for the invoice being created."""

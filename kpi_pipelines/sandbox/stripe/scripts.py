@@ -36,8 +36,13 @@ class PriceSpec:
     usage_type: str = "licensed"
     product: str = "pro"
     nickname: str | None = None
+    # Stripe's price tax_behavior: "inclusive" (the amount includes the customer's tax,
+    # CustomerScript.tax) or "exclusive" (the tax is added on top).
+    tax_behavior: str = "exclusive"
 
     def __post_init__(self) -> None:
+        if self.tax_behavior not in ("exclusive", "inclusive"):
+            raise ValueError("tax_behavior must be exclusive or inclusive")
         if self.interval not in _INTERVALS:
             raise ValueError(f"interval must be one of {_INTERVALS}, not {self.interval!r}")
         if self.interval_count < 1:
@@ -82,6 +87,29 @@ class CouponSpec:
 
 
 @dataclass(frozen=True)
+class TaxRateSpec:
+    """A manual tax rate (Stripe's TaxRate object): `percentage`, `inclusive` (included in the
+    prices it applies to) or not. Given to a subscription (`default_tax_rates`) or an item
+    (`tax_rates`, which then replace the subscription's on that item)."""
+
+    percentage: float
+    inclusive: bool = False
+    display_name: str = "VAT"
+    country: str | None = None  # default: the customer's currency's country
+
+    def __post_init__(self) -> None:
+        if not 0 <= self.percentage < 100:
+            raise ValueError("a tax rate's percentage is in [0, 100)")
+
+
+def _tax_rates(rates: tuple) -> tuple[TaxRateSpec, ...]:
+    out = tuple(r if isinstance(r, TaxRateSpec) else TaxRateSpec(float(r)) for r in rates)
+    if len(out) > 1:
+        raise ValueError("one tax rate per subscription or item is simulated")
+    return out
+
+
+@dataclass(frozen=True)
 class ItemScript:
     """A subscription item; a metered one reports `usage` units every period (billed on the
     next invoice) and has no quantity."""
@@ -90,6 +118,10 @@ class ItemScript:
     quantity: int | None = 1
     usage: int = 0
     coupon: CouponSpec | None = None  # a discount on this item only (its `discounts`)
+    tax_rates: tuple[TaxRateSpec, ...] = ()  # the item's own manual tax rate
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "tax_rates", _tax_rates(tuple(self.tax_rates)))
 
 
 # Stripe's proration_behavior of an update: `create_prorations` (its API default: the
@@ -111,9 +143,14 @@ class Change:
     quantity: int | None = None
     item: int = 0  # index among the subscription's items, in the order they were added
     proration_behavior: str = "always_invoice"
+    # Stripe's billing_cycle_anchor of an update: "unchanged", or "now" (a new billing period
+    # starts at `at`, invoiced at once; the unused time is credited unless proration none).
+    billing_cycle_anchor: str = "unchanged"
 
     def __post_init__(self) -> None:
         _check_proration(self.proration_behavior)
+        if self.billing_cycle_anchor not in ("unchanged", "now"):
+            raise ValueError("billing_cycle_anchor must be unchanged or now")
 
 
 @dataclass(frozen=True)
@@ -190,6 +227,58 @@ class Resume:
     at: At
 
 
+@dataclass(frozen=True)
+class PauseCollection:
+    """Stripe's `pause_collection` set at `at`: the subscription stays `active` (it counts),
+    and each renewal invoice created while collection is paused is `void` (voided at once),
+    `keep_as_draft` (a draft with auto_advance false) or `mark_uncollectible` (finalized and
+    marked uncollectible), never charged. `resumes_at`: Stripe clears pause_collection then;
+    else a ResumeCollection does."""
+
+    at: At
+    behavior: str = "void"
+    resumes_at: At | None = None
+
+    def __post_init__(self) -> None:
+        if self.behavior not in ("void", "keep_as_draft", "mark_uncollectible"):
+            raise ValueError("behavior must be void, keep_as_draft or mark_uncollectible")
+
+
+@dataclass(frozen=True)
+class ResumeCollection:
+    """pause_collection cleared at `at`: the next renewal invoices are collected again."""
+
+    at: At
+
+
+@dataclass(frozen=True)
+class DraftRenewal:
+    """The renewal invoice of the billing period containing `at` stays a draft: a minute
+    after it is created (the integration answering invoice.created) its auto_advance is set
+    to false (invoice.updated), so Stripe never finalizes it: no number, no payment. The
+    subscription stays `active`."""
+
+    at: At
+
+
+@dataclass(frozen=True)
+class Phase:
+    """A phase of the subscription's schedule (SubscriptionScript.phases): from `at`, its first
+    item has `price` and/or `quantity`, prorated as `proration_behavior` says (a schedule's
+    default: create_prorations). The schedule (end_behavior release) is released when its last
+    phase has run one billing period."""
+
+    at: At
+    price: PriceSpec | None = None
+    quantity: int | None = None
+    proration_behavior: str = "create_prorations"
+
+    def __post_init__(self) -> None:
+        _check_proration(self.proration_behavior)
+        if self.price is None and self.quantity is None:
+            raise ValueError("a phase changes the price and/or the quantity")
+
+
 Event = (
     Change
     | AddItem
@@ -201,6 +290,9 @@ Event = (
     | PaymentSucceeds
     | RetriesExhausted
     | Resume
+    | PauseCollection
+    | ResumeCollection
+    | DraftRenewal
 )
 _EVENT_TYPES = (
     Change,
@@ -213,6 +305,9 @@ _EVENT_TYPES = (
     PaymentSucceeds,
     RetriesExhausted,
     Resume,
+    PauseCollection,
+    ResumeCollection,
+    DraftRenewal,
 )
 
 
@@ -231,6 +326,8 @@ def as_event(spec: Event | tuple) -> Event:
         "recovered": PaymentSucceeds,
         "cancel": Cancel,
         "resume": Resume,
+        "resume_collection": ResumeCollection,
+        "draft_renewal": DraftRenewal,
     }
     if kind in simple and not rest:
         return simple[kind](at)
@@ -250,6 +347,8 @@ def as_event(spec: Event | tuple) -> Event:
         return AddItem(at, *rest)
     if kind == "remove_item" and len(rest) == 1:
         return RemoveItem(at, rest[0])
+    if kind == "pause_collection" and len(rest) <= 2:
+        return PauseCollection(at, *rest)
     if kind == "retries_exhausted" and len(rest) in (1, 2):
         return RetriesExhausted(at, *rest)
     raise ValueError(f"not an event: {spec!r}")
@@ -274,8 +373,15 @@ class SubscriptionScript:
     # trial_settings.end_behavior.missing_payment_method, `pause` (status `paused` until a
     # Resume) or `cancel`. None: the customer has a payment method.
     missing_payment_method: str | None = None
+    # Manual tax rates of the subscription (Stripe's default_tax_rates); the customer then
+    # has no `tax` (automatic tax).
+    default_tax_rates: tuple[TaxRateSpec, ...] = ()
+    # A subscription schedule: the script's items are its first phase, these the next ones.
+    phases: tuple[Phase, ...] = ()
 
     def __post_init__(self) -> None:
+        object.__setattr__(self, "phases", tuple(self.phases))
+        object.__setattr__(self, "default_tax_rates", _tax_rates(tuple(self.default_tax_rates)))
         object.__setattr__(self, "items", tuple(self.items))
         object.__setattr__(self, "coupons", tuple(self.coupons))
         object.__setattr__(self, "events", tuple(as_event(e) for e in self.events))
@@ -299,9 +405,10 @@ class SubscriptionScript:
 class CustomerScript:
     """A customer and its subscriptions (they may overlap or follow one another).
 
-    `balance`: the customer's credit (negative) or debt (positive) balance when created.
-    `tax`: a catalog tax rate key (us, de, fr, gb, jp) or a percentage (a VAT rate of its own),
-    added on top of every invoice (exclusive).
+        `balance`: the customer's credit (negative) or debt (positive) balance when created.
+        `tax`: a catalog tax rate key (us, de, fr, gb, jp) or a percentage (a VAT rate of its own),
+        added on top of every invoice (exclusive), or included in the prices whose tax_behavior is
+    inclusive.
     """
 
     subscriptions: tuple[SubscriptionScript, ...] = ()
@@ -317,6 +424,12 @@ class CustomerScript:
     def __post_init__(self) -> None:
         object.__setattr__(self, "subscriptions", tuple(self.subscriptions))
         object.__setattr__(self, "currency", self.currency.lower())
+        manual = any(
+            sub.default_tax_rates or any(i.tax_rates for i in sub.item_scripts())
+            for sub in self.subscriptions
+        )
+        if manual and self.tax is not None:
+            raise ValueError("manual tax rates replace the customer's automatic `tax`: not both")
 
 
 # ---------------------------------------------------------------------------------------------

@@ -125,6 +125,7 @@ class Api(ListEndpoints):
             "subscription_items": cs.items,
             "invoices": cs.invoices,
             "invoiceitems": cs.invoice_items,
+            "subscription_schedules": cs.schedules,
             "charges": cs.charges,
             "refunds": cs.refunds,
             "balance_transactions": cs.bts,
@@ -155,6 +156,8 @@ class Api(ListEndpoints):
             return r.invoice(cs, obj, now, version, ex)
         if resource == "invoiceitems":
             return r.invoice_item(cs, obj, now)
+        if resource == "subscription_schedules":
+            return r.subscription_schedule(cs, obj, now)
         if resource == "charges":
             return r.charge(cs, obj, now, ex)
         if resource == "refunds":

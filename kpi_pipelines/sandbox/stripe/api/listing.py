@@ -243,6 +243,33 @@ class ListEndpoints:
         data = [r.invoice_item(owner[id(line)], line, now) for line in chosen]
         return list_body(url, data, has_more)
 
+    def _list_subscription_schedules(self, state, p, args, version, url):
+        """Subscription schedules (scripted phases), newest first; `customer` filters.
+        Without it, every customer's (each one simulated: meant for scripted sandboxes)."""
+        cs = self._customer_param(state, p)
+        p.check_unknown()
+        now = state.now
+        r = state.renderer
+        sims = (
+            [cs]
+            if cs is not None
+            else [self.sandbox.sim(ci, state) for ci in range(state.customers)]
+        )
+        owned = sorted(
+            ((sched, sim) for sim in sims for sched in sim.schedules),
+            key=lambda pair: (pair[0].created, pair[1].ci, pair[0].li),
+        )
+        owner = {id(sched): sim for sched, sim in owned}
+        chosen, has_more = page_sorted(
+            [sched for sched, _ in owned],
+            now,
+            args,
+            "subscription_schedule",
+            lambda sc: r.sched_id(owner[id(sc)], sc),
+        )
+        data = [r.subscription_schedule(owner[id(sc)], sc, now) for sc in chosen]
+        return list_body(url, data, has_more)
+
     def _list_charges(self, state, p, args, version, url):
         cs = self._customer_param(state, p)
         p.check_unknown()

@@ -114,6 +114,7 @@ NOUNS = {
     "subscription_items": ("si", "subscription_item"),
     "invoices": ("in", "invoice"),
     "invoiceitems": ("ii", "invoiceitem"),
+    "subscription_schedules": ("sub_sched", "subscription_schedule"),
     "charges": ("ch", "charge"),
     "refunds": ("re", "refund"),
     "balance_transactions": ("txn", "balance_transaction"),
@@ -128,5 +129,12 @@ NOUNS = {
 # Objects whose state as of the clock needs the customer's whole simulation; the others are
 # settled within the period that creates them (see Generator.simulate).
 NEED_FULL_SIM = frozenset(
-    {"customers", "subscriptions", "subscription_items", "invoiceitems", "events"}
+    {
+        "customers",
+        "subscriptions",
+        "subscription_items",
+        "invoiceitems",
+        "subscription_schedules",
+        "events",
+    }
 )

@@ -17,6 +17,7 @@ from kpi_pipelines.sandbox.stripe.generator.config import (
 )
 from kpi_pipelines.sandbox.stripe.generator.objects import (
     CHARGE_DESCRIPTION,
+    NEVER,
     BalanceTxn,
     Charge,
     CustomerSim,
@@ -24,6 +25,7 @@ from kpi_pipelines.sandbox.stripe.generator.objects import (
     Line,
     Refund,
     Sub,
+    tax_of,
 )
 
 
@@ -41,7 +43,12 @@ class Billing:
         lines: list[Line],
         period_start: int,
         period_end: int,
+        paused: str | None = None,
     ) -> Invoice:
+        """A subscription invoice, finalized (and numbered) an hour after a renewal's
+        creation, at once otherwise. `paused`: a renewal created while collection is paused
+        (pause_collection's behavior: void, keep_as_draft, mark_uncollectible) or left a draft
+        by the integration (draft_renewal); see `_uncollected`."""
         inv = Invoice(sub.li, len(cs.invoices), created, reason)
         inv.seq = cs.key(created, STREAM_SUB)
         inv.lines = lines
@@ -94,18 +101,29 @@ class Billing:
                 disc.removed_at = created + 2
                 cs.emit(created + 2, "customer.subscription.updated", sub)
         discount_total = 0
-        tax_total = 0
+        tax_total = included = 0
         for line in lines:
             line_disc = sum(a for _, a in line.discounts)
             discount_total += line_disc
-            if cs.tax is not None:
-                line.tax = round((line.amount - line_disc) * cs.tax.percentage / 100)
+            rate, inclusive = tax_of(cs, sub, line.item, line.price)
+            if rate is not None:
+                net = line.amount - line_disc
+                line.tax_rate = rate
+                if inclusive:  # the tax inside the amount: net x p / (100 + p)
+                    line.tax_inclusive = True
+                    line.tax = round(net * rate.percentage / (100 + rate.percentage))
+                    included += line.tax
+                else:
+                    line.tax = round(net * rate.percentage / 100)
                 tax_total += line.tax
         inv.subtotal = subtotal
         inv.discount_total = discount_total
         inv.tax = tax_total
-        inv.total = subtotal - discount_total + tax_total
+        inv.tax_included = included
+        inv.total = subtotal - discount_total + tax_total - included
         inv.starting_balance = cs.balance
+        if paused is not None:
+            return self._uncollected(cs, sub, inv, paused)
         if inv.total > 0:
             applied = min(inv.total, -cs.balance)
             inv.amount_due = inv.total - applied
@@ -126,6 +144,41 @@ class Billing:
         cs.invoices.append(inv)
         cs.emit(created, "invoice.created", inv)
         cs.emit(inv.finalized_at, "invoice.finalized", inv)
+        return inv
+
+    def _uncollected(self, cs: CustomerSim, sub: Sub, inv: Invoice, how: str) -> Invoice:
+        """An invoice Stripe does not collect; the customer's credit balance is not used.
+        keep_as_draft: a draft with auto_advance false from its creation; draft_renewal: a
+        draft whose auto_advance the integration turns off a minute after invoice.created
+        (invoice.updated); neither is ever finalized nor numbered. void: finalized and voided
+        at once; mark_uncollectible: finalized and marked uncollectible at once."""
+        created = inv.created
+        inv.amount_due = max(inv.total, 0)
+        inv.ending_balance = cs.balance
+        sub.invoices.append(inv)
+        cs.invoices.append(inv)
+        cs.emit(created, "invoice.created", inv)
+        if how in ("keep_as_draft", "draft_renewal"):
+            inv.finalized_at = NEVER
+            if how == "keep_as_draft":
+                inv.auto_advance_off = created
+            else:
+                inv.auto_advance_off = created + MINUTE
+                cs.emit(created + MINUTE, "invoice.updated", inv)
+            cs.tags.add(f"invoice_{how}")
+            return inv
+        inv.finalized_at = created + 1
+        inv.number = cs.next_number
+        cs.next_number += 1
+        cs.emit(created + 1, "invoice.finalized", inv)
+        if how == "void":
+            inv.voided_at = created + 1
+            cs.emit(created + 1, "invoice.voided", inv)
+        else:
+            assert how == "mark_uncollectible", how
+            inv.marked_uncollectible_at = created + 1
+            cs.emit(created + 1, "invoice.marked_uncollectible", inv)
+        cs.tags.add(f"pause_collection_{how}")
         return inv
 
     def _settle_immediately(

@@ -67,6 +67,11 @@ class StripeSandboxConfig:
     currencies: tuple[str, ...] = ("usd", "eur", "gbp", "jpy")
     account_id: str = "acct_1KpiSandbox0Demo"
     acquisition_days: float = 365.0
+    # Some customers (about one in three) live a random billing-settings script instead
+    # (variety.py): incomplete starts, dunning outcomes, paused trials, prorations, item and
+    # multiple discounts, 100%-off coupons, tax-inclusive prices, pause_collection, drafts,
+    # anchor resets, schedules. Off by default: the default business keeps its bytes.
+    billing_variety: bool = False
 
     def __post_init__(self) -> None:
         if self.customers < 1:

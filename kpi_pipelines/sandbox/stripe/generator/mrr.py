@@ -6,6 +6,7 @@ from bisect import bisect_right
 
 from kpi_pipelines.sandbox.stripe.catalog import (
     Price,
+    TaxRate,
     monthly_factor,
 )
 from kpi_pipelines.sandbox.stripe.generator.objects import CustomerSim, Sub
@@ -23,7 +24,10 @@ def item_mrr(price: Price, quantity: int | None) -> float:
 COUNTED_STATUSES = frozenset(("active", "past_due"))
 
 
-def sub_mrr_at(sub: Sub, t: int) -> float:
+def sub_mrr_at(sub: Sub, t: int, auto_tax: TaxRate | None = None) -> float:
+    """A subscription's MRR at t in minor units; `auto_tax`: its customer's automatic tax
+    (included in prices whose tax_behavior is inclusive). Tax is excluded: an item whose
+    price includes its tax counts net of it (120 including 20% VAT counts 100)."""
     if t < sub.created or not sub.status_log or sub.status_at(t) not in COUNTED_STATUSES:
         return 0.0
     # Forever discounts apply one after the other, as on the invoices: each item's own on its
@@ -33,7 +37,7 @@ def sub_mrr_at(sub: Sub, t: int) -> float:
         for d in sub.discounts
         if d.coupon.duration == "forever" and d.start <= t and (d.end is None or t < d.end)
     ]
-    total = 0.0
+    total = net = 0.0
     interval: tuple[str, int] | None = None
     for item in sub.items:
         if not item.alive_at(t):
@@ -46,12 +50,29 @@ def sub_mrr_at(sub: Sub, t: int) -> float:
                 if disc.item is item:
                     value = _discounted(value, disc, own)
             total += value
+            net += value * _net_share(sub, item, price, auto_tax)
             if interval is None:
                 interval = own
+    gross = total
     for disc in forever:
         if disc.item is None and interval is not None:
             total = _discounted(total, disc, interval)
+    # Invoice-level discounts spread over the lines in proportion, and an included tax is
+    # taken out of each line's share: the net of tax keeps its proportion of the total.
+    if net != gross and gross:
+        total *= net / gross
     return total
+
+
+def _net_share(sub: Sub, item, price: Price, auto_tax: TaxRate | None) -> float:
+    """The share of an item's amount that is not tax (1 unless its tax is included)."""
+    rate = (item.tax_rates or sub.tax_rates or (None,))[0]
+    inclusive = rate.inclusive if rate is not None else price.tax_behavior == "inclusive"
+    if rate is None:
+        rate = auto_tax
+    if rate is None or not inclusive:
+        return 1.0
+    return 100 / (100 + rate.percentage)
 
 
 def _discounted(value: float, disc, interval: tuple[str, int]) -> float:
@@ -64,7 +85,7 @@ def _discounted(value: float, disc, interval: tuple[str, int]) -> float:
 
 
 def customer_mrr_at(cs: CustomerSim, t: int) -> float:
-    return sum(sub_mrr_at(sub, t) for sub in cs.subs)
+    return sum(sub_mrr_at(sub, t, cs.tax) for sub in cs.subs)
 
 
 def customer_change_points(cs: CustomerSim) -> list[int]:

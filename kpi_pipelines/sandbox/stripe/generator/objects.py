@@ -26,13 +26,14 @@ from kpi_pipelines.sandbox.stripe.ids import MAX_LOCAL
 class Item:
     """A subscription item; `sub` is its subscription's index in the customer's `subs`."""
 
-    __slots__ = ("created", "li", "removed_at", "states", "sub")
+    __slots__ = ("created", "li", "removed_at", "states", "sub", "tax_rates")
 
     def __init__(self, sub: int, li: int, created: int, price: Price, quantity: int | None):
         self.sub = sub
         self.li = li
         self.created = created
         self.removed_at: int | None = None
+        self.tax_rates: tuple[TaxRate, ...] = ()  # the item's manual tax rates
         self.states: list[tuple[int, Price, int | None]] = [(created, price, quantity)]
 
     def state_at(self, t: int) -> tuple[Price, int | None]:
@@ -98,6 +99,8 @@ class Line:
         "quantity",
         "start",
         "tax",
+        "tax_inclusive",
+        "tax_rate",
     )
 
     def __init__(
@@ -121,6 +124,8 @@ class Line:
         self.credited = credited
         self.discounts: list[tuple[Discount, int]] = _EMPTY
         self.tax = 0
+        self.tax_rate: TaxRate | None = None  # the rate of `tax`, set when invoiced
+        self.tax_inclusive = False  # `tax` is included in `amount`
         self.idx = 0
         self.invoice = -1
         # A line billed from a pending invoice item (proration_behavior create_prorations):
@@ -141,6 +146,7 @@ class Line:
 
 
 _EMPTY: list = []  # shared empty list for attributes that are usually empty (never mutated)
+NEVER = 1 << 62  # the finalized_at of a draft that is never finalized
 
 
 class Invoice:
@@ -149,6 +155,7 @@ class Invoice:
     __slots__ = (
         "amount_due",
         "attempts",
+        "auto_advance_off",
         "billing_reason",
         "charges",
         "created",
@@ -168,6 +175,7 @@ class Invoice:
         "sub",
         "subtotal",
         "tax",
+        "tax_included",
         "total",
         "voided_at",
     )
@@ -187,6 +195,9 @@ class Invoice:
         self.marked_uncollectible_at: int | None = None
         self.voided_at: int | None = None
         self.subtotal = self.discount_total = self.tax = self.total = 0
+        self.tax_included = 0  # the part of `tax` included in the lines' amounts
+        # when auto_advance was turned off (a draft Stripe never finalizes); None: it is on
+        self.auto_advance_off: int | None = None
         self.starting_balance = self.ending_balance = self.amount_due = 0
         self.period_start = self.period_end = created
         self.number = 0
@@ -285,10 +296,13 @@ class Sub:
         "items",
         "li",
         "missing_payment_method",
+        "pause_log",
         "payment_method_from",
         "pending",
         "periods",
+        "schedule",
         "status_log",
+        "tax_rates",
         "trial_end",
         "trial_start",
     )
@@ -314,6 +328,19 @@ class Sub:
         self.payment_method_from: int | None = None
         # proration lines waiting as pending invoice items for the subscription's next invoice
         self.pending: list[Line] = []
+        self.tax_rates: tuple[TaxRate, ...] = ()  # default_tax_rates (manual)
+        self.schedule = None  # its Schedule (generator/schedules.py), if any
+        # pause_collection over time: (from, (behavior, resumes_at) or None when cleared)
+        self.pause_log: list[tuple[int, tuple[str, int | None] | None]] = _EMPTY
+
+    def pause_at(self, t: int) -> tuple[str, int | None] | None:
+        """pause_collection (behavior, resumes_at) as of t, or None."""
+        value = None
+        for when, v in self.pause_log:
+            if when > t:
+                break
+            value = v
+        return value
 
     def set_status(self, t: int, status: str) -> None:
         """Record a status change at t (the log stays in time order: the truth reads it)."""
@@ -375,6 +402,7 @@ class CustomerSim:
         "next_number",
         "phone",
         "refunds",
+        "schedules",
         "subs",
         "tags",
         "tax",
@@ -395,6 +423,7 @@ class CustomerSim:
         self.bts: list[BalanceTxn] = []
         self.discounts: list[Discount] = []
         self.invoice_items: list[Line] = []  # pending invoice items, in creation order
+        self.schedules: list = []  # subscription schedules (Schedule), in creation order
         # (sort key, type, object) while simulating; finish() turns them into the ev_* arrays
         self.events: list[tuple[int, str, object]] | None = [] if events else None
         self.ev_t = array("q")
@@ -494,6 +523,19 @@ def new_item(cs: CustomerSim, sub: Sub, t: int, price: Price, quantity: int | No
     sub.items.append(item)
     cs.items.append(item)
     return item
+
+
+def tax_of(cs: CustomerSim, sub: Sub, item: Item, price: Price) -> tuple[TaxRate | None, bool]:
+    """The tax rate on an item's lines and whether it is included in their amounts: the
+    item's manual rate, else its subscription's default rate (inclusive as the TaxRate says),
+    else the customer's automatic tax (inclusive as the price's tax_behavior says)."""
+    if item.tax_rates:
+        return item.tax_rates[0], item.tax_rates[0].inclusive
+    if sub.tax_rates:
+        return sub.tax_rates[0], sub.tax_rates[0].inclusive
+    if cs.tax is not None:
+        return cs.tax, price.tax_behavior == "inclusive"
+    return None, False
 
 
 def last_line(sub: Sub, item: Item, t: int) -> Line | None:

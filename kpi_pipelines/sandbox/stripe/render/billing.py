@@ -11,6 +11,7 @@ from kpi_pipelines.sandbox.stripe.generator import (
     Line,
     Sub,
 )
+from kpi_pipelines.sandbox.stripe.generator.objects import NEVER
 from kpi_pipelines.sandbox.stripe.render.common import (
     ACCOUNT_NAME,
     Obj,
@@ -100,7 +101,7 @@ class BillingRendering:
                 else None
             ),
             "default_source": None,
-            "default_tax_rates": [],
+            "default_tax_rates": [self.tax_rate(r) for r in sub.tax_rates],
             "description": None,
             "discounts": discounts,
             "ended_at": sub.ended_at if ended else None,
@@ -123,7 +124,7 @@ class BillingRendering:
             "metadata": {},
             "next_pending_invoice_item_invoice": None,
             "on_behalf_of": None,
-            "pause_collection": None,
+            "pause_collection": _pause_collection(sub.pause_at(t)),
             "payment_settings": {
                 "payment_method_options": None,
                 "payment_method_types": None,
@@ -132,7 +133,9 @@ class BillingRendering:
             "pending_invoice_item_interval": None,
             "pending_setup_intent": None,
             "pending_update": None,
-            "schedule": None,
+            "schedule": self.sched_id(cs, sub.schedule)
+            if sub.schedule is not None and sub.schedule.status_at(t) == "active"
+            else None,
             "start_date": sub.created,
             "status": sub.status_at(t),
             "test_clock": None,
@@ -181,7 +184,7 @@ class BillingRendering:
             "price": self.price(price, ex.get("price") if ex else None),
             "quantity": qty,
             "subscription": sid or self.sub_id(cs, item.sub),
-            "tax_rates": [],
+            "tax_rates": [self.tax_rate(r) for r in item.tax_rates],
         }
         if is_basil(version):
             out["current_period_end"] = period[1]
@@ -198,6 +201,7 @@ class BillingRendering:
         finalized = inv.finalized_at <= t
         paid = inv.paid_at is not None and inv.paid_at <= t
         status = inv.status_at(t)
+        advance_off = inv.auto_advance_off is not None and inv.auto_advance_off <= t
         uncollectible = inv.marked_uncollectible_at is not None and inv.marked_uncollectible_at <= t
         voided = status == "void"
         failed = 0
@@ -238,18 +242,20 @@ class BillingRendering:
                     "type": "discount",
                 }
             )
-        total_taxes = []
-        if cs.tax is not None:
-            total_taxes.append(
-                {
-                    "amount": inv.tax,
-                    "tax_behavior": "exclusive",
-                    "tax_rate_details": {"tax_rate": cs.tax.id},
-                    "taxability_reason": "standard_rated",
-                    "taxable_amount": inv.subtotal - inv.discount_total,
-                    "type": "tax_rate_details",
-                }
-            )
+        # One entry per tax rate and behavior, summed over the lines (in their order).
+        by_rate: dict[tuple[str, bool], list[int]] = {}
+        excluding_tax = 0  # the lines' amounts without their included tax, before discounts
+        for line in inv.lines:
+            excluding_tax += line.amount - _included_in_amount(line)
+            if line.tax_rate is None:
+                continue
+            sums = by_rate.setdefault((line.tax_rate.id, line.tax_inclusive), [0, 0])
+            sums[0] += line.tax
+            sums[1] += _taxable(line)
+        total_taxes = [
+            _tax_entry(amount, rate_id, inclusive, taxable)
+            for (rate_id, inclusive), (amount, taxable) in by_rate.items()
+        ]
         customer: Any = self.cus_id(cs)
         if ex and "customer" in ex:
             customer = self.customer(cs, t, ex["customer"])
@@ -281,7 +287,7 @@ class BillingRendering:
             "application": None,
             "attempt_count": attempt_count,
             "attempted": attempt_count > 0 or paid,
-            "auto_advance": status in ("draft", "open"),
+            "auto_advance": status in ("draft", "open") and not advance_off,
             "automatic_tax": {
                 "disabled_reason": None,
                 "enabled": cs.tax is not None,
@@ -289,7 +295,9 @@ class BillingRendering:
                 "provider": "stripe" if cs.tax is not None else None,
                 "status": "complete" if cs.tax is not None else None,
             },
-            "automatically_finalizes_at": None if finalized else inv.finalized_at,
+            "automatically_finalizes_at": None
+            if finalized or advance_off
+            else (inv.created + 3600 if inv.finalized_at == NEVER else inv.finalized_at),
             "billing_reason": inv.billing_reason,
             "collection_method": "charge_automatically",
             "created": inv.created,
@@ -363,11 +371,11 @@ class BillingRendering:
             },
             "subscription": None if is_basil(version) else sid,
             "subtotal": inv.subtotal,
-            "subtotal_excluding_tax": inv.subtotal,
+            "subtotal_excluding_tax": excluding_tax,
             "test_clock": None,
             "total": inv.total,
             "total_discount_amounts": total_discount_amounts,
-            "total_excluding_tax": inv.subtotal - inv.discount_total,
+            "total_excluding_tax": inv.subtotal - inv.discount_total - inv.tax_included,
             "total_pretax_credit_amounts": pretax,
             "total_taxes": total_taxes,
             "webhooks_delivered_at": inv.created,
@@ -430,18 +438,8 @@ class BillingRendering:
             if pex is not None:
                 price_value = self.price(price, pex)
         taxes = []
-        if cs.tax is not None:
-            line_disc = sum(a for _, a in line.discounts)
-            taxes.append(
-                {
-                    "amount": line.tax,
-                    "tax_behavior": "exclusive",
-                    "tax_rate_details": {"tax_rate": cs.tax.id},
-                    "taxability_reason": "standard_rated",
-                    "taxable_amount": line.amount - line_disc,
-                    "type": "tax_rate_details",
-                }
-            )
+        if line.tax_rate is not None:
+            taxes.append(_tax_entry(line.tax, line.tax_rate.id, line.tax_inclusive, _taxable(line)))
         return {
             "id": self.il_id(cs, inv, line),
             "object": "line_item",
@@ -534,7 +532,7 @@ class BillingRendering:
             "proration": line.proration,
             "quantity": line.quantity if line.quantity is not None else 1,
             "quantity_decimal": str(line.quantity if line.quantity is not None else 1),
-            "tax_rates": [],
+            "tax_rates": [self.tax_rate(r) for r in (line.item.tax_rates or sub.tax_rates)],
             "test_clock": None,
         }
 
@@ -543,3 +541,35 @@ def _proration_description(line: Line) -> str:
     name = line.price.product.name
     when = "Unused" if line.amount < 0 else "Remaining"
     return f"{when} time on {line.quantity} \u00d7 {name} after {iso_date(line.start)}"
+
+
+def _pause_collection(value: tuple[str, int | None] | None) -> Obj | None:
+    if value is None:
+        return None
+    behavior, resumes_at = value
+    return {"behavior": behavior, "resumes_at": resumes_at}
+
+
+def _taxable(line: Line) -> int:
+    """What a line's tax is computed on: its amount after discounts, less the tax in it."""
+    net = line.amount - sum(a for _, a in line.discounts)
+    return net - line.tax if line.tax_inclusive else net
+
+
+def _included_in_amount(line: Line) -> int:
+    """The tax included in a line's amount before discounts (0 for exclusive tax)."""
+    if not line.tax_inclusive or line.tax_rate is None:
+        return 0
+    pct = line.tax_rate.percentage
+    return round(line.amount * pct / (100 + pct))
+
+
+def _tax_entry(amount: int, rate_id: str, inclusive: bool, taxable: int) -> Obj:
+    return {
+        "amount": amount,
+        "tax_behavior": "inclusive" if inclusive else "exclusive",
+        "tax_rate_details": {"tax_rate": rate_id},
+        "taxability_reason": "standard_rated",
+        "taxable_amount": taxable,
+        "type": "tax_rate_details",
+    }

@@ -16,14 +16,16 @@ from kpi_pipelines.sandbox.stripe.generator import (
     Refund,
     Sub,
 )
+from kpi_pipelines.sandbox.stripe.generator.schedules import Schedule
 from kpi_pipelines.sandbox.stripe.ids import CATALOG_OWNER
 from kpi_pipelines.sandbox.stripe.render.billing import BillingRendering
 from kpi_pipelines.sandbox.stripe.render.catalog import CatalogRendering
 from kpi_pipelines.sandbox.stripe.render.common import DEFAULT_API_VERSION, Obj
 from kpi_pipelines.sandbox.stripe.render.money import MoneyRendering
+from kpi_pipelines.sandbox.stripe.render.schedules import ScheduleRendering
 
 
-class Renderer(CatalogRendering, BillingRendering, MoneyRendering):
+class Renderer(CatalogRendering, BillingRendering, MoneyRendering, ScheduleRendering):
     """Builds Stripe JSON from a Generator's objects. Catalog objects are cached."""
 
     def __init__(self, gen: Generator) -> None:
@@ -91,6 +93,8 @@ class Renderer(CatalogRendering, BillingRendering, MoneyRendering):
             return self.invoice_item(cs, obj, t)
         if isinstance(obj, Refund):
             return self.refund(cs, obj, t)
+        if isinstance(obj, Schedule):
+            return self.subscription_schedule(cs, obj, t)
         if obj is None:  # customer events carry no object: the customer is `cs`
             return self.customer(cs, t)
         if isinstance(obj, Price):
