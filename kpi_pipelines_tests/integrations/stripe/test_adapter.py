@@ -11,16 +11,9 @@ import sqlalchemy as sa
 
 from kpi_pipelines.warehouse.tenant_data import read_points
 from kpi_pipelines_tests.conftest import table_snapshot
+from kpi_pipelines_tests.integrations.stripe.scripted_world import MOVEMENTS
 from kpi_pipelines_tests.integrations.stripe.world import rate_lookup, stripe_key_variable
 from kpi_pipelines_tests.run_results import failure_message, metadata
-
-MOVEMENT_METRICS = {
-    "new": "new_mrr",
-    "expansion": "expansion_mrr",
-    "contraction": "contraction_mrr",
-    "churn": "churned_mrr",
-    "reactivation": "reactivation_mrr",
-}
 
 
 def series(warehouse, workspace_id: str) -> dict[str, dict]:
@@ -52,7 +45,7 @@ def test_a_simulated_year_matches_the_sandbox_truth_every_day(stripe_world, curr
         for m in truth.movements.values():
             moves[m.kind] += convert(m.amount, m.currency, d)
             covered.add(m.kind)
-        for kind, metric in MOVEMENT_METRICS.items():
+        for kind, metric in MOVEMENTS.items():
             assert stored[metric].get(d, 0.0) == pytest.approx(moves[kind], abs=1e-4), (d, kind)
         assert stored["new_customers"].get(d, 0) == sum(
             1 for m in truth.movements.values() if m.kind == "new"
@@ -60,7 +53,7 @@ def test_a_simulated_year_matches_the_sandbox_truth_every_day(stripe_world, curr
         assert stored["churned_customers"].get(d, 0) == sum(
             1 for m in truth.movements.values() if m.kind == "churn"
         )
-    assert covered == set(MOVEMENT_METRICS), "the simulated year should exercise every movement"
+    assert covered == set(MOVEMENTS), "the simulated year should exercise every movement"
     # Past the sandbox clock nothing is known to change: no renewal invoice exists yet, and a
     # live subscription must not look churned because its current period ends.
     now = world.sandbox.now

@@ -20,13 +20,18 @@ from kpi_pipelines.sandbox.stripe.scenarios import (
     Change,
     CouponSpec,
     CustomerScript,
+    DraftRenewal,
     ItemScript,
+    PauseCollection,
     PaymentFails,
     PaymentSucceeds,
+    Phase,
     PriceSpec,
     Resume,
+    ResumeCollection,
     RetriesExhausted,
     SubscriptionScript,
+    TaxRateSpec,
 )
 from kpi_pipelines_tests.integrations.stripe.scripted_world import (
     START,
@@ -189,6 +194,97 @@ def test_a_credit_balance_pays_invoices_but_changes_no_mrr(sync) -> None:
     assert s.money("revenue", 0) == money(0.0)
     assert s.money("revenue", 31) == money(30.0)
     assert s.money("revenue", 59) == money(50.0)
+
+
+def test_tax_included_in_a_price_is_not_recurring_revenue(sync) -> None:
+    inclusive_120 = PriceSpec(unit_amount=12_000, tax_behavior="inclusive")
+    s = sync(
+        # Stripe Tax, 20% included: $120 is $100 of revenue and $20 of VAT
+        CustomerScript(subscriptions=(SubscriptionScript(price=inclusive_120),), tax=20.0),
+        # the same with 25% off forever: $90 billed, of which $15 is VAT
+        CustomerScript(
+            subscriptions=(
+                SubscriptionScript(
+                    price=inclusive_120, coupon=CouponSpec(percent_off=25, duration="forever")
+                ),
+            ),
+            tax=20.0,
+        ),
+        # a manual 20% rate included in the price, on the subscription: $60 is $50
+        subscriber(
+            SubscriptionScript(
+                price=monthly(60), default_tax_rates=(TaxRateSpec(20, inclusive=True),)
+            )
+        ),
+        # an item's own exclusive 10% rate replaces it: its $30 stays $30
+        subscriber(
+            SubscriptionScript(
+                price=monthly(60),
+                items=(
+                    ItemScript(PriceSpec(3_000, product="seats"), 1, tax_rates=(TaxRateSpec(10),)),
+                ),
+                default_tax_rates=(TaxRateSpec(20, inclusive=True),),
+            )
+        ),
+    )
+    assert every_day(s, "mrr", 0, 119) == {100.0 + 75 + 50 + 50 + 30}
+    # revenue is what was paid: the exclusive 10% comes on top of the $30 item
+    assert s.money("revenue", 0) == money(120.0 + 90 + 60 + 60 + 33)
+
+
+def test_pause_collection_and_drafted_renewals_keep_mrr(sync) -> None:
+    """pause_collection leaves the status active, and kpi-definitions.md counts by status;
+    a renewal left in draft changes nothing about the subscription."""
+
+    def paused(dollars: float, behavior: str, start: float, end: float) -> CustomerScript:
+        events = (PauseCollection(start, behavior), ResumeCollection(end))
+        return subscriber(SubscriptionScript(price=monthly(dollars), events=events))
+
+    s = sync(
+        paused(10, "void", 20, 70),
+        paused(20, "keep_as_draft", 20, 70),
+        paused(40, "mark_uncollectible", 20, 70),  # invoices never tried: not dunning
+        paused(80, "mark_uncollectible", 95, 115),
+        subscriber(SubscriptionScript(price=monthly(160), events=(DraftRenewal(32),))),
+    )
+    assert s.status(2, 60) == "active"
+    assert every_day(s, "mrr", 0, 119) == {310.0}
+    assert every_day(s, "churned_mrr", 0, 119) == {0.0}
+    # February: only the subscription not yet paused is charged; April: all of them
+    assert s.money("revenue", 31) == money(80.0)
+    assert s.money("revenue", 90) == money(310.0)
+
+
+def test_anchor_resets_and_schedule_phases(sync) -> None:
+    s = sync(
+        # a new billing cycle from day 15, 12:00: the same $50
+        subscriber(
+            SubscriptionScript(
+                price=monthly(50), events=(Change(15.5, billing_cycle_anchor="now"),)
+            )
+        ),
+        # a new cycle with an upgrade to $80 on day 100, 12:00
+        subscriber(
+            SubscriptionScript(
+                price=monthly(50),
+                events=(Change(100.5, price=monthly(80), billing_cycle_anchor="now"),),
+            )
+        ),
+        # a schedule: $20 x 1, then $20 x 3 from day 15, 12:00, then $100 x 1 from day 104, 12:00
+        subscriber(
+            SubscriptionScript(
+                price=monthly(20),
+                phases=(Phase(15.5, quantity=3), Phase(104.5, price=monthly(100), quantity=1)),
+            )
+        ),
+    )
+    assert every_day(s, "mrr", 0, 14) == {50.0 + 50 + 20}
+    assert s.money("expansion_mrr", 15) == money(40.0)
+    assert every_day(s, "mrr", 15, 99) == {50.0 + 50 + 60}
+    assert s.money("expansion_mrr", 100) == money(30.0)
+    assert every_day(s, "mrr", 100, 103) == {50.0 + 80 + 60}
+    assert s.money("expansion_mrr", 104) == money(40.0)
+    assert every_day(s, "mrr", 104, 119) == {50.0 + 80 + 100}
 
 
 def test_a_year_of_every_setting_matches_the_truth_every_day(sync) -> None:

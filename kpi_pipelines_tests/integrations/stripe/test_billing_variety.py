@@ -1,0 +1,83 @@
+"""A year of a business that uses every billing setting Stripe offers (the sandbox's
+`billing_variety`: incomplete starts, each dunning outcome, paused trials, every proration
+behavior, item and stacked discounts, 100%-off coupons, tax-inclusive prices,
+pause_collection, drafts, anchor resets, schedules), synced as in production (a first sync a
+month in, then every two weeks, so no event is ever older than Stripe keeps), and checked
+against the sandbox's truth on every day."""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from datetime import UTC, datetime, timedelta
+
+import pytest
+import sqlalchemy as sa
+
+from kpi_pipelines.sandbox.stripe import StripeSandbox
+from kpi_pipelines_tests.integrations.stripe.scripted_world import MOVEMENTS
+from kpi_pipelines_tests.integrations.stripe.test_adapter import series
+from kpi_pipelines_tests.integrations.stripe.world import rate_lookup, serve_world
+from kpi_pipelines_tests.run_results import failure_message
+
+START = datetime(2025, 1, 1, tzinfo=UTC)
+# What the year has landed of each setting (each count must be > 0).
+LANDED_SETTINGS = """
+SELECT
+  count(*) FILTER (WHERE stream = 'prices' AND payload->>'tax_behavior' = 'inclusive')
+    AS inclusive_prices,
+  count(*) FILTER (WHERE stream = 'subscription_events'
+                   AND payload->'data'->'previous_attributes' ? 'pause_collection')
+    AS pause_collection_changes,
+  count(*) FILTER (WHERE stream = 'subscription_events'
+                   AND payload->'data'->'object'->>'schedule' IS NOT NULL) AS scheduled,
+  count(*) FILTER (WHERE stream = 'invoices' AND payload->>'status' = 'draft'
+                   AND payload->>'auto_advance' = 'false') AS drafts_never_finalized,
+  count(*) FILTER (WHERE stream = 'invoices' AND payload->>'status' = 'void') AS voided,
+  count(*) FILTER (WHERE stream = 'subscriptions'
+                   AND jsonb_array_length(payload->'discounts') > 1) AS stacked_discounts,
+  count(*) FILTER (WHERE stream = 'subscriptions' AND EXISTS (
+      SELECT FROM jsonb_array_elements(payload->'items'->'data') i
+      WHERE jsonb_array_length(i->'discounts') > 0)) AS item_discounts
+FROM raw_records WHERE source = 'stripe'
+"""
+
+
+def test_a_varied_year_synced_every_two_weeks_matches_the_truth_every_day(
+    warehouse, monkeypatch
+) -> None:
+    sandbox = StripeSandbox(
+        seed=5, customers=120, billing_variety=True, start=START, now=START + timedelta(days=30)
+    )
+    with serve_world(sandbox, warehouse, monkeypatch) as world:
+        world.workspace("acme")
+        world.import_rates("USD")
+        end = START + timedelta(days=365)
+        while True:
+            result = world.sync("acme")
+            assert result.success, failure_message(result)
+            if sandbox.now >= end:
+                break
+            sandbox.advance(min(timedelta(days=14), end - sandbox.now))
+        stored = series(world.warehouse, "acme")
+        convert = rate_lookup(sandbox, "USD")
+        statuses: set[str] = set()
+        for ci in range(sandbox.generator.customer_count(sandbox.now_ts)):
+            for sub in sandbox.sim(ci).subs:
+                statuses |= {status for _, status in sub.status_log}
+        assert {"incomplete_expired", "unpaid", "paused", "past_due"} <= statuses
+        with world.warehouse.tenant("acme", actor="test") as db:
+            landed = db.execute(sa.text(LANDED_SETTINGS)).one()._asdict()
+        assert all(landed.values()), landed
+        for truth in sandbox.truth.daily(START.date(), end.date() - timedelta(days=2)):
+            d = truth.day
+            mrr = sum(convert(v, cur, d) for cur, v in truth.totals().items())
+            assert stored["mrr"].get(d, 0.0) == pytest.approx(mrr, abs=1e-4), d
+            assert stored["active_customers"].get(d, 0) == len(truth.mrr), d
+            moves: dict[str, float] = defaultdict(float)
+            for m in truth.movements.values():
+                moves[m.kind] += convert(m.amount, m.currency, d)
+            for kind, metric in MOVEMENTS.items():
+                assert stored[metric].get(d, 0.0) == pytest.approx(moves[kind], abs=1e-4), (
+                    d,
+                    kind,
+                )
