@@ -198,7 +198,18 @@ class ScriptedGenerator(ScriptedBilling, Generator):
     def tax_rate(self, spec: TaxRateSpec, currency: str) -> TaxRate:
         """A manual tax rate (a subscription's default_tax_rates, an item's tax_rates)."""
         country = spec.country or COUNTRY.get(currency, "US")
-        key = ("manual", spec, country)
+        return self._catalog_tax_rate(
+            ("manual", spec, country),
+            spec.display_name,
+            float(spec.percentage),
+            country,
+            inclusive=spec.inclusive,
+        )
+
+    def _catalog_tax_rate(
+        self, key: tuple, display_name: str, percentage: float, country: str, *, inclusive: bool
+    ) -> TaxRate:
+        """The catalog's tax rate for `key`, added to the catalog the first time."""
         rate = self._taxes.get(key)
         if rate is None:
             cat = self.catalog
@@ -206,12 +217,12 @@ class ScriptedGenerator(ScriptedBilling, Generator):
             rate = TaxRate(
                 idx=idx,
                 id=self.codec.encode("txr", CATALOG_OWNER, idx),
-                display_name=spec.display_name,
-                percentage=float(spec.percentage),
+                display_name=display_name,
+                percentage=percentage,
                 country=country,
                 jurisdiction=country,
                 created=self.start - 90 * DAY + idx,
-                inclusive=spec.inclusive,
+                inclusive=inclusive,
             )
             self._taxes[key] = rate
             cat.tax_rates.append(rate)
@@ -227,24 +238,10 @@ class ScriptedGenerator(ScriptedBilling, Generator):
                 raise ValueError(f"unknown tax rate {script.tax!r}")
             return rate
         country = COUNTRY.get(script.currency, "US")
-        key = (float(script.tax), country)
-        rate = self._taxes.get(key)
-        if rate is None:
-            cat = self.catalog
-            idx = len(cat.tax_rates)
-            rate = TaxRate(
-                idx=idx,
-                id=self.codec.encode("txr", CATALOG_OWNER, idx),
-                display_name="VAT",
-                percentage=float(script.tax),
-                country=country,
-                jurisdiction=country,
-                created=self.start - 90 * DAY + idx,
-            )
-            self._taxes[key] = rate
-            cat.tax_rates.append(rate)
-            cat.tax_by_id[rate.id] = rate
-        return rate
+        percentage = float(script.tax)
+        return self._catalog_tax_rate(
+            (percentage, country), "VAT", percentage, country, inclusive=False
+        )
 
     # -- customers ----------------------------------------------------------------------------
 

@@ -38,6 +38,15 @@ class ListEndpoints:
             raise missing("customer", value, "customer")
         return cs
 
+    def _sims(self, state: State, cs: CustomerSim | None) -> list[CustomerSim]:
+        """The one customer asked for, else every customer (each one simulated: meant for
+        scripted sandboxes)."""
+        return (
+            [cs]
+            if cs is not None
+            else [self.sandbox.sim(ci, state) for ci in range(state.customers)]
+        )
+
     def _list_customers(self, state, p, args, version, url):
         email = p.get("email")
         p.check_unknown()
@@ -214,11 +223,7 @@ class ListEndpoints:
             raise ApiError(400, "Invalid boolean: pending", param="pending")
         now = state.now
         r = state.renderer
-        sims = (
-            [cs]
-            if cs is not None
-            else [self.sandbox.sim(ci, state) for ci in range(state.customers)]
-        )
+        sims = self._sims(state, cs)
         owner = {}
         items = []
         for sim in sims:
@@ -250,11 +255,7 @@ class ListEndpoints:
         p.check_unknown()
         now = state.now
         r = state.renderer
-        sims = (
-            [cs]
-            if cs is not None
-            else [self.sandbox.sim(ci, state) for ci in range(state.customers)]
-        )
+        sims = self._sims(state, cs)
         owned = sorted(
             ((sched, sim) for sim in sims for sched in sim.schedules),
             key=lambda pair: (pair[0].created, pair[1].ci, pair[0].li),
