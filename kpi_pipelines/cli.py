@@ -176,12 +176,18 @@ def workspace_add(
         )
     except ValidationError as exc:
         raise _fail(_validation_problems(exc)) from None
+    from kpi_pipelines.automation.partitions import register_partition
+    from kpi_pipelines.dagster_instance import open_instance
+
+    warehouse = _warehouse()
     try:
-        add_workspace(_warehouse(), workspace)
+        add_workspace(warehouse, workspace)
     except ValueError as exc:
         raise _fail(str(exc)) from None
+    register_partition(open_instance(warehouse.admin_url), workspace.id)
     console.print(
-        f"added workspace [bold]{workspace.id}[/] ({workspace.reporting_currency}, {workspace.timezone})"
+        f"added workspace [bold]{workspace.id}[/] ({workspace.reporting_currency},"
+        f" {workspace.timezone}) and its Dagster partition"
     )
 
 
@@ -206,11 +212,16 @@ def workspace_remove(
 
     if not yes:
         typer.confirm(f"Delete workspace {workspace_id!r} and all its data?", abort=True)
+    from kpi_pipelines.automation.partitions import unregister_partition
+    from kpi_pipelines.dagster_instance import open_instance
+
+    warehouse = _warehouse()
     try:
-        remove_workspace(_warehouse(), workspace_id)
+        remove_workspace(warehouse, workspace_id)
     except UnknownWorkspace as exc:
         raise _fail(str(exc)) from None
-    console.print(f"removed workspace [bold]{workspace_id}[/]")
+    unregister_partition(open_instance(warehouse.admin_url), workspace_id)
+    console.print(f"removed workspace [bold]{workspace_id}[/] and its Dagster partition")
 
 
 # --- connections ------------------------------------------------------------------------

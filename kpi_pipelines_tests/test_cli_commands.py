@@ -6,7 +6,9 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
+from kpi_pipelines.automation.partitions import workspace_partitions
 from kpi_pipelines.cli import app
+from kpi_pipelines.dagster_instance import open_instance
 from kpi_pipelines.warehouse.tenant_data import list_overrides, read_points
 
 runner = CliRunner()
@@ -36,12 +38,16 @@ def test_workspace_lifecycle(warehouse) -> None:
     )
     listed = cli("workspace", "list").output
     assert "acme" in listed and "EUR" in listed and "Europe/Paris" in listed
+    # its partition exists at once, without waiting for the sensor
+    instance = open_instance(warehouse.admin_url)
+    assert instance.has_dynamic_partition(workspace_partitions.name, "acme")
     duplicate = cli("workspace", "add", "acme", ok=False)
     assert duplicate.exit_code == 1 and "already exists" in duplicate.output
     bad = cli("workspace", "add", "Acme Corp", ok=False)
     assert bad.exit_code == 1 and "lowercase" in bad.output
     cli("workspace", "remove", "acme", "--yes")
     assert "acme" not in cli("workspace", "list").output
+    assert not instance.has_dynamic_partition(workspace_partitions.name, "acme")
     assert "does not exist" in cli("workspace", "remove", "acme", "--yes", ok=False).output
 
 

@@ -1,4 +1,6 @@
-"""Workspace partitions: one partition per tenant workspace, kept in step by a sensor.
+"""Workspace partitions: one partition per tenant workspace. `kpi-pipelines workspace add`
+and `remove` register and delete it at once; a sensor adds those of workspaces made
+elsewhere and names partitions that have no workspace, without deleting them.
 
 A run may cover a range of workspace partitions (Dagster's partition-range tags, as a
 backfill sets them): the workspaces added between its first and its last, in the order they
@@ -46,7 +48,11 @@ def workspace_range_tags(
 
 @dg.sensor(
     name="workspace_partitions_sensor",
-    description="Adds a partition for every new workspace and removes those of deleted ones.",
+    description=(
+        "Adds a partition for every workspace made outside `kpi-pipelines workspace add`;"
+        " names, and keeps, partitions that have no workspace (added in the UI, or whose"
+        " workspace was removed outside `kpi-pipelines workspace remove`)."
+    ),
     minimum_interval_seconds=30,
     default_status=dg.DefaultSensorStatus.RUNNING,
 )
@@ -55,13 +61,37 @@ def workspace_partitions_sensor(
 ) -> dg.SensorResult | dg.SkipReason:
     wanted = set(workspace_ids(warehouse.get()))
     existing = set(context.instance.get_dynamic_partitions(workspace_partitions.name))
-    added, removed = sorted(wanted - existing), sorted(existing - wanted)
-    if not added and not removed:
-        return dg.SkipReason(f"{len(wanted)} workspace partition(s), all in step")
-    requests: list[dg.AddDynamicPartitionsRequest | dg.DeleteDynamicPartitionsRequest] = []
-    if added:
-        requests.append(workspace_partitions.build_add_request(added))
-    if removed:
-        requests.append(workspace_partitions.build_delete_request(removed))
-    context.log.info(f"workspace partitions: added {added}, removed {removed}")
-    return dg.SensorResult(dynamic_partitions_requests=requests)
+    added, orphans = sorted(wanted - existing), sorted(existing - wanted)
+    # A partition is never deleted here: one added in the UI is the operator's, and
+    # deleting it behind their back (30 s later) is worse than saying why its runs fail.
+    orphaned = (
+        f"; no workspace for partition(s) {', '.join(orphans)}: their runs fail until"
+        " `kpi-pipelines workspace add <id>` makes the workspace (or delete the partition)"
+        if orphans
+        else ""
+    )
+    if orphans:
+        context.log.warning(f"workspace partitions{orphaned}")
+    if not added:
+        return dg.SkipReason(f"{len(wanted)} workspace partition(s) in step{orphaned}")
+    context.log.info(f"workspace partitions: added {added}")
+    return dg.SensorResult(
+        dynamic_partitions_requests=[workspace_partitions.build_add_request(added)]
+    )
+
+
+def register_partition(instance: dg.DagsterInstance, workspace_id: str) -> bool:
+    """Give a new workspace its partition at once (the sensor is for changes made
+    elsewhere); False when it already had one."""
+    if instance.has_dynamic_partition(workspace_partitions.name, workspace_id):
+        return False
+    instance.add_dynamic_partitions(workspace_partitions.name, [workspace_id])
+    return True
+
+
+def unregister_partition(instance: dg.DagsterInstance, workspace_id: str) -> bool:
+    """Delete a removed workspace's partition (its runs' history stays in Dagster)."""
+    if not instance.has_dynamic_partition(workspace_partitions.name, workspace_id):
+        return False
+    instance.delete_dynamic_partition(workspace_partitions.name, workspace_id)
+    return True

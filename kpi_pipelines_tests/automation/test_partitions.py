@@ -22,7 +22,9 @@ def apply(instance: dg.DagsterInstance, result: dg.SensorResult) -> None:
                 instance.delete_dynamic_partition(request.partitions_def_name, key)
 
 
-def test_sensor_adds_and_removes_workspace_partitions(warehouse, workspace_a, workspace_b) -> None:
+def test_sensor_adds_partitions_and_names_those_without_a_workspace(
+    warehouse, workspace_a, workspace_b
+) -> None:
     with scanned_instance() as instance:
         result = evaluate(instance)
         assert isinstance(result, dg.SensorResult)
@@ -33,16 +35,24 @@ def test_sensor_adds_and_removes_workspace_partitions(warehouse, workspace_a, wo
 
         assert isinstance(evaluate(instance), dg.SkipReason)
 
+        # a workspace removed outside the CLI, a partition added in the UI: both kept, and
+        # the tick says why their runs fail
         remove_workspace(warehouse, "ws-a")
+        instance.add_dynamic_partitions(workspace_partitions.name, ["from-the-ui"])
         add_workspace(warehouse, Workspace(id="ws-c", name="C"))
         result = evaluate(instance)
-        kinds = {type(r).__name__: r.partition_keys for r in result.dynamic_partitions_requests}
-        assert kinds == {
-            "AddDynamicPartitionsRequest": ["ws-c"],
-            "DeleteDynamicPartitionsRequest": ["ws-a"],
-        }
+        assert [type(r).__name__ for r in result.dynamic_partitions_requests] == [
+            "AddDynamicPartitionsRequest"
+        ]
+        assert result.dynamic_partitions_requests[0].partition_keys == ["ws-c"]
         apply(instance, result)
+        skipped = evaluate(instance)
+        assert isinstance(skipped, dg.SkipReason)
+        assert "no workspace for partition(s) from-the-ui, ws-a" in skipped.skip_message
+        assert "kpi-pipelines workspace add" in skipped.skip_message
         assert sorted(instance.get_dynamic_partitions(workspace_partitions.name)) == [
+            "from-the-ui",
+            "ws-a",
             "ws-b",
             "ws-c",
         ]
