@@ -607,10 +607,12 @@ def ui(
     """Start the Dagster UI and daemon (`dagster dev`) on this project's instance."""
     import subprocess
 
-    from kpi_pipelines.dagster_instance import prepare_dagster_home
+    from kpi_pipelines.automation.pools import create_missing_pools, provider_pool_limits
+    from kpi_pipelines.dagster_instance import open_instance
+    from kpi_pipelines.integrations.shared.spec import discover
 
     warehouse = _warehouse()
-    prepare_dagster_home(warehouse.admin_url)
+    create_missing_pools(open_instance(warehouse.admin_url), provider_pool_limits(discover()))
     command = [
         sys.executable,
         "-m",

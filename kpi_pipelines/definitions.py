@@ -2,7 +2,8 @@
 
 Each provider's spec (`integrations/<provider>/spec.py`) gets: its workspace-partitioned
 asset, a job, the schedule of its cadence, its own sensors, a freshness check and its
-adapter as a resource; the workspace partition sensor and the warehouse are shared.
+adapter as a resource; the workspace partition sensor, the pools sensor and the warehouse
+are shared.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ import dagster as dg
 from kpi_pipelines.assets.provider_asset import build_provider_asset
 from kpi_pipelines.automation.cadence import build_freshness_check, build_provider_schedule
 from kpi_pipelines.automation.partitions import workspace_partitions_sensor
+from kpi_pipelines.automation.pools import build_pools_sensor
 from kpi_pipelines.integrations.shared.spec import ProviderSpec, discover
 from kpi_pipelines.resources import WarehouseResource
 
@@ -56,7 +58,11 @@ def build_definitions(
         asset_checks=[p.freshness for p in providers.values()],
         jobs=[p.job for p in providers.values()],
         schedules=[p.schedule for p in providers.values() if p.schedule],
-        sensors=[workspace_partitions_sensor, *(s for p in providers.values() for s in p.sensors)],
+        sensors=[
+            workspace_partitions_sensor,
+            build_pools_sensor(specs),
+            *(s for p in providers.values() for s in p.sensors),
+        ],
         resources=resources(specs),
     )
     return providers, definitions

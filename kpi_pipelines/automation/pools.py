@@ -1,8 +1,10 @@
-"""Dagster concurrency pools: one per provider with an app-wide quota.
+"""Dagster concurrency pools: one per provider, its app-wide quota (the spec's `pool_limit`).
 
-dagster.yaml cannot hold per-pool limits, so `kpi-pipelines pools set` writes each
-provider's limit (its spec's `pool_limit`) into the instance, as
-`dagster instance concurrency set <pool> <limit>` would.
+dagster.yaml cannot hold per-pool limits, so they are written into the instance, as
+`dagster instance concurrency set <pool> <limit>` would: the pools sensor creates every
+provider's pool that does not exist yet (within a minute of the daemon starting, and
+`kpi-pipelines ui` before it starts Dagster), never changing a limit already set;
+`kpi-pipelines pools set` writes them all, with overrides.
 """
 
 from __future__ import annotations
@@ -23,3 +25,33 @@ def set_pool_limits(instance: dg.DagsterInstance, limits: Mapping[str, int]) -> 
     for pool, limit in limits.items():
         instance.event_log_storage.set_concurrency_slots(pool, limit)
     return dict(limits)
+
+
+def create_missing_pools(instance: dg.DagsterInstance, limits: Mapping[str, int]) -> dict[str, int]:
+    """Create the pools of `limits` the instance does not have yet (an operator's limit is
+    kept); returns those created."""
+    existing = set(instance.event_log_storage.get_concurrency_keys())
+    return set_pool_limits(instance, {p: n for p, n in limits.items() if p not in existing})
+
+
+def build_pools_sensor(specs: Iterable[ProviderSpec]) -> dg.SensorDefinition:
+    limits = provider_pool_limits(specs)
+
+    @dg.sensor(
+        name="provider_pools_sensor",
+        description=(
+            "Creates each provider's concurrency pool with its limit when the instance does"
+            " not have it yet (never changes one already set)."
+        ),
+        minimum_interval_seconds=60,
+        default_status=dg.DefaultSensorStatus.RUNNING,
+    )
+    def provider_pools_sensor(context: dg.SensorEvaluationContext) -> dg.SkipReason:
+        created = create_missing_pools(context.instance, limits)
+        if created:
+            context.log.info(f"created pools: {created}")
+        return dg.SkipReason(
+            f"created pools {created}" if created else f"all {len(limits)} pools exist"
+        )
+
+    return provider_pools_sensor

@@ -24,6 +24,9 @@ SPEC = ProviderSpec(
     adapter=CsvUploadAdapter,
     auth=AuthKind.NONE,
     settings=CsvConnectionSettings,
+    # An import only writes to the warehouse: a few at once keep bulk drops from crowding
+    # out the API providers' runs.
+    pool_limit=4,
     group="manual_sources",
     kinds=frozenset({"csv"}),
     tags={"kpi/domain": "custom"},
