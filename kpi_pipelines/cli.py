@@ -600,6 +600,15 @@ def demo() -> None:
     )
 
 
+# One code-location name everywhere (pyproject's code_location_name, the repository's
+# workspace.yaml): schedule and sensor history belong to a location's name.
+CODE_LOCATION_WORKSPACE = """load_from:
+  - python_module:
+      module_name: kpi_pipelines.definitions
+      location_name: kpi_pipelines
+"""
+
+
 @app.command()
 def ui(
     port: Annotated[int, typer.Option(help="Port of the Dagster UI.")] = 3000,
@@ -613,16 +622,9 @@ def ui(
 
     warehouse = _warehouse()
     create_missing_pools(open_instance(warehouse.admin_url), provider_pool_limits(discover()))
-    command = [
-        sys.executable,
-        "-m",
-        "dagster",
-        "dev",
-        "-m",
-        "kpi_pipelines.definitions",
-        "-p",
-        str(port),
-    ]
+    workspace = Path(os.environ["DAGSTER_HOME"]) / "workspace.yaml"
+    workspace.write_text(CODE_LOCATION_WORKSPACE, encoding="utf-8")
+    command = [sys.executable, "-m", "dagster", "dev", "-w", str(workspace), "-p", str(port)]
     console.print(
         f"Dagster UI on http://127.0.0.1:{port} (DAGSTER_HOME={os.environ['DAGSTER_HOME']})"
     )

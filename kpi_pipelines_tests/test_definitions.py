@@ -41,3 +41,23 @@ def test_every_provider_asset_is_workspace_partitioned_and_checked() -> None:
         assert asset.description and asset.group_name != "default", key
     check_names = {c.name for c in repo.asset_graph.asset_check_keys}
     assert {"no_missing_values", "no_duplicate_keys", "no_rejected_records"} <= check_names
+
+
+def test_one_code_location_name_everywhere() -> None:
+    """pyproject (dg, `dagster dev` from the root), workspace.yaml and `kpi-pipelines ui`
+    name the code location alike, so schedule and sensor history do not split."""
+    import tomllib
+    from pathlib import Path
+
+    import yaml
+
+    from kpi_pipelines.cli import CODE_LOCATION_WORKSPACE
+
+    root = Path(__file__).resolve().parent.parent
+    pyproject = tomllib.loads((root / "pyproject.toml").read_text(encoding="utf-8"))
+    names = {pyproject["tool"]["dagster"]["code_location_name"]}
+    for text in ((root / "workspace.yaml").read_text(encoding="utf-8"), CODE_LOCATION_WORKSPACE):
+        [entry] = yaml.safe_load(text)["load_from"]
+        assert entry["python_module"]["module_name"] == pyproject["tool"]["dagster"]["module_name"]
+        names.add(entry["python_module"]["location_name"])
+    assert names == {"kpi_pipelines"}
