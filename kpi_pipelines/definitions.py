@@ -13,7 +13,11 @@ from dataclasses import dataclass
 import dagster as dg
 
 from kpi_pipelines.assets.provider_asset import build_provider_asset
-from kpi_pipelines.automation.cadence import build_freshness_check, build_provider_schedule
+from kpi_pipelines.automation.cadence import (
+    build_freshness_check,
+    build_freshness_schedule,
+    build_provider_schedule,
+)
 from kpi_pipelines.automation.partitions import workspace_partitions_sensor
 from kpi_pipelines.automation.pools import build_pools_sensor
 from kpi_pipelines.integrations.shared.spec import ProviderSpec, discover
@@ -53,11 +57,14 @@ def build_definitions(
     specs: list[ProviderSpec],
 ) -> tuple[dict[str, ProviderDefinitions], dg.Definitions]:
     providers = {spec.key: provider_definitions(spec) for spec in specs}
+    freshness_job, freshness_schedule = build_freshness_schedule(
+        [p.freshness for p in providers.values()]
+    )
     definitions = dg.Definitions(
         assets=[p.asset for p in providers.values()],
         asset_checks=[p.freshness for p in providers.values()],
-        jobs=[p.job for p in providers.values()],
-        schedules=[p.schedule for p in providers.values() if p.schedule],
+        jobs=[*(p.job for p in providers.values()), freshness_job],
+        schedules=[*(p.schedule for p in providers.values() if p.schedule), freshness_schedule],
         sensors=[
             workspace_partitions_sensor,
             build_pools_sensor(specs),

@@ -53,6 +53,13 @@ def _provider_asset(spec: ProviderSpec) -> dg.AssetsDefinition:
         owners=list(spec.owners),
         tags={"kpi/provider": provider, **spec.tags},
         partitions_def=workspace_partitions,
+        # Dagster's own freshness (evaluated by its daemon): stale when no workspace has
+        # synced for twice the cadence; manual providers expect nothing
+        freshness_policy=(
+            dg.FreshnessPolicy.time_window(fail_window=2 * spec.cadence.interval)
+            if spec.cadence and spec.cadence.interval
+            else None
+        ),
         # Materialized per workspace (an AssetMaterialization each), not as the op's output.
         output_required=False,
         backfill_policy=dg.BackfillPolicy.multi_run(spec.workspaces_per_run),

@@ -113,3 +113,27 @@ def build_freshness_check(spec: ProviderSpec) -> dg.AssetChecksDefinition:
         )
 
     return freshness
+
+
+FRESHNESS_JOB = "freshness_checks"
+
+
+def build_freshness_schedule(
+    checks: list[dg.AssetChecksDefinition],
+) -> tuple[dg.UnresolvedAssetJobDefinition, dg.ScheduleDefinition]:
+    """The freshness checks on their own, every 15 minutes: a provider whose syncs all fail
+    turns its check red without waiting for a run of its own to succeed."""
+    job = dg.define_asset_job(
+        FRESHNESS_JOB,
+        selection=dg.AssetSelection.checks(*checks),
+        description="Every provider's freshness check, without syncing anything.",
+    )
+    schedule = dg.ScheduleDefinition(
+        name="freshness_checks_schedule",
+        job=job,
+        cron_schedule="*/15 * * * *",
+        execution_timezone="UTC",
+        default_status=dg.DefaultScheduleStatus.RUNNING,
+        description="Evaluates every provider's freshness check on its own.",
+    )
+    return job, schedule

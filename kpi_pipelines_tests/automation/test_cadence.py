@@ -172,3 +172,34 @@ def test_freshness_check_of_a_manual_source_always_passes(warehouse, workspace_a
     with scanned_instance() as instance:
         evaluation = run_check(check, instance)
     assert evaluation.passed and evaluation.metadata["cadence"].value == "manual"
+
+
+def test_freshness_is_evaluated_on_its_own_schedule_without_a_sync(warehouse, workspace_a) -> None:
+    """The freshness checks have a job and a schedule of their own: a provider whose syncs
+    all fail still gets its check evaluated (and red) every 15 minutes, and Dagster's own
+    freshness policy on each scheduled asset makes it stale after twice its cadence."""
+    from kpi_pipelines.definitions import RESOURCES, SPECS, defs
+
+    add_connection(warehouse, Connection(workspace_id="ws-a", provider="stripe"))
+    schedule = defs.resolve_schedule_def("freshness_checks_schedule")
+    assert schedule.cron_schedule == "*/15 * * * *"
+    assert schedule.default_status == dg.DefaultScheduleStatus.RUNNING
+    with scanned_instance() as instance:
+        with dg.build_schedule_context(instance=instance) as context:
+            [request] = schedule.evaluate_tick(context).run_requests
+        job = defs.resolve_job_def(schedule.job_name)
+        result = job.execute_in_process(instance=instance, resources=RESOURCES, tags=request.tags)
+    assert result.success
+    evaluations = {e.asset_key.to_user_string(): e for e in result.get_asset_check_evaluations()}
+    assert set(evaluations) == {spec.asset_key.to_user_string() for spec in SPECS}
+    stripe = evaluations["stripe_kpis"]
+    assert not stripe.passed and stripe.metadata["stale"].value == {"ws-a/default": "never"}
+    assert result.get_asset_materialization_events() == []  # nothing was synced
+    for spec in SPECS:
+        [asset_spec] = defs.resolve_assets_def(spec.asset_key).specs
+        if spec.cadence:
+            assert asset_spec.freshness_policy == dg.FreshnessPolicy.time_window(
+                fail_window=2 * spec.cadence.interval
+            ), spec.key
+        else:
+            assert asset_spec.freshness_policy is None, spec.key
