@@ -600,6 +600,25 @@ def demo() -> None:
     )
 
 
+@app.command("env")
+def env_command() -> None:
+    """Print the variables that point Dagster's own tools (dagster, dg, dagster-webserver,
+    dagster-daemon) at this project's instance, for a shell to load:
+    eval "$(kpi-pipelines env)". On the embedded server, the tools need it running (it
+    stops with the last process using it: keep `kpi-pipelines ui` open)."""
+    import shlex
+
+    from kpi_pipelines.dagster_instance import prepare_dagster_home, storage_env
+
+    warehouse = _warehouse()
+    prepare_dagster_home(warehouse.admin_url)
+    names = ["DAGSTER_HOME", *storage_env(warehouse.admin_url)]
+    # the same warehouse for the definitions the tools load
+    names += [name for name in ("KPI_HOME", "KPI_DATABASE_URL") if os.environ.get(name)]
+    for name in names:
+        print(f"export {name}={shlex.quote(os.environ[name])}")
+
+
 # One code-location name everywhere (pyproject's code_location_name, the repository's
 # workspace.yaml): schedule and sensor history belong to a location's name.
 CODE_LOCATION_WORKSPACE = """load_from:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import shlex
 import shutil
 import signal
 import subprocess
@@ -110,22 +111,19 @@ def test_cli_and_dagster_run_processes_share_the_embedded_server(private_home, t
     imported = run_cli(env, "import", "shop", "csv_upload", str(csv_file))
     assert "2 records" in imported.stdout
 
-    # A Dagster run in its own process, launched by Dagster's CLI on the same instance.
-    dagster_home = Path(env["KPI_HOME"]) / "dagster"
-    storage = json.loads(
-        subprocess.run(
-            [sys.executable, "-c", STORAGE_ENV], env=env, capture_output=True, text=True, check=True
-        ).stdout
-    )
-    run_env = {**env, **storage, "DAGSTER_HOME": str(dagster_home)}
+    # A Dagster run in its own process, launched by Dagster's own CLI from a plain shell
+    # after the documented one-liner, on the same instance and warehouse.
     config = {"ops": {"csv_upload_kpis": {"config": {"path": str(csv_file)}}}}
-    materialized = subprocess.run(
+    materialize = shlex.join(
         [
             *(sys.executable, "-m", "dagster", "asset", "materialize"),
             *("-m", "kpi_pipelines.definitions", "--select", "csv_upload_kpis"),
             *("--partition", "shop", "--config-json", json.dumps(config)),
-        ],
-        env=run_env,
+        ]
+    )
+    materialized = subprocess.run(
+        ["bash", "-c", f'eval "$({shlex.quote(cli_path())} env)" && {materialize}'],
+        env=env,
         capture_output=True,
         text=True,
         timeout=300,
@@ -143,14 +141,6 @@ def test_cli_and_dagster_run_processes_share_the_embedded_server(private_home, t
     # ...and stops once the last of them exits.
     release(second)
     assert wait_stopped(env), "the embedded server outlived its last user"
-
-
-STORAGE_ENV = """
-import json
-from kpi_pipelines.dagster_instance import storage_env
-from kpi_pipelines.warehouse.database import resolve_admin_url
-print(json.dumps(storage_env(resolve_admin_url())))
-"""
 
 
 def test_cli_errors_are_clear_and_exit_non_zero(private_home, tmp_path) -> None:
