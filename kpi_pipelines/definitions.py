@@ -12,6 +12,7 @@ from dataclasses import dataclass
 
 import dagster as dg
 
+from kpi_pipelines.assets.kpi_mart import build_kpi_mart
 from kpi_pipelines.assets.provider_asset import build_provider_asset
 from kpi_pipelines.automation.cadence import (
     build_freshness_check,
@@ -61,7 +62,7 @@ def build_definitions(
         [p.freshness for p in providers.values()]
     )
     definitions = dg.Definitions(
-        assets=[p.asset for p in providers.values()],
+        assets=[*(p.asset for p in providers.values()), build_kpi_mart(specs)],
         asset_checks=[p.freshness for p in providers.values()],
         jobs=[*(p.job for p in providers.values()), freshness_job],
         schedules=[*(p.schedule for p in providers.values() if p.schedule), freshness_schedule],

@@ -24,6 +24,7 @@ pytest_plugins = [
 ]
 
 TABLES = (
+    "kpi_mart",
     "webhook_inbox",
     "audit_log",
     "manual_overrides",

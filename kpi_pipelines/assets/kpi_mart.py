@@ -1,0 +1,114 @@
+"""The KPI mart asset: per workspace, a daily table of every provider's metrics (built with
+pandas from kpi_data, overrides applied, written back to PostgreSQL as `kpi_mart`), what a
+dashboard reads, downstream of every provider's asset; with anomaly checks on it."""
+
+
+from collections.abc import Iterable, Iterator
+from datetime import UTC, datetime
+
+import dagster as dg
+import pandas as pd
+
+from kpi_pipelines.automation.partitions import workspace_partitions
+from kpi_pipelines.integrations.shared.spec import ProviderSpec
+from kpi_pipelines.resources import WarehouseResource
+from kpi_pipelines.warehouse.mart import daily_frame, missing_provider_days, sharp_drops, write_mart
+
+MART_KEY = dg.AssetKey("kpi_mart")
+NO_SHARP_DROPS = "no_sharp_drops"
+NO_MISSING_DAYS = "no_missing_provider_days"
+
+
+class MartConfig(dg.Config):
+    # a metric whose latest day is lower than the day before by more than this share of it
+    # fails the no_sharp_drops check
+    drop_share: float = 0.5
+
+
+def build_kpi_mart(specs: Iterable[ProviderSpec]) -> dg.AssetsDefinition:
+    specs = list(specs)
+    # providers on a cadence are expected every day; manual ones (CSV, Sheets) are not
+    scheduled = sorted(spec.key for spec in specs if spec.cadence)
+
+    @dg.asset(
+        key=MART_KEY,
+        description=(
+            "Per workspace, one row per day and one column per metric of every provider"
+            " (manual overrides applied), built with pandas from kpi_data and written to the"
+            " kpi_mart table: what a dashboard reads."
+        ),
+        group_name="marts",
+        kinds={"pandas", "postgres"},
+        partitions_def=workspace_partitions,
+        deps=[spec.asset_key for spec in specs],
+        check_specs=[
+            dg.AssetCheckSpec(
+                NO_SHARP_DROPS,
+                asset=MART_KEY,
+                description="No metric's latest day fell by more than `drop_share` of the day before.",
+            ),
+            dg.AssetCheckSpec(
+                NO_MISSING_DAYS,
+                asset=MART_KEY,
+                description=(
+                    "Every scheduled provider has a value for every day since its first,"
+                    " up to yesterday."
+                ),
+            ),
+        ],
+    )
+    def kpi_mart(
+        context: dg.AssetExecutionContext, config: MartConfig, warehouse: WarehouseResource
+    ) -> Iterator[dg.MaterializeResult | dg.AssetCheckResult]:
+        workspace = context.partition_key
+        with warehouse.get().tenant(workspace, actor=f"run:{context.run.run_id}") as db:
+            frame = daily_frame(db)
+            rows = write_mart(db, frame)
+        yield dg.MaterializeResult(metadata=_summary(frame, rows))
+        drops = sharp_drops(frame, config.drop_share)
+        yield dg.AssetCheckResult(
+            check_name=NO_SHARP_DROPS,
+            passed=not drops,
+            severity=dg.AssetCheckSeverity.WARN,
+            metadata={
+                "drop_share": config.drop_share,
+                "drops": dg.MetadataValue.json(
+                    {
+                        d.metric: {
+                            "day": d.day.isoformat(),
+                            "before": d.before,
+                            "after": d.after,
+                            "fell_by": round(d.share, 4),
+                        }
+                        for d in drops
+                    }
+                ),
+            },
+        )
+        yesterday = (datetime.now(UTC) - pd.Timedelta(days=1)).date()
+        gaps = missing_provider_days(frame, scheduled, yesterday)
+        yield dg.AssetCheckResult(
+            check_name=NO_MISSING_DAYS,
+            passed=not gaps,
+            severity=dg.AssetCheckSeverity.WARN,
+            metadata={
+                "providers_checked": dg.MetadataValue.json(scheduled),
+                "missing_days": dg.MetadataValue.json(
+                    {p: {"count": len(days), "days": days[:31]} for p, days in gaps.items()}
+                ),
+            },
+        )
+
+    return kpi_mart
+
+
+def _summary(frame: pd.DataFrame, rows: int) -> dict[str, dg.MetadataValue | int | str]:
+    metadata: dict[str, dg.MetadataValue | int | str] = {
+        "rows": rows,
+        "metrics": dg.MetadataValue.json(list(frame.columns)),
+    }
+    if rows:
+        metadata["first_day"] = frame.index.min().isoformat()
+        metadata["last_day"] = frame.index.max().isoformat()
+        metadata["latest"] = dg.MetadataValue.md(f"```\n{frame.tail(5).to_string()}\n```")
+    return metadata

@@ -1,0 +1,131 @@
+"""The KPI mart, materialized by Dagster for a workspace partition on the real warehouse:
+one row per day and one column per metric of every provider, overrides applied, written to
+kpi_mart (isolated per workspace), read back by `read_kpis`, with its anomaly checks."""
+
+from datetime import UTC, date, datetime, timedelta
+
+import dagster as dg
+import pandas as pd
+import pytest
+import sqlalchemy as sa
+
+import kpi_pipelines
+from kpi_pipelines.assets.kpi_mart import NO_MISSING_DAYS, NO_SHARP_DROPS, build_kpi_mart
+from kpi_pipelines.automation.partitions import register_partition
+from kpi_pipelines.definitions import RESOURCES, SPECS, defs
+from kpi_pipelines.models import KPIData, day_timestamp
+from kpi_pipelines.warehouse.tenant_data import set_override
+from kpi_pipelines.warehouse.writer import write_kpis
+from kpi_pipelines_tests.canary import scanned_instance
+
+TODAY = datetime.now(UTC).date()
+DAYS = [TODAY - timedelta(days=n) for n in range(5, 0, -1)]  # five days up to yesterday
+
+
+def store(warehouse, workspace: str, source: str, metric: str, values: dict[date, float]) -> None:
+    points = [
+        KPIData(
+            value=v,
+            timestamp=day_timestamp(d),
+            source=source,
+            workspace_id=workspace,
+            metric=metric,
+            metadata={"granularity": "day"},
+        )
+        for d, v in values.items()
+    ]
+    with warehouse.tenant(workspace, actor="test") as db:
+        write_kpis(db, points, fetched_at=datetime.now(UTC))
+
+
+def materialize_mart(instance, workspace: str, **config) -> dg.ExecuteInProcessResult:
+    register_partition(instance, workspace)
+    return dg.materialize(
+        [build_kpi_mart(SPECS)],
+        partition_key=workspace,
+        instance=instance,
+        resources=RESOURCES,
+        run_config={"ops": {"kpi_mart": {"config": config}}} if config else None,
+    )
+
+
+@pytest.fixture
+def business(warehouse, workspace_a, workspace_b):
+    # Stripe: MRR falls 60% on the last day; GA4: sessions skip a day; two providers
+    # report `revenue`; a CSV metric (manual: never expected every day)
+    store(
+        warehouse, "ws-a", "stripe", "mrr", dict(zip(DAYS, [100, 110, 120, 125, 50], strict=True))
+    )
+    store(warehouse, "ws-a", "stripe", "revenue", {DAYS[0]: 30.0, DAYS[4]: 40.0})
+    sessions = {d: 1_000.0 + i for i, d in enumerate(DAYS) if i != 2}
+    store(warehouse, "ws-a", "google_analytics", "sessions", sessions)
+    store(warehouse, "ws-a", "csv_upload", "revenue", {DAYS[1]: 7.0})
+    store(warehouse, "ws-b", "stripe", "mrr", {DAYS[0]: 999.0})
+    override = KPIData(
+        value=115.0,
+        timestamp=day_timestamp(DAYS[1]),
+        source="stripe",
+        workspace_id="ws-a",
+        metric="mrr",
+    )
+    set_override(warehouse, override, user="ana", reason="a refund Stripe missed")
+    return warehouse
+
+
+def test_the_mart_is_a_day_per_row_and_a_metric_per_column(business) -> None:
+    with scanned_instance() as instance:
+        result = materialize_mart(instance, "ws-a")
+    assert result.success
+    [materialization] = result.asset_materializations_for_node("kpi_mart")
+    assert materialization.metadata["rows"].value == 5
+    frame = kpi_pipelines.read_kpis("ws-a", warehouse=business)
+    assert list(frame.index) == DAYS
+    assert sorted(frame.columns) == ["csv_upload.revenue", "mrr", "sessions", "stripe.revenue"]
+    assert list(frame["mrr"]) == [100.0, 115.0, 120.0, 125.0, 50.0]  # the override stands
+    assert frame["sessions"].isna().tolist() == [False, False, True, False, False]
+    with business.tenant("ws-a", actor="test") as db:
+        stored = {
+            r.day: r.metrics
+            for r in db.execute(sa.text("SELECT day, metrics FROM kpi_mart ORDER BY day"))
+        }
+    assert stored[DAYS[1]] == {
+        "mrr": 115.0,
+        "sessions": 1_001.0,
+        "csv_upload.revenue": 7.0,
+    }
+    # another workspace's mart is its own (row-level security)
+    with business.tenant("ws-b", actor="test") as db:
+        assert db.execute(sa.text("SELECT count(*) FROM kpi_mart")).scalar() == 0
+    narrowed = kpi_pipelines.read_kpis(
+        "ws-a", metrics=["mrr"], start=DAYS[3], end=DAYS[4], warehouse=business
+    )
+    assert list(narrowed.columns) == ["mrr"] and list(narrowed["mrr"]) == [125.0, 50.0]
+    assert isinstance(narrowed, pd.DataFrame)
+
+
+def test_anomaly_checks_say_which_metric_fell_and_which_days_are_missing(business) -> None:
+    with scanned_instance() as instance:
+        result = materialize_mart(instance, "ws-a")
+        checks = {e.check_name: e for e in result.get_asset_check_evaluations()}
+        assert not checks[NO_SHARP_DROPS].passed
+        drops = checks[NO_SHARP_DROPS].metadata["drops"].value
+        assert drops == {
+            "mrr": {"day": DAYS[4].isoformat(), "before": 125.0, "after": 50.0, "fell_by": 0.6}
+        }
+        assert not checks[NO_MISSING_DAYS].passed
+        missing = checks[NO_MISSING_DAYS].metadata["missing_days"].value
+        assert missing == {"google_analytics": {"count": 1, "days": [DAYS[2].isoformat()]}}
+        # a 70% threshold lets a 60% fall pass
+        relaxed = materialize_mart(instance, "ws-a", drop_share=0.7)
+        checks = {e.check_name: e for e in relaxed.get_asset_check_evaluations()}
+        assert checks[NO_SHARP_DROPS].passed
+
+
+def test_the_mart_is_downstream_of_every_provider() -> None:
+    graph = defs.resolve_asset_graph()
+    parents = {key.to_user_string() for key in graph.get(dg.AssetKey("kpi_mart")).parent_keys}
+    assert parents == {
+        key.to_user_string()
+        for key in graph.get_all_asset_keys()
+        if key.to_user_string().endswith("_kpis")
+    }
