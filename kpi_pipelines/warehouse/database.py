@@ -173,14 +173,28 @@ class Warehouse:
         safe to run concurrently."""
         with self.engine(None).connect() as admin:
             admin.execute(sa.text("SELECT pg_advisory_lock(:k)"), {"k": _MIGRATION_LOCK_KEY})
+            failed = True
             try:
                 _bootstrap(admin)
                 admin.commit()
-                return upgrade_to_head(self.engine(OWNER_ROLE))
+                revision = upgrade_to_head(self.engine(OWNER_ROLE))
+                failed = False
+                return revision
             finally:
+                # the driver's own transaction too: a statement _bootstrap sent through it
+                # may have aborted it behind SQLAlchemy's back
                 admin.rollback()
-                admin.execute(sa.text("SELECT pg_advisory_unlock(:k)"), {"k": _MIGRATION_LOCK_KEY})
-                admin.commit()
+                admin.connection.dbapi_connection.rollback()
+                try:
+                    admin.execute(
+                        sa.text("SELECT pg_advisory_unlock(:k)"), {"k": _MIGRATION_LOCK_KEY}
+                    )
+                    admin.commit()
+                except sa.exc.DBAPIError:
+                    # never hide the error that got us here (the pool's reset releases the
+                    # session's advisory lock anyway)
+                    if not failed:
+                        raise
 
     def ensure_ready(self) -> Warehouse:
         """Upgrade once per process when the schema is behind; later calls are free.
@@ -302,16 +316,27 @@ def _bootstrap(admin: Connection) -> None:
     ).scalar()
     if not is_superuser:
         # The bootstrap user (never an app login) must act as the owner to create its schema.
-        member_of = set(
+        # PostgreSQL 16+ gives a CREATEROLE user ADMIN on the roles it creates but neither
+        # SET (to create objects as the owner) nor INHERIT (to grant on them): grant both.
+        modern = admin.execute(sa.text("SHOW server_version_num")).scalar_one()
+        set_option = "m.set_option AND m.inherit_option" if int(modern) >= 160000 else "true"
+        can_act_as_owner = admin.execute(
+            sa.text(
+                f"SELECT bool_or({set_option}) FROM pg_auth_members m"
+                " JOIN pg_roles r ON r.oid = m.roleid"
+                " WHERE r.rolname = :owner"
+                " AND m.member = (SELECT oid FROM pg_roles WHERE rolname = current_user)"
+            ),
+            {"owner": OWNER_ROLE},
+        ).scalar()
+        if not can_act_as_owner:
             admin.execute(
                 sa.text(
-                    "SELECT r.rolname FROM pg_auth_members m JOIN pg_roles r ON r.oid = m.roleid"
-                    " WHERE m.member = (SELECT oid FROM pg_roles WHERE rolname = current_user)"
+                    f"GRANT {OWNER_ROLE} TO current_user WITH INHERIT TRUE, SET TRUE"
+                    if int(modern) >= 160000
+                    else f"GRANT {OWNER_ROLE} TO current_user"
                 )
-            ).scalars()
-        )
-        if OWNER_ROLE not in member_of:
-            admin.execute(sa.text(f"GRANT {OWNER_ROLE} TO current_user"))
+            )
     database = sql.Identifier(admin.execute(sa.text("SELECT current_database()")).scalar_one())
     driver.execute(
         sql.SQL("GRANT CONNECT ON DATABASE {} TO {}, {}, {}").format(
