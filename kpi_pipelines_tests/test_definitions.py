@@ -61,3 +61,10 @@ def test_one_code_location_name_everywhere() -> None:
         assert entry["python_module"]["module_name"] == pyproject["tool"]["dagster"]["module_name"]
         names.add(entry["python_module"]["location_name"])
     assert names == {"kpi_pipelines"}
+
+
+def test_runs_execute_their_steps_in_the_run_process() -> None:
+    from kpi_pipelines.definitions import defs
+
+    for job in defs.resolve_all_job_defs():
+        assert job.executor_def.name == "in_process", job.name

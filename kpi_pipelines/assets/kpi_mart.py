@@ -2,7 +2,6 @@
 pandas from kpi_data, overrides applied, written back to PostgreSQL as `kpi_mart`), what a
 dashboard reads, downstream of every provider's asset; with anomaly checks on it."""
 
-
 from collections.abc import Iterable, Iterator
 from datetime import UTC, datetime
 
