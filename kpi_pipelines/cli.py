@@ -632,22 +632,34 @@ CODE_LOCATION_WORKSPACE = """load_from:
 def ui(
     port: Annotated[int, typer.Option(help="Port of the Dagster UI.")] = 3000,
 ) -> None:
-    """Start the Dagster UI and daemon (`dagster dev`) on this project's instance."""
-    import subprocess
-
+    """Start Dagster's webserver and daemon on this project's instance; Ctrl-C stops both
+    (and the embedded PostgreSQL, when nothing else uses it)."""
     from kpi_pipelines.automation.pools import create_missing_pools, provider_pool_limits
     from kpi_pipelines.dagster_instance import open_instance
     from kpi_pipelines.integrations.shared.spec import discover
+    from kpi_pipelines.services import run_services
 
     warehouse = _warehouse()
     create_missing_pools(open_instance(warehouse.admin_url), provider_pool_limits(discover()))
     workspace = Path(os.environ["DAGSTER_HOME"]) / "workspace.yaml"
     workspace.write_text(CODE_LOCATION_WORKSPACE, encoding="utf-8")
-    command = [sys.executable, "-m", "dagster", "dev", "-w", str(workspace), "-p", str(port)]
-    console.print(
-        f"Dagster UI on http://127.0.0.1:{port} (DAGSTER_HOME={os.environ['DAGSTER_HOME']})"
+    bin_dir = Path(sys.executable).parent
+    services = {
+        "dagster-webserver": [
+            str(bin_dir / "dagster-webserver"),
+            *("-w", str(workspace), "-h", "127.0.0.1", "-p", str(port)),
+        ],
+        "dagster-daemon": [str(bin_dir / "dagster-daemon"), "run", "-w", str(workspace)],
+    }
+    raise typer.Exit(
+        run_services(
+            services,
+            on_started=(
+                f"Dagster UI on http://127.0.0.1:{port} and its daemon"
+                f" (DAGSTER_HOME={os.environ['DAGSTER_HOME']}); Ctrl-C stops them"
+            ),
+        )
     )
-    raise typer.Exit(subprocess.call(command))
 
 
 def main() -> None:

@@ -7,6 +7,7 @@ import os
 import shlex
 import shutil
 import signal
+import socket
 import subprocess
 import sys
 import tempfile
@@ -217,3 +218,58 @@ from kpi_pipelines.dagster_instance import open_instance
 from kpi_pipelines.warehouse.database import resolve_admin_url
 print(json.dumps(open_instance(resolve_admin_url()).get_dynamic_partitions("workspace")))
 """
+
+
+LOCATIONS = (
+    '{"query": "{ workspaceOrError { ... on Workspace { locationEntries { name loadStatus } } } }"}'
+)
+
+
+def test_ui_runs_dagsters_webserver_and_daemon_and_stops_everything(private_home) -> None:
+    """`kpi-pipelines ui`: the webserver serves the one code location, the daemon runs, no
+    superseded command or warning is printed, and Ctrl-C (SIGINT) leaves nothing running,
+    the embedded PostgreSQL included."""
+    import httpx
+
+    env = private_home
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    ui = subprocess.Popen(
+        [cli_path(), "ui", "--port", str(port)],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        start_new_session=True,
+    )
+    try:
+        deadline = time.monotonic() + 180
+        entries = None
+        while time.monotonic() < deadline and entries is None:
+            time.sleep(1)
+            assert ui.poll() is None, ui.communicate()[0]
+            try:
+                answer = httpx.post(
+                    f"http://127.0.0.1:{port}/graphql",
+                    content=LOCATIONS,
+                    headers={"content-type": "application/json"},
+                    timeout=5,
+                ).json()
+            except (httpx.HTTPError, ValueError):
+                continue
+            listed = answer["data"]["workspaceOrError"]["locationEntries"]
+            if listed and listed[0]["loadStatus"] == "LOADED":
+                entries = listed
+        assert entries == [{"name": "kpi_pipelines", "loadStatus": "LOADED"}]
+        children = psutil.Process(ui.pid).children(recursive=True)
+        commands = " ".join(" ".join(c.cmdline()) for c in children)
+        assert "dagster-webserver" in commands and "dagster-daemon run" in commands
+        assert postmaster(env) is not None
+    finally:
+        os.kill(ui.pid, signal.SIGINT)
+        output = ui.communicate(timeout=120)[0]
+    assert ui.returncode == 0, output
+    assert "superseded" not in output.lower() and "Ctrl-C stops them" in output
+    assert not [c for c in children if c.is_running() and c.status() != psutil.STATUS_ZOMBIE]
+    assert wait_stopped(env), "the embedded PostgreSQL outlived the UI"

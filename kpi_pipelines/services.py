@@ -1,0 +1,69 @@
+"""Long-running local services started together and stopped together: what
+`kpi-pipelines ui` runs (Dagster's webserver and daemon). Each runs in a process group of its
+own; when one exits, or on Ctrl-C or SIGTERM, every one is stopped (SIGTERM, then SIGKILL
+after a grace period), so nothing outlives the command, and the embedded PostgreSQL stops
+with its last user."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import subprocess
+import time
+from collections.abc import Iterable, Mapping, Sequence
+from types import FrameType
+
+GRACE_SECONDS = 15.0
+
+
+class _Stop(Exception):
+    """SIGTERM or SIGHUP: stop like Ctrl-C does."""
+
+
+def run_services(services: Mapping[str, Sequence[str]], *, on_started: str | None = None) -> int:
+    """Run every service until one exits or the user stops them; returns the exit code of
+    the first that exited (0 when stopped by a signal)."""
+
+    def stop(signum: int, frame: FrameType | None) -> None:
+        raise _Stop
+
+    previous = {sig: signal.signal(sig, stop) for sig in (signal.SIGTERM, signal.SIGHUP)}
+    started: dict[str, subprocess.Popen] = {}
+    code = 0
+    try:
+        for name, command in services.items():
+            started[name] = subprocess.Popen(list(command), start_new_session=True)
+        if on_started:
+            print(on_started, flush=True)
+        while True:
+            exited = {name: p.returncode for name, p in started.items() if p.poll() is not None}
+            if exited:
+                name, code = next(iter(exited.items()))
+                print(f"{name} exited with code {code}; stopping the others", flush=True)
+                return code
+            time.sleep(0.5)
+    except (KeyboardInterrupt, _Stop):
+        return code
+    finally:
+        _stop_all(started.values())
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+
+
+def _stop_all(processes: Iterable[subprocess.Popen]) -> None:
+    running = [p for p in processes if p.poll() is None]
+    for process in running:
+        _signal_group(process, signal.SIGTERM)
+    deadline = time.monotonic() + GRACE_SECONDS
+    for process in running:
+        try:
+            process.wait(timeout=max(0.1, deadline - time.monotonic()))
+        except subprocess.TimeoutExpired:
+            _signal_group(process, signal.SIGKILL)
+            process.wait()
+
+
+def _signal_group(process: subprocess.Popen, sig: int) -> None:
+    with contextlib.suppress(ProcessLookupError):  # gone already
+        os.killpg(process.pid, sig)
