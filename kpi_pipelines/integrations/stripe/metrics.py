@@ -215,7 +215,10 @@ LEFT JOIN (
 ) latest ON latest.sub_id = s.record_id
 WHERE latest.state IS DISTINCT FROM s.state
   AND (s.fetched_at >= %(landed_since)s OR latest.state IS NULL)
-ON CONFLICT (workspace_id, source, stream, record_id) DO NOTHING
+-- observed at the same instant as an earlier sync (no event since): this sync's copy is
+-- the later read (a reconcile that healed a missed change), so it replaces that snapshot
+ON CONFLICT (workspace_id, source, stream, record_id) DO UPDATE
+SET payload = excluded.payload, fetched_at = excluded.fetched_at, run_id = excluded.run_id
 """
 
 # Step 3: what each subscription was at each instant, where it is known: the events' objects

@@ -158,3 +158,35 @@ def test_the_daily_schedule_asks_for_a_reconcile_that_runs(young_stripe_world) -
     assert result.success, failure_message(result)
     assert cursor_mode(world, "acme") == "reconcile"
     assert metadata(result)["reconcile_healed"] == 0
+
+
+def test_a_reconcile_with_no_new_event_still_records_the_healed_state(young_stripe_world) -> None:
+    """Events stop reaching the list: the newest visible one, which dates this sync's
+    observations, is the same as at the last sync, and the reconcile's fresh copy of a
+    changed subscription replaces that instant's snapshot rather than being dropped."""
+    world = young_stripe_world
+    world.workspace("acme")
+    world.import_rates("USD")
+    synced(world, "acme")
+    world.sandbox.delay_events(None, created_from=world.sandbox.now_ts)
+    world.sandbox.advance(timedelta(days=10))
+    md = synced(world, "acme", options=RECONCILE)
+    assert md["reconcile"]["subscriptions"]["healed"] > 0
+    with world.warehouse.tenant("acme", actor="test") as db:
+        stale = db.execute(sa.text(SNAPSHOTS_BEHIND_LANDED)).scalars().all()
+    assert stale == []
+
+
+# Landed subscriptions whose latest snapshot says another status or other items.
+SNAPSHOTS_BEHIND_LANDED = """
+SELECT s.record_id FROM raw_records s
+JOIN LATERAL (
+    SELECT payload->'subscription' AS state FROM raw_records
+    WHERE stream = 'subscription_states' AND payload->'subscription'->>'id' = s.record_id
+    ORDER BY (payload->>'observed_at')::bigint DESC LIMIT 1
+) latest ON true
+WHERE s.stream = 'subscriptions'
+  AND (latest.state->>'status' IS DISTINCT FROM s.payload->>'status'
+       OR jsonb_array_length(latest.state->'items')
+          <> jsonb_array_length(s.payload->'items'->'data'))
+"""
