@@ -567,7 +567,12 @@ def _kpi_table(workspace_id: str, points: list[Any]) -> Table:
 def demo() -> None:
     """Two demo workspaces, sample data for every provider, materialized through Dagster."""
     from kpi_pipelines.dagster_instance import open_instance
-    from kpi_pipelines.demo import demo_providers, ensure_workspaces, materialize_provider
+    from kpi_pipelines.demo import (
+        demo_providers,
+        ensure_workspaces,
+        materialize_mart,
+        materialize_provider,
+    )
     from kpi_pipelines.warehouse.tenant_data import latest_points
 
     warehouse = _warehouse()
@@ -590,13 +595,17 @@ def demo() -> None:
                 if not result.success:
                     failures.append(f"{workspace.id}/{provider.provider} (run {result.run_id})")
                 progress.advance(task)
+            progress.update(task, description=f"{workspace.id}: kpi_mart")
+            mart = materialize_mart(instance, workspace.id)
+            if not mart.success:
+                failures.append(f"{workspace.id}/kpi_mart (run {mart.run_id})")
     for workspace in workspaces:
         console.print(_kpi_table(workspace.id, latest_points(warehouse, workspace.id)))
     if failures:
         raise _fail("demo runs failed: " + ", ".join(failures))
     console.print(
-        f"[green]demo done:[/] {len(workspaces)} workspaces x {len(providers)} provider(s);"
-        " browse the runs with `kpi-pipelines ui`"
+        f"[green]demo done:[/] {len(workspaces)} workspaces x {len(providers)} provider(s),"
+        " and each workspace's KPI mart; browse the runs with `kpi-pipelines ui`"
     )
 
 

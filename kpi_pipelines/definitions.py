@@ -12,7 +12,7 @@ from dataclasses import dataclass
 
 import dagster as dg
 
-from kpi_pipelines.assets.kpi_mart import build_kpi_mart
+from kpi_pipelines.assets.kpi_mart import build_kpi_mart, build_mart_schedule
 from kpi_pipelines.assets.provider_asset import build_provider_asset
 from kpi_pipelines.automation.cadence import (
     build_freshness_check,
@@ -61,11 +61,17 @@ def build_definitions(
     freshness_job, freshness_schedule = build_freshness_schedule(
         [p.freshness for p in providers.values()]
     )
+    mart = build_kpi_mart(specs)
+    mart_job, mart_schedule = build_mart_schedule(mart)
     definitions = dg.Definitions(
-        assets=[*(p.asset for p in providers.values()), build_kpi_mart(specs)],
+        assets=[*(p.asset for p in providers.values()), mart],
         asset_checks=[p.freshness for p in providers.values()],
-        jobs=[*(p.job for p in providers.values()), freshness_job],
-        schedules=[*(p.schedule for p in providers.values() if p.schedule), freshness_schedule],
+        jobs=[*(p.job for p in providers.values()), freshness_job, mart_job],
+        schedules=[
+            *(p.schedule for p in providers.values() if p.schedule),
+            freshness_schedule,
+            mart_schedule,
+        ],
         sensors=[
             workspace_partitions_sensor,
             build_pools_sensor(specs),

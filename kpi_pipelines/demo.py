@@ -15,7 +15,11 @@ from typing import Any
 
 import dagster as dg
 
-from kpi_pipelines.automation.partitions import workspace_partitions, workspace_range_tags
+from kpi_pipelines.automation.partitions import (
+    register_partition,
+    workspace_partitions,
+    workspace_range_tags,
+)
 from kpi_pipelines.integrations.shared.base_adapter import IntegrationAdapter
 from kpi_pipelines.integrations.shared.spec import ProviderSpec, discover, resolve, spec_for
 from kpi_pipelines.warehouse.control import (
@@ -129,3 +133,29 @@ def materialize_workspaces(
         )
         for target in targets
     ]
+
+
+def materialize_mart(
+    instance: dg.DagsterInstance,
+    workspace_id: str,
+    config: Mapping[str, Any] | None = None,
+    *,
+    log_level: str = "WARNING",
+) -> dg.ExecuteInProcessResult:
+    """A run of the KPI mart for one workspace (`config`: its MartConfig), the workspace's
+    partition registered if missing."""
+    from kpi_pipelines.assets.kpi_mart import build_kpi_mart
+    from kpi_pipelines.definitions import SPECS, resources
+
+    register_partition(instance, workspace_id)
+    return dg.materialize(
+        [build_kpi_mart(SPECS)],
+        instance=instance,
+        resources=resources(SPECS),
+        partition_key=workspace_id,
+        run_config={
+            "ops": {"kpi_mart": {"config": dict(config or {})}},
+            "loggers": {"console": {"config": {"log_level": log_level}}},
+        },
+        raise_on_error=False,
+    )

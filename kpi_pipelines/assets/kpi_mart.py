@@ -111,3 +111,32 @@ def _summary(frame: pd.DataFrame, rows: int) -> dict[str, dg.MetadataValue | int
         metadata["last_day"] = frame.index.max().isoformat()
         metadata["latest"] = dg.MetadataValue.md(f"```\n{frame.tail(5).to_string()}\n```")
     return metadata
+
+
+MART_JOB = "kpi_mart_job"
+
+
+def build_mart_schedule(
+    mart: dg.AssetsDefinition,
+) -> "tuple[dg.UnresolvedAssetJobDefinition, dg.ScheduleDefinition]":
+    """The mart rebuilt for every workspace daily at 04:00 UTC (after the daily syncs)."""
+    job = dg.define_asset_job(
+        MART_JOB,
+        selection=dg.AssetSelection.assets(mart),
+        description="Rebuild the KPI mart of one workspace.",
+    )
+
+    @dg.schedule(
+        name="kpi_mart_schedule",
+        job=job,
+        cron_schedule="0 4 * * *",
+        execution_timezone="UTC",
+        default_status=dg.DefaultScheduleStatus.RUNNING,
+        description="Rebuilds every workspace's KPI mart daily, after the daily syncs.",
+    )
+    def kpi_mart_schedule(context: dg.ScheduleEvaluationContext) -> list[dg.RunRequest]:
+        workspaces = context.instance.get_dynamic_partitions(workspace_partitions.name)
+        day = context.scheduled_execution_time.date().isoformat()
+        return [dg.RunRequest(run_key=f"{ws}:{day}", partition_key=ws) for ws in workspaces]
+
+    return job, kpi_mart_schedule

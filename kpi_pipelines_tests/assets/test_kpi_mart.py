@@ -10,9 +10,10 @@ import pytest
 import sqlalchemy as sa
 
 import kpi_pipelines
-from kpi_pipelines.assets.kpi_mart import NO_MISSING_DAYS, NO_SHARP_DROPS, build_kpi_mart
+from kpi_pipelines import demo
+from kpi_pipelines.assets.kpi_mart import NO_MISSING_DAYS, NO_SHARP_DROPS
 from kpi_pipelines.automation.partitions import register_partition
-from kpi_pipelines.definitions import RESOURCES, SPECS, defs
+from kpi_pipelines.definitions import defs
 from kpi_pipelines.models import KPIData, day_timestamp
 from kpi_pipelines.warehouse.tenant_data import set_override
 from kpi_pipelines.warehouse.writer import write_kpis
@@ -39,14 +40,7 @@ def store(warehouse, workspace: str, source: str, metric: str, values: dict[date
 
 
 def materialize_mart(instance, workspace: str, **config) -> dg.ExecuteInProcessResult:
-    register_partition(instance, workspace)
-    return dg.materialize(
-        [build_kpi_mart(SPECS)],
-        partition_key=workspace,
-        instance=instance,
-        resources=RESOURCES,
-        run_config={"ops": {"kpi_mart": {"config": config}}} if config else None,
-    )
+    return demo.materialize_mart(instance, workspace, config)
 
 
 @pytest.fixture
@@ -129,3 +123,22 @@ def test_the_mart_is_downstream_of_every_provider() -> None:
         for key in graph.get_all_asset_keys()
         if key.to_user_string().endswith("_kpis")
     }
+
+
+def test_the_mart_is_rebuilt_daily_for_every_workspace() -> None:
+    schedule = defs.resolve_schedule_def("kpi_mart_schedule")
+    assert schedule.cron_schedule == "0 4 * * *"
+    with scanned_instance() as instance:
+        for ws in ("ws-a", "ws-b"):
+            register_partition(instance, ws)
+        at = datetime(2026, 6, 2, 4, tzinfo=UTC)
+        with dg.build_schedule_context(
+            instance=instance,
+            scheduled_execution_time=at,
+            repository_def=defs.get_repository_def(),
+        ) as ctx:
+            requests = schedule.evaluate_tick(ctx).run_requests
+    assert [(r.partition_key, r.run_key) for r in requests] == [
+        ("ws-a", "ws-a:2026-06-02"),
+        ("ws-b", "ws-b:2026-06-02"),
+    ]
