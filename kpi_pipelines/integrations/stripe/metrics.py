@@ -457,7 +457,18 @@ LEFT JOIN LATERAL (
 # era starts in.
 _SPELLS = """
 CREATE TEMP TABLE st_zero_spells ON COMMIT DROP AS
-WITH before_era AS (
+WITH dunned AS (
+    -- invoices marked uncollectible by dunning, after payment attempts (pause_collection
+    -- marks invoices it never tried)
+    SELECT coalesce(payload->'parent'->'subscription_details'->>'subscription',
+                    payload->>'subscription') AS sub_id,
+           to_timestamp((payload->'status_transitions'->>'marked_uncollectible_at')::bigint) AS marked_at,
+           to_timestamp((payload->'status_transitions'->>'paid_at')::bigint) AS paid_at
+    FROM raw_records
+    WHERE source = 'stripe' AND stream = 'invoices'
+      AND payload->'status_transitions'->>'marked_uncollectible_at' IS NOT NULL
+      AND coalesce((payload->>'attempt_count')::int, 1) > 0
+), before_era AS (
     SELECT sub_id, trial_start AS zero_from, trial_end AS zero_to FROM st_subs
     WHERE trial_start IS NOT NULL AND trial_end IS NOT NULL
     UNION ALL
@@ -466,15 +477,8 @@ WITH before_era AS (
     SELECT sub_id, started, 'infinity' FROM st_subs
     WHERE status IN ('incomplete', 'incomplete_expired')
     UNION ALL
-    SELECT s.sub_id, to_timestamp((inv.payload->'status_transitions'->>'marked_uncollectible_at')::bigint),
-           coalesce(to_timestamp((inv.payload->'status_transitions'->>'paid_at')::bigint), s.ended_at, 'infinity')
-    FROM raw_records inv
-    JOIN st_subs s ON s.sub_id = coalesce(inv.payload->'parent'->'subscription_details'->>'subscription',
-                                          inv.payload->>'subscription')
-    WHERE inv.source = 'stripe' AND inv.stream = 'invoices'
-      AND inv.payload->'status_transitions'->>'marked_uncollectible_at' IS NOT NULL
-      -- by dunning, after payment attempts (pause_collection marks invoices it never tried)
-      AND coalesce((inv.payload->>'attempt_count')::int, 1) > 0
+    SELECT s.sub_id, d.marked_at, coalesce(d.paid_at, s.ended_at, 'infinity')
+    FROM dunned d JOIN st_subs s USING (sub_id)
     UNION ALL
     -- unpaid when its era starts, its invoices left open: since its customer's last failed
     -- charge (the last retry); paused then: since its trial ended without a payment method
@@ -492,13 +496,8 @@ WITH before_era AS (
     JOIN (SELECT DISTINCT ON (sub_id) * FROM st_states ORDER BY sub_id, valid_from) first
       ON first.sub_id = s.sub_id
     WHERE first.state->>'status' IN ('unpaid', 'paused')
-      AND NOT EXISTS (  -- an invoice marked uncollectible dates the unpaid spell itself
-          SELECT FROM raw_records inv
-          WHERE inv.source = 'stripe' AND inv.stream = 'invoices'
-            AND coalesce(inv.payload->'parent'->'subscription_details'->>'subscription',
-                         inv.payload->>'subscription') = s.sub_id
-            AND inv.payload->'status_transitions'->>'marked_uncollectible_at' IS NOT NULL
-            AND coalesce((inv.payload->>'attempt_count')::int, 1) > 0)
+      -- an invoice marked uncollectible dates the unpaid spell itself
+      AND NOT EXISTS (SELECT FROM dunned d WHERE d.sub_id = s.sub_id)
 )
 SELECT b.sub_id, b.zero_from, least(b.zero_to, e.era_start) AS zero_to
 FROM before_era b JOIN st_eras e USING (sub_id)
