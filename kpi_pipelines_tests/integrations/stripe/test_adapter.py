@@ -12,15 +12,12 @@ import sqlalchemy as sa
 from kpi_pipelines.warehouse.tenant_data import read_points
 from kpi_pipelines_tests.conftest import table_snapshot
 from kpi_pipelines_tests.integrations.stripe.scripted_world import MOVEMENTS
-from kpi_pipelines_tests.integrations.stripe.world import rate_lookup, stripe_key_variable
+from kpi_pipelines_tests.integrations.stripe.world import (
+    rate_lookup,
+    stored_series,
+    stripe_key_variable,
+)
 from kpi_pipelines_tests.run_results import failure_message, metadata
-
-
-def series(warehouse, workspace_id: str) -> dict[str, dict]:
-    out: dict[str, dict] = defaultdict(dict)
-    for p in read_points(warehouse, workspace_id, source="stripe"):
-        out[p.metric][p.timestamp.date()] = p.value
-    return out
 
 
 @pytest.mark.parametrize(("currency", "tz"), [("USD", "UTC"), ("EUR", "America/New_York")])
@@ -30,7 +27,7 @@ def test_a_simulated_year_matches_the_sandbox_truth_every_day(stripe_world, curr
     world.import_rates(currency)
     result = world.sync("acme")
     assert result.success, failure_message(result)
-    stored = series(world.warehouse, "acme")
+    stored = stored_series(world.warehouse, "acme")
     convert = rate_lookup(world.sandbox, currency)
     first, last = world.sandbox.start.date(), world.sandbox.now.date() - timedelta(days=2)
     days = list(world.sandbox.truth.daily(first, last, tz))
@@ -77,7 +74,7 @@ def test_cohort_ratios_match_the_sandbox_truth_every_day(stripe_world) -> None:
     world.workspace("acme", "EUR", "America/New_York")
     world.import_rates("EUR")
     assert world.sync("acme").success
-    stored = series(world.warehouse, "acme")
+    stored = stored_series(world.warehouse, "acme")
     convert = rate_lookup(world.sandbox, "EUR")
     first, last = world.sandbox.start.date(), world.sandbox.now.date() - timedelta(days=2)
     days = list(world.sandbox.truth.daily(first, last, "America/New_York"))
@@ -118,7 +115,7 @@ def test_mrr_identity_holds_every_day(stripe_world) -> None:
     world.workspace("acme", "EUR", "Europe/Berlin")
     world.import_rates("EUR")
     assert world.sync("acme").success
-    s = series(world.warehouse, "acme")
+    s = stored_series(world.warehouse, "acme")
     days = sorted(s["mrr"])
     assert any(abs(s["fx_adjustment_mrr"].get(d, 0)) > 0 for d in days)
     for previous, day in pairwise(days):
@@ -139,7 +136,7 @@ def test_revenue_refunds_and_net_match_the_sandbox(stripe_world) -> None:
     world.workspace("acme")
     world.import_rates("USD")
     assert world.sync("acme").success
-    s = series(world.warehouse, "acme")
+    s = stored_series(world.warehouse, "acme")
     convert = rate_lookup(world.sandbox, "USD")
     truth = world.sandbox.truth.revenue_daily(world.sandbox.start.date(), world.sandbox.now.date())
     expected: dict[str, dict] = defaultdict(lambda: defaultdict(float))
@@ -273,7 +270,7 @@ def test_a_page_cut_short_on_the_way_is_asked_for_again(stripe_world) -> None:
     cut = world.sync("cut", retry_backoff_seconds=0.001)
     assert cut.success, failure_message(cut)
     assert world.sandbox.faults.injected == 2
-    assert series(world.warehouse, "cut") == series(world.warehouse, "calm")
+    assert stored_series(world.warehouse, "cut") == stored_series(world.warehouse, "calm")
     assert landed_ids(world, "cut") == landed_ids(world, "calm")
 
 

@@ -3,6 +3,7 @@ plugin: the root conftest loads it for every test folder that needs Stripe)."""
 
 from __future__ import annotations
 
+from collections import defaultdict
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -26,6 +27,7 @@ from kpi_pipelines.warehouse.control import (
     secret_namespace,
 )
 from kpi_pipelines.warehouse.database import Warehouse
+from kpi_pipelines.warehouse.tenant_data import read_points
 from kpi_pipelines_tests.canary import scanned_instance
 
 
@@ -78,6 +80,14 @@ class StripeWorld:
         return materialize_provider(
             self.warehouse, self.instance, "stripe", workspace_id, options, adapter=adapter
         )
+
+
+def stored_series(warehouse: Warehouse, workspace_id: str) -> dict[str, dict[date, float]]:
+    """The workspace's stored Stripe points: metric -> day -> value."""
+    out: dict[str, dict[date, float]] = defaultdict(dict)
+    for p in read_points(warehouse, workspace_id, source="stripe"):
+        out[p.metric][p.timestamp.date()] = p.value
+    return out
 
 
 def rate_lookup(sandbox: StripeSandbox, quote: str):
