@@ -19,6 +19,7 @@ from kpi_pipelines_tests.canary import SecretLeak, scanned_instance, warehouse_l
 
 pytest_plugins = [
     "kpi_pipelines_tests.canary",
+    "kpi_pipelines_tests.processes",
     "kpi_pipelines_tests.integrations.stripe.world",
     "kpi_pipelines_tests.integrations.stripe.scripted_world",
 ]

@@ -5,92 +5,22 @@ from __future__ import annotations
 import json
 import os
 import shlex
-import shutil
 import signal
-import socket
 import subprocess
 import sys
-import tempfile
-import time
-from pathlib import Path
 
 import psutil
-import pytest
 
-HOLDER = """
-import sys
-from kpi_pipelines.warehouse.embedded import embedded_server
-server = embedded_server()
-print(server.socket_dir, flush=True)
-sys.stdin.read()
-"""
-
-
-def cli_path() -> str:
-    found = shutil.which("kpi-pipelines", path=str(Path(sys.executable).parent))
-    assert found, "kpi-pipelines is not installed in this environment (pip install -e .)"
-    return found
-
-
-@pytest.fixture
-def private_home():
-    """A KPI_HOME of its own, so this test owns its server's whole life.
-
-    Not under pytest's tmp_path: every pytest session that starts on the machine makes
-    /tmp/pytest-of-<user> private again, which locks the server's own user out of its data.
-    """
-    home = Path(tempfile.mkdtemp(prefix="kpi-cli-")) / "home"
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("KPI_", "DAGSTER_", "PG"))}
-    env["KPI_HOME"] = str(home)
-    yield env
-    shutil.rmtree(home.parent, ignore_errors=True)
-
-
-def run_cli(env: dict[str, str], *args: str, check: bool = True) -> subprocess.CompletedProcess:
-    completed = subprocess.run(
-        [cli_path(), *args], env=env, capture_output=True, text=True, timeout=300
-    )
-    if check:
-        assert completed.returncode == 0, completed.stdout + completed.stderr
-    return completed
-
-
-def start_holder(env: dict[str, str]) -> subprocess.Popen:
-    holder = subprocess.Popen(
-        [sys.executable, "-c", HOLDER],
-        env=env,
-        stdin=subprocess.PIPE,
-        stdout=subprocess.PIPE,
-        text=True,
-        start_new_session=True,
-        preexec_fn=lambda: signal.signal(signal.SIGTERM, signal.SIG_DFL),
-    )
-    assert holder.stdout is not None
-    assert holder.stdout.readline().strip(), "holder did not start the server"
-    return holder
-
-
-def release(holder: subprocess.Popen) -> None:
-    assert holder.stdin is not None
-    holder.stdin.close()
-    assert holder.wait(timeout=60) == 0
-
-
-def postmaster(env: dict[str, str]) -> psutil.Process | None:
-    pid_file = Path(env["KPI_HOME"]) / "postgres" / "data" / "postmaster.pid"
-    if not pid_file.exists():
-        return None
-    pid = int(pid_file.read_text().splitlines()[0])
-    return psutil.Process(pid) if psutil.pid_exists(pid) else None
-
-
-def wait_stopped(env: dict[str, str], timeout: float = 30) -> bool:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if postmaster(env) is None:
-            return True
-        time.sleep(0.2)
-    return False
+from kpi_pipelines_tests.processes import (
+    cli_path,
+    free_port,
+    postmaster,
+    release,
+    run_cli,
+    start_holder,
+    wait_for_locations,
+    wait_stopped,
+)
 
 
 def test_cli_and_dagster_run_processes_share_the_embedded_server(private_home, tmp_path) -> None:
@@ -220,21 +150,12 @@ print(json.dumps(open_instance(resolve_admin_url()).get_dynamic_partitions("work
 """
 
 
-LOCATIONS = (
-    '{"query": "{ workspaceOrError { ... on Workspace { locationEntries { name loadStatus } } } }"}'
-)
-
-
 def test_ui_runs_dagsters_webserver_and_daemon_and_stops_everything(private_home) -> None:
     """`kpi-pipelines ui`: the webserver serves the one code location, the daemon runs, no
     superseded command or warning is printed, and Ctrl-C (SIGINT) leaves nothing running,
     the embedded PostgreSQL included."""
-    import httpx
-
     env = private_home
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
+    port = free_port()
     ui = subprocess.Popen(
         [cli_path(), "ui", "--port", str(port)],
         env=env,
@@ -244,23 +165,7 @@ def test_ui_runs_dagsters_webserver_and_daemon_and_stops_everything(private_home
         start_new_session=True,
     )
     try:
-        deadline = time.monotonic() + 180
-        entries = None
-        while time.monotonic() < deadline and entries is None:
-            time.sleep(1)
-            assert ui.poll() is None, ui.communicate()[0]
-            try:
-                answer = httpx.post(
-                    f"http://127.0.0.1:{port}/graphql",
-                    content=LOCATIONS,
-                    headers={"content-type": "application/json"},
-                    timeout=5,
-                ).json()
-            except (httpx.HTTPError, ValueError):
-                continue
-            listed = answer["data"]["workspaceOrError"]["locationEntries"]
-            if listed and listed[0]["loadStatus"] == "LOADED":
-                entries = listed
+        entries = wait_for_locations(port, ui)
         assert entries == [{"name": "kpi_pipelines", "loadStatus": "LOADED"}]
         children = psutil.Process(ui.pid).children(recursive=True)
         commands = " ".join(" ".join(c.cmdline()) for c in children)
