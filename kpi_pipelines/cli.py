@@ -122,7 +122,7 @@ def pools_set(
         if not value.isdigit() or int(value) < 1:
             raise _fail(f"limit for pool {pool!r} must be a positive integer, got {value!r}")
         limits[pool] = int(value)
-    instance = open_instance(_warehouse().admin_url)
+    instance = open_instance()
     for pool, value in set_pool_limits(instance, limits).items():
         console.print(f"pool [bold]{pool}[/]: {value} run(s) at once")
     if not limits:
@@ -184,7 +184,7 @@ def workspace_add(
         add_workspace(warehouse, workspace)
     except ValueError as exc:
         raise _fail(str(exc)) from None
-    register_partition(open_instance(warehouse.admin_url), workspace.id)
+    register_partition(open_instance(), workspace.id)
     console.print(
         f"added workspace [bold]{workspace.id}[/] ({workspace.reporting_currency},"
         f" {workspace.timezone}) and its Dagster partition"
@@ -220,7 +220,7 @@ def workspace_remove(
         remove_workspace(warehouse, workspace_id)
     except UnknownWorkspace as exc:
         raise _fail(str(exc)) from None
-    unregister_partition(open_instance(warehouse.admin_url), workspace_id)
+    unregister_partition(open_instance(), workspace_id)
     console.print(f"removed workspace [bold]{workspace_id}[/] and its Dagster partition")
 
 
@@ -329,7 +329,7 @@ def _run_provider(provider: str, workspace_id: str, run_config: dict[str, Any]) 
     from kpi_pipelines.demo import materialize_provider
 
     warehouse = _warehouse()
-    instance = open_instance(warehouse.admin_url)
+    instance = open_instance()
     try:
         with console.status(
             f"Running {provider} for {workspace_id} through Dagster…", spinner="dots"
@@ -576,7 +576,7 @@ def demo() -> None:
     from kpi_pipelines.warehouse.tenant_data import latest_points
 
     warehouse = _warehouse()
-    instance = open_instance(warehouse.admin_url)
+    instance = open_instance()
     workspaces = ensure_workspaces(warehouse)
     providers = list(demo_providers())
     failures = []
@@ -612,20 +612,19 @@ def demo() -> None:
 @app.command("env")
 def env_command() -> None:
     """Print the variables that point Dagster's own tools (dagster, dg, dagster-webserver,
-    dagster-daemon) at this project's instance, for a shell to load:
-    eval "$(kpi-pipelines env)". On the embedded server, the tools need it running (it
-    stops with the last process using it: keep `kpi-pipelines ui` open)."""
+    dagster-daemon) at this project's instance from any folder, for a shell to load:
+    eval "$(kpi-pipelines env)" (the repository root needs none of them)."""
     import shlex
 
-    from kpi_pipelines.dagster_instance import prepare_dagster_home, storage_env
+    from kpi_pipelines.dagster_instance import DEPLOYMENT_STORAGE_VARIABLES, prepare_dagster_home
 
-    warehouse = _warehouse()
-    prepare_dagster_home(warehouse.admin_url)
-    names = ["DAGSTER_HOME", *storage_env(warehouse.admin_url)]
-    # the same warehouse for the definitions the tools load
-    names += [name for name in ("KPI_HOME", "KPI_DATABASE_URL") if os.environ.get(name)]
+    _warehouse()  # set up (migrated) before the tools use it
+    prepare_dagster_home()
+    os.environ.setdefault("KPI_HOME", str(settings.kpi_home()))
+    names = ["DAGSTER_HOME", "KPI_HOME", "KPI_DATABASE_URL", *DEPLOYMENT_STORAGE_VARIABLES]
     for name in names:
-        print(f"export {name}={shlex.quote(os.environ[name])}")
+        if os.environ.get(name):
+            print(f"export {name}={shlex.quote(os.environ[name])}")
 
 
 # One code-location name everywhere (pyproject's code_location_name, the repository's
@@ -648,8 +647,8 @@ def ui(
     from kpi_pipelines.integrations.shared.spec import discover
     from kpi_pipelines.services import run_services
 
-    warehouse = _warehouse()
-    create_missing_pools(open_instance(warehouse.admin_url), provider_pool_limits(discover()))
+    _warehouse()  # migrated before Dagster starts
+    create_missing_pools(open_instance(), provider_pool_limits(discover()))
     workspace = Path(os.environ["DAGSTER_HOME"]) / "workspace.yaml"
     workspace.write_text(CODE_LOCATION_WORKSPACE, encoding="utf-8")
     bin_dir = Path(sys.executable).parent

@@ -1,9 +1,11 @@
-"""Point Dagster's own storage at the warehouse server and open the instance.
+"""Dagster's own storage in the warehouse server, and the project's Dagster home.
 
-`kpi-pipelines` commands call `prepare_dagster_home()` before they touch Dagster: it makes
-DAGSTER_HOME (unless set), puts the project's dagster.yaml there, and derives the
-DAGSTER_PG_* variables from the warehouse URL (Dagster's tables live in the same database,
-in the public schema; the KPI tables are in the `kpi` schema).
+dagster.yaml names `ProjectStorage`: Dagster's run, event-log and schedule tables live in
+the warehouse's database (public schema; the KPI tables are in the `kpi` schema), found from
+the project's settings (KPI_DATABASE_URL, or the embedded server under KPI_HOME, which the
+process joins or starts). So `dagster`, `dg`, `dagster-webserver` and `dagster-daemon` work
+as they are from the repository root, and from any shell after `eval "$(kpi-pipelines
+env)"`. A deployment may keep Dagster's tables elsewhere with the DAGSTER_PG_* variables.
 """
 
 from __future__ import annotations
@@ -13,6 +15,8 @@ import shutil
 from pathlib import Path
 
 import dagster as dg
+from dagster._serdes import ConfigurableClassData
+from dagster_postgres import DagsterPostgresStorage
 from sqlalchemy.engine import URL
 
 from kpi_pipelines.settings import kpi_home
@@ -28,35 +32,72 @@ def dagster_yaml() -> Path:
     raise FileNotFoundError("dagster.yaml is missing from the installation")
 
 
-def storage_env(admin_url: URL) -> dict[str, str]:
-    """The DAGSTER_PG_* variables for dagster.yaml, from the warehouse's URL."""
-    env = {
-        "DAGSTER_PG_USERNAME": admin_url.username or "",
-        "DAGSTER_PG_PASSWORD": admin_url.password or "",
-        "DAGSTER_PG_HOST": admin_url.host or "",
-        "DAGSTER_PG_DB": admin_url.database or "",
-        "DAGSTER_PG_PORT": str(admin_url.port or 5432),
-    }
-    socket_dir = admin_url.query.get("host")
-    if not admin_url.host and socket_dir:
-        # A Unix socket: an empty host makes libpq read PGHOST.
-        env["PGHOST"] = socket_dir if isinstance(socket_dir, str) else socket_dir[0]
-    return env
+def default_dagster_home() -> Path:
+    return kpi_home() / "dagster"
 
 
-def prepare_dagster_home(admin_url: URL) -> Path:
-    """Set DAGSTER_HOME and the storage variables (keeping any the user set) for this process."""
-    home = Path(os.environ.get("DAGSTER_HOME") or kpi_home() / "dagster").resolve()
+def prepare_dagster_home() -> Path:
+    """Set DAGSTER_HOME for this process (and its children): the user's, or the project's
+    own under KPI_HOME, whose dagster.yaml is kept the installed one."""
+    chosen = os.environ.get("DAGSTER_HOME")
+    home = Path(chosen or default_dagster_home()).resolve()
     home.mkdir(parents=True, exist_ok=True)
     target = home / "dagster.yaml"
-    if not target.exists():
+    # A home the user chose keeps its own instance settings; ours follows the installation.
+    if not target.exists() or (not chosen and target.read_bytes() != dagster_yaml().read_bytes()):
         shutil.copyfile(dagster_yaml(), target)
     os.environ["DAGSTER_HOME"] = str(home)
-    for name, value in storage_env(admin_url).items():
-        os.environ.setdefault(name, value)
     return home
 
 
-def open_instance(admin_url: URL) -> dg.DagsterInstance:
-    prepare_dagster_home(admin_url)
+def open_instance() -> dg.DagsterInstance:
+    prepare_dagster_home()
     return dg.DagsterInstance.get()
+
+
+class ProjectStorage(DagsterPostgresStorage):
+    """Dagster's run, event-log and schedule storage in the project's PostgreSQL."""
+
+    @classmethod
+    def config_type(cls) -> dict:
+        return {}
+
+    @classmethod
+    def from_config_value(  # type: ignore[override]
+        cls, inst_data: ConfigurableClassData | None, config_value: dict
+    ) -> ProjectStorage:
+        return cls(postgres_url=storage_url(), inst_data=inst_data)
+
+    # Dagster asks for these only to describe the storages one by one; the instance's
+    # reference already carries this class whole.
+    run_storage_data = event_storage_data = schedule_storage_data = None  # type: ignore[assignment]
+
+
+# Where a deployment keeps Dagster's tables when not in the warehouse's database.
+DEPLOYMENT_STORAGE_VARIABLES = (
+    "DAGSTER_PG_USERNAME",
+    "DAGSTER_PG_PASSWORD",
+    "DAGSTER_PG_HOST",
+    "DAGSTER_PG_PORT",
+    "DAGSTER_PG_DB",
+)
+
+
+def storage_url() -> str:
+    """DAGSTER_PG_* when DAGSTER_PG_DB is set, else the warehouse's (KPI_DATABASE_URL or the
+    embedded server, which this process then holds up while it runs)."""
+    env = os.environ
+    if env.get("DAGSTER_PG_DB"):
+        url = URL.create(
+            "postgresql+psycopg2",
+            username=env.get("DAGSTER_PG_USERNAME") or None,
+            password=env.get("DAGSTER_PG_PASSWORD") or None,
+            host=env.get("DAGSTER_PG_HOST") or None,  # none: libpq's PGHOST
+            port=int(env.get("DAGSTER_PG_PORT") or 5432),
+            database=env["DAGSTER_PG_DB"],
+        )
+    else:
+        from kpi_pipelines.warehouse.database import resolve_admin_url
+
+        url = resolve_admin_url().set(drivername="postgresql+psycopg2")
+    return url.render_as_string(hide_password=False)

@@ -8,6 +8,7 @@ import shlex
 import signal
 import subprocess
 import sys
+from pathlib import Path
 
 import psutil
 
@@ -72,6 +73,65 @@ def test_cli_and_dagster_run_processes_share_the_embedded_server(private_home, t
     # ...and stops once the last of them exits.
     release(second)
     assert wait_stopped(env), "the embedded server outlived its last user"
+
+
+REPOSITORY = Path(__file__).resolve().parents[1]
+
+
+def test_dagster_tools_work_from_the_repository_root_with_nothing_set(
+    private_home, tmp_path
+) -> None:
+    """Dagster's own CLI run from the checkout, with no DAGSTER_* or KPI_* variable and no
+    server up, uses the project's instance and warehouse (the root dagster.yaml), starting
+    the embedded server for as long as it runs."""
+    env = {k: v for k, v in private_home.items() if k != "KPI_HOME"}
+    env["HOME"] = str(Path(private_home["KPI_HOME"]).parent)  # the default KPI_HOME is ~/
+    home = Path(env["HOME"]) / ".kpi_pipelines"
+    run_cli(env, "workspace", "add", "shop")
+    mapping = {"mapping": {"date_column": "day", "metric": "orders", "value_column": "n"}}
+    run_cli(env, "connection", "add", "shop", "csv_upload", "--settings-json", json.dumps(mapping))
+    assert wait_stopped({"KPI_HOME": str(home)})
+    csv_file = tmp_path / "orders.csv"
+    csv_file.write_text("day,n\n2026-02-01,3\n2026-02-02,7\n", encoding="utf-8")
+    config = {"ops": {"csv_upload_kpis": {"config": {"path": str(csv_file)}}}}
+    validated = subprocess.run(
+        [sys.executable, "-m", "dagster", "definitions", "validate"],
+        cwd=REPOSITORY,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert validated.returncode == 0, validated.stdout + validated.stderr
+    materialized = subprocess.run(
+        [
+            *(sys.executable, "-m", "dagster", "asset", "materialize"),
+            *("-m", "kpi_pipelines.definitions", "--select", "csv_upload_kpis"),
+            *("--partition", "shop", "--config-json", json.dumps(config)),
+        ],
+        cwd=REPOSITORY,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert materialized.returncode == 0, materialized.stdout + materialized.stderr
+    assert "RUN_SUCCESS" in materialized.stderr
+    assert wait_stopped({"KPI_HOME": str(home)}), "the run left the embedded server up"
+    # the project's instance has the run and the warehouse its points
+    runs = subprocess.run(
+        [sys.executable, "-c", RUNS], env=env, capture_output=True, text=True, check=True
+    )
+    assert json.loads(runs.stdout) == [["shop", "SUCCESS"]]
+    assert "7.00" in run_cli(env, "kpi", "show", "shop").stdout
+
+
+RUNS = """
+import json
+from kpi_pipelines.dagster_instance import open_instance
+print(json.dumps([[r.tags.get("dagster/partition"), r.status.value]
+                  for r in open_instance().get_runs()]))
+"""
 
 
 def test_cli_errors_are_clear_and_exit_non_zero(private_home, tmp_path) -> None:
@@ -145,8 +205,7 @@ def test_every_cli_error_is_one_line_and_registers_nothing(private_home, tmp_pat
 PARTITIONS = """
 import json
 from kpi_pipelines.dagster_instance import open_instance
-from kpi_pipelines.warehouse.database import resolve_admin_url
-print(json.dumps(open_instance(resolve_admin_url()).get_dynamic_partitions("workspace")))
+print(json.dumps(open_instance().get_dynamic_partitions("workspace")))
 """
 
 

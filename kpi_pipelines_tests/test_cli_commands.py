@@ -39,7 +39,7 @@ def test_workspace_lifecycle(warehouse) -> None:
     listed = cli("workspace", "list").output
     assert "acme" in listed and "EUR" in listed and "Europe/Paris" in listed
     # its partition exists at once, without waiting for the sensor
-    instance = open_instance(warehouse.admin_url)
+    instance = open_instance()
     assert instance.has_dynamic_partition(workspace_partitions.name, "acme")
     duplicate = cli("workspace", "add", "acme", ok=False)
     assert duplicate.exit_code == 1 and "already exists" in duplicate.output
