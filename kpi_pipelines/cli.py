@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import contextlib
 import getpass
 import json
 import os
 import sys
+from collections.abc import Iterator
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 from typing import Annotated, Any
@@ -572,6 +574,7 @@ def demo() -> None:
         ensure_workspaces,
         materialize_mart,
         materialize_provider,
+        start_demo_stack,
     )
     from kpi_pipelines.warehouse.tenant_data import latest_points
 
@@ -580,9 +583,13 @@ def demo() -> None:
     workspaces = ensure_workspaces(warehouse)
     providers = list(demo_providers())
     failures = []
-    with Progress(
-        SpinnerColumn(), TextColumn("{task.description}"), TimeElapsedColumn(), console=console
-    ) as progress:
+    stack = start_demo_stack(settings.kpi_home() / "demo" / "simulators")
+    with (
+        stack_stopped(stack),
+        Progress(
+            SpinnerColumn(), TextColumn("{task.description}"), TimeElapsedColumn(), console=console
+        ) as progress,
+    ):
         task = progress.add_task("demo", total=len(workspaces) * len(providers))
         for workspace in workspaces:
             folder = settings.kpi_home() / "demo" / workspace.id
@@ -605,8 +612,18 @@ def demo() -> None:
         raise _fail("demo runs failed: " + ", ".join(failures))
     console.print(
         f"[green]demo done:[/] {len(workspaces)} workspaces x {len(providers)} provider(s),"
-        " and each workspace's KPI mart; browse the runs with `kpi-pipelines ui`"
+        " and each workspace's KPI mart. `kpi-pipelines dev` serves their simulators again and"
+        " keeps them syncing (schedules, sensors, Stripe webhooks) in the Dagster UI;"
+        " `kpi-pipelines ui` only browses the runs"
     )
+
+
+@contextlib.contextmanager
+def stack_stopped(stack: Any) -> Iterator[None]:
+    try:
+        yield
+    finally:
+        stack.stop()
 
 
 @app.command("env")
@@ -636,38 +653,134 @@ CODE_LOCATION_WORKSPACE = """load_from:
 """
 
 
-@app.command()
-def ui(
-    port: Annotated[int, typer.Option(help="Port of the Dagster UI.")] = 3000,
-) -> None:
-    """Start Dagster's webserver and daemon on this project's instance; Ctrl-C stops both
-    (and the embedded PostgreSQL, when nothing else uses it)."""
+def _dagster_services(port: int) -> dict[str, list[str]]:
+    """Dagster's webserver and daemon on this project's instance (its pools created first)."""
     from kpi_pipelines.automation.pools import create_missing_pools, provider_pool_limits
     from kpi_pipelines.dagster_instance import open_instance
     from kpi_pipelines.integrations.shared.spec import discover
-    from kpi_pipelines.services import run_services
 
-    _warehouse()  # migrated before Dagster starts
     create_missing_pools(open_instance(), provider_pool_limits(discover()))
     workspace = Path(os.environ["DAGSTER_HOME"]) / "workspace.yaml"
     workspace.write_text(CODE_LOCATION_WORKSPACE, encoding="utf-8")
     bin_dir = Path(sys.executable).parent
-    services = {
+    return {
         "dagster-webserver": [
             str(bin_dir / "dagster-webserver"),
             *("-w", str(workspace), "-h", "127.0.0.1", "-p", str(port)),
         ],
         "dagster-daemon": [str(bin_dir / "dagster-daemon"), "run", "-w", str(workspace)],
     }
+
+
+@app.command()
+def ui(
+    port: Annotated[int, typer.Option(help="Port of the Dagster UI.")] = 3000,
+) -> None:
+    """Start Dagster's webserver and daemon on this project's instance; Ctrl-C stops both
+    (and the embedded PostgreSQL, when nothing else uses it)."""
+    from kpi_pipelines.services import run_services
+
+    _warehouse()  # migrated before Dagster starts
     raise typer.Exit(
         run_services(
-            services,
+            _dagster_services(port),
             on_started=(
                 f"Dagster UI on http://127.0.0.1:{port} and its daemon"
                 f" (DAGSTER_HOME={os.environ['DAGSTER_HOME']}); Ctrl-C stops them"
             ),
         )
     )
+
+
+@app.command()
+def dev(
+    port: Annotated[int, typer.Option(help="Port of the Dagster UI.")] = 3000,
+    webhooks_port: Annotated[int, typer.Option(help="Port of the webhook receiver.")] = 8787,
+    tick_seconds: Annotated[
+        float, typer.Option(help="How often the simulators catch up with the clock.")
+    ] = 30.0,
+) -> None:
+    """The whole local stack on the embedded PostgreSQL: the demo workspaces' provider
+    simulators, the Stripe webhook receiver fed by the simulated accounts' events, and
+    Dagster's webserver and daemon, whose schedules and sensors keep the demo workspaces
+    syncing. Ctrl-C stops everything it started, PostgreSQL included."""
+    import threading
+
+    from kpi_pipelines.automation.partitions import register_partition
+    from kpi_pipelines.dagster_instance import open_instance
+    from kpi_pipelines.demo import (
+        demo_providers,
+        ensure_workspaces,
+        read_env_file,
+        start_demo_stack,
+        write_env_file,
+    )
+    from kpi_pipelines.services import run_services
+
+    warehouse = _warehouse()
+    folder = settings.kpi_home() / "demo"
+    stack = start_demo_stack(folder / "simulators")
+    stopped = threading.Event()
+    with stack_stopped(stack):
+        instance = open_instance()
+        for workspace in ensure_workspaces(warehouse):
+            for provider in demo_providers():
+                provider.prepare(warehouse, workspace, folder / workspace.id)
+            register_partition(instance, workspace.id)
+        # The secrets live in this file (owner-only), never in the database: the services
+        # load it, and their runs inherit it.
+        env_file = write_env_file(folder / "dev.env", stack.env())
+        receiver = f"http://127.0.0.1:{webhooks_port}"
+        services = {
+            "webhook receiver": [
+                cli_command(),
+                *("webhooks", "serve", "--host", "127.0.0.1", "--port", str(webhooks_port)),
+            ],
+            **_dagster_services(port),
+        }
+        feeder = threading.Thread(
+            target=_follow_clock, args=(stack, receiver, tick_seconds, stopped), daemon=True
+        )
+        feeder.start()
+        try:
+            code = run_services(
+                services,
+                env=read_env_file(env_file),
+                on_started=(
+                    f"Dagster UI on http://127.0.0.1:{port}, its daemon, the webhook receiver"
+                    f" on {receiver} fed by the Stripe simulator, and the demo simulators"
+                    f" (their settings and secrets in {env_file}); Ctrl-C stops everything"
+                ),
+            )
+        finally:
+            stopped.set()
+            feeder.join(timeout=30)
+    raise typer.Exit(code)
+
+
+def cli_command() -> str:
+    """This `kpi-pipelines` executable (beside this Python)."""
+    return str(Path(sys.executable).parent / "kpi-pipelines")
+
+
+def _follow_clock(stack: Any, receiver: str, every: float, stopped: Any) -> None:
+    """Bring the simulators to the real clock and deliver their webhooks, until stopped; a
+    receiver not yet up (or refusing) is tried again on the next round."""
+    import logging
+
+    import httpx
+
+    log = logging.getLogger("kpi_pipelines.dev")
+    wait = 1.0  # first rounds: as soon as the receiver answers
+    while not stopped.wait(wait):
+        try:
+            delivered = stack.follow_clock(receiver)
+        except httpx.HTTPError as exc:
+            log.info("webhook receiver not reachable yet (%s)", type(exc).__name__)
+            continue
+        if delivered:
+            console.print(f"delivered {delivered} Stripe event(s) to the webhook receiver")
+        wait = every
 
 
 def main() -> None:

@@ -1,17 +1,24 @@
-"""The demo layer: two workspaces, sample data for every provider, one Dagster run each.
+"""The demo layer: two workspaces, sample data for every provider, one Dagster run each, and
+the simulators that keep serving them under `kpi-pipelines dev`.
 
 A provider's spec names its demo (`demo="module:prepare"`, a
 `prepare(warehouse, workspace, folder) -> run_config` function, usually beside its
 simulator in `sandbox/`); only this layer resolves it, so production code never imports a
-simulator, and adding a provider's demo touches no other provider.
+simulator, and adding a provider's demo touches no other provider. A demo module that has a
+simulator also defines `start_simulator(workspaces, folder) -> DemoSimulator` (one per
+module, whichever providers share it): the demo and `dev` start every one of them, and the
+variables they give (hosts, the demo workspaces' secrets) are what the runs read.
 """
 
 from __future__ import annotations
 
+import importlib
+import os
+import shlex
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import dagster as dg
 
@@ -51,6 +58,85 @@ def demo_providers() -> Iterator[DemoProvider]:
     for spec in discover():
         if spec.demo:
             yield DemoProvider(provider=spec.key, prepare=resolve(spec.demo))
+
+
+class DemoSimulator(Protocol):
+    """A provider's simulator serving the demo workspaces on loopback, on the real clock."""
+
+    def env(self) -> dict[str, str]:
+        """The variables runs need: the operator's settings that point at the simulator, and
+        each demo workspace's secrets (in its `WS_<ID>__` namespace)."""
+        ...
+
+    def follow_clock(self, webhook_base_url: str | None) -> int:
+        """Catch up with real time; with a receiver (`http://host:port`), deliver the webhooks
+        of what happened since the last delivery. Returns how many were delivered."""
+        ...
+
+    def stop(self) -> None: ...
+
+
+StartSimulator = Callable[[Sequence[Workspace], Path], DemoSimulator]
+
+
+@dataclass
+class DemoStack:
+    """Every demo simulator, started."""
+
+    simulators: list[DemoSimulator]
+
+    def env(self) -> dict[str, str]:
+        merged: dict[str, str] = {}
+        for simulator in self.simulators:
+            merged.update(simulator.env())
+        return merged
+
+    def follow_clock(self, webhook_base_url: str | None = None) -> int:
+        return sum(s.follow_clock(webhook_base_url) for s in self.simulators)
+
+    def stop(self) -> None:
+        for simulator in self.simulators:
+            simulator.stop()
+
+
+def start_demo_stack(folder: Path) -> DemoStack:
+    """Start the simulator of every demo module that has one (state kept under `folder`) and
+    set their variables in this process's environment, for the runs it launches."""
+    started: dict[str, DemoSimulator] = {}
+    for spec in discover():
+        if not spec.demo:
+            continue
+        module = importlib.import_module(spec.demo.partition(":")[0])
+        start: StartSimulator | None = getattr(module, "start_simulator", None)
+        if start is not None and module.__name__ not in started:
+            started[module.__name__] = start(DEMO_WORKSPACES, folder / spec.key)
+    stack = DemoStack(list(started.values()))
+    os.environ.update(stack.env())
+    return stack
+
+
+def write_env_file(path: Path, env: Mapping[str, str]) -> Path:
+    """`NAME=value` lines (shell-quoted) readable by the owner only: they hold secrets."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.touch(mode=0o600, exist_ok=True)
+    path.chmod(0o600)
+    lines = [f"{name}={shlex.quote(value)}" for name, value in sorted(env.items())]
+    path.write_text(
+        "# written by kpi-pipelines dev: the demo simulators' settings and"
+        " secrets\n" + "\n".join(lines) + "\n",
+        encoding="utf-8",
+    )
+    return path
+
+
+def read_env_file(path: Path) -> dict[str, str]:
+    env = {}
+    for line in path.read_text(encoding="utf-8").splitlines():
+        if line.strip() and not line.lstrip().startswith("#"):
+            name, _, value = line.partition("=")
+            words = shlex.split(value)
+            env[name.strip()] = words[0] if words else ""
+    return env
 
 
 def ensure_workspaces(warehouse: Warehouse) -> list[Workspace]:

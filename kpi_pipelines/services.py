@@ -21,9 +21,15 @@ class _Stop(Exception):
     """SIGTERM or SIGHUP: stop like Ctrl-C does."""
 
 
-def run_services(services: Mapping[str, Sequence[str]], *, on_started: str | None = None) -> int:
-    """Run every service until one exits or the user stops them; returns the exit code of
-    the first that exited (0 when stopped by a signal)."""
+def run_services(
+    services: Mapping[str, Sequence[str]],
+    *,
+    env: Mapping[str, str] | None = None,
+    on_started: str | None = None,
+) -> int:
+    """Run every service (with `env` added to this process's environment) until one exits or
+    the user stops them; returns the exit code of the first that exited (0 when stopped by a
+    signal)."""
 
     def stop(signum: int, frame: FrameType | None) -> None:
         raise _Stop
@@ -33,7 +39,9 @@ def run_services(services: Mapping[str, Sequence[str]], *, on_started: str | Non
     code = 0
     try:
         for name, command in services.items():
-            started[name] = subprocess.Popen(list(command), start_new_session=True)
+            started[name] = subprocess.Popen(
+                list(command), env={**os.environ, **(env or {})}, start_new_session=True
+            )
         if on_started:
             print(on_started, flush=True)
         while True:

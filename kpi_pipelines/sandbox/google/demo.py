@@ -1,24 +1,24 @@
 """Demo data for the Google providers: a simulated GA4 property and a marketing sheet per
 workspace, served on loopback.
 
-The demo process serves one Google sandbox (token endpoint, GA4 Data API, Sheets v4) from
-a background thread, points `KPI_GOOGLE_*` at it (the operator's settings: hosts and the
-OAuth client), and puts each demo workspace's refresh token in a variable of that
-workspace's namespace, which its connections name. Production never runs this; the
-sandbox's clock follows real time so the demo's days are today's.
+One Google sandbox (token endpoint, GA4 Data API, Sheets v4) serves every demo workspace; its
+variables point `KPI_GOOGLE_*` at it (the operator's settings: hosts and the OAuth client)
+and put each demo workspace's refresh token in a variable of that workspace's namespace,
+which its connections name. Production never runs this; the sandbox's clock follows real
+time so the demo's days are today's.
 """
 
 from __future__ import annotations
 
-import atexit
 import hashlib
-import os
 import random
 import threading
+from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+from kpi_pipelines.demo import DemoSimulator
 from kpi_pipelines.integrations.shared.oauth import GOOGLE_CLIENT_VARIABLES
 from kpi_pipelines.sandbox.google import (
     DEMO_CLIENT_ID,
@@ -41,41 +41,56 @@ from kpi_pipelines.warehouse.control import (
 from kpi_pipelines.warehouse.database import Warehouse
 
 
-def demo_secret_env(workspace_id: str) -> dict[str, str]:
-    """The variable a demo workspace's Google connections name for their refresh token
-    (set to the sandbox's demo token by `google_demo_sandbox`)."""
-    variable = f"{secret_namespace(workspace_id)}GOOGLE_REFRESH_TOKEN"
-    os.environ[variable] = DEMO_REFRESH_TOKEN
-    return {"refresh_token": variable}
+def _token_variable(workspace_id: str) -> str:
+    return f"{secret_namespace(workspace_id)}GOOGLE_REFRESH_TOKEN"
+
+
+class GoogleDemo:
+    """The demo workspaces' GA4 properties and spreadsheets on one loopback sandbox."""
+
+    def __init__(self, workspaces: Sequence[Workspace]) -> None:
+        self.workspaces = list(workspaces)
+        self.sandbox = GoogleSandbox(seed=7, start=datetime.now(UTC), realtime=True)
+        self.sandbox.register_client(DEMO_CLIENT_ID, DEMO_CLIENT_SECRET)
+        self.sandbox.add_refresh_token(DEMO_REFRESH_TOKEN, DEMO_CLIENT_ID)
+        for workspace in self.workspaces:
+            _add_property(self.sandbox, workspace)
+            _add_spreadsheet(self.sandbox, workspace)
+        self.server = LoopbackServer(create_google_app(self.sandbox)).start()
+
+    def env(self) -> dict[str, str]:
+        env = {
+            "KPI_GOOGLE_TOKEN_URL": self.server.url("/token"),
+            "KPI_GOOGLE_ANALYTICS_BASE_URL": self.server.base_url,
+            "KPI_GOOGLE_SHEETS_BASE_URL": self.server.base_url,
+            GOOGLE_CLIENT_VARIABLES["client_id"]: DEMO_CLIENT_ID,
+            GOOGLE_CLIENT_VARIABLES["client_secret"]: DEMO_CLIENT_SECRET,
+        }
+        env.update({_token_variable(w.id): DEMO_REFRESH_TOKEN for w in self.workspaces})
+        return env
+
+    def follow_clock(self, webhook_base_url: str | None) -> int:
+        return 0  # the sandbox's clock is real time already; Google sends no webhooks
+
+    def stop(self) -> None:
+        self.server.stop()
 
 
 _lock = threading.Lock()
-_running: tuple[GoogleSandbox, LoopbackServer] | None = None
+_running: GoogleDemo | None = None
 
 
-def google_demo_sandbox() -> GoogleSandbox:
-    """The demo process's one Google sandbox, started on first use and served until exit.
-
-    Sets KPI_GOOGLE_TOKEN_URL, KPI_GOOGLE_ANALYTICS_BASE_URL, KPI_GOOGLE_SHEETS_BASE_URL and
-    the operator's OAuth client (KPI_GOOGLE_CLIENT_ID, KPI_GOOGLE_CLIENT_SECRET) in this
-    process's environment.
-    """
+def start_simulator(workspaces: Sequence[Workspace], folder: Path) -> DemoSimulator:
     global _running
     with _lock:
-        if _running is None:
-            sandbox = GoogleSandbox(seed=7, start=datetime.now(UTC), realtime=True)
-            sandbox.register_client(DEMO_CLIENT_ID, DEMO_CLIENT_SECRET)
-            sandbox.add_refresh_token(DEMO_REFRESH_TOKEN, DEMO_CLIENT_ID)
-            server = LoopbackServer(create_google_app(sandbox)).start()
-            atexit.register(server.stop)
-            _running = (sandbox, server)
-        sandbox, server = _running
-        os.environ["KPI_GOOGLE_TOKEN_URL"] = server.url("/token")
-        os.environ["KPI_GOOGLE_ANALYTICS_BASE_URL"] = server.base_url
-        os.environ["KPI_GOOGLE_SHEETS_BASE_URL"] = server.base_url
-        os.environ[GOOGLE_CLIENT_VARIABLES["client_id"]] = DEMO_CLIENT_ID
-        os.environ[GOOGLE_CLIENT_VARIABLES["client_secret"]] = DEMO_CLIENT_SECRET
-        return sandbox
+        _running = GoogleDemo(workspaces)
+        return _running
+
+
+def _started() -> GoogleDemo:
+    if _running is None:
+        raise RuntimeError("the Google demo simulator is not started (start_demo_stack)")
+    return _running
 
 
 def demo_property_id(workspace_id: str) -> str:
@@ -84,22 +99,25 @@ def demo_property_id(workspace_id: str) -> str:
     return str(300_000_000 + digest)
 
 
-def prepare_analytics(warehouse: Warehouse, workspace: Workspace, folder: Path) -> dict[str, Any]:
-    """Give the workspace a simulated GA4 property (in its own time zone) and connect it."""
-    sandbox = google_demo_sandbox()
+def _add_property(sandbox: GoogleSandbox, workspace: Workspace) -> None:
+    """The workspace's simulated GA4 property, in its own time zone, its own size."""
     property_id = demo_property_id(workspace.id)
-    if property_id not in sandbox.ga4.properties:
-        size = 150 + int(property_id) % 400  # sessions a day: each workspace its own site
-        sandbox.add_property(
-            property_id, time_zone=workspace.timezone, history_days=120, daily_sessions=size
-        )
+    size = 150 + int(property_id) % 400  # sessions a day
+    sandbox.add_property(
+        property_id, time_zone=workspace.timezone, history_days=120, daily_sessions=size
+    )
+
+
+def prepare_analytics(warehouse: Warehouse, workspace: Workspace, folder: Path) -> dict[str, Any]:
+    """Connect the workspace to its simulated GA4 property."""
+    _started()
     add_connection(
         warehouse,
         Connection(
             workspace_id=workspace.id,
             provider="google_analytics",
-            settings={"property_id": property_id, "lookback_days": 3},
-            secret_env=demo_secret_env(workspace.id),
+            settings={"property_id": demo_property_id(workspace.id), "lookback_days": 3},
+            secret_env={"refresh_token": _token_variable(workspace.id)},
         ),
     )
     return {}
@@ -132,28 +150,31 @@ def demo_rows(workspace_id: str, today: Any, days: int = 30) -> list[list[Any]]:
     return rows
 
 
+def _add_spreadsheet(sandbox: GoogleSandbox, workspace: Workspace) -> None:
+    sandbox.add_spreadsheet(
+        demo_spreadsheet_id(workspace.id),
+        {
+            SHEET: demo_rows(workspace.id, sandbox.now().date()),
+            "Notes": [["Owner", "growth@example.com"]],
+        },
+        title=f"{workspace.name} KPIs",
+    )
+
+
 def prepare_sheets(warehouse: Warehouse, workspace: Workspace, folder: Path) -> dict[str, Any]:
-    """Give the workspace a demo spreadsheet and connect it; the import reads it as it is."""
-    sandbox = google_demo_sandbox()
-    spreadsheet_id = demo_spreadsheet_id(workspace.id)
-    if spreadsheet_id not in sandbox.sheets.spreadsheets:
-        today = sandbox.now().date()
-        sandbox.add_spreadsheet(
-            spreadsheet_id,
-            {SHEET: demo_rows(workspace.id, today), "Notes": [["Owner", "growth@example.com"]]},
-            title=f"{workspace.name} KPIs",
-        )
+    """Connect the workspace to its demo spreadsheet; the import reads it as it is."""
+    _started()
     add_connection(
         warehouse,
         Connection(
             workspace_id=workspace.id,
             provider="google_sheets",
             settings={
-                "spreadsheet_id": spreadsheet_id,
+                "spreadsheet_id": demo_spreadsheet_id(workspace.id),
                 "range": DEMO_RANGE,
                 "mapping": DEMO_MAPPING,
             },
-            secret_env=demo_secret_env(workspace.id),
+            secret_env={"refresh_token": _token_variable(workspace.id)},
         ),
     )
     return {}
