@@ -81,9 +81,9 @@ REPOSITORY = Path(__file__).resolve().parents[1]
 def test_dagster_tools_work_from_the_repository_root_with_nothing_set(
     private_home, tmp_path
 ) -> None:
-    """Dagster's own CLI run from the checkout, with no DAGSTER_* or KPI_* variable and no
-    server up, uses the project's instance and warehouse (the root dagster.yaml), starting
-    the embedded server for as long as it runs."""
+    """Dagster's own CLIs (dagster, dg) run from the checkout, with no DAGSTER_* or KPI_*
+    variable and no server up, use the project's instance and warehouse (the root
+    dagster.yaml), starting the embedded server for as long as they run."""
     env = {k: v for k, v in private_home.items() if k != "KPI_HOME"}
     env["HOME"] = str(Path(private_home["KPI_HOME"]).parent)  # the default KPI_HOME is ~/
     home = Path(env["HOME"]) / ".kpi_pipelines"
@@ -118,12 +118,27 @@ def test_dagster_tools_work_from_the_repository_root_with_nothing_set(
     assert materialized.returncode == 0, materialized.stdout + materialized.stderr
     assert "RUN_SUCCESS" in materialized.stderr
     assert wait_stopped({"KPI_HOME": str(home)}), "the run left the embedded server up"
-    # the project's instance has the run and the warehouse its points
+    assert "7.00" in run_cli(env, "kpi", "show", "shop").stdout
+    # and `dg`, which reads the project from pyproject.toml
+    csv_file.write_text("day,n\n2026-02-01,3\n2026-02-02,9\n", encoding="utf-8")
+    launched = subprocess.run(
+        [
+            *(str(Path(sys.executable).parent / "dg"), "launch", "--assets", "csv_upload_kpis"),
+            *("--partition", "shop", "--config-json", json.dumps(config)),
+        ],
+        cwd=REPOSITORY,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert launched.returncode == 0, launched.stdout + launched.stderr
+    # the project's instance has both runs and the warehouse their points
     runs = subprocess.run(
         [sys.executable, "-c", RUNS], env=env, capture_output=True, text=True, check=True
     )
-    assert json.loads(runs.stdout) == [["shop", "SUCCESS"]]
-    assert "7.00" in run_cli(env, "kpi", "show", "shop").stdout
+    assert json.loads(runs.stdout) == [["shop", "SUCCESS"], ["shop", "SUCCESS"]]
+    assert "9.00" in run_cli(env, "kpi", "show", "shop").stdout
 
 
 RUNS = """
