@@ -16,7 +16,7 @@ import signal
 import subprocess
 import tempfile
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from pathlib import Path
 
 import psutil
@@ -85,7 +85,9 @@ class Shots:
         # expect() raises AssertionError; an action that times out, Playwright's Error
         except (AssertionError, PlaywrightError) as exc:
             self.failed = True
-            self.page.screenshot(path=path.with_stem(path.stem + "-failed"), full_page=True)
+            # a browser that died takes no picture; the failure itself is what matters
+            with suppress(PlaywrightError):
+                self.page.screenshot(path=path.with_stem(path.stem + "-failed"), full_page=True)
             # the folder first: Playwright's message ends with a long snapshot of the page
             raise AssertionError(
                 f"{name} (page {self.page.url}; screenshots kept in {self.folder}): {exc}"
@@ -119,7 +121,9 @@ def ui_serving(env: dict[str, str], log: Path) -> Iterator[int]:
         children = psutil.Process(ui.pid).children(recursive=True)
         yield port
     finally:
-        os.killpg(ui.pid, signal.SIGINT)
+        # the group is gone only if everything in it already exited (then wait() says how)
+        with suppress(ProcessLookupError):
+            os.killpg(ui.pid, signal.SIGINT)
         ui.wait(timeout=120)
     output = log.read_text(errors="replace")
     assert ui.returncode == 0, output[-4000:]
