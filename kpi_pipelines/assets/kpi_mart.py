@@ -3,7 +3,8 @@ pandas from kpi_data, overrides applied, written back to PostgreSQL as `kpi_mart
 dashboard reads, downstream of every provider's asset; with anomaly checks on it."""
 
 from collections.abc import Iterable, Iterator
-from datetime import UTC, datetime
+from datetime import datetime, timedelta
+from zoneinfo import ZoneInfo
 
 import dagster as dg
 import pandas as pd
@@ -11,6 +12,7 @@ import pandas as pd
 from kpi_pipelines.automation.partitions import workspace_partitions
 from kpi_pipelines.integrations.shared.spec import ProviderSpec
 from kpi_pipelines.resources import WarehouseResource
+from kpi_pipelines.warehouse.control import get_workspace
 from kpi_pipelines.warehouse.mart import daily_frame, missing_provider_days, sharp_drops, write_mart
 
 MART_KEY = dg.AssetKey("kpi_mart")
@@ -19,7 +21,7 @@ NO_MISSING_DAYS = "no_missing_provider_days"
 
 
 class MartConfig(dg.Config):
-    # a metric whose latest day is lower than the day before by more than this share of it
+    # a metric whose latest whole day is lower than the day before by more than this share of it
     # fails the no_sharp_drops check
     drop_share: float = 0.5
 
@@ -44,14 +46,17 @@ def build_kpi_mart(specs: Iterable[ProviderSpec]) -> dg.AssetsDefinition:
             dg.AssetCheckSpec(
                 NO_SHARP_DROPS,
                 asset=MART_KEY,
-                description="No metric's latest day fell by more than `drop_share` of the day before.",
+                description=(
+                    "No metric's latest whole day (up to the workspace's yesterday) fell by"
+                    " more than `drop_share` of the day before."
+                ),
             ),
             dg.AssetCheckSpec(
                 NO_MISSING_DAYS,
                 asset=MART_KEY,
                 description=(
                     "Every scheduled provider has a value for every day since its first,"
-                    " up to yesterday."
+                    " up to the workspace's yesterday."
                 ),
             ),
         ],
@@ -63,8 +68,12 @@ def build_kpi_mart(specs: Iterable[ProviderSpec]) -> dg.AssetsDefinition:
         with warehouse.get().tenant(workspace, actor=f"run:{context.run.run_id}") as db:
             frame = daily_frame(db)
             rows = write_mart(db, frame)
+            timezone = get_workspace(db, workspace).timezone
         yield dg.MaterializeResult(metadata=_summary(frame, rows))
-        drops = sharp_drops(frame, config.drop_share)
+        # A point's day is a local date (GA4 reports in its property's zone): the workspace's
+        # today is not over, so the checks stop at its yesterday.
+        yesterday = datetime.now(ZoneInfo(timezone)).date() - timedelta(days=1)
+        drops = sharp_drops(frame, config.drop_share, last=yesterday)
         yield dg.AssetCheckResult(
             check_name=NO_SHARP_DROPS,
             passed=not drops,
@@ -84,7 +93,6 @@ def build_kpi_mart(specs: Iterable[ProviderSpec]) -> dg.AssetsDefinition:
                 ),
             },
         )
-        yesterday = (datetime.now(UTC) - pd.Timedelta(days=1)).date()
         gaps = missing_provider_days(frame, scheduled, yesterday)
         yield dg.AssetCheckResult(
             check_name=NO_MISSING_DAYS,

@@ -115,12 +115,15 @@ class Drop:
         return (self.before - self.after) / self.before
 
 
-def sharp_drops(frame: pd.DataFrame, share: float) -> list[Drop]:
-    """Metrics whose latest day is lower than the day before by more than `share` of it
-    (only positive values before: a rate at 0 cannot drop)."""
+def sharp_drops(frame: pd.DataFrame, share: float, last: date | None = None) -> list[Drop]:
+    """Metrics whose latest day (up to `last`, the last whole day: a day still going on has
+    only its first hours, which is no fall) is lower than the day before by more than
+    `share` of it (only positive values before: a rate at 0 cannot drop)."""
     drops = []
     for metric in frame.columns:
         series = frame[metric].dropna()
+        if last is not None:
+            series = series[series.index <= last]
         if len(series) < 2:
             continue
         before, after = float(series.iloc[-2]), float(series.iloc[-1])

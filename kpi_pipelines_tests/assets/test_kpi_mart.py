@@ -3,6 +3,7 @@ one row per day and one column per metric of every provider, overrides applied, 
 kpi_mart (isolated per workspace), read back by `read_kpis`, with its anomaly checks."""
 
 from datetime import UTC, date, datetime, timedelta
+from zoneinfo import ZoneInfo
 
 import dagster as dg
 import pandas as pd
@@ -113,6 +114,20 @@ def test_anomaly_checks_say_which_metric_fell_and_which_days_are_missing(busines
         relaxed = materialize_mart(instance, "ws-a", drop_share=0.7)
         checks = {e.check_name: e for e in relaxed.get_asset_check_evaluations()}
         assert checks[NO_SHARP_DROPS].passed
+
+
+def test_a_day_still_going_on_in_the_workspace_is_no_sharp_drop(warehouse, workspace_b) -> None:
+    # Hourly providers (GA4) have a few hours of the workspace's today: far below a whole
+    # day, which is no fall. Its today in Europe/Berlin may already be tomorrow in UTC.
+    today = datetime.now(ZoneInfo(workspace_b.timezone)).date()
+    days = [today - timedelta(days=n) for n in range(4, -1, -1)]
+    store(warehouse, "ws-b", "google_analytics", "sessions", dict.fromkeys(days[:-1], 1_000.0))
+    store(warehouse, "ws-b", "google_analytics", "sessions", {today: 12.0})
+    with scanned_instance() as instance:
+        result = materialize_mart(instance, "ws-b")
+    checks = {e.check_name: e for e in result.get_asset_check_evaluations()}
+    assert checks[NO_SHARP_DROPS].passed, checks[NO_SHARP_DROPS].metadata["drops"].value
+    assert checks[NO_MISSING_DAYS].passed, checks[NO_MISSING_DAYS].metadata["missing_days"]
 
 
 def test_the_mart_is_downstream_of_every_provider() -> None:
