@@ -244,15 +244,20 @@ RUN = """query ($runId: ID!) { runOrError(runId: $runId) { __typename
   ... on Error { message } } }"""
 
 RUN_ERRORS = """query ($runId: ID!) { logsForRun(runId: $runId) {
-  ... on EventConnection { events { __typename ... on MessageEvent { message level } } } } }"""
+  ... on EventConnection { events { __typename ... on MessageEvent { message level }
+    ... on ExecutionStepFailureEvent { error { message } } } } } }"""
 
 FINISHED_RUN = ("SUCCESS", "FAILURE", "CANCELED")
 
 
 def run_errors(port: int, run_id: str) -> str:
-    """A run's ERROR-level messages (its failure's reason), for a failure message."""
+    """A run's ERROR-level messages, with a failed step's error, for a failure message."""
     events = graphql(port, RUN_ERRORS, {"runId": run_id})["logsForRun"].get("events", [])
-    return "\n".join(e["message"] for e in events if e.get("level") == "ERROR")
+    return "\n".join(
+        e["message"] + (f" {e['error']['message']}" if e.get("error") else "")
+        for e in events
+        if e.get("level") == "ERROR"
+    )
 
 
 def wait_for_runs(port: int, run_ids: list[str], timeout: float = 300) -> dict[str, str]:
