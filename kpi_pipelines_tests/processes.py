@@ -3,7 +3,9 @@ on one embedded server under a KPI_HOME of their own, and the webserver's GraphQ
 
 from __future__ import annotations
 
+import contextlib
 import os
+import shlex
 import shutil
 import signal
 import socket
@@ -12,6 +14,7 @@ import sys
 import tempfile
 import time
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -132,3 +135,171 @@ def wait_for_locations(
             return listed
         time.sleep(1)
     raise AssertionError(f"the webserver on port {port} did not load its code locations")
+
+
+# --- Dagster's services as separate processes, and their runs and backfills over GraphQL ---
+
+
+def script_path(name: str) -> str:
+    """A console script of this environment (dagster, dagster-webserver, dagster-daemon)."""
+    found = shutil.which(name, path=str(Path(sys.executable).parent))
+    assert found, f"{name} is not installed in this environment"
+    return found
+
+
+def cli_env(env: dict[str, str]) -> dict[str, str]:
+    """The variables `kpi-pipelines env` exports, parsed as the shell's eval would."""
+    exported = {}
+    for line in run_cli(env, "env").stdout.splitlines():
+        words = shlex.split(line)
+        if len(words) == 2 and words[0] == "export":
+            name, _, value = words[1].partition("=")
+            exported[name] = value
+    return exported
+
+
+@dataclass
+class Service:
+    """A long-running process in a session of its own, its output in a file."""
+
+    name: str
+    process: subprocess.Popen
+    log: Path
+
+    def output(self, limit: int = 6000) -> str:
+        text = self.log.read_text(errors="replace") if self.log.exists() else ""
+        return text if len(text) <= limit else "[...]\n" + text[-limit:]
+
+
+def start_service(name: str, command: list[str], env: dict[str, str], folder: Path) -> Service:
+    # A file, not a pipe: nobody reads a pipe while the test waits, and a full pipe blocks.
+    log = folder / f"{name}.log"
+    with log.open("wb") as out:
+        process = subprocess.Popen(
+            command,
+            env=env,
+            stdin=subprocess.DEVNULL,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+    return Service(name, process, log)
+
+
+def services_output(services: list[Service]) -> str:
+    """Every service's output (its tail), for a failure message."""
+    return "\n".join(f"--- {s.name} (pid {s.process.pid}) ---\n{s.output()}" for s in services)
+
+
+def session_members(session_ids: set[int]) -> list[psutil.Process]:
+    """Live processes in any of these sessions: a service and whatever it started (run
+    workers are the code server's children, in its session)."""
+    members = []
+    for process in psutil.process_iter(["status"]):
+        try:
+            if os.getsid(process.pid) in session_ids and process.status() != "zombie":
+                members.append(process)
+        except (ProcessLookupError, PermissionError, psutil.Error):
+            continue
+    return members
+
+
+def stop_services(services: list[Service], grace: float = 20) -> list[str]:
+    """SIGTERM each service's process group, SIGKILL what is left after `grace` seconds;
+    returns the processes of their sessions that had to be killed or survived."""
+    sessions = {s.process.pid for s in services}
+    for service in services:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(service.process.pid, signal.SIGTERM)
+    deadline = time.monotonic() + grace
+    while session_members(sessions) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    stubborn = [f"{p.pid} {' '.join(p.cmdline())[:200]}" for p in session_members(sessions)]
+    for process in session_members(sessions):
+        with contextlib.suppress(psutil.Error):
+            process.kill()
+    for service in services:
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            service.process.wait(timeout=10)
+    survivors = [f"{p.pid} (after SIGKILL)" for p in session_members(sessions)]
+    return stubborn + survivors
+
+
+def wait_for_grpc_server(port: int, service: Service, timeout: float = 180) -> None:
+    """Until `dagster api grpc-health-check` answers SERVING (what a process manager's
+    readiness probe would run); fails when the server exits first."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        assert service.process.poll() is None, f"the code server exited:\n{service.output()}"
+        check = [script_path("dagster"), "api", "grpc-health-check", "-p", str(port)]
+        probe = subprocess.run([*check, "-h", "127.0.0.1"], capture_output=True, timeout=60)
+        if probe.returncode == 0:
+            return
+        time.sleep(1)
+    raise AssertionError(f"the code server on port {port} never served:\n{service.output()}")
+
+
+RUN = """query ($runId: ID!) { runOrError(runId: $runId) { __typename
+  ... on Run { runId status tags { key value } }
+  ... on Error { message } } }"""
+
+RUN_ERRORS = """query ($runId: ID!) { logsForRun(runId: $runId) {
+  ... on EventConnection { events { __typename ... on MessageEvent { message level }
+    ... on ExecutionStepFailureEvent { error { message } } } } } }"""
+
+FINISHED_RUN = ("SUCCESS", "FAILURE", "CANCELED")
+
+
+def run_errors(port: int, run_id: str) -> str:
+    """A run's ERROR-level messages, with a failed step's error, for a failure message."""
+    events = graphql(port, RUN_ERRORS, {"runId": run_id})["logsForRun"].get("events", [])
+    return "\n".join(
+        e["message"] + (f" {e['error']['message']}" if e.get("error") else "")
+        for e in events
+        if e.get("level") == "ERROR"
+    )
+
+
+def wait_for_runs(port: int, run_ids: list[str], timeout: float = 300) -> dict[str, str]:
+    """Each run's final status once none is queued or running; fails past the deadline
+    naming the unfinished."""
+    statuses: dict[str, str] = {}
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        for run_id in run_ids:
+            if statuses.get(run_id) not in FINISHED_RUN:
+                found = graphql(port, RUN, {"runId": run_id})["runOrError"]
+                assert found["__typename"] == "Run", found
+                statuses[run_id] = found["status"]
+        if all(statuses[r] in FINISHED_RUN for r in run_ids):
+            return statuses
+        time.sleep(1)
+    raise AssertionError(f"runs still unfinished after {timeout:.0f} s: {statuses}")
+
+
+def assert_runs_succeeded(port: int, statuses: dict[str, str]) -> None:
+    failed = {run_id: status for run_id, status in statuses.items() if status != "SUCCESS"}
+    assert not failed, "runs did not succeed: " + "; ".join(
+        f"{run_id} {status}: {run_errors(port, run_id)}" for run_id, status in failed.items()
+    )
+
+
+BACKFILL = """query ($backfillId: String!) { partitionBackfillOrError(backfillId: $backfillId) {
+  __typename
+  ... on PartitionBackfill { id status partitionNames runs { runId status } error { message } }
+  ... on Error { message } } }"""
+
+FINISHED_BACKFILL = ("COMPLETED", "COMPLETED_SUCCESS", "COMPLETED_FAILED", "FAILED", "CANCELED")
+
+
+def wait_for_backfill(port: int, backfill_id: str, timeout: float = 300) -> dict[str, Any]:
+    """The backfill (status, partitions, runs) once the daemon has finished it."""
+    deadline = time.monotonic() + timeout
+    backfill: dict[str, Any] = {}
+    while time.monotonic() < deadline:
+        backfill = graphql(port, BACKFILL, {"backfillId": backfill_id})["partitionBackfillOrError"]
+        assert backfill["__typename"] == "PartitionBackfill", backfill
+        if backfill["status"] in FINISHED_BACKFILL:
+            return backfill
+        time.sleep(1)
+    raise AssertionError(f"backfill {backfill_id} unfinished after {timeout:.0f} s: {backfill}")
