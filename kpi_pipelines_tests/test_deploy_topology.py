@@ -146,6 +146,20 @@ def start_code_server(
     return port
 
 
+def deployment_storage(env: dict[str, str]) -> dict[str, str]:
+    """The DAGSTER_PG_* variables a deployment gives Dagster's services, here naming the
+    embedded server (its port and socket folder read from its postmaster.pid)."""
+    pid_file = Path(env["KPI_HOME"]) / "postgres" / "data" / "postmaster.pid"
+    port, socket_dir = pid_file.read_text().splitlines()[3:5]
+    return {
+        "DAGSTER_PG_USERNAME": "postgres",
+        "DAGSTER_PG_HOST": "",  # libpq's PGHOST: the socket folder
+        "DAGSTER_PG_PORT": port.strip(),
+        "DAGSTER_PG_DB": "kpi",
+        "PGHOST": socket_dir.strip(),
+    }
+
+
 def start_webserver_and_daemon(
     services: list[Service],
     user_env: dict[str, str],
@@ -158,10 +172,11 @@ def start_webserver_and_daemon(
     wait_for_grpc_server(code_port, services[0])
     workspace = folder / "workspace.yaml"
     workspace.write_text(WORKSPACE_FILE.format(port=code_port), encoding="utf-8")
-    # Dagster's storage only: no warehouse, no secret (the code server evaluates schedules
-    # and sensors, and starts the runs), which is what the README's deploy section says.
-    storage_env = {k: v for k, v in instance.items() if k.startswith(("DAGSTER_", "PG"))}
-    tools_env = {**user_env, **storage_env}
+    # Dagster's storage only, as a deployment sets it: no warehouse setting, no secret (the
+    # code server evaluates schedules and sensors, and starts the runs), which is what the
+    # README's deploy section says.
+    tools_env = {k: v for k, v in user_env.items() if not k.startswith("KPI_")}
+    tools_env.update(DAGSTER_HOME=instance["DAGSTER_HOME"], **deployment_storage(user_env))
     port = free_port()
     webserver = [script_path("dagster-webserver"), "-w", str(workspace)]
     webserver += ["-h", "127.0.0.1", "-p", str(port)]
