@@ -14,6 +14,7 @@ import sys
 import tempfile
 import time
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -303,3 +304,52 @@ def wait_for_backfill(port: int, backfill_id: str, timeout: float = 300) -> dict
             return backfill
         time.sleep(1)
     raise AssertionError(f"backfill {backfill_id} unfinished after {timeout:.0f} s: {backfill}")
+
+
+# --- `kpi-pipelines ui` / `dev`: long-running commands a user stops with Ctrl-C ---------
+
+
+@dataclass
+class Serving:
+    """A running `kpi-pipelines ui|dev`: the UI's port, the command, what it started."""
+
+    port: int
+    process: subprocess.Popen
+    log: Path
+    children: list[psutil.Process]
+
+    def output(self) -> str:
+        return self.log.read_text(errors="replace")
+
+
+@contextmanager
+def cli_serving(env: dict[str, str], log: Path, *command: str) -> Iterator[Serving]:
+    """`kpi-pipelines <command> --port <free port>` until the block ends, its code location
+    loaded; then Ctrl-C as a terminal sends it (SIGINT to its process group), checking that
+    it exits 0 and leaves nothing running, the embedded PostgreSQL included."""
+    port = free_port()
+    # A file, not a pipe: nobody reads a pipe while the test works, and the daemon's
+    # logging would block once it is full.
+    with log.open("w") as out:
+        process = subprocess.Popen(
+            [cli_path(), *command, "--port", str(port)],
+            env=env,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+    serving = Serving(port, process, log, [])
+    try:
+        entries = wait_for_locations(port, process)
+        assert entries == [{"name": "kpi_pipelines", "loadStatus": "LOADED"}], entries
+        serving.children = psutil.Process(process.pid).children(recursive=True)
+        yield serving
+    finally:
+        # the group is gone only if everything in it already exited (then wait() says how)
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(process.pid, signal.SIGINT)
+        process.wait(timeout=120)
+    assert process.returncode == 0, serving.output()[-4000:]
+    left = [c for c in serving.children if c.is_running() and c.status() != psutil.STATUS_ZOMBIE]
+    assert not left, f"still running after Ctrl-C: {left}"
+    assert wait_stopped(env), f"the embedded PostgreSQL outlived `kpi-pipelines {command[0]}`"

@@ -12,14 +12,11 @@ from __future__ import annotations
 import os
 import re
 import shutil
-import signal
-import subprocess
 import tempfile
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager, suppress
 from pathlib import Path
 
-import psutil
 import pytest
 from playwright.sync_api import Error as PlaywrightError
 from playwright.sync_api import Page, expect, sync_playwright
@@ -27,13 +24,7 @@ from playwright.sync_api import Page, expect, sync_playwright
 from kpi_pipelines.assets.kpi_mart import MART_KEY, NO_MISSING_DAYS, NO_SHARP_DROPS
 from kpi_pipelines.definitions import SPECS
 from kpi_pipelines.demo import DEMO_WORKSPACES
-from kpi_pipelines_tests.processes import (
-    cli_path,
-    free_port,
-    run_cli,
-    wait_for_locations,
-    wait_stopped,
-)
+from kpi_pipelines_tests.processes import cli_serving, run_cli
 
 CHROMIUM = Path("/usr/bin/chromium")
 # This machine's network is closed: without the background-networking flags Chromium's own
@@ -99,39 +90,6 @@ class Shots:
             shutil.rmtree(self.folder, ignore_errors=True)
 
 
-@contextmanager
-def ui_serving(env: dict[str, str], log: Path) -> Iterator[int]:
-    """`kpi-pipelines ui` on a free port until the block ends, then Ctrl-C as a terminal sends
-    it (SIGINT to the whole process group), checking that nothing is left running."""
-    port = free_port()
-    # Output to a file, not a pipe: nobody reads a pipe while the browser works, and the
-    # daemon's logging would block once the pipe is full.
-    with log.open("w") as out:
-        ui = subprocess.Popen(
-            [cli_path(), "ui", "--port", str(port)],
-            env=env,
-            stdout=out,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )
-    children: list[psutil.Process] = []
-    try:
-        entries = wait_for_locations(port, ui)
-        assert entries == [{"name": "kpi_pipelines", "loadStatus": "LOADED"}], entries
-        children = psutil.Process(ui.pid).children(recursive=True)
-        yield port
-    finally:
-        # the group is gone only if everything in it already exited (then wait() says how)
-        with suppress(ProcessLookupError):
-            os.killpg(ui.pid, signal.SIGINT)
-        ui.wait(timeout=120)
-    output = log.read_text(errors="replace")
-    assert ui.returncode == 0, output[-4000:]
-    left = [c for c in children if c.is_running() and c.status() != psutil.STATUS_ZOMBIE]
-    assert not left, f"still running after Ctrl-C: {left}"
-    assert wait_stopped(env), "the embedded PostgreSQL outlived the UI"
-
-
 def dismiss_community_dialog(page: Page) -> Callable[[], None]:
     """The webserver greets a new browser profile with a newsletter dialog over every page."""
 
@@ -151,7 +109,8 @@ def test_dagster_ui_shows_the_demos_assets_partitions_checks_and_runs(private_ho
     workspace = DEMO_WORKSPACES[0].id
 
     log = Path(env["KPI_HOME"]).parent / "ui.log"
-    with ui_serving(env, log) as port, sync_playwright() as playwright:
+    with cli_serving(env, log, "ui") as ui, sync_playwright() as playwright:
+        port = ui.port
         base = f"http://127.0.0.1:{port}"
         # Playwright gives the browser a fresh, temporary profile of its own.
         browser = playwright.chromium.launch(

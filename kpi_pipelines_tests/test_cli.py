@@ -10,16 +10,13 @@ import subprocess
 import sys
 from pathlib import Path
 
-import psutil
-
 from kpi_pipelines_tests.processes import (
     cli_path,
-    free_port,
+    cli_serving,
     postmaster,
     release,
     run_cli,
     start_holder,
-    wait_for_locations,
     wait_stopped,
 )
 
@@ -229,26 +226,10 @@ def test_ui_runs_dagsters_webserver_and_daemon_and_stops_everything(private_home
     superseded command or warning is printed, and Ctrl-C (SIGINT) leaves nothing running,
     the embedded PostgreSQL included."""
     env = private_home
-    port = free_port()
-    ui = subprocess.Popen(
-        [cli_path(), "ui", "--port", str(port)],
-        env=env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-        start_new_session=True,
-    )
-    try:
-        entries = wait_for_locations(port, ui)
-        assert entries == [{"name": "kpi_pipelines", "loadStatus": "LOADED"}]
-        children = psutil.Process(ui.pid).children(recursive=True)
-        commands = " ".join(" ".join(c.cmdline()) for c in children)
+    log = Path(env["KPI_HOME"]).parent / "ui.log"
+    with cli_serving(env, log, "ui") as ui:
+        commands = " ".join(" ".join(c.cmdline()) for c in ui.children)
         assert "dagster-webserver" in commands and "dagster-daemon run" in commands
         assert postmaster(env) is not None
-    finally:
-        os.kill(ui.pid, signal.SIGINT)
-        output = ui.communicate(timeout=120)[0]
-    assert ui.returncode == 0, output
+    output = ui.output()
     assert "superseded" not in output.lower() and "Ctrl-C stops them" in output
-    assert not [c for c in children if c.is_running() and c.status() != psutil.STATUS_ZOMBIE]
-    assert wait_stopped(env), "the embedded PostgreSQL outlived the UI"
