@@ -16,6 +16,7 @@ from kpi_pipelines_tests.processes import (
     postmaster,
     release,
     run_cli,
+    script_path,
     start_holder,
     wait_stopped,
 )
@@ -91,45 +92,29 @@ def test_dagster_tools_work_from_the_repository_root_with_nothing_set(
     csv_file = tmp_path / "orders.csv"
     csv_file.write_text("day,n\n2026-02-01,3\n2026-02-02,7\n", encoding="utf-8")
     config = {"ops": {"csv_upload_kpis": {"config": {"path": str(csv_file)}}}}
-    validated = subprocess.run(
-        [sys.executable, "-m", "dagster", "definitions", "validate"],
-        cwd=REPOSITORY,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=300,
+
+    def from_checkout(*command: str) -> subprocess.CompletedProcess:
+        done = subprocess.run(
+            command, cwd=REPOSITORY, env=env, capture_output=True, text=True, timeout=300
+        )
+        assert done.returncode == 0, done.stdout + done.stderr
+        return done
+
+    from_checkout(script_path("dagster"), "definitions", "validate")
+    materialized = from_checkout(
+        *(script_path("dagster"), "asset", "materialize", "-m", "kpi_pipelines.definitions"),
+        *("--select", "csv_upload_kpis", "--partition", "shop"),
+        *("--config-json", json.dumps(config)),
     )
-    assert validated.returncode == 0, validated.stdout + validated.stderr
-    materialized = subprocess.run(
-        [
-            *(sys.executable, "-m", "dagster", "asset", "materialize"),
-            *("-m", "kpi_pipelines.definitions", "--select", "csv_upload_kpis"),
-            *("--partition", "shop", "--config-json", json.dumps(config)),
-        ],
-        cwd=REPOSITORY,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
-    assert materialized.returncode == 0, materialized.stdout + materialized.stderr
     assert "RUN_SUCCESS" in materialized.stderr
     assert wait_stopped({"KPI_HOME": str(home)}), "the run left the embedded server up"
     assert "7.00" in run_cli(env, "kpi", "show", "shop").stdout
     # and `dg`, which reads the project from pyproject.toml
     csv_file.write_text("day,n\n2026-02-01,3\n2026-02-02,9\n", encoding="utf-8")
-    launched = subprocess.run(
-        [
-            *(str(Path(sys.executable).parent / "dg"), "launch", "--assets", "csv_upload_kpis"),
-            *("--partition", "shop", "--config-json", json.dumps(config)),
-        ],
-        cwd=REPOSITORY,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=300,
+    from_checkout(
+        *(script_path("dg"), "launch", "--assets", "csv_upload_kpis", "--partition", "shop"),
+        *("--config-json", json.dumps(config)),
     )
-    assert launched.returncode == 0, launched.stdout + launched.stderr
     # the project's instance has both runs and the warehouse their points
     runs = subprocess.run(
         [sys.executable, "-c", RUNS], env=env, capture_output=True, text=True, check=True
