@@ -7,7 +7,7 @@ import getpass
 import json
 import os
 import sys
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 from typing import Annotated, Any
@@ -646,30 +646,54 @@ def env_command() -> None:
 
 # One code-location name everywhere (pyproject's code_location_name, the repository's
 # workspace.yaml): schedule and sensor history belong to a location's name.
-CODE_LOCATION_WORKSPACE = """load_from:
-  - python_module:
-      module_name: kpi_pipelines.definitions
-      location_name: kpi_pipelines
+CODE_LOCATION = "kpi_pipelines"
+CODE_SERVER_WORKSPACE = """load_from:
+  - grpc_server: {{host: 127.0.0.1, port: {port}, location_name: kpi_pipelines}}
 """
 
 
-def _dagster_services(port: int) -> dict[str, list[str]]:
-    """Dagster's webserver and daemon on this project's instance (its pools created first)."""
+def _dagster_services(port: int) -> tuple[dict[str, list[str]], dict[str, Callable[[], bool]]]:
+    """The services of a deployment on this machine (README "Deploying"): one code server
+    for the definitions, which the webserver and the daemon share once it serves (without
+    it each loads the definitions itself, and the daemon again every minute), and which
+    starts the runs. Creates the providers' pools first."""
+    import subprocess
+
     from kpi_pipelines.automation.pools import create_missing_pools, provider_pool_limits
     from kpi_pipelines.dagster_instance import open_instance
     from kpi_pipelines.integrations.shared.spec import discover
 
     create_missing_pools(open_instance(), provider_pool_limits(discover()))
+    code_port = _free_port()
     workspace = Path(os.environ["DAGSTER_HOME"]) / "workspace.yaml"
-    workspace.write_text(CODE_LOCATION_WORKSPACE, encoding="utf-8")
+    workspace.write_text(CODE_SERVER_WORKSPACE.format(port=code_port), encoding="utf-8")
     bin_dir = Path(sys.executable).parent
-    return {
+    dagster = str(bin_dir / "dagster")
+    health = [dagster, "api", "grpc-health-check", "-h", "127.0.0.1", "-p", str(code_port)]
+
+    def serving() -> bool:
+        return subprocess.run(health, capture_output=True, timeout=60).returncode == 0
+
+    services = {
+        "code server": [
+            *(dagster, "code-server", "start", "-m", "kpi_pipelines.definitions"),
+            *("--location-name", CODE_LOCATION, "-h", "127.0.0.1", "-p", str(code_port)),
+        ],
         "dagster-webserver": [
             str(bin_dir / "dagster-webserver"),
             *("-w", str(workspace), "-h", "127.0.0.1", "-p", str(port)),
         ],
         "dagster-daemon": [str(bin_dir / "dagster-daemon"), "run", "-w", str(workspace)],
     }
+    return services, {"code server": serving}
+
+
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
 
 
 @app.command()
@@ -681,9 +705,11 @@ def ui(
     from kpi_pipelines.services import run_services
 
     _warehouse()  # migrated before Dagster starts
+    services, ready = _dagster_services(port)
     raise typer.Exit(
         run_services(
-            _dagster_services(port),
+            services,
+            ready=ready,
             on_started=(
                 f"Dagster UI on http://127.0.0.1:{port} and its daemon"
                 f" (DAGSTER_HOME={os.environ['DAGSTER_HOME']}); Ctrl-C stops them"
@@ -731,12 +757,13 @@ def dev(
         # load it, and their runs inherit it.
         env_file = write_env_file(folder / "dev.env", stack.env())
         receiver = f"http://127.0.0.1:{webhooks_port}"
+        dagster_services, ready = _dagster_services(port)
         services = {
             "webhook receiver": [
                 cli_command(),
                 *("webhooks", "serve", "--host", "127.0.0.1", "--port", str(webhooks_port)),
             ],
-            **_dagster_services(port),
+            **dagster_services,
         }
         feeder = threading.Thread(
             target=_follow_clock, args=(stack, receiver, tick_seconds, stopped), daemon=True
@@ -746,6 +773,7 @@ def dev(
             code = run_services(
                 services,
                 env=read_env_file(env_file),
+                ready=ready,
                 on_started=(
                     f"Dagster UI on http://127.0.0.1:{port}, its daemon, the webhook receiver"
                     f" on {receiver} fed by the Stripe simulator, and the demo simulators"

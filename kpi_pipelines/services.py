@@ -1,5 +1,6 @@
 """Long-running local services started together and stopped together: what
-`kpi-pipelines ui` runs (Dagster's webserver and daemon). Each runs in a process group of its
+`kpi-pipelines ui` and `dev` run (a code server, Dagster's webserver and daemon, and for `dev`
+the webhook receiver). Each runs in a process group of its
 own; when one exits, or on Ctrl-C or SIGTERM, every one is stopped (SIGTERM, then SIGKILL
 after a grace period), so nothing outlives the command, and the embedded PostgreSQL stops
 with its last user."""
@@ -11,7 +12,7 @@ import os
 import signal
 import subprocess
 import time
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from types import FrameType
 
 GRACE_SECONDS = 15.0
@@ -25,10 +26,12 @@ def run_services(
     services: Mapping[str, Sequence[str]],
     *,
     env: Mapping[str, str] | None = None,
+    ready: Mapping[str, Callable[[], bool]] | None = None,
     on_started: str | None = None,
 ) -> int:
-    """Run every service (with `env` added to this process's environment) until one exits or
-    the user stops them; returns the exit code of the first that exited (0 when stopped by a
+    """Run every service (with `env` added to this process's environment), in order, until
+    one exits or the user stops them; a service named in `ready` must pass its check before
+    the next one starts. Returns the exit code of the first that exited (0 when stopped by a
     signal)."""
 
     def stop(signum: int, frame: FrameType | None) -> None:
@@ -36,27 +39,35 @@ def run_services(
 
     previous = {sig: signal.signal(sig, stop) for sig in (signal.SIGTERM, signal.SIGHUP)}
     started: dict[str, subprocess.Popen] = {}
-    code = 0
     try:
         for name, command in services.items():
             started[name] = subprocess.Popen(
                 list(command), env={**os.environ, **(env or {})}, start_new_session=True
             )
+            check = (ready or {}).get(name)
+            while check is not None and not check():
+                if (code := _first_exit(started)) is not None:
+                    return code
+                time.sleep(0.5)
         if on_started:
             print(on_started, flush=True)
-        while True:
-            exited = {name: p.returncode for name, p in started.items() if p.poll() is not None}
-            if exited:
-                name, code = next(iter(exited.items()))
-                print(f"{name} exited with code {code}; stopping the others", flush=True)
-                return code
+        while (code := _first_exit(started)) is None:
             time.sleep(0.5)
-    except (KeyboardInterrupt, _Stop):
         return code
+    except (KeyboardInterrupt, _Stop):
+        return 0
     finally:
         _stop_all(started.values())
         for sig, handler in previous.items():
             signal.signal(sig, handler)
+
+
+def _first_exit(started: Mapping[str, subprocess.Popen]) -> int | None:
+    for name, process in started.items():
+        if process.poll() is not None:
+            print(f"{name} exited with code {process.returncode}; stopping the others", flush=True)
+            return process.returncode
+    return None
 
 
 def _stop_all(processes: Iterable[subprocess.Popen]) -> None:

@@ -207,14 +207,16 @@ print(json.dumps(open_instance().get_dynamic_partitions("workspace")))
 
 
 def test_ui_runs_dagsters_webserver_and_daemon_and_stops_everything(private_home) -> None:
-    """`kpi-pipelines ui`: the webserver serves the one code location, the daemon runs, no
-    superseded command or warning is printed, and Ctrl-C (SIGINT) leaves nothing running,
+    """`kpi-pipelines ui`: the webserver serves the one code location from the code server it
+    shares with the daemon, no superseded command or warning is printed, and Ctrl-C (SIGINT) leaves nothing running,
     the embedded PostgreSQL included."""
     env = private_home
     log = Path(env["KPI_HOME"]).parent / "ui.log"
     with cli_serving(env, log, "ui") as ui:
         commands = " ".join(" ".join(c.cmdline()) for c in ui.children)
         assert "dagster-webserver" in commands and "dagster-daemon run" in commands
+        # one code server the webserver and daemon share
+        assert commands.count("code-server start") == 1
         assert postmaster(env) is not None
     output = ui.output()
     assert "superseded" not in output.lower() and "Ctrl-C stops them" in output

@@ -44,22 +44,27 @@ def test_every_provider_asset_is_workspace_partitioned_and_checked() -> None:
 
 
 def test_one_code_location_name_everywhere() -> None:
-    """pyproject (dg, `dagster dev` from the root), workspace.yaml and `kpi-pipelines ui`
-    name the code location alike, so schedule and sensor history do not split."""
+    """pyproject (`dagster`, `dg`), workspace.yaml and the code server `kpi-pipelines ui` and
+    `dev` start name the code location alike, so schedule and sensor history do not split."""
     import tomllib
     from pathlib import Path
 
     import yaml
 
-    from kpi_pipelines.cli import CODE_LOCATION_WORKSPACE
+    from kpi_pipelines.cli import CODE_LOCATION, CODE_SERVER_WORKSPACE
 
     root = Path(__file__).resolve().parent.parent
     pyproject = tomllib.loads((root / "pyproject.toml").read_text(encoding="utf-8"))
-    names = {pyproject["tool"]["dagster"]["code_location_name"]}
-    for text in ((root / "workspace.yaml").read_text(encoding="utf-8"), CODE_LOCATION_WORKSPACE):
-        [entry] = yaml.safe_load(text)["load_from"]
-        assert entry["python_module"]["module_name"] == pyproject["tool"]["dagster"]["module_name"]
-        names.add(entry["python_module"]["location_name"])
+    names = {
+        pyproject["tool"]["dagster"]["code_location_name"],
+        pyproject["tool"]["dg"]["project"]["code_location_name"],
+        CODE_LOCATION,
+    }
+    [entry] = yaml.safe_load((root / "workspace.yaml").read_text(encoding="utf-8"))["load_from"]
+    assert entry["python_module"]["module_name"] == pyproject["tool"]["dagster"]["module_name"]
+    names.add(entry["python_module"]["location_name"])
+    [served] = yaml.safe_load(CODE_SERVER_WORKSPACE.format(port=4000))["load_from"]
+    names.add(served["grpc_server"]["location_name"])
     assert names == {"kpi_pipelines"}
 
 
