@@ -742,6 +742,7 @@ def dev(
         write_env_file,
     )
     from kpi_pipelines.services import run_services
+    from kpi_pipelines.warehouse.tenant_data import latest_points
 
     warehouse = _warehouse()
     folder = settings.kpi_home() / "demo"
@@ -749,10 +750,13 @@ def dev(
     stopped = threading.Event()
     with stack_stopped(stack):
         instance = open_instance()
+        empty = []
         for workspace in ensure_workspaces(warehouse):
             for provider in demo_providers():
                 provider.prepare(warehouse, workspace, folder / workspace.id)
             register_partition(instance, workspace.id)
+            if not latest_points(warehouse, workspace.id):
+                empty.append(workspace.id)
         # The secrets live in this file (owner-only), never in the database: the services
         # load it, and their runs inherit it.
         env_file = write_env_file(folder / "dev.env", stack.env())
@@ -778,6 +782,12 @@ def dev(
                     f"Dagster UI on http://127.0.0.1:{port}, its daemon, the webhook receiver"
                     f" on {receiver} fed by the Stripe simulator, and the demo simulators"
                     f" (their settings and secrets in {env_file}); Ctrl-C stops everything"
+                    + (
+                        f". {', '.join(empty)} ha{'s' if len(empty) == 1 else 've'} no data yet:"
+                        " run `kpi-pipelines demo`, or materialize in the UI"
+                        if empty
+                        else ""
+                    )
                 ),
             )
         finally:

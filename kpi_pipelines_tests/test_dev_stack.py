@@ -115,4 +115,5 @@ def test_dev_keeps_the_demo_workspaces_syncing_and_stops_everything(private_home
         assert_runs_succeeded(dev.port, wait_for_runs(dev.port, [run_id]))
     output = dev.output()
     assert "delivered" in output and "Ctrl-C stops everything" in output
+    assert "no data yet" not in output  # the demo synced every workspace
     assert not port_open(webhooks_port) and not port_open(dev.port)
