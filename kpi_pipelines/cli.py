@@ -700,8 +700,8 @@ def _free_port() -> int:
 def ui(
     port: Annotated[int, typer.Option(help="Port of the Dagster UI.")] = 3000,
 ) -> None:
-    """Start Dagster's webserver and daemon on this project's instance; Ctrl-C stops both
-    (and the embedded PostgreSQL, when nothing else uses it)."""
+    """Start Dagster's webserver and daemon, sharing one code server, on this project's
+    instance; Ctrl-C stops them (and the embedded PostgreSQL, when nothing else uses it)."""
     from kpi_pipelines.services import run_services
 
     _warehouse()  # migrated before Dagster starts
@@ -728,8 +728,8 @@ def dev(
 ) -> None:
     """The whole local stack on the embedded PostgreSQL: the demo workspaces' provider
     simulators, the Stripe webhook receiver fed by the simulated accounts' events, and
-    Dagster's webserver and daemon, whose schedules and sensors keep the demo workspaces
-    syncing. Ctrl-C stops everything it started, PostgreSQL included."""
+    Dagster's code server, webserver and daemon, whose schedules and sensors keep the demo
+    workspaces syncing. Ctrl-C stops everything it started, PostgreSQL included."""
     import threading
 
     from kpi_pipelines.automation.partitions import register_partition
