@@ -103,13 +103,17 @@ def start_demo_stack(folder: Path) -> DemoStack:
     """Start the simulator of every demo module that has one (state kept under `folder`) and
     set their variables in this process's environment, for the runs it launches."""
     started: dict[str, DemoSimulator] = {}
-    for spec in discover():
-        if not spec.demo:
-            continue
-        module = importlib.import_module(spec.demo.partition(":")[0])
-        start: StartSimulator | None = getattr(module, "start_simulator", None)
-        if start is not None and module.__name__ not in started:
-            started[module.__name__] = start(DEMO_WORKSPACES, folder / spec.key)
+    try:
+        for spec in discover():
+            if not spec.demo:
+                continue
+            module = importlib.import_module(spec.demo.partition(":")[0])
+            start: StartSimulator | None = getattr(module, "start_simulator", None)
+            if start is not None and module.__name__ not in started:
+                started[module.__name__] = start(DEMO_WORKSPACES, folder / spec.key)
+    except BaseException:
+        DemoStack(list(started.values())).stop()  # none left serving when one fails to start
+        raise
     stack = DemoStack(list(started.values()))
     os.environ.update(stack.env())
     return stack
