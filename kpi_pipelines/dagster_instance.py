@@ -17,7 +17,7 @@ from pathlib import Path
 import dagster as dg
 from dagster._serdes import ConfigurableClassData
 from dagster_postgres import DagsterPostgresStorage
-from sqlalchemy.engine import URL
+from dagster_postgres.utils import get_conn_string
 
 from kpi_pipelines.settings import kpi_home
 
@@ -84,20 +84,20 @@ DEPLOYMENT_STORAGE_VARIABLES = (
 
 
 def storage_url() -> str:
-    """DAGSTER_PG_* when DAGSTER_PG_DB is set, else the warehouse's (KPI_DATABASE_URL or the
-    embedded server, which this process then holds up while it runs)."""
+    """DAGSTER_PG_* when DAGSTER_PG_DB is set (read as Dagster's own `postgres_db` storage
+    settings read them), else the warehouse's (KPI_DATABASE_URL or the embedded server,
+    which this process then holds up while it runs)."""
     env = os.environ
     if env.get("DAGSTER_PG_DB"):
-        url = URL.create(
-            "postgresql+psycopg2",
-            username=env.get("DAGSTER_PG_USERNAME") or None,
-            password=env.get("DAGSTER_PG_PASSWORD") or None,
-            host=env.get("DAGSTER_PG_HOST") or None,  # none: libpq's PGHOST
-            port=int(env.get("DAGSTER_PG_PORT") or 5432),
-            database=env["DAGSTER_PG_DB"],
+        return get_conn_string(
+            username=env.get("DAGSTER_PG_USERNAME", ""),
+            password=env.get("DAGSTER_PG_PASSWORD", ""),
+            hostname=env.get("DAGSTER_PG_HOST", ""),  # empty: libpq's PGHOST
+            db_name=env["DAGSTER_PG_DB"],
+            port=env.get("DAGSTER_PG_PORT") or "5432",
+            scheme="postgresql+psycopg2",
         )
-    else:
-        from kpi_pipelines.warehouse.database import resolve_admin_url
+    from kpi_pipelines.warehouse.database import resolve_admin_url
 
-        url = resolve_admin_url().set(drivername="postgresql+psycopg2")
+    url = resolve_admin_url().set(drivername="postgresql+psycopg2")
     return url.render_as_string(hide_password=False)
