@@ -13,7 +13,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -120,14 +120,17 @@ LOCATIONS = "{ workspaceOrError { ... on Workspace { locationEntries { name load
 
 
 def wait_for_locations(
-    port: int, process: subprocess.Popen | None = None, timeout: float = 180
+    port: int,
+    process: subprocess.Popen | None = None,
+    timeout: float = 180,
+    output: Callable[[], str] | None = None,
 ) -> list[dict[str, str]]:
     """The webserver's code locations once it answers and none is loading; fails when
-    `process` (what serves it) exits first."""
+    `process` (what serves it) exits first, with its output (piped, or `output()`)."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        if process is not None:
-            assert process.poll() is None, process.communicate()[0]
+        if process is not None and process.poll() is not None:
+            raise AssertionError(output() if output else process.communicate()[0])
         try:
             listed = graphql(port, LOCATIONS)["workspaceOrError"]["locationEntries"]
         except (httpx.HTTPError, ValueError):
@@ -340,7 +343,7 @@ def cli_serving(env: dict[str, str], log: Path, *command: str) -> Iterator[Servi
         )
     serving = Serving(port, process, log, [])
     try:
-        entries = wait_for_locations(port, process)
+        entries = wait_for_locations(port, process, output=lambda: serving.output()[-4000:])
         assert entries == [{"name": "kpi_pipelines", "loadStatus": "LOADED"}], entries
         serving.children = psutil.Process(process.pid).children(recursive=True)
         yield serving
