@@ -106,6 +106,13 @@ def db_upgrade() -> None:
     """Create the roles and schema if needed and apply every migration."""
     warehouse = _warehouse()
     console.print(f"warehouse schema at revision [bold]{warehouse.upgrade()}[/]")
+    if warehouse.tenant_session_powers():
+        console.print(
+            "[yellow]warning:[/] kpi_tenant sessions can still signal, watch or advisory-lock"
+            " other sessions: only a superuser can revoke that. Run as one, in this database:",
+            markup=True,
+        )
+        console.print("\n".join(warehouse.session_power_statements()), markup=False)
 
 
 @pools_app.command("set")

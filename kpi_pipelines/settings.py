@@ -63,6 +63,22 @@ def webhook_max_connections() -> int:
     return _positive_int("KPI_WEBHOOK_MAX_CONNECTIONS", 100)
 
 
+def db_statement_timeout_seconds() -> float:
+    """Longest statement a pipeline session (kpi_tenant, kpi_control) may run."""
+    return _positive_float("KPI_DB_STATEMENT_TIMEOUT_SECONDS", 900.0)
+
+
+def db_lock_timeout_seconds() -> float:
+    """Longest a pipeline session waits for a lock before its statement fails."""
+    return _positive_float("KPI_DB_LOCK_TIMEOUT_SECONDS", 60.0)
+
+
+def db_idle_in_transaction_timeout_seconds() -> float:
+    """Longest a pipeline session may hold a transaction open while sending nothing; the
+    server then ends the session (and the locks and snapshot it held)."""
+    return _positive_float("KPI_DB_IDLE_IN_TRANSACTION_TIMEOUT_SECONDS", 600.0)
+
+
 def csv_drop_dir() -> Path:
     """Root of the per-workspace CSV drop folders watched by a sensor."""
     configured = os.environ.get("KPI_CSV_DROP_DIR")

@@ -82,25 +82,18 @@ def read_kpis(
 
 def write_mart(db: Connection, frame: pd.DataFrame) -> int:
     """Replace the tenant transaction's workspace's mart rows with `frame`'s; returns rows."""
-    db.execute(sa.text("DELETE FROM kpi_mart"))
-    rows = [
-        {
-            "day": day,
-            "metrics": msgspec.json.encode(
-                {k: float(v) for k, v in values.items() if pd.notna(v)}
-            ).decode(),
-        }
-        for day, values in frame.iterrows()
-    ]
-    if rows:
-        db.execute(
-            sa.text(
-                "INSERT INTO kpi_mart (workspace_id, day, metrics)"
-                " VALUES (current_setting('kpi.workspace_id'), :day, CAST(:metrics AS jsonb))"
-            ),
-            rows,
+    days, metrics = [], []
+    for day, values in frame.iterrows():
+        days.append(day)
+        metrics.append(
+            msgspec.json.encode({k: float(v) for k, v in values.items() if pd.notna(v)}).decode()
         )
-    return len(rows)
+    return int(
+        db.execute(
+            sa.text("SELECT kpi.replace_mart(CAST(:days AS date[]), CAST(:metrics AS jsonb[]))"),
+            {"days": days, "metrics": metrics},
+        ).scalar_one()
+    )
 
 
 @dataclass(frozen=True)

@@ -45,7 +45,6 @@ def set_override(
     """A user's value for one key; it stands until the source's next sync writes that key."""
     actor = f"user:{user}"
     params = {
-        "ws": point.workspace_id,
         "source": point.source,
         "metric": point.metric,
         "ts": point.timestamp,
@@ -57,33 +56,10 @@ def set_override(
     }
     with warehouse.tenant(point.workspace_id, actor=actor) as db:
         get_workspace(db, point.workspace_id)  # a clear error for an unknown workspace
-        # An earlier open override of the same key is replaced by this one.
         db.execute(
             sa.text(
-                "UPDATE manual_overrides SET superseded_at = now(),"
-                " superseded_by = current_setting('kpi.actor')"
-                " WHERE superseded_at IS NULL AND workspace_id = :ws AND source = :source"
-                ' AND metric = :metric AND "timestamp" = :ts AND dimensions_key = :dk'
-            ),
-            params,
-        )
-        db.execute(
-            sa.text(
-                'INSERT INTO manual_overrides (workspace_id, source, metric, "timestamp",'
-                " dimensions_key, value, reason)"
-                " VALUES (:ws, :source, :metric, :ts, :dk, :value, :reason)"
-            ),
-            params,
-        )
-        db.execute(
-            sa.text(
-                'INSERT INTO kpi_data (workspace_id, source, metric, "timestamp", dimensions_key,'
-                " dimensions, value, metadata, source_ts, origin)"
-                " VALUES (:ws, :source, :metric, :ts, :dk, :dims, :value, :meta, now(),"
-                " 'manual')"
-                ' ON CONFLICT (workspace_id, source, metric, "timestamp", dimensions_key)'
-                " DO UPDATE SET value = excluded.value, source_ts = now(), origin = 'manual',"
-                " changed_by = excluded.changed_by, changed_at = now()"
+                "SELECT kpi.set_override(:source, :metric, :ts, :dk, CAST(:dims AS jsonb),"
+                " :value, CAST(:meta AS jsonb), :reason)"
             ).bindparams(sa.bindparam("dims", type_=sa.JSON), sa.bindparam("meta", type_=sa.JSON)),
             params,
         )
@@ -152,12 +128,10 @@ def load_cursor(db: Connection, source: str, stream: str) -> dict[str, Any] | No
 
 
 def save_cursor(db: Connection, source: str, stream: str, cursor: dict[str, Any]) -> None:
+    """Keep a sync's position (in the caller's tenant transaction)."""
     db.execute(
-        sa.text(
-            "INSERT INTO sync_state (workspace_id, source, stream, cursor, last_sync_at)"
-            " VALUES (current_setting('kpi.workspace_id', true), :source, :stream, :cursor, now())"
-            " ON CONFLICT (workspace_id, source, stream)"
-            " DO UPDATE SET cursor = excluded.cursor, last_sync_at = excluded.last_sync_at"
-        ).bindparams(sa.bindparam("cursor", type_=sa.JSON)),
+        sa.text("SELECT kpi.save_cursor(:source, :stream, CAST(:cursor AS jsonb))").bindparams(
+            sa.bindparam("cursor", type_=sa.JSON)
+        ),
         {"source": source, "stream": stream, "cursor": cursor},
     )

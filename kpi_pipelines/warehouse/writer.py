@@ -1,8 +1,11 @@
 """The one write path for every provider: COPY into a staging table, then one upsert.
 
 Each call runs inside the caller's tenant transaction (see Warehouse.tenant), so a batch is
-all or nothing and a rerun after a crash writes no duplicates. Conflict resolution lives in
-the upsert's WHERE clause (DESIGN.md):
+all or nothing and a rerun after a crash writes no duplicates. The tenant role may only
+INSERT into the staging table; the upsert is the owner's SECURITY DEFINER function
+(`kpi.merge_kpi_stage()`, migration 0004), which row-level security still scopes to the
+transaction's proved workspace. Conflict resolution lives in the upsert's WHERE clause
+(DESIGN.md):
 
 - a source overwrites its own earlier value when the new value's source timestamp is not
   older than the stored one, and only when something actually changed;
@@ -26,6 +29,8 @@ from sqlalchemy.engine import Connection
 from kpi_pipelines.models import KPIData
 from kpi_pipelines.warehouse.database import WorkspaceScopeError
 
+# The staging tables' columns, in the order COPY sends them (kpi.open_kpi_stage() and
+# kpi.open_raw_stage() make the tables: migration 0004).
 _KPI_COLUMNS = (
     "workspace_id",
     "source",
@@ -48,38 +53,8 @@ _KPI_TYPES = (
     "jsonb",
     "timestamptz",
 )
-
-_UPSERT_KPI = f"""
-INSERT INTO kpi_data AS k ({", ".join(_KPI_COLUMNS)}, origin, changed_by)
-SELECT DISTINCT ON (workspace_id, source, metric, "timestamp", dimensions_key)
-       {", ".join(_KPI_COLUMNS)}, 'sync', current_setting('kpi.actor')
-FROM pg_temp.kpi_stage
--- a batch may carry a key twice (say an event and a later re-read): keep the newest
-ORDER BY workspace_id, source, metric, "timestamp", dimensions_key, source_ts DESC
-ON CONFLICT (workspace_id, source, metric, "timestamp", dimensions_key) DO UPDATE
-SET value = excluded.value, dimensions = excluded.dimensions, metadata = excluded.metadata,
-    source_ts = excluded.source_ts, origin = 'sync', changed_by = excluded.changed_by,
-    changed_at = now()
-WHERE k.origin = 'manual'
-   OR (excluded.source_ts >= k.source_ts
-       AND (k.value IS DISTINCT FROM excluded.value OR k.metadata IS DISTINCT FROM excluded.metadata))
-RETURNING (xmax = 0) AS inserted
-"""
-
 _RAW_COLUMNS = ("workspace_id", "source", "stream", "record_id", "payload", "source_updated_at")
 _RAW_TYPES = ("text", "text", "text", "text", "jsonb", "timestamptz")
-
-_UPSERT_RAW = f"""
-INSERT INTO raw_records AS r ({", ".join(_RAW_COLUMNS)}, fetched_at, run_id)
-SELECT {", ".join(_RAW_COLUMNS)}, %(fetched_at)s, current_setting('kpi.actor')
-FROM pg_temp.raw_stage
-ON CONFLICT (workspace_id, source, stream, record_id) DO UPDATE
-SET payload = excluded.payload, source_updated_at = excluded.source_updated_at,
-    fetched_at = excluded.fetched_at, run_id = excluded.run_id
-WHERE r.payload IS DISTINCT FROM excluded.payload
-  AND (excluded.source_updated_at IS NULL OR r.source_updated_at IS NULL
-       OR excluded.source_updated_at >= r.source_updated_at)
-"""
 
 
 @dataclass
@@ -111,7 +86,8 @@ class RawRecord:
 
 
 def scoped_workspace(conn: Connection) -> str:
-    scope = conn.execute(sa.text("SELECT current_setting('kpi.workspace_id', true)")).scalar()
+    """The workspace the transaction is proved to be scoped to (Warehouse.tenant)."""
+    scope = conn.execute(sa.text("SELECT kpi.current_workspace()")).scalar()
     if not scope:
         raise WorkspaceScopeError("this transaction is not scoped to a workspace")
     return str(scope)
@@ -132,12 +108,9 @@ def write_kpis(conn: Connection, points: Sequence[KPIData], *, fetched_at: datet
             )
         rows.append(staged_kpi_row(point, fetched_at))
     cursor = _copy_into_stage(conn, "kpi_stage", _KPI_COLUMNS, _KPI_TYPES, rows)
-    cursor.execute(_UPSERT_KPI)
-    results = cursor.fetchall()
-    inserted = sum(1 for (was_insert,) in results if was_insert)
-    return WriteStats(
-        inserted=inserted, updated=len(results) - inserted, unchanged=len(rows) - len(results)
-    )
+    cursor.execute("SELECT inserted, updated FROM kpi.merge_kpi_stage()")
+    inserted, updated = cursor.fetchone()
+    return WriteStats(inserted=inserted, updated=updated, unchanged=len(rows) - inserted - updated)
 
 
 def staged_kpi_row(point: KPIData, fetched_at: datetime) -> tuple[Any, ...]:
@@ -179,8 +152,8 @@ def write_raw_records(
     if not rows:
         return 0
     cursor = _copy_into_stage(conn, "raw_stage", _RAW_COLUMNS, _RAW_TYPES, rows)
-    cursor.execute(_UPSERT_RAW, {"fetched_at": fetched_at})
-    return cursor.rowcount
+    cursor.execute("SELECT kpi.merge_raw_stage(%s)", (fetched_at,))
+    return int(cursor.fetchone()[0])
 
 
 def _jsonb(value: Any) -> Jsonb:
@@ -208,10 +181,9 @@ def _copy_into_stage(
     driver = conn.connection.driver_connection
     assert driver is not None
     cursor = driver.cursor()
-    # A temporary table per transaction: dropped at commit, invisible to other sessions.
-    definition = ", ".join(f"{c} {t}" for c, t in zip(columns, types, strict=True))
-    cursor.execute(f"CREATE TEMP TABLE IF NOT EXISTS {stage} ({definition}) ON COMMIT DROP")
-    cursor.execute(f"TRUNCATE pg_temp.{stage}")
+    # A temporary table per transaction, made (or emptied) by the owner: dropped at commit,
+    # invisible to other sessions, and nothing the tenant can alter.
+    cursor.execute(f"SELECT kpi.open_{stage}()")
     with cursor.copy(
         f"COPY pg_temp.{stage} ({', '.join(columns)}) FROM STDIN (FORMAT BINARY)"
     ) as copy:

