@@ -18,6 +18,7 @@ from kpi_pipelines.integrations.shared.spec import ProviderSpec
 from kpi_pipelines.resources import WarehouseResource
 from kpi_pipelines.warehouse.control import get_workspace
 from kpi_pipelines.warehouse.mart import (
+    MartTooLarge,
     daily_totals,
     missing_provider_days,
     sharp_drops,
@@ -83,7 +84,10 @@ def build_kpi_mart(specs: Iterable[ProviderSpec]) -> dg.AssetsDefinition:
         workspace = context.partition_key
         with warehouse.get().tenant(workspace, actor=f"run:{context.run.run_id}") as db:
             totals = daily_totals(db)
-            frame = wide_frame(totals)
+            try:
+                frame = wide_frame(totals)
+            except MartTooLarge as exc:  # before write_mart: the last mart built stays
+                raise dg.Failure(description=f"{workspace}: {exc}", allow_retries=False) from None
             rows = write_mart(db, frame)
             timezone = get_workspace(db, workspace).timezone
         yield dg.MaterializeResult(metadata=_summary(frame, rows))

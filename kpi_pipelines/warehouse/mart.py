@@ -37,6 +37,14 @@ WHERE dimensions_key = ''
 ORDER BY source, metric, day, "timestamp" DESC
 """
 TOTALS_COLUMNS = ["column", "source", "day", "value"]
+# The day x metric table is dense: a workspace whose metrics each have a day of their own
+# would make it the square of its points (30,000 points: 900 million cells). 20 million
+# cells are 160 MB of floats, a dozen years of 4,000 metrics.
+MAX_CELLS = 20_000_000
+
+
+class MartTooLarge(ValueError):
+    """The day x metric table would have more than MAX_CELLS cells."""
 
 
 def daily_totals(
@@ -63,9 +71,17 @@ def daily_totals(
 
 def wide_frame(totals: pd.DataFrame) -> pd.DataFrame:
     """`daily_totals` as the mart's shape: a `day` index (dates, in order), a column per
-    metric (floats, NaN where a day has no value), columns in name order."""
+    metric (floats, NaN where a day has no value), columns in name order; MartTooLarge if
+    it would have more than MAX_CELLS cells."""
     if totals.empty:
         return pd.DataFrame(index=pd.Index([], name="day", dtype="object"), dtype="float64")
+    days, columns = totals["day"].nunique(), totals["column"].nunique()
+    if days * columns > MAX_CELLS:
+        raise MartTooLarge(
+            f"the day x metric table would be {days:,} days by {columns:,} metrics,"
+            f" {days * columns:,} cells, over the limit of {MAX_CELLS:,}: read_kpis reads"
+            " less with metrics, start and end; the kpi_mart asset keeps the last mart built"
+        )
     wide = totals.pivot(index="day", columns="column", values="value")
     wide.columns.name = None
     return wide.astype("float64")
@@ -198,6 +214,7 @@ def _days_between(present: list[date], last: date) -> Iterator[date]:
 
 __all__ = [
     "Drop",
+    "MartTooLarge",
     "MissingDays",
     "daily_frame",
     "daily_totals",

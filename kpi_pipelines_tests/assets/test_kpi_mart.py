@@ -16,10 +16,11 @@ from kpi_pipelines.assets.kpi_mart import LATEST_COLUMNS, LISTED, NO_MISSING_DAY
 from kpi_pipelines.automation.partitions import register_partition
 from kpi_pipelines.definitions import defs
 from kpi_pipelines.models import MAX_METRIC_CHARS, KPIData, day_timestamp
+from kpi_pipelines.warehouse.mart import MAX_CELLS, MartTooLarge
 from kpi_pipelines.warehouse.tenant_data import set_override
 from kpi_pipelines.warehouse.writer import write_kpis
 from kpi_pipelines_tests.canary import scanned_instance
-from kpi_pipelines_tests.run_results import metadata
+from kpi_pipelines_tests.run_results import failure_message, metadata
 
 TODAY = datetime.now(UTC).date()
 DAYS = [TODAY - timedelta(days=n) for n in range(5, 0, -1)]  # five days up to yesterday
@@ -213,6 +214,30 @@ def test_thousands_of_metrics_make_the_whole_mart_and_bounded_metadata(
         checks[NO_MISSING_DAYS].metadata,
     ):
         assert len(dg.serialize_value(reported)) < METADATA_BYTES
+
+
+def test_metrics_each_on_a_day_of_their_own_fail_the_mart_and_keep_the_last_one(
+    business,
+) -> None:
+    # A CSV of a few thousand rows, each a metric of its own on a day of its own, would make
+    # the dense day x metric table the square of its points (here 4,505 x 4,504).
+    count = 4_500
+    with scanned_instance() as instance:
+        assert materialize_mart(instance, "ws-a").success
+        spread = {f"spread_{i:05d}": {TODAY - timedelta(days=10 + i): 1.0} for i in range(count)}
+        store_many(business, "ws-a", "csv_upload", spread)
+        result = materialize_mart(instance, "ws-a")
+    assert not result.success
+    cells = (count + len(DAYS)) * (count + 4)
+    assert cells > MAX_CELLS
+    assert f"{cells:,} cells, over the limit of {MAX_CELLS:,}" in failure_message(result)
+    with business.tenant("ws-a", actor="test") as db:
+        kept = db.execute(sa.text("SELECT day FROM kpi_mart ORDER BY day")).scalars().all()
+    assert kept == DAYS
+    with pytest.raises(MartTooLarge, match="read_kpis reads less with metrics, start and end"):
+        kpi_pipelines.read_kpis("ws-a", warehouse=business)
+    narrowed = kpi_pipelines.read_kpis("ws-a", metrics=["mrr", "spread_00000"], warehouse=business)
+    assert narrowed.shape == (len(DAYS) + 1, 2)
 
 
 def test_the_mart_is_downstream_of_every_provider() -> None:
