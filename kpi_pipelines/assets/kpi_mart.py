@@ -1,6 +1,10 @@
 """The KPI mart asset: per workspace, a daily table of every provider's metrics (built with
 pandas from kpi_data, overrides applied, written back to PostgreSQL as `kpi_mart`), what a
-dashboard reads, downstream of every provider's asset; with anomaly checks on it."""
+dashboard reads, downstream of every provider's asset; with anomaly checks on it.
+
+What the materialization and the checks put into Dagster's metadata has a fixed maximum size
+whatever the number of metrics: counts, and the first `LISTED` metrics or drops (the
+steepest first) with how many were left out."""
 
 from collections.abc import Iterable, Iterator
 from datetime import datetime, timedelta
@@ -13,11 +17,24 @@ from kpi_pipelines.automation.partitions import workspace_partitions
 from kpi_pipelines.integrations.shared.spec import ProviderSpec
 from kpi_pipelines.resources import WarehouseResource
 from kpi_pipelines.warehouse.control import get_workspace
-from kpi_pipelines.warehouse.mart import daily_frame, missing_provider_days, sharp_drops, write_mart
+from kpi_pipelines.warehouse.mart import (
+    MartTooLarge,
+    daily_totals,
+    missing_provider_days,
+    sharp_drops,
+    wide_frame,
+    write_mart,
+)
 
 MART_KEY = dg.AssetKey("kpi_mart")
 NO_SHARP_DROPS = "no_sharp_drops"
 NO_MISSING_DAYS = "no_missing_provider_days"
+# metric names and drops that the metadata lists
+LISTED = 50
+# metrics in the table of the latest days (a wider one is unreadable)
+LATEST_COLUMNS = 20
+# missing days listed per provider (the earliest)
+LISTED_DAYS = 31
 
 
 class MartConfig(dg.Config):
@@ -66,20 +83,26 @@ def build_kpi_mart(specs: Iterable[ProviderSpec]) -> dg.AssetsDefinition:
     ) -> Iterator[dg.MaterializeResult | dg.AssetCheckResult]:
         workspace = context.partition_key
         with warehouse.get().tenant(workspace, actor=f"run:{context.run.run_id}") as db:
-            frame = daily_frame(db)
+            totals = daily_totals(db)
+            try:
+                frame = wide_frame(totals)
+            except MartTooLarge as exc:  # before write_mart: the last mart built stays
+                raise dg.Failure(description=f"{workspace}: {exc}", allow_retries=False) from None
             rows = write_mart(db, frame)
             timezone = get_workspace(db, workspace).timezone
         yield dg.MaterializeResult(metadata=_summary(frame, rows))
         # A point's day is a local date (GA4 reports in its property's zone): the workspace's
         # today is not over, so the checks stop at its yesterday.
         yesterday = datetime.now(ZoneInfo(timezone)).date() - timedelta(days=1)
-        drops = sharp_drops(frame, config.drop_share, last=yesterday)
+        drops = sharp_drops(totals, config.drop_share, last=yesterday)
         yield dg.AssetCheckResult(
             check_name=NO_SHARP_DROPS,
             passed=not drops,
             severity=dg.AssetCheckSeverity.WARN,
             metadata={
                 "drop_share": config.drop_share,
+                "drop_count": len(drops),
+                # the steepest falls first
                 "drops": dg.MetadataValue.json(
                     {
                         d.metric: {
@@ -88,12 +111,13 @@ def build_kpi_mart(specs: Iterable[ProviderSpec]) -> dg.AssetsDefinition:
                             "after": d.after,
                             "fell_by": round(d.share, 4),
                         }
-                        for d in drops
+                        for d in drops[:LISTED]
                     }
                 ),
+                "drops_not_listed": max(len(drops) - LISTED, 0),
             },
         )
-        gaps = missing_provider_days(frame, scheduled, yesterday)
+        gaps = missing_provider_days(totals, scheduled, yesterday, listed=LISTED_DAYS)
         yield dg.AssetCheckResult(
             check_name=NO_MISSING_DAYS,
             passed=not gaps,
@@ -101,7 +125,13 @@ def build_kpi_mart(specs: Iterable[ProviderSpec]) -> dg.AssetsDefinition:
             metadata={
                 "providers_checked": dg.MetadataValue.json(scheduled),
                 "missing_days": dg.MetadataValue.json(
-                    {p: {"count": len(days), "days": days[:31]} for p, days in gaps.items()}
+                    {
+                        provider: {
+                            "count": missing.count,
+                            "days": [day.isoformat() for day in missing.first],
+                        }
+                        for provider, missing in gaps.items()
+                    }
                 ),
             },
         )
@@ -110,14 +140,21 @@ def build_kpi_mart(specs: Iterable[ProviderSpec]) -> dg.AssetsDefinition:
 
 
 def _summary(frame: pd.DataFrame, rows: int) -> dict[str, dg.MetadataValue | int | str]:
+    """Counts, the first `LISTED` metrics by name, the latest days of the first few."""
+    not_listed = max(len(frame.columns) - LISTED, 0)
     metadata: dict[str, dg.MetadataValue | int | str] = {
         "rows": rows,
-        "metrics": dg.MetadataValue.json(list(frame.columns)),
+        "metric_count": len(frame.columns),
+        "metrics": dg.MetadataValue.json(list(frame.columns[:LISTED])),
+        "metrics_not_listed": not_listed,
     }
     if rows:
         metadata["first_day"] = frame.index.min().isoformat()
         metadata["last_day"] = frame.index.max().isoformat()
-        metadata["latest"] = dg.MetadataValue.md(f"```\n{frame.tail(5).to_string()}\n```")
+        latest = frame.iloc[-5:, :LATEST_COLUMNS].to_string()
+        if len(frame.columns) > LATEST_COLUMNS:
+            latest += f"\n({len(frame.columns) - LATEST_COLUMNS:,} more metrics not shown)"
+        metadata["latest"] = dg.MetadataValue.md(f"```\n{latest}\n```")
     return metadata
 
 

@@ -12,19 +12,27 @@ import sqlalchemy as sa
 
 import kpi_pipelines
 from kpi_pipelines import demo
-from kpi_pipelines.assets.kpi_mart import NO_MISSING_DAYS, NO_SHARP_DROPS
+from kpi_pipelines.assets.kpi_mart import LATEST_COLUMNS, LISTED, NO_MISSING_DAYS, NO_SHARP_DROPS
 from kpi_pipelines.automation.partitions import register_partition
 from kpi_pipelines.definitions import defs
-from kpi_pipelines.models import KPIData, day_timestamp
+from kpi_pipelines.models import MAX_METRIC_CHARS, KPIData, day_timestamp
+from kpi_pipelines.warehouse.mart import MAX_CELLS, MartTooLarge
 from kpi_pipelines.warehouse.tenant_data import set_override
 from kpi_pipelines.warehouse.writer import write_kpis
 from kpi_pipelines_tests.canary import scanned_instance
+from kpi_pipelines_tests.run_results import failure_message, metadata
 
 TODAY = datetime.now(UTC).date()
 DAYS = [TODAY - timedelta(days=n) for n in range(5, 0, -1)]  # five days up to yesterday
 
 
 def store(warehouse, workspace: str, source: str, metric: str, values: dict[date, float]) -> None:
+    store_many(warehouse, workspace, source, {metric: values})
+
+
+def store_many(
+    warehouse, workspace: str, source: str, metrics: dict[str, dict[date, float]]
+) -> None:
     points = [
         KPIData(
             value=v,
@@ -34,6 +42,7 @@ def store(warehouse, workspace: str, source: str, metric: str, values: dict[date
             metric=metric,
             metadata={"granularity": "day"},
         )
+        for metric, values in metrics.items()
         for d, v in values.items()
     ]
     with warehouse.tenant(workspace, actor="test") as db:
@@ -128,6 +137,107 @@ def test_a_day_still_going_on_in_the_workspace_is_no_sharp_drop(warehouse, works
     checks = {e.check_name: e for e in result.get_asset_check_evaluations()}
     assert checks[NO_SHARP_DROPS].passed, checks[NO_SHARP_DROPS].metadata["drops"].value
     assert checks[NO_MISSING_DAYS].passed, checks[NO_MISSING_DAYS].metadata["missing_days"]
+
+
+# What one event's metadata may take, serialized, whatever the number of metrics: the first
+# LISTED names (of at most 63 characters) or drops, a few counts, a table of a few columns.
+METADATA_BYTES = 32 * 1024
+
+
+def test_thousands_of_metrics_make_the_whole_mart_and_bounded_metadata(
+    warehouse, workspace_a
+) -> None:
+    # Metric names as long as a key may be, so the metadata is as large as it can get; metric
+    # i falls by i/count on the last day: those past a half are sharp drops.
+    count = 3_000
+    names = [f"m{i:05d}_".ljust(MAX_METRIC_CHARS, "x") for i in range(count)]
+    before, last = DAYS[-2], DAYS[-1]
+    store_many(
+        warehouse,
+        "ws-a",
+        "stripe",
+        {name: {before: 100.0, last: 100.0 * (1 - i / count)} for i, name in enumerate(names)},
+    )
+    # a scheduled provider whose first day is decades back: its missing days are counted
+    first_ga_day = date(2000, 1, 1)
+    store(warehouse, "ws-a", "google_analytics", "sessions", {first_ga_day: 1.0, last: 1.0})
+    with scanned_instance() as instance:
+        result = materialize_mart(instance, "ws-a")
+    assert result.success
+    [materialization] = result.asset_materializations_for_node("kpi_mart")
+    summary = metadata(result)
+    assert summary["rows"] == 3
+    assert summary["metric_count"] == count + 1
+    assert summary["metrics"] == names[:LISTED]
+    assert summary["metrics_not_listed"] == count + 1 - LISTED
+    assert f"({count + 1 - LATEST_COLUMNS:,} more metrics not shown)" in summary["latest"]
+
+    with warehouse.tenant("ws-a", actor="test") as db:
+        stored = {
+            r.day: r.metrics
+            for r in db.execute(sa.text("SELECT day, metrics FROM kpi_mart ORDER BY day"))
+        }
+    assert list(stored) == [first_ga_day, before, last]
+    assert stored[first_ga_day] == {"sessions": 1.0}
+    assert stored[before] == dict.fromkeys(names, 100.0)
+    assert stored[last] == {
+        "sessions": 1.0,
+        **{name: 100.0 * (1 - i / count) for i, name in enumerate(names)},
+    }
+    frame = kpi_pipelines.read_kpis("ws-a", warehouse=warehouse)
+    assert frame.shape == (3, count + 1) and not frame.attrs
+    assert frame.loc[last, names[-1]] == stored[last][names[-1]]
+
+    checks = {e.check_name: e for e in result.get_asset_check_evaluations()}
+    drops = checks[NO_SHARP_DROPS].metadata
+    assert drops["drop_count"].value == count // 2 - 1  # i/count > 0.5
+    assert drops["drops_not_listed"].value == count // 2 - 1 - LISTED
+    # the steepest falls are the ones listed, steepest first
+    assert list(drops["drops"].value) == names[::-1][:LISTED]
+    assert drops["drops"].value[names[-1]] == {
+        "day": last.isoformat(),
+        "before": 100.0,
+        "after": 100.0 * (1 - (count - 1) / count),
+        "fell_by": round((count - 1) / count, 4),
+    }
+    missing = checks[NO_MISSING_DAYS].metadata["missing_days"].value
+    gap_days = [first_ga_day + timedelta(days=n) for n in range(1, 32)]
+    assert missing == {
+        "google_analytics": {
+            "count": (last - first_ga_day).days - 1,
+            "days": [d.isoformat() for d in gap_days],
+        }
+    }
+    for reported in (
+        materialization.metadata,
+        checks[NO_SHARP_DROPS].metadata,
+        checks[NO_MISSING_DAYS].metadata,
+    ):
+        assert len(dg.serialize_value(reported)) < METADATA_BYTES
+
+
+def test_metrics_each_on_a_day_of_their_own_fail_the_mart_and_keep_the_last_one(
+    business,
+) -> None:
+    # A CSV of a few thousand rows, each a metric of its own on a day of its own, would make
+    # the dense day x metric table the square of its points (here 4,505 x 4,504).
+    count = 4_500
+    with scanned_instance() as instance:
+        assert materialize_mart(instance, "ws-a").success
+        spread = {f"spread_{i:05d}": {TODAY - timedelta(days=10 + i): 1.0} for i in range(count)}
+        store_many(business, "ws-a", "csv_upload", spread)
+        result = materialize_mart(instance, "ws-a")
+    assert not result.success
+    cells = (count + len(DAYS)) * (count + 4)
+    assert cells > MAX_CELLS
+    assert f"{cells:,} cells, over the limit of {MAX_CELLS:,}" in failure_message(result)
+    with business.tenant("ws-a", actor="test") as db:
+        kept = db.execute(sa.text("SELECT day FROM kpi_mart ORDER BY day")).scalars().all()
+    assert kept == DAYS
+    with pytest.raises(MartTooLarge, match="read_kpis reads less with metrics, start and end"):
+        kpi_pipelines.read_kpis("ws-a", warehouse=business)
+    narrowed = kpi_pipelines.read_kpis("ws-a", metrics=["mrr", "spread_00000"], warehouse=business)
+    assert narrowed.shape == (len(DAYS) + 1, 2)
 
 
 def test_the_mart_is_downstream_of_every_provider() -> None:
