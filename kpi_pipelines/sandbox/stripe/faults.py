@@ -94,6 +94,7 @@ class Faults(FaultInjector):
             rewind[1] -= 1
             if rewind[1] <= 0:
                 del self._rewinds[after]
+            self.injected += 1
         kept = [(name, value) for name, value in query if name != "starting_after"]
         return kept + ([("starting_after", rewind[0])] if rewind[0] is not None else [])
 
