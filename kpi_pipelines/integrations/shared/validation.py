@@ -54,6 +54,13 @@ def validated_settings(
         ) from None
 
 
+def named(text: str, limit: int = 100) -> str:
+    """A provider's name for a record (an id, a row's labels), fit for a rejection: redacted,
+    then cut, so the reason after it is never lost."""
+    text = redact(text)
+    return text if len(text) <= limit else text[:limit] + "..."
+
+
 class Rejections:
     """Records that failed validation in one sync: all counted, the first `limit` named
     (then one line that counts the rest)."""

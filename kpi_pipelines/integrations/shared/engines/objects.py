@@ -55,7 +55,7 @@ from kpi_pipelines.integrations.shared.paging import (
     items,
 )
 from kpi_pipelines.integrations.shared.redaction import default_redactor
-from kpi_pipelines.integrations.shared.validation import Rejections, describe_validation
+from kpi_pipelines.integrations.shared.validation import Rejections, describe_validation, named
 from kpi_pipelines.models import SyncResult
 from kpi_pipelines.warehouse.tenant_data import load_cursor, save_cursor
 from kpi_pipelines.warehouse.writer import RawRecord, WriteStats
@@ -149,7 +149,7 @@ class Ledger:
             if self._in_bound(obj):
                 self.rejected_in_bound[stream].append(object_id)
         reason = exc if isinstance(exc, str) else describe_validation(exc, limit=3)
-        self.rejections.add(f"{stream} {object_id or '?'}: {reason}")
+        self.rejections.add(f"{stream} {named(object_id or '?')}: {reason}")
 
 
 class ObjectAdapter(IntegrationAdapter):

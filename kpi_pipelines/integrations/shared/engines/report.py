@@ -53,7 +53,7 @@ from kpi_pipelines.integrations.shared.paging import (
     pages,
 )
 from kpi_pipelines.integrations.shared.spec import ProviderRunConfig
-from kpi_pipelines.integrations.shared.validation import Rejections, describe_validation
+from kpi_pipelines.integrations.shared.validation import Rejections, describe_validation, named
 from kpi_pipelines.models import KPIData, SyncResult
 from kpi_pipelines.warehouse.tenant_data import load_cursor, save_cursor
 from kpi_pipelines.warehouse.writer import WriteStats, write_kpis
@@ -248,13 +248,14 @@ class ReportEngine(Engine):
         the record guard (bounds.py), then the hook."""
         guard = guard or RecordGuard(adapter.spec.limits.record())
         if problem := guard.problem_of(raw):
-            rejections.add(f"{report.name} row {adapter.describe(raw)}: {problem}")
+            rejections.add(f"{report.name} row {named(adapter.describe(raw))}: {problem}")
             return None
         try:
             return adapter.validate(report, raw)
         except (ValidationError, ValueError) as exc:
             rejections.add(
-                f"{report.name} row {adapter.describe(raw)}: {describe_validation(exc, limit=3)}"
+                f"{report.name} row {named(adapter.describe(raw))}:"
+                f" {describe_validation(exc, limit=3)}"
             )
             return None
 
