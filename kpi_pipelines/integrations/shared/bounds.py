@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import itertools
 import re
+import urllib.request
 import zlib
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -89,7 +90,9 @@ class BoundedTransport(httpx.BaseTransport):
     """An httpx transport whose responses cannot cost more than `limits` (see the module).
 
     Wraps `inner` (by default an `httpx.HTTPTransport` made with `transport_options`, such as
-    `verify`). Bodies come out decoded: the response has no Content-Encoding any more.
+    `verify`, through the proxy the environment names for the URL's scheme, as httpx does
+    for a client without a transport of its own). Bodies come out decoded: the response has
+    no Content-Encoding any more.
     """
 
     def __init__(
@@ -103,10 +106,23 @@ class BoundedTransport(httpx.BaseTransport):
         self.provider = provider
         self.limits = limits or ProviderLimits().response()
         self._inner = inner or httpx.HTTPTransport(**transport_options)
+        # HTTP_PROXY / HTTPS_PROXY / NO_PROXY, which httpx ignores once given a transport.
+        self._proxied = (
+            {}
+            if inner is not None
+            else {
+                scheme: httpx.HTTPTransport(proxy=url, **transport_options)
+                for scheme, url in urllib.request.getproxies().items()
+                if scheme in ("http", "https")
+            }
+        )
 
     def handle_request(self, request: httpx.Request) -> httpx.Response:
         request.headers["Accept-Encoding"] = ACCEPT_ENCODING
-        response = self._inner.handle_request(request)
+        inner = self._proxied.get(request.url.scheme, self._inner)
+        if inner is not self._inner and urllib.request.proxy_bypass(request.url.host):
+            inner = self._inner
+        response = inner.handle_request(request)
         path = request.url.path  # never the query: it may carry a token
         what = f"{request.method} {path if len(path) <= 200 else path[:200] + '...'}"
         try:
@@ -130,6 +146,8 @@ class BoundedTransport(httpx.BaseTransport):
 
     def close(self) -> None:
         self._inner.close()
+        for proxied in self._proxied.values():
+            proxied.close()
 
     def refused(
         self, what: str, problem: str, status: int | None = None
