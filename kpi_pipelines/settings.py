@@ -41,6 +41,23 @@ def csv_max_bytes() -> int:
     return _positive_int("KPI_CSV_MAX_BYTES", 50 * 1024 * 1024)
 
 
+def http_max_body_bytes() -> int:
+    """Largest provider response body read, once decompressed (and the most bytes read off
+    the wire for one); a larger one fails the sync (see integrations/shared/bounds.py)."""
+    return _positive_int("KPI_HTTP_MAX_BODY_BYTES", 64 * 1024 * 1024)
+
+
+def record_max_bytes() -> int:
+    """Largest provider record (its JSON text) validated or landed; a larger one is rejected."""
+    return _positive_int("KPI_RECORD_MAX_BYTES", 16 * 1024 * 1024)
+
+
+def record_max_string_chars() -> int:
+    """Longest string value (or key) a landed or validated provider record may hold; a record
+    with a longer one is rejected. Salesforce's long text fields hold 131,072 characters."""
+    return _positive_int("KPI_RECORD_MAX_STRING_CHARS", 256 * 1024)
+
+
 def webhook_max_bytes() -> int:
     """Largest webhook request body accepted (Stripe's events are under 1 MB); a larger
     Content-Length is refused at once, a longer streamed body as soon as it passes this."""

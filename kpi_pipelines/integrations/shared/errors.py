@@ -130,3 +130,19 @@ class RequestBudgetExceeded(ProviderError):
             f"{provider} request budget of {budget} requests for this sync is spent. "
             "Narrow the sync (shorter backfill window) or raise the budget.",
         )
+
+
+class ProviderResponseRefused(ProviderError):
+    """A response we refuse to read (bigger or deeper than the limits, an encoding we did not
+    ask for): a hostile or broken provider. Not retried: the sync fails, saying which
+    request and which limit."""
+
+    def __init__(self, provider: str, request: str, problem: str, *, status: int | None = None):
+        self.request = redact(request)
+        self.problem = problem
+        super().__init__(
+            provider,
+            f"{provider} sent a response we refuse to read: {request} {problem}. A hostile or"
+            " broken response is not retried; the sync fails and the next one asks again.",
+            status=status,
+        )

@@ -23,6 +23,7 @@ from typing import Any, Self
 import httpx
 from tenacity import RetryCallState, Retrying, retry_if_exception_type, stop_after_attempt
 
+from kpi_pipelines.integrations.shared.bounds import BoundedTransport, ResponseLimits
 from kpi_pipelines.integrations.shared.errors import (
     ProviderAuthError,
     ProviderError,
@@ -147,6 +148,7 @@ class ProviderHttpClient:
         cache_max_bytes: int = 32 * 1024 * 1024,
         allowed_origins: Sequence[str] = (),
         rng: random.Random | None = None,
+        limits: ResponseLimits | None = None,
     ) -> None:
         """Create a client for one provider.
 
@@ -154,7 +156,9 @@ class ProviderHttpClient:
         request is sent once more. Absolute URLs (next-page links) must share the origin of
         `base_url` or one of `allowed_origins`, so credentials never go to another host.
         The cache is bounded by `cache_max_entries` and `cache_max_bytes` (LRU) so memory does
-        not grow with the size of an account.
+        not grow with the size of an account. Every response is read within `limits` (the
+        deployment's by default; see bounds.py): one over them raises ProviderResponseRefused
+        and is not retried.
         """
         if max_attempts < 1:
             raise ValueError("max_attempts must be at least 1")
@@ -188,6 +192,7 @@ class ProviderHttpClient:
             headers=default_headers,
             auth=auth,
             timeout=httpx.Timeout(timeout),
+            transport=BoundedTransport(provider, limits),
         )
 
     def __repr__(self) -> str:

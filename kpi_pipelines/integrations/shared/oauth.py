@@ -50,6 +50,7 @@ from tenacity import (
 
 from kpi_pipelines import settings
 from kpi_pipelines.integrations.shared.base_adapter import IntegrationAdapter
+from kpi_pipelines.integrations.shared.bounds import BoundedTransport, ResponseLimits
 from kpi_pipelines.integrations.shared.errors import (
     ProviderAuthError,
     ProviderRequestError,
@@ -210,6 +211,7 @@ class OAuth2Session:
         clock: Callable[[], float] = time.monotonic,
         sleep: Callable[[float], None] = time.sleep,
         transport: httpx.BaseTransport | None = None,
+        limits: ResponseLimits | None = None,
         on_refresh_token_rotated: Callable[[str], None] | None = None,
     ) -> None:
         if max_attempts < 1:
@@ -231,7 +233,8 @@ class OAuth2Session:
         self._renew_at: float | None = None  # on `clock`; None: only when the API says 401
         self._http = httpx.Client(
             timeout=httpx.Timeout(timeout),
-            transport=transport,
+            # The token endpoint's answers are read within the limits too (bounds.py).
+            transport=transport or BoundedTransport(provider, limits),
             headers={"User-Agent": "kpi-pipelines"},
         )
         self._client = _TokenClient(
@@ -468,6 +471,7 @@ class OAuthApi:
         token_url: str,
         base_url: str,
         client_variables: Mapping[str, str] | None = None,
+        limits: ResponseLimits | None = None,
         **http_options: Any,
     ) -> None:
         self.session = OAuth2Session(
@@ -475,11 +479,12 @@ class OAuthApi:
             OAuth2Credentials.from_connection(
                 connection, token_url=token_url, client_variables=client_variables
             ),
+            limits=limits,
         )
         # Duplicate requests inside a sync are served from its cache, for every REST
         # provider (its hits are in the run's metadata): not an option a provider turns off.
         self.http = ProviderHttpClient(
-            provider, base_url, auth=self.session.auth(), cache=True, **http_options
+            provider, base_url, auth=self.session.auth(), cache=True, limits=limits, **http_options
         )
 
     def close(self) -> None:
@@ -508,6 +513,7 @@ class OAuthAdapter(IntegrationAdapter):
             token_url=token_url,
             base_url=base_url,
             client_variables=client_variables,
+            limits=self.spec.limits.response(),
             **http_options,
         )
         return self._api

@@ -13,6 +13,11 @@ body, or in the Link header: `link_header_next`), `PageToken` (a token or cursor
 names: Google's nextPageToken, Notion's next_cursor with has_more, HubSpot's
 paging.next.after; sent in the query or, with `in_body=True`, in a JSON body as Notion's
 start_cursor) and `Offset` (offset/limit until the total, or until a short page).
+
+A list that goes round in circles ends with PagingError, whatever the paginator and however
+long the circle: a page whose next request (cursor, token, next link, offset) was already
+sent in this listing, or a page the same as one already read (a provider that ignores the
+offset, or serves the same objects under new tokens).
 """
 
 from __future__ import annotations
@@ -24,6 +29,7 @@ from dataclasses import dataclass, field
 from typing import Any, Generic, TypeVar
 
 import httpx
+import msgspec
 
 T = TypeVar("T")
 
@@ -176,21 +182,22 @@ def pages(
 
     With `prefetch`, the next page is fetched on a worker thread while the caller handles
     this one (one request in flight at a time; `fetch` must then be safe to call from
-    another thread). A request asked for twice in a row ends the list with PagingError
-    rather than looping forever.
+    another thread). A list that cycles (see the module) ends with PagingError rather
+    than looping forever.
     """
+    listing = _Listing(paginator)
     if not prefetch:
         request: PageRequest | None = paginator.first()
         while request is not None:
             page = fetch(request)
-            upcoming = _next(paginator, request, page)
+            upcoming = listing.next(request, page)
             yield page
             request = upcoming
         return
 
     def fetch_and_next(request: PageRequest) -> tuple[Page[T], PageRequest | None]:
         page = fetch(request)
-        return page, _next(paginator, request, page)
+        return page, listing.next(request, page)
 
     with ThreadPoolExecutor(max_workers=1) as worker:
         pending = worker.submit(fetch_and_next, paginator.first())
@@ -214,8 +221,62 @@ def items(
         yield from page.items
 
 
-def _next(paginator: Paginator, request: PageRequest, page: Page[Any]) -> PageRequest | None:
-    upcoming = paginator.next(request, page)
-    if upcoming == request:
-        raise PagingError("named the page just read as the next one")
-    return upcoming
+class _Listing:
+    """What one listing has asked for and read so far, to see it going round in circles.
+
+    Kept small whatever the list's size: each request sent (a cursor, a token or a link) and
+    one hash per page, of its size and its first and last items (two pages of one list never
+    share both, unless the provider serves the same page again)."""
+
+    def __init__(self, paginator: Paginator) -> None:
+        self.paginator = paginator
+        self.read = 0
+        self.requests: dict[tuple[Any, ...], int] = {_key(paginator.first()): 1}
+        self.pages: dict[int, int] = {}
+
+    def next(self, request: PageRequest, page: Page[Any]) -> PageRequest | None:
+        self.read += 1
+        if page.items:
+            fingerprint = hash(
+                (len(page.items), _item_key(page.items[0]), _item_key(page.items[-1]))
+            )
+            seen = self.pages.setdefault(fingerprint, self.read)
+            if seen != self.read:
+                raise PagingError(
+                    f"served page {self.read} the same as page {seen} (the same objects again):"
+                    " the list goes round in circles"
+                )
+        upcoming = self.paginator.next(request, page)
+        if upcoming is None:
+            return None
+        key = _key(upcoming)
+        seen = self.requests.setdefault(key, self.read + 1)
+        if seen != self.read + 1:
+            raise PagingError(
+                f"named as the page after page {self.read} the request of page {seen}"
+                f" ({_shown(upcoming)}) again: the list goes round in circles"
+            )
+        return upcoming
+
+
+def _key(request: PageRequest) -> tuple[Any, ...]:
+    return (request.url, _items(request.query), _items(request.body))
+
+
+def _items(fields: Mapping[str, Any]) -> tuple[tuple[str, str], ...]:
+    return tuple(sorted((str(name), repr(value)) for name, value in fields.items()))
+
+
+def _item_key(item: Any) -> bytes | str:
+    if isinstance(item, bytes | str):
+        return item
+    try:
+        return msgspec.json.encode(item)
+    except (TypeError, ValueError, OverflowError):
+        return repr(item)
+
+
+def _shown(request: PageRequest) -> str:
+    fields = {**request.query, **request.body}
+    text = request.url or ", ".join(f"{name}={value}" for name, value in fields.items())
+    return text if len(text) <= 120 else text[:120] + "..."

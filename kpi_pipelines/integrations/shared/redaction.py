@@ -7,6 +7,7 @@ Stripe keys, ...) so that a secret nobody registered is still caught when it loo
 
 from __future__ import annotations
 
+import json
 import logging
 import re
 import threading
@@ -86,6 +87,7 @@ class Redactor:
         self._lock = threading.Lock()
         self._values: set[str] = set()
         self._pattern: re.Pattern[str] | None = None
+        self._bytes_patterns: list[tuple[bytes, re.Pattern[bytes]]] | None = None
         self.register(*secrets)
 
     def register(self, *secrets: str | None) -> None:
@@ -105,11 +107,24 @@ class Redactor:
             # Longest first, so a secret that contains another is replaced whole.
             ordered = sorted(self._values, key=len, reverse=True)
             self._pattern = re.compile("|".join(re.escape(value) for value in ordered))
+            self._bytes_patterns = None  # rebuilt by the next found_in()
 
     def registered(self) -> frozenset[str]:
         """Every value registered so far (for leak scans in tests)."""
         with self._lock:
             return frozenset(self._values)
+
+    def found_in(self, data: bytes) -> bool:
+        """Whether UTF-8 `data` (a provider's JSON, say) holds a registered secret: as it is,
+        URL-encoded, or with the escapes JSON needs for it. (A secret spelt with optional
+        escapes, such as `\\u0073k_...`, is found only in text decoded first.)"""
+        with self._lock:
+            if self._bytes_patterns is None:
+                self._bytes_patterns = _by_prefix(self._values)
+            groups = self._bytes_patterns
+        # Secrets share a few prefixes (sk_live_, ya29., 1//): a fast scan for each prefix,
+        # and the values' trie only where one occurs.
+        return any(prefix in data and pattern.search(data) for prefix, pattern in groups)
 
     def redact(self, text: str) -> str:
         """Return `text` with every registered secret and secret shape replaced."""
@@ -121,6 +136,40 @@ class Redactor:
         for shape, replacement in _SHAPES:
             text = shape.sub(replacement, text)
         return text
+
+
+def _by_prefix(values: Iterable[str]) -> list[tuple[bytes, re.Pattern[bytes]]]:
+    """Every form of `values` that found_in looks for, grouped by their first bytes: each
+    group's prefix, and a trie of its values."""
+    groups: dict[bytes, set[bytes]] = {}
+    for value in values:
+        for form in (value.encode(), json.dumps(value, ensure_ascii=False)[1:-1].encode()):
+            groups.setdefault(form[:MIN_SECRET_LENGTH], set()).add(form)
+    return [(prefix, _literal_trie(forms)) for prefix, forms in groups.items()]
+
+
+def _literal_trie(values: Iterable[bytes]) -> re.Pattern[bytes]:
+    """A regex matching any of `values`, shaped as a trie: one branch per distinct next byte,
+    so a search costs about the same with one secret or hundreds (a flat alternation tries
+    every value at every position)."""
+    root: dict[int, dict] = {}
+    for value in values:
+        node = root
+        for byte in value:
+            node = node.setdefault(byte, {})
+        node[-1] = {}  # a value ends here: anything longer adds nothing to "found"
+
+    def branches(node: dict[int, dict]) -> bytes:
+        chain = b""
+        while -1 not in node and len(node) == 1:  # no choice here: one literal byte
+            ((byte, node),) = node.items()
+            chain += re.escape(bytes([byte]))
+        if -1 in node or not node:
+            return chain
+        parts = [re.escape(bytes([byte])) + branches(child) for byte, child in node.items()]
+        return chain + b"(?:" + b"|".join(parts) + b")"
+
+    return re.compile(branches(root))
 
 
 default_redactor = Redactor()

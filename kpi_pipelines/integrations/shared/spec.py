@@ -25,6 +25,8 @@ from typing import TYPE_CHECKING, Any
 import dagster as dg
 from pydantic import BaseModel
 
+from kpi_pipelines.integrations.shared.bounds import ProviderLimits
+
 if TYPE_CHECKING:
     from kpi_pipelines.integrations.shared.base_adapter import IntegrationAdapter
     from kpi_pipelines.integrations.shared.engines import Engine
@@ -155,6 +157,8 @@ class ProviderSpec:
     # (each in its own transactions, with its own metadata and failure): a run costs about
     # 12 CPU-seconds before any work, so one run per workspace does not reach thousands.
     workspaces_per_run: int = 25
+    # What one response or record may cost (bounds.py); unset fields: the deployment's KPI_*.
+    limits: ProviderLimits = field(default_factory=ProviderLimits)
 
     def __post_init__(self) -> None:
         if self.engine is not None and not issubclass(self.adapter, self.engine.hooks):

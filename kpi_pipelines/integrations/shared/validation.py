@@ -4,7 +4,8 @@
 (never the input, which may be a tenant's secret or a provider's record);
 `validated_settings` validates a connection's settings with a message that says which
 connection to fix; `Rejections` counts the records an engine skipped and names the first
-ones (SyncResult.errors stays bounded however many there are).
+ones (SyncResult.errors stays bounded however many there are, each line redacted and cut:
+a record's id or description is the provider's text).
 """
 
 from __future__ import annotations
@@ -13,9 +14,12 @@ from typing import TypeVar
 
 from pydantic import BaseModel, ValidationError
 
+from kpi_pipelines.integrations.shared.redaction import redact
 from kpi_pipelines.warehouse.control import Connection
 
 M = TypeVar("M", bound=BaseModel)
+# A rejection's line, cut (after redaction: a cut could leave half a secret unmatched).
+MAX_REJECTION_CHARS = 500
 
 
 def describe_validation(exc: Exception, *, limit: int | None = None, whole: str = "value") -> str:
@@ -50,6 +54,13 @@ def validated_settings(
         ) from None
 
 
+def named(text: str, limit: int = 100) -> str:
+    """A provider's name for a record (an id, a row's labels), fit for a rejection: redacted,
+    then cut, so the reason after it is never lost."""
+    text = redact(text)
+    return text if len(text) <= limit else text[:limit] + "..."
+
+
 class Rejections:
     """Records that failed validation in one sync: all counted, the first `limit` named
     (then one line that counts the rest)."""
@@ -63,6 +74,9 @@ class Rejections:
     def add(self, message: str) -> None:
         self.count += 1
         if len(self.errors) < self.limit:
+            message = redact(message)
+            if len(message) > MAX_REJECTION_CHARS:
+                message = message[:MAX_REJECTION_CHARS] + "..."
             self.errors.append(message)
             return
         self._unnamed += 1

@@ -23,11 +23,15 @@ own is here:
   day before the cursor.
 - An invoice's embedded line list stops after its first page: the rest is read before the
   invoice is validated and landed.
+- The SDK sends through `_BoundedHttpClient`: httpx over the kit's BoundedTransport, so a
+  Stripe body is read within the same limits as every other provider's (bounds.py), and
+  an event is checked by the record guard before anything of it is used.
 """
 
 from __future__ import annotations
 
 import random
+import ssl
 import time
 from collections import defaultdict
 from collections.abc import Callable, Iterator, Mapping
@@ -35,6 +39,7 @@ from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
 from typing import Any, ClassVar, TypeVar
 
+import httpx
 import msgspec
 import stripe
 from pydantic import BaseModel, PrivateAttr, ValidationError
@@ -48,6 +53,7 @@ from tenacity import (
 )
 
 from kpi_pipelines import settings
+from kpi_pipelines.integrations.shared.bounds import BoundedTransport, ResponseLimits
 from kpi_pipelines.integrations.shared.engines.objects import (
     Changes,
     Ledger,
@@ -289,6 +295,9 @@ class StripeAdapter(ObjectAdapter):
         newest: int | None = None
         recent: list[tuple[int, str]] = []
         for text in self._list_items("/v1/events", {"created[gte]": window_start}):
+            if problem := ledger.guard.problem(text):
+                ledger.reject("events", text, problem)  # nothing of it is used
+                continue
             head = _head(text)
             if head.created is not None:
                 # newest first: the first event read is the newest one
@@ -484,8 +493,8 @@ class StripeAdapter(ObjectAdapter):
                 base_addresses={"api": base},
                 stripe_version=self.api_version,
                 max_network_retries=0,  # ours, in _read
-                http_client=stripe.HTTPXClient(
-                    timeout=self.timeout_seconds, allow_sync_methods=True
+                http_client=_BoundedHttpClient(
+                    self.spec.limits.response(), timeout=self.timeout_seconds
                 ),
             )
         return self._stripe
@@ -502,6 +511,49 @@ class StripeAdapter(ObjectAdapter):
         if newest is not None:
             now = max(now, _ts(newest))
         return reporting_today(now, self.context.workspace.timezone)
+
+
+class _BoundedHttpClient(stripe.HTTPClient):
+    """The SDK's HTTP client (its documented base for custom clients): httpx over the kit's
+    BoundedTransport, so a body over the limits is refused while it streams
+    (ProviderResponseRefused, never retried) and never reaches the SDK.
+
+    `stripe.HTTPXClient` takes no client or transport of its own; this does what it does for
+    synchronous requests (Stripe's CA bundle; a network failure is an APIConnectionError
+    that may be retried)."""
+
+    name = "httpx-bounded"
+
+    def __init__(self, limits: ResponseLimits, *, timeout: float) -> None:
+        super().__init__()
+        self._client = httpx.Client(
+            timeout=httpx.Timeout(timeout),
+            transport=BoundedTransport(
+                PROVIDER, limits, verify=ssl.create_default_context(cafile=stripe.ca_bundle_path)
+            ),
+        )
+
+    def request(
+        self,
+        method: str,
+        url: str,
+        headers: Mapping[str, str] | None,
+        post_data: Any = None,
+        *,
+        _usage: list[str] | None = None,
+    ) -> tuple[bytes, int, Mapping[str, str]]:
+        try:
+            response = self._client.request(method, url, headers=headers, content=post_data or None)
+        except httpx.HTTPError as exc:
+            raise stripe.APIConnectionError(
+                f"Unexpected error communicating with Stripe ({type(exc).__name__}:"
+                f" {exc or 'no detail'})",
+                should_retry=True,
+            ) from None
+        return response.content, response.status_code, response.headers
+
+    def close(self) -> None:
+        self._client.close()
 
 
 @dataclass(frozen=True)

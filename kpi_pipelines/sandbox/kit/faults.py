@@ -5,7 +5,7 @@ the request and says which fault, if any, strikes it. Three layers, first match 
 - standing faults: a revoked key (`revoke`), an outage (`down` until `up`), every n-th request
   failing (`fail_every`), and a delay added to every answer (`slow`);
 - scripted faults, in the order scripted (`add`, or the verbs `storm`, `quota`, `slow_next`,
-  `truncate`, `cut`, `malformed`): the first pending fault for the request's API decides; one
+  `truncate`, `cut`, `malformed`, `bomb`): the first pending fault for the request's API decides; one
   still waiting out its `after` lets the request pass, so a fault can strike mid-sync;
 - actions due at a request count (`at_request`): a token that expires or a grant revoked
   after N requests, run before the request is answered.
@@ -24,9 +24,9 @@ from typing import Literal
 from starlette.responses import Response
 
 from kpi_pipelines.sandbox.kit.errors import ErrorStyle
-from kpi_pipelines.sandbox.kit.replies import cut_short, truncated
+from kpi_pipelines.sandbox.kit.replies import cut_short, gzip_bomb, truncated
 
-FaultKind = Literal["status", "quota", "delay", "truncate", "cut", "malformed", "revoked"]
+FaultKind = Literal["status", "quota", "delay", "truncate", "cut", "malformed", "revoked", "bomb"]
 KINDS: tuple[str, ...] = FaultKind.__args__  # type: ignore[attr-defined]
 
 
@@ -42,7 +42,8 @@ class Fault:
     - cut: send the real headers (the whole Content-Length) and half the body, then drop the
       connection (a body cut short in transit);
     - malformed: a body that is not JSON (the page of a proxy in front of the API);
-    - revoked: what a revoked key or token gets.
+    - revoked: what a revoked key or token gets;
+    - bomb: a 200 whose gzip body inflates to `size` bytes (a hostile or broken provider).
     `retry`: the provider's "should retry" signal where it has one (None: not sent).
     """
 
@@ -54,6 +55,7 @@ class Fault:
     delay: float = 0.0
     after: int = 0
     retry: bool | None = None
+    size: int = 0
 
     def __post_init__(self) -> None:
         if self.kind not in KINDS:
@@ -135,6 +137,13 @@ class FaultInjector:
     def malformed(self, count: int, after: int = 0, *, api: str | None = None) -> FaultInjector:
         """Answer `count` requests with a body that is not JSON."""
         self.add(Fault("malformed", api, times=count, after=after))
+        return self
+
+    def bomb(
+        self, count: int, size: int, after: int = 0, *, api: str | None = None
+    ) -> FaultInjector:
+        """Answer `count` requests with a gzip body that inflates to `size` bytes."""
+        self.add(Fault("bomb", api, times=count, after=after, size=size))
         return self
 
     # -- standing faults ----------------------------------------------------------------------
@@ -271,5 +280,7 @@ async def answer(
         return style.revoked(fault)
     if fault.kind == "malformed":
         return style.not_json_response()
+    if fault.kind == "bomb":
+        return gzip_bomb(fault.size)
     response = await handler()
     return cut_short(response) if fault.kind == "cut" else truncated(response)

@@ -104,9 +104,8 @@ def create_app(
         fault = sandbox.faults.next(FAULTS_API)
 
         async def serve() -> Response:
-            status, body = api.handle(
-                request.method, request.url.path, request.query_params.multi_items(), version
-            )
+            query = sandbox.faults.rewound(request.query_params.multi_items())
+            status, body = api.handle(request.method, request.url.path, query, version)
             if sandbox.faults.malformed_objects:
                 body = sandbox.faults.apply_malformations(body)
             return respond(status, body, version)

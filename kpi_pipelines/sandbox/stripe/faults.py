@@ -2,8 +2,9 @@
 (as an API regression would serve them).
 
 Request faults apply to authenticated `/v1` requests, in the order they arrive; the counted
-ones (`storm`, `slow_next`, `truncate`, `not_json`, each after `after` normal requests) queue up
-in the order they are scripted. What a fault answers is Stripe's (errors.py).
+ones (`storm`, `slow_next`, `truncate`, `not_json`, `bomb`, each after `after` normal requests)
+queue up in the order they are scripted. What a fault answers is Stripe's (errors.py).
+`rewind` makes lists go round in circles (a paging bug, or a hostile provider).
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ class Faults(FaultInjector):
         super().clear()
         with self._lock:
             self._malformed: dict[str, tuple[dict[str, Any], frozenset[str]]] = {}
+            self._rewinds: dict[str, list[Any]] = {}
         return self
 
     def storm(  # type: ignore[override]
@@ -72,6 +74,30 @@ class Faults(FaultInjector):
             self._malformed[object_id] = (dict(set_fields or {}), frozenset(drop))
         return self
 
+    def rewind(self, after_id: str, to_id: str | None = None, times: int = 1) -> Faults:
+        """Answer the next `times` list requests `starting_after=after_id` as if they asked
+        for `starting_after=to_id` (None: the list's first page): a list that goes round in
+        circles."""
+        with self._lock:
+            self._rewinds[after_id] = [to_id, times]
+        return self
+
+    def rewound(self, query: list[tuple[str, str]]) -> list[tuple[str, str]]:
+        """`query` (a request's parameters) as a scripted `rewind` changes it."""
+        with self._lock:
+            if not self._rewinds:
+                return query
+            after = dict(query).get("starting_after")
+            rewind = self._rewinds.get(after) if after is not None else None
+            if rewind is None:
+                return query
+            rewind[1] -= 1
+            if rewind[1] <= 0:
+                del self._rewinds[after]
+            self.injected += 1
+        kept = [(name, value) for name, value in query if name != "starting_after"]
+        return kept + ([("starting_after", rewind[0])] if rewind[0] is not None else [])
+
     @property
     def malformed_objects(self) -> bool:
         return bool(self._malformed)
@@ -107,6 +133,9 @@ class Faults(FaultInjector):
                 self.truncate(int(truncate))
         if "not_json" in spec:
             self.not_json(int(spec["not_json"]["count"]), int(spec["not_json"].get("after", 0)))
+        if "bomb" in spec:
+            bomb = spec["bomb"]
+            self.bomb(int(bomb["count"]), int(bomb["size"]), int(bomb.get("after", 0)))
         if "revoke_key" in spec:
             self.revoke_key(int(spec["revoke_key"].get("after", 0)))
         if "malform" in spec:

@@ -8,6 +8,7 @@ import pytest
 
 from kpi_pipelines.integrations.google_sheets import adapter as sheets_adapter
 from kpi_pipelines.sandbox.google import (
+    DEMO_REFRESH_TOKEN,
     DateTime,
     ErrorValue,
     Formula,
@@ -270,3 +271,26 @@ def test_a_sheet_with_many_bad_rows_fails_with_a_bounded_message_and_a_report(
     listed = report.read_text().splitlines()[1:]
     assert [int(line.split(",")[0].removeprefix("line ")) for line in listed] == list(range(2, 502))
     assert stored(sheets, "ws-a") == set()
+
+
+def test_a_sheet_echoing_a_secret_is_refused_whole_without_showing_it(sheets) -> None:
+    """The API answers with the connection's refresh token in a cell (echoed back, or
+    pasted there): the sheet is refused naming the line, nothing of it is imported, and the
+    canary finds the token in no table, event log or message."""
+    rows = [HEADER, [DateTime(date(2024, 1, 5)), "signups", 10, "ads"]]
+    add_sheet(sheets, "KPIs", rows)
+    sheets.workspace("ws-a", SHEET_ID, "'KPIs'!A1:D")
+    assert sheets.sync("ws-a").success
+    before = table_snapshot(sheets.warehouse)
+    add_sheet(
+        sheets,
+        "KPIs",
+        [*rows, [DateTime(date(2024, 1, 6)), "signups", 11, f"via {DEMO_REFRESH_TOKEN}"]],
+    )
+    result = sheets.sync("ws-a")
+    assert not result.success
+    message = failure_message(result)
+    assert "line 3: it holds a secret this deployment uses" in message, message
+    assert "nothing of it was imported" in message
+    after = table_snapshot(sheets.warehouse)
+    assert after["kpi_data"] == before["kpi_data"] and after["audit_log"] == before["audit_log"]

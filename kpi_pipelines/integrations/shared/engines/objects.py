@@ -23,7 +23,9 @@ Three ways to sync; the cursor (one sync_state stream, `cursor_stream`) says whi
 
 An object that fails validation is named and counted (SyncResult.errors, bounded), the
 others carry on, and its id is kept in the cursor so the next sync reads it again: no
-change may name it again.
+change may name it again. So is an object the record guard refuses before validation
+(bounds.py: too big, a string too long, a secret echoed back), which is never landed; an
+id that holds a secret is neither shown nor kept.
 """
 
 from __future__ import annotations
@@ -42,6 +44,7 @@ from pydantic import BaseModel, ValidationError
 from sqlalchemy.engine import Connection as DbConnection
 
 from kpi_pipelines.integrations.shared.base_adapter import IntegrationAdapter
+from kpi_pipelines.integrations.shared.bounds import ProviderLimits, RecordGuard
 from kpi_pipelines.integrations.shared.engines import Engine
 from kpi_pipelines.integrations.shared.errors import ProviderUnavailable
 from kpi_pipelines.integrations.shared.paging import (
@@ -51,7 +54,8 @@ from kpi_pipelines.integrations.shared.paging import (
     PagingError,
     items,
 )
-from kpi_pipelines.integrations.shared.validation import Rejections, describe_validation
+from kpi_pipelines.integrations.shared.redaction import default_redactor
+from kpi_pipelines.integrations.shared.validation import Rejections, describe_validation, named
 from kpi_pipelines.models import SyncResult
 from kpi_pipelines.warehouse.tenant_data import load_cursor, save_cursor
 from kpi_pipelines.warehouse.writer import RawRecord, WriteStats
@@ -109,9 +113,13 @@ class Ledger:
     """What one sync read: objects per stream, the rejected ones named (bounded) with their
     ids kept to read again, and what a reconcile compares (objects created by `bound`)."""
 
-    def __init__(self, head: Callable[[bytes], ObjectHead], limit: int) -> None:
+    def __init__(
+        self, head: Callable[[bytes], ObjectHead], limit: int, guard: RecordGuard | None = None
+    ) -> None:
         self.head = head
         self.limit = limit
+        # What may be validated and landed at all (bounds.py), checked before validation.
+        self.guard = guard or RecordGuard(ProviderLimits().record())
         self.records = 0
         self.bound: int | None = None
         self.rejections = Rejections(limit)
@@ -130,13 +138,18 @@ class Ledger:
         if self._in_bound(obj):
             self.listed_in_bound[stream] += 1
 
-    def reject(self, stream: str, obj: bytes, exc: ValidationError) -> None:
+    def reject(self, stream: str, obj: bytes, exc: ValidationError | str) -> None:
+        """Count `obj` as rejected, for `exc` (a validation error, or the record guard's
+        reason), and keep its id to read it again."""
         object_id = self.head(obj).id
+        if object_id is not None and default_redactor.found_in(object_id.encode()):
+            object_id = None  # an id that is a secret is neither shown nor kept
         if object_id is not None and len(self.rejected_ids[stream]) < 10 * self.limit:
             self.rejected_ids[stream].append(object_id)
             if self._in_bound(obj):
                 self.rejected_in_bound[stream].append(object_id)
-        self.rejections.add(f"{stream} {object_id or '?'}: {describe_validation(exc, limit=3)}")
+        reason = exc if isinstance(exc, str) else describe_validation(exc, limit=3)
+        self.rejections.add(f"{stream} {named(object_id or '?')}: {reason}")
 
 
 class ObjectAdapter(IntegrationAdapter):
@@ -219,7 +232,9 @@ class ObjectEngine(Engine):
     def sync(self, adapter: ObjectAdapter) -> SyncResult:
         context = adapter.context
         started = datetime.now(UTC)
-        ledger = Ledger(adapter.head, self.max_named_errors)
+        ledger = Ledger(
+            adapter.head, self.max_named_errors, RecordGuard(adapter.spec.limits.record())
+        )
         with context.warehouse.tenant(context.workspace.id, actor=context.actor) as db:
             cursor = load_cursor(db, adapter.provider, self.cursor_stream) or {}
         if adapter.needs_full_read(cursor):
@@ -402,15 +417,22 @@ class ObjectEngine(Engine):
         source_updated_at: datetime | None = None,
     ) -> RawRecord | None:
         """Validate one object's JSON text; the text itself is what gets landed. A record
-        that fails is named and counted, and the others carry on."""
+        that fails (or that the record guard refuses) is named and counted, and the others
+        carry on."""
         ledger.listed(stream.name, obj)
         try:
+            if problem := ledger.guard.problem(obj):
+                ledger.reject(stream.name, obj, problem)
+                return None
             model = stream.model.model_validate_json(obj)
             completed = adapter.complete(stream, obj, model)
             if completed is None:
                 return None  # gone while we read it
             if completed is not obj:
                 obj = completed
+                if problem := ledger.guard.problem(obj):
+                    ledger.reject(stream.name, obj, problem)
+                    return None
                 model = stream.model.model_validate_json(obj)
         except ValidationError as exc:
             ledger.reject(stream.name, obj, exc)

@@ -21,7 +21,9 @@ leaves whole windows behind, never part of one, and the next sync resumes after 
 whole window. A window holds at most window_days x the breakdown's rows, and no
 transaction stays open while the API is retried.
 
-A row that fails validation is named and skipped (the rest is stored). A quota the
+A row that fails validation, or that the record guard refuses (bounds.py: too big, a
+string too long, a secret echoed back), is named and skipped (the rest is stored). A list
+that goes round in circles fails the sync (ProviderUnavailable). A quota the
 provider says is spent for longer than the HTTP layer waits (ProviderQuotaExhausted) ends
 the sync cleanly: not a failed run, but `success=False` with a message naming when the
 quota comes back and the day each report resumes from; the connection's health records it,
@@ -40,11 +42,18 @@ from pydantic import ValidationError
 from sqlalchemy.engine import Connection as DbConnection
 
 from kpi_pipelines.integrations.shared.base_adapter import IntegrationAdapter
+from kpi_pipelines.integrations.shared.bounds import RecordGuard
 from kpi_pipelines.integrations.shared.engines import Engine
-from kpi_pipelines.integrations.shared.errors import ProviderQuotaExhausted
-from kpi_pipelines.integrations.shared.paging import Page, PageRequest, Paginator, pages
+from kpi_pipelines.integrations.shared.errors import ProviderQuotaExhausted, ProviderUnavailable
+from kpi_pipelines.integrations.shared.paging import (
+    Page,
+    PageRequest,
+    Paginator,
+    PagingError,
+    pages,
+)
 from kpi_pipelines.integrations.shared.spec import ProviderRunConfig
-from kpi_pipelines.integrations.shared.validation import Rejections, describe_validation
+from kpi_pipelines.integrations.shared.validation import Rejections, describe_validation, named
 from kpi_pipelines.models import KPIData, SyncResult
 from kpi_pipelines.warehouse.tenant_data import load_cursor, save_cursor
 from kpi_pipelines.warehouse.writer import WriteStats, write_kpis
@@ -216,22 +225,37 @@ class ReportEngine(Engine):
             tally.pages += 1
             return page
 
-        for page in pages(adapter.paginator(report), fetch):
-            for raw in page.items:
-                tally.rows += 1
-                row = self.validated(adapter, report, raw, tally.rejections)
-                if row is not None:
-                    yield row
+        guard = RecordGuard(adapter.spec.limits.record())
+        try:
+            for page in pages(adapter.paginator(report), fetch):
+                for raw in page.items:
+                    tally.rows += 1
+                    row = self.validated(adapter, report, raw, tally.rejections, guard)
+                    if row is not None:
+                        yield row
+        except PagingError as exc:
+            raise ProviderUnavailable(adapter.provider, f"{report.name} {exc}") from None
 
     def validated(
-        self, adapter: ReportAdapter, report: Report, raw: Any, rejections: Rejections
+        self,
+        adapter: ReportAdapter,
+        report: Report,
+        raw: Any,
+        rejections: Rejections,
+        guard: RecordGuard | None = None,
     ) -> Any:
-        """`raw` validated by the provider's hook, or None (named in `rejections`)."""
+        """`raw` validated by the provider's hook, or None (named in `rejections`): first
+        the record guard (bounds.py), then the hook."""
+        guard = guard or RecordGuard(adapter.spec.limits.record())
+        if problem := guard.problem_of(raw):
+            rejections.add(f"{report.name} row {named(adapter.describe(raw))}: {problem}")
+            return None
         try:
             return adapter.validate(report, raw)
         except (ValidationError, ValueError) as exc:
             rejections.add(
-                f"{report.name} row {adapter.describe(raw)}: {describe_validation(exc, limit=3)}"
+                f"{report.name} row {named(adapter.describe(raw))}:"
+                f" {describe_validation(exc, limit=3)}"
             )
             return None
 

@@ -3,7 +3,10 @@
 The table is the user's submission, not a provider's records: every row is checked first
 (`Table.validate` raises TableRejected listing every bad row, with a report under
 KPI_HOME/rejections/ when there are more than the message shows), and only a valid table
-is written, in one transaction. The provider's hooks say where the table comes from
+is written, in one transaction. A table with a row that holds a secret this deployment
+uses (the record guard of bounds.py: a key or token echoed back by the provider, or pasted
+into a file) is refused whole, naming the line and never the value. The provider's hooks say
+where the table comes from
 (`table()`, usually read by `connect()`) and what its points carry (`point_metadata()`);
 rows become points here, the same way for every table provider.
 """
@@ -16,8 +19,14 @@ from datetime import UTC, datetime
 from typing import Any
 
 from kpi_pipelines.integrations.shared.base_adapter import IntegrationAdapter
+from kpi_pipelines.integrations.shared.bounds import RecordGuard
 from kpi_pipelines.integrations.shared.engines import Engine
-from kpi_pipelines.integrations.shared.tabular import Table, TabularRow, rejection_report_path
+from kpi_pipelines.integrations.shared.tabular import (
+    Table,
+    TableFormatError,
+    TabularRow,
+    rejection_report_path,
+)
 from kpi_pipelines.models import KPIData, SyncResult, day_timestamp
 
 
@@ -70,9 +79,14 @@ class TableEngine(Engine):
         count = table.validate(
             report=rejection_report_path(context.workspace.id, context.run_id, table.name)
         )
+        guard = RecordGuard(adapter.spec.limits.record())
         writer = adapter.point_writer(single_transaction=True)
-        with writer.open():
+        with writer.open():  # one transaction: a refusal below leaves nothing written
             for row in table.rows():
+                if problem := guard.problem_of([row.metric, row.dimensions]):
+                    raise TableFormatError(
+                        table.source, f"line {row.line}: {problem}; nothing of it was imported"
+                    )
                 writer.add_all(adapter.transform(row))
         context.log.info(
             f"imported {count} row(s) from {table.source}: {writer.stats.inserted} new,"

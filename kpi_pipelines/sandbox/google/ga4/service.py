@@ -31,6 +31,8 @@ class GA4Service:
     seed: int = 0
     legacy_conversions: Literal["reject", "alias"] = "reject"
     properties: dict[str, GA4Property] = field(default_factory=dict)
+    # property -> dimension value -> what reports show instead (see relabel)
+    relabelled: dict[str, dict[str, str]] = field(default_factory=dict)
 
     def add_property(self, property_id: str, **options: Any) -> GA4Property:
         """Create a synthetic property (options: see GA4Property; seed defaults to the
@@ -48,6 +50,11 @@ class GA4Service:
 
     def truth_by_date_channel(self, property_id: str, start: date, end: date, **kw: Any) -> dict:
         return self.properties[property_id].truth_by_date_channel(start, end, **kw)
+
+    def relabel(self, property_id: str, value: str, shown: str) -> None:
+        """Reports of the property show the dimension value `value` as `shown`: what a
+        hostile or broken API would send (a huge label, a secret echoed back)."""
+        self.relabelled.setdefault(property_id, {})[value] = shown
 
     # -- quota controls -------------------------------------------------------------------
     def script_quota_error(self, property_id: str, kind: QuotaKind, times: int = 1) -> None:
@@ -128,6 +135,9 @@ class GA4Service:
                             tokens, remaining["project_hourly"]
                         ),
                     }
+            for row in report.get("rows", ()) if property_id in self.relabelled else ():
+                for cell in row.get("dimensionValues", ()):
+                    cell["value"] = self.relabelled[property_id].get(cell["value"], cell["value"])
             return JSONResponse(report)
         finally:
             with prop._lock:
