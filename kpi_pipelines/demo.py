@@ -102,6 +102,14 @@ class DemoStack:
 def start_demo_stack(folder: Path) -> DemoStack:
     """Start the simulator of every demo module that has one (state kept under `folder`) and
     set their variables in this process's environment, for the runs it launches."""
+    stack = start_demo_simulators(folder)
+    os.environ.update(stack.env())
+    return stack
+
+
+def start_demo_simulators(folder: Path) -> DemoStack:
+    """Start the simulator of every demo module that has one (state kept under `folder`),
+    leaving this process's environment as it is."""
     started: dict[str, DemoSimulator] = {}
     try:
         for spec in discover():
@@ -114,9 +122,7 @@ def start_demo_stack(folder: Path) -> DemoStack:
     except BaseException:
         DemoStack(list(started.values())).stop()  # none left serving when one fails to start
         raise
-    stack = DemoStack(list(started.values()))
-    os.environ.update(stack.env())
-    return stack
+    return DemoStack(list(started.values()))
 
 
 def write_env_file(path: Path, env: Mapping[str, str]) -> Path:

@@ -7,8 +7,15 @@ the sandboxes' own well-known secrets, as the canaries, and after every test sca
 - the test's captured output and log records, and its failure report;
 - every warehouse table, the KPI schema and Dagster's storage in the same database, when
   the test used the warehouse;
-- every Dagster instance the test ran in (`scanned_instance`): the event log, with each
-  run's metadata and errors, and the compute logs.
+- every Dagster instance the test ran in (`scanned_instance`; `runs_scanned` for the runs
+  a test adds to a shared one): the event log, with each run's metadata and errors, and
+  the compute logs;
+- what the processes of a test that runs the CLI, `dev`, the UI or Dagster's services left
+  (`processes.ProcessTrail`, at the end of every test that uses `private_home`): the
+  warehouse of each KPI_HOME they used (the kpi schema and Dagster's tables: its event log
+  and runs), every file under the test's folder (Dagster's compute logs, the services' log
+  files) and the output of every command run to completion. There the canaries include the
+  demo's and `dev`'s own secrets (`demo_secrets`).
 
 A hit fails the test that left it, naming the place and a prefix of the value only.
 `kpi_pipelines_tests/test_canary.py` proves each scan finds a planted secret.
@@ -20,11 +27,13 @@ import re
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from urllib.parse import urlsplit
 
 import dagster as dg
 import pytest
 import sqlalchemy as sa
 
+from kpi_pipelines.demo import read_env_file, start_demo_simulators
 from kpi_pipelines.integrations.shared.redaction import default_redactor
 from kpi_pipelines.sandbox.google import DEMO_CLIENT_SECRET, DEMO_REFRESH_TOKEN
 from kpi_pipelines.sandbox.stripe import DEFAULT_API_KEY
@@ -39,9 +48,28 @@ class SecretLeak(AssertionError):
     """A secret used by the suite was found where it must never be."""
 
 
-def canaries() -> list[str]:
-    values = default_redactor.registered() | SANDBOX_SECRETS
+def canaries(extra: Iterable[str] = ()) -> list[str]:
+    values = default_redactor.registered() | SANDBOX_SECRETS | set(extra)
     return sorted(v for v in values if len(v) >= MIN_CANARY_LENGTH)
+
+
+def demo_secrets(kpi_home: Path) -> set[str]:
+    """The secrets `kpi-pipelines demo` and `dev` gave their runs under `kpi_home` (the
+    simulated accounts' keys, webhook signing secrets, the OAuth client and refresh
+    tokens): the values in the env file `dev` wrote, and those the demo simulators give
+    when started again on the same folder (the same accounts). Their hosts aside: the
+    simulators' URLs are settings, which runs may log."""
+    folder = kpi_home / "demo"
+    values: set[str] = set()
+    if (folder / "dev.env").is_file():
+        values.update(read_env_file(folder / "dev.env").values())
+    if (folder / "simulators").is_dir():
+        stack = start_demo_simulators(folder / "simulators")
+        try:
+            values.update(stack.env().values())
+        finally:
+            stack.stop()
+    return {v for v in values if urlsplit(v).scheme not in ("http", "https")}
 
 
 # Hundreds of canaries pile up over a session (each sync's issued tokens), most sharing a
@@ -68,9 +96,11 @@ def _found_in(text: str, groups: dict[str, list[str]]) -> set[str]:
 
 def leaks(texts: Iterable[tuple[str, str]], secrets: list[str] | None = None) -> list[str]:
     """Where any canary occurs among (place, text) pairs, as "place: prefix..."."""
-    groups = _by_prefix(canaries() if secrets is None else secrets)
+    secrets = canaries() if secrets is None else secrets
+    groups = _by_prefix(secrets)
     return [
-        f"{place}: {secret[:PREFIX]}..."
+        # a place may be named by what holds a secret (a command's arguments)
+        f"{_blank(place, secrets)}: {secret[:PREFIX]}..."
         for place, text in texts
         for secret in sorted(_found_in(text, groups))
     ]
@@ -78,10 +108,16 @@ def leaks(texts: Iterable[tuple[str, str]], secrets: list[str] | None = None) ->
 
 def warehouse_leaks(warehouse: Warehouse) -> list[str]:
     """Canaries in any row of any table of the kpi schema or Dagster's (public) storage."""
-    groups = _by_prefix(canaries())
+    return database_leaks(warehouse.engine(None))
+
+
+def database_leaks(engine: sa.Engine, secrets: list[str] | None = None) -> list[str]:
+    """Canaries in any row of any table of the kpi and public schemas of the database
+    `engine` logs into (as a superuser: row-level security hides nothing from it)."""
+    groups = _by_prefix(canaries() if secrets is None else secrets)
     patterns = ["%" + re.sub(r"([\\%_])", r"\\\1", prefix) + "%" for prefix in groups]
     found = []
-    with warehouse.engine(None).connect() as db:
+    with engine.connect() as db:
         tables = db.execute(
             sa.text(
                 "SELECT table_schema, table_name FROM information_schema.tables"
@@ -102,29 +138,48 @@ def warehouse_leaks(warehouse: Warehouse) -> list[str]:
     return found
 
 
-def instance_leaks(instance: dg.DagsterInstance) -> list[str]:
+def instance_leaks(instance: dg.DagsterInstance, skip: Iterable[str] = ()) -> list[str]:
     """Canaries in a Dagster instance's event log (messages, errors, metadata) or compute
-    logs."""
+    logs, for every run but those in `skip` (run ids)."""
     texts = []
-    for run in instance.get_runs():
+    skipped = set(skip)
+    runs = [run for run in instance.get_runs() if run.run_id not in skipped]
+    for run in runs:
         texts += [(f"run {run.run_id} event log", repr(r)) for r in instance.all_logs(run.run_id)]
         texts.append((f"run {run.run_id} config and tags", repr((run.run_config, run.tags))))
     root = Path(instance.root_directory) if instance.root_directory else None
     if root is not None:
-        for path in root.glob("storage/*/compute_logs/*"):
-            if path.is_file():
-                texts.append((f"compute log {path.name}", path.read_text(errors="replace")))
+        for run in runs:
+            for path in root.glob(f"storage/{run.run_id}/compute_logs/*"):
+                if path.is_file():
+                    texts.append((f"compute log {path.name}", path.read_text(errors="replace")))
     return leaks(texts)
+
+
+def file_leaks(root: Path, files: Iterable[Path], secrets: list[str] | None = None) -> list[str]:
+    """Canaries in any of `files`, each named by its path under `root`."""
+    return leaks(
+        ((f"file {path.relative_to(root)}", path.read_text(errors="replace")) for path in files),
+        secrets,
+    )
+
+
+@contextmanager
+def runs_scanned(instance: dg.DagsterInstance) -> Iterator[dg.DagsterInstance]:
+    """The runs `instance` gets in the block, their event log and compute logs scanned on
+    exit."""
+    before = {run.run_id for run in instance.get_runs()}
+    yield instance
+    found = instance_leaks(instance, skip=before)
+    if found:
+        raise SecretLeak("a secret leaked into the Dagster instance: " + "; ".join(found))
 
 
 @contextmanager
 def scanned_instance() -> Iterator[dg.DagsterInstance]:
     """`dg.instance_for_test()` whose event log and compute logs are scanned on exit."""
-    with dg.instance_for_test() as instance:
+    with dg.instance_for_test() as instance, runs_scanned(instance):
         yield instance
-        found = instance_leaks(instance)
-        if found:
-            raise SecretLeak("a secret leaked into the Dagster instance: " + "; ".join(found))
 
 
 @pytest.hookimpl(hookwrapper=True)

@@ -1,5 +1,6 @@
 """The `kpi-pipelines` command and Dagster's services as a user runs them: separate processes
-on one embedded server under a KPI_HOME of their own, and the webserver's GraphQL API."""
+on one embedded server under a KPI_HOME of their own, and the webserver's GraphQL API; and
+the secret canary's scan of everything they left (`ProcessTrail`)."""
 
 from __future__ import annotations
 
@@ -15,13 +16,25 @@ import tempfile
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import httpx
 import psutil
 import pytest
+import sqlalchemy as sa
+from sqlalchemy.pool import NullPool
+
+from kpi_pipelines.warehouse.embedded import EmbeddedServer
+from kpi_pipelines_tests.canary import (
+    SecretLeak,
+    canaries,
+    database_leaks,
+    demo_secrets,
+    file_leaks,
+    leaks,
+)
 
 HOLDER = """
 import sys
@@ -38,27 +51,132 @@ def cli_path() -> str:
     return found
 
 
-@pytest.fixture
-def private_home() -> Iterator[dict[str, str]]:
-    """A KPI_HOME of its own, so this test owns its server's whole life.
+def clean_env() -> dict[str, str]:
+    """This process's environment without the project's, Dagster's or libpq's settings."""
+    return {k: v for k, v in os.environ.items() if not k.startswith(("KPI_", "DAGSTER_", "PG"))}
+
+
+@dataclass
+class ProcessTrail:
+    """What the processes of a test left: everything under the test's folder (each KPI_HOME
+    in it with its warehouse, Dagster's tables and compute logs; the services' log files)
+    and the output of the commands it ran to completion (`run_process`)."""
+
+    folder: Path
+    outputs: list[tuple[str, str]] = field(default_factory=list)
+
+    def record(self, command: list[str], completed: subprocess.CompletedProcess) -> None:
+        shown = shlex.join([Path(command[0]).name, *command[1:]])
+        shown = shown if len(shown) <= 120 else shown[:117] + "..."
+        self.outputs += [
+            (f"stdout of `{shown}`", completed.stdout or ""),
+            (f"stderr of `{shown}`", completed.stderr or ""),
+        ]
+
+    def leaks(self) -> list[str]:
+        """Where a canary is (the demo's and `dev`'s secrets included): the commands' output,
+        every file but the servers' data folders (read through SQL instead) and `dev`'s
+        env file (the secrets' one place), and every table of each KPI_HOME's warehouse."""
+        homes, files = self.contents()
+        secrets = canaries(s for home in homes for s in demo_secrets(home))
+        found = leaks(self.outputs, secrets)
+        found += file_leaks(self.folder, files, secrets)
+        for home in homes:
+            if has_server(home):
+                found += [
+                    f"{home.relative_to(self.folder)}'s {place}"
+                    for place in embedded_database_leaks(home, secrets)
+                ]
+        return found
+
+    def contents(self) -> tuple[list[Path], list[Path]]:
+        """The KPI_HOMEs under the folder (with an embedded server or a demo), and the
+        files."""
+        homes, files = [], []
+        for top, folders, names in os.walk(self.folder):
+            if has_server(Path(top)) or "demo" in folders:
+                homes.append(Path(top))
+            if has_server(Path(top)):
+                folders.remove("postgres")
+            files += [Path(top, name) for name in names]
+        secrets_file = {home / "demo" / "dev.env" for home in homes}
+        return homes, [f for f in files if f.is_file() and f not in secrets_file]
+
+
+def has_server(home: Path) -> bool:
+    """Whether `home` (a KPI_HOME) holds an embedded server's data."""
+    return (home / "postgres" / "data" / "PG_VERSION").is_file()
+
+
+def embedded_database_leaks(home: Path, secrets: list[str]) -> list[str]:
+    """Canaries in the warehouse of the embedded server under `home`, started for the scan
+    (by a holder, so it stops again when the scan is done)."""
+    env = {**clean_env(), "KPI_HOME": str(home)}
+    holder = start_holder(env)
+    try:
+        socket_dir = server_address(env)[1]
+        url = EmbeddedServer(data_dir=home / "postgres" / "data", socket_dir=socket_dir).admin_url
+        engine = sa.create_engine(url, poolclass=NullPool)
+        try:
+            return database_leaks(engine, secrets)
+        finally:
+            engine.dispose()
+    finally:
+        release(holder)
+        assert wait_stopped(env), f"the embedded server under {home} outlived the canary's scan"
+
+
+_trail: ProcessTrail | None = None
+
+
+@contextmanager
+def traced_home() -> Iterator[tuple[dict[str, str], ProcessTrail]]:
+    """An environment with a KPI_HOME of its own in a new folder, and the trail of what the
+    processes run in the block leave there; the folder is removed at the end.
 
     Not under pytest's tmp_path: every pytest session that starts on the machine makes
     /tmp/pytest-of-<user> private again, which locks the server's own user out of its data.
     """
+    global _trail
     home = Path(tempfile.mkdtemp(prefix="kpi-cli-")) / "home"
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("KPI_", "DAGSTER_", "PG"))}
+    env = clean_env()
     env["KPI_HOME"] = str(home)
-    yield env
-    shutil.rmtree(home.parent, ignore_errors=True)
+    _trail = trail = ProcessTrail(home.parent)
+    try:
+        yield env, trail
+    finally:
+        _trail = None
+        shutil.rmtree(home.parent, ignore_errors=True)
 
 
-def run_cli(env: dict[str, str], *args: str, check: bool = True) -> subprocess.CompletedProcess:
+@pytest.fixture
+def private_home() -> Iterator[dict[str, str]]:
+    """A KPI_HOME of its own, so this test owns its server's whole life; when the test is
+    done, the secret canary scans everything its processes left there (ProcessTrail)."""
+    with traced_home() as (env, trail):
+        yield env
+        found = trail.leaks()
+    if found:
+        raise SecretLeak("a secret leaked where the test's processes left it: " + "; ".join(found))
+
+
+def run_process(
+    command: list[str], env: dict[str, str], *, check: bool = True, cwd: Path | None = None
+) -> subprocess.CompletedProcess:
+    """`command` run to completion, its output captured (and kept for the secret canary's
+    scan at the end of a test that uses `private_home`)."""
     completed = subprocess.run(
-        [cli_path(), *args], env=env, capture_output=True, text=True, timeout=300
+        command, env=env, cwd=cwd, capture_output=True, text=True, timeout=300
     )
+    if _trail is not None:
+        _trail.record(command, completed)
     if check:
         assert completed.returncode == 0, completed.stdout + completed.stderr
     return completed
+
+
+def run_cli(env: dict[str, str], *args: str, check: bool = True) -> subprocess.CompletedProcess:
+    return run_process([cli_path(), *args], env, check=check)
 
 
 def start_holder(env: dict[str, str]) -> subprocess.Popen:
@@ -82,12 +200,22 @@ def release(holder: subprocess.Popen) -> None:
     assert holder.wait(timeout=60) == 0
 
 
+def postmaster_pid_file(env: dict[str, str]) -> Path:
+    return Path(env["KPI_HOME"]) / "postgres" / "data" / "postmaster.pid"
+
+
 def postmaster(env: dict[str, str]) -> psutil.Process | None:
-    pid_file = Path(env["KPI_HOME"]) / "postgres" / "data" / "postmaster.pid"
+    pid_file = postmaster_pid_file(env)
     if not pid_file.exists():
         return None
     pid = int(pid_file.read_text().splitlines()[0])
     return psutil.Process(pid) if psutil.pid_exists(pid) else None
+
+
+def server_address(env: dict[str, str]) -> tuple[str, Path]:
+    """The running embedded server's port and socket folder (from its postmaster.pid)."""
+    port, socket_dir = postmaster_pid_file(env).read_text().splitlines()[3:5]
+    return port.strip(), Path(socket_dir.strip())
 
 
 def wait_stopped(env: dict[str, str], timeout: float = 30) -> bool:

@@ -16,6 +16,7 @@ from kpi_pipelines_tests.processes import (
     postmaster,
     release,
     run_cli,
+    run_process,
     script_path,
     start_holder,
     wait_stopped,
@@ -51,14 +52,9 @@ def test_cli_and_dagster_run_processes_share_the_embedded_server(private_home, t
             *("--partition", "shop", "--config-json", json.dumps(config)),
         ]
     )
-    materialized = subprocess.run(
-        ["bash", "-c", f'eval "$({shlex.quote(cli_path())} env)" && {materialize}'],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=300,
+    materialized = run_process(
+        ["bash", "-c", f'eval "$({shlex.quote(cli_path())} env)" && {materialize}'], env
     )
-    assert materialized.returncode == 0, materialized.stdout + materialized.stderr
     assert "RUN_SUCCESS" in materialized.stdout + materialized.stderr
 
     shown = run_cli(env, "kpi", "show", "shop")
@@ -94,11 +90,7 @@ def test_dagster_tools_work_from_the_repository_root_with_nothing_set(
     config = {"ops": {"csv_upload_kpis": {"config": {"path": str(csv_file)}}}}
 
     def from_checkout(*command: str) -> subprocess.CompletedProcess:
-        done = subprocess.run(
-            command, cwd=REPOSITORY, env=env, capture_output=True, text=True, timeout=300
-        )
-        assert done.returncode == 0, done.stdout + done.stderr
-        return done
+        return run_process(list(command), env, cwd=REPOSITORY)
 
     from_checkout(script_path("dagster"), "definitions", "validate")
     materialized = from_checkout(
@@ -116,9 +108,7 @@ def test_dagster_tools_work_from_the_repository_root_with_nothing_set(
         *("--config-json", json.dumps(config)),
     )
     # the project's instance has both runs and the warehouse their points
-    runs = subprocess.run(
-        [sys.executable, "-c", RUNS], env=env, capture_output=True, text=True, check=True
-    )
+    runs = run_process([sys.executable, "-c", RUNS], env)
     assert json.loads(runs.stdout) == [["shop", "SUCCESS"], ["shop", "SUCCESS"]]
     assert "9.00" in run_cli(env, "kpi", "show", "shop").stdout
 
@@ -187,9 +177,7 @@ def test_every_cli_error_is_one_line_and_registers_nothing(private_home, tmp_pat
         assert failed.returncode == 1, case
         assert failed.stderr.count("\n") == 1 and failed.stderr.startswith("error: "), case
         assert "Traceback" not in failed.stdout + failed.stderr, case
-    partitions = subprocess.run(
-        [sys.executable, "-c", PARTITIONS], env=env, capture_output=True, text=True, check=True
-    )
+    partitions = run_process([sys.executable, "-c", PARTITIONS], env)
     # `workspace add` registered "shop" at once; "nope" was never registered with Dagster
     assert json.loads(partitions.stdout) == ["shop"]
     unreachable = dict(env, KPI_DATABASE_URL="postgresql://nobody:pw@127.0.0.1:1/nothing")

@@ -1,6 +1,7 @@
 """Every `kpi-pipelines` command, in process, on the session's embedded server."""
 
 import json
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -10,15 +11,22 @@ from kpi_pipelines.automation.partitions import workspace_partitions
 from kpi_pipelines.cli import app
 from kpi_pipelines.dagster_instance import open_instance
 from kpi_pipelines.warehouse.tenant_data import list_overrides, read_points
+from kpi_pipelines_tests.canary import runs_scanned
 
 runner = CliRunner()
 
 
-pytestmark = pytest.mark.usefixtures("restored_environment")
+@pytest.fixture(autouse=True)
+def _commands_runs_scanned(restored_environment, warehouse) -> Iterator[None]:
+    """The secret canary over the runs a test's commands made in the project's instance
+    (their compute logs; the warehouse, with the event log, is scanned anyway)."""
+    with open_instance() as instance, runs_scanned(instance):
+        yield
 
 
 def cli(*args: str, ok: bool = True):
     result = runner.invoke(app, list(args), catch_exceptions=False)
+    print(result.output)  # the test's output, which the secret canary scans
     if ok:
         assert result.exit_code == 0, result.output
     return result
