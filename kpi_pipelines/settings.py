@@ -41,6 +41,16 @@ def csv_max_bytes() -> int:
     return _positive_int("KPI_CSV_MAX_BYTES", 50 * 1024 * 1024)
 
 
+def rejection_retention_days() -> int:
+    """Days a rejected table's report is kept (KPI_HOME/rejections/, drop folders' rejected/)."""
+    return _positive_int("KPI_REJECTION_RETENTION_DAYS", 30)
+
+
+def rejection_max_reports() -> int:
+    """Reports kept at most per folder (one workspace's, or one drop folder's rejected/)."""
+    return _positive_int("KPI_REJECTION_MAX_REPORTS", 100)
+
+
 def webhook_max_bytes() -> int:
     """Largest webhook request body accepted (Stripe's events are under 1 MB); a larger
     Content-Length is refused at once, a longer streamed body as soon as it passes this."""
