@@ -13,11 +13,12 @@ from pathlib import Path
 from typing import Annotated, Any
 
 import typer
-from rich.console import Console
 from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 from rich.table import Table
+from rich.text import Text
 
 from kpi_pipelines import settings
+from kpi_pipelines.terminal import TerminalConsole
 
 app = typer.Typer(help=__doc__, no_args_is_help=True, pretty_exceptions_enable=False)
 workspace_app = typer.Typer(help="Tenant workspaces.", no_args_is_help=True)
@@ -42,22 +43,28 @@ for sub, name in (
 ):
     app.add_typer(sub, name=name)
 
+# Everything goes through these two: what tenants and providers wrote is printed as it is,
+# never as markup or control sequences (terminal.py), so styles are given with `style=`.
 # Piped output (files, CI logs, tests) gets wide tables instead of 80 wrapped columns.
-console = Console(width=None if sys.stdout.isatty() else 160)
-err = Console(stderr=True, width=None if sys.stderr.isatty() else 160)
+console = TerminalConsole(width=None if sys.stdout.isatty() else 160)
+err = TerminalConsole(stderr=True, width=None if sys.stderr.isatty() else 160)
 
 
 def _warehouse():  # type: ignore[no-untyped-def]
     from kpi_pipelines.warehouse.database import Warehouse
 
-    with console.status("Starting the warehouse…", spinner="dots"):
+    with console.status(Text("Starting the warehouse…"), spinner="dots"):
         return Warehouse.connect().ensure_ready()
 
 
 def _fail(message: str) -> typer.Exit:
-    err.print("[bold red]error:[/] ", end="", highlight=False)
-    err.print(message, markup=False, highlight=False, soft_wrap=True)
+    _print_error(message)
     return typer.Exit(code=1)
+
+
+def _print_error(message: str, heading: str = "error:") -> None:
+    err.print(heading, style="bold red", end=" ")
+    err.print(message, soft_wrap=True)
 
 
 def _require_workspace(warehouse: Any, workspace_id: str) -> None:
@@ -105,7 +112,7 @@ def _pairs(values: list[str] | None, what: str) -> dict[str, str]:
 def db_upgrade() -> None:
     """Create the roles and schema if needed and apply every migration."""
     warehouse = _warehouse()
-    console.print(f"warehouse schema at revision [bold]{warehouse.upgrade()}[/]")
+    console.print(f"warehouse schema at revision {warehouse.upgrade()}")
 
 
 @pools_app.command("set")
@@ -126,7 +133,7 @@ def pools_set(
         limits[pool] = int(value)
     instance = open_instance()
     for pool, value in set_pool_limits(instance, limits).items():
-        console.print(f"pool [bold]{pool}[/]: {value} run(s) at once")
+        console.print(f"pool {pool}: {value} run(s) at once")
     if not limits:
         console.print("no provider declares a pool yet")
 
@@ -149,7 +156,7 @@ def providers() -> None:
     """The providers this deployment knows (their specs), as a Markdown table."""
     from kpi_pipelines.integrations.shared.spec import discover, provider_table
 
-    console.print(provider_table(discover()), markup=False, highlight=False, soft_wrap=True)
+    console.print(provider_table(discover()), soft_wrap=True)
 
 
 # --- workspaces -------------------------------------------------------------------------
@@ -188,7 +195,7 @@ def workspace_add(
         raise _fail(str(exc)) from None
     register_partition(open_instance(), workspace.id)
     console.print(
-        f"added workspace [bold]{workspace.id}[/] ({workspace.reporting_currency},"
+        f"added workspace {workspace.id} ({workspace.reporting_currency},"
         f" {workspace.timezone}) and its Dagster partition"
     )
 
@@ -223,7 +230,7 @@ def workspace_remove(
     except UnknownWorkspace as exc:
         raise _fail(str(exc)) from None
     unregister_partition(open_instance(), workspace_id)
-    console.print(f"removed workspace [bold]{workspace_id}[/] and its Dagster partition")
+    console.print(f"removed workspace {workspace_id} and its Dagster partition")
 
 
 # --- connections ------------------------------------------------------------------------
@@ -292,7 +299,7 @@ def connection_add(
         raise _fail(_validation_problems(exc)) from None
     except (UnknownWorkspace, ValueError) as exc:
         raise _fail(str(exc)) from None
-    console.print(f"saved {provider} connection [bold]{saved.name}[/] for workspace {workspace_id}")
+    console.print(f"saved {provider} connection {saved.name} for workspace {workspace_id}")
 
 
 @connection_app.command("list")
@@ -334,7 +341,7 @@ def _run_provider(provider: str, workspace_id: str, run_config: dict[str, Any]) 
     instance = open_instance()
     try:
         with console.status(
-            f"Running {provider} for {workspace_id} through Dagster…", spinner="dots"
+            Text(f"Running {provider} for {workspace_id} through Dagster…"), spinner="dots"
         ):
             # The run is recorded in the instance; the console gets our summary, not its log.
             result = materialize_provider(
@@ -344,13 +351,13 @@ def _run_provider(provider: str, workspace_id: str, run_config: dict[str, Any]) 
         raise _fail(str(exc)) from None
     if result.success:
         metadata = _materialization_metadata(result)
+        console.print("✓", style="green", end=" ")
         console.print(
-            f"[green]✓[/] {provider} → {workspace_id}: {metadata.get('records_processed', 0)} records,"
+            f"{provider} → {workspace_id}: {metadata.get('records_processed', 0)} records,"
             f" {metadata.get('points_written', 0)} points written, run {result.run_id}"
         )
         return True
-    err.print(f"[bold red]✗ {provider} → {workspace_id} failed:[/] ", end="", highlight=False)
-    err.print(_failure_description(result), markup=False, highlight=False, soft_wrap=True)
+    _print_error(_failure_description(result), heading=f"✗ {provider} → {workspace_id} failed:")
     return False
 
 
@@ -502,7 +509,9 @@ def override_list(workspace_id: str) -> None:
 
     warehouse = _warehouse()
     _require_workspace(warehouse, workspace_id)
-    table = Table("source", "metric", "day", "breakdown", "value", "set by", "set at", "superseded")
+    table = Table(
+        "source", "metric", "day", "breakdown", "value", "set by", "set at", "superseded", "reason"
+    )
     for o in list_overrides(warehouse, workspace_id):
         table.add_row(
             o.source,
@@ -515,6 +524,7 @@ def override_list(workspace_id: str) -> None:
             f"{o.superseded_at.isoformat(timespec='seconds')} by {o.superseded_by}"
             if o.superseded_at
             else "open",
+            o.reason or "",
         )
     console.print(table)
 
@@ -587,7 +597,10 @@ def demo() -> None:
     with (
         stack_stopped(stack),
         Progress(
-            SpinnerColumn(), TextColumn("{task.description}"), TimeElapsedColumn(), console=console
+            SpinnerColumn(),
+            TextColumn("{task.description}", markup=False),
+            TimeElapsedColumn(),
+            console=console,
         ) as progress,
     ):
         task = progress.add_task("demo", total=len(workspaces) * len(providers))
@@ -610,8 +623,9 @@ def demo() -> None:
         console.print(_kpi_table(workspace.id, latest_points(warehouse, workspace.id)))
     if failures:
         raise _fail("demo runs failed: " + ", ".join(failures))
+    console.print("demo done:", style="green", end=" ")
     console.print(
-        f"[green]demo done:[/] {len(workspaces)} workspaces x {len(providers)} provider(s),"
+        f"{len(workspaces)} workspaces x {len(providers)} provider(s),"
         " and each workspace's KPI mart. `kpi-pipelines dev` serves their simulators again and"
         " keeps them syncing (schedules, sensors, Stripe webhooks) in the Dagster UI;"
         " `kpi-pipelines ui` only browses the runs"
@@ -845,8 +859,7 @@ def main() -> None:
                 f"unexpected {type(exc).__name__}: {message.splitlines()[0][:300]}"
                 " (run again with KPI_DEBUG=1 for the traceback)"
             )
-        err.print("[bold red]error:[/] ", end="", highlight=False)
-        err.print(message, markup=False, highlight=False, soft_wrap=True)
+        _print_error(message)
         raise SystemExit(1) from None
 
 
