@@ -644,7 +644,9 @@ def stack_stopped(stack: Any) -> Iterator[None]:
 def env_command() -> None:
     """Print the variables that point Dagster's own tools (dagster, dg, dagster-webserver,
     dagster-daemon) at this project's instance from any folder, for a shell to load:
-    eval "$(kpi-pipelines env)" (the repository root needs none of them)."""
+    eval "$(kpi-pipelines env)" (the repository root needs none of them). A variable that
+    holds a secret is named in a comment, never printed: the shell that runs this already
+    has it (the command read it from there)."""
     import shlex
 
     from kpi_pipelines.dagster_instance import DEPLOYMENT_STORAGE_VARIABLES, prepare_dagster_home
@@ -654,8 +656,32 @@ def env_command() -> None:
     os.environ.setdefault("KPI_HOME", str(settings.kpi_home()))
     names = ["DAGSTER_HOME", "KPI_HOME", "KPI_DATABASE_URL", *DEPLOYMENT_STORAGE_VARIABLES]
     for name in names:
-        if os.environ.get(name):
-            print(f"export {name}={shlex.quote(os.environ[name])}")
+        value = os.environ.get(name)
+        if not value:
+            continue
+        if _holds_secret(name, value):
+            print(
+                f"# {name} is set and holds a secret, so it is not printed: the tools read it"
+                " from the environment of this shell (elsewhere, export it from where you keep it)"
+            )
+        else:
+            print(f"export {name}={shlex.quote(value)}")
+
+
+def _holds_secret(name: str, value: str) -> bool:
+    """A password (DAGSTER_PG_PASSWORD), or a database URL that carries one."""
+    if name == "DAGSTER_PG_PASSWORD":
+        return True
+    if name != "KPI_DATABASE_URL":
+        return False
+    from sqlalchemy.engine import make_url
+    from sqlalchemy.exc import ArgumentError
+
+    try:
+        url = make_url(value)
+    except (ArgumentError, ValueError):
+        return True  # unreadable: not printed rather than guessed
+    return bool(url.password) or any("password" in key.lower() for key in url.query)
 
 
 # One code-location name everywhere (pyproject's code_location_name, the repository's

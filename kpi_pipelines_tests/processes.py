@@ -61,6 +61,20 @@ def run_cli(env: dict[str, str], *args: str, check: bool = True) -> subprocess.C
     return completed
 
 
+def deployment_storage(env: dict[str, str]) -> dict[str, str]:
+    """The DAGSTER_PG_* variables a deployment gives Dagster's services, here naming the
+    embedded server (its port and socket folder read from its postmaster.pid)."""
+    pid_file = Path(env["KPI_HOME"]) / "postgres" / "data" / "postmaster.pid"
+    port, socket_dir = pid_file.read_text().splitlines()[3:5]
+    return {
+        "DAGSTER_PG_USERNAME": "postgres",
+        "DAGSTER_PG_HOST": "",  # libpq's PGHOST: the socket folder
+        "DAGSTER_PG_PORT": port.strip(),
+        "DAGSTER_PG_DB": "kpi",
+        "PGHOST": socket_dir.strip(),
+    }
+
+
 def start_holder(env: dict[str, str]) -> subprocess.Popen:
     holder = subprocess.Popen(
         [sys.executable, "-c", HOLDER],
@@ -155,7 +169,7 @@ def cli_env(env: dict[str, str]) -> dict[str, str]:
     """The variables `kpi-pipelines env` exports, parsed as the shell's eval would."""
     exported = {}
     for line in run_cli(env, "env").stdout.splitlines():
-        words = shlex.split(line)
+        words = shlex.split(line, comments=True)
         if len(words) == 2 and words[0] == "export":
             name, _, value = words[1].partition("=")
             exported[name] = value

@@ -29,6 +29,7 @@ from kpi_pipelines_tests.processes import (
     Service,
     assert_runs_succeeded,
     cli_env,
+    deployment_storage,
     free_port,
     graphql,
     release,
@@ -144,20 +145,6 @@ def start_code_server(
         start_service("code-server", command, {**user_env, **instance, **google}, folder)
     )
     return port
-
-
-def deployment_storage(env: dict[str, str]) -> dict[str, str]:
-    """The DAGSTER_PG_* variables a deployment gives Dagster's services, here naming the
-    embedded server (its port and socket folder read from its postmaster.pid)."""
-    pid_file = Path(env["KPI_HOME"]) / "postgres" / "data" / "postmaster.pid"
-    port, socket_dir = pid_file.read_text().splitlines()[3:5]
-    return {
-        "DAGSTER_PG_USERNAME": "postgres",
-        "DAGSTER_PG_HOST": "",  # libpq's PGHOST: the socket folder
-        "DAGSTER_PG_PORT": port.strip(),
-        "DAGSTER_PG_DB": "kpi",
-        "PGHOST": socket_dir.strip(),
-    }
 
 
 def start_webserver_and_daemon(
