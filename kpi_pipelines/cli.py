@@ -262,7 +262,8 @@ def connection_add(
     """Add (or replace) a workspace's connection to a provider."""
     from pydantic import ValidationError
 
-    from kpi_pipelines.warehouse.control import Connection, UnknownWorkspace, add_connection
+    from kpi_pipelines.integrations.shared.connection_settings import save_connection
+    from kpi_pipelines.warehouse.control import Connection, UnknownWorkspace
 
     values: dict[str, Any] = {}
     try:
@@ -273,28 +274,17 @@ def connection_add(
     except (OSError, json.JSONDecodeError) as exc:
         raise _fail(f"settings are not valid JSON: {exc}") from None
     values.update(_pairs(setting, "setting"))
-    secrets = _pairs(secret, "secret")
     spec = _spec(provider)
-    # Checked against the provider's spec now, rather than failing its first run.
-    if spec.settings is not None:
-        try:
-            spec.settings.model_validate(values)
-        except ValidationError as exc:
-            raise _fail(f"{provider} settings: {_validation_problems(exc)}") from None
-    purposes = {s.purpose for s in spec.secrets}
-    unknown = sorted(set(secrets) - purposes)
-    if unknown:
-        expected = ", ".join(sorted(purposes)) or "none"
-        raise _fail(f"{provider} takes the secrets {expected}; not {', '.join(unknown)}")
     try:
         connection = Connection(
             workspace_id=workspace_id,
             provider=provider,
             name=name,
             settings=values,
-            secret_env=secrets,
+            secret_env=_pairs(secret, "secret"),
         )
-        saved = add_connection(_warehouse(), connection)
+        # Checked against the provider's spec now, rather than failing its first run.
+        saved = save_connection(_warehouse(), connection, spec)
     except ValidationError as exc:
         raise _fail(_validation_problems(exc)) from None
     except (UnknownWorkspace, ValueError) as exc:
