@@ -215,7 +215,7 @@ def test_a_file_of_one_character_lines_fails_with_a_bounded_message_and_report(
     warehouse, csv_connection, instance, tmp_path, kpi_home
 ) -> None:
     """The review's file, a fifth of it: 5 MB of one-character lines made a 397 MB report
-    (three errors a row, every one listed; this megabyte made 79 MB). Now the report lists
+    (three errors a row, every one listed; this megabyte made 82 MB). Now the report lists
     the first rows in full and counts the rest by reason, under MAX_REPORT_BYTES."""
     rows = 1024 * 1024 // 2
     result = run_import(instance, write(tmp_path, "date,metric,channel,value\n" + "x\n" * rows))
