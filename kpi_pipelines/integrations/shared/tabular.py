@@ -866,8 +866,9 @@ class Table(Protocol):
         ...
 
     def validate(self, report: Path | None = None) -> int:
-        """Check every row; the number of data rows, or TableRejected listing the bad ones
-        (every one of them in `report` when there are more than the message shows)."""
+        """Check every row; the number of data rows, or TableRejected naming the bad ones
+        (the first rows in full and the others counted by reason in `report`, when there
+        are more than the message shows)."""
         ...
 
     def rows(self) -> Iterator[TabularRow]:
