@@ -13,11 +13,12 @@ from pathlib import Path
 from typing import Annotated, Any
 
 import typer
-from rich.console import Console
 from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 from rich.table import Table
+from rich.text import Text
 
 from kpi_pipelines import settings
+from kpi_pipelines.terminal import TerminalConsole
 
 app = typer.Typer(help=__doc__, no_args_is_help=True, pretty_exceptions_enable=False)
 workspace_app = typer.Typer(help="Tenant workspaces.", no_args_is_help=True)
@@ -42,22 +43,28 @@ for sub, name in (
 ):
     app.add_typer(sub, name=name)
 
+# Everything goes through these two: what tenants and providers wrote is printed as it is,
+# never as markup or control sequences (terminal.py), so styles are given with `style=`.
 # Piped output (files, CI logs, tests) gets wide tables instead of 80 wrapped columns.
-console = Console(width=None if sys.stdout.isatty() else 160)
-err = Console(stderr=True, width=None if sys.stderr.isatty() else 160)
+console = TerminalConsole(width=None if sys.stdout.isatty() else 160)
+err = TerminalConsole(stderr=True, width=None if sys.stderr.isatty() else 160)
 
 
 def _warehouse():  # type: ignore[no-untyped-def]
     from kpi_pipelines.warehouse.database import Warehouse
 
-    with console.status("Starting the warehouse…", spinner="dots"):
+    with console.status(Text("Starting the warehouse…"), spinner="dots"):
         return Warehouse.connect().ensure_ready()
 
 
 def _fail(message: str) -> typer.Exit:
-    err.print("[bold red]error:[/] ", end="", highlight=False)
-    err.print(message, markup=False, highlight=False, soft_wrap=True)
+    _print_error(message)
     return typer.Exit(code=1)
+
+
+def _print_error(message: str, heading: str = "error:") -> None:
+    err.print(heading, style="bold red", end=" ")
+    err.print(message, soft_wrap=True)
 
 
 def _require_workspace(warehouse: Any, workspace_id: str) -> None:
@@ -105,14 +112,14 @@ def _pairs(values: list[str] | None, what: str) -> dict[str, str]:
 def db_upgrade() -> None:
     """Create the roles and schema if needed and apply every migration."""
     warehouse = _warehouse()
-    console.print(f"warehouse schema at revision [bold]{warehouse.upgrade()}[/]")
+    console.print(f"warehouse schema at revision {warehouse.upgrade()}")
     if warehouse.tenant_session_powers():
+        console.print("warning:", style="yellow", end=" ")
         console.print(
-            "[yellow]warning:[/] kpi_tenant sessions can still signal, watch or advisory-lock"
-            " other sessions: only a superuser can revoke that. Run as one, in this database:",
-            markup=True,
+            "kpi_tenant sessions can still signal, watch or advisory-lock other sessions: only"
+            " a superuser can revoke that. Run as one, in this database:"
         )
-        console.print("\n".join(warehouse.session_power_statements()), markup=False)
+        console.print("\n".join(warehouse.session_power_statements()))
 
 
 @pools_app.command("set")
@@ -133,7 +140,7 @@ def pools_set(
         limits[pool] = int(value)
     instance = open_instance()
     for pool, value in set_pool_limits(instance, limits).items():
-        console.print(f"pool [bold]{pool}[/]: {value} run(s) at once")
+        console.print(f"pool {pool}: {value} run(s) at once")
     if not limits:
         console.print("no provider declares a pool yet")
 
@@ -156,7 +163,7 @@ def providers() -> None:
     """The providers this deployment knows (their specs), as a Markdown table."""
     from kpi_pipelines.integrations.shared.spec import discover, provider_table
 
-    console.print(provider_table(discover()), markup=False, highlight=False, soft_wrap=True)
+    console.print(provider_table(discover()), soft_wrap=True)
 
 
 # --- workspaces -------------------------------------------------------------------------
@@ -195,7 +202,7 @@ def workspace_add(
         raise _fail(str(exc)) from None
     register_partition(open_instance(), workspace.id)
     console.print(
-        f"added workspace [bold]{workspace.id}[/] ({workspace.reporting_currency},"
+        f"added workspace {workspace.id} ({workspace.reporting_currency},"
         f" {workspace.timezone}) and its Dagster partition"
     )
 
@@ -230,7 +237,7 @@ def workspace_remove(
     except UnknownWorkspace as exc:
         raise _fail(str(exc)) from None
     unregister_partition(open_instance(), workspace_id)
-    console.print(f"removed workspace [bold]{workspace_id}[/] and its Dagster partition")
+    console.print(f"removed workspace {workspace_id} and its Dagster partition")
 
 
 # --- connections ------------------------------------------------------------------------
@@ -262,7 +269,8 @@ def connection_add(
     """Add (or replace) a workspace's connection to a provider."""
     from pydantic import ValidationError
 
-    from kpi_pipelines.warehouse.control import Connection, UnknownWorkspace, add_connection
+    from kpi_pipelines.integrations.shared.connection_settings import save_connection
+    from kpi_pipelines.warehouse.control import Connection, UnknownWorkspace
 
     values: dict[str, Any] = {}
     try:
@@ -273,33 +281,22 @@ def connection_add(
     except (OSError, json.JSONDecodeError) as exc:
         raise _fail(f"settings are not valid JSON: {exc}") from None
     values.update(_pairs(setting, "setting"))
-    secrets = _pairs(secret, "secret")
     spec = _spec(provider)
-    # Checked against the provider's spec now, rather than failing its first run.
-    if spec.settings is not None:
-        try:
-            spec.settings.model_validate(values)
-        except ValidationError as exc:
-            raise _fail(f"{provider} settings: {_validation_problems(exc)}") from None
-    purposes = {s.purpose for s in spec.secrets}
-    unknown = sorted(set(secrets) - purposes)
-    if unknown:
-        expected = ", ".join(sorted(purposes)) or "none"
-        raise _fail(f"{provider} takes the secrets {expected}; not {', '.join(unknown)}")
     try:
         connection = Connection(
             workspace_id=workspace_id,
             provider=provider,
             name=name,
             settings=values,
-            secret_env=secrets,
+            secret_env=_pairs(secret, "secret"),
         )
-        saved = add_connection(_warehouse(), connection)
+        # Checked against the provider's spec now, rather than failing its first run.
+        saved = save_connection(_warehouse(), connection, spec)
     except ValidationError as exc:
         raise _fail(_validation_problems(exc)) from None
     except (UnknownWorkspace, ValueError) as exc:
         raise _fail(str(exc)) from None
-    console.print(f"saved {provider} connection [bold]{saved.name}[/] for workspace {workspace_id}")
+    console.print(f"saved {provider} connection {saved.name} for workspace {workspace_id}")
 
 
 @connection_app.command("list")
@@ -341,7 +338,7 @@ def _run_provider(provider: str, workspace_id: str, run_config: dict[str, Any]) 
     instance = open_instance()
     try:
         with console.status(
-            f"Running {provider} for {workspace_id} through Dagster…", spinner="dots"
+            Text(f"Running {provider} for {workspace_id} through Dagster…"), spinner="dots"
         ):
             # The run is recorded in the instance; the console gets our summary, not its log.
             result = materialize_provider(
@@ -351,13 +348,13 @@ def _run_provider(provider: str, workspace_id: str, run_config: dict[str, Any]) 
         raise _fail(str(exc)) from None
     if result.success:
         metadata = _materialization_metadata(result)
+        console.print("✓", style="green", end=" ")
         console.print(
-            f"[green]✓[/] {provider} → {workspace_id}: {metadata.get('records_processed', 0)} records,"
+            f"{provider} → {workspace_id}: {metadata.get('records_processed', 0)} records,"
             f" {metadata.get('points_written', 0)} points written, run {result.run_id}"
         )
         return True
-    err.print(f"[bold red]✗ {provider} → {workspace_id} failed:[/] ", end="", highlight=False)
-    err.print(_failure_description(result), markup=False, highlight=False, soft_wrap=True)
+    _print_error(_failure_description(result), heading=f"✗ {provider} → {workspace_id} failed:")
     return False
 
 
@@ -509,7 +506,9 @@ def override_list(workspace_id: str) -> None:
 
     warehouse = _warehouse()
     _require_workspace(warehouse, workspace_id)
-    table = Table("source", "metric", "day", "breakdown", "value", "set by", "set at", "superseded")
+    table = Table(
+        "source", "metric", "day", "breakdown", "value", "set by", "set at", "superseded", "reason"
+    )
     for o in list_overrides(warehouse, workspace_id):
         table.add_row(
             o.source,
@@ -522,6 +521,7 @@ def override_list(workspace_id: str) -> None:
             f"{o.superseded_at.isoformat(timespec='seconds')} by {o.superseded_by}"
             if o.superseded_at
             else "open",
+            o.reason or "",
         )
     console.print(table)
 
@@ -594,7 +594,10 @@ def demo() -> None:
     with (
         stack_stopped(stack),
         Progress(
-            SpinnerColumn(), TextColumn("{task.description}"), TimeElapsedColumn(), console=console
+            SpinnerColumn(),
+            TextColumn("{task.description}", markup=False),
+            TimeElapsedColumn(),
+            console=console,
         ) as progress,
     ):
         task = progress.add_task("demo", total=len(workspaces) * len(providers))
@@ -617,8 +620,9 @@ def demo() -> None:
         console.print(_kpi_table(workspace.id, latest_points(warehouse, workspace.id)))
     if failures:
         raise _fail("demo runs failed: " + ", ".join(failures))
+    console.print("demo done:", style="green", end=" ")
     console.print(
-        f"[green]demo done:[/] {len(workspaces)} workspaces x {len(providers)} provider(s),"
+        f"{len(workspaces)} workspaces x {len(providers)} provider(s),"
         " and each workspace's KPI mart. `kpi-pipelines dev` serves their simulators again and"
         " keeps them syncing (schedules, sensors, Stripe webhooks) in the Dagster UI;"
         " `kpi-pipelines ui` only browses the runs"
@@ -637,7 +641,9 @@ def stack_stopped(stack: Any) -> Iterator[None]:
 def env_command() -> None:
     """Print the variables that point Dagster's own tools (dagster, dg, dagster-webserver,
     dagster-daemon) at this project's instance from any folder, for a shell to load:
-    eval "$(kpi-pipelines env)" (the repository root needs none of them)."""
+    eval "$(kpi-pipelines env)" (the repository root needs none of them). A variable that
+    holds a secret is named in a comment, never printed: the shell that runs this already
+    has it (the command read it from there)."""
     import shlex
 
     from kpi_pipelines.dagster_instance import DEPLOYMENT_STORAGE_VARIABLES, prepare_dagster_home
@@ -647,8 +653,32 @@ def env_command() -> None:
     os.environ.setdefault("KPI_HOME", str(settings.kpi_home()))
     names = ["DAGSTER_HOME", "KPI_HOME", "KPI_DATABASE_URL", *DEPLOYMENT_STORAGE_VARIABLES]
     for name in names:
-        if os.environ.get(name):
-            print(f"export {name}={shlex.quote(os.environ[name])}")
+        value = os.environ.get(name)
+        if not value:
+            continue
+        if _holds_secret(name, value):
+            print(
+                f"# {name} is set and holds a secret, so it is not printed: the tools read it"
+                " from the environment of this shell (elsewhere, export it from where you keep it)"
+            )
+        else:
+            print(f"export {name}={shlex.quote(value)}")
+
+
+def _holds_secret(name: str, value: str) -> bool:
+    """A password (DAGSTER_PG_PASSWORD), or a database URL that carries one."""
+    if name == "DAGSTER_PG_PASSWORD":
+        return True
+    if name != "KPI_DATABASE_URL":
+        return False
+    from sqlalchemy.engine import make_url
+    from sqlalchemy.exc import ArgumentError
+
+    try:
+        url = make_url(value)
+    except (ArgumentError, ValueError):
+        return True  # unreadable: not printed rather than guessed
+    return bool(url.password) or any("password" in key.lower() for key in url.query)
 
 
 # One code-location name everywhere (pyproject's code_location_name, the repository's
@@ -852,8 +882,7 @@ def main() -> None:
                 f"unexpected {type(exc).__name__}: {message.splitlines()[0][:300]}"
                 " (run again with KPI_DEBUG=1 for the traceback)"
             )
-        err.print("[bold red]error:[/] ", end="", highlight=False)
-        err.print(message, markup=False, highlight=False, soft_wrap=True)
+        _print_error(message)
         raise SystemExit(1) from None
 
 

@@ -58,6 +58,16 @@ def record_max_string_chars() -> int:
     return _positive_int("KPI_RECORD_MAX_STRING_CHARS", 256 * 1024)
 
 
+def rejection_retention_days() -> int:
+    """Days a rejected table's report is kept (KPI_HOME/rejections/, drop folders' rejected/)."""
+    return _positive_int("KPI_REJECTION_RETENTION_DAYS", 30)
+
+
+def rejection_max_reports() -> int:
+    """Reports kept at most per folder (one workspace's, or one drop folder's rejected/)."""
+    return _positive_int("KPI_REJECTION_MAX_REPORTS", 100)
+
+
 def webhook_max_bytes() -> int:
     """Largest webhook request body accepted (Stripe's events are under 1 MB); a larger
     Content-Length is refused at once, a longer streamed body as soon as it passes this."""

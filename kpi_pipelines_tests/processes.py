@@ -179,6 +179,19 @@ def run_cli(env: dict[str, str], *args: str, check: bool = True) -> subprocess.C
     return run_process([cli_path(), *args], env, check=check)
 
 
+def deployment_storage(env: dict[str, str]) -> dict[str, str]:
+    """The DAGSTER_PG_* variables a deployment gives Dagster's services, here naming the
+    embedded server (its port and socket folder read from its postmaster.pid)."""
+    port, socket_dir = server_address(env)
+    return {
+        "DAGSTER_PG_USERNAME": "postgres",
+        "DAGSTER_PG_HOST": "",  # libpq's PGHOST: the socket folder
+        "DAGSTER_PG_PORT": port,
+        "DAGSTER_PG_DB": "kpi",
+        "PGHOST": str(socket_dir),
+    }
+
+
 def start_holder(env: dict[str, str]) -> subprocess.Popen:
     holder = subprocess.Popen(
         [sys.executable, "-c", HOLDER],
@@ -283,7 +296,7 @@ def cli_env(env: dict[str, str]) -> dict[str, str]:
     """The variables `kpi-pipelines env` exports, parsed as the shell's eval would."""
     exported = {}
     for line in run_cli(env, "env").stdout.splitlines():
-        words = shlex.split(line)
+        words = shlex.split(line, comments=True)
         if len(words) == 2 and words[0] == "export":
             name, _, value = words[1].partition("=")
             exported[name] = value

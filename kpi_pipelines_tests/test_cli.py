@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import secrets
 import shlex
 import signal
 import subprocess
@@ -11,8 +12,10 @@ import sys
 from pathlib import Path
 
 from kpi_pipelines_tests.processes import (
+    cli_env,
     cli_path,
     cli_serving,
+    deployment_storage,
     postmaster,
     release,
     run_cli,
@@ -119,6 +122,51 @@ from kpi_pipelines.dagster_instance import open_instance
 print(json.dumps([[r.tags.get("dagster/partition"), r.status.value]
                   for r in open_instance().get_runs()]))
 """
+
+
+def test_env_prints_no_secret_value_and_the_tools_still_get_them(private_home) -> None:
+    """`kpi-pipelines env` names DAGSTER_PG_PASSWORD, and a KPI_DATABASE_URL carrying a
+    password, in a comment: after `eval "$(kpi-pipelines env)"` the shell still has them
+    (the command read them from it), and Dagster's tools open the instance."""
+    holder = start_holder(private_home)
+    try:
+        password, url_password = (f"canary-{secrets.token_hex(8)}" for _ in range(2))
+        storage = deployment_storage(private_home)
+        url = (
+            f"postgresql://postgres:{url_password}@/kpi?host={storage['PGHOST']}"
+            f"&port={storage['DAGSTER_PG_PORT']}"
+        )
+        env = {**private_home, **storage, "DAGSTER_PG_PASSWORD": password, "KPI_DATABASE_URL": url}
+        printed = run_cli(env, "env")
+        assert password not in printed.stdout + printed.stderr
+        assert url_password not in printed.stdout + printed.stderr
+        for name in ("DAGSTER_PG_PASSWORD", "KPI_DATABASE_URL"):
+            assert f"# {name} is set and holds a secret, so it is not printed" in printed.stdout
+        exported = cli_env(env)
+        assert exported["DAGSTER_PG_DB"] == "kpi" and "DAGSTER_PG_PASSWORD" not in exported
+        check = (
+            "import os, sys; from kpi_pipelines.dagster_instance import open_instance;"
+            " open_instance().get_runs();"
+            " sys.exit(os.environ['DAGSTER_PG_PASSWORD'] != sys.argv[1])"
+        )
+        used = subprocess.run(
+            [
+                *("bash", "-c", f'eval "$({shlex.quote(cli_path())} env)" && "$0" -c "$1" "$2"'),
+                *(sys.executable, check, password),
+            ],
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=300,
+        )
+        assert used.returncode == 0, used.stdout + used.stderr
+        # Without the password variable, `env` prints the rest as before.
+        plain = {
+            k: v for k, v in env.items() if k not in ("DAGSTER_PG_PASSWORD", "KPI_DATABASE_URL")
+        }
+        assert "holds a secret" not in run_cli(plain, "env").stdout
+    finally:
+        release(holder)
 
 
 def test_cli_errors_are_clear_and_exit_non_zero(private_home, tmp_path) -> None:

@@ -29,12 +29,12 @@ from kpi_pipelines_tests.processes import (
     Service,
     assert_runs_succeeded,
     cli_env,
+    deployment_storage,
     free_port,
     graphql,
     release,
     run_cli,
     script_path,
-    server_address,
     services_output,
     start_holder,
     start_service,
@@ -145,19 +145,6 @@ def start_code_server(
         start_service("code-server", command, {**user_env, **instance, **google}, folder)
     )
     return port
-
-
-def deployment_storage(env: dict[str, str]) -> dict[str, str]:
-    """The DAGSTER_PG_* variables a deployment gives Dagster's services, here naming the
-    embedded server (its port and socket folder read from its postmaster.pid)."""
-    port, socket_dir = server_address(env)
-    return {
-        "DAGSTER_PG_USERNAME": "postgres",
-        "DAGSTER_PG_HOST": "",  # libpq's PGHOST: the socket folder
-        "DAGSTER_PG_PORT": port,
-        "DAGSTER_PG_DB": "kpi",
-        "PGHOST": str(socket_dir),
-    }
 
 
 def start_webserver_and_daemon(

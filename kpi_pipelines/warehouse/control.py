@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import contextlib
 import csv
+import ipaddress
 import json
 import re
-from collections.abc import Iterable
+from collections.abc import Collection, Iterable
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import sqlalchemy as sa
@@ -23,8 +26,66 @@ WORKSPACE_ID = re.compile(r"^(?=.{1,63}$)[a-z0-9]+(?:[_-][a-z0-9]+)*$")
 # Upper case only: a lower-case "name" is far more likely a pasted key (sk_test_...).
 ENV_VAR_NAME = re.compile(r"^[A-Z_][A-Z0-9_]*$")
 # Connection settings that would choose where credentials are sent: hosts are the
-# operator's (environment), never a tenant's.
-_HOST_SETTING = re.compile(r"(?i)(^|_)(url|uri|host|hostname|endpoint|base|origin|proxy)$")
+# operator's (environment), never a tenant's. Refused by name at any depth, and by value
+# (a URL, a host name, an IP address) under any key.
+_HOST_SETTING = re.compile(
+    r"(^|_)(url|uri|host|hostname|endpoint|base|origin|proxy|server|domain)$"
+)
+_URL = re.compile(r"(?i)[a-z][a-z0-9+.-]*://|^//")
+_DNS_NAME = re.compile(
+    r"(?i)(?:[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?\.)+[a-z](?:[a-z0-9-]{0,61}[a-z0-9])?\.?"
+)
+
+
+def looks_like_host(text: str) -> bool:
+    """Whether `text` is, or holds, a URL, or is a host name or IP address (with or without
+    a user, port or path): something a request could be sent to."""
+    text = text.strip()
+    if _URL.search(text):
+        return True
+    if not text or any(char.isspace() for char in text):
+        return False
+    host = urlsplit("//" + text).hostname or ""
+    # What an HTTP client would resolve: "évil.example", full-width dots.
+    with contextlib.suppress(UnicodeError):
+        host = host.encode("idna").decode("ascii")
+    if host == "localhost" or _DNS_NAME.fullmatch(host):
+        return True
+    try:
+        ipaddress.ip_address(host)
+    except ValueError:
+        return False
+    return True
+
+
+def _named_like_host(key: str) -> bool:
+    """ "base_url", "baseUrl", "api-base", "server": in snake case, ends with a host word."""
+    snake = re.sub(r"([a-z0-9])([A-Z])", r"\1_\2", key).lower().replace("-", "_")
+    return bool(_HOST_SETTING.search(snake))
+
+
+def settings_host_problem(settings: Any, *, skip: Collection[str] = ()) -> str | None:
+    """Where connection settings (JSON: objects, arrays, strings) name a host: the first
+    key path, in order, whose key is named like a host setting or is a host, or whose
+    value holds a URL or host name, as "options.base_url holds a URL or host name"; or
+    None. `skip`: top-level keys not to look into."""
+    pending: list[tuple[tuple[str, ...], Any]] = [((), settings)]
+    while pending:
+        path, value = pending.pop()
+        children: list[tuple[tuple[str, ...], Any]] = []
+        if isinstance(value, dict):
+            for key, item in value.items():
+                where = (*path, str(key))
+                if _named_like_host(str(key)) or looks_like_host(str(key)):
+                    return f"{'.'.join(where)} is named like a host setting"
+                if path or key not in skip:
+                    children.append((where, item))
+        elif isinstance(value, list | tuple):
+            children = [((*path, str(index)), item) for index, item in enumerate(value)]
+        elif isinstance(value, str) and looks_like_host(value):
+            return f"{'.'.join(path) or 'the settings'} holds a URL or host name"
+        pending.extend(reversed(children))
+    return None
 
 
 def secret_namespace(workspace_id: str) -> str | None:
@@ -219,13 +280,13 @@ def check_connection_input(connection: Connection) -> None:
         problem = secret_binding_problem(connection.workspace_id, purpose, variable)
         if problem:
             raise ValueError(problem)
-    for key in connection.settings:
-        if _HOST_SETTING.search(key):
-            raise ValueError(
-                f"connection setting {key!r} is not allowed: the hosts a provider is reached at"
-                f" are operator settings (KPI_{connection.provider.upper()}_BASE_URL in the"
-                " environment of the Dagster processes), never a connection's"
-            )
+    problem = settings_host_problem(connection.settings)
+    if problem:
+        raise ValueError(
+            f"connection setting {problem}, which is not allowed: the hosts a provider is"
+            f" reached at are operator settings (KPI_{connection.provider.upper()}_BASE_URL in"
+            " the environment of the Dagster processes), never a connection's"
+        )
 
 
 def add_connection(warehouse: Warehouse, connection: Connection) -> Connection:

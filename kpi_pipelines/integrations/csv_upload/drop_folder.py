@@ -31,6 +31,7 @@ import dagster as dg
 
 from kpi_pipelines import settings
 from kpi_pipelines.integrations.csv_upload.files import FolderRefused, entry_kind, open_folder
+from kpi_pipelines.integrations.shared.rejection_reports import prune_reports
 from kpi_pipelines.integrations.shared.spec import ProviderSpec, provider_sensor
 from kpi_pipelines.resources import WarehouseResource
 from kpi_pipelines.warehouse.control import workspace_ids
@@ -199,7 +200,8 @@ def archive(
     """Move an imported or rejected file out of the drop folder (with its errors, if any).
 
     `errors` is written to `<archived name>.errors.txt`, followed by the content of
-    `report` (every error of a rejected table). Returns where the file went.
+    `report` (a rejected table's bounded report); notes older than the retention are
+    removed from that folder then. Returns where the file went.
     """
     folder = dropped.root.joinpath(*dropped.folders)
     with open_folder(dropped.root, dropped.folders) as fd:
@@ -239,6 +241,7 @@ def _move(
                     handle.write("\n")
                     with report.open(encoding="utf-8") as listed:
                         shutil.copyfileobj(listed, handle)
+            prune_reports(target_fd)  # the retention, for the notes we write here
         return archived
 
 

@@ -81,8 +81,8 @@ class CsvTable:
     def validate(self, report: Path | None = None) -> int:
         """Check every row; return the number of data rows or raise `TableRejected`.
 
-        `report`: where every error is listed when there are more than the message shows
-        (see `validate_table`).
+        `report`: where the bounded report goes when there are more errors than the
+        message shows (see `validate_table`).
         """
         with self._data_records() as records:
             count = validate_table(

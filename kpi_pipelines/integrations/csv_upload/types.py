@@ -1,13 +1,12 @@
 """What a csv_upload connection stores in its settings."""
 
-from pydantic import BaseModel, ConfigDict, field_validator
+from pydantic import field_validator
 
+from kpi_pipelines.integrations.shared.connection_settings import ConnectionSettings
 from kpi_pipelines.integrations.shared.tabular import TabularMapping
 
 
-class CsvConnectionSettings(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
+class CsvConnectionSettings(ConnectionSettings):
     mapping: TabularMapping
     delimiter: str | None = None  # None: detected from the file
 

@@ -15,11 +15,11 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 from pydantic.alias_generators import to_camel
 
+from kpi_pipelines.integrations.shared.connection_settings import ConnectionSettings
 
-class GA4ConnectionSettings(BaseModel):
+
+class GA4ConnectionSettings(ConnectionSettings):
     """A workspace's GA4 property. Secrets are named in the connection's secret_env."""
-
-    model_config = ConfigDict(extra="forbid")
 
     property_id: str
     # Days before the cursor that every sync reads again: GA4 restates the last 24-48 h.

@@ -3,8 +3,8 @@
 The table engine imports it, with the same mapping and validation as CSV uploads
 (`integrations/shared/tabular.py`): the first non-empty row of the range is the header;
 every row is checked before anything is written, a bad row rejects the whole sheet with
-every error listed by its sheet row number, and the valid sheet is written in one
-transaction.
+its errors named by sheet row number (the first rows in full in a bounded report), and
+the valid sheet is written in one transaction.
 
 Read with `spreadsheets.values.get` (`valueRenderOption` UNFORMATTED_VALUE and
 `dateTimeRenderOption` SERIAL_NUMBER by default: numbers are numbers and dates are serial

@@ -3,17 +3,18 @@
 from __future__ import annotations
 
 import re
-from typing import Any, Literal
+from typing import Any, ClassVar, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 from pydantic.alias_generators import to_camel
 
+from kpi_pipelines.integrations.shared.connection_settings import ConnectionSettings
 from kpi_pipelines.integrations.shared.tabular import TabularMapping
 
 _SPREADSHEET_URL = re.compile(r"/spreadsheets/d/([A-Za-z0-9_-]+)")
 
 
-class SheetsConnectionSettings(BaseModel):
+class SheetsConnectionSettings(ConnectionSettings):
     """A sheet range and how its columns map to KPI points (the same mapping as CSV).
 
     `value_render_option`: UNFORMATTED_VALUE (default) reads numbers as numbers and dates as
@@ -22,7 +23,8 @@ class SheetsConnectionSettings(BaseModel):
     the mapping must then describe (date_formats, separators, currency symbols).
     """
 
-    model_config = ConfigDict(extra="forbid")
+    # The sheet's address may be pasted: only its id is kept (and checked).
+    pasted_urls: ClassVar[frozenset[str]] = frozenset({"spreadsheet_id"})
 
     spreadsheet_id: str
     # A1 notation with the header row first, e.g. "'Marketing KPIs'!A1:E" (quote a sheet

@@ -23,9 +23,9 @@ from types import ModuleType
 from typing import TYPE_CHECKING, Any
 
 import dagster as dg
-from pydantic import BaseModel
 
 from kpi_pipelines.integrations.shared.bounds import ProviderLimits
+from kpi_pipelines.integrations.shared.connection_settings import ConnectionSettings
 
 if TYPE_CHECKING:
     from kpi_pipelines.integrations.shared.base_adapter import IntegrationAdapter
@@ -135,7 +135,9 @@ class ProviderSpec:
     # How it syncs, with what it reads (its reports or streams); None only for an adapter
     # that implements sync() itself.
     engine: Engine | None = None
-    settings: type[BaseModel] | None = None  # what a connection's settings hold
+    # What a connection's settings hold: a ConnectionSettings (no hosts, no unknown keys);
+    # None: no settings at all.
+    settings: type[ConnectionSettings] | None = None
     secrets: tuple[SecretSpec, ...] = ()
     cadence: Cadence | None = None  # None: manual (the UI, the CLI, a sensor)
     lookback: timedelta | None = None  # recent data the provider restates, re-read each sync
@@ -165,6 +167,11 @@ class ProviderSpec:
             raise TypeError(
                 f"{self.key}: {self.adapter.__name__} does not implement the hooks of the"
                 f" {self.engine.kind} engine ({self.engine.hooks.__name__})"
+            )
+        if self.settings is not None and not issubclass(self.settings, ConnectionSettings):
+            raise TypeError(
+                f"{self.key}: its settings model {self.settings.__name__} must be a"
+                " ConnectionSettings (integrations/shared/connection_settings.py)"
             )
         if self.workspaces_per_run < 1:
             raise ValueError(f"{self.key}: workspaces_per_run must be at least 1")

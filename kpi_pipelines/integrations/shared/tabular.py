@@ -4,9 +4,9 @@ A user's table is all-or-nothing: `validate_table` reads every row and raises
 `TableRejected` with every bad row's line number and reason, and only then does the caller
 stream the rows again with `parse_table` to write them. Both passes keep one row in memory
 at a time; the only state that grows with the table is the set of keys seen so far (to
-report duplicates). Errors are written to a report file as they are found; the exception
-keeps the counts and the first few, so its message stays a few KB whatever the table (the
-tenant's text in it is cut, see `shown`).
+report duplicates). Errors are written to a bounded report file as they are found
+(rejection_reports.py); the exception keeps the counts and the first few, so its message
+stays a few KB whatever the table (the tenant's text in it is cut, see `shown`).
 
 Cells are text (a CSV file, a sheet read as FORMATTED_VALUE) or, from the Sheets API read
 as UNFORMATTED_VALUE, typed JSON values: a number in the value column is taken as it is
@@ -21,19 +21,17 @@ import datetime
 import functools
 import hashlib
 import math
-import os
 import re
-import tempfile
 import unicodedata
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from decimal import Decimal, InvalidOperation
 from pathlib import Path
-from typing import Protocol, TextIO, TypeGuard
+from typing import Protocol, TypeGuard
 
 import pydantic
 
-from kpi_pipelines import settings
+from kpi_pipelines.integrations.shared.rejection_reports import MAX_REPORTED_ROWS, ErrorReport
 from kpi_pipelines.models import MAX_METRIC_CHARS, breakdown_problem
 
 __all__ = [
@@ -48,7 +46,6 @@ __all__ = [
     "TabularRow",
     "metric_key_problem",
     "parse_table",
-    "rejection_report_path",
     "serial_date",
     "shown",
     "shown_list",
@@ -77,7 +74,7 @@ _ISO_DATE = re.compile(r"[0-9]{4}-[0-9]{2}-[0-9]{2}(?:[T ].+)?")
 # that a message stays a few KB whatever the table holds.
 SHOWN_CHARS = 40
 SHOWN_NAMES = 20
-MAX_ERRORS_SHOWN = 20  # rejected rows listed in a message; every one is in the report
+MAX_ERRORS_SHOWN = 20  # errors listed in a message; the report lists the first rows
 
 
 def shown(text: str, limit: int = SHOWN_CHARS) -> str:
@@ -265,11 +262,18 @@ class RowError:
     line: int
     column: str | None
     reason: str
+    # The reason without the tenant's text ("is not a number"): what a report counts by.
+    kind: str = ""
 
     def __str__(self) -> str:
         if self.column is None:
             return f"line {self.line}: {self.reason}"
         return f"line {self.line}, column {shown(self.column)}: {self.reason}"
+
+    @property
+    def category(self) -> str:
+        kind = self.kind or self.reason
+        return kind if self.column is None else f"column {shown(self.column)}: {kind}"
 
 
 class TableFormatError(ValueError):
@@ -291,8 +295,9 @@ class TableRejected(ValueError):
     """The table has invalid rows; nothing of it may be stored.
 
     Carries the counts (`bad_rows`, `error_count`), the first errors (`errors`) and, when
-    there are more errors than the message shows, the report file that lists every one of
-    them (`report`). The message is bounded (a few KB) however many rows are bad.
+    there are more errors than the message shows, the report file that lists the first
+    rows in full and counts the others by reason (`report`, rejection_reports.py). The
+    message is bounded (a few KB) however many rows are bad.
     """
 
     def __init__(
@@ -321,9 +326,15 @@ class TableRejected(ValueError):
         more = self.error_count - len(first)
         if more > 0:
             where = "below" if listed_below else self.report and f"in {self.report}"
-            lines.append(
-                f"... and {more} more" + (f"; every error is listed {where}" if where else "")
-            )
+            if not where:
+                lines.append(f"... and {more} more")
+            elif self.bad_rows <= MAX_REPORTED_ROWS:
+                lines.append(f"... and {more} more; every error is listed {where}")
+            else:
+                lines.append(
+                    f"... and {more} more; the first {MAX_REPORTED_ROWS} invalid rows are"
+                    f" listed {where}, the others counted by reason"
+                )
         return "\n".join(lines)
 
     def with_report(self, report: Path) -> TableRejected:
@@ -339,102 +350,13 @@ class TableRejected(ValueError):
         )
 
 
-def rejection_report_path(workspace_id: str, run_id: str, name: str) -> Path:
-    """Where a rejected table's full error list goes when it has no better place:
-    `KPI_HOME/rejections/<workspace>/<run id>-<name>.errors.txt` (names made safe)."""
-    return (
-        settings.kpi_home()
-        / "rejections"
-        / _safe_name(workspace_id)
-        / f"{_safe_name(run_id)}-{_safe_name(name)}.errors.txt"
-    )
-
-
-def _safe_name(text: str) -> str:
-    """`text` as one harmless file name part (the names come from tenants)."""
-    safe = re.sub(r"[^A-Za-z0-9._-]+", "_", text).lstrip("._-")[:80]
-    return safe or "table"
-
-
-class _ErrorReport:
-    """Every error of one table: the first few in memory, all of them in a file.
-
-    The file is started only when there are more errors than the message shows; it is
-    written as errors are found (constant memory) under a temporary name in the report's
-    folder, and renamed to `path` when the table is rejected, or removed otherwise.
-    """
-
-    def __init__(self, source: str, path: Path | None) -> None:
-        self.source = source
-        self.path = path
-        self.first: list[RowError] = []
-        self.bad_rows = 0
-        self.count = 0
-        self._temp: Path | None = None
-        self._file: TextIO | None = None
-
-    def add(self, errors: list[RowError]) -> None:
-        """The errors of one bad row."""
-        self.bad_rows += 1
-        for error in errors:
-            self.count += 1
-            if len(self.first) < MAX_ERRORS_SHOWN:
-                self.first.append(error)
-                continue
-            if self._file is None:
-                self._start()
-            assert self._file is not None
-            self._file.write(f"{error}\n")
-
-    def _start(self) -> TextIO:
-        if self.path is None:  # a file of its own in the system's temporary folder
-            fd, temp = tempfile.mkstemp(
-                prefix=f"kpi-rejected-{_safe_name(self.source)}-", suffix=".errors.txt"
-            )
-            self.path = Path(temp)
-        else:
-            _private_folder(self.path.parent)
-            fd, temp = tempfile.mkstemp(
-                dir=self.path.parent, prefix=f".{self.path.name}.", suffix=".tmp"
-            )
-        self._temp = Path(temp)
-        self._file = os.fdopen(fd, "w", encoding="utf-8", newline="\n")
-        self._file.write(f"Every error in {self.source}, one per line:\n")
-        self._file.writelines(f"{error}\n" for error in self.first)
-        return self._file
-
-    def rejection(self) -> TableRejected:
-        report = None
-        if self._file is not None:
-            assert self._temp is not None and self.path is not None
-            self._file.close()
-            self._file = None
-            if self._temp != self.path:
-                os.replace(self._temp, self.path)
-            self._temp, report = None, self.path
-        return TableRejected(self.source, self.first, self.bad_rows, self.count, report)
-
-    def discard(self) -> None:
-        if self._file is not None:
-            self._file.close()
-            self._file = None
-        if self._temp is not None:
-            self._temp.unlink(missing_ok=True)
-            self._temp = None
-
-
-def _private_folder(folder: Path) -> None:
-    """Create `folder` and its missing parents readable by this user only (0700)."""
-    missing = []
-    while not folder.exists():
-        missing.append(folder)
-        folder = folder.parent
-    for path in reversed(missing):
-        path.mkdir(mode=0o700, exist_ok=True)
-
-
 class _CellError(Exception):
-    """A cell cannot be read; the reason is shown to the user."""
+    """A cell cannot be read; the reason is shown to the user, and `kind` is the reason
+    without the cell's text (what a report counts errors by)."""
+
+    def __init__(self, reason: str, kind: str | None = None) -> None:
+        super().__init__(reason)
+        self.kind = kind or reason
 
 
 class _NotANumber(_CellError):
@@ -500,7 +422,7 @@ class _NumberFormat:
     def _parse(self, text: str) -> float:
         digits = _DIGIT_SPAN.search(text)
         if not digits:
-            raise _NotANumber(f"{shown(text)} is not a number")
+            raise _NotANumber(f"{shown(text)} is not a number", _NOT_A_NUMBER)
         start, end = digits.span()
         if start > 0 and text[start - 1] == self.decimal:
             start -= 1  # ".5"
@@ -516,7 +438,7 @@ class _NumberFormat:
         except ArithmeticError:  # an exponent beyond what Decimal allows
             value = math.inf
         if not math.isfinite(value):
-            raise _CellError(f"{shown(text)} is not a finite number")
+            raise _CellError(f"{shown(text)} is not a finite number", _NOT_FINITE)
         return value
 
     def _affixes(self, text: str, prefix: str, suffix: str) -> tuple[bool, bool]:
@@ -536,9 +458,10 @@ class _NumberFormat:
                         )
                         raise _CellError(
                             f"{shown(text)} is not a number: currency symbol {char!r} is not allowed "
-                            f"by the mapping (currency_symbols: {allowed_symbols})"
+                            f"by the mapping (currency_symbols: {allowed_symbols})",
+                            "has a currency symbol the mapping does not allow",
                         )
-                    raise _NotANumber(f"{shown(text)} is not a number")
+                    raise _NotANumber(f"{shown(text)} is not a number", _NOT_A_NUMBER)
                 elif char == "(":
                     opens += 1
                 elif char == ")":
@@ -548,15 +471,22 @@ class _NumberFormat:
                 else:
                     signs += 1
         if opens > 1 or closes > 1 or opens != closes:
-            raise _NotANumber(f"{shown(text)} is not a number: unbalanced parentheses")
+            raise _NotANumber(
+                f"{shown(text)} is not a number: unbalanced parentheses",
+                "is not a number: unbalanced parentheses",
+            )
         if signs > 1 or (signs and opens):
             raise _NotANumber(
-                f"{shown(text)} is not a number: use one minus sign or parentheses for a negative value"
+                f"{shown(text)} is not a number: use one minus sign or parentheses for a negative value",
+                "is not a number: several signs",
             )
         if len(symbols) > 1:
-            raise _NotANumber(f"{shown(text)} is not a number: more than one currency symbol")
+            raise _NotANumber(
+                f"{shown(text)} is not a number: more than one currency symbol",
+                "is not a number: more than one currency symbol",
+            )
         if percents > 1 or (percents and symbols):
-            raise _NotANumber(f"{shown(text)} is not a number")
+            raise _NotANumber(f"{shown(text)} is not a number", _NOT_A_NUMBER)
         negative = bool(opens) or any(char in _MINUS_SIGNS for char in prefix)
         return negative, bool(percents)
 
@@ -577,7 +507,7 @@ class _NumberFormat:
         try:
             return Decimal(f"{whole or '0'}.{fraction or '0'}{exponent}")
         except InvalidOperation:
-            raise _NotANumber(f"{shown(text)} is not a number") from None
+            raise _NotANumber(f"{shown(text)} is not a number", _NOT_A_NUMBER) from None
 
     def _explain(self, text: str, part: str, *, in_fraction: bool) -> None:
         """Raise the most helpful reason for separators that are not where they may be."""
@@ -585,7 +515,8 @@ class _NumberFormat:
         if stray and not in_fraction and self.thousands and stray in self.thousands:
             raise _CellError(
                 f"{shown(text)} is not a number: thousands separator {stray!r} is misplaced "
-                f"(groups of 3 digits are expected; the decimal separator is {self.decimal!r})"
+                f"(groups of 3 digits are expected; the decimal separator is {self.decimal!r})",
+                "is not a number: a misplaced thousands separator",
             )
         if stray in _THOUSANDS_SEPARATORS | _DECIMAL_SEPARATORS:
             allowed = (
@@ -595,9 +526,10 @@ class _NumberFormat:
             )
             raise _CellError(
                 f"{shown(text)} is not a number: {stray!r} is not allowed there "
-                f"(the mapping has decimal separator {self.decimal!r} and {allowed})"
+                f"(the mapping has decimal separator {self.decimal!r} and {allowed})",
+                "is not a number: a separator the mapping does not allow there",
             )
-        raise _NotANumber(f"{shown(text)} is not a number")
+        raise _NotANumber(f"{shown(text)} is not a number", _NOT_A_NUMBER)
 
 
 def _is_digits(text: str) -> bool:
@@ -605,6 +537,8 @@ def _is_digits(text: str) -> bool:
 
 
 _FORMULA_REASON = "looks like a spreadsheet formula; only numbers are accepted"
+_NOT_A_NUMBER = "is not a number"
+_NOT_FINITE = "is not a finite number"
 
 # Spreadsheet date serial numbers count days from 1899-12-30 (Lotus 1-2-3's leap-year bug
 # kept by Excel and Google Sheets makes day 0 that date rather than 1899-12-31).
@@ -623,7 +557,8 @@ def serial_date(serial: float) -> datetime.date:
         raise _CellError(
             f"{_number_shown(serial)} is not a date: a number in the date column is read as a spreadsheet"
             f" date serial number (days since {SERIAL_EPOCH.isoformat()}, 0 to {_MAX_SERIAL});"
-            " format the column as a date or as text"
+            " format the column as a date or as text",
+            "is not a date: a number outside the spreadsheet date serial numbers",
         )
     return SERIAL_EPOCH + datetime.timedelta(days=math.floor(serial))
 
@@ -634,7 +569,7 @@ def _typed_number(cell: float) -> float:
     except OverflowError:  # an integer beyond a float's range
         value = math.inf
     if not math.isfinite(value):
-        raise _CellError(f"{_number_shown(cell)} is not a finite number")
+        raise _CellError(f"{_number_shown(cell)} is not a finite number", _NOT_FINITE)
     return value
 
 
@@ -680,8 +615,13 @@ def _date_parser(formats: Sequence[str]) -> Callable[[str], datetime.date]:
                 if not str(exc).startswith(("time data", "unconverted data")):
                     invalid = invalid or str(exc)
         if invalid:
-            raise _CellError(f"{shown(text)} is not a valid date ({invalid})")
-        raise _CellError(f"{shown(text)} is not a date; expected {expected}")
+            raise _CellError(
+                f"{shown(text)} is not a valid date ({invalid})", "is not a valid date"
+            )
+        raise _CellError(
+            f"{shown(text)} is not a date; expected {expected}",
+            f"is not a date; expected {expected}",
+        )
 
     return parse
 
@@ -749,7 +689,7 @@ class _TableParser:
         try:
             texts = _texts(cells)
         except _CellError as exc:
-            return [RowError(line, None, f"has a cell that {exc}")]
+            return [RowError(line, None, f"has a cell that {exc}", f"has a cell that {exc.kind}")]
         if not any(texts):
             return None
         if len(texts) > self.width and any(texts[self.width :]):
@@ -759,6 +699,7 @@ class _TableParser:
                     None,
                     f"has {len(texts)} cells but the header has {self.width} columns "
                     "(an unquoted delimiter inside a value?)",
+                    "has more cells than the header has columns",
                 )
             ]
         if len(texts) < self.width:
@@ -772,14 +713,15 @@ class _TableParser:
             else:
                 day = self.parse_date(texts[self.date_index])
         except _CellError as exc:
-            errors.append(RowError(line, self.mapping.date_column, str(exc)))
+            errors.append(RowError(line, self.mapping.date_column, str(exc), exc.kind))
         if self.metric_index is None:
             metric = self.mapping.metric
         else:
             metric = texts[self.metric_index]
             problem = "metric is empty" if not metric else metric_key_problem(metric)
             if problem:
-                errors.append(RowError(line, self.mapping.metric_column, problem))
+                kind = "is not a metric key" if metric else problem
+                errors.append(RowError(line, self.mapping.metric_column, problem, kind))
         value_cell = _cell(cells, self.value_index)
         try:
             if _is_number(value_cell):
@@ -787,14 +729,14 @@ class _TableParser:
             else:
                 value = self.number.parse(texts[self.value_index])
         except _CellError as exc:
-            errors.append(RowError(line, self.mapping.value_column, str(exc)))
+            errors.append(RowError(line, self.mapping.value_column, str(exc), exc.kind))
         if errors:
             return errors
         assert day is not None and metric is not None and value is not None
         dimensions = {name: texts[index] for name, index in self.dimensions}
         too_large = breakdown_problem({name: text for name, text in dimensions.items() if text})
         if too_large:
-            return [RowError(line, None, too_large)]
+            return [RowError(line, None, too_large, "the breakdown is too large")]
         # A 128-bit digest instead of the key itself keeps the duplicate check small.
         key = hashlib.blake2b(
             repr((day.toordinal(), metric, *dimensions.values())).encode(), digest_size=16
@@ -802,7 +744,12 @@ class _TableParser:
         first = self.seen.setdefault(key, line)
         if first != line:
             return [
-                RowError(line, None, f"duplicates line {first} (same date, metric and dimensions)")
+                RowError(
+                    line,
+                    None,
+                    f"duplicates line {first} (same date, metric and dimensions)",
+                    "duplicates an earlier line (same date, metric and dimensions)",
+                )
             ]
         return TabularRow(line=line, day=day, metric=metric, value=value, dimensions=dimensions)
 
@@ -873,23 +820,31 @@ def validate_table(
     """Read the whole table and return its number of data rows.
 
     Raises `TableFormatError` for a problem with the table as a whole and `TableRejected`
-    otherwise: its message shows the counts and the first errors; when there are more,
-    every error (line number and reason, one per line) is written to `report` (default: a
-    new file in the system's temporary folder), which the message names. Memory and the
-    message stay bounded whatever the number of bad rows.
+    otherwise: its message shows the counts and the first errors; when there are more, a
+    report is written to `report` (default: a new file in the system's temporary folder),
+    which the message names: the first rows with every error, then counts by reason
+    (rejection_reports.py). Memory, the message and the report stay bounded whatever the
+    number of bad rows.
     """
     parser = _TableParser(header, mapping, source)
-    errors = _ErrorReport(source, report)
+    errors = ErrorReport(source, report, shown=MAX_ERRORS_SHOWN)
     count = 0
     try:
         for line, cells in rows:
             parsed = parser.parse_row(line, cells)
             if isinstance(parsed, list):
-                errors.add(parsed)
+                errors.add(parsed)  # type: ignore[arg-type]
             elif parsed is not None:
                 count += 1
         if errors.count:
-            raise errors.rejection()
+            written = errors.finish()
+            raise TableRejected(
+                source,
+                errors.first,  # type: ignore[arg-type]
+                errors.bad_rows,
+                errors.count,
+                written,
+            )
     finally:
         errors.discard()  # a pass that failed half-way leaves no temporary file
     if count == 0:
@@ -911,8 +866,9 @@ class Table(Protocol):
         ...
 
     def validate(self, report: Path | None = None) -> int:
-        """Check every row; the number of data rows, or TableRejected listing the bad ones
-        (every one of them in `report` when there are more than the message shows)."""
+        """Check every row; the number of data rows, or TableRejected naming the bad ones
+        (the first rows in full and the others counted by reason in `report`, when there
+        are more than the message shows)."""
         ...
 
     def rows(self) -> Iterator[TabularRow]:

@@ -24,14 +24,16 @@ MAX_REJECTION_CHARS = 500
 
 def describe_validation(exc: Exception, *, limit: int | None = None, whole: str = "value") -> str:
     """A validation error as one line: `field.path: reason; ...` (the first `limit`
-    problems); any other error as its message. `whole` names a problem with no field."""
+    problems); any other error as its message. `whole` names a problem with no field (""
+    when its reason names its own place)."""
     if not isinstance(exc, ValidationError):
         return str(exc)
-    return "; ".join(
-        f"{'.'.join(str(part) for part in error['loc']) or whole}:"
-        f" {error['msg'].removeprefix('Value error, ')}"
-        for error in exc.errors()[:limit]
-    )
+    problems = []
+    for error in exc.errors()[:limit]:
+        where = ".".join(str(part) for part in error["loc"]) or whole
+        reason = error["msg"].removeprefix("Value error, ")
+        problems.append(f"{where}: {reason}" if where else reason)
+    return "; ".join(problems)
 
 
 def validated_settings(

@@ -10,6 +10,8 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from kpi_pipelines.integrations.shared.connection_settings import ConnectionSettings
+
 
 class StripeObject(BaseModel):
     model_config = ConfigDict(extra="ignore")
@@ -200,10 +202,8 @@ class SubscriptionEvent(StripeObject):
         return value
 
 
-class StripeConnectionSettings(BaseModel):
+class StripeConnectionSettings(ConnectionSettings):
     """What a stripe connection stores besides the names of its secrets' variables."""
-
-    model_config = ConfigDict(extra="forbid")
 
     # A Connect platform's connected account (maps webhook events to the workspace).
     account_id: str | None = None

@@ -1,5 +1,8 @@
 """CSV uploads end to end: a Dagster run of the partitioned asset on the real PostgreSQL."""
 
+import os
+import shutil
+import time
 from pathlib import Path
 
 import dagster as dg
@@ -8,6 +11,7 @@ import sqlalchemy as sa
 
 from kpi_pipelines.demo import materialize_provider
 from kpi_pipelines.integrations.csv_upload.adapter import CsvUploadAdapter
+from kpi_pipelines.integrations.shared.rejection_reports import MAX_REPORT_BYTES, MAX_REPORTED_ROWS
 from kpi_pipelines.resources import WarehouseResource
 from kpi_pipelines.warehouse.control import Connection, add_connection, list_connections
 from kpi_pipelines.warehouse.tenant_data import read_points
@@ -207,25 +211,74 @@ def test_import_for_one_workspace_never_touches_another(
         assert db.execute(sa.text("SELECT count(*) FROM audit_log")).scalar() == 3
 
 
-def test_a_file_of_a_hundred_thousand_bad_rows_fails_with_a_bounded_message(
+def test_a_file_of_one_character_lines_fails_with_a_bounded_message_and_report(
     warehouse, csv_connection, instance, tmp_path, kpi_home
 ) -> None:
-    rows = "".join(f"2026-01-{1 + i % 28:02},signups,ads{i},x\n" for i in range(100_000))
-    result = run_import(instance, write(tmp_path, "date,metric,channel,value\n" + rows))
+    """The review's file, a fifth of it: 5 MB of one-character lines made a 397 MB report
+    (three errors a row, every one listed; this megabyte made 82 MB). Now the report lists
+    the first rows in full and counts the rest by reason, under MAX_REPORT_BYTES."""
+    rows = 1024 * 1024 // 2
+    result = run_import(instance, write(tmp_path, "date,metric,channel,value\n" + "x\n" * rows))
     assert not result.success
     message = failure_message(result)
     report = kpi_home / "rejections" / "ws-a" / f"{result.run_id}-metrics.csv.errors.txt"
     assert len(message.encode()) < 8 * 1024, len(message)
     assert message.startswith(
-        "metrics.csv was rejected and nothing was imported: 100000 invalid rows\n"
-        "line 2, column 'value': 'x' is not a number\n"
+        f"metrics.csv was rejected and nothing was imported: {rows} invalid rows"
+        f" ({3 * rows} errors)\n"
+        "line 2, column 'date': 'x' is not a date; expected YYYY-MM-DD\n"
+        "line 2, column 'metric': metric is empty\n"
+        "line 2, column 'value': value is empty\n"
     )
-    assert message.endswith(f"... and 99980 more; every error is listed in {report}")
-    listed = report.read_text().splitlines()[1:]
-    assert [int(line.split(",")[0].removeprefix("line ")) for line in listed] == list(
-        range(2, 100_002)
+    assert message.endswith(
+        f"the first {MAX_REPORTED_ROWS} invalid rows are listed in {report}, the others"
+        " counted by reason"
     )
+    assert report.stat().st_size <= MAX_REPORT_BYTES
+    lines = report.read_text().splitlines()
+    listed = [
+        int(line.split(",")[0].removeprefix("line ")) for line in lines if line[:5] == "line "
+    ]
+    assert listed == [line for line in range(2, 2 + MAX_REPORTED_ROWS) for _ in range(3)]
+    left_out = rows - MAX_REPORTED_ROWS
+    assert lines[-4:] == [
+        f"metrics.csv: {rows} invalid row(s) ({3 * rows} errors) in all; {left_out} row(s)"
+        f" ({3 * left_out} errors) after the first {MAX_REPORTED_ROWS} are left out. Their"
+        " errors by reason:",
+        f"{left_out:>10}  column 'date': is not a date; expected YYYY-MM-DD",
+        f"{left_out:>10}  column 'metric': metric is empty",
+        f"{left_out:>10}  column 'value': value is empty",
+    ]
     assert not [p for p in report.parent.iterdir() if p.name.startswith(".")]  # no temporary
     [connection] = list_connections_of(warehouse)
     assert len(connection.last_error.encode()) < 8 * 1024
     assert read_points(warehouse, "ws-a") == []
+
+
+def test_reports_are_kept_for_the_retention_and_at_most_so_many_per_workspace(
+    warehouse, csv_connection, workspace_b, instance, tmp_path, kpi_home, monkeypatch
+) -> None:
+    """A new report removes, in every workspace's folder, the reports older than
+    KPI_REJECTION_RETENTION_DAYS, and the oldest beyond KPI_REJECTION_MAX_REPORTS."""
+    monkeypatch.setenv("KPI_REJECTION_RETENTION_DAYS", "10")
+    monkeypatch.setenv("KPI_REJECTION_MAX_REPORTS", "2")
+    shutil.rmtree(kpi_home / "rejections", ignore_errors=True)  # other tests' reports
+    folders = {ws: kpi_home / "rejections" / ws for ws in ("ws-a", "ws-b")}
+    now = time.time()
+    for ws, ages in (("ws-a", (11, 3, 2)), ("ws-b", (40, 1))):
+        folders[ws].mkdir(parents=True, exist_ok=True)
+        for age in ages:
+            report = folders[ws] / f"run-{age}-old.csv.errors.txt"
+            report.write_text("...")
+            os.utime(report, (now - age * 86400, now - age * 86400))
+    (folders["ws-a"] / "notes.txt").write_text("not a report: left alone")
+
+    rows = "".join(f"2026-01-{1 + i % 28:02},signups,ads{i},x\n" for i in range(50))
+    result = run_import(instance, write(tmp_path, "date,metric,channel,value\n" + rows))
+    assert not result.success
+    assert {p.name for p in folders["ws-a"].iterdir()} == {
+        "notes.txt",
+        f"{result.run_id}-metrics.csv.errors.txt",
+        "run-2-old.csv.errors.txt",
+    }
+    assert [p.name for p in folders["ws-b"].iterdir()] == ["run-1-old.csv.errors.txt"]

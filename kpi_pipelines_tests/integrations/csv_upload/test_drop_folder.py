@@ -311,9 +311,53 @@ def test_a_rejected_drop_lists_every_error_next_to_the_file(
     text = note.read_text()
     summary, listed = text.split("\n\n", 1)
     assert summary == message.replace(f"in {note}", "below")
-    assert listed.splitlines()[0] == "Every error in many.csv, one per line:"
-    assert [int(line.split(",")[0].removeprefix("line ")) for line in listed.splitlines()[1:]] == (
-        list(range(2, 102))
+    assert listed.splitlines()[0].startswith("Errors in many.csv, line numbers as in the table")
+    assert [
+        int(line.split(",")[0].removeprefix("line "))
+        for line in listed.splitlines()
+        if line.startswith("line ")
+    ] == list(range(2, 102))
+    assert listed.splitlines()[-1] == (
+        "many.csv: 100 invalid row(s) (100 errors) in all, every one listed above."
     )
     # The private copy under KPI_HOME was moved, not left behind.
     assert not list((kpi_home / "rejections" / "ws-a").glob(f"{result.run_id}-*"))
+
+
+def test_notes_beside_rejected_drops_are_kept_for_the_retention_only(
+    warehouse, two_workspaces, drop_dir, tmp_path, monkeypatch
+) -> None:
+    """Writing a note removes the notes of that rejected/ folder older than
+    KPI_REJECTION_RETENTION_DAYS and beyond KPI_REJECTION_MAX_REPORTS (the newest kept);
+    what is not a regular file is left alone, and a link is never followed."""
+    monkeypatch.setenv("KPI_REJECTION_RETENTION_DAYS", "7")
+    monkeypatch.setenv("KPI_REJECTION_MAX_REPORTS", "3")
+    rejected = drop_dir / "ws-a" / "rejected"
+    rejected.mkdir(parents=True)
+    host_file = tmp_path / "host.errors.txt"
+    host_file.write_text("not the tenant's")
+    (rejected / "planted.errors.txt").symlink_to(host_file)
+    now = time.time()
+    for age_days, name in ((8, "old"), (6, "recent-3"), (5, "recent-2"), (4, "recent-1")):
+        note = rejected / f"{name}.csv.errors.txt"
+        note.write_text("...")
+        os.utime(note, (now - age_days * 86400, now - age_days * 86400))
+    (rejected / "old.csv").write_text("the tenant's rejected file stays")
+    os.utime(rejected / "old.csv", (now - 30 * 86400, now - 30 * 86400))
+
+    settled(drop_dir / "ws-a" / "bad.csv", "day,n\n2026-02-01,x\n")
+    [request] = requested(tick(two_workspaces)).values()
+    assert not run(two_workspaces, request).success
+
+    [new_note] = rejected.glob("*-bad.csv.errors.txt")
+    assert sorted(p.name for p in rejected.iterdir()) == sorted(
+        [
+            new_note.name,
+            new_note.name.removesuffix(".errors.txt"),
+            "old.csv",
+            "planted.errors.txt",
+            "recent-1.csv.errors.txt",
+            "recent-2.csv.errors.txt",
+        ]
+    )
+    assert host_file.read_text() == "not the tenant's"

@@ -1,4 +1,5 @@
-"""A rejected table's errors: every one kept in a report, a bounded message naming it."""
+"""A rejected table's errors: a bounded message naming a bounded report, which lists the
+first rows in full and counts the others by reason."""
 
 from __future__ import annotations
 
@@ -12,12 +13,21 @@ import pydantic
 import pytest
 
 from kpi_pipelines import settings
+from kpi_pipelines.integrations.shared.rejection_reports import (
+    MAX_LINE_BYTES,
+    MAX_REASONS,
+    MAX_REPORT_BYTES,
+    MAX_REPORTED_ROWS,
+    OTHER_REASONS,
+    ErrorReport,
+    rejection_report_path,
+)
 from kpi_pipelines.integrations.shared.tabular import (
     MAX_ERRORS_SHOWN,
+    RowError,
     TableFormatError,
     TableRejected,
     TabularMapping,
-    rejection_report_path,
     validate_table,
 )
 
@@ -37,7 +47,16 @@ def rejection(rows, report: Path | None) -> TableRejected:
     return caught.value
 
 
-def test_a_hundred_thousand_bad_rows_give_a_bounded_message_and_a_full_report(
+def listed_lines(report: Path) -> list[int]:
+    """The line numbers of the errors a report lists in full."""
+    return [
+        int(found[1])
+        for found in (re.match(r"line (\d+)[,:]", line) for line in report.read_text().splitlines())
+        if found
+    ]
+
+
+def test_a_hundred_thousand_bad_rows_give_a_bounded_message_and_a_bounded_report(
     tmp_path: Path,
 ) -> None:
     report = tmp_path / "reports" / "big.errors.txt"
@@ -50,15 +69,57 @@ def test_a_hundred_thousand_bad_rows_give_a_bounded_message_and_a_full_report(
         "line 2, column 'value': 'x' is not a number\n"
     )
     assert message.endswith(
-        f"\n... and {200_000 - MAX_ERRORS_SHOWN} more; every error is listed in {report}"
+        f"\n... and {200_000 - MAX_ERRORS_SHOWN} more; the first {MAX_REPORTED_ROWS} invalid"
+        f" rows are listed in {report}, the others counted by reason"
     )
     assert (error.bad_rows, error.error_count, error.report) == (100_000, 200_000, report)
     assert len(error.errors) == MAX_ERRORS_SHOWN
+    assert report.stat().st_size <= MAX_REPORT_BYTES
+    # The first rows in full, every error of each ...
+    assert listed_lines(report) == [line for line in range(2, 1002) for _ in (1, 2)]
     lines = report.read_text().splitlines()
-    assert lines[0] == "Every error in big.csv, one per line:"
-    assert len(lines) == 1 + 200_000
-    assert {int(re.match(r"line (\d+),", line)[1]) for line in lines[1:]} == set(range(2, 100_002))
+    assert lines[0].startswith("Errors in big.csv, line numbers as in the table")
+    # ... then what was left out, counted by reason (without the cells' text).
+    summary = lines.index(
+        "big.csv: 100000 invalid row(s) (200000 errors) in all; 99000 row(s) (198000 errors)"
+        " after the first 1000 are left out. Their errors by reason:"
+    )
+    assert [line.split(None, 1) for line in lines[summary + 1 :]] == [
+        ["99000", "column 'date': is not a valid date"],
+        ["99000", "column 'value': is not a number"],
+    ]
     assert [p.name for p in report.parent.iterdir()] == ["big.errors.txt"]  # no temporary file
+
+
+def test_a_report_stays_under_its_bound_whatever_the_cells_and_names(tmp_path: Path) -> None:
+    """The worst lines: long column names and cells of four-byte characters, a breakdown
+    too large, several errors a row; more rows than the report lists."""
+    name = "\U0001f600" * 10_000
+    mapping = TabularMapping(
+        date_column=name, value_column="v" + name, metric_column="m" + name, dimension_columns=["d"]
+    )
+    cell = "\U0001f4a5" * 100_000
+    header = [name, "v" + name, "m" + name, "d"]
+    rows = ((line, [cell, cell, cell, cell]) for line in range(2, 5002))
+    with pytest.raises(TableRejected) as caught:
+        validate_table(header, rows, mapping, source="s.csv", report=tmp_path / "r.txt")
+    assert len(str(caught.value)) < 8 * 1024
+    report = (tmp_path / "r.txt").read_bytes()
+    assert len(report) <= MAX_REPORT_BYTES
+    assert max(len(line) + 1 for line in report.split(b"\n")) <= MAX_LINE_BYTES
+    assert listed_lines(tmp_path / "r.txt")[-1] == 1 + MAX_REPORTED_ROWS
+    assert b"4000 row(s) (12000 errors) after the first 1000 are left out" in report
+
+
+def test_reasons_beyond_the_limit_are_counted_together(tmp_path: Path) -> None:
+    report = ErrorReport("t", tmp_path / "r.txt", shown=0)
+    kinds = MAX_REASONS + 50
+    for line in range(2, 2 + MAX_REPORTED_ROWS + kinds):
+        report.add([RowError(line, None, f"reason {line}", f"kind {line % kinds}")])
+    text = report.finish().read_text()
+    counted = text.split("Their errors by reason:\n", 1)[1].splitlines()
+    assert len(counted) == MAX_REASONS + 1
+    assert counted[-1].split(None, 1) == [str(kinds - MAX_REASONS), OTHER_REASONS]
 
 
 def test_huge_cells_and_column_names_are_cut_in_the_message(tmp_path: Path) -> None:
@@ -68,9 +129,11 @@ def test_huge_cells_and_column_names_are_cut_in_the_message(tmp_path: Path) -> N
     with pytest.raises(TableRejected) as caught:
         validate_table(["date", long_name], rows, mapping, source="s", report=tmp_path / "r.txt")
     assert len(str(caught.value)) < 8 * 1024
-    # The report lists every row, each line cut the same way (it grows with rows, not cells).
+    # The report lists every row, each line cut the same way.
+    assert listed_lines(tmp_path / "r.txt") == list(range(2, 200))
     report = (tmp_path / "r.txt").read_text().splitlines()
-    assert len(report) == 1 + 198 and max(len(line) for line in report) < 400
+    assert max(len(line) for line in report) < 400
+    assert report[-1] == "s: 198 invalid row(s) (198 errors) in all, every one listed above."
 
 
 def test_a_few_errors_are_all_in_the_message_and_need_no_report(tmp_path: Path) -> None:

@@ -1,14 +1,14 @@
 """The table engine: a user's own table (a CSV file, a sheet range), all-or-nothing.
 
 The table is the user's submission, not a provider's records: every row is checked first
-(`Table.validate` raises TableRejected listing every bad row, with a report under
-KPI_HOME/rejections/ when there are more than the message shows), and only a valid table
-is written, in one transaction. A table with a row that holds a secret this deployment
-uses (the record guard of bounds.py: a key or token echoed back by the provider, or pasted
-into a file) is refused whole, naming the line and never the value. The provider's hooks say
-where the table comes from
-(`table()`, usually read by `connect()`) and what its points carry (`point_metadata()`);
-rows become points here, the same way for every table provider.
+(`Table.validate` raises TableRejected naming the bad rows, with a bounded report under
+KPI_HOME/rejections/ when there are more than the message shows, kept for the retention),
+and only a valid table is written, in one transaction. A table with a row that holds a
+secret this deployment uses (the record guard of bounds.py: a key or token echoed back by
+the provider, or pasted into a file) is refused whole, naming the line and never the value.
+The provider's hooks say where the table comes from (`table()`, usually read by
+`connect()`) and what its points carry (`point_metadata()`); rows become points here, the
+same way for every table provider.
 """
 
 from __future__ import annotations
@@ -21,11 +21,15 @@ from typing import Any
 from kpi_pipelines.integrations.shared.base_adapter import IntegrationAdapter
 from kpi_pipelines.integrations.shared.bounds import RecordGuard
 from kpi_pipelines.integrations.shared.engines import Engine
+from kpi_pipelines.integrations.shared.rejection_reports import (
+    prune_rejection_reports,
+    rejection_report_path,
+)
 from kpi_pipelines.integrations.shared.tabular import (
     Table,
     TableFormatError,
+    TableRejected,
     TabularRow,
-    rejection_report_path,
 )
 from kpi_pipelines.models import KPIData, SyncResult, day_timestamp
 
@@ -76,9 +80,14 @@ class TableEngine(Engine):
         started = datetime.now(UTC)
         table = adapter.table()
         # Every row first: a bad row rejects the table and nothing is written.
-        count = table.validate(
-            report=rejection_report_path(context.workspace.id, context.run_id, table.name)
-        )
+        try:
+            count = table.validate(
+                report=rejection_report_path(context.workspace.id, context.run_id, table.name)
+            )
+        except TableRejected as rejected:
+            if rejected.report is not None:  # a new report: the retention removes old ones
+                prune_rejection_reports()
+            raise
         guard = RecordGuard(adapter.spec.limits.record())
         writer = adapter.point_writer(single_transaction=True)
         with writer.open():  # one transaction: a refusal below leaves nothing written
