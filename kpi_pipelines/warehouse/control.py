@@ -37,20 +37,23 @@ _DNS_NAME = re.compile(
 )
 
 
-def looks_like_host(text: str) -> bool:
+def looks_like_host(text: str, *, bare_names: bool = True) -> bool:
     """Whether `text` is, or holds, a URL, or is a host name or IP address (with or without
-    a user, port or path): something a request could be sent to."""
+    a user, port or path): something a request could be sent to. With `bare_names=False` a
+    dotted name alone ("Sales.Total", the header of a tenant's own column) is not taken
+    for a host; with a user, a port or a path it still is."""
     text = text.strip()
     if _URL.search(text):
         return True
     if not text or any(char.isspace() for char in text):
         return False
-    host = urlsplit("//" + text).hostname or ""
+    parts = urlsplit("//" + text)
+    host = parts.hostname or ""
     # What an HTTP client would resolve: "évil.example", full-width dots.
     with contextlib.suppress(UnicodeError):
         host = host.encode("idna").decode("ascii")
     if host == "localhost" or _DNS_NAME.fullmatch(host):
-        return True
+        return bare_names or text != parts.netloc or "@" in text or ":" in text
     try:
         ipaddress.ip_address(host)
     except ValueError:
@@ -64,11 +67,19 @@ def _named_like_host(key: str) -> bool:
     return bool(_HOST_SETTING.search(snake))
 
 
-def settings_host_problem(settings: Any, *, skip: Collection[str] = ()) -> str | None:
+def settings_host_problem(
+    settings: Any,
+    *,
+    skip: Collection[str] = (),
+    names: Collection[tuple[str, ...]] = (),
+    bare_names: bool = True,
+) -> str | None:
     """Where connection settings (JSON: objects, arrays, strings) name a host: the first
     key path, in order, whose key is named like a host setting or is a host, or whose
     value holds a URL or host name, as "options.base_url holds a URL or host name"; or
-    None. `skip`: top-level keys not to look into."""
+    None. `skip`: top-level keys not to look into. `names`: key paths ("*" for any key or
+    index) that hold names of the tenant's own data, where a dotted name alone is allowed
+    (see `looks_like_host`), as it is everywhere with `bare_names=False`."""
     pending: list[tuple[tuple[str, ...], Any]] = [((), settings)]
     while pending:
         path, value = pending.pop()
@@ -82,10 +93,18 @@ def settings_host_problem(settings: Any, *, skip: Collection[str] = ()) -> str |
                     children.append((where, item))
         elif isinstance(value, list | tuple):
             children = [((*path, str(index)), item) for index, item in enumerate(value)]
-        elif isinstance(value, str) and looks_like_host(value):
+        elif isinstance(value, str) and looks_like_host(
+            value, bare_names=bare_names and not any(_matches(path, name) for name in names)
+        ):
             return f"{'.'.join(path) or 'the settings'} holds a URL or host name"
         pending.extend(reversed(children))
     return None
+
+
+def _matches(path: tuple[str, ...], pattern: tuple[str, ...]) -> bool:
+    return len(path) == len(pattern) and all(
+        p in ("*", part) for part, p in zip(path, pattern, strict=True)
+    )
 
 
 def secret_namespace(workspace_id: str) -> str | None:
@@ -280,7 +299,10 @@ def check_connection_input(connection: Connection) -> None:
         problem = secret_binding_problem(connection.workspace_id, purpose, variable)
         if problem:
             raise ValueError(problem)
-    problem = settings_host_problem(connection.settings)
+    # What the provider's settings model checked with its types (the names a tenant's own
+    # data uses may be dotted), the warehouse checks again for any caller: every URL, IP
+    # address, host with a user, port or path, and key named like a host.
+    problem = settings_host_problem(connection.settings, bare_names=False)
     if problem:
         raise ValueError(
             f"connection setting {problem}, which is not allowed: the hosts a provider is"

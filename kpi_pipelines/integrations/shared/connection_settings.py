@@ -11,7 +11,10 @@ key names to keep up to date:
   named like a host setting: the raw input is checked before the fields' own validators,
   and the validated values again after them. A field whose own validator reduces a pasted
   URL to an id (a Google Sheet's address) is named in `pasted_urls`; what it keeps is still
-  checked. Hosts are operator settings (`KPI_<PROVIDER>_BASE_URL`), never a connection's.
+  checked. A field typed `Annotated[str, TenantName()]` (a column header of the tenant's
+  own file) may hold a dotted name such as "Sales.Total", never a URL, an IP address or a
+  host with a user, port or path. Hosts are operator settings (`KPI_<PROVIDER>_BASE_URL`),
+  never a connection's.
 
 `save_connection` is what `kpi-pipelines connection add` does: the settings checked
 against the provider's model and stored as validated, the secrets' purposes against its
@@ -40,6 +43,11 @@ HOSTS_ARE_OPERATOR_SETTINGS = (
 )
 
 
+class TenantName:
+    """Marks a string field (`Annotated[str, TenantName()]`) as a name in the tenant's own
+    data, never used to reach anything: a dotted name alone is allowed there."""
+
+
 class ConnectionSettings(BaseModel):
     """The base of every provider's connection settings model."""
 
@@ -63,19 +71,48 @@ class ConnectionSettings(BaseModel):
     @model_validator(mode="before")
     @classmethod
     def _no_host_given(cls, data: Any) -> Any:
-        _refuse_hosts(data, skip=cls.pasted_urls)
+        _refuse_hosts(data, cls, skip=cls.pasted_urls)
         return data
 
     @model_validator(mode="after")
     def _no_host_kept(self) -> ConnectionSettings:
-        _refuse_hosts(self.model_dump(mode="json"))
+        _refuse_hosts(self.model_dump(mode="json"), type(self))
         return self
 
 
-def _refuse_hosts(settings: Any, skip: frozenset[str] = frozenset()) -> None:
-    problem = settings_host_problem(settings, skip=skip)
+def _refuse_hosts(
+    settings: Any, model: type[BaseModel], skip: frozenset[str] = frozenset()
+) -> None:
+    problem = settings_host_problem(settings, skip=skip, names=_tenant_name_paths(model))
     if problem:
         raise ValueError(f"{problem}, which is not allowed: {HOSTS_ARE_OPERATOR_SETTINGS}")
+
+
+def _tenant_name_paths(model: type[BaseModel]) -> set[tuple[str, ...]]:
+    """The key paths of `model`'s TenantName fields ("*" for any list index or dict key)."""
+    paths: set[tuple[str, ...]] = set()
+    pending: list[tuple[tuple[str, ...], Any, tuple[Any, ...]]] = [
+        ((name,), field.annotation, tuple(field.metadata))
+        for name, field in model.model_fields.items()
+    ]
+    while pending:
+        path, annotation, metadata = pending.pop()
+        if any(isinstance(marker, TenantName) for marker in metadata):
+            paths.add(path)
+        origin = typing.get_origin(annotation)
+        if origin is typing.Annotated:
+            inner, *markers = typing.get_args(annotation)
+            pending.append((path, inner, tuple(markers)))
+        elif isinstance(annotation, type) and issubclass(annotation, BaseModel):
+            pending.extend(
+                ((*path, name), field.annotation, tuple(field.metadata))
+                for name, field in annotation.model_fields.items()
+            )
+        elif isinstance(annotation, types.UnionType) or origin is typing.Union:
+            pending.extend((path, arg, ()) for arg in typing.get_args(annotation))
+        elif origin is not None:  # list[...], dict[str, ...]: any element or value
+            pending.extend(((*path, "*"), arg, ()) for arg in typing.get_args(annotation)[-1:])
+    return paths
 
 
 def _models_within(model: type[BaseModel]) -> Iterator[type[BaseModel]]:

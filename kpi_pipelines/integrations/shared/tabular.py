@@ -27,10 +27,11 @@ from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from decimal import Decimal, InvalidOperation
 from pathlib import Path
-from typing import Protocol, TypeGuard
+from typing import Annotated, Protocol, TypeGuard
 
 import pydantic
 
+from kpi_pipelines.integrations.shared.connection_settings import TenantName
 from kpi_pipelines.integrations.shared.rejection_reports import MAX_REPORTED_ROWS, ErrorReport
 from kpi_pipelines.models import MAX_METRIC_CHARS, breakdown_problem
 
@@ -121,16 +122,20 @@ def _snake_case(text: str) -> str:
     return key
 
 
+ColumnName = Annotated[str, TenantName()]
+
+
 class TabularMapping(pydantic.BaseModel):
     """How a user's table maps to KPI points; saved on a connection as JSON."""
 
     model_config = pydantic.ConfigDict(extra="forbid", frozen=True)
 
-    date_column: str
-    value_column: str
-    metric_column: str | None = None
+    # the headers of the tenant's own columns: dotted names allowed ("Sales.Total")
+    date_column: ColumnName
+    value_column: ColumnName
+    metric_column: ColumnName | None = None
     metric: str | None = None
-    dimension_columns: list[str] = []
+    dimension_columns: list[ColumnName] = []
     date_formats: list[str] = []
     thousands_separator: str | None = None
     decimal_separator: str = "."

@@ -165,3 +165,35 @@ def test_settings_models_forbid_unknown_keys_at_every_level() -> None:
         )
     for spec in discover():
         assert spec.settings is None or issubclass(spec.settings, ConnectionSettings)
+
+
+@pytest.mark.parametrize("provider", ["csv_upload", "google_sheets"])
+def test_the_headers_of_a_tenants_own_columns_may_be_dotted_names(
+    warehouse, workspace_a, provider: str
+) -> None:
+    """A column called "Sales.Total" is a name, never an address: the mapping's column
+    fields take dotted names, and still refuse a URL, an IP address or a host with a port,
+    a user or a path."""
+    [spec] = [s for s in discover() if s.key == provider]
+    dotted = {
+        "date_column": "Day.ISO",
+        "metric_column": "KPI.Name",
+        "value_column": "Sales.Total",
+        "dimension_columns": ["Team.Region"],
+    }
+    settings = {**VALID[provider], "mapping": dotted}
+    result = CliRunner().invoke(
+        app, ["connection", "add", "ws-a", provider, "--settings-json", json.dumps(settings)]
+    )
+    assert result.exit_code == 0, result.output
+    with warehouse.control() as db:
+        [stored] = list_connections(db, workspace_id="ws-a")
+    assert stored.settings["mapping"] == dotted
+    for host in ("sales.example:443", "user@sales.example", "sales.example/x", "10.0.0.7"):
+        hostile = {**settings, "mapping": {**dotted, "value_column": host}}
+        with pytest.raises(ValueError, match=r"mapping\.value_column holds a URL or host name"):
+            save_connection(
+                warehouse,
+                Connection(workspace_id="ws-a", provider=provider, settings=hostile),
+                spec,
+            )
