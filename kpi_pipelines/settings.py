@@ -106,6 +106,19 @@ def db_idle_in_transaction_timeout_seconds() -> float:
     return _positive_float("KPI_DB_IDLE_IN_TRANSACTION_TIMEOUT_SECONDS", 600.0)
 
 
+def webhook_inbox_quota() -> int:
+    """Unprocessed webhook events one workspace may hold in the inbox; past it the receiver
+    answers a verified delivery 503 (the provider retries it later) until the sensor drains
+    the inbox."""
+    return _positive_int("KPI_WEBHOOK_INBOX_QUOTA", 1000)
+
+
+def webhook_inbox_retention_days() -> float:
+    """How long a processed webhook event is kept (it deduplicates the provider's retries:
+    Stripe's last for three days) before the inbox sensor deletes it."""
+    return _positive_float("KPI_WEBHOOK_INBOX_RETENTION_DAYS", 7.0)
+
+
 def csv_drop_dir() -> Path:
     """Root of the per-workspace CSV drop folders watched by a sensor."""
     configured = os.environ.get("KPI_CSV_DROP_DIR")

@@ -187,6 +187,11 @@ class Connection(BaseModel):
     last_attempt_at: datetime | None = None
     last_success_at: datetime | None = None
     next_attempt_at: datetime | None = None
+    # The provider account this connection's own credentials were shown to belong to (by
+    # its sync), and when: what a shared webhook endpoint routes by. The control role
+    # writes it (record_proved_account); a tenant session cannot.
+    proved_account: str | None = None
+    account_proved_at: datetime | None = None
 
     @field_validator("secret_env")
     @classmethod
@@ -311,7 +316,15 @@ def check_connection_input(connection: Connection) -> None:
         )
 
 
+# An upsert that leaves a connection's settings and secrets as they were keeps its proof.
+_UNCHANGED = (
+    "connections.settings = excluded.settings AND connections.secret_env = excluded.secret_env"
+)
+
+
 def add_connection(warehouse: Warehouse, connection: Connection) -> Connection:
+    """Save a connection; replacing one with other settings or secrets drops its proved
+    account (its next sync proves it again, with what the connection now names)."""
     check_connection_input(connection)
     with warehouse.control() as db:
         get_workspace(db, connection.workspace_id)
@@ -320,7 +333,10 @@ def add_connection(warehouse: Warehouse, connection: Connection) -> Connection:
                 "INSERT INTO connections (workspace_id, provider, name, settings, secret_env)"
                 " VALUES (:workspace_id, :provider, :name, :settings, :secret_env)"
                 " ON CONFLICT (workspace_id, provider, name) DO UPDATE"
-                " SET settings = excluded.settings, secret_env = excluded.secret_env"
+                " SET settings = excluded.settings, secret_env = excluded.secret_env,"
+                f" proved_account = CASE WHEN {_UNCHANGED} THEN connections.proved_account END,"
+                f" account_proved_at = CASE WHEN {_UNCHANGED}"
+                " THEN connections.account_proved_at END"
                 " RETURNING id"
             ).bindparams(
                 sa.bindparam("settings", type_=sa.JSON), sa.bindparam("secret_env", type_=sa.JSON)
@@ -334,8 +350,24 @@ def add_connection(warehouse: Warehouse, connection: Connection) -> Connection:
 
 _CONNECTION_COLUMNS = (
     "id, workspace_id, provider, name, settings, secret_env, enabled, consecutive_failures,"
-    " last_error, last_attempt_at, last_success_at, next_attempt_at"
+    " last_error, last_attempt_at, last_success_at, next_attempt_at, proved_account,"
+    " account_proved_at"
 )
+
+
+def record_proved_account(warehouse: Warehouse, connection_id: int, account: str | None) -> None:
+    """Remember which provider account the connection's own credentials belong to, as the
+    provider just said (None: they were shown not to belong to the one it claims)."""
+    with warehouse.control() as db:
+        db.execute(
+            sa.text(
+                "UPDATE connections SET proved_account = CAST(:account AS text),"
+                " account_proved_at = CASE WHEN CAST(:account AS text) IS NULL THEN NULL"
+                " ELSE now() END"
+                " WHERE id = :id"
+            ),
+            {"account": account, "id": connection_id},
+        )
 
 
 def list_connections(

@@ -6,6 +6,10 @@ take to send its request line and headers, nor its body: a client that sends hal
 and waits holds a connection (and with the body, a request task) for ever. `DeadlineH11Protocol`
 adds both deadlines to uvicorn's h11 protocol, passed as uvicorn's documented `http=` option
 (a protocol class is accepted). Header size is bounded by h11 (16 KiB), body size by the app.
+
+`ExpiringCache` and `Throttle` keep what an anonymous request costs independent of what a
+workspace holds: a receiver reads an endpoint's secrets at most once per interval, and logs
+a problem with one at most once per interval, however many requests arrive.
 """
 
 from __future__ import annotations
@@ -13,7 +17,11 @@ from __future__ import annotations
 import asyncio
 import copy
 import logging
-from typing import Any
+import threading
+import time
+from collections import OrderedDict
+from collections.abc import Callable, Hashable
+from typing import Any, Generic, TypeVar
 
 import h11
 import uvicorn
@@ -34,6 +42,73 @@ logger = logging.getLogger("kpi_pipelines.webhooks")
 KEEP_ALIVE_SECONDS = 5
 # h11's own default, stated: request line plus headers larger than this get a 400.
 MAX_HEADER_BYTES = 16 * 1024
+# Keys an ExpiringCache or a Throttle remembers at most (the least recently used go first):
+# requests naming ever new workspaces cannot grow them.
+MAX_REMEMBERED_KEYS = 10_000
+
+V = TypeVar("V")
+
+
+class _Recent(Generic[V]):
+    """Values remembered with when they were kept, for `period` seconds of `clock`; at most
+    `max_keys` of them (the least recently used are forgotten first). Thread-safe."""
+
+    def __init__(
+        self,
+        period: float,
+        *,
+        clock: Callable[[], float] = time.monotonic,
+        max_keys: int = MAX_REMEMBERED_KEYS,
+    ) -> None:
+        self.period = period
+        self.clock = clock
+        self.max_keys = max_keys
+        self._kept: OrderedDict[Hashable, tuple[float, V]] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def _recent(self, key: Hashable, now: float) -> tuple[float, V] | None:
+        """What `key` holds if it was kept less than `period` ago (call with the lock)."""
+        kept = self._kept.get(key)
+        if kept is None or now - kept[0] >= self.period:
+            return None
+        self._kept.move_to_end(key)
+        return kept
+
+    def _keep(self, key: Hashable, now: float, value: V) -> None:
+        """Remember `value` for `key` from `now` (call with the lock)."""
+        self._kept[key] = (now, value)
+        self._kept.move_to_end(key)
+        while len(self._kept) > self.max_keys:
+            self._kept.popitem(last=False)
+
+
+class ExpiringCache(_Recent[V]):
+    """A value per key, computed again once it is `period` seconds old (two threads may
+    compute one key at once, which costs only the work twice)."""
+
+    def get(self, key: Hashable, compute: Callable[[], V]) -> V:
+        now = self.clock()
+        with self._lock:
+            kept = self._recent(key, now)
+        if kept is not None:
+            return kept[1]
+        value = compute()
+        with self._lock:
+            self._keep(key, now, value)
+        return value
+
+
+class Throttle(_Recent[None]):
+    """True for a key at most once per `period` seconds: one log line per connection and
+    interval, say, however often the thing it reports happens."""
+
+    def __call__(self, key: Hashable) -> bool:
+        now = self.clock()
+        with self._lock:
+            if self._recent(key, now) is not None:
+                return False
+            self._keep(key, now, None)
+            return True
 
 
 class DeadlineH11Protocol(H11Protocol):

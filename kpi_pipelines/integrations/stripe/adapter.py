@@ -26,6 +26,10 @@ own is here:
 - The SDK sends through `_BoundedHttpClient`: httpx over the kit's BoundedTransport, so a
   Stripe body is read within the same limits as every other provider's (bounds.py), and
   an event is checked by the record guard before anything of it is used.
+
+- A Connect `account_id` is proved at every sync: `GET /v1/account` with the connection's
+  own key must answer that account. The proof, kept on the connection by the control
+  plane, is what lets the webhook receiver route that account's Connect events here.
 """
 
 from __future__ import annotations
@@ -76,7 +80,7 @@ from kpi_pipelines.integrations.shared.paging import (
     items,
 )
 from kpi_pipelines.integrations.shared.secrets import read_secret
-from kpi_pipelines.integrations.shared.validation import validated_settings
+from kpi_pipelines.integrations.shared.validation import describe_validation, validated_settings
 from kpi_pipelines.integrations.stripe import types as st
 from kpi_pipelines.integrations.stripe.metrics import (
     MetricsRow,
@@ -86,6 +90,7 @@ from kpi_pipelines.integrations.stripe.metrics import (
     reporting_today,
 )
 from kpi_pipelines.models import KPIData
+from kpi_pipelines.warehouse.control import record_proved_account
 
 PROVIDER = "stripe"
 DEFAULT_BASE_URL = "https://api.stripe.com"
@@ -159,6 +164,34 @@ class StripeAdapter(ObjectAdapter):
         self._connected_at = datetime.now(UTC)
         # One cheap call proves the key: the newest event (also tells how fresh we are).
         self._newest_event = self._first("/v1/events", {"limit": 1})
+        self._prove_account()
+
+    def _prove_account(self) -> None:
+        """A Connect `account_id` routes that account's webhook events to this connection
+        only once Stripe says the connection's own key belongs to it (`GET /v1/account`
+        answers the key's account): recorded on the connection, or taken back, every sync.
+        A key of another account fails the sync, saying what to fix."""
+        connection = self.context.connection
+        claimed = validated_settings(connection, st.StripeConnectionSettings).account_id
+        if claimed is None or connection.id is None:
+            return
+        raw = self._read("/v1/account", {}, msgspec.Raw)
+        try:
+            account = st.Account.model_validate_json(bytes(raw))
+        except ValidationError as exc:
+            raise ProviderRequestError(
+                PROVIDER, f"/v1/account sent no account we can read: {describe_validation(exc)}"
+            ) from None
+        proved = account.id == claimed
+        record_proved_account(self.context.warehouse, connection.id, claimed if proved else None)
+        if not proved:
+            raise ValueError(
+                f"the stripe connection {connection.name!r} of workspace"
+                f" {connection.workspace_id!r} has account_id {claimed!r}, but its api_key"
+                f" belongs to the Stripe account {account.id!r}; Connect events go only to a"
+                f" connection whose own key belongs to their account: set account_id to"
+                f" {account.id!r} (or remove it), or name a key of {claimed!r}"
+            )
 
     def disconnect(self) -> None:
         self._stripe = None

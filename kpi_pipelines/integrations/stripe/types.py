@@ -202,8 +202,18 @@ class SubscriptionEvent(StripeObject):
         return value
 
 
+class Account(BaseModel):
+    """`GET /v1/account`: the Stripe account an API key belongs to (only its id is read)."""
+
+    model_config = ConfigDict(extra="ignore")
+
+    id: str = Field(pattern=r"^acct_[0-9A-Za-z]{1,255}$")
+    object: Literal["account"]
+
+
 class StripeConnectionSettings(ConnectionSettings):
     """What a stripe connection stores besides the names of its secrets' variables."""
 
-    # A Connect platform's connected account (maps webhook events to the workspace).
+    # A Connect platform's connected account: its events on /stripe come to this connection
+    # once a sync has proved, with the connection's own key, that the key belongs to it.
     account_id: str | None = None

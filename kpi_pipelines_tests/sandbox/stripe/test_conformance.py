@@ -7,8 +7,11 @@ items to the subscription.
 
 from __future__ import annotations
 
+import httpx
 import pytest
 
+from kpi_pipelines.sandbox.kit.server import LoopbackServer
+from kpi_pipelines.sandbox.stripe import StripeSandbox, create_app
 from kpi_pipelines_tests.sandbox.stripe.conftest import Served
 
 CURRENT = "2025-09-30.clover"
@@ -184,3 +187,51 @@ def test_event_objects_have_their_resource_keys(served: Served, stripe_fixtures:
         if event["type"].endswith(".updated"):
             assert event["data"]["previous_attributes"], event["id"]
     assert {"customer", "subscription", "invoice", "charge"} <= seen
+
+
+def shape_differences(obj: dict, example: dict, path: str = "") -> list[str]:
+    """Where `obj`'s keys differ from Stripe's example object's, nested objects included
+    (where both hold an object: the example's `null`s say nothing about a shape)."""
+    found = [f"{path}{key}: missing" for key in sorted(set(example) - set(obj))]
+    found += [f"{path}{key}: not Stripe's" for key in sorted(set(obj) - set(example))]
+    for key in sorted(set(obj) & set(example)):
+        if isinstance(obj[key], dict) and isinstance(example[key], dict):
+            found += shape_differences(obj[key], example[key], f"{path}{key}.")
+    return found
+
+
+def test_the_account_of_each_key_has_the_fixture_shape(stripe_fixtures: dict) -> None:
+    """`GET /v1/account` answers the account the key belongs to: on a host serving two
+    accounts, each key gets its own; a key nobody has gets Stripe's 401."""
+    first = StripeSandbox(seed=1, customers=2, account_id="acct_1First000", api_key="sk_test_1")
+    second = StripeSandbox(
+        seed=2, customers=2, currencies=("eur",), account_id="acct_1Second00", api_key="sk_test_2"
+    )
+    with LoopbackServer(create_app([first, second])) as server, httpx.Client() as http:
+
+        def get(key: str, params: dict | None = None, version: str = CURRENT) -> httpx.Response:
+            return http.get(
+                f"{server.base_url}/v1/account",
+                params=params,
+                headers={"Authorization": f"Bearer {key}", "Stripe-Version": version},
+            )
+
+        for sandbox in (first, second):
+            for version in VERSIONS:
+                response = get(sandbox.api_key, version=version)
+                assert response.status_code == 200, response.text
+                account = response.json()
+                assert shape_differences(account, stripe_fixtures["account"]) == []
+                assert account["id"] == sandbox.config.account_id
+                assert account["object"] == "account"
+                assert account["default_currency"] == sandbox.config.currencies[0]
+                assert account["external_accounts"]["url"] == (
+                    f"/v1/accounts/{sandbox.config.account_id}/external_accounts"
+                )
+                assert response.headers["Stripe-Version"] == version
+        wrong = get("sk_test_nobodys_key_0000")
+        assert wrong.status_code == 401
+        assert wrong.json()["error"]["message"].startswith("Invalid API Key provided: sk_test_")
+        unknown = get(first.api_key, {"account": second.config.account_id})
+        assert unknown.status_code == 400
+        assert unknown.json()["error"]["code"] == "parameter_unknown"

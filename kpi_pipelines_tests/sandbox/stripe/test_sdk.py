@@ -105,3 +105,12 @@ def test_sdk_retries_a_storm(small: Served) -> None:
         assert client.v1.customers.list(params={"limit": 2}).data
     finally:
         small.sandbox.faults.clear()
+
+
+def test_sdk_retrieves_the_keys_own_account(small: Served) -> None:
+    account = client_for(small).v1.accounts.retrieve_current()
+    assert isinstance(account, stripe.Account)
+    assert account.id == small.sandbox.config.account_id
+    assert account.settings.dashboard.timezone == "Etc/UTC"
+    with pytest.raises(stripe.AuthenticationError):
+        client_for(small, "sk_test_not_a_key_of_this_host").v1.accounts.retrieve_current()

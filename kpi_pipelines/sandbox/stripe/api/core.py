@@ -27,6 +27,7 @@ from kpi_pipelines.sandbox.stripe.generator import (
 )
 from kpi_pipelines.sandbox.stripe.ids import CATALOG_OWNER
 from kpi_pipelines.sandbox.stripe.render import DEFAULT_API_VERSION, Renderer
+from kpi_pipelines.sandbox.stripe.render.account import account
 from kpi_pipelines.sandbox.stripe.sandbox import (
     EVENT_CODE,
     Index,
@@ -65,6 +66,10 @@ class Api(ListEndpoints):
             p.array("expand")
             p.check_unknown()
             return self._balance(state)
+        if resource == "account" and len(parts) == 2:  # the key's own account
+            p.array("expand")
+            p.check_unknown()
+            return account(self.sandbox.config)
         if resource not in NOUNS:
             raise ApiError(404, f"Unrecognized request URL (GET: {path}).")
         if len(parts) == 2:

@@ -7,7 +7,7 @@ Stripe. Versions 2025-03-31.basil and later carry `current_period_start/end` on 
 items, older versions on the subscription.
 
 Layout: shared constants and formats (common.py), the renderer with ids and events (core.py),
-and its object families: catalog.py, billing.py, money.py.
+its object families: catalog.py, billing.py, money.py, and the account itself (account.py).
 """
 
 from kpi_pipelines.sandbox.stripe.render.common import (

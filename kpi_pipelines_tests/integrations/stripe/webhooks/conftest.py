@@ -22,11 +22,12 @@ from kpi_pipelines_tests.integrations.stripe.webhooks.support import (
 
 @pytest.fixture
 def connections(warehouse, workspace_a, workspace_b, monkeypatch) -> None:
-    """ws-a (account acct_a) and ws-b (acct_b), each signing with its own secret."""
+    """ws-a (account acct_a) and ws-b (acct_b), each signing with its own secret, their
+    accounts proved (as their syncs do, see test_connect_proof.py)."""
     for variable, secret in SECRETS.items():
         monkeypatch.setenv(variable, secret)
-    stripe_connection(warehouse, "ws-a", "WS_WS_A__STRIPE_WHSEC", "acct_a")
-    stripe_connection(warehouse, "ws-b", "WS_WS_B__STRIPE_WHSEC", "acct_b")
+    stripe_connection(warehouse, "ws-a", "WS_WS_A__STRIPE_WHSEC", "acct_a", proved=True)
+    stripe_connection(warehouse, "ws-b", "WS_WS_B__STRIPE_WHSEC", "acct_b", proved=True)
 
 
 @pytest.fixture

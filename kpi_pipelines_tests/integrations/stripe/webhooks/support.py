@@ -20,7 +20,7 @@ import pytest
 import sqlalchemy as sa
 
 from kpi_pipelines.sandbox.stripe import sign
-from kpi_pipelines.warehouse.control import Connection, add_connection
+from kpi_pipelines.warehouse.control import Connection, add_connection, record_proved_account
 from kpi_pipelines.warehouse.database import Warehouse
 
 SECRET_A = "whsec_test_secret_for_workspace_a"
@@ -79,8 +79,12 @@ def stripe_connection(
     variable: str,
     account: str | None,
     name: str = "default",
-) -> None:
-    add_connection(
+    *,
+    proved: bool = False,
+) -> Connection:
+    """A Stripe connection signing with the secret in `variable`; `proved`: its account_id
+    proved, as its sync records it when Stripe says the connection's key belongs to it."""
+    saved = add_connection(
         warehouse,
         Connection(
             workspace_id=workspace_id,
@@ -90,6 +94,23 @@ def stripe_connection(
             secret_env={"webhook_secret": variable},
         ),
     )
+    if proved:
+        assert saved.id is not None and account is not None
+        record_proved_account(warehouse, saved.id, account)
+    return saved
+
+
+class Clock:
+    """Monotonic seconds that move only when a test moves them (the receiver's `clock`)."""
+
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+    def advance(self, seconds: float) -> None:
+        self.now += seconds
 
 
 def free_port() -> int:

@@ -177,10 +177,11 @@ def test_a_verified_event_is_stored_exactly_as_received(client, warehouse) -> No
 def test_connect_events_go_to_the_verified_connection_of_their_account(
     client, warehouse, monkeypatch
 ) -> None:
-    # ws-c claims acct_b too, with its own secret: the signature picks the connection.
+    # ws-c has proved acct_b too (it holds a key of it), with its own secret: the signature
+    # picks the connection.
     monkeypatch.setenv("WS_WS_C__STRIPE_WHSEC", "whsec_test_secret_for_workspace_c")
     add_workspace(warehouse, Workspace(id="ws-c", name="C"))
-    stripe_connection(warehouse, "ws-c", "WS_WS_C__STRIPE_WHSEC", "acct_b")
+    stripe_connection(warehouse, "ws-c", "WS_WS_C__STRIPE_WHSEC", "acct_b", proved=True)
     # ws-a's second connection has no account_id: the Connect endpoint does not consider it.
     monkeypatch.setenv("WS_WS_A__STRIPE_DIRECT", "whsec_test_secret_direct")
     stripe_connection(warehouse, "ws-a", "WS_WS_A__STRIPE_DIRECT", None, name="direct")
@@ -205,10 +206,11 @@ def test_connect_events_go_to_the_verified_connection_of_their_account(
 def test_an_account_claimed_by_two_verified_connections_is_refused_and_logged(
     client, warehouse, monkeypatch, caplog
 ) -> None:
-    # ws-c was given the same signing secret as ws-b and claims the same account.
+    # ws-c was given the same signing secret as ws-b and proved the same account (its key
+    # belongs to it too): only the operator can say which workspace should have the events.
     monkeypatch.setenv("WS_WS_C__STRIPE_WHSEC", SECRET_B)
     add_workspace(warehouse, Workspace(id="ws-c", name="C"))
-    stripe_connection(warehouse, "ws-c", "WS_WS_C__STRIPE_WHSEC", "acct_b")
+    stripe_connection(warehouse, "ws-c", "WS_WS_C__STRIPE_WHSEC", "acct_b", proved=True)
     body, headers = signed(event("evt_which", account="acct_b"), SECRET_B)
     with caplog.at_level(logging.WARNING, logger="kpi_pipelines.webhooks"):
         response = client.post("/stripe", content=body, headers=headers)

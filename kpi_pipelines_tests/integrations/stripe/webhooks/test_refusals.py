@@ -93,18 +93,25 @@ def refusal_cases() -> dict[str, tuple[str, bytes, dict[str, str]]]:
             "/stripe",
             *with_secret({**good, "account": "acct_twice"}),
         ),
+        "Connect, account claimed without proof": (
+            "/stripe",
+            *with_secret({**good, "account": "acct_unproved"}),
+        ),
     }
     return cases
 
 
 @pytest.fixture
 def refusal_world(warehouse, connections) -> None:
-    """ws-a and ws-c both claim `acct_twice` (their secrets are equal); ws-d names a secret
-    the receiver does not have; ws-e has no Stripe connection."""
+    """ws-a and ws-c have both proved `acct_twice` (their secrets are equal); ws-c claims
+    `acct_unproved` without proof; ws-d names a secret the receiver does not have; ws-e has
+    no Stripe connection."""
     for ws in ("ws-c", "ws-d", "ws-e"):
         add_workspace(warehouse, Workspace(id=ws, name=ws))
-    stripe_connection(warehouse, "ws-a", "WS_WS_A__STRIPE_WHSEC", "acct_twice", name="twice")
-    stripe_connection(warehouse, "ws-c", "WS_WS_C__STRIPE_WHSEC", "acct_twice")
+    twice = "acct_twice"
+    stripe_connection(warehouse, "ws-a", "WS_WS_A__STRIPE_WHSEC", twice, "twice", proved=True)
+    stripe_connection(warehouse, "ws-c", "WS_WS_C__STRIPE_WHSEC", twice, proved=True)
+    stripe_connection(warehouse, "ws-c", "WS_WS_C__STRIPE_WHSEC", "acct_unproved", "unproved")
     stripe_connection(warehouse, "ws-d", "WS_WS_D__STRIPE_WHSEC", "acct_d")
 
 
@@ -137,6 +144,7 @@ def test_every_refusal_is_the_same_bytes_and_only_the_log_says_why(
         "has no `account`",
         "which no verified connection",
         "several connections",
+        "claimed without proof by ws-c/unproved",
     ):
         assert reason in log, reason
     for secret in (SECRET_A, SECRET_B):
