@@ -581,6 +581,11 @@ def main(argv: list[str] | None = None) -> int:
             f" {plan['copy_to_stage_ms']} ms, upsert statement {plan['statement_ms']} ms,"
             f" triggers: {triggers or 'none'}"
         )
+    if explained:
+        print(
+            "(auto_explain times every statement nested in the merge, each foreign-key check"
+            " among them: trigger times are inflated; the phases' ratios above are the measure)"
+        )
     for problem in problems:
         print(f"CHECK FAILED: {problem}", file=sys.stderr)
     print(
