@@ -47,8 +47,11 @@ def looks_like_host(text: str, *, bare_names: bool = True) -> bool:
         return True
     if not text or any(char.isspace() for char in text):
         return False
-    parts = urlsplit("//" + text)
-    host = parts.hostname or ""
+    try:
+        parts = urlsplit("//" + text)
+        host = parts.hostname or ""
+    except ValueError:  # "[bold]": brackets that hold no IPv6 address, so no host at all
+        return False
     # What an HTTP client would resolve: "évil.example", full-width dots.
     with contextlib.suppress(UnicodeError):
         host = host.encode("idna").decode("ascii")

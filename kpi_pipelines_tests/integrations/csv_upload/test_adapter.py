@@ -11,7 +11,11 @@ import sqlalchemy as sa
 
 from kpi_pipelines.demo import materialize_provider
 from kpi_pipelines.integrations.csv_upload.adapter import CsvUploadAdapter
-from kpi_pipelines.integrations.shared.rejection_reports import MAX_REPORT_BYTES, MAX_REPORTED_ROWS
+from kpi_pipelines.integrations.shared.rejection_reports import (
+    MAX_REPORT_BYTES,
+    MAX_REPORTED_ROWS,
+    private_folder,
+)
 from kpi_pipelines.resources import WarehouseResource
 from kpi_pipelines.warehouse.control import Connection, add_connection, list_connections
 from kpi_pipelines.warehouse.tenant_data import read_points
@@ -266,7 +270,7 @@ def test_reports_are_kept_for_the_retention_and_at_most_so_many_per_workspace(
     folders = {ws: kpi_home / "rejections" / ws for ws in ("ws-a", "ws-b")}
     now = time.time()
     for ws, ages in (("ws-a", (11, 3, 2)), ("ws-b", (40, 1))):
-        folders[ws].mkdir(parents=True, exist_ok=True)
+        private_folder(folders[ws])  # as the import makes them
         for age in ages:
             report = folders[ws] / f"run-{age}-old.csv.errors.txt"
             report.write_text("...")
