@@ -332,49 +332,36 @@ def connection_list(workspace_id: Annotated[str | None, typer.Argument()] = None
 
 def _run_provider(provider: str, workspace_id: str, run_config: dict[str, Any]) -> bool:
     from kpi_pipelines.dagster_instance import open_instance
-    from kpi_pipelines.demo import materialize_provider
+    from kpi_pipelines.runs import run_provider
 
     warehouse = _warehouse()
     instance = open_instance()
     try:
         with console.status(
             Text(f"Running {provider} for {workspace_id} through Dagster…"), spinner="dots"
-        ):
-            # The run is recorded in the instance; the console gets our summary, not its log.
-            result = materialize_provider(
-                warehouse, instance, provider, workspace_id, run_config, log_level="CRITICAL"
+        ) as status:
+            outcome = run_provider(
+                warehouse,
+                instance,
+                provider,
+                workspace_id,
+                run_config,
+                report=lambda what: status.update(Text(f"{provider} → {workspace_id}: {what}")),
             )
     except LookupError as exc:
         raise _fail(str(exc)) from None
-    if result.success:
-        metadata = _materialization_metadata(result)
+    if outcome.success:
         console.print("✓", style="green", end=" ")
         console.print(
-            f"{provider} → {workspace_id}: {metadata.get('records_processed', 0)} records,"
-            f" {metadata.get('points_written', 0)} points written, run {result.run_id}"
+            f"{provider} → {workspace_id}: {outcome.metadata.get('records_processed', 0)} records,"
+            f" {outcome.metadata.get('points_written', 0)} points written, run {outcome.run_id}"
         )
         return True
-    _print_error(_failure_description(result), heading=f"✗ {provider} → {workspace_id} failed:")
+    _print_error(
+        outcome.failure or f"run {outcome.run_id} failed",
+        heading=f"✗ {provider} → {workspace_id} failed:",
+    )
     return False
-
-
-def _failure_description(result: Any) -> str:
-    """What the failed step said (a Failure's description, else its error message)."""
-    for event in result.all_events:
-        if event.event_type_value != "STEP_FAILURE":
-            continue
-        data = event.step_failure_data
-        if data.user_failure_data is not None and data.user_failure_data.description:
-            return data.user_failure_data.description
-        if data.error is not None:
-            return data.error.message.strip()
-    return f"run {result.run_id} failed; see it in the Dagster UI (`kpi-pipelines ui`)"
-
-
-def _materialization_metadata(result: Any) -> dict[str, Any]:
-    for event in result.get_asset_materialization_events():
-        return {k: v.value for k, v in event.materialization.metadata.items()}
-    return {}
 
 
 @app.command("sync")
@@ -576,17 +563,20 @@ def _kpi_table(workspace_id: str, points: list[Any]) -> Table:
 def demo() -> None:
     """Two demo workspaces, sample data for every provider, materialized through Dagster."""
     from kpi_pipelines.dagster_instance import open_instance
-    from kpi_pipelines.demo import (
-        demo_providers,
-        ensure_workspaces,
-        materialize_mart,
-        materialize_provider,
-        start_demo_stack,
-    )
+    from kpi_pipelines.demo import demo_providers, ensure_workspaces, start_demo_stack
+    from kpi_pipelines.runs import queue_served, run_mart, run_provider
     from kpi_pipelines.warehouse.tenant_data import latest_points
 
     warehouse = _warehouse()
     instance = open_instance()
+    if queue_served(instance):
+        # Its runs would go through the queue and run in that daemon's code server, which
+        # has none of the simulators (and their settings) the demo starts.
+        raise _fail(
+            "a Dagster daemon serves this instance's run queue (`kpi-pipelines ui` or `dev`"
+            " is running, or stopped less than a minute ago): stop it, run the demo, then"
+            " `kpi-pipelines dev`"
+        )
     workspaces = ensure_workspaces(warehouse)
     providers = list(demo_providers())
     failures = []
@@ -606,14 +596,23 @@ def demo() -> None:
             for provider in providers:
                 progress.update(task, description=f"{workspace.id}: {provider.provider}")
                 run_config = provider.prepare(warehouse, workspace, folder)
-                result = materialize_provider(
-                    warehouse, instance, provider.provider, workspace.id, run_config
+                result = run_provider(
+                    warehouse,
+                    instance,
+                    provider.provider,
+                    workspace.id,
+                    run_config,
+                    report=lambda what: progress.update(task, description=what),
                 )
                 if not result.success:
                     failures.append(f"{workspace.id}/{provider.provider} (run {result.run_id})")
                 progress.advance(task)
             progress.update(task, description=f"{workspace.id}: kpi_mart")
-            mart = materialize_mart(instance, workspace.id)
+            mart = run_mart(
+                instance,
+                workspace.id,
+                report=lambda what: progress.update(task, description=what),
+            )
             if not mart.success:
                 failures.append(f"{workspace.id}/kpi_mart (run {mart.run_id})")
     for workspace in workspaces:
@@ -681,9 +680,6 @@ def _holds_secret(name: str, value: str) -> bool:
     return bool(url.password) or any("password" in key.lower() for key in url.query)
 
 
-# One code-location name everywhere (pyproject's code_location_name, the repository's
-# workspace.yaml): schedule and sensor history belong to a location's name.
-CODE_LOCATION = "kpi_pipelines"
 CODE_SERVER_WORKSPACE = """load_from:
   - grpc_server: {{host: 127.0.0.1, port: {port}, location_name: kpi_pipelines}}
 """
@@ -697,7 +693,7 @@ def _dagster_services(port: int) -> tuple[dict[str, list[str]], dict[str, Callab
     import subprocess
 
     from kpi_pipelines.automation.pools import create_missing_pools, provider_pool_limits
-    from kpi_pipelines.dagster_instance import open_instance
+    from kpi_pipelines.dagster_instance import CODE_LOCATION, open_instance
     from kpi_pipelines.integrations.shared.spec import discover
 
     create_missing_pools(open_instance(), provider_pool_limits(discover()))

@@ -429,6 +429,69 @@ def assert_runs_succeeded(port: int, statuses: dict[str, str]) -> None:
     )
 
 
+# The one code location (its name in every workspace file) and Definitions' one repository.
+LOCATION = "kpi_pipelines"
+REPOSITORY = "__repository__"
+
+SCHEDULE_DRY_RUN = """mutation ($selector: ScheduleSelector!, $timestamp: Float) {
+  scheduleDryRun(selectorData: $selector, timestamp: $timestamp) { __typename
+    ... on DryRunInstigationTick { timestamp evaluationResult {
+      runRequests { runKey runConfigYaml jobName tags { key value } assetSelection { path } }
+      skipReason error { message stack } } }
+    ... on Error { message } } }"""
+
+LAUNCH_RUNS = """mutation ($params: [ExecutionParams!]!) {
+  launchMultipleRuns(executionParamsList: $params) { __typename
+    ... on LaunchMultipleRunsResult { launchMultipleRunsResult { __typename
+      ... on LaunchRunSuccess { run { runId } }
+      ... on Error { message } } }
+    ... on Error { message } } }"""
+
+
+def evaluate_schedule(port: int, schedule: str, timestamp: float) -> list[dict[str, Any]]:
+    """The schedule's tick at `timestamp`, evaluated by the code server (the UI's "Test
+    schedule"): its run requests."""
+    selector = {
+        "repositoryLocationName": LOCATION,
+        "repositoryName": REPOSITORY,
+        "scheduleName": schedule,
+    }
+    tick = graphql(port, SCHEDULE_DRY_RUN, {"selector": selector, "timestamp": timestamp})
+    tick = tick["scheduleDryRun"]
+    assert tick["__typename"] == "DryRunInstigationTick", tick
+    evaluation = tick["evaluationResult"]
+    assert not evaluation["error"] and not evaluation["skipReason"], evaluation
+    return evaluation["runRequests"]
+
+
+def launch_run_requests(port: int, requests: list[dict[str, Any]], job: str) -> list[str]:
+    """A tick's run requests launched together, as the UI's "Launch all runs" does (its
+    buildExecutionParamsListSchedule): each request's config, job (else the schedule's
+    `job`) and tags."""
+    params = [
+        {
+            "runConfigData": request["runConfigYaml"],
+            "selector": {
+                "repositoryLocationName": LOCATION,
+                "repositoryName": REPOSITORY,
+                "jobName": request["jobName"] or job,
+                "assetSelection": request["assetSelection"] or [],
+                "assetCheckSelection": [],
+            },
+            "mode": "default",
+            "executionMetadata": {
+                "tags": [{"key": t["key"], "value": t["value"]} for t in request["tags"]]
+            },
+        }
+        for request in requests
+    ]
+    launched = graphql(port, LAUNCH_RUNS, {"params": params})["launchMultipleRuns"]
+    assert launched["__typename"] == "LaunchMultipleRunsResult", launched
+    results = launched["launchMultipleRunsResult"]
+    assert all(r["__typename"] == "LaunchRunSuccess" for r in results), results
+    return [r["run"]["runId"] for r in results]
+
+
 BACKFILL = """query ($backfillId: String!) { partitionBackfillOrError(backfillId: $backfillId) {
   __typename
   ... on PartitionBackfill { id status partitionNames runs { runId status } error { message } }

@@ -12,6 +12,7 @@ from datetime import UTC, datetime
 
 import dagster as dg
 
+from kpi_pipelines.automation.pools import connection_tags
 from kpi_pipelines.integrations.shared.spec import Cadence, ProviderSpec
 from kpi_pipelines.resources import WarehouseResource
 from kpi_pipelines.warehouse.control import due_for_sync, list_connections
@@ -57,6 +58,7 @@ def build_provider_schedule(
                 dg.RunRequest(
                     run_key=f"{provider}:{connection.workspace_id}:{connection.name}:{stamp}",
                     partition_key=connection.workspace_id,
+                    tags=connection_tags(connection.workspace_id, provider),
                     run_config={
                         "ops": {
                             spec.name: {"config": {**run_options, "connection": connection.name}}
