@@ -151,10 +151,16 @@ def test_dagster_ui_shows_the_demos_assets_partitions_checks_and_runs(private_ho
                 expect(page.get_by_text("Checks (2)")).to_be_visible()
                 # The checks list's rows (Dagster's CSS-module class; the UI is pinned).
                 rows = page.locator("[class*='AssetChecks_checkRow']")
+                # one result per workspace: the latest execution shown names its workspace
+                names_a_workspace = re.compile(
+                    "^(" + "|".join(re.escape(w.id) for w in DEMO_WORKSPACES) + "): "
+                )
                 for check in (NO_SHARP_DROPS, NO_MISSING_DAYS):
                     row = rows.filter(has=page.get_by_text(check, exact=True))
                     expect(row).to_have_count(1)
                     expect(row).to_contain_text(EVALUATED)
+                    row.click()
+                    expect(page.get_by_text(names_a_workspace).first).to_be_visible()
 
             with shots.step("runs"):
                 page.goto(f"{base}/runs")

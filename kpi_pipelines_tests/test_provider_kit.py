@@ -257,9 +257,9 @@ def test_a_toy_provider_gets_everything_from_its_folder(
     assert repository.get_job("toy_job")
     schedule = repository.get_schedule_def("toy_schedule")
     assert schedule.cron_schedule == "0 */6 * * *" and schedule.job_name == "toy_job"
-    assert toy.freshness.check_keys == {
-        dg.AssetCheckKey(dg.AssetKey("toy_kpis"), "fresh_for_every_workspace")
-    }
+    assert dg.AssetCheckKey(dg.AssetKey("toy_kpis"), "fresh_for_every_workspace") in (
+        toy.asset.check_keys
+    )
     assert provider_pool_limits(specs)["toy"] == 1
     assert "toy" in definitions.resources
 

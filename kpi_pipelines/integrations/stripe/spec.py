@@ -65,6 +65,8 @@ SPEC = ProviderSpec(
     kinds=frozenset({"stripe"}),
     tags={"kpi/domain": "revenue"},
     metrics=METRICS,
+    # snapshots at each day's end; revenue and the MRR movements are a day's flow
+    levels=("mrr", "active_customers", "arpa"),
     engine=ObjectEngine(streams=STREAMS, cursor_stream="events"),
     sensors=(webhook_inbox_sensor,),
     webhooks="kpi_pipelines.integrations.stripe.webhooks.app:routes",
