@@ -13,10 +13,10 @@ from zoneinfo import ZoneInfo
 import dagster as dg
 import pandas as pd
 
-from kpi_pipelines.automation.partitions import workspace_partitions
+from kpi_pipelines.automation.partitions import no_workspace, workspace_partitions
 from kpi_pipelines.integrations.shared.spec import ProviderSpec
 from kpi_pipelines.resources import WarehouseResource
-from kpi_pipelines.warehouse.control import get_workspace
+from kpi_pipelines.warehouse.control import UnknownWorkspace, get_workspace
 from kpi_pipelines.warehouse.mart import (
     MartTooLarge,
     daily_totals,
@@ -83,13 +83,16 @@ def build_kpi_mart(specs: Iterable[ProviderSpec]) -> dg.AssetsDefinition:
     ) -> Iterator[dg.MaterializeResult | dg.AssetCheckResult]:
         workspace = context.partition_key
         with warehouse.get().tenant(workspace, actor=f"run:{context.run.run_id}") as db:
+            try:
+                timezone = get_workspace(db, workspace).timezone
+            except UnknownWorkspace:
+                raise dg.Failure(description=no_workspace(workspace), allow_retries=False) from None
             totals = daily_totals(db)
             try:
                 frame = wide_frame(totals)
             except MartTooLarge as exc:  # before write_mart: the last mart built stays
                 raise dg.Failure(description=f"{workspace}: {exc}", allow_retries=False) from None
             rows = write_mart(db, frame)
-            timezone = get_workspace(db, workspace).timezone
         yield dg.MaterializeResult(metadata=_summary(frame, rows))
         # A point's day is a local date (GA4 reports in its property's zone): the workspace's
         # today is not over, so the checks stop at its yesterday.

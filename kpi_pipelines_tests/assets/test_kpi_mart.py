@@ -267,3 +267,17 @@ def test_the_mart_is_rebuilt_daily_for_every_workspace() -> None:
         ("ws-a", "ws-a:2026-06-02"),
         ("ws-b", "ws-b:2026-06-02"),
     ]
+
+
+def test_a_partition_without_a_workspace_fails_with_the_command_that_fixes_it(warehouse) -> None:
+    """A partition added with "Add partition" in the UI for a workspace nobody made: its
+    mart fails saying how to make it, and once made as it says, the mart builds."""
+    with scanned_instance() as instance:
+        failed = materialize_mart(instance, "ghost-co")
+        assert not failed.success
+        command = "kpi-pipelines workspace add ghost-co --currency USD --timezone UTC"
+        assert f"`{command}`" in failure_message(failed)
+        kpi_pipelines.warehouse.control.add_workspace(
+            warehouse, kpi_pipelines.warehouse.control.Workspace(id="ghost-co", name="ghost-co")
+        )
+        assert materialize_mart(instance, "ghost-co").success
