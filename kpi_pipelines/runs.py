@@ -58,6 +58,7 @@ from kpi_pipelines.automation.pools import connection_tags
 from kpi_pipelines.dagster_instance import CODE_LOCATION
 from kpi_pipelines.integrations.shared.redaction import redact
 from kpi_pipelines.integrations.shared.spec import spec_for
+from kpi_pipelines.run_reports import failure_reason
 from kpi_pipelines.warehouse.control import get_workspace
 from kpi_pipelines.warehouse.database import Warehouse
 
@@ -259,14 +260,10 @@ def outcome(instance: dg.DagsterInstance, run_id: str) -> RunOutcome:
 
 def _failure(instance: dg.DagsterInstance, run: dg.DagsterRun) -> str:
     """What the failed step said (a Failure's description, else its error's message)."""
-    for entry in instance.all_logs(run.run_id, of_type=dg.DagsterEventType.STEP_FAILURE):
-        data = entry.dagster_event.step_failure_data if entry.dagster_event else None
-        if data is None:
-            continue
-        if data.user_failure_data is not None and data.user_failure_data.description:
-            return redact(data.user_failure_data.description)
-        if data.error is not None:
-            return redact(data.error.message.strip())
+    failures = instance.all_logs(run.run_id, of_type=dg.DagsterEventType.STEP_FAILURE)
+    reason = failure_reason(entry.dagster_event for entry in failures if entry.dagster_event)
+    if reason:
+        return redact(reason)
     return (
         f"run {run.run_id} ended {run.status.value.lower()};"
         " see it in the Dagster UI (`kpi-pipelines ui`)"

@@ -214,7 +214,8 @@ def release(holder: subprocess.Popen) -> None:
 
 
 def postmaster_pid_file(env: dict[str, str]) -> Path:
-    return Path(env["KPI_HOME"]) / "postgres" / "data" / "postmaster.pid"
+    home = Path(env["KPI_HOME"]) if "KPI_HOME" in env else Path(env["HOME"]) / ".kpi_pipelines"
+    return home / "postgres" / "data" / "postmaster.pid"
 
 
 def postmaster(env: dict[str, str]) -> psutil.Process | None:
@@ -422,6 +423,19 @@ def wait_for_runs(port: int, run_ids: list[str], timeout: float = 300) -> dict[s
     raise AssertionError(f"runs still unfinished after {timeout:.0f} s: {statuses}")
 
 
+def wait_for(what: str, check: Callable[[], Any], serving: Serving, timeout: float = 240) -> Any:
+    """What `check()` returns once it is truthy; fails when `serving` exits first or past
+    the deadline, with its output."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        assert serving.process.poll() is None, serving.output()[-4000:]
+        found = check()
+        if found:
+            return found
+        time.sleep(2)
+    raise AssertionError(f"gave up waiting for {what}:\n{serving.output()[-4000:]}")
+
+
 def assert_runs_succeeded(port: int, statuses: dict[str, str]) -> None:
     failed = {run_id: status for run_id, status in statuses.items() if status != "SUCCESS"}
     assert not failed, "runs did not succeed: " + "; ".join(
@@ -530,10 +544,13 @@ class Serving:
 
 
 @contextmanager
-def cli_serving(env: dict[str, str], log: Path, *command: str) -> Iterator[Serving]:
+def cli_serving(
+    env: dict[str, str], log: Path, *command: str, stop: int = signal.SIGINT
+) -> Iterator[Serving]:
     """`kpi-pipelines <command> --port <free port>` until the block ends, its code location
-    loaded; then Ctrl-C as a terminal sends it (SIGINT to its process group), checking that
-    it exits 0 and leaves nothing running, the embedded PostgreSQL included."""
+    loaded; then Ctrl-C as a terminal sends it (SIGINT to its process group), or `stop`
+    (SIGTERM: a process manager), checking that it exits 0 and leaves nothing running, the
+    embedded PostgreSQL included."""
     port = free_port()
     # A file, not a pipe: nobody reads a pipe while the test works, and the daemon's
     # logging would block once it is full.
@@ -554,7 +571,7 @@ def cli_serving(env: dict[str, str], log: Path, *command: str) -> Iterator[Servi
     finally:
         # the group is gone only if everything in it already exited (then wait() says how)
         with contextlib.suppress(ProcessLookupError):
-            os.killpg(process.pid, signal.SIGINT)
+            os.killpg(process.pid, stop)
         process.wait(timeout=120)
     assert process.returncode == 0, serving.output()[-4000:]
     left = [c for c in serving.children if c.is_running() and c.status() != psutil.STATUS_ZOMBIE]

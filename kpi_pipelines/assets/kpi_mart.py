@@ -17,10 +17,10 @@ import dagster as dg
 import pandas as pd
 from pydantic import Field
 
-from kpi_pipelines.automation.partitions import workspace_partitions
+from kpi_pipelines.automation.partitions import no_workspace, workspace_partitions
 from kpi_pipelines.integrations.shared.spec import ProviderSpec
 from kpi_pipelines.resources import WarehouseResource
-from kpi_pipelines.warehouse.control import get_workspace
+from kpi_pipelines.warehouse.control import UnknownWorkspace, get_workspace
 from kpi_pipelines.warehouse.mart import (
     Drop,
     MartBreakdowns,
@@ -107,6 +107,10 @@ def build_kpi_mart(specs: Iterable[ProviderSpec]) -> dg.AssetsDefinition:
     ) -> Iterator[dg.MaterializeResult | dg.AssetCheckResult]:
         workspace = context.partition_key
         with warehouse.get().tenant(workspace, actor=f"run:{context.run.run_id}") as db:
+            try:
+                timezone = get_workspace(db, workspace).timezone
+            except UnknownWorkspace:
+                raise dg.Failure(description=no_workspace(workspace), allow_retries=False) from None
             totals = daily_totals(db)
             try:
                 frame = wide_frame(totals)
@@ -114,7 +118,6 @@ def build_kpi_mart(specs: Iterable[ProviderSpec]) -> dg.AssetsDefinition:
                 raise dg.Failure(description=f"{workspace}: {exc}", allow_retries=False) from None
             breakdowns = mart_breakdowns(db)
             rows = write_mart(db, frame, breakdowns)
-            timezone = get_workspace(db, workspace).timezone
         yield dg.MaterializeResult(metadata=_summary(frame, rows, breakdowns))
         # A point's day is a local date (GA4 reports in its property's zone): the workspace's
         # today is not over, so the checks stop at its yesterday.

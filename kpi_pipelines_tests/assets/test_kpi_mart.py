@@ -558,3 +558,17 @@ def test_a_workspace_without_points_gets_an_empty_mart_and_checks_that_say_so(
     checks = evaluations(result)
     assert checks[NO_SHARP_DROPS].passed and checks[NO_MISSING_DAYS].passed
     assert checks[NO_SHARP_DROPS].description.startswith("ws-a: no metric watched")
+
+
+def test_a_partition_without_a_workspace_fails_with_the_command_that_fixes_it(warehouse) -> None:
+    """A partition added with "Add partition" in the UI for a workspace nobody made: its
+    mart fails saying how to make it, and once made as it says, the mart builds."""
+    with scanned_instance() as instance:
+        failed = materialize_mart(instance, "ghost-co")
+        assert not failed.success
+        command = "kpi-pipelines workspace add ghost-co --currency USD --timezone UTC"
+        assert f"`{command}`" in failure_message(failed)
+        kpi_pipelines.warehouse.control.add_workspace(
+            warehouse, kpi_pipelines.warehouse.control.Workspace(id="ghost-co", name="ghost-co")
+        )
+        assert materialize_mart(instance, "ghost-co").success

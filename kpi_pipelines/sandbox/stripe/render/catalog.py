@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
 from typing import Any
 
 from kpi_pipelines.sandbox.stripe.catalog import Coupon, Price, Product, TaxRate
@@ -214,7 +215,7 @@ class CatalogRendering:
                 "rendering_options": None,
             },
             "livemode": False,
-            "metadata": {"sandbox_index": str(cs.ci)},
+            "metadata": self._customer_metadata(cs, t),
             "name": cs.name,
             "next_invoice_sequence": finalized + 1,
             "phone": cs.phone,
@@ -223,6 +224,13 @@ class CatalogRendering:
             "tax_exempt": "none",
             "test_clock": None,
         }
+
+    def _customer_metadata(self, cs: CustomerSim, t: int) -> dict[str, str]:
+        metadata = {"sandbox_index": str(cs.ci)}
+        signed_in = self.gen.last_sign_in(cs.ci, cs.created, t)
+        if signed_in is not None:
+            metadata["last_sign_in"] = datetime.fromtimestamp(signed_in, UTC).isoformat()
+        return metadata
 
     # -- discounts ----------------------------------------------------------------------------
 
