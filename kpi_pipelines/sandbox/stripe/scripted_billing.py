@@ -279,6 +279,10 @@ class ScriptedBilling:
             cs.tags.add("item_discount")
         if len([d for d in sub.discounts if d.start <= t]) > 1:
             cs.tags.add("several_discounts")
+        if coupon.applies_to is not None:
+            cs.tags.add("coupon_applies_to")
+        if coupon.currency not in (None, cs.currency):
+            cs.tags.add("coupon_currency_option")
         kind = "amount" if coupon.amount_off else "percent"
         forever = coupon.duration == "forever"
         cs.tags.add(f"coupon_forever_{kind}" if forever else f"coupon_{coupon.duration}")

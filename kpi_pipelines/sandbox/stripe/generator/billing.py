@@ -69,12 +69,19 @@ class Billing:
             coupon = disc.coupon
             if coupon.duration == "once" and positive <= 0:
                 continue
+            # an item's own discount, else the lines of the products the coupon applies to
             scope = [
                 line
                 for line in lines
-                if left_of[id(line)] > 0 and (disc.item is None or line.item is disc.item)
+                if left_of[id(line)] > 0
+                and (
+                    line.item is disc.item
+                    if disc.item is not None
+                    else coupon.applies(line.price.product.id)
+                )
             ]
             applied = False
+            amount_off = coupon.amount_off_in(cs.currency)
             if coupon.percent_off is not None:
                 for line in scope:
                     amt = round(left_of[id(line)] * coupon.percent_off / 100)
@@ -82,9 +89,9 @@ class Billing:
                         line.add_discount(disc, amt)
                         left_of[id(line)] -= amt
                         applied = True
-            elif coupon.amount_off and reason != "subscription_update" and scope:
+            elif amount_off and reason != "subscription_update" and scope:
                 base = sum(left_of[id(line)] for line in scope)
-                total_off = min(coupon.amount_off, base)
+                total_off = min(amount_off, base)
                 left = total_off
                 for j, line in enumerate(scope):
                     share = left_of[id(line)]
