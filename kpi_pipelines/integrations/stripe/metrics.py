@@ -10,8 +10,11 @@ each subscription was at each instant comes, in order of authority, from:
 3. before that, invoice lines (every billing period has a line per item; a mid-period change
    adds proration lines from the change on) and the subscription's own dates.
 Only `active` and `past_due` count (every other status is worth nothing while it lasts);
-forever coupons of the subscription and of its items apply; the tax a price includes does
-not count. That turns into each customer's MRR as levels between the reporting days on which
+an item is worth what its price bills in the subscription's currency (its currency option,
+packages of transform_quantity, tiers, decimal amounts rounded per line); forever coupons of
+its items and of the subscription apply (limited to their products, an amount off in the
+subscription's currency); the tax a price includes does not count. README's Stripe table
+lists every billing field and what it does. That turns into each customer's MRR as levels between the reporting days on which
 it changes. Daily totals, movements, counts and the 30-day cohort ratios come from those
 levels without ever building a row per customer per day (the work grows with the changes,
 not with customers x days).
@@ -320,10 +323,12 @@ WITH discount_objects AS (
          jsonb_array_elements(CASE WHEN jsonb_typeof(i->'discounts') = 'array' THEN i->'discounts' ELSE '[]' END) d
     WHERE r.source = 'stripe' AND r.stream = 'subscriptions' AND jsonb_typeof(d) = 'object'
     UNION ALL
-    SELECT coalesce(d->>'subscription', inv.payload->'parent'->'subscription_details'->>'subscription',
-                    inv.payload->>'subscription'), d, NULL
+    -- an invoice's discounts that are its subscription's (not those of the invoice alone, of
+    -- one of its items, or of the customer), whatever their coupons' durations
+    SELECT d->>'subscription', d, NULL
     FROM raw_records inv, jsonb_array_elements(CASE WHEN jsonb_typeof(inv.payload->'discounts') = 'array' THEN inv.payload->'discounts' ELSE '[]' END) d
     WHERE inv.source = 'stripe' AND inv.stream = 'invoices' AND jsonb_typeof(d) = 'object'
+      AND d->>'subscription' IS NOT NULL AND d->>'invoice' IS NULL AND d->>'invoice_item' IS NULL
 ), unique_discounts AS (
     SELECT DISTINCT ON (d->>'id') sub_id, d, listed_at FROM discount_objects
     WHERE d->>'id' IS NOT NULL ORDER BY d->>'id', listed_at

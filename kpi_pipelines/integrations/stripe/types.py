@@ -169,6 +169,8 @@ class Discount(BaseModel):
     end: Timestamp | None = None
     subscription: str | None = None
     subscription_item: str | None = None
+    invoice: str | None = None  # a discount of this invoice only
+    invoice_item: str | None = None
     source: DiscountSource | None = None
     coupon: Annotated[Coupon, WrapValidator(_id_or_object)] | None = None  # before 2024-06
 
@@ -274,7 +276,7 @@ class LineTax(BaseModel):
 class DiscountAmount(BaseModel):
     model_config = ConfigDict(extra="ignore")
 
-    amount: NonNegativeAmount
+    amount: Amount  # a credit line's discount may be negative (flexible billing mode)
 
 
 class InvoiceLine(BaseModel):

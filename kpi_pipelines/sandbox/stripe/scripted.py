@@ -57,6 +57,7 @@ from kpi_pipelines.sandbox.stripe.scripts import (
     CouponSpec,
     CustomerScript,
     DraftRenewal,
+    InvoiceCoupon,
     PauseCollection,
     PaymentFails,
     PaymentSucceeds,
@@ -113,7 +114,7 @@ class ScriptedGenerator(ScriptedBilling, Generator):
                 for ev in sub.events:
                     if isinstance(ev, Change | AddItem) and ev.price is not None:
                         self.price(ev.price, cur)
-                    elif isinstance(ev, AddCoupon):
+                    elif isinstance(ev, AddCoupon | InvoiceCoupon):
                         self.coupon(ev.coupon, cur)
 
     # -- catalog ------------------------------------------------------------------------------
@@ -492,6 +493,8 @@ class ScriptedGenerator(ScriptedBilling, Generator):
                     )
                     cs.emit(t, "customer.subscription.updated", sub)
                     cs.tags.add("coupon_added_later")
+                elif isinstance(ev, InvoiceCoupon):
+                    self._invoice_coupon(cs, sub, self.coupon(ev.coupon, cur), t)
                 elif isinstance(ev, Cancel):
                     self._cancel(cs, sub, t, pe, ev.at_period_end, dunning, pending)
                     return

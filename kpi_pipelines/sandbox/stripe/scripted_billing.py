@@ -264,6 +264,13 @@ class ScriptedBilling:
             cs.tags.add("proration_none")
         return new_anchor
 
+    def _invoice_coupon(self, cs: CustomerSim, sub: Sub, coupon: Coupon, t: int) -> None:
+        """A coupon for the next renewal invoice only (InvoiceCoupon)."""
+        disc = self._add_discount(cs, sub, coupon, t)
+        disc.one_invoice = True
+        disc.end = disc.removed_at = None
+        cs.tags.add("invoice_discount")
+
     def _coupon_item(self, sub: Sub, ev: AddCoupon, t: int) -> Item | None:
         if ev.item is None:
             return None

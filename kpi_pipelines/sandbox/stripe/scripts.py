@@ -254,6 +254,16 @@ class AddCoupon:
 
 
 @dataclass(frozen=True)
+class InvoiceCoupon:
+    """A coupon applied to one invoice only (Stripe's invoice `discounts`, set on the draft
+    renewal): the first renewal invoice created after `at` takes it, whatever its duration;
+    the subscription's discounts are unchanged."""
+
+    at: At
+    coupon: CouponSpec
+
+
+@dataclass(frozen=True)
 class Cancel:
     at: At
     at_period_end: bool = False
@@ -356,6 +366,7 @@ Event = (
     | AddItem
     | RemoveItem
     | AddCoupon
+    | InvoiceCoupon
     | Cancel
     | PaymentFails
     | MarkUnpaid
@@ -371,6 +382,7 @@ _EVENT_TYPES = (
     AddItem,
     RemoveItem,
     AddCoupon,
+    InvoiceCoupon,
     Cancel,
     PaymentFails,
     MarkUnpaid,
@@ -415,6 +427,8 @@ def as_event(spec: Event | tuple) -> Event:
             return Change(at, price=what[0], quantity=what[1])
     if kind == "coupon" and len(rest) in (1, 2):
         return AddCoupon(at, *rest)
+    if kind == "invoice_coupon" and len(rest) == 1:
+        return InvoiceCoupon(at, rest[0])
     if kind == "add_item" and len(rest) in (1, 2):
         return AddItem(at, *rest)
     if kind == "remove_item" and len(rest) == 1:

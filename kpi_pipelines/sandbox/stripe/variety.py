@@ -33,6 +33,7 @@ from kpi_pipelines.sandbox.stripe.scripts import (
     CouponSpec,
     DraftRenewal,
     Event,
+    InvoiceCoupon,
     ItemScript,
     MarkUnpaid,
     PauseCollection,
@@ -146,6 +147,7 @@ KINDS = (
     "multi_currency",
     "product_coupon",
     "inclusive_amount_off",
+    "invoice_coupon",
 )
 
 
@@ -316,6 +318,9 @@ def _script(kind: str, rv: Random, t0: int, multi: MultiCurrency, turn: int) -> 
         if turn % 2:
             opts["default_tax_rates"] = (INCLUDED_20,)
             price = PLAN
+    elif kind == "invoice_coupon":
+        # a forever coupon on one renewal invoice only: not the subscription's
+        evs.append(InvoiceCoupon(_at(inside(k)), (TWENTY, FIVE_OFF)[turn % 2]))
     elif kind == "anchor_reset":
         at = inside(k)
         evs.append(Change(_at(at), billing_cycle_anchor="now"))

@@ -21,6 +21,7 @@ from kpi_pipelines.sandbox.stripe.scenarios import (
     CouponSpec,
     CustomerScript,
     DraftRenewal,
+    InvoiceCoupon,
     ItemScript,
     PauseCollection,
     PaymentFails,
@@ -493,3 +494,23 @@ def test_an_amount_off_comes_off_before_the_included_tax(sync) -> None:
     )
     assert every_day(s, "mrr", 0, 119) == {90.0 + 90}
     assert s.money("revenue", 0) == money(108.0 + 108)
+
+
+def test_a_coupon_on_one_invoice_is_not_recurring(sync) -> None:
+    """A discount set on one invoice (its `invoice` set, not the subscription's) bills that
+    invoice only, whatever its coupon's duration: MRR stays the subscription's."""
+    half_forever = CouponSpec(percent_off=50, duration="forever")
+    s = sync(
+        # on the February 1st invoice: dated by the invoices (before the events' 30 days)
+        subscriber(
+            SubscriptionScript(price=monthly(100), events=(InvoiceCoupon(20.5, half_forever),))
+        ),
+        # on the April 1st invoice: within them
+        subscriber(
+            SubscriptionScript(price=monthly(60), events=(InvoiceCoupon(85.5, half_forever),))
+        ),
+    )
+    assert every_day(s, "mrr", 0, 119) == {160.0}
+    assert s.money("revenue", 31) == money(50.0 + 60)  # February's invoices
+    assert s.money("revenue", 59) == money(100.0 + 60)
+    assert s.money("revenue", 90) == money(100.0 + 30)  # April's

@@ -3,7 +3,7 @@
 behavior, item and stacked discounts, 100%-off coupons, tax-inclusive prices,
 pause_collection, drafts, anchor resets, schedules) and every field that changes what Stripe
 bills (package pricing, decimal amounts and tiers, prices and coupons billed in a currency
-option, coupons limited to products, amounts off a tax-inclusive price), synced as in
+option, coupons limited to products, amounts off a tax-inclusive price, a coupon on one invoice), synced as in
 production (a first sync a month in, then every two weeks, so no event is ever older than
 Stripe keeps), and checked against the sandbox's truth on every day."""
 
@@ -62,7 +62,10 @@ SELECT
   count(*) FILTER (WHERE stream = 'subscriptions' AND EXISTS (
       SELECT FROM jsonb_array_elements(r.payload->'discounts') d
       JOIN raw_records c ON c.stream = 'coupons' AND c.record_id = d->'source'->>'coupon'
-      WHERE c.payload->>'currency' <> r.payload->>'currency')) AS coupon_options
+      WHERE c.payload->>'currency' <> r.payload->>'currency')) AS coupon_options,
+  count(*) FILTER (WHERE stream = 'invoices' AND EXISTS (
+      SELECT FROM jsonb_array_elements(r.payload->'discounts') d
+      WHERE d->>'invoice' IS NOT NULL)) AS one_invoice_discounts
 FROM raw_records r WHERE source = 'stripe'
 """
 

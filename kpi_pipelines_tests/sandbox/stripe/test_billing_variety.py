@@ -51,6 +51,7 @@ BEHAVIOURS = {
     "coupon_currency_option",
     "coupon_applies_to",
     "variety_inclusive_amount_off",
+    "invoice_discount",  # a coupon on one invoice only
 }
 
 

@@ -67,8 +67,11 @@ class Billing:
             if not disc.applies_to_invoice_at(created):
                 continue
             coupon = disc.coupon
-            if coupon.duration == "once" and positive <= 0:
+            once = coupon.duration == "once" or disc.one_invoice
+            if once and positive <= 0:
                 continue
+            if disc.one_invoice and reason != "subscription_cycle":
+                continue  # set on a draft renewal: not on an update's prorations
             # an item's own discount, else the lines of the products the coupon applies to
             scope = [
                 line
@@ -101,12 +104,15 @@ class Billing:
                         line.add_discount(disc, amt)
                         left_of[id(line)] -= amt
                         applied = True
-            if applied or coupon.duration != "once":
+            if applied or not once:
                 inv.discounts.append(disc)
-            if coupon.duration == "once" and applied:
+            if once and applied:
                 disc.used = True
-                disc.removed_at = created + 2
-                cs.emit(created + 2, "customer.subscription.updated", sub)
+                if disc.one_invoice:
+                    disc.invoice = inv.li
+                else:
+                    disc.removed_at = created + 2
+                    cs.emit(created + 2, "customer.subscription.updated", sub)
         discount_total = 0
         tax_total = included = 0
         for line in lines:

@@ -37,7 +37,10 @@ def sub_mrr_at(sub: Sub, t: int, auto_tax: TaxRate | None = None, currency: str 
     forever = [
         d
         for d in sub.discounts
-        if d.coupon.duration == "forever" and d.start <= t and (d.end is None or t < d.end)
+        if d.coupon.duration == "forever"
+        and not d.one_invoice
+        and d.start <= t
+        and (d.end is None or t < d.end)
     ]
     values: list[list] = []  # [item, its MRR so far (tax included), the share that is not tax]
     interval: tuple[str, int] | None = None

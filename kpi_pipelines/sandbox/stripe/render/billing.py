@@ -49,8 +49,8 @@ class BillingRendering:
         disc_ex = ex.get("discounts") if ex and "discounts" in ex else None
         discounts: list[Any] = []
         for disc in sub.discounts:
-            if disc.item is not None:
-                continue  # on its subscription item
+            if disc.item is not None or disc.one_invoice:
+                continue  # on its subscription item, or on one invoice
             if disc.start <= t and (disc.removed_at is None or t < disc.removed_at):
                 discounts.append(
                     self.discount(cs, disc, disc_ex)

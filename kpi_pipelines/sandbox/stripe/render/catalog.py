@@ -264,12 +264,12 @@ class CatalogRendering:
             "customer": customer,
             "customer_account": None,
             "end": disc.end,
-            "invoice": None,
+            "invoice": self.in_id(cs, cs.invoices[disc.invoice]) if disc.invoice >= 0 else None,
             "invoice_item": None,
             "promotion_code": None,
             "source": {"coupon": coupon, "type": "coupon"},
             "start": disc.start,
-            "subscription": self.sub_id(cs, disc.sub),
+            "subscription": None if disc.one_invoice else self.sub_id(cs, disc.sub),
             "subscription_item": None if disc.item is None else self.si_id(cs, disc.item),
         }
 
