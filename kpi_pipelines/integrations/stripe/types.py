@@ -255,7 +255,7 @@ class LineParent(BaseModel):
 class PriceDetails(BaseModel):
     model_config = ConfigDict(extra="ignore")
 
-    price: Annotated[Price, WrapValidator(_id_or_object)] | None = None
+    price: str | None = None  # the price's id (the adapter does not expand it)
 
 
 class Pricing(BaseModel):
