@@ -57,6 +57,7 @@ from kpi_pipelines.integrations.shared.errors import (
     ProviderUnavailable,
 )
 from kpi_pipelines.integrations.shared.http import ProviderHttpClient
+from kpi_pipelines.integrations.shared.oauth1 import AuthlibSigning
 from kpi_pipelines.integrations.shared.redaction import (
     install_redaction_filter,
     redact,
@@ -406,19 +407,8 @@ class OAuth2Session:
         )
 
 
-class _ClientAuthentication(httpx.Auth, ClientAuth):
+class _ClientAuthentication(AuthlibSigning, ClientAuth):
     """authlib's client authentication (client_secret_post / _basic) as an httpx.Auth."""
-
-    requires_request_body = True
-
-    def auth_flow(self, request: httpx.Request) -> Generator[httpx.Request, httpx.Response, None]:
-        url, headers, body = self.prepare(
-            request.method, str(request.url), request.headers, request.content
-        )
-        headers["Content-Length"] = str(len(body))
-        signed = httpx.Request(request.method, url, headers=headers, content=body)
-        signed.extensions = request.extensions
-        yield signed
 
 
 class _TokenClient(OAuth2Client):
