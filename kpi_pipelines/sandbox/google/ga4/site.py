@@ -25,6 +25,7 @@ from kpi_pipelines.sandbox.google.ga4.sessions import (
 )
 from kpi_pipelines.sandbox.google.ga4.truth import WebMetrics, tally
 from kpi_pipelines.sandbox.kit import SimClock
+from kpi_pipelines.sandbox.kit.draws import poisson
 
 
 @dataclass(frozen=True)
@@ -35,19 +36,6 @@ class Traffic:
     daily_sessions: float
     new_user_rate: float
     referral_sites: int
-
-
-def _poisson(rng: Random, mu: float) -> int:
-    if mu <= 0:
-        return 0
-    if mu > 30:
-        return max(0, round(rng.gauss(mu, math.sqrt(mu))))
-    limit, k, p = math.exp(-mu), 0, 1.0
-    while True:
-        p *= rng.random()
-        if p <= limit:
-            return k
-        k += 1
 
 
 class GA4Property:
@@ -120,7 +108,7 @@ class GA4Property:
             local_hour = (hour - first) // 3600
             diurnal = 1.0 + 0.6 * math.sin(2 * math.pi * (local_hour - 8) / 24)
             span = min(3600, end - hour)
-            count = _poisson(rng, per_hour * diurnal * span / 3600)
+            count = poisson(rng, per_hour * diurnal * span / 3600)
             for offset in sorted(int(random() * span) for _ in range(count)):
                 start = hour + offset
                 if ring and random() >= new_user_rate:

@@ -1,0 +1,66 @@
+"""What demo simulators share (kpi_pipelines/demo.py's DemoSimulator contract): one running
+instance per demo module, and a simulator served on loopback that follows the real clock.
+
+    class MetaDemo(LoopbackDemo):
+        def __init__(self, workspaces):
+            self.sandbox = MetaSandbox(clock=SimClock(datetime.now(UTC), realtime=True))
+            ...                                   # one account per workspace
+            super().__init__(create_meta_app(self.sandbox))
+        def env(self): return {"KPI_META_BASE_URL": self.server.base_url, ...}
+
+    _demo: DemoSlot[MetaDemo] = DemoSlot("Meta")
+
+    def start_simulator(workspaces, folder): return _demo.start(lambda: MetaDemo(workspaces))
+    def prepare(warehouse, workspace, folder): account = _demo.get().sandbox ...
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable
+from typing import Generic, TypeVar
+
+from starlette.types import ASGIApp
+
+from kpi_pipelines.sandbox.kit.server import LoopbackServer
+
+D = TypeVar("D")
+
+
+class DemoSlot(Generic[D]):
+    """The one running demo simulator of a module: `start` replaces it, `get` reads it."""
+
+    def __init__(self, provider: str) -> None:
+        self.provider = provider
+        self._lock = threading.Lock()
+        self._running: D | None = None
+
+    def start(self, make: Callable[[], D]) -> D:
+        with self._lock:
+            self._running = make()
+            return self._running
+
+    def get(self) -> D:
+        running = self._running
+        if running is None:
+            raise RuntimeError(
+                f"the {self.provider} demo simulator is not started (start_demo_stack)"
+            )
+        return running
+
+
+class LoopbackDemo:
+    """A demo simulator serving `app` on loopback; subclasses say `env()`. Its sandbox's clock
+    runs with real time, so it has nothing to catch up and sends no webhooks."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.server = LoopbackServer(app).start()
+
+    def env(self) -> dict[str, str]:
+        return {}
+
+    def follow_clock(self, webhook_base_url: str | None) -> int:
+        return 0
+
+    def stop(self) -> None:
+        self.server.stop()
