@@ -52,6 +52,7 @@ from kpi_pipelines_tests.integrations.shared.report_toys.adapter import (
     CAMPAIGNS,
     KPI_METRICS,
     ToyAdJobsAdapter,
+    ToyAdMixedAdapter,
     ToyAdsAdapter,
     stats_report,
     toy_spec,
@@ -60,8 +61,8 @@ from kpi_pipelines_tests.integrations.shared.report_toys.simulator import KEY, T
 from kpi_pipelines_tests.run_results import failure_message, metadata
 
 PACKAGE = "kpi_pipelines_tests.integrations.shared.report_toys"
-SYNC, JOBS = "toy_ads", "toy_ad_jobs"
-ADAPTERS = {SYNC: ToyAdsAdapter, JOBS: ToyAdJobsAdapter}
+SYNC, JOBS, MIXED = "toy_ads", "toy_ad_jobs", "toy_ad_mixed"
+ADAPTERS = {SYNC: ToyAdsAdapter, JOBS: ToyAdJobsAdapter, MIXED: ToyAdMixedAdapter}
 
 Stored = dict[tuple[str, date, str], float]
 
@@ -385,6 +386,37 @@ def test_a_failed_job_is_split_by_window_until_its_parts_succeed(toys) -> None:
         f" {first}..{first + timedelta(days=3)}, 2 id(s) and"
         f" {first + timedelta(days=4)}..{today}, 2 id(s)"
     )
+
+
+def test_an_odd_number_of_days_splits_in_two(toys) -> None:
+    toys.world.campaigns = {c: toys.world.campaigns[c] for c in ("c1", "c2")}
+    toys.world.fails = lambda ask: len(ask.days) > 3
+    toys.connect("ws-a", JOBS)
+    result = toys.sync("ws-a", JOBS, {"history_days": 7})
+    assert result.success, failure_message(result)
+    assert_stored_is_the_truth(toys, JOBS, toys.world.today - timedelta(days=6), toys.world.today)
+    assert [len(job.ask.days) for job in toys.world.jobs.values()] == [7, 4, 3, 2, 2]
+
+
+def test_a_report_asks_short_queries_at_once_and_runs_longer_ones_as_jobs(toys) -> None:
+    """ReportJobs(sync_days=3), 2 metrics a query: jobs for 8 days; their halves of 4 fail
+    and their halves of 2 days are requests; a later sync of 3 days asks at once."""
+    toys.world.campaigns = {c: toys.world.campaigns[c] for c in ("c1", "c2")}
+    toys.world.fails = lambda ask: len(ask.days) > 3
+    toys.connect("ws-a", MIXED)
+    result = toys.sync("ws-a", MIXED, {"history_days": 8})
+    assert result.success, failure_message(result)
+    today = toys.world.today
+    assert_stored_is_the_truth(toys, MIXED, today - timedelta(days=7), today)
+    assert sorted(len(job.ask.days) for job in toys.world.jobs.values()) == [4, 4, 4, 4, 8, 8]
+    assert [len(ask.days) for ask in toys.world.stats_asked] == [2] * 8
+    assert metadata(result)["report_jobs"] == 6
+    toys.world.stats_asked.clear()
+    again = toys.sync("ws-a", MIXED, {"start_date": str(today - timedelta(days=2))})
+    assert again.success and metadata(again)["report_jobs"] == 0
+    assert [len(ask.days) for ask in toys.world.stats_asked] == [3, 3]
+    with pytest.raises(ValueError, match="sync_days must be at least 1"):
+        ReportJobs(sync_days=0)
 
 
 def test_a_job_that_outlives_its_deadline_is_cancelled_and_split(toys) -> None:

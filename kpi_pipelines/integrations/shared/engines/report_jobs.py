@@ -6,13 +6,14 @@ whose result `fetch_page` then reads). Up to `in_flight` jobs run at once. Betwe
 the runner waits with tenacity (as the HTTP layer does): exponential backoff with jitter
 from the adapter's `job_poll_seconds` up to `job_poll_max_seconds`, and never before the
 time a provider asked for (`JobState.wait_seconds`), so a job is not asked about sooner
-than its provider wants.
+than its provider wants. A report whose provider serves short windows at once
+(`ReportJobs.sync_days`, X's 7 days) has its short queries asked as requests instead.
 
 A job that fails, or is still running `job_deadline_seconds` after it was created, is
-split in two and each half runs as its own job: its days first (while both halves keep
-`min_days`), then its ids (`min_ids`). Every split is logged and counted (the run's
-metadata shows them); a job that cannot be split further fails the sync with
-ReportJobFailed. An overdue job is cancelled where the provider can (`cancel_job`).
+split in two and each half runs as its own job (or request, when that short): its days
+first (while both halves keep `min_days`; an odd number of days as n+1 and n), then its ids
+(`min_ids`). Every split is logged and counted (the run's metadata shows them); a job that
+cannot be split further fails the sync with ReportJobFailed. An overdue job is cancelled where the provider can (`cancel_job`).
 Errors of the hooks themselves (a spent quota, a revoked token) are not job failures:
 they end the run as they would any request.
 """
@@ -115,12 +116,19 @@ class JobRunner:
         self._window_splits = 0
 
     def run(self, queries: Iterable[Query]) -> Iterator[Query]:
-        """Each query whose job is done, with its state (in the order jobs end)."""
+        """Each query whose job is done, with its state (in the order jobs end), and each
+        one asked at once without a job (`ReportJobs.sync_days`)."""
         pending = deque(queries)
         running: list[_Running] = []
         while pending or running:
             while pending and len(running) < self.policy.in_flight:
-                running.append(self._start(pending.popleft()))
+                query = pending.popleft()
+                if self.policy.at_once(query):
+                    yield query  # a request, read now (ReportJobs.sync_days)
+                else:
+                    running.append(self._start(query))
+            if not running:
+                continue
             for job, state in self._until_some_end(running):
                 running.remove(job)
                 if state is not None and state.done:
@@ -191,7 +199,7 @@ class JobRunner:
             reason = f"failed{detail}"
         days, ids = query.window.days, query.ids
         if days >= 2 * self.policy.min_days:
-            first, second = query.window.split(days // 2)
+            first, second = query.window.split(-(-days // 2))
             halves = [Query(first, ids, query.metrics), Query(second, ids, query.metrics)]
         elif len(ids) >= 2 * self.policy.min_ids:
             middle = len(ids) // 2

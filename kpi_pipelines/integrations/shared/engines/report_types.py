@@ -27,15 +27,27 @@ class ReportJobs:
 
     A job that fails, or runs past the adapter's `job_deadline_seconds`, is split in two
     (its days first, down to `min_days`, then its ids, down to `min_ids`) and each half
-    runs again; one that fails at the smallest size fails the sync."""
+    runs again; one that fails at the smallest size fails the sync.
+
+    `sync_days`: a query of at most this many days is asked at once instead, as a request
+    (`fetch_page` with no `query.job`), for a provider whose synchronous endpoint serves
+    short windows (X: 7 days) and whose jobs are for the longer ones; a split job's halves
+    that short are asked at once too."""
 
     in_flight: int = 1  # jobs of one sync running at once (the provider's limit)
     min_days: int = 1
     min_ids: int = 1
+    sync_days: int | None = None
 
     def __post_init__(self) -> None:
         if min(self.in_flight, self.min_days, self.min_ids) < 1:
             raise ValueError("in_flight, min_days and min_ids must be at least 1")
+        if self.sync_days is not None and self.sync_days < 1:
+            raise ValueError("sync_days must be at least 1 (or None: every query is a job)")
+
+    def at_once(self, query: Query) -> bool:
+        """Whether `query` is asked as a request rather than run as a job."""
+        return self.sync_days is not None and query.window.days <= self.sync_days
 
 
 @dataclass(frozen=True)

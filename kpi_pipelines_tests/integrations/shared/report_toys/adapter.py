@@ -242,7 +242,8 @@ class ToyAdJobsAdapter(ToyAdsAdapter):
         self, report: Report, scope: ReportScope, query: Query, request: PageRequest
     ) -> Page[Any]:
         job = query.job
-        assert job is not None, "an async report's rows are a finished job's"
+        if job is None:  # a query its report asks at once (ReportJobs.sync_days)
+            return super().fetch_page(report, scope, query, request)
         if self._settings().job_result == "pages":
             body = self._client().get_json(
                 f"/v1/jobs/{job.id}/rows", params=dict(request.query), cacheable=False
@@ -254,6 +255,10 @@ class ToyAdJobsAdapter(ToyAdsAdapter):
 
     def _settings(self) -> ToySettings:
         return validated_settings(self.context.connection, ToySettings)
+
+
+class ToyAdMixedAdapter(ToyAdJobsAdapter):
+    provider: ClassVar[str] = "toy_ad_mixed"
 
 
 def toy_spec(
