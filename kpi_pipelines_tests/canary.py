@@ -37,11 +37,14 @@ from kpi_pipelines.demo import read_env_file, start_demo_simulators
 from kpi_pipelines.integrations.shared.redaction import default_redactor
 from kpi_pipelines.sandbox.google import DEMO_CLIENT_SECRET, DEMO_REFRESH_TOKEN
 from kpi_pipelines.sandbox.stripe import DEFAULT_API_KEY
+from kpi_pipelines.sandbox.x.demo import DEMO_CONSUMER_SECRET as X_DEMO_CONSUMER_SECRET
 from kpi_pipelines.warehouse.database import Warehouse
 
 # Shorter registered values (a 4-character client id) would match ordinary text.
 MIN_CANARY_LENGTH = 10
-SANDBOX_SECRETS = frozenset({DEFAULT_API_KEY, DEMO_CLIENT_SECRET, DEMO_REFRESH_TOKEN})
+SANDBOX_SECRETS = frozenset(
+    {DEFAULT_API_KEY, DEMO_CLIENT_SECRET, DEMO_REFRESH_TOKEN, X_DEMO_CONSUMER_SECRET}
+)
 
 
 class SecretLeak(AssertionError):

@@ -29,6 +29,7 @@ VALID: dict[str, dict[str, Any]] = {
     "google_analytics": {"property_id": "123456789", "lookback_days": 3},
     "google_sheets": {"spreadsheet_id": "1AbCdEfGhIjK", "range": "KPIs!A1:D", "mapping": MAPPING},
     "stripe": {"account_id": "acct_123"},
+    "x_ads": {"account_id": "18ce54d4x5t", "conversion_events": ["purchases"]},
 }
 URL = "https://evil.example/v1"
 # Hosts under keys no provider declares, named like hosts or not, at any depth.

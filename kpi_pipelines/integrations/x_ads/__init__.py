@@ -1,0 +1,1 @@
+"""X Ads: daily spend, delivery and web conversions per campaign and for the account."""
