@@ -9,6 +9,7 @@ from decimal import Decimal
 
 import pytest
 
+from kpi_pipelines.integrations.shared.ad_metrics import AD_METRICS
 from kpi_pipelines.sandbox.kit.ads import ConversionRule, ScriptedConversions
 from kpi_pipelines_tests.integrations.x_ads.conftest import XAdsWorld, assert_matches, truth
 from kpi_pipelines_tests.run_results import failure_message, metadata
@@ -55,7 +56,8 @@ def test_a_short_sync_reads_synchronously_and_names_each_campaign(x: XAdsWorld) 
 
 def test_worked_examples_9_and_10(x: XAdsWorld) -> None:
     """Example 9 on one campaign's day; example 10's ratio of sums on the account's day of
-    two campaigns (10/1,000 and 1/10 clicks: 11/1,010, never the mean 0.055)."""
+    two campaigns (10/1,000 and 1/10 clicks: 11/1,010, never the mean 0.055); a day that
+    cost nothing has no cost ratios."""
     account = x.account("18ce54d4x5t", campaigns=0)
     day = account.local_day() - timedelta(days=2)
     nine = account.add_campaign("Example 9", start=day, daily_budget=0)
@@ -67,8 +69,10 @@ def test_worked_examples_9_and_10(x: XAdsWorld) -> None:
     )
     account.script_day(big, day + timedelta(days=1), spend=3, impressions=1_000, clicks=10)
     account.script_day(small, day + timedelta(days=1), spend=1, impressions=10, clicks=1)
+    free = account.add_campaign("Free", start=day - timedelta(days=1), daily_budget=0)
+    account.script_day(free, day - timedelta(days=1), spend=0, impressions=50, clicks=0)
     x.connect("ws-a", "18ce54d4x5t")
-    result = x.sync("ws-a", {"history_days": 3})
+    result = x.sync("ws-a", {"history_days": 4})
     assert result.success, failure_message(result)
     stored = x.stored("ws-a")
     for who in (nine, None):
@@ -81,6 +85,10 @@ def test_worked_examples_9_and_10(x: XAdsWorld) -> None:
     assert stored[("ctr", next_day, None)] == pytest.approx(11 / 1_010)
     assert stored[("ctr", next_day, big)] == pytest.approx(0.01)
     assert stored[("roas", next_day, None)] == 0  # no conversion value over a spend of 4
+    # No point where the denominator is 0: a free day has no CPC and no ROAS.
+    for who in (free, None):
+        defined = {m for m, d, c in stored if (d, c) == (day - timedelta(days=1), who)}
+        assert defined == set(AD_METRICS) - {"cpc", "roas"}
 
 
 def test_a_deleted_campaigns_spend_stays_in_the_accounts_days(x: XAdsWorld) -> None:
