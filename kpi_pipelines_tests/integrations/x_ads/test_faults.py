@@ -8,9 +8,14 @@ import json
 from datetime import timedelta
 from typing import Any
 
+import pytest
+
+from kpi_pipelines.integrations.shared.connection_settings import save_connection
+from kpi_pipelines.integrations.x_ads.spec import SPEC
 from kpi_pipelines.sandbox.kit import Outcome
 from kpi_pipelines.sandbox.kit.server import LoopbackServer
 from kpi_pipelines.sandbox.x import create_x_app
+from kpi_pipelines.warehouse.control import add_connection
 from kpi_pipelines_tests.canary import leaks
 from kpi_pipelines_tests.integrations.x_ads.conftest import XAdsWorld, assert_matches, truth
 from kpi_pipelines_tests.run_results import everything_the_run_left, failure_message, metadata
@@ -156,3 +161,19 @@ def test_arrays_that_do_not_line_up_with_the_days_store_nothing(x: XAdsWorld) ->
     assert not result.success
     assert "answered 4 day(s) for the 5-day window" in failure_message(result)
     assert x.stored("ws-a") == {}
+
+
+def test_an_account_id_cannot_carry_path_or_query_structure(x: XAdsWorld) -> None:
+    """The account id goes into X's paths: one that smuggles structure (another account's
+    path, a query) is refused on save, and by the run before anything is asked of X."""
+    x.account("18ce54d4x5t")
+    x.account("otheracct")
+    smuggled = "18ce54d4x5t/../otheracct?with_deleted=true"
+    x.connect("ws-a", "18ce54d4x5t")
+    connection = x.connection("ws-a").model_copy(update={"settings": {"account_id": smuggled}})
+    with pytest.raises(ValueError, match="x_ads settings: account_id"):
+        save_connection(x.warehouse, connection, SPEC)
+    add_connection(x.warehouse, connection)  # a caller that skips the spec
+    result = x.sync("ws-a", {"history_days": 3})
+    assert not result.success and "account_id" in failure_message(result)
+    assert x.sandbox.faults.requests == 0 and x.stored("ws-a") == {}
