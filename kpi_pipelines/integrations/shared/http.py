@@ -683,6 +683,15 @@ def parse_retry_after(value: str | None) -> float | None:
     return max(0.0, (_aware(when) - _now()).total_seconds())
 
 
+def server_time(response: httpx.Response) -> datetime | None:
+    """The provider's clock, from its Date header (an account's today is the day there by
+    the provider's time, not ours); None when the header is missing or garbled."""
+    try:
+        return _aware(email.utils.parsedate_to_datetime(response.headers.get("date", "")))
+    except (TypeError, ValueError, IndexError):
+        return None
+
+
 def provider_message(response: httpx.Response) -> str:
     """The provider's error message, best effort from the common JSON error shapes; redacted."""
     try:

@@ -36,6 +36,7 @@ from kpi_pipelines.integrations.shared.http import (
     RetryDecision,
     parse_retry_after,
     provider_message,
+    server_time,
 )
 from kpi_pipelines.integrations.shared.redaction import register_secret
 from kpi_pipelines.sandbox.kit.server import LoopbackServer
@@ -822,6 +823,18 @@ def test_parse_retry_after() -> None:
     waited = parse_retry_after(email.utils.format_datetime(future, usegmt=True))
     assert waited is not None
     assert 118 <= waited <= 121
+
+
+def test_server_time_is_the_date_headers_and_aware() -> None:
+    def dated(value: str | None) -> httpx.Response:
+        return httpx.Response(200, headers={} if value is None else {"date": value})
+
+    moment = datetime(2026, 12, 6, 19, 30, tzinfo=UTC)
+    assert server_time(dated(email.utils.format_datetime(moment, usegmt=True))) == moment
+    assert server_time(dated("Sun, 06 Dec 2026 19:30:00 -0000")) == moment  # UTC, unsaid
+    assert server_time(dated("Sun, 06 Dec 2026 11:30:00 -0800")) == moment
+    assert server_time(dated(None)) is None
+    assert server_time(dated("yesterday")) is None
 
 
 def test_stats_as_metadata() -> None:
