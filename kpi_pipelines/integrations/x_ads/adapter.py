@@ -33,7 +33,6 @@ way:
 
 from __future__ import annotations
 
-import email.utils
 import os
 from collections.abc import Mapping, Sequence
 from datetime import UTC, date, datetime
@@ -59,7 +58,7 @@ from kpi_pipelines.integrations.shared.errors import (
     ProviderError,
     ProviderRequestError,
 )
-from kpi_pipelines.integrations.shared.http import ProviderHttpClient, RetryDecision
+from kpi_pipelines.integrations.shared.http import ProviderHttpClient, RetryDecision, server_time
 from kpi_pipelines.integrations.shared.money import DayRates, day_rates
 from kpi_pipelines.integrations.shared.oauth1 import OAuth1Credentials
 from kpi_pipelines.integrations.shared.paging import OnePage, Page, PageRequest, PageToken
@@ -153,7 +152,7 @@ class XAdsAdapter(ReportAdapter):
             identity={"account_id": account.id},
             time_zone=account.timezone,
             label=f"X Ads account {account.id}",
-            now=_server_time(response),
+            now=server_time(response),
         )
 
     def lookback_days(self, report: Report) -> int:
@@ -373,14 +372,6 @@ def _data(body: Any, what: str) -> Any:
     if not isinstance(body, dict) or "data" not in body:
         raise ProviderError(PROVIDER, f"X Ads answered {what} without its data")
     return body["data"]
-
-
-def _server_time(response: httpx.Response) -> datetime | None:
-    """The provider's clock, from its Date header (None: the machine's)."""
-    try:
-        return email.utils.parsedate_to_datetime(response.headers.get("date", ""))
-    except (TypeError, ValueError, IndexError):
-        return None
 
 
 def _at(series: Any, n: int) -> Any:
