@@ -24,6 +24,9 @@ from decimal import Decimal
 from fractions import Fraction
 from typing import Any
 
+from pydantic import BaseModel
+
+from kpi_pipelines.integrations.shared.engines.report_types import Entities
 from kpi_pipelines.integrations.shared.money import DayRates
 from kpi_pipelines.models import KPIData, day_timestamp
 
@@ -38,6 +41,18 @@ AD_METRICS = (
     "cpm",
     "roas",
 )
+
+
+def ad_campaigns(model: type[BaseModel], *, status: str = "status") -> Entities:
+    """An ad account's campaigns as the report engine's entity stream: a point whose
+    `campaign_id` names one gets its `campaign_name` and `campaign_status` (the model's
+    `name` and `status` fields) in its metadata."""
+    return Entities(
+        "campaigns",
+        model,
+        dimension="campaign_id",
+        metadata={"campaign_name": "name", "campaign_status": status},
+    )
 
 
 @dataclass(frozen=True)

@@ -7,8 +7,9 @@ from datetime import date
 from decimal import Decimal
 
 import pytest
+from pydantic import BaseModel
 
-from kpi_pipelines.integrations.shared.ad_metrics import AdDay, ad_points
+from kpi_pipelines.integrations.shared.ad_metrics import AdDay, ad_campaigns, ad_points
 from kpi_pipelines.integrations.shared.money import DayRates
 
 DAY = date(2026, 3, 2)
@@ -74,3 +75,16 @@ def test_money_in_the_reporting_currency_with_the_accounts_amount_kept() -> None
     assert by_metric["cpc"].value == pytest.approx(2.4)  # 400 JPY a click
     assert by_metric["cpm"].metadata["amount"] == 4_000.0
     assert by_metric["roas"].value == 2.0 and "currency" not in by_metric["roas"].metadata
+
+
+def test_campaigns_name_a_points_campaign_and_its_status_from_the_platforms_fields() -> None:
+    class Campaign(BaseModel):
+        id: str
+        name: str
+        entity_status: str
+
+    campaigns = ad_campaigns(Campaign, status="entity_status")
+    assert (campaigns.name, campaigns.dimension) == ("campaigns", "campaign_id")
+    assert campaigns.metadata == {"campaign_name": "name", "campaign_status": "entity_status"}
+    with pytest.raises(ValueError, match=r"names fields \['status'\]"):
+        ad_campaigns(Campaign)  # its status is under another name
