@@ -11,19 +11,22 @@ instance per demo module, and a simulator served on loopback that follows the re
     _demo: DemoSlot[MetaDemo] = DemoSlot("Meta")
 
     def start_simulator(workspaces, folder): return _demo.start(lambda: MetaDemo(workspaces))
-    def prepare(warehouse, workspace, folder): account = _demo.get().sandbox ...
+    def prepare(warehouse, workspace, folder):
+        _demo.connect(warehouse, workspace, "meta_ads", settings={...}, secret_env={...})
 """
 
 from __future__ import annotations
 
 import threading
-from collections.abc import Callable
-from typing import Generic, TypeVar
+from collections.abc import Callable, Mapping
+from typing import Any, Generic, TypeVar
 
 from starlette.types import ASGIApp
 
 from kpi_pipelines.sandbox.kit.clock import SimClock
 from kpi_pipelines.sandbox.kit.server import LoopbackServer
+from kpi_pipelines.warehouse.control import Connection, Workspace, add_connection
+from kpi_pipelines.warehouse.database import Warehouse
 
 D = TypeVar("D")
 
@@ -47,6 +50,28 @@ class DemoSlot(Generic[D]):
             raise RuntimeError(
                 f"the {self.provider} demo simulator is not started (start_demo_stack)"
             )
+        return running
+
+    def connect(
+        self,
+        warehouse: Warehouse,
+        workspace: Workspace,
+        provider: str,
+        *,
+        settings: Mapping[str, Any],
+        secret_env: Mapping[str, str],
+    ) -> D:
+        """The running demo, once `workspace` has a connection of `provider` to it: its
+        `settings`, and the variables it reads its secrets from (their values are in the
+        demo's env(), never stored)."""
+        running = self.get()
+        connection = Connection(
+            workspace_id=workspace.id,
+            provider=provider,
+            settings=dict(settings),
+            secret_env=dict(secret_env),
+        )
+        add_connection(warehouse, connection)
         return running
 
 

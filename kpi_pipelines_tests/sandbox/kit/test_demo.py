@@ -12,6 +12,7 @@ from starlette.routing import Route
 
 from kpi_pipelines.demo import DemoSimulator
 from kpi_pipelines.sandbox.kit.demo import DemoSlot, LoopbackDemo
+from kpi_pipelines.warehouse.control import list_connections
 
 
 class ExampleDemo(LoopbackDemo):
@@ -40,3 +41,23 @@ def test_a_loopback_demo_serves_until_stopped() -> None:
         simulator.stop()
     with pytest.raises(httpx.ConnectError):
         httpx.get(f"{url}/hello")
+
+
+def test_a_workspace_is_connected_to_the_running_demo_naming_its_secrets(
+    warehouse, workspace_a
+) -> None:
+    slot: DemoSlot[ExampleDemo] = DemoSlot("Example")
+    token = {"api_key": "WS_WS_A__EXAMPLE_KEY"}
+    with pytest.raises(RuntimeError, match="not started"):
+        slot.connect(warehouse, workspace_a, "stripe", settings={}, secret_env=token)
+    demo = slot.start(ExampleDemo)
+    try:
+        account = {"account_id": "acct_1"}
+        running = slot.connect(warehouse, workspace_a, "stripe", settings=account, secret_env=token)
+        assert running is demo
+        with warehouse.control() as db:
+            [connection] = list_connections(db, workspace_id="ws-a")
+        assert (connection.provider, connection.settings) == ("stripe", account)
+        assert connection.secret_env == token
+    finally:
+        demo.stop()
