@@ -1,8 +1,7 @@
 """X Ads, declared: daily ad metrics per campaign and for the account, synced every 6 hours."""
 
-from kpi_pipelines.integrations.shared.ad_metrics import AD_METRICS
+from kpi_pipelines.integrations.shared.ad_metrics import AD_METRICS, ad_campaigns
 from kpi_pipelines.integrations.shared.engines.report import (
-    Entities,
     Report,
     ReportEngine,
     ReportJobs,
@@ -13,12 +12,7 @@ from kpi_pipelines.integrations.shared.spec import AuthKind, Cadence, ProviderSp
 from kpi_pipelines.integrations.x_ads.adapter import APP_VARIABLES, PROVIDER, XAdsAdapter
 from kpi_pipelines.integrations.x_ads.types import XAdsConnectionSettings, XCampaign
 
-CAMPAIGNS = Entities(
-    "campaigns",
-    XCampaign,
-    dimension="campaign_id",
-    metadata={"campaign_name": "name", "campaign_status": "entity_status"},
-)
+CAMPAIGNS = ad_campaigns(XCampaign, status="entity_status")
 # One row per day (its campaigns merged: the account's day is their sum). A window of at
 # most 7 days is read synchronously, a longer one as async jobs (up to 90 days); either way
 # at most 20 campaigns at once. X settles billing and web conversions within 3 days.

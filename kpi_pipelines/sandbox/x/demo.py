@@ -17,7 +17,7 @@ from kpi_pipelines.sandbox.kit import stable_base36, stable_digits
 from kpi_pipelines.sandbox.kit.demo import DemoSlot, LoopbackDemo
 from kpi_pipelines.sandbox.x.app import create_x_app
 from kpi_pipelines.sandbox.x.sandbox import XSandbox
-from kpi_pipelines.warehouse.control import Connection, Workspace, add_connection, secret_namespace
+from kpi_pipelines.warehouse.control import Workspace, secret_namespace
 from kpi_pipelines.warehouse.database import Warehouse
 
 DEMO_CONSUMER_KEY = "xdemoConsumerKey0000000001"
@@ -84,14 +84,8 @@ def start_simulator(workspaces: Sequence[Workspace], folder: Path) -> DemoSimula
 
 def prepare(warehouse: Warehouse, workspace: Workspace, folder: Path) -> dict[str, Any]:
     """Connect the workspace to its simulated ads account (its token named, never stored)."""
-    _demo.get()
-    add_connection(
-        warehouse,
-        Connection(
-            workspace_id=workspace.id,
-            provider="x_ads",
-            settings={"account_id": demo_account_id(workspace.id)},
-            secret_env=_variables(workspace.id),
-        ),
+    account = {"account_id": demo_account_id(workspace.id)}
+    _demo.connect(
+        warehouse, workspace, "x_ads", settings=account, secret_env=_variables(workspace.id)
     )
     return {"history_days": HISTORY_DAYS}
