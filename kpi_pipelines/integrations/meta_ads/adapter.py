@@ -97,12 +97,15 @@ class MetaAdsAdapter(ReportAdapter):
     _http: ProviderHttpClient | None = PrivateAttr(default=None)
     _scope: ReportScope | None = PrivateAttr(default=None)
     _currency: str = PrivateAttr(default="")
+    # Validated once per run: transform() needs them for every row.
+    _options: MetaAdsSettings | None = PrivateAttr(default=None)
     _rates: dict[tuple[str, date], float] = PrivateAttr(default_factory=dict)
 
     # --- connect / disconnect -------------------------------------------------------------
 
     def check_connection(self) -> None:
         """Validate the settings and prove the token on the account (the probe)."""
+        self._options = None  # read afresh for every run
         self.check_report_options()
         if not 1 <= self.page_size <= 5000:
             raise ValueError(f"page_size must be 1..5000, got {self.page_size}")
@@ -114,7 +117,7 @@ class MetaAdsAdapter(ReportAdapter):
     def disconnect(self) -> None:
         if self._http is not None:
             self._http.close()
-        self._http, self._scope = None, None
+        self._http, self._scope, self._options = None, None, None
         self._rates.clear()
         super().disconnect()
 
@@ -258,11 +261,13 @@ class MetaAdsAdapter(ReportAdapter):
                 self._rates |= day_rates(db, reporting, needed).rates
 
     def _settings(self) -> MetaAdsSettings:
-        return validated_settings(
-            self.context.connection,
-            MetaAdsSettings,
-            hint=' (expected {"account_id": "act_1234567890"})',
-        )
+        if self._options is None:
+            self._options = validated_settings(
+                self.context.connection,
+                MetaAdsSettings,
+                hint=' (expected {"account_id": "act_1234567890"})',
+            )
+        return self._options
 
     def _client(self) -> ProviderHttpClient:
         if self._http is None:

@@ -10,7 +10,7 @@ import pytest
 
 from kpi_pipelines.sandbox.kit import Outcome
 from kpi_pipelines_tests.integrations.meta_ads.conftest import MetaWorld, expected
-from kpi_pipelines_tests.run_results import failure_message, metadata
+from kpi_pipelines_tests.run_results import everything_the_run_left, failure_message, metadata
 
 RECENT = {"history_days": 40}
 
@@ -32,6 +32,8 @@ def test_a_failed_or_skipped_run_is_split_by_days(meta: MetaWorld, outcome: Outc
     assert shown["report_job_splits"] == 1 and shown["report_jobs"] == 4 + 2  # its halves
     [split] = shown["report_job_splits_named"]
     assert "by_campaign_day" in split and "split into" in split
+    # ... and logged, as the run's warning.
+    assert f"meta_ads: {split}" in everything_the_run_left(meta.instance, result.run_id)
     complete(meta, "acme", account)
 
 
