@@ -388,16 +388,6 @@ def test_a_failed_job_is_split_by_window_until_its_parts_succeed(toys) -> None:
     )
 
 
-def test_an_odd_number_of_days_splits_in_two(toys) -> None:
-    toys.world.campaigns = {c: toys.world.campaigns[c] for c in ("c1", "c2")}
-    toys.world.fails = lambda ask: len(ask.days) > 3
-    toys.connect("ws-a", JOBS)
-    result = toys.sync("ws-a", JOBS, {"history_days": 7})
-    assert result.success, failure_message(result)
-    assert_stored_is_the_truth(toys, JOBS, toys.world.today - timedelta(days=6), toys.world.today)
-    assert [len(job.ask.days) for job in toys.world.jobs.values()] == [7, 4, 3, 2, 2]
-
-
 def test_a_report_asks_short_queries_at_once_and_runs_longer_ones_as_jobs(toys) -> None:
     """ReportJobs(sync_days=3), 2 metrics a query: jobs for 8 days; their halves of 4 fail
     and their halves of 2 days are requests; a later sync of 3 days asks at once."""
@@ -417,6 +407,18 @@ def test_a_report_asks_short_queries_at_once_and_runs_longer_ones_as_jobs(toys) 
     assert [len(ask.days) for ask in toys.world.stats_asked] == [3, 3]
     with pytest.raises(ValueError, match="sync_days must be at least 1"):
         ReportJobs(sync_days=0)
+
+
+def test_a_failed_job_of_an_odd_number_of_days_is_split_in_two(toys) -> None:
+    toys.world.campaigns = {c: toys.world.campaigns[c] for c in ("c1", "c2")}
+    toys.world.fails = lambda ask: len(ask.days) > 2
+    toys.connect("ws-a", JOBS)
+    result = toys.sync("ws-a", JOBS, {"history_days": 7})
+    assert result.success, failure_message(result)
+    today = toys.world.today
+    assert_stored_is_the_truth(toys, JOBS, today - timedelta(days=6), today)
+    # 7 days: 4 and 3 (never three parts), then 2 and 2, 2 and 1.
+    assert sorted(len(job.ask.days) for job in toys.world.jobs.values()) == [1, 2, 2, 2, 3, 4, 7]
 
 
 def test_a_job_that_outlives_its_deadline_is_cancelled_and_split(toys) -> None:
