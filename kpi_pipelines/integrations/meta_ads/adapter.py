@@ -26,10 +26,9 @@ this module is what Meta does its own way:
 
 from __future__ import annotations
 
-import email.utils
 import json
 from collections.abc import Mapping
-from datetime import date, datetime
+from datetime import date
 from decimal import Decimal
 from typing import Any, ClassVar, TypeVar
 
@@ -56,7 +55,7 @@ from kpi_pipelines.integrations.shared.engines.report import (
     ReportScope,
 )
 from kpi_pipelines.integrations.shared.errors import ProviderAuthError, ProviderError
-from kpi_pipelines.integrations.shared.http import ProviderHttpClient, RetryDecision
+from kpi_pipelines.integrations.shared.http import ProviderHttpClient, RetryDecision, server_time
 from kpi_pipelines.integrations.shared.money import DayRates, day_rates
 from kpi_pipelines.integrations.shared.paging import NextUrl, Page, PageRequest, Paginator
 from kpi_pipelines.integrations.shared.secrets import read_secret
@@ -135,7 +134,7 @@ class MetaAdsAdapter(ReportAdapter):
             identity={"account_id": account_id},
             time_zone=account.timezone_name,
             label=f"ad account act_{account_id}",
-            now=_server_time(response),
+            now=server_time(response),
         )
         return self._scope
 
@@ -298,15 +297,6 @@ def _answer(model: type[M], body: Any, what: str) -> M:
         raise ProviderError(
             PROVIDER, f"{what} answered an unexpected body: {describe_validation(exc)}"
         ) from None
-
-
-def _server_time(response: httpx.Response) -> datetime | None:
-    """Meta's own time (its Date header), for the account's today; None: ours."""
-    try:
-        moment = email.utils.parsedate_to_datetime(response.headers.get("date", ""))
-    except (TypeError, ValueError, IndexError):
-        return None
-    return moment if moment.tzinfo is not None else None
 
 
 def _by_campaign(report: Report) -> bool:

@@ -2,9 +2,8 @@
 
 from kpi_pipelines.integrations.meta_ads.adapter import PROVIDER, MetaAdsAdapter
 from kpi_pipelines.integrations.meta_ads.types import MetaAdsSettings, MetaCampaign
-from kpi_pipelines.integrations.shared.ad_metrics import AD_METRICS
+from kpi_pipelines.integrations.shared.ad_metrics import AD_METRICS, ad_campaigns
 from kpi_pipelines.integrations.shared.engines.report import (
-    Entities,
     Report,
     ReportEngine,
     ReportJobs,
@@ -25,12 +24,7 @@ BY_CAMPAIGN = Report(
 BY_DAY = Report(
     "by_day", ("date",), METRICS, lookback_days=LOOKBACK_DAYS, jobs=JOBS
 )  # the account's
-CAMPAIGNS = Entities(
-    "campaigns",
-    MetaCampaign,
-    dimension="campaign_id",
-    metadata={"campaign_name": "name", "campaign_status": "status"},
-)
+CAMPAIGNS = ad_campaigns(MetaCampaign)
 
 SPEC = ProviderSpec(
     key=PROVIDER,

@@ -14,7 +14,7 @@ from typing import Any
 from kpi_pipelines.demo import DemoSimulator
 from kpi_pipelines.sandbox.kit.demo import DemoSlot, LoopbackDemo
 from kpi_pipelines.sandbox.meta import MetaSandbox, create_meta_app
-from kpi_pipelines.warehouse.control import Connection, Workspace, add_connection, secret_namespace
+from kpi_pipelines.warehouse.control import Workspace, secret_namespace
 from kpi_pipelines.warehouse.database import Warehouse
 
 ACCOUNTS = {"acme": ("America/Los_Angeles", "USD"), "globex": ("Europe/Berlin", "EUR")}
@@ -61,14 +61,7 @@ def start_simulator(workspaces: Sequence[Workspace], folder: Path) -> DemoSimula
 
 def prepare(warehouse: Warehouse, workspace: Workspace, folder: Path) -> dict[str, Any]:
     """Connect the workspace to its simulated ad account (its token named, never stored)."""
-    _demo.get()
-    add_connection(
-        warehouse,
-        Connection(
-            workspace_id=workspace.id,
-            provider="meta_ads",
-            settings={"account_id": demo_account_id(workspace.id)},
-            secret_env={"access_token": _token_variable(workspace.id)},
-        ),
-    )
+    account = {"account_id": demo_account_id(workspace.id)}
+    token = {"access_token": _token_variable(workspace.id)}
+    _demo.connect(warehouse, workspace, "meta_ads", settings=account, secret_env=token)
     return {}
