@@ -7,6 +7,7 @@ from datetime import UTC, datetime
 
 from kpi_pipelines.sandbox.kit import SimClock, stable_base36
 from kpi_pipelines.sandbox.kit.ads import DEFAULT_START, AdSandbox, ConversionKind, Restatement
+from kpi_pipelines.warehouse.control import Workspace
 
 
 class ExamplePlatform(AdSandbox):
@@ -39,3 +40,14 @@ def test_a_platform_can_share_a_clock_or_run_with_real_time() -> None:
     assert shared.clock.now() == datetime(2025, 1, 1, 1, tzinfo=UTC)
     live = ExamplePlatform(start=datetime.now(UTC), realtime=True)
     assert live.clock.realtime
+
+
+def test_demo_accounts_report_in_their_workspaces_places() -> None:
+    sandbox = ExamplePlatform(seed=3)
+    acme = Workspace(id="acme", name="Acme", reporting_currency="USD", timezone="UTC")
+    other = Workspace(id="initech", name="Initech", reporting_currency="JPY", timezone="Asia/Tokyo")
+    west = sandbox.add_demo_account(acme, "1", name="Acme ads")
+    east = sandbox.add_demo_account(other, "2", name="Initech ads")
+    assert (west.time_zone, west.currency) == ("America/Los_Angeles", "USD")
+    assert (east.time_zone, east.currency, east.name) == ("Asia/Tokyo", "JPY", "Initech ads")
+    assert len(west.campaigns()) == len(east.campaigns()) == 8

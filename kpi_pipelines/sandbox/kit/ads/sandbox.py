@@ -29,8 +29,12 @@ from kpi_pipelines.sandbox.kit.clock import SimClock
 from kpi_pipelines.sandbox.kit.faults import FaultInjector
 from kpi_pipelines.sandbox.kit.ids import stable_digits
 from kpi_pipelines.sandbox.kit.tokens import TokenBook
+from kpi_pipelines.warehouse.control import Workspace
 
 DEFAULT_START = datetime(2025, 6, 15, 12, 0, tzinfo=UTC)
+# The demo workspaces' ad accounts (time zone, currency): Acme's report in Los Angeles days
+# and dollars, Globex's in Berlin days and euros, so the demo shows both kinds of day.
+DEMO_ACCOUNT_PLACES = {"acme": ("America/Los_Angeles", "USD"), "globex": ("Europe/Berlin", "EUR")}
 
 
 def _twelve_digits(key: str) -> str:
@@ -68,6 +72,15 @@ class AdSandbox:
     def add_account(self, account_id: str, **options: Any) -> AdAccount:
         """A simulated account with the platform's defaults (see AdAccount for options)."""
         return self.accounts.add(account_id, **options)
+
+    def add_demo_account(self, workspace: Workspace, account_id: str, *, name: str) -> AdAccount:
+        """A demo workspace's account: in DEMO_ACCOUNT_PLACES' zone and currency (another
+        workspace's own), with 8 campaigns."""
+        zone, currency = DEMO_ACCOUNT_PLACES.get(
+            workspace.id, (workspace.timezone, workspace.reporting_currency)
+        )
+        options = {"time_zone": zone, "currency": currency, "name": name, "campaigns": 8}
+        return self.add_account(account_id, **options)
 
     def account(self, account_id: str) -> AdAccount | None:
         """The account, or None when the platform has none by that id (its own 404)."""
