@@ -17,8 +17,6 @@ from kpi_pipelines.sandbox.meta import MetaSandbox, create_meta_app
 from kpi_pipelines.warehouse.control import Workspace, secret_namespace
 from kpi_pipelines.warehouse.database import Warehouse
 
-ACCOUNTS = {"acme": ("America/Los_Angeles", "USD"), "globex": ("Europe/Berlin", "EUR")}
-
 
 def demo_account_id(workspace_id: str) -> str:
     return str(10**14 + zlib.crc32(workspace_id.encode()))
@@ -33,17 +31,8 @@ class MetaDemo(LoopbackDemo):
         self.sandbox = MetaSandbox(seed=19, start=datetime.now(UTC), realtime=True, job_steps=1)
         self.tokens: dict[str, str] = {}
         for workspace in workspaces:
-            zone, currency = ACCOUNTS.get(
-                workspace.id, (workspace.timezone, workspace.reporting_currency)
-            )
             account_id = demo_account_id(workspace.id)
-            self.sandbox.add_account(
-                account_id,
-                time_zone=zone,
-                currency=currency,
-                name=f"{workspace.name} ads",
-                campaigns=8,
-            )
+            self.sandbox.add_demo_account(workspace, account_id, name=f"{workspace.name} ads")
             self.tokens[workspace.id] = self.sandbox.issue_token(account_id, lifetime=None)
         super().__init__(create_meta_app(self.sandbox), dated_by=self.sandbox.clock)
 

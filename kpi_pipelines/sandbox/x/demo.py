@@ -22,7 +22,6 @@ from kpi_pipelines.warehouse.database import Warehouse
 
 DEMO_CONSUMER_KEY = "xdemoConsumerKey0000000001"
 DEMO_CONSUMER_SECRET = "xdemo-consumer-secret-0f5e9a7c3b2d4e6f8a1b"
-ACCOUNTS = {"acme": ("America/Los_Angeles", "USD"), "globex": ("Europe/Berlin", "EUR")}
 # A first sync reads this much: its windows of more than 7 days run as async jobs.
 HISTORY_DAYS = 30
 
@@ -46,14 +45,8 @@ class XDemo(LoopbackDemo):
         self.sandbox.register_app(DEMO_CONSUMER_KEY, DEMO_CONSUMER_SECRET)
         self.secrets: dict[str, str] = {}
         for workspace in workspaces:
-            zone, currency = ACCOUNTS.get(
-                workspace.id, (workspace.timezone, workspace.reporting_currency)
-            )
             account_id = demo_account_id(workspace.id)
-            self.sandbox.add_account(
-                account_id, time_zone=zone, currency=currency, name=f"{workspace.name} on X",
-                campaigns=8,
-            )  # fmt: skip
+            self.sandbox.add_demo_account(workspace, account_id, name=f"{workspace.name} on X")
             user = stable_digits(f"x-demo-user:{workspace.id}", 18)
             grant = self.sandbox.authorize(
                 DEMO_CONSUMER_KEY,

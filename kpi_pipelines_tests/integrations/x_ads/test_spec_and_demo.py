@@ -19,6 +19,7 @@ from kpi_pipelines.demo import (
 from kpi_pipelines.integrations.shared.ad_metrics import AD_METRICS
 from kpi_pipelines.integrations.x_ads.spec import SPEC, STATS
 from kpi_pipelines.resources import WarehouseResource
+from kpi_pipelines.sandbox.kit.ads.sandbox import DEMO_ACCOUNT_PLACES
 from kpi_pipelines.sandbox.x import demo
 from kpi_pipelines.warehouse.mart import read_kpis
 from kpi_pipelines.warehouse.tenant_data import read_points
@@ -63,7 +64,7 @@ def test_both_demo_workspaces_sync_from_the_simulator_into_the_mart(
                 p.metadata["time_zone"]
                 for p in read_points(warehouse, workspace.id, source="x_ads")
             }
-            assert zones == {demo.ACCOUNTS[workspace.id][0]}
+            assert zones == {DEMO_ACCOUNT_PLACES[workspace.id][0]}
         assert materialize_mart(dagster_instance, "globex").success
         mart = read_kpis("globex", warehouse=warehouse)
         columns = {column.split(".")[-1] for column in mart.columns}
