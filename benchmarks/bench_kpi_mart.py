@@ -2,17 +2,20 @@
 size, against reading the same rows from PostgreSQL.
 
 For each shape, N metrics x D days (default 1k, 10k and 30k metrics over 2 days, and a
-normal-shaped workspace of 60 metrics over two years), in a fresh temporary KPI_HOME:
+normal-shaped workspace of 60 metrics over two years, with and without 10 breakdowns per
+metric and day), in a fresh temporary KPI_HOME:
 
 1. a child process starts the embedded PostgreSQL, makes a workspace (UTC) and writes its
-   N x D daily points through the write path (two scheduled providers, the metrics split
+   N x D daily totals through the write path (two scheduled providers, the metrics split
    between them; the days end at yesterday; every tenth metric falls by 60% on the last
-   day, so the no_sharp_drops check has drops to report);
-2. another child process (so that its peak memory is the mart's, not the load's) restarts
-   the server and measures:
-   - baseline: the same rows read from PostgreSQL into a long DataFrame (a tenant
-     transaction, `SELECT source, metric, timestamp, value`, `pd.DataFrame(rows)`), the
-     least any mart must do; best of 3;
+   day, so the no_sharp_drops check, told to watch every metric, has drops to report), and
+   with N x D x B a breakdown of each total by B channels;
+2. another child process restarts the server and measures the baseline: the same rows
+   read from PostgreSQL into a long DataFrame (a tenant transaction, `SELECT source,
+   metric, timestamp, dimensions, value`, `pd.DataFrame(rows)`), the least any mart must
+   do; best of 3;
+3. a third one (so that its peak memory is the mart's, not the load's or the baseline's)
+   measures:
    - the real `kpi_mart` asset materialized for the workspace in process (with its two
      checks), as the schedule's run does, on a Dagster instance of its own: the run's time,
      the step's time (from the event log: the mart and its checks, without the run's own
@@ -21,11 +24,11 @@ normal-shaped workspace of 60 metrics over two years), in a fresh temporary KPI_
 
 Only ratios within one run are meaningful (the machine is shared). Nothing is asserted on
 time; the script exits 1 if the mart is not what it should be (D rows, N metrics on the
-last day, every tenth metric reported as a drop). The last line printed is one JSON object
-with every figure.
+last day, every tenth metric reported as a drop, N x D x B breakdown values). The last line
+printed is one JSON object with every figure.
 
     python benchmarks/bench_kpi_mart.py                           # 1k, 10k, 30k x 2 days + normal
-    python benchmarks/bench_kpi_mart.py --shapes 1000x2 3000x2    # N metrics x D days
+    python benchmarks/bench_kpi_mart.py --shapes 1000x2 60x730x10 # N metrics x D days [x B]
 """
 
 from __future__ import annotations
@@ -45,20 +48,21 @@ from pathlib import Path
 WORKSPACE = "bench-mart"
 PROVIDERS = ("stripe", "google_analytics")  # both scheduled: the missing-days check reads them
 BATCH = 5_000
-DEFAULT_SHAPES = ["1000x2", "10000x2", "30000x2", "60x730"]
+DEFAULT_SHAPES = ["1000x2", "10000x2", "30000x2", "60x730", "60x730x10"]
 
 
-def parse_shape(shape: str) -> tuple[int, int]:
-    metrics, _, days = shape.partition("x")
-    return int(metrics), int(days)
+def parse_shape(shape: str) -> tuple[int, int, int]:
+    metrics, days, *breakdowns = (int(n) for n in shape.split("x"))
+    return metrics, days, (breakdowns or [0])[0]
 
 
 def falls(metric: int) -> bool:
     return metric % 10 == 0
 
 
-def load(metrics: int, days: int) -> None:
-    """The workspace and its N x D points, through the write path, in batches."""
+def load(metrics: int, days: int, breakdowns: int) -> None:
+    """The workspace and its N x D totals (and N x D x B breakdowns), through the write
+    path, in batches."""
     from kpi_pipelines.models import KPIData, day_timestamp
     from kpi_pipelines.warehouse.control import Workspace, add_workspace
     from kpi_pipelines.warehouse.database import Warehouse
@@ -83,6 +87,17 @@ def load(metrics: int, days: int) -> None:
                     metric=f"bench_metric_{metric:06d}",
                 )
             )
+            points += [
+                KPIData(
+                    value=value / (channel + 2),
+                    timestamp=day_timestamp(first + timedelta(days=n)),
+                    source=PROVIDERS[metric % 2],
+                    workspace_id=WORKSPACE,
+                    metric=f"bench_metric_{metric:06d}",
+                    dimensions={"channel": f"channel_{channel:02d}"},
+                )
+                for channel in range(breakdowns)
+            ]
     fetched_at = datetime.now(UTC)
     for start in range(0, len(points), BATCH):
         with warehouse.tenant(WORKSPACE, actor="bench:load") as db:
@@ -103,12 +118,10 @@ def rss_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
-def measure(metrics: int, days: int) -> dict:
-    import dagster as dg
+def baseline() -> dict:
     import pandas as pd
     import sqlalchemy as sa
 
-    from kpi_pipelines import demo
     from kpi_pipelines.warehouse.database import Warehouse
 
     warehouse = Warehouse.connect().ensure_ready()
@@ -116,20 +129,27 @@ def measure(metrics: int, days: int) -> dict:
     def read_long() -> pd.DataFrame:
         with warehouse.tenant(WORKSPACE, actor="bench:baseline") as db:
             rows = db.execute(
-                sa.text(
-                    'SELECT source, metric, "timestamp", value FROM kpi_data'
-                    " WHERE dimensions_key = ''"
-                )
+                sa.text('SELECT source, metric, "timestamp", dimensions, value FROM kpi_data')
             ).all()
-        return pd.DataFrame(rows, columns=["source", "metric", "timestamp", "value"])
+        return pd.DataFrame(rows, columns=["source", "metric", "timestamp", "dimensions", "value"])
 
     baseline_s, long = best_of(3, read_long)
-    points = len(long)  # type: ignore[arg-type]
-    del long
+    warehouse.dispose()
+    return {"points": len(long), "baseline_s": baseline_s}  # type: ignore[arg-type]
+
+
+def measure(metrics: int, days: int, breakdowns: int, baseline_s: float) -> dict:
+    import dagster as dg
+    import sqlalchemy as sa
+
+    from kpi_pipelines import demo
+    from kpi_pipelines.warehouse.database import Warehouse
+
+    warehouse = Warehouse.connect().ensure_ready()
     rss_before = rss_mb()
     with dg.instance_for_test() as instance:
         started = time.perf_counter()
-        result = demo.materialize_mart(instance, WORKSPACE)
+        result = demo.materialize_mart(instance, WORKSPACE, {"watch": ["*"]})
         run_s = time.perf_counter() - started
         stamps = {
             entry.dagster_event.event_type_value: entry.timestamp
@@ -157,10 +177,11 @@ def measure(metrics: int, days: int) -> dict:
         ).one()
     warehouse.dispose()
     expected_drops = sum(1 for m in range(metrics) if falls(m)) if days > 1 else 0
+    summary = {k: v.value for k, v in materialization.metadata.items()}
     return {
         "metrics": metrics,
         "days": days,
-        "points": points,
+        "breakdowns": breakdowns,
         "baseline_s": round(baseline_s, 3),
         "run_s": round(run_s, 2),
         "step_s": round(step_s, 2),
@@ -175,53 +196,63 @@ def measure(metrics: int, days: int) -> dict:
             and mart_rows == days
             and last_day_metrics == metrics
             and drop_count == expected_drops
+            and summary["breakdown_values"] == metrics * days * breakdowns
         ),
     }
 
 
-def child(role: str, metrics: int, days: int) -> dict | None:
+def child(role: str, metrics: int, days: int, breakdowns: int, *extra: str) -> dict | None:
     out = subprocess.run(
-        [sys.executable, __file__, f"--{role}", f"{metrics}x{days}"],
+        [sys.executable, __file__, f"--{role}", f"{metrics}x{days}x{breakdowns}", *extra],
         capture_output=True,
         text=True,
         env=os.environ,
     )
     if out.returncode:
         sys.stderr.write(out.stderr[-4000:])
-        raise SystemExit(f"the {role} child for {metrics}x{days} failed")
-    return json.loads(out.stdout.strip().splitlines()[-1]) if role == "measure" else None
+        raise SystemExit(f"the {role} child for {metrics}x{days}x{breakdowns} failed")
+    return json.loads(out.stdout.strip().splitlines()[-1]) if role != "load" else None
 
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--shapes", nargs="+", default=DEFAULT_SHAPES, help="N_METRICSxD_DAYS")
     parser.add_argument("--load", help=argparse.SUPPRESS)
+    parser.add_argument("--baseline", help=argparse.SUPPRESS)
     parser.add_argument("--measure", help=argparse.SUPPRESS)
+    parser.add_argument("baseline_s", nargs="?", type=float, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.load:
         load(*parse_shape(args.load))
         return 0
+    if args.baseline:
+        print(json.dumps(baseline()), flush=True)
+        return 0
     if args.measure:
-        print(json.dumps(measure(*parse_shape(args.measure))), flush=True)
+        print(json.dumps(measure(*parse_shape(args.measure), args.baseline_s)), flush=True)
         return 0
 
     results = []
     for shape in args.shapes:
-        metrics, days = parse_shape(shape)
+        metrics, days, breakdowns = parse_shape(shape)
         home = Path(tempfile.mkdtemp(prefix="kpi-bench-mart-"))
         os.environ["KPI_HOME"] = str(home)
         try:
-            child("load", metrics, days)
-            row = child("measure", metrics, days)
+            child("load", metrics, days, breakdowns)
+            read = child("baseline", metrics, days, breakdowns)
+            assert read is not None
+            row = child("measure", metrics, days, breakdowns, str(read["baseline_s"]))
         finally:
             shutil.rmtree(home, ignore_errors=True)  # each child stopped its server on exit
         assert row is not None
+        row = {**row, "points": read["points"]}
         print(json.dumps(row), flush=True)
         results.append(row)
 
     columns = [
         ("metrics", "metrics"),
         ("days", "days"),
+        ("breakdowns", "breakdowns"),
         ("points", "points"),
         ("baseline_s", "baseline s"),
         ("run_s", "run s"),

@@ -4,13 +4,13 @@ from __future__ import annotations
 
 from typing import Any
 
-__all__ = ["read_kpis"]
+__all__ = ["MissingKPIWarning", "read_kpis"]
 
 
 def __getattr__(name: str) -> Any:
     # read_kpis brings pandas: imported when asked for, not with every pipeline module
-    if name == "read_kpis":
-        from kpi_pipelines.warehouse.mart import read_kpis
+    if name in __all__:
+        from kpi_pipelines.warehouse import mart
 
-        return read_kpis
+        return getattr(mart, name)
     raise AttributeError(f"module 'kpi_pipelines' has no attribute {name!r}")

@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import getpass
 import json
+import logging
 import os
 import sys
 from collections.abc import Callable, Iterator
@@ -152,10 +153,13 @@ def webhooks_serve(
 ) -> None:
     """Receive providers' webhooks (Stripe: POST /stripe/<workspace>, or /stripe for Connect)."""
     from kpi_pipelines.integrations.shared.webhook_server import serve
+    from kpi_pipelines.services import Stopped
 
     warehouse = _warehouse()
     console.print(f"receiving Stripe webhooks on http://{host}:{port}/stripe/<workspace>")
-    serve(warehouse, host, port)
+    # uvicorn shuts down gracefully on SIGINT and SIGTERM, then raises the signal again
+    with contextlib.suppress(KeyboardInterrupt, Stopped):  # stopped as asked: exit 0
+        serve(warehouse, host, port)
 
 
 @app.command("providers")
@@ -332,49 +336,36 @@ def connection_list(workspace_id: Annotated[str | None, typer.Argument()] = None
 
 def _run_provider(provider: str, workspace_id: str, run_config: dict[str, Any]) -> bool:
     from kpi_pipelines.dagster_instance import open_instance
-    from kpi_pipelines.demo import materialize_provider
+    from kpi_pipelines.runs import run_provider
 
     warehouse = _warehouse()
     instance = open_instance()
     try:
         with console.status(
             Text(f"Running {provider} for {workspace_id} through Dagster…"), spinner="dots"
-        ):
-            # The run is recorded in the instance; the console gets our summary, not its log.
-            result = materialize_provider(
-                warehouse, instance, provider, workspace_id, run_config, log_level="CRITICAL"
+        ) as status:
+            outcome = run_provider(
+                warehouse,
+                instance,
+                provider,
+                workspace_id,
+                run_config,
+                report=lambda what: status.update(Text(f"{provider} → {workspace_id}: {what}")),
             )
     except LookupError as exc:
         raise _fail(str(exc)) from None
-    if result.success:
-        metadata = _materialization_metadata(result)
+    if outcome.success:
         console.print("✓", style="green", end=" ")
         console.print(
-            f"{provider} → {workspace_id}: {metadata.get('records_processed', 0)} records,"
-            f" {metadata.get('points_written', 0)} points written, run {result.run_id}"
+            f"{provider} → {workspace_id}: {outcome.metadata.get('records_processed', 0)} records,"
+            f" {outcome.metadata.get('points_written', 0)} points written, run {outcome.run_id}"
         )
         return True
-    _print_error(_failure_description(result), heading=f"✗ {provider} → {workspace_id} failed:")
+    _print_error(
+        outcome.failure or f"run {outcome.run_id} failed",
+        heading=f"✗ {provider} → {workspace_id} failed:",
+    )
     return False
-
-
-def _failure_description(result: Any) -> str:
-    """What the failed step said (a Failure's description, else its error message)."""
-    for event in result.all_events:
-        if event.event_type_value != "STEP_FAILURE":
-            continue
-        data = event.step_failure_data
-        if data.user_failure_data is not None and data.user_failure_data.description:
-            return data.user_failure_data.description
-        if data.error is not None:
-            return data.error.message.strip()
-    return f"run {result.run_id} failed; see it in the Dagster UI (`kpi-pipelines ui`)"
-
-
-def _materialization_metadata(result: Any) -> dict[str, Any]:
-    for event in result.get_asset_materialization_events():
-        return {k: v.value for k, v in event.materialization.metadata.items()}
-    return {}
 
 
 @app.command("sync")
@@ -576,17 +567,20 @@ def _kpi_table(workspace_id: str, points: list[Any]) -> Table:
 def demo() -> None:
     """Two demo workspaces, sample data for every provider, materialized through Dagster."""
     from kpi_pipelines.dagster_instance import open_instance
-    from kpi_pipelines.demo import (
-        demo_providers,
-        ensure_workspaces,
-        materialize_mart,
-        materialize_provider,
-        start_demo_stack,
-    )
+    from kpi_pipelines.demo import demo_providers, ensure_workspaces, start_demo_stack
+    from kpi_pipelines.runs import queue_served, run_mart, run_provider
     from kpi_pipelines.warehouse.tenant_data import latest_points
 
     warehouse = _warehouse()
     instance = open_instance()
+    if queue_served(instance):
+        # Its runs would go through the queue and run in that daemon's code server, which
+        # has none of the simulators (and their settings) the demo starts.
+        raise _fail(
+            "a Dagster daemon serves this instance's run queue (`kpi-pipelines ui` or `dev`"
+            " is running, or stopped less than a minute ago): stop it, run the demo, then"
+            " `kpi-pipelines dev`"
+        )
     workspaces = ensure_workspaces(warehouse)
     providers = list(demo_providers())
     failures = []
@@ -606,14 +600,23 @@ def demo() -> None:
             for provider in providers:
                 progress.update(task, description=f"{workspace.id}: {provider.provider}")
                 run_config = provider.prepare(warehouse, workspace, folder)
-                result = materialize_provider(
-                    warehouse, instance, provider.provider, workspace.id, run_config
+                result = run_provider(
+                    warehouse,
+                    instance,
+                    provider.provider,
+                    workspace.id,
+                    run_config,
+                    report=lambda what: progress.update(task, description=what),
                 )
                 if not result.success:
                     failures.append(f"{workspace.id}/{provider.provider} (run {result.run_id})")
                 progress.advance(task)
             progress.update(task, description=f"{workspace.id}: kpi_mart")
-            mart = materialize_mart(instance, workspace.id)
+            mart = run_mart(
+                instance,
+                workspace.id,
+                report=lambda what: progress.update(task, description=what),
+            )
             if not mart.success:
                 failures.append(f"{workspace.id}/kpi_mart (run {mart.run_id})")
     for workspace in workspaces:
@@ -624,8 +627,9 @@ def demo() -> None:
     console.print(
         f"{len(workspaces)} workspaces x {len(providers)} provider(s),"
         " and each workspace's KPI mart. `kpi-pipelines dev` serves their simulators again and"
-        " keeps them syncing (schedules, sensors, Stripe webhooks) in the Dagster UI;"
-        " `kpi-pipelines ui` only browses the runs"
+        " keeps them syncing (schedules, sensors, Stripe webhooks) in the Dagster UI; while it"
+        ' runs, `eval "$(kpi-pipelines env --demo)"` in another shell lets Dagster\'s own'
+        " tools (dagster, dg) run them too. `kpi-pipelines ui` only browses the runs"
     )
 
 
@@ -638,7 +642,17 @@ def stack_stopped(stack: Any) -> Iterator[None]:
 
 
 @app.command("env")
-def env_command() -> None:
+def env_command(
+    demo: Annotated[
+        bool,
+        typer.Option(
+            "--demo",
+            help="Also load the demo simulators' settings and the demo workspaces' secrets"
+            " (while `kpi-pipelines dev` serves them) from their owner-only file: the output"
+            " names the file, never a value.",
+        ),
+    ] = False,
+) -> None:
     """Print the variables that point Dagster's own tools (dagster, dg, dagster-webserver,
     dagster-daemon) at this project's instance from any folder, for a shell to load:
     eval "$(kpi-pipelines env)" (the repository root needs none of them). A variable that
@@ -648,6 +662,12 @@ def env_command() -> None:
 
     from kpi_pipelines.dagster_instance import DEPLOYMENT_STORAGE_VARIABLES, prepare_dagster_home
 
+    demo_env = settings.kpi_home() / "demo" / "dev.env"
+    if demo and not demo_env.is_file():
+        raise _fail(
+            "the demo's simulators are not serving: start `kpi-pipelines dev` first, in"
+            f" another shell (it writes their settings and secrets to {demo_env})"
+        )
     _warehouse()  # set up (migrated) before the tools use it
     prepare_dagster_home()
     os.environ.setdefault("KPI_HOME", str(settings.kpi_home()))
@@ -663,6 +683,12 @@ def env_command() -> None:
             )
         else:
             print(f"export {name}={shlex.quote(value)}")
+    if demo:
+        print(
+            "# the demo simulators' settings and the demo workspaces' secrets, read by the"
+            " shell from the file `kpi-pipelines dev` keeps for them (owner-only)"
+        )
+        print(f"set -a; . {shlex.quote(str(demo_env))}; set +a")
 
 
 def _holds_secret(name: str, value: str) -> bool:
@@ -681,9 +707,6 @@ def _holds_secret(name: str, value: str) -> bool:
     return bool(url.password) or any("password" in key.lower() for key in url.query)
 
 
-# One code-location name everywhere (pyproject's code_location_name, the repository's
-# workspace.yaml): schedule and sensor history belong to a location's name.
-CODE_LOCATION = "kpi_pipelines"
 CODE_SERVER_WORKSPACE = """load_from:
   - grpc_server: {{host: 127.0.0.1, port: {port}, location_name: kpi_pipelines}}
 """
@@ -694,10 +717,11 @@ def _dagster_services(port: int) -> tuple[dict[str, list[str]], dict[str, Callab
     for the definitions, which the webserver and the daemon share once it serves (without
     it each loads the definitions itself, and the daemon again every minute), and which
     starts the runs. Creates the providers' pools first."""
+    import socket
     import subprocess
 
     from kpi_pipelines.automation.pools import create_missing_pools, provider_pool_limits
-    from kpi_pipelines.dagster_instance import open_instance
+    from kpi_pipelines.dagster_instance import CODE_LOCATION, open_instance
     from kpi_pipelines.integrations.shared.spec import discover
 
     create_missing_pools(open_instance(), provider_pool_limits(discover()))
@@ -711,6 +735,10 @@ def _dagster_services(port: int) -> tuple[dict[str, list[str]], dict[str, Callab
     def serving() -> bool:
         return subprocess.run(health, capture_output=True, timeout=60).returncode == 0
 
+    def answering() -> bool:
+        with socket.socket() as probe:
+            return probe.connect_ex(("127.0.0.1", port)) == 0
+
     services = {
         "code server": [
             *(dagster, "code-server", "start", "-m", "kpi_pipelines.definitions"),
@@ -722,7 +750,7 @@ def _dagster_services(port: int) -> tuple[dict[str, list[str]], dict[str, Callab
         ],
         "dagster-daemon": [str(bin_dir / "dagster-daemon"), "run", "-w", str(workspace)],
     }
-    return services, {"code server": serving}
+    return services, {"code server": serving, "dagster-webserver": answering}
 
 
 def _free_port() -> int:
@@ -743,16 +771,50 @@ def ui(
 
     _warehouse()  # migrated before Dagster starts
     services, ready = _dagster_services(port)
-    raise typer.Exit(
-        run_services(
+    with _quiet_services("ui", port) as output:
+        code = run_services(
             services,
             ready=ready,
+            output=output,
             on_started=(
                 f"Dagster UI on http://127.0.0.1:{port} and its daemon"
                 f" (DAGSTER_HOME={os.environ['DAGSTER_HOME']}); Ctrl-C stops them"
             ),
         )
-    )
+    raise typer.Exit(code)
+
+
+def _say(text: str, level: int = logging.INFO) -> None:
+    """A line for the person running `ui` or `dev`, with the time (warnings in yellow and
+    errors in red on a terminal)."""
+    style = "red" if level >= logging.ERROR else "yellow" if level >= logging.WARNING else None
+    console.print(f"{datetime.now():%H:%M:%S} {text}", style=style, soft_wrap=True)
+
+
+@contextlib.contextmanager
+def _quiet_services(command: str, port: int) -> Iterator[Any]:
+    """What `ui` and `dev` show: the services up, each run's start and outcome, and the
+    warnings and errors of the services and of this process; everything else the services
+    print (sensor ticks, every event of every run, access logs) and this process logs goes
+    to `$KPI_HOME/logs/<command>.log`, whose path is said first. Yields the ServiceLog."""
+    from kpi_pipelines.dagster_instance import open_instance
+    from kpi_pipelines.run_reports import RunReporter
+    from kpi_pipelines.services import ServiceLog
+
+    output = ServiceLog(settings.kpi_home() / "logs" / f"{command}.log", _say)
+    console.print(f"the services' full output: {output.path}", soft_wrap=True)
+    own = logging.getLogger("kpi_pipelines")
+    handler, level = output.handler(), own.level
+    own.addHandler(handler)
+    own.setLevel(logging.INFO)
+    reporter = RunReporter(open_instance(), _say, f"http://127.0.0.1:{port}").start()
+    try:
+        yield output
+    finally:
+        reporter.stop()
+        own.removeHandler(handler)
+        own.setLevel(level)
+        output.close()
 
 
 @app.command()
@@ -785,6 +847,7 @@ def dev(
     folder = settings.kpi_home() / "demo"
     stack = start_demo_stack(folder / "simulators")
     stopped = threading.Event()
+    env_file = folder / "dev.env"
     with stack_stopped(stack):
         instance = open_instance()
         empty = []
@@ -794,9 +857,6 @@ def dev(
             register_partition(instance, workspace.id)
             if not latest_points(warehouse, workspace.id):
                 empty.append(workspace.id)
-        # The secrets live in this file (owner-only), never in the database: the services
-        # load it, and their runs inherit it.
-        env_file = write_env_file(folder / "dev.env", stack.env())
         receiver = f"http://127.0.0.1:{webhooks_port}"
         dagster_services, ready = _dagster_services(port)
         services = {
@@ -809,27 +869,38 @@ def dev(
         feeder = threading.Thread(
             target=_follow_clock, args=(stack, receiver, tick_seconds, stopped), daemon=True
         )
-        feeder.start()
         try:
-            code = run_services(
-                services,
-                env=read_env_file(env_file),
-                ready=ready,
-                on_started=(
-                    f"Dagster UI on http://127.0.0.1:{port}, its daemon, the webhook receiver"
-                    f" on {receiver} fed by the Stripe simulator, and the demo simulators"
-                    f" (their settings and secrets in {env_file}); Ctrl-C stops everything"
-                    + (
-                        f". {', '.join(empty)} ha{'s' if len(empty) == 1 else 've'} no data yet:"
-                        " run `kpi-pipelines demo`, or materialize in the UI"
-                        if empty
-                        else ""
+            # The secrets live in this file (owner-only), never in the database: the
+            # services load it and their runs inherit it; so does a shell, with
+            # `eval "$(kpi-pipelines env --demo)"`, while the simulators serve.
+            write_env_file(env_file, stack.env())
+            with _quiet_services("dev", port) as output:
+                feeder.start()
+                try:
+                    code = run_services(
+                        services,
+                        env=read_env_file(env_file),
+                        ready=ready,
+                        output=output,
+                        on_started=(
+                            f"Dagster UI on http://127.0.0.1:{port}, its daemon, the webhook"
+                            f" receiver on {receiver} fed by the Stripe simulator, and the demo"
+                            f" simulators (their settings and secrets in {env_file}: in"
+                            ' another shell, `eval "$(kpi-pipelines env --demo)"` gives'
+                            " them to dagster and dg); Ctrl-C stops everything"
+                            + (
+                                f". {', '.join(empty)} ha{'s' if len(empty) == 1 else 've'} no"
+                                " data yet: run `kpi-pipelines demo`, or materialize in the UI"
+                                if empty
+                                else ""
+                            )
+                        ),
                     )
-                ),
-            )
+                finally:
+                    stopped.set()
+                    feeder.join(timeout=30)
         finally:
-            stopped.set()
-            feeder.join(timeout=30)
+            env_file.unlink(missing_ok=True)  # the simulators it points at are gone
     raise typer.Exit(code)
 
 
@@ -841,8 +912,6 @@ def cli_command() -> str:
 def _follow_clock(stack: Any, receiver: str, every: float, stopped: Any) -> None:
     """Bring the simulators to the real clock and deliver their webhooks, until stopped; a
     receiver not yet up (or refusing) is tried again on the next round."""
-    import logging
-
     import httpx
 
     log = logging.getLogger("kpi_pipelines.dev")
@@ -854,18 +923,27 @@ def _follow_clock(stack: Any, receiver: str, every: float, stopped: Any) -> None
             log.info("webhook receiver not reachable yet (%s)", type(exc).__name__)
             continue
         if delivered:
-            console.print(f"delivered {delivered} Stripe event(s) to the webhook receiver")
+            log.info("delivered %d Stripe event(s) to the webhook receiver", delivered)
         wait = every
 
 
 def main() -> None:
     """The `kpi-pipelines` command: every error ends in one clear line and a non-zero exit
     (KPI_DEBUG=1 shows the traceback of an unexpected one)."""
+    from kpi_pipelines.services import Stopped, stop_on_signals
+
+    # SIGTERM and SIGHUP stop a command as Ctrl-C does, its cleanup included: a long-running
+    # one (`ui`, `dev`, `webhooks serve`) stops the embedded PostgreSQL when it is its last
+    # user, where the signals' default action would end the process before that.
+    stop_on_signals()
     try:
         app()
     except KeyboardInterrupt:
         err.print("interrupted")
         raise SystemExit(130) from None
+    except Stopped as stopped:
+        err.print("stopped")
+        raise SystemExit(128 + stopped.args[0]) from None
     except Exception as exc:
         if os.environ.get("KPI_DEBUG"):
             raise

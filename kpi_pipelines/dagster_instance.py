@@ -21,6 +21,11 @@ from dagster_postgres.utils import get_conn_string
 
 from kpi_pipelines.settings import kpi_home
 
+# One code-location name everywhere (pyproject's code_location_name, the repository's
+# workspace.yaml, `kpi-pipelines ui`): schedule and sensor history belong to a location's
+# name, and the UI finds a run's job (to re-execute it) by it.
+CODE_LOCATION = "kpi_pipelines"
+
 _PACKAGED = Path(__file__).parent / "dagster.yaml"
 _CHECKOUT = Path(__file__).parent.parent / "dagster.yaml"
 

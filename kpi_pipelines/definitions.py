@@ -1,9 +1,9 @@
 """The one Definitions object, assembled from the discovered providers (no central list).
 
 Each provider's spec (`integrations/<provider>/spec.py`) gets: its workspace-partitioned
-asset, a job, the schedule of its cadence, its own sensors, a freshness check and its
-adapter as a resource; the workspace partition sensor, the pools sensor and the warehouse
-are shared.
+asset (with a freshness check when it has a cadence), a job, the schedule of its cadence,
+its own sensors and its adapter as a resource; the workspace partition sensor, the pools
+sensor, the freshness checks' job and the warehouse are shared.
 """
 
 from __future__ import annotations
@@ -14,11 +14,7 @@ import dagster as dg
 
 from kpi_pipelines.assets.kpi_mart import build_kpi_mart, build_mart_schedule
 from kpi_pipelines.assets.provider_asset import build_provider_asset
-from kpi_pipelines.automation.cadence import (
-    build_freshness_check,
-    build_freshness_schedule,
-    build_provider_schedule,
-)
+from kpi_pipelines.automation.cadence import build_freshness_schedule, build_provider_schedule
 from kpi_pipelines.automation.partitions import workspace_partitions_sensor
 from kpi_pipelines.automation.pools import build_pools_sensor
 from kpi_pipelines.integrations.shared.spec import ProviderSpec, discover
@@ -34,7 +30,6 @@ class ProviderDefinitions:
     job: dg.UnresolvedAssetJobDefinition
     schedule: dg.ScheduleDefinition | None
     sensors: tuple[dg.SensorDefinition, ...]
-    freshness: dg.AssetChecksDefinition
 
 
 def provider_definitions(spec: ProviderSpec) -> ProviderDefinitions:
@@ -50,7 +45,6 @@ def provider_definitions(spec: ProviderSpec) -> ProviderDefinitions:
         job=job,
         schedule=build_provider_schedule(spec, spec.cadence, job) if spec.cadence else None,
         sensors=tuple(factory(spec, job) for factory in spec.sensors),
-        freshness=build_freshness_check(spec),
     )
 
 
@@ -58,14 +52,11 @@ def build_definitions(
     specs: list[ProviderSpec],
 ) -> tuple[dict[str, ProviderDefinitions], dg.Definitions]:
     providers = {spec.key: provider_definitions(spec) for spec in specs}
-    freshness_job, freshness_schedule = build_freshness_schedule(
-        [p.freshness for p in providers.values()]
-    )
+    freshness_job, freshness_schedule = build_freshness_schedule(specs)
     mart = build_kpi_mart(specs)
     mart_job, mart_schedule = build_mart_schedule(mart)
     definitions = dg.Definitions(
         assets=[*(p.asset for p in providers.values()), mart],
-        asset_checks=[p.freshness for p in providers.values()],
         jobs=[*(p.job for p in providers.values()), freshness_job, mart_job],
         schedules=[
             *(p.schedule for p in providers.values() if p.schedule),

@@ -214,7 +214,8 @@ def release(holder: subprocess.Popen) -> None:
 
 
 def postmaster_pid_file(env: dict[str, str]) -> Path:
-    return Path(env["KPI_HOME"]) / "postgres" / "data" / "postmaster.pid"
+    home = Path(env["KPI_HOME"]) if "KPI_HOME" in env else Path(env["HOME"]) / ".kpi_pipelines"
+    return home / "postgres" / "data" / "postmaster.pid"
 
 
 def postmaster(env: dict[str, str]) -> psutil.Process | None:
@@ -422,11 +423,87 @@ def wait_for_runs(port: int, run_ids: list[str], timeout: float = 300) -> dict[s
     raise AssertionError(f"runs still unfinished after {timeout:.0f} s: {statuses}")
 
 
+def wait_for(what: str, check: Callable[[], Any], serving: Serving, timeout: float = 240) -> Any:
+    """What `check()` returns once it is truthy; fails when `serving` exits first or past
+    the deadline, with its output."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        assert serving.process.poll() is None, serving.output()[-4000:]
+        found = check()
+        if found:
+            return found
+        time.sleep(2)
+    raise AssertionError(f"gave up waiting for {what}:\n{serving.output()[-4000:]}")
+
+
 def assert_runs_succeeded(port: int, statuses: dict[str, str]) -> None:
     failed = {run_id: status for run_id, status in statuses.items() if status != "SUCCESS"}
     assert not failed, "runs did not succeed: " + "; ".join(
         f"{run_id} {status}: {run_errors(port, run_id)}" for run_id, status in failed.items()
     )
+
+
+# The one code location (its name in every workspace file) and Definitions' one repository.
+LOCATION = "kpi_pipelines"
+REPOSITORY = "__repository__"
+
+SCHEDULE_DRY_RUN = """mutation ($selector: ScheduleSelector!, $timestamp: Float) {
+  scheduleDryRun(selectorData: $selector, timestamp: $timestamp) { __typename
+    ... on DryRunInstigationTick { timestamp evaluationResult {
+      runRequests { runKey runConfigYaml jobName tags { key value } assetSelection { path } }
+      skipReason error { message stack } } }
+    ... on Error { message } } }"""
+
+LAUNCH_RUNS = """mutation ($params: [ExecutionParams!]!) {
+  launchMultipleRuns(executionParamsList: $params) { __typename
+    ... on LaunchMultipleRunsResult { launchMultipleRunsResult { __typename
+      ... on LaunchRunSuccess { run { runId } }
+      ... on Error { message } } }
+    ... on Error { message } } }"""
+
+
+def evaluate_schedule(port: int, schedule: str, timestamp: float) -> list[dict[str, Any]]:
+    """The schedule's tick at `timestamp`, evaluated by the code server (the UI's "Test
+    schedule"): its run requests."""
+    selector = {
+        "repositoryLocationName": LOCATION,
+        "repositoryName": REPOSITORY,
+        "scheduleName": schedule,
+    }
+    tick = graphql(port, SCHEDULE_DRY_RUN, {"selector": selector, "timestamp": timestamp})
+    tick = tick["scheduleDryRun"]
+    assert tick["__typename"] == "DryRunInstigationTick", tick
+    evaluation = tick["evaluationResult"]
+    assert not evaluation["error"] and not evaluation["skipReason"], evaluation
+    return evaluation["runRequests"]
+
+
+def launch_run_requests(port: int, requests: list[dict[str, Any]], job: str) -> list[str]:
+    """A tick's run requests launched together, as the UI's "Launch all runs" does (its
+    buildExecutionParamsListSchedule): each request's config, job (else the schedule's
+    `job`) and tags."""
+    params = [
+        {
+            "runConfigData": request["runConfigYaml"],
+            "selector": {
+                "repositoryLocationName": LOCATION,
+                "repositoryName": REPOSITORY,
+                "jobName": request["jobName"] or job,
+                "assetSelection": request["assetSelection"] or [],
+                "assetCheckSelection": [],
+            },
+            "mode": "default",
+            "executionMetadata": {
+                "tags": [{"key": t["key"], "value": t["value"]} for t in request["tags"]]
+            },
+        }
+        for request in requests
+    ]
+    launched = graphql(port, LAUNCH_RUNS, {"params": params})["launchMultipleRuns"]
+    assert launched["__typename"] == "LaunchMultipleRunsResult", launched
+    results = launched["launchMultipleRunsResult"]
+    assert all(r["__typename"] == "LaunchRunSuccess" for r in results), results
+    return [r["run"]["runId"] for r in results]
 
 
 BACKFILL = """query ($backfillId: String!) { partitionBackfillOrError(backfillId: $backfillId) {
@@ -467,10 +544,13 @@ class Serving:
 
 
 @contextmanager
-def cli_serving(env: dict[str, str], log: Path, *command: str) -> Iterator[Serving]:
+def cli_serving(
+    env: dict[str, str], log: Path, *command: str, stop: int = signal.SIGINT
+) -> Iterator[Serving]:
     """`kpi-pipelines <command> --port <free port>` until the block ends, its code location
-    loaded; then Ctrl-C as a terminal sends it (SIGINT to its process group), checking that
-    it exits 0 and leaves nothing running, the embedded PostgreSQL included."""
+    loaded; then Ctrl-C as a terminal sends it (SIGINT to its process group), or `stop`
+    (SIGTERM: a process manager), checking that it exits 0 and leaves nothing running, the
+    embedded PostgreSQL included."""
     port = free_port()
     # A file, not a pipe: nobody reads a pipe while the test works, and the daemon's
     # logging would block once it is full.
@@ -491,7 +571,7 @@ def cli_serving(env: dict[str, str], log: Path, *command: str) -> Iterator[Servi
     finally:
         # the group is gone only if everything in it already exited (then wait() says how)
         with contextlib.suppress(ProcessLookupError):
-            os.killpg(process.pid, signal.SIGINT)
+            os.killpg(process.pid, stop)
         process.wait(timeout=120)
     assert process.returncode == 0, serving.output()[-4000:]
     left = [c for c in serving.children if c.is_running() and c.status() != psutil.STATUS_ZOMBIE]

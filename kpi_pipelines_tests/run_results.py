@@ -30,3 +30,16 @@ def everything_the_run_left(instance: dg.DagsterInstance, run_id: str) -> str:
     captured = Path(instance.root_directory) / "storage" / run_id / "compute_logs"
     texts += [f.read_text(errors="replace") for f in captured.glob("*") if f.is_file()]
     return "\n".join(texts)
+
+
+def latest_check_records(
+    instance: dg.DagsterInstance, check_key: dg.AssetCheckKey, limit: int = 100
+) -> dict[str | None, Any]:
+    """The latest execution record of a check per partition (None: unpartitioned), read
+    back from the instance's event log, among its `limit` latest executions."""
+    latest: dict[str | None, Any] = {}
+    for record in instance.event_log_storage.get_asset_check_execution_history(
+        check_key, limit=limit
+    ):
+        latest.setdefault(record.partition, record)  # newest first
+    return latest

@@ -21,7 +21,7 @@ import pytest
 from playwright.sync_api import Error as PlaywrightError
 from playwright.sync_api import Page, expect, sync_playwright
 
-from kpi_pipelines.assets.kpi_mart import MART_KEY, NO_MISSING_DAYS, NO_SHARP_DROPS
+from kpi_pipelines.assets.kpi_mart import MART_JOB, MART_KEY, NO_MISSING_DAYS, NO_SHARP_DROPS
 from kpi_pipelines.definitions import SPECS
 from kpi_pipelines.demo import DEMO_WORKSPACES
 from kpi_pipelines_tests.processes import cli_serving, run_cli
@@ -151,10 +151,16 @@ def test_dagster_ui_shows_the_demos_assets_partitions_checks_and_runs(private_ho
                 expect(page.get_by_text("Checks (2)")).to_be_visible()
                 # The checks list's rows (Dagster's CSS-module class; the UI is pinned).
                 rows = page.locator("[class*='AssetChecks_checkRow']")
+                # one result per workspace: the latest execution shown names its workspace
+                names_a_workspace = re.compile(
+                    "^(" + "|".join(re.escape(w.id) for w in DEMO_WORKSPACES) + "): "
+                )
                 for check in (NO_SHARP_DROPS, NO_MISSING_DAYS):
                     row = rows.filter(has=page.get_by_text(check, exact=True))
                     expect(row).to_have_count(1)
                     expect(row).to_contain_text(EVALUATED)
+                    row.click()
+                    expect(page.get_by_text(names_a_workspace).first).to_be_visible()
 
             with shots.step("runs"):
                 page.goto(f"{base}/runs")
@@ -167,6 +173,21 @@ def test_dagster_ui_shows_the_demos_assets_partitions_checks_and_runs(private_ho
                 ).first.click()
                 expect(page).to_have_url(re.compile(r"/runs/[0-9a-f-]{36}"))
                 expect(page.get_by_text("RUN_SUCCESS", exact=True)).to_be_visible()
+
+            with shots.step("re-execute"):
+                # the demo's runs are their jobs' runs, which the UI re-executes
+                demo_run = page.url
+                expect(page.get_by_text(MART_JOB, exact=True).first).to_be_visible()
+                page.get_by_role("button", name=re.compile(r"^Re-execute")).first.click()
+                expect(page).not_to_have_url(demo_run)
+                expect(page).to_have_url(re.compile(r"/runs/[0-9a-f-]{36}"))
+                expect(page.get_by_text("RUN_SUCCESS", exact=True)).to_be_visible()
+
+            with shots.step("runs-by-job"):
+                page.goto(f"{base}/runs")
+                for job in [*(spec.job_name for spec in SPECS), MART_JOB]:
+                    expect(page.get_by_text(job, exact=True).first).to_be_visible()
+                expect(page.get_by_text("__ephemeral_asset_job__")).to_have_count(0)
         finally:
             browser.close()
             shots.finish()

@@ -9,19 +9,24 @@ import shlex
 import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
+
+import httpx
 
 from kpi_pipelines_tests.processes import (
     cli_env,
     cli_path,
     cli_serving,
     deployment_storage,
+    free_port,
     postmaster,
     release,
     run_cli,
     run_process,
     script_path,
     start_holder,
+    start_service,
     wait_stopped,
 )
 
@@ -256,3 +261,39 @@ def test_ui_runs_dagsters_webserver_and_daemon_and_stops_everything(private_home
         assert postmaster(env) is not None
     output = ui.output()
     assert "superseded" not in output.lower() and "Ctrl-C stops them" in output
+    # the services' own lines (their start, sensor ticks) went to the log file it names
+    services_log = Path(env["KPI_HOME"]) / "logs" / "ui.log"
+    assert output.startswith(f"the services' full output: {services_log}\n")
+    assert " - INFO - " not in output and " - INFO - " in services_log.read_text()
+
+
+def test_webhooks_serve_stopped_with_sigterm_stops_the_embedded_postgresql(private_home) -> None:
+    """A process manager stops the receiver with SIGTERM: uvicorn shuts down gracefully,
+    the command exits 0, and the embedded PostgreSQL it started stops with it (SIGTERM's
+    default action used to end the process before its last user could stop the server)."""
+    env = private_home
+    port = free_port()
+    log = Path(env["KPI_HOME"]).parent / "webhooks.log"
+    receiver = start_service(
+        "webhooks", [cli_path(), "webhooks", "serve", "--port", str(port)], env, log.parent
+    )
+    try:
+        deadline = time.monotonic() + 120
+        while not _answers(port):
+            assert receiver.process.poll() is None, receiver.output()
+            assert time.monotonic() < deadline, receiver.output()
+            time.sleep(0.5)
+        assert postmaster(env) is not None
+    finally:
+        receiver.process.send_signal(signal.SIGTERM)
+        code = receiver.process.wait(timeout=60)
+    assert code == 0, receiver.output()
+    assert "Shutting down" in receiver.output()
+    assert wait_stopped(env), "the embedded PostgreSQL outlived `kpi-pipelines webhooks serve`"
+
+
+def _answers(port: int) -> bool:
+    try:
+        return httpx.get(f"http://127.0.0.1:{port}/health", timeout=2).status_code == 200
+    except httpx.HTTPError:
+        return False

@@ -44,14 +44,17 @@ def test_every_provider_asset_is_workspace_partitioned_and_checked() -> None:
 
 
 def test_one_code_location_name_everywhere() -> None:
-    """pyproject (`dagster`, `dg`), workspace.yaml and the code server `kpi-pipelines ui` and
-    `dev` start name the code location alike, so schedule and sensor history do not split."""
+    """pyproject (`dagster`, `dg`), workspace.yaml, the code server `kpi-pipelines ui` and
+    `dev` start and the runs the CLI starts name the code location alike, so schedule and
+    sensor history do not split and the UI finds a CLI run's job."""
     import tomllib
     from pathlib import Path
 
     import yaml
 
-    from kpi_pipelines.cli import CODE_LOCATION, CODE_SERVER_WORKSPACE
+    from kpi_pipelines.cli import CODE_SERVER_WORKSPACE
+    from kpi_pipelines.dagster_instance import CODE_LOCATION
+    from kpi_pipelines.runs import DEFINITIONS_MODULE
 
     root = Path(__file__).resolve().parent.parent
     pyproject = tomllib.loads((root / "pyproject.toml").read_text(encoding="utf-8"))
@@ -62,6 +65,7 @@ def test_one_code_location_name_everywhere() -> None:
     }
     [entry] = yaml.safe_load((root / "workspace.yaml").read_text(encoding="utf-8"))["load_from"]
     assert entry["python_module"]["module_name"] == pyproject["tool"]["dagster"]["module_name"]
+    assert pyproject["tool"]["dagster"]["module_name"] == DEFINITIONS_MODULE
     names.add(entry["python_module"]["location_name"])
     [served] = yaml.safe_load(CODE_SERVER_WORKSPACE.format(port=4000))["load_from"]
     names.add(served["grpc_server"]["location_name"])

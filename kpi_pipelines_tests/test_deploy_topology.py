@@ -12,7 +12,6 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
-from typing import Any
 
 from kpi_pipelines.integrations.shared.oauth import GOOGLE_CLIENT_VARIABLES
 from kpi_pipelines.integrations.shared.redaction import register_secret
@@ -26,12 +25,15 @@ from kpi_pipelines.sandbox.google import (
 from kpi_pipelines.sandbox.kit.server import LoopbackServer
 from kpi_pipelines.warehouse.control import secret_namespace
 from kpi_pipelines_tests.processes import (
+    LOCATION,
     Service,
     assert_runs_succeeded,
     cli_env,
     deployment_storage,
+    evaluate_schedule,
     free_port,
     graphql,
+    launch_run_requests,
     release,
     run_cli,
     script_path,
@@ -46,8 +48,6 @@ from kpi_pipelines_tests.processes import (
     wait_stopped,
 )
 
-LOCATION = "kpi_pipelines"  # the name the README's workspace file keeps
-REPOSITORY = "__repository__"  # Definitions' one repository
 ASSET = "google_analytics_kpis"
 JOB = "google_analytics_job"
 SCHEDULE = "google_analytics_schedule"
@@ -60,20 +60,6 @@ WORKSPACE_FILE = """load_from:
 LAUNCH_BACKFILL = """mutation ($params: LaunchBackfillParams!) {
   launchPartitionBackfill(backfillParams: $params) { __typename
     ... on LaunchBackfillSuccess { backfillId }
-    ... on Error { message } } }"""
-
-SCHEDULE_DRY_RUN = """mutation ($selector: ScheduleSelector!, $timestamp: Float) {
-  scheduleDryRun(selectorData: $selector, timestamp: $timestamp) { __typename
-    ... on DryRunInstigationTick { timestamp evaluationResult {
-      runRequests { runKey runConfigYaml jobName tags { key value } assetSelection { path } }
-      skipReason error { message stack } } }
-    ... on Error { message } } }"""
-
-LAUNCH_RUNS = """mutation ($params: [ExecutionParams!]!) {
-  launchMultipleRuns(executionParamsList: $params) { __typename
-    ... on LaunchMultipleRunsResult { launchMultipleRunsResult { __typename
-      ... on LaunchRunSuccess { run { runId } }
-      ... on Error { message } } }
     ... on Error { message } } }"""
 
 MATERIALIZATIONS = """query ($path: [String!]!, $partitions: [String!]) {
@@ -189,49 +175,6 @@ def launch_backfill(port: int, partitions: list[str]) -> str:
     return launched["backfillId"]
 
 
-def evaluate_schedule(port: int, timestamp: float) -> list[dict[str, Any]]:
-    """The schedule's tick at `timestamp`, evaluated by the code server (the UI's "Test
-    schedule"): its run requests."""
-    selector = {
-        "repositoryLocationName": LOCATION,
-        "repositoryName": REPOSITORY,
-        "scheduleName": SCHEDULE,
-    }
-    tick = graphql(port, SCHEDULE_DRY_RUN, {"selector": selector, "timestamp": timestamp})
-    tick = tick["scheduleDryRun"]
-    assert tick["__typename"] == "DryRunInstigationTick", tick
-    evaluation = tick["evaluationResult"]
-    assert not evaluation["error"] and not evaluation["skipReason"], evaluation
-    return evaluation["runRequests"]
-
-
-def launch_run_requests(port: int, requests: list[dict[str, Any]]) -> list[str]:
-    """The tick's run requests launched as the UI's "Launch all runs" does (its
-    buildExecutionParamsListSchedule): each request's config, job and tags."""
-    params = [
-        {
-            "runConfigData": request["runConfigYaml"],
-            "selector": {
-                "repositoryLocationName": LOCATION,
-                "repositoryName": REPOSITORY,
-                "jobName": request["jobName"] or JOB,
-                "assetSelection": request["assetSelection"] or [],
-                "assetCheckSelection": [],
-            },
-            "mode": "default",
-            "executionMetadata": {
-                "tags": [{"key": t["key"], "value": t["value"]} for t in request["tags"]]
-            },
-        }
-        for request in requests
-    ]
-    launched = graphql(port, LAUNCH_RUNS, {"params": params})["launchMultipleRuns"]
-    assert launched["__typename"] == "LaunchMultipleRunsResult", launched
-    results = launched["launchMultipleRunsResult"]
-    assert all(r["__typename"] == "LaunchRunSuccess" for r in results), results
-    return [r["run"]["runId"] for r in results]
-
-
 def stored_sessions(env: dict[str, str], workspace: str) -> dict[date, float]:
     """A workspace's daily sessions (the total, not per channel) stored for the days GA4 no
     longer restates, as `kpi-pipelines kpi show --metric sessions` prints them."""
@@ -283,7 +226,7 @@ def test_code_server_webserver_and_daemon_run_a_backfill_and_a_schedule_tick(
                 # no way to make it tick now, so these runs are not in the schedule's tick
                 # history. First, so the backfill starts nearer the backfill daemon's next
                 # pass (every 30 s, fixed in Dagster).
-                requests = evaluate_schedule(port, time.time())
+                requests = evaluate_schedule(port, SCHEDULE, time.time())
                 partitions = {
                     t["value"]
                     for r in requests
@@ -291,7 +234,7 @@ def test_code_server_webserver_and_daemon_run_a_backfill_and_a_schedule_tick(
                     if t["key"] == "dagster/partition"
                 }
                 assert partitions == set(PROPERTIES), requests
-                tick_runs = wait_for_runs(port, launch_run_requests(port, requests))
+                tick_runs = wait_for_runs(port, launch_run_requests(port, requests, JOB))
                 assert_runs_succeeded(port, tick_runs)
 
                 # (2) A backfill of both workspaces: the daemon's backfill loop plans it

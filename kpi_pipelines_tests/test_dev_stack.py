@@ -1,25 +1,27 @@
 """`kpi-pipelines dev` after the quick start's demo: the demo workspaces keep syncing with
 green runs launched by Dagster's daemon (the Stripe webhook sensor fed by the simulator's
-events) and from the UI, and Ctrl-C stops everything, PostgreSQL included."""
+events, owed and live) and from the UI; the terminal says what a person needs (services up,
+runs started and finished, warnings and errors) and the log file whose path it gives has the
+rest; SIGTERM stops everything, PostgreSQL included."""
 
 from __future__ import annotations
 
 import json
+import re
+import signal
 import socket
 import stat
-import time
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 from kpi_pipelines_tests.processes import (
     FINISHED_RUN,
-    Serving,
     assert_runs_succeeded,
     cli_serving,
     free_port,
     graphql,
     run_cli,
+    wait_for,
     wait_for_runs,
 )
 
@@ -48,17 +50,6 @@ def sensor_runs(port: int, sensor: str) -> list[dict[str, Any]]:
     return found
 
 
-def wait_for(what: str, check: Callable[[], Any], serving: Serving, timeout: float = 240) -> Any:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        assert serving.process.poll() is None, serving.output()[-4000:]
-        found = check()
-        if found:
-            return found
-        time.sleep(2)
-    raise AssertionError(f"gave up waiting for {what}:\n{serving.output()[-4000:]}")
-
-
 def port_open(port: int) -> bool:
     with socket.socket() as probe:
         return probe.connect_ex(("127.0.0.1", port)) == 0
@@ -68,16 +59,21 @@ def test_dev_keeps_the_demo_workspaces_syncing_and_stops_everything(private_home
     env = private_home
     demo = run_cli(env, "demo")
     assert "kpi-pipelines dev" in demo.stdout
-    # Two days pass before `dev` starts: the Stripe simulator owes the receiver the events
-    # of those days (Stripe retries undelivered webhooks for three).
+    # Two days pass for globex before `dev` starts: the Stripe simulator owes the receiver
+    # the events of those days (Stripe retries undelivered webhooks for three). acme owes
+    # nothing: its webhooks are what happens while `dev` runs (a customer signs in every
+    # few minutes).
     state_file = Path(env["KPI_HOME"]) / "demo" / "simulators" / "stripe" / "state.json"
     state = json.loads(state_file.read_text())
-    state["delivered_through"] = {w: t - 2 * 86400 for w, t in state["delivered_through"].items()}
+    state["delivered_through"]["globex"] -= 2 * 86400
     state_file.write_text(json.dumps(state))
 
     webhooks_port = free_port()
     log = Path(env["KPI_HOME"]).parent / "dev.log"
-    with cli_serving(env, log, "dev", "--webhooks-port", str(webhooks_port)) as dev:
+    serving = cli_serving(
+        env, log, "dev", "--webhooks-port", str(webhooks_port), stop=signal.SIGTERM
+    )
+    with serving as dev:
         env_file = Path(env["KPI_HOME"]) / "demo" / "dev.env"
         assert stat.S_IMODE(env_file.stat().st_mode) == 0o600
         assert "WS_ACME__STRIPE_WHSEC=" in env_file.read_text()
@@ -92,7 +88,9 @@ def test_dev_keeps_the_demo_workspaces_syncing_and_stops_everything(private_home
             partitions = {r["tags"].get("dagster/partition") for r in done}
             return done if {"acme", "globex"} <= partitions else []
 
-        webhook_runs = wait_for("the webhook sensor's Stripe runs", synced_by_webhooks, dev)
+        webhook_runs = wait_for(
+            "the webhook sensor's Stripe runs", synced_by_webhooks, dev, timeout=480
+        )
         assert_runs_succeeded(dev.port, {r["runId"]: r["status"] for r in webhook_runs})
 
         # A run launched from the UI reads the simulators' settings and secrets too.
@@ -113,7 +111,36 @@ def test_dev_keeps_the_demo_workspaces_syncing_and_stops_everything(private_home
         assert launched["__typename"] == "LaunchRunSuccess", launched
         run_id = launched["run"]["runId"]
         assert_runs_succeeded(dev.port, wait_for_runs(dev.port, [run_id]))
-    output = dev.output()
-    assert "delivered" in output and "Ctrl-C stops everything" in output
-    assert "no data yet" not in output  # the demo synced every workspace
+        wait_for(
+            "the UI's run reported as finished",
+            lambda: f"run {run_id[:8]} google_analytics_job for acme succeeded" in dev.output(),
+            dev,
+        )
+    assert not env_file.exists()  # its simulators are gone
     assert not port_open(webhooks_port) and not port_open(dev.port)
+
+    # The terminal: where the rest goes, the services up, each run's start and outcome.
+    output = dev.output()
+    services_log = Path(env["KPI_HOME"]) / "logs" / "dev.log"
+    assert output.startswith(f"the services' full output: {services_log}\n")
+    assert "Ctrl-C stops everything" in output
+    assert "no data yet" not in output  # the demo synced every workspace
+    for run in webhook_runs:
+        name = f"run {run['runId'][:8]} stripe_job for {run['tags']['dagster/partition']}"
+        assert f"{name} started (sensor stripe_webhook_sensor)" in output
+        assert re.search(re.escape(name) + r" succeeded in \d+ s", output)
+    # ... and none of the sensor ticks, run events, access logs or colour codes
+    assert "\x1b" not in output
+    for noise in ("Checking for new runs", " - DEBUG - ", "STEP_START", "POST /stripe", "%d"):
+        assert noise not in output, noise
+    # The log file has them, in plain text.
+    details = services_log.read_text()
+    for detail in (
+        "Checking for new runs for sensor: stripe_webhook_sensor",
+        " - DEBUG - stripe_job - ",
+        "STEP_SUCCESS",
+        '"POST /stripe/acme HTTP/1.1" 200',
+        "delivered",
+    ):
+        assert detail in details, detail
+    assert "\x1b" not in details

@@ -5,6 +5,7 @@ else (KPI_PROVIDER_PACKAGES names the package, as an operator would for a plugin
 
 from __future__ import annotations
 
+import importlib
 import sys
 import textwrap
 import uuid
@@ -14,6 +15,7 @@ import dagster as dg
 import pytest
 from typer.testing import CliRunner
 
+import kpi_pipelines.definitions as kpi_definitions
 from kpi_pipelines.automation.pools import provider_pool_limits
 from kpi_pipelines.cli import app
 from kpi_pipelines.definitions import build_definitions
@@ -231,10 +233,15 @@ def toy_package(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
         (folder / f"{name}.py").write_text(textwrap.dedent(text.replace("{package}", package)))
     monkeypatch.syspath_prepend(str(tmp_path))
     monkeypatch.setenv("KPI_PROVIDER_PACKAGES", package)
+    # The definitions a process started with this setting loads (the CLI's runs load the
+    # job from the module, as the code server does).
+    importlib.reload(kpi_definitions)
     yield package
     demo = sys.modules.get(f"{package}.toy.demo")
     if demo is not None and demo.SERVER is not None:
         demo.SERVER.stop()
+    monkeypatch.delenv("KPI_PROVIDER_PACKAGES")
+    importlib.reload(kpi_definitions)
     for module in [m for m in sys.modules if m.startswith(package)]:
         del sys.modules[module]
 
@@ -257,9 +264,9 @@ def test_a_toy_provider_gets_everything_from_its_folder(
     assert repository.get_job("toy_job")
     schedule = repository.get_schedule_def("toy_schedule")
     assert schedule.cron_schedule == "0 */6 * * *" and schedule.job_name == "toy_job"
-    assert toy.freshness.check_keys == {
-        dg.AssetCheckKey(dg.AssetKey("toy_kpis"), "fresh_for_every_workspace")
-    }
+    assert dg.AssetCheckKey(dg.AssetKey("toy_kpis"), "fresh_for_every_workspace") in (
+        toy.asset.check_keys
+    )
     assert provider_pool_limits(specs)["toy"] == 1
     assert "toy" in definitions.resources
 

@@ -9,7 +9,8 @@ SyncResult, this sync's peak memory, records per second, the API requests it sen
 those served from the in-sync cache), and its own failure. Workspaces that synced are
 materialized even when another failed; the run then fails naming each workspace that did
 not sync, and Dagster shows those partitions as failed. The data-quality checks cover the
-rows of every workspace the run synced.
+rows of every workspace the run synced; a scheduled provider's freshness check
+(automation/cadence.py) is evaluated after the syncs, whatever their outcome.
 """
 
 import warnings
@@ -20,6 +21,7 @@ import dagster as dg
 import sqlalchemy as sa
 
 from kpi_pipelines.assets.workspace_sync import MAX_LOGGED_ERRORS, WorkspaceOutcome, sync_workspace
+from kpi_pipelines.automation.cadence import evaluate_freshness, freshness_check_spec
 from kpi_pipelines.automation.partitions import workspace_partitions
 from kpi_pipelines.integrations.shared.base_adapter import IntegrationAdapter
 from kpi_pipelines.integrations.shared.spec import ProviderSpec
@@ -65,6 +67,8 @@ def _provider_asset(spec: ProviderSpec) -> dg.AssetsDefinition:
         backfill_policy=dg.BackfillPolicy.multi_run(spec.workspaces_per_run),
         required_resource_keys={"warehouse", provider},
         check_specs=[
+            # scheduled providers only: nothing is expected of a manual one
+            *([freshness_check_spec(spec)] if spec.cadence else []),
             dg.AssetCheckSpec(
                 NO_MISSING_VALUES,
                 asset=key,
@@ -121,10 +125,28 @@ def _provider_asset(spec: ProviderSpec) -> dg.AssetsDefinition:
         failed = [o for o in outcomes if o.failure is not None]
         if synced or not failed:
             yield from _check_results(warehouse, provider, context.run.run_id, synced)
+        if spec.cadence:  # after the syncs, failed ones too: what the UI shows is current
+            freshness = evaluate_freshness(warehouse, spec, context.instance)
+            if failed:
+                # logged as it is, so that it targets the asset's latest materialization,
+                # not this run's workspace's (which may not be the one last materialized)
+                context.log_event(freshness)
+            else:
+                yield _as_result(freshness)
         if failed:
             raise _run_failure(provider, failed, outcomes)
 
     return provider_kpis
+
+
+def _as_result(evaluation: dg.AssetCheckEvaluation) -> dg.AssetCheckResult:
+    return dg.AssetCheckResult(
+        check_name=evaluation.check_name,
+        passed=evaluation.passed,
+        severity=evaluation.severity,
+        description=evaluation.description,
+        metadata=evaluation.metadata,
+    )
 
 
 def _run_failure(

@@ -20,6 +20,7 @@ import psycopg
 import sqlalchemy as sa
 
 from kpi_pipelines.assets.memory import PeakMemory
+from kpi_pipelines.automation.partitions import no_workspace
 from kpi_pipelines.integrations.shared.base_adapter import IntegrationAdapter, SyncContext
 from kpi_pipelines.integrations.shared.errors import ProviderError
 from kpi_pipelines.integrations.shared.redaction import (
@@ -29,7 +30,12 @@ from kpi_pipelines.integrations.shared.redaction import (
 )
 from kpi_pipelines.integrations.shared.spec import ProviderSpec
 from kpi_pipelines.models import SyncResult
-from kpi_pipelines.warehouse.control import get_connection, get_workspace, record_sync_outcome
+from kpi_pipelines.warehouse.control import (
+    UnknownWorkspace,
+    get_connection,
+    get_workspace,
+    record_sync_outcome,
+)
 from kpi_pipelines.warehouse.database import Warehouse, connection_lost
 
 # Errors whose message is meant for the person running the sync (what to fix, or wait for).
@@ -73,6 +79,8 @@ def sync_workspace(
     except LookupError as exc:
         if several:  # a range of workspaces holds some that do not use this provider
             return WorkspaceOutcome(workspace_id, skipped=redact(str(exc)))
+        if isinstance(exc, UnknownWorkspace):
+            return WorkspaceOutcome(workspace_id, failure=redact(no_workspace(workspace_id)))
         return WorkspaceOutcome(workspace_id, failure=redact(str(exc)))
     except Exception as exc:
         return _failed(spec, warehouse, workspace_id, None, exc)

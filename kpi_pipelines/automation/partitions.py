@@ -14,7 +14,7 @@ from collections.abc import Sequence
 import dagster as dg
 
 from kpi_pipelines.resources import WarehouseResource
-from kpi_pipelines.warehouse.control import workspace_ids
+from kpi_pipelines.warehouse.control import WORKSPACE_ID, workspace_ids
 
 workspace_partitions = dg.DynamicPartitionsDefinition(name="workspace")
 
@@ -77,6 +77,26 @@ def workspace_partitions_sensor(
     context.log.info(f"workspace partitions: added {added}")
     return dg.SensorResult(
         dynamic_partitions_requests=[workspace_partitions.build_add_request(added)]
+    )
+
+
+def no_workspace(partition: str) -> str:
+    """Why a run of a workspace partition that has no workspace fails (a partition added
+    with "Add partition" in the UI, or left by a workspace removed in SQL), with the command
+    that fixes it."""
+    if not WORKSPACE_ID.match(partition):
+        return (
+            f"partition {partition[:100]!r} is not a workspace id (lowercase letters and"
+            " digits, words joined by single '-' or '_', like 'acme-eu'): delete it in the UI"
+            " and add the workspace with `kpi-pipelines workspace add <id> --currency USD"
+            " --timezone UTC`"
+        )
+    return (
+        f"workspace {partition!r} does not exist (its partition was added in the UI, or the"
+        " workspace was removed outside the CLI): create it with `kpi-pipelines workspace add"
+        f" {partition} --currency USD --timezone UTC` (its reporting currency and time zone)"
+        f" and connect it (`kpi-pipelines connection add {partition} <provider> ...`), then"
+        " run this again"
     )
 
 

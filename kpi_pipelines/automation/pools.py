@@ -1,6 +1,15 @@
-"""Dagster concurrency pools: one per provider, its app-wide quota (the spec's `pool_limit`).
+"""Dagster's concurrency controls for the providers' runs.
 
-dagster.yaml cannot hold per-pool limits, so they are written into the instance, as
+One sync per connection at a time: the runs that the provider schedules and sensors and the
+CLI start for one workspace carry the run tag `kpi/connection` (`<workspace>/<provider>`;
+their re-executions in the UI keep it), and dagster.yaml's tag concurrency limit (one run
+per unique value) makes Dagster's run queue start such a run only when no other run with the
+same value is in progress. A workspace's connections to one provider share the value: a run
+that names no connection (a webhook run, `kpi-pipelines sync` without `--connection`) syncs
+its only one, so the value cannot depend on the name.
+
+Pools: one per provider, its app-wide quota (the spec's `pool_limit`). dagster.yaml cannot
+hold per-pool limits, so they are written into the instance, as
 `dagster instance concurrency set <pool> <limit>` would: the pools sensor creates every
 provider's pool that does not exist yet (within a minute of the daemon starting, and
 `kpi-pipelines ui` before it starts Dagster), never changing a limit already set;
@@ -14,6 +23,13 @@ from collections.abc import Iterable, Mapping
 import dagster as dg
 
 from kpi_pipelines.integrations.shared.spec import ProviderSpec
+
+CONNECTION_TAG = "kpi/connection"
+
+
+def connection_tags(workspace_id: str, provider: str) -> dict[str, str]:
+    """The run tag of a sync of `workspace_id`'s `provider` connection."""
+    return {CONNECTION_TAG: f"{workspace_id}/{provider}"}
 
 
 def provider_pool_limits(specs: Iterable[ProviderSpec]) -> dict[str, int]:

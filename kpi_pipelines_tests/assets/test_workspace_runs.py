@@ -275,3 +275,28 @@ def test_workspaces_apart_in_the_partition_list_take_one_run_per_stretch(
 def test_backfills_group_workspaces_into_runs_of_the_specs_size() -> None:
     policy = rangeprobe_kpis.backfill_policy
     assert policy == dg.BackfillPolicy.multi_run(max_partitions_per_run=SPEC.workspaces_per_run)
+
+
+def test_a_partition_without_a_workspace_fails_its_run_with_the_command_that_fixes_it(
+    warehouse, dagster_instance
+) -> None:
+    """Partitions added with "Add partition" in the UI, for a workspace nobody made and for
+    a key that cannot be one: each run says what to do."""
+    from kpi_pipelines.definitions import resources
+
+    dagster_instance.add_dynamic_partitions(workspace_partitions.name, ["ghost-co", "Ghost Co"])
+    messages = {}
+    for partition in ("ghost-co", "Ghost Co"):
+        result = dg.materialize(
+            [rangeprobe_kpis],
+            instance=dagster_instance,
+            partition_key=partition,
+            resources={**resources([SPEC]), "rangeprobe": RangeProbeAdapter(batch_size=BATCH)},
+            raise_on_error=False,
+        )
+        assert not result.success
+        messages[partition] = failure_message(result)
+    command = "kpi-pipelines workspace add ghost-co --currency USD --timezone UTC"
+    assert f"`{command}`" in messages["ghost-co"]
+    assert "'Ghost Co' is not a workspace id" in messages["Ghost Co"]
+    assert "`kpi-pipelines workspace add <id>" in messages["Ghost Co"]

@@ -30,6 +30,7 @@ from pathlib import Path
 import dagster as dg
 
 from kpi_pipelines import settings
+from kpi_pipelines.automation.pools import connection_tags
 from kpi_pipelines.integrations.csv_upload.files import FolderRefused, entry_kind, open_folder
 from kpi_pipelines.integrations.shared.rejection_reports import prune_reports
 from kpi_pipelines.integrations.shared.spec import ProviderSpec, provider_sensor
@@ -337,7 +338,10 @@ def drop_folder_sensor(
                     run_key=dropped.run_key,
                     partition_key=dropped.workspace_id,
                     run_config={"ops": {spec.name: {"config": config}}},
-                    tags={"kpi/csv_file": dropped.name},
+                    tags={
+                        "kpi/csv_file": dropped.name,
+                        **connection_tags(dropped.workspace_id, spec.key),
+                    },
                 )
             )
         return dg.SensorResult(run_requests=requests)

@@ -216,6 +216,10 @@ class RedactingFilter(logging.Filter):
             message = " ".join(str(part) for part in (record.msg, record.args))
         record.msg = redactor.redact(message)
         record.args = None
+        # uvicorn's coloured twin of the message (`extra={"color_message": ...}`) is a format
+        # string for the args just cleared: a terminal would show it unformatted (`%d`), and
+        # unredacted. Without it, uvicorn's formatter colours the redacted message.
+        record.__dict__.pop("color_message", None)
         if record.exc_info and record.exc_info[0] is not None:
             formatted = "".join(traceback.format_exception(*record.exc_info)).rstrip("\n")
             record.exc_text = redactor.redact(formatted)

@@ -132,6 +132,11 @@ class ProviderSpec:
     group: str
     kinds: frozenset[str]
     metrics: tuple[str, ...]  # catalog keys (kpi-definitions.md), or ("user-defined",)
+    # Its metrics that are a level at each day's end (MRR, customers), where a fall by half
+    # from one day to the next means lost data or lost business: the KPI mart's
+    # no_sharp_drops check watches them. Daily flows (revenue, new MRR, sessions) swing by
+    # half on ordinary days and are not watched unless a run's config names them.
+    levels: tuple[str, ...] = ()
     # How it syncs, with what it reads (its reports or streams); None only for an adapter
     # that implements sync() itself.
     engine: Engine | None = None
@@ -175,6 +180,9 @@ class ProviderSpec:
             )
         if self.workspaces_per_run < 1:
             raise ValueError(f"{self.key}: workspaces_per_run must be at least 1")
+        if not set(self.levels) <= set(self.metrics):
+            unknown = sorted(set(self.levels) - set(self.metrics))
+            raise ValueError(f"{self.key}: levels {unknown} are not among its metrics")
 
     @property
     def name(self) -> str:

@@ -237,6 +237,8 @@ class StripeAdapter(ObjectAdapter):
     def complete(self, stream: Stream, obj: bytes, model: BaseModel) -> bytes | None:
         if isinstance(model, st.Invoice) and model.lines.has_more:
             return self._with_all_lines(obj)
+        if isinstance(model, st.Price) and (missing := model.options_without_tiers()):
+            return self._with_option_tiers(stream, model.id, missing)
         if isinstance(model, st.SubscriptionEvent) and model.data is None:
             return None  # not a subscription's event: nothing to land
         return obj
@@ -379,6 +381,20 @@ class StripeAdapter(ObjectAdapter):
                 return None
             raise
         return msgspec.json.encode({**invoice, "lines": {**lines, "data": data, "has_more": False}})
+
+    def _with_option_tiers(
+        self, stream: Stream, price_id: str, currencies: list[str]
+    ) -> bytes | None:
+        """A tiered price read again with the tiers of its currency options (each must be
+        expanded by name, `currency_options.<currency>.tiers`, which a list cannot ask for
+        before it knows the currencies); None when the price no longer exists."""
+        expand = ["tiers", "currency_options", *(f"currency_options.{c}.tiers" for c in currencies)]
+        try:
+            return bytes(self._read(f"{stream.path}/{price_id}", {"expand": expand}, msgspec.Raw))
+        except ProviderRequestError as exc:
+            if exc.status == 404:
+                return None
+            raise
 
     def _first(self, path: str, params: dict[str, Any]) -> dict[str, Any] | None:
         page = self._read(path, params, _Page)

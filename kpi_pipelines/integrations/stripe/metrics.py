@@ -10,8 +10,11 @@ each subscription was at each instant comes, in order of authority, from:
 3. before that, invoice lines (every billing period has a line per item; a mid-period change
    adds proration lines from the change on) and the subscription's own dates.
 Only `active` and `past_due` count (every other status is worth nothing while it lasts);
-forever coupons of the subscription and of its items apply; the tax a price includes does
-not count. That turns into each customer's MRR as levels between the reporting days on which
+an item is worth what its price bills in the subscription's currency (its currency option,
+packages of transform_quantity, tiers, decimal amounts rounded per line); forever coupons of
+its items and of the subscription apply (limited to their products, an amount off in the
+subscription's currency); the tax a price includes does not count. README's Stripe table
+lists every billing field and what it does. That turns into each customer's MRR as levels between the reporting days on which
 it changes. Daily totals, movements, counts and the 30-day cohort ratios come from those
 levels without ever building a row per customer per day (the work grows with the changes,
 not with customers x days).
@@ -81,28 +84,42 @@ class MissingFxRate(LookupError):
     """A money metric needs a rate the fx table does not have; names currency and day."""
 
 
-# Step 1: what each price is worth per month for a quantity.
+# Step 1: each price in each currency it bills: its own, and each of its currency options (a
+# subscription in that currency bills the option's unit amount or tiers); with its billing
+# scheme, package size (transform_quantity), tax behavior, product and months per period.
 _PRICES = """
 CREATE TEMP TABLE st_prices ON COMMIT DROP AS
-SELECT DISTINCT ON (id) id, upper(p->>'currency') AS currency,
-       coalesce((p->>'unit_amount_decimal')::numeric, (p->>'unit_amount')::numeric) AS unit_amount,
-       coalesce(p->>'billing_scheme', 'per_unit') AS billing_scheme,
-       p->>'tax_behavior' AS tax_behavior,
-       p->>'tiers_mode' AS tiers_mode, p->'tiers' AS tiers,
-       coalesce(p->'recurring'->>'usage_type', 'licensed') AS usage_type,
-       CASE p->'recurring'->>'interval'
-            WHEN 'month' THEN 1.0 WHEN 'year' THEN 1.0 / 12 WHEN 'week' THEN 52.0 / 12
-            WHEN 'day' THEN 365.0 / 12 END
-         / nullif((p->'recurring'->>'interval_count')::numeric, 0) AS monthly_factor
-FROM (
+WITH landed AS (
     SELECT payload->>'id' AS id, payload AS p, 0 AS rank FROM raw_records
     WHERE source = 'stripe' AND stream = 'prices'
     UNION ALL
     SELECT i->'price'->>'id', i->'price', 1 FROM raw_records r,
         jsonb_array_elements(CASE WHEN jsonb_typeof(r.payload->'items'->'data') = 'array' THEN r.payload->'items'->'data' ELSE '[]' END) i
     WHERE r.source = 'stripe' AND r.stream = 'subscriptions' AND jsonb_typeof(i->'price') = 'object'
-) prices
-ORDER BY id, rank
+), chosen AS (
+    SELECT DISTINCT ON (id) id, p FROM landed ORDER BY id, rank
+), per_currency AS (
+    SELECT id, p, p->>'currency' AS currency, p AS amounts FROM chosen
+    UNION ALL
+    SELECT c.id, c.p, o.key, o.value
+    FROM chosen c,
+         jsonb_each(CASE WHEN jsonb_typeof(c.p->'currency_options') = 'object' THEN c.p->'currency_options' ELSE '{}' END) o
+    WHERE o.key <> c.p->>'currency' AND jsonb_typeof(o.value) = 'object'
+)
+SELECT id, upper(currency) AS currency,
+       coalesce((amounts->>'unit_amount_decimal')::numeric, (amounts->>'unit_amount')::numeric) AS unit_amount,
+       coalesce(p->>'billing_scheme', 'per_unit') AS billing_scheme,
+       coalesce(amounts->>'tax_behavior', p->>'tax_behavior') AS tax_behavior,
+       p->>'tiers_mode' AS tiers_mode, amounts->'tiers' AS tiers,
+       (p->'transform_quantity'->>'divide_by')::numeric AS divide_by,
+       p->'transform_quantity'->>'round' AS round_to,
+       coalesce(p->'product'->>'id', p->>'product') AS product,
+       coalesce(p->'recurring'->>'usage_type', 'licensed') AS usage_type,
+       CASE p->'recurring'->>'interval'
+            WHEN 'month' THEN 1.0 WHEN 'year' THEN 1.0 / 12 WHEN 'week' THEN 52.0 / 12
+            WHEN 'day' THEN 365.0 / 12 END
+         / nullif((p->'recurring'->>'interval_count')::numeric, 0) AS monthly_factor
+FROM per_currency
 """
 
 # Step 2: invoice lines of subscription items (with the inclusive tax in their amounts), and
@@ -290,9 +307,8 @@ SELECT * FROM spans WHERE valid_from < valid_to
 # with its coupon's terms.
 _DISCOUNTS = """
 CREATE TEMP TABLE st_coupons ON COMMIT DROP AS
-SELECT payload->>'id' AS id, payload->>'duration' AS duration,
-       (payload->>'percent_off')::numeric AS percent_off, (payload->>'amount_off')::numeric AS amount_off
-FROM raw_records WHERE source = 'stripe' AND stream = 'coupons';
+SELECT payload->>'id' AS id, payload AS coupon FROM raw_records
+WHERE source = 'stripe' AND stream = 'coupons';
 
 -- every discount object landed anywhere, with its coupon's terms
 CREATE TEMP TABLE st_discount_terms ON COMMIT DROP AS
@@ -307,10 +323,12 @@ WITH discount_objects AS (
          jsonb_array_elements(CASE WHEN jsonb_typeof(i->'discounts') = 'array' THEN i->'discounts' ELSE '[]' END) d
     WHERE r.source = 'stripe' AND r.stream = 'subscriptions' AND jsonb_typeof(d) = 'object'
     UNION ALL
-    SELECT coalesce(d->>'subscription', inv.payload->'parent'->'subscription_details'->>'subscription',
-                    inv.payload->>'subscription'), d, NULL
+    -- an invoice's discounts that are its subscription's (not those of the invoice alone, of
+    -- one of its items, or of the customer), whatever their coupons' durations
+    SELECT d->>'subscription', d, NULL
     FROM raw_records inv, jsonb_array_elements(CASE WHEN jsonb_typeof(inv.payload->'discounts') = 'array' THEN inv.payload->'discounts' ELSE '[]' END) d
     WHERE inv.source = 'stripe' AND inv.stream = 'invoices' AND jsonb_typeof(d) = 'object'
+      AND d->>'subscription' IS NOT NULL AND d->>'invoice' IS NULL AND d->>'invoice_item' IS NULL
 ), unique_discounts AS (
     SELECT DISTINCT ON (d->>'id') sub_id, d, listed_at FROM discount_objects
     WHERE d->>'id' IS NOT NULL ORDER BY d->>'id', listed_at
@@ -318,18 +336,31 @@ WITH discount_objects AS (
 SELECT u.d->>'id' AS id, u.sub_id, u.d->>'subscription_item' AS item_id, u.listed_at,
        to_timestamp((u.d->>'start')::bigint) AS valid_from,
        coalesce(to_timestamp((u.d->>'end')::bigint), 'infinity') AS valid_to,
-       coalesce(c.duration, cp.coupon->>'duration') = 'forever' AS forever,
-       coalesce(c.percent_off, (cp.coupon->>'percent_off')::numeric) AS percent_off,
-       coalesce(c.amount_off, (cp.coupon->>'amount_off')::numeric) AS amount_off
+       c.coupon->>'duration' = 'forever' AS forever,
+       (c.coupon->>'percent_off')::numeric AS percent_off,
+       -- an amount off is in the coupon's currency, else in its option for the subscription's
+       CASE WHEN c.coupon->>'currency' IS NULL OR upper(c.coupon->>'currency') = s.currency
+            THEN (c.coupon->>'amount_off')::numeric
+            ELSE (c.coupon->'currency_options'->lower(s.currency)->>'amount_off')::numeric
+       END AS amount_off,
+       -- the products it is limited to (applies_to.products); null: every item
+       CASE WHEN jsonb_typeof(c.coupon->'applies_to'->'products') = 'array'
+             AND jsonb_array_length(c.coupon->'applies_to'->'products') > 0
+            THEN ARRAY(SELECT jsonb_array_elements_text(c.coupon->'applies_to'->'products'))
+       END AS products
 FROM unique_discounts u
+LEFT JOIN st_subs s ON s.sub_id = u.sub_id
 CROSS JOIN LATERAL (
+    -- the coupon as landed (its includable fields expanded), else as the discount embeds it
     SELECT coalesce(
+        (SELECT landed.coupon FROM st_coupons landed
+         WHERE landed.id = coalesce(u.d->'source'->'coupon'->>'id', u.d->'source'->>'coupon',
+                                    u.d->'coupon'->>'id', u.d->>'coupon')),
         CASE WHEN jsonb_typeof(u.d->'source'->'coupon') = 'object' THEN u.d->'source'->'coupon' END,
         CASE WHEN jsonb_typeof(u.d->'coupon') = 'object' THEN u.d->'coupon' END,
-        jsonb_build_object('id', coalesce(u.d->'source'->>'coupon', u.d->>'coupon'))
+        '{}'::jsonb
     ) AS coupon
-) cp
-LEFT JOIN st_coupons c ON c.id = cp.coupon->>'id';
+) c;
 """
 
 # Step 4: each item's state as intervals (price, quantity, its discounts, the tax its price
@@ -400,9 +431,10 @@ SELECT st.sub_id, i->>'id', i->>'price', coalesce((i->>'quantity')::numeric, 1),
 FROM st_states st, jsonb_array_elements(st.state->'items') i
 """
 
-# Step 5: the items priced per month: tiers, licensed only, net of the tax a price includes
-# (its inclusive tax rates, or Stripe Tax's inclusive amounts on the item's latest line) and
-# of the item's own forever discounts.
+# Step 5: the items priced per month in their subscription's currency: licensed only, by
+# packages (transform_quantity) or tiers, each period's amount rounded to the minor unit as
+# its invoice line is; and the share of it that is not tax (the tax rates it includes, or
+# Stripe Tax's inclusive amounts on the item's latest line). Discounts come in step 7.
 _ITEM_STATES = """
 -- Stripe Tax: the share of inclusive tax on the latest line of an item that has some
 CREATE TEMP TABLE st_line_tax ON COMMIT DROP AS
@@ -411,27 +443,21 @@ FROM st_lines WHERE inclusive_tax_share > 0
 ORDER BY item_id, invoice_created DESC;
 
 CREATE TEMP TABLE st_item_states ON COMMIT DROP AS
-SELECT s.sub_id, s.item_id, s.valid_from, s.valid_to,
+SELECT s.sub_id, s.item_id, s.valid_from, s.valid_to, s.discounts, p.product,
        CASE WHEN p.usage_type = 'licensed' THEN p.monthly_factor::float8 END AS monthly_factor,
-       greatest(0, (CASE WHEN p.usage_type <> 'licensed' THEN 0
-            WHEN p.billing_scheme = 'tiered' THEN tiered.amount
-            ELSE p.unit_amount * s.quantity END * p.monthly_factor)::float8
-         * CASE WHEN s.included_tax > 0 THEN 1 / (1 + s.included_tax::float8 / 100)
-                WHEN p.tax_behavior = 'inclusive' THEN 1 - coalesce(lt.share, 0)
-                ELSE 1 END
-         * coalesce(item_discounts.factor, 1)
-         - coalesce(item_discounts.amount_off, 0) * p.monthly_factor::float8) AS mrr
+       greatest(0, round(CASE WHEN p.usage_type <> 'licensed' THEN 0
+                              WHEN p.billing_scheme = 'tiered' THEN tiered.amount
+                              ELSE p.unit_amount * CASE WHEN p.divide_by IS NULL THEN s.quantity
+                                                        WHEN p.round_to = 'down' THEN floor(s.quantity / p.divide_by)
+                                                        ELSE ceil(s.quantity / p.divide_by) END
+                         END) * p.monthly_factor)::float8 AS gross,
+       CASE WHEN s.included_tax > 0 THEN 1 / (1 + s.included_tax::float8 / 100)
+            WHEN p.tax_behavior = 'inclusive' THEN 1 - coalesce(lt.share, 0)
+            ELSE 1 END AS net_share
 FROM st_item_spans s
-JOIN st_prices p ON p.id = s.price_id
+JOIN st_subs sub ON sub.sub_id = s.sub_id
+JOIN st_prices p ON p.id = s.price_id AND p.currency = sub.currency
 LEFT JOIN st_line_tax lt ON lt.item_id = s.item_id
-LEFT JOIN LATERAL (
-    SELECT exp(sum(ln(greatest(1 - d.percent_off::float8 / 100, 1e-12)))
-                 FILTER (WHERE d.percent_off IS NOT NULL)) AS factor,
-           sum(d.amount_off) FILTER (WHERE d.amount_off IS NOT NULL)::float8 AS amount_off
-    FROM jsonb_array_elements_text(CASE WHEN jsonb_typeof(s.discounts) = 'array' THEN s.discounts ELSE '[]' END) did
-    JOIN st_discount_terms d ON d.id = did
-    WHERE d.forever
-) item_discounts ON true
 LEFT JOIN LATERAL (
     SELECT CASE WHEN p.tiers_mode = 'volume' THEN
                   max(CASE WHEN s.quantity > t.lower_bound AND (t.up_to IS NULL OR s.quantity <= t.up_to)
@@ -510,13 +536,13 @@ WHERE coalesce(state->>'status', '') NOT IN ('active', 'past_due');
 -- in the order they apply: as the subscription lists them, else as they were added
 CREATE TEMP TABLE st_discounts ON COMMIT DROP AS
 SELECT d.sub_id, d.valid_from, least(d.valid_to, e.era_start) AS valid_to, d.percent_off,
-       d.amount_off,
+       d.amount_off, d.products,
        -- as they were added; those added together as the subscription lists them
        extract(epoch FROM d.valid_from)::float8 + coalesce(d.listed_at, 0) / 1000.0 AS position
 FROM st_discount_terms d JOIN st_eras e USING (sub_id)
 WHERE d.forever AND d.item_id IS NULL AND d.valid_from < least(d.valid_to, e.era_start)
 UNION ALL
-SELECT st.sub_id, st.valid_from, st.valid_to, d.percent_off, d.amount_off, ds.n::float8
+SELECT st.sub_id, st.valid_from, st.valid_to, d.percent_off, d.amount_off, d.products, ds.n::float8
 FROM st_states st,
      jsonb_array_elements_text(st.state->'discounts') WITH ORDINALITY AS ds(did, n)
 JOIN st_discount_terms d ON d.id = ds.did
@@ -524,10 +550,15 @@ WHERE d.forever;
 """
 
 
-# Step 7: each subscription's MRR after every instant at which something about it changes.
+# Step 7: each subscription's MRR after every instant at which something about it changes:
+# its items' values, discounted one discount after the other as its invoices are (each item's
+# own forever discounts on that item, then the subscription's in their order on the items of
+# the products each applies to; a percentage takes its share of each, an amount off, normalized
+# to a month like the price, is shared among them in proportion to what they have left), then
+# net of the tax each item includes.
 _SUB_VALUES = """
 CREATE TEMP TABLE st_sub_values ON COMMIT DROP AS
-WITH instants AS (
+WITH RECURSIVE instants AS (
     SELECT sub_id, valid_from AS t FROM st_item_states
     UNION SELECT sub_id, valid_to FROM st_item_states WHERE valid_to < 'infinity'
     UNION SELECT sub_id, zero_from FROM st_zero_spells
@@ -535,40 +566,76 @@ WITH instants AS (
     UNION SELECT sub_id, valid_from FROM st_discounts
     UNION SELECT sub_id, valid_to FROM st_discounts WHERE valid_to < 'infinity'
 ), items_at AS (
-    -- the items' MRR at t, and the billing interval they have then (an amount_off coupon is
-    -- normalized to a month like the price it discounts)
-    SELECT i.sub_id, i.t, sum(s.mrr) AS items, max(s.monthly_factor) AS monthly_factor
+    SELECT i.sub_id, i.t, s.item_id, s.gross, s.net_share, s.product, s.monthly_factor,
+           s.discounts
     FROM instants i JOIN st_item_states s
       ON s.sub_id = i.sub_id AND s.valid_from <= i.t AND i.t < s.valid_to
-    GROUP BY i.sub_id, i.t
+), items AS (
+    SELECT sub_id, t,
+           array_agg(gross ORDER BY item_id) AS gross,
+           array_agg(item_id ORDER BY item_id) AS item_ids,
+           array_agg(product ORDER BY item_id) AS products,
+           array_agg(net_share ORDER BY item_id) AS net_shares,
+           -- an amount off is normalized to a month like the prices it discounts
+           coalesce(max(monthly_factor), 1) AS monthly_factor,
+           sum(gross * net_share) AS net
+    FROM items_at GROUP BY sub_id, t
+), discounts_at AS (
+    SELECT a.sub_id, a.t, 0 AS scope, ds.n::float8 AS position, d.percent_off,
+           d.amount_off, ARRAY[a.item_id] AS item_ids, NULL::text[] AS products
+    FROM items_at a,
+         jsonb_array_elements_text(CASE WHEN jsonb_typeof(a.discounts) = 'array' THEN a.discounts ELSE '[]' END)
+           WITH ORDINALITY AS ds(did, n)
+    JOIN st_discount_terms d ON d.id = ds.did
+    WHERE d.forever
+    UNION ALL
+    SELECT i.sub_id, i.t, 1, d.position, d.percent_off, d.amount_off, NULL, d.products
+    FROM instants i JOIN st_discounts d
+      ON d.sub_id = i.sub_id AND d.valid_from <= i.t AND i.t < d.valid_to
+), ordered AS (
+    SELECT *, row_number() OVER (PARTITION BY sub_id, t ORDER BY scope, position) AS n
+    FROM discounts_at
+), applied AS (
+    SELECT it.sub_id, it.t, 0::bigint AS n, it.gross, it.item_ids, it.products, it.net_shares,
+           it.monthly_factor
+    FROM items it
+    WHERE EXISTS (SELECT FROM ordered o WHERE o.sub_id = it.sub_id AND o.t = it.t)
+    UNION ALL
+    SELECT a.sub_id, a.t, a.n + 1,
+           (SELECT array_agg(CASE WHEN x.hit THEN x.v * k.kept ELSE x.v END ORDER BY x.o)
+            FROM (SELECT v, o, CASE WHEN d.item_ids IS NOT NULL THEN id = ANY(d.item_ids)
+                                    ELSE d.products IS NULL OR product = ANY(d.products) END AS hit
+                  FROM unnest(a.gross, a.item_ids, a.products) WITH ORDINALITY AS u(v, id, product, o)) x),
+           a.item_ids, a.products, a.net_shares, a.monthly_factor
+    FROM applied a
+    JOIN ordered d ON d.sub_id = a.sub_id AND d.t = a.t AND d.n = a.n + 1
+    CROSS JOIN LATERAL (
+        SELECT CASE WHEN d.percent_off IS NOT NULL
+                    THEN greatest(0, 1 - d.percent_off::float8 / 100)
+                    WHEN d.amount_off IS NOT NULL AND e.hit_value > 0
+                    THEN 1 - least(e.hit_value, d.amount_off::float8 * a.monthly_factor) / e.hit_value
+                    ELSE 1 END AS kept
+        FROM (SELECT coalesce(sum(v), 0) AS hit_value
+              FROM unnest(a.gross, a.item_ids, a.products) AS u(v, id, product)
+              WHERE CASE WHEN d.item_ids IS NOT NULL THEN id = ANY(d.item_ids)
+                         ELSE d.products IS NULL OR product = ANY(d.products) END) e
+    ) k
+), discounted AS (
+    SELECT DISTINCT ON (sub_id, t) sub_id, t,
+           (SELECT sum(v * share) FROM unnest(gross, net_shares) AS u(v, share)) AS net
+    FROM applied ORDER BY sub_id, t, n DESC
 ), zero_at AS (
     SELECT DISTINCT i.sub_id, i.t
     FROM instants i JOIN st_zero_spells z
       ON z.sub_id = i.sub_id AND z.zero_from <= i.t AND i.t < z.zero_to
-), discount_at AS (
-    -- forever discounts apply one after the other, each to what the ones before left:
-    -- value x (product of all) - each amount off x (product of the percentages after it)
-    SELECT sub_id, t, exp(sum(ln(kept))) AS factor, sum(amount_off * kept_after) AS amount_off
-    FROM (
-        SELECT i.sub_id, i.t, coalesce(d.amount_off, 0) AS amount_off,
-               greatest(1 - coalesce(d.percent_off, 0) / 100, 1e-12) AS kept,
-               exp(coalesce(sum(ln(greatest(1 - coalesce(d.percent_off, 0) / 100, 1e-12)))
-                   OVER (PARTITION BY i.sub_id, i.t ORDER BY d.position
-                         ROWS BETWEEN 1 FOLLOWING AND UNBOUNDED FOLLOWING), 0)) AS kept_after
-        FROM instants i JOIN st_discounts d
-          ON d.sub_id = i.sub_id AND d.valid_from <= i.t AND i.t < d.valid_to
-    ) applied
-    GROUP BY sub_id, t
 )
 SELECT i.sub_id, i.t,
        CASE WHEN z.t IS NOT NULL THEN 0
-            ELSE greatest(0, coalesce(it.items, 0) * coalesce(da.factor, 1)
-                             - coalesce(da.amount_off, 0) * coalesce(it.monthly_factor, 1))
-       END AS mrr
+            ELSE greatest(0, coalesce(d.net, it.net, 0)) END AS mrr
 FROM instants i
-LEFT JOIN items_at it USING (sub_id, t)
+LEFT JOIN items it USING (sub_id, t)
+LEFT JOIN discounted d USING (sub_id, t)
 LEFT JOIN zero_at z USING (sub_id, t)
-LEFT JOIN discount_at da USING (sub_id, t)
 WHERE i.t IS NOT NULL
 """
 

@@ -19,8 +19,16 @@ from kpi_pipelines.integrations.stripe.webhooks.sensor import webhook_inbox_sens
 STREAMS = (
     Stream("customers", "/v1/customers", st.Customer),
     Stream("products", "/v1/products", st.StripeObject),
-    Stream("prices", "/v1/prices", st.Price, (("expand", ("data.tiers",)),)),
-    Stream("coupons", "/v1/coupons", st.Coupon),
+    # tiers, currency_options and applies_to are includable: Stripe sends them only expanded
+    Stream(
+        "prices", "/v1/prices", st.Price, (("expand", ("data.tiers", "data.currency_options")),)
+    ),
+    Stream(
+        "coupons",
+        "/v1/coupons",
+        st.Coupon,
+        (("expand", ("data.applies_to", "data.currency_options")),),
+    ),
     Stream(
         "subscriptions",
         "/v1/subscriptions",
@@ -65,6 +73,8 @@ SPEC = ProviderSpec(
     kinds=frozenset({"stripe"}),
     tags={"kpi/domain": "revenue"},
     metrics=METRICS,
+    # snapshots at each day's end; revenue and the MRR movements are a day's flow
+    levels=("mrr", "active_customers", "arpa"),
     engine=ObjectEngine(streams=STREAMS, cursor_stream="events"),
     sensors=(webhook_inbox_sensor,),
     webhooks="kpi_pipelines.integrations.stripe.webhooks.app:routes",

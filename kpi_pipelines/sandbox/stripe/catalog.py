@@ -9,6 +9,7 @@ increase, a spring coupon) so that `price.created` and `coupon.created` events f
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from decimal import ROUND_HALF_UP, Decimal
 
 from kpi_pipelines.sandbox.stripe.ids import CATALOG_OWNER, IdCodec
 
@@ -39,8 +40,30 @@ def convert(usd_cents: int, currency: str) -> int:
 @dataclass(frozen=True, slots=True)
 class Tier:
     up_to: int | None
-    unit_amount: int
+    unit_amount: int | Decimal  # a Decimal: a fraction of the minor unit (unit_amount_decimal)
     flat_amount: int
+
+
+def decimal_text(value: int | Decimal) -> str:
+    """An amount as Stripe writes a `*_decimal` field: a plain decimal string."""
+    if isinstance(value, int):
+        return str(value)
+    return format(value.normalize(), "f")
+
+
+def whole(value: int | Decimal) -> int | None:
+    """The integer field beside a `*_decimal` one: the amount when it is whole, else null."""
+    if isinstance(value, int):
+        return value
+    return int(value) if value == value.to_integral_value() else None
+
+
+def billed(value: int | Decimal) -> int:
+    """What a line bills for an exact amount: rounded to the minor unit, halves up (Stripe
+    rounds each line of decimal prices, so 0.05 x 30 = 1.5 bills 2)."""
+    if isinstance(value, int):
+        return value
+    return int(value.quantize(Decimal(1), rounding=ROUND_HALF_UP))
 
 
 @dataclass(slots=True)
@@ -75,6 +98,33 @@ class Price:
     meter: str | None = None
     active: bool = True
     tax_behavior: str = "exclusive"  # inclusive: the amount includes the tax (Stripe Tax)
+    # unit_amount_decimal when it is a fraction of the minor unit (unit_amount is then None)
+    unit_decimal: Decimal | None = None
+    # transform_quantity: (divide_by, "up" | "down"), the quantity billed in packages
+    transform: tuple[int, str] | None = None
+    # A price with currency options (currency_options): the price in each other currency, a
+    # Price of its own with the same id (`base` is the price as served, in its own currency).
+    options: dict[str, Price] | None = None
+    base: Price | None = None
+
+    @property
+    def served(self) -> Price:
+        """The price object Stripe serves (a currency option is served as its price)."""
+        return self.base or self
+
+    @property
+    def unit(self) -> int | Decimal | None:
+        """The exact per-unit amount (unit_amount_decimal), None for a tiered price."""
+        return self.unit_decimal if self.unit_decimal is not None else self.unit_amount
+
+    def in_currency(self, currency: str) -> Price:
+        """The price as a subscription in `currency` bills it (its currency option)."""
+        if currency == self.currency:
+            return self
+        option = (self.options or {}).get(currency)
+        if option is None:
+            raise ValueError(f"price {self.id} has no {currency} amount (currency_options)")
+        return option
 
     @property
     def plan(self) -> str:
@@ -86,16 +136,22 @@ class Price:
         return self.usage_type == "licensed"
 
     def amount(self, quantity: int) -> int:
-        """What `quantity` costs for one billing interval, in minor units."""
+        """What `quantity` costs for one billing interval, in minor units: packages of
+        `transform` (divided, rounded up or down), then the unit amount or the tiers, the
+        line rounded to the minor unit."""
         if self.billing_scheme == "per_unit":
-            return (self.unit_amount or 0) * quantity
+            if self.transform is not None:
+                divide_by, rounding = self.transform
+                quantity = -(-quantity // divide_by) if rounding == "up" else quantity // divide_by
+            return billed((self.unit or 0) * quantity)
         assert self.tiers is not None
         if self.tiers_mode == "volume":
             for tier in self.tiers:
                 if tier.up_to is None or quantity <= tier.up_to:
-                    return tier.unit_amount * quantity + tier.flat_amount
+                    return billed(tier.unit_amount * quantity + tier.flat_amount)
             raise AssertionError("last tier must be unbounded")
-        total, below = 0, 0
+        total: int | Decimal = 0
+        below = 0
         for tier in self.tiers:
             top = quantity if tier.up_to is None else min(quantity, tier.up_to)
             units = top - below
@@ -103,7 +159,7 @@ class Price:
                 break
             total += units * tier.unit_amount + tier.flat_amount
             below = top
-        return total
+        return billed(total)
 
     def monthly_factor(self) -> float:
         return monthly_factor(self.interval, self.interval_count)
@@ -133,6 +189,22 @@ class Coupon:
     amount_off: int | None
     currency: str | None
     created: int
+    # amount_off in other currencies (currency_options), and the products it is limited to
+    # (applies_to.products: product ids; None, every item)
+    currency_options: dict[str, int] | None = None
+    applies_to: tuple[str, ...] | None = None
+
+    def amount_off_in(self, currency: str) -> int | None:
+        """The amount taken off in a subscription's currency (None: a percent-off coupon)."""
+        if self.amount_off is None or self.currency in (None, currency):
+            return self.amount_off
+        off = (self.currency_options or {}).get(currency)
+        if off is None:
+            raise ValueError(f"coupon {self.id} has no {currency} amount (currency_options)")
+        return off
+
+    def applies(self, product_id: str) -> bool:
+        return self.applies_to is None or product_id in self.applies_to
 
 
 @dataclass(slots=True)

@@ -39,6 +39,10 @@ logger = logging.getLogger(__name__)
 # Stripe retries a webhook for up to three days: older events are never delivered.
 WEBHOOK_RETRY_SECONDS = 3 * 24 * 3600
 HISTORY = timedelta(days=365)
+# From the anchor on, one customer of each account signs in every few minutes (each a
+# customer.updated event: see StripeSandboxConfig.sign_ins_from), so under `dev` a
+# webhook-triggered run follows within minutes; the accounts take their turns apart.
+SIGN_IN_SECONDS = 180
 
 _lock = threading.Lock()
 _running: StripeDemo | None = None
@@ -51,9 +55,15 @@ def _variables(workspace_id: str) -> tuple[str, str]:
 
 def account(workspace_id: str, anchor: datetime, now: datetime) -> StripeSandbox:
     """The demo workspace's account: a year of business before `anchor`, simulated to `now`."""
+    seed = zlib.crc32(workspace_id.encode())
     return StripeSandbox(
         StripeSandboxConfig(
-            seed=zlib.crc32(workspace_id.encode()), customers=150, start=anchor - HISTORY, now=now
+            seed=seed,
+            customers=150,
+            start=anchor - HISTORY,
+            now=now,
+            sign_ins_from=anchor + timedelta(seconds=seed % SIGN_IN_SECONDS),
+            sign_in_seconds=SIGN_IN_SECONDS,
         ),
         api_key="sk_test_demo" + stable_b62(f"demo-key:{workspace_id}", 24),
     )

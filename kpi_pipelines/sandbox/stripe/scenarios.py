@@ -101,6 +101,20 @@ StripeSandboxConfig(billing_variety=True), variety.py):
 - `DraftRenewal(at)`: the renewal invoice of the period containing `at` stays a draft (the
   integration sets auto_advance false a minute after invoice.created: invoice.updated); no
   number, no payment; the subscription stays `active`.
+- `InvoiceCoupon(at, coupon)`: a coupon on the next renewal invoice only (the discount's
+  `invoice` is that invoice, its `subscription` null), whatever the coupon's duration.
+
+What a price or coupon bills (see PriceSpec and CouponSpec):
+
+- `PriceSpec(3000, transform_quantity=(10, "up"))`: packages of 10 seats, rounded up ($90 at
+  25 seats); `PriceSpec("0.5")` or tiers with str unit amounts: unit_amount_decimal, each
+  invoice line rounded to the minor unit (half up).
+- `PriceSpec(4000, currency="eur", currency_options=(("usd", 5000),))`: a multi-currency
+  price; a USD subscription bills $50. Tiered prices take tiers per option. Served with
+  `currency_options` (and `currency_options.<cur>.tiers`) only when expanded.
+- `CouponSpec(amount_off=500, currency="eur", currency_options=(("usd", 600),))`: an amount
+  off per currency; `CouponSpec(percent_off=50, applies_to=("seats",))`: limited to the items
+  of those products (`applies_to` served when expanded).
 
 Events may also be written as tuples: `("past_due", at)`, `("unpaid", at)`, `("paid", at)`,
 `("cancel", at)`, `("cancel_at_period_end", at)`, `("upgrade"|"downgrade"|"change", at,
@@ -108,7 +122,7 @@ PriceSpec | quantity | (PriceSpec, quantity))`, `("quantity", at, n)`, `("coupon
 CouponSpec[, item])`, `("add_item", at, PriceSpec[, quantity])`, `("remove_item", at, item)`,
 `("retries_exhausted", at, subscription[, invoice])`, `("resume", at)`,
 `("pause_collection", at[, behavior[, resumes_at]])`, `("resume_collection", at)`,
-`("draft_renewal", at)`.
+`("draft_renewal", at)`, `("invoice_coupon", at, CouponSpec)`.
 
 The script vocabulary is in scripts.py, the generator that follows it in scripted.py, and
 `ScriptedSandbox` beside `StripeSandbox` in sandbox.py; this module gathers them.
@@ -126,6 +140,7 @@ from kpi_pipelines.sandbox.stripe.scripts import (
     CustomerScript,
     DraftRenewal,
     Event,
+    InvoiceCoupon,
     ItemScript,
     MarkUnpaid,
     PauseCollection,
@@ -151,6 +166,7 @@ __all__ = [
     "CustomerScript",
     "DraftRenewal",
     "Event",
+    "InvoiceCoupon",
     "ItemScript",
     "MarkUnpaid",
     "PauseCollection",

@@ -7,7 +7,9 @@ import heapq
 from bisect import bisect_right
 from collections import deque
 from collections.abc import Iterator, Sequence
+from dataclasses import replace
 from datetime import datetime
+from decimal import Decimal
 
 from kpi_pipelines.sandbox.stripe.catalog import (
     COUNTRY,
@@ -15,7 +17,9 @@ from kpi_pipelines.sandbox.stripe.catalog import (
     Coupon,
     Price,
     TaxRate,
+    Tier,
     interval_label,
+    whole,
 )
 from kpi_pipelines.sandbox.stripe.generator.calendar import period_bound
 from kpi_pipelines.sandbox.stripe.generator.config import (
@@ -53,6 +57,7 @@ from kpi_pipelines.sandbox.stripe.scripts import (
     CouponSpec,
     CustomerScript,
     DraftRenewal,
+    InvoiceCoupon,
     PauseCollection,
     PaymentFails,
     PaymentSucceeds,
@@ -109,7 +114,7 @@ class ScriptedGenerator(ScriptedBilling, Generator):
                 for ev in sub.events:
                     if isinstance(ev, Change | AddItem) and ev.price is not None:
                         self.price(ev.price, cur)
-                    elif isinstance(ev, AddCoupon):
+                    elif isinstance(ev, AddCoupon | InvoiceCoupon):
                         self.coupon(ev.coupon, cur)
 
     # -- catalog ------------------------------------------------------------------------------
@@ -123,6 +128,10 @@ class ScriptedGenerator(ScriptedBilling, Generator):
         return self.start + round(at * DAY)
 
     def price(self, spec: PriceSpec, currency: str) -> Price:
+        """The catalog's price of `spec` as a subscription in `currency` bills it: the price
+        made for that currency, or the currency option of a multi-currency price."""
+        if spec.currency is not None and currency != spec.currency:
+            return self.price(spec, spec.currency).in_currency(currency)
         price = self._prices.get((spec, currency))
         if price is not None:
             return price
@@ -144,15 +153,20 @@ class ScriptedGenerator(ScriptedBilling, Generator):
             usage_type=spec.usage_type,
             billing_scheme="tiered" if spec.tiers else "per_unit",
             tiers_mode=spec.tiers_mode if spec.tiers else None,
-            tiers=spec.tiers,  # type: ignore[arg-type]  (Tier objects after __post_init__)
-            unit_amount=spec.unit_amount,
             created=self.start - 30 * DAY + len(self._prices) * 7,
             nickname=spec.nickname or f"{product.name} ({label}, {currency.upper()})",
             family=None,
             rank=0,
             meter=None if spec.licensed else self.codec.encode("mtr", CATALOG_OWNER, 0),
             tax_behavior=spec.tax_behavior,
+            transform=spec.transform_quantity,
+            **_amounts(spec.tiers if spec.tiers else spec.unit_amount),
         )
+        if spec.currency_options:
+            price.options = {
+                option: replace(price, currency=option, options=None, base=price, **_amounts(value))
+                for option, value in spec.currency_options
+            }
         self._prices[(spec, currency)] = price
         cat.prices.append(price)
         cat.price_by_id[price.id] = price
@@ -160,25 +174,39 @@ class ScriptedGenerator(ScriptedBilling, Generator):
         return price
 
     def coupon(self, spec: CouponSpec, currency: str) -> Coupon:
-        key = (spec, currency if spec.amount_off is not None else None)
+        """The catalog's coupon of `spec` for a subscription in `currency`: one per currency
+        for an amount off, unless the coupon has its own currency (and currency options)."""
+        if spec.amount_off is None:
+            own = None
+        elif spec.currency is not None:
+            own = spec.currency
+            if currency != own and currency not in dict(spec.currency_options):
+                raise ValueError(f"coupon {spec} has no {currency} amount (currency_options)")
+        else:
+            own = currency
+        key = (spec, own)
         coupon = self._coupons.get(key)
         if coupon is not None:
             return coupon
         cat = self.catalog
         cid = spec.id or f"SCRIPTED{len(self._coupons) + 1}"
-        if cid in cat.coupon_by_id and key[1] is not None:
-            cid = f"{cid}_{currency.upper()}"  # an amount_off coupon in another currency
+        if cid in cat.coupon_by_id and own is not None and spec.currency is None:
+            cid = f"{cid}_{own.upper()}"  # an amount_off coupon in another currency
         if cid in cat.coupon_by_id:
             raise ValueError(f"coupon id {cid} is already taken")
         if spec.percent_off is not None:
             off = f"{spec.percent_off:g}% off"
         else:
-            off = f"{spec.amount_off} {currency.upper()} off"
+            off = f"{spec.amount_off} {(own or currency).upper()} off"
         duration = (
             f"for {spec.duration_in_months} months"
             if spec.duration == "repeating"
             else spec.duration
         )
+        products = {p.key: p.id for p in cat.products}
+        unknown = [key for key in spec.applies_to if key not in products]
+        if unknown:
+            raise ValueError(f"unknown products {unknown} (one of {sorted(products)})")
         coupon = Coupon(
             idx=len(cat.coupons),
             id=cid,
@@ -187,8 +215,10 @@ class ScriptedGenerator(ScriptedBilling, Generator):
             duration_in_months=spec.duration_in_months,
             percent_off=spec.percent_off,
             amount_off=spec.amount_off,
-            currency=key[1],
+            currency=own,
             created=self.start - 30 * DAY + len(self._coupons) * 11,
+            currency_options=dict(spec.currency_options) if spec.currency_options else None,
+            applies_to=tuple(products[key] for key in spec.applies_to) or None,
         )
         self._coupons[key] = coupon
         cat.coupons.append(coupon)
@@ -328,6 +358,7 @@ class ScriptedGenerator(ScriptedBilling, Generator):
             cs.tags.add("metered" if not price.licensed else interval_tag(price))
             if price.billing_scheme == "tiered":
                 cs.tags.add(f"tiered_{price.tiers_mode}")
+            cs.tags.update(_billing_tags(price))
         intervals = {(i.states[0][1].interval, i.states[0][1].interval_count) for i in sub.items}
         if len(intervals) > 1:
             raise ValueError("all items of a subscription must have the same interval")
@@ -462,6 +493,8 @@ class ScriptedGenerator(ScriptedBilling, Generator):
                     )
                     cs.emit(t, "customer.subscription.updated", sub)
                     cs.tags.add("coupon_added_later")
+                elif isinstance(ev, InvoiceCoupon):
+                    self._invoice_coupon(cs, sub, self.coupon(ev.coupon, cur), t)
                 elif isinstance(ev, Cancel):
                     self._cancel(cs, sub, t, pe, ev.at_period_end, dunning, pending)
                     return
@@ -582,6 +615,32 @@ class ScriptedGenerator(ScriptedBilling, Generator):
         else:
             self._end(cs, sub, t, t, reason)
             cs.tags.add("cancel_immediately")
+
+
+def _billing_tags(price: Price) -> set[str]:
+    """Tags of what a price bills beside its amount: packages, fractions of the minor unit,
+    a currency option."""
+    tags = set()
+    if price.transform is not None:
+        tags.add("package_pricing")
+    if price.unit_decimal is not None or any(
+        isinstance(t.unit_amount, Decimal) for t in price.tiers or ()
+    ):
+        tags.add("decimal_amount")
+    if price.base is not None:
+        tags.add("currency_option")
+    return tags
+
+
+def _amounts(value: int | Decimal | tuple[Tier, ...]) -> dict:
+    """A price's amount fields for a unit amount (exact) or tiers."""
+    if isinstance(value, tuple):
+        return {"tiers": value, "unit_amount": None, "unit_decimal": None}
+    return {
+        "tiers": None,
+        "unit_amount": whole(value),
+        "unit_decimal": None if whole(value) is not None else value,
+    }
 
 
 # ---------------------------------------------------------------------------------------------

@@ -264,6 +264,13 @@ class ScriptedBilling:
             cs.tags.add("proration_none")
         return new_anchor
 
+    def _invoice_coupon(self, cs: CustomerSim, sub: Sub, coupon: Coupon, t: int) -> None:
+        """A coupon for the next renewal invoice only (InvoiceCoupon)."""
+        disc = self._add_discount(cs, sub, coupon, t)
+        disc.one_invoice = True
+        disc.end = disc.removed_at = None
+        cs.tags.add("invoice_discount")
+
     def _coupon_item(self, sub: Sub, ev: AddCoupon, t: int) -> Item | None:
         if ev.item is None:
             return None
@@ -279,6 +286,10 @@ class ScriptedBilling:
             cs.tags.add("item_discount")
         if len([d for d in sub.discounts if d.start <= t]) > 1:
             cs.tags.add("several_discounts")
+        if coupon.applies_to is not None:
+            cs.tags.add("coupon_applies_to")
+        if coupon.currency not in (None, cs.currency):
+            cs.tags.add("coupon_currency_option")
         kind = "amount" if coupon.amount_off else "percent"
         forever = coupon.duration == "forever"
         cs.tags.add(f"coupon_forever_{kind}" if forever else f"coupon_{coupon.duration}")

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import datetime
+from decimal import Decimal, InvalidOperation
 
 from kpi_pipelines.sandbox.stripe.catalog import (
     Tier,
@@ -19,19 +20,57 @@ DEFAULT_CURRENCIES = ("usd", "eur", "gbp", "jpy")
 # The script
 
 
+Amount = int | str  # minor units; a str is a decimal amount (unit_amount_decimal), "0.5"
+
+
+def _exact(value: Amount | Decimal, what: str) -> int | Decimal:
+    """A minor-unit amount as the catalog keeps it: an int, or a Decimal when fractional
+    (at most 12 decimal places and not negative, as Stripe accepts)."""
+    if isinstance(value, int):
+        if value < 0:
+            raise ValueError(f"{what} must be >= 0")
+        return value
+    try:
+        exact = Decimal(value)
+    except InvalidOperation:
+        raise ValueError(f"{what}: {value!r} is not a decimal amount") from None
+    exponent = exact.as_tuple().exponent
+    if not exact.is_finite() or exact < 0 or (isinstance(exponent, int) and exponent < -12):
+        raise ValueError(f"{what}: {value!r} is not an amount >= 0 with at most 12 decimals")
+    return int(exact) if exact == exact.to_integral_value() else exact
+
+
+def _tiers(tiers: tuple) -> tuple[Tier, ...]:
+    out = tuple(
+        t if isinstance(t, Tier) else Tier(t[0], _exact(t[1], "a tier's unit amount"), t[2])
+        for t in tiers
+    )
+    if not out or out[-1].up_to is not None:
+        raise ValueError("the last tier must be unbounded (up_to None)")
+    return out
+
+
 @dataclass(frozen=True)
 class PriceSpec:
     """A recurring price; amounts in minor units of the currency of the customer using it.
 
-    Per unit (`unit_amount`) or tiered (`tiers` of (up_to, unit_amount, flat_amount), the last
-    one unbounded, and `tiers_mode` graduated or volume); licensed or metered. `product` is
-    the key of a catalog product (starter, pro, business, seats, volume, storage, api).
+    Per unit (`unit_amount`; a str is a decimal amount, Stripe's `unit_amount_decimal`, which
+    each line rounds to the minor unit) or tiered (`tiers` of (up_to, unit_amount,
+    flat_amount), the last one unbounded, and `tiers_mode` graduated or volume); licensed or
+    metered. `transform_quantity` (divide_by, "up" | "down") bills a per-unit price by
+    packages: $30 per 10 seats, rounded up, is $90 at 25 seats. `product` is the key of a
+    catalog product (starter, pro, business, seats, volume, storage, api).
+
+    Multi-currency: `currency` is the price's own currency and `currency_options` its amount
+    (or tiers) in others, ((currency, amount or tiers), ...); a subscription in one of those
+    currencies bills that amount. Without `currency`, each customer's currency gets a price
+    of its own with these amounts.
     """
 
-    unit_amount: int | None = None
+    unit_amount: Amount | None = None
     interval: str = "month"
     interval_count: int = 1
-    tiers: tuple[Tier | tuple[int | None, int, int], ...] | None = None
+    tiers: tuple[Tier | tuple[int | None, Amount, int], ...] | None = None
     tiers_mode: str | None = None
     usage_type: str = "licensed"
     product: str = "pro"
@@ -39,6 +78,9 @@ class PriceSpec:
     # Stripe's price tax_behavior: "inclusive" (the amount includes the customer's tax,
     # CustomerScript.tax) or "exclusive" (the tax is added on top).
     tax_behavior: str = "exclusive"
+    transform_quantity: tuple[int, str] | None = None
+    currency: str | None = None
+    currency_options: tuple[tuple[str, Amount | tuple], ...] = ()
 
     def __post_init__(self) -> None:
         if self.tax_behavior not in ("exclusive", "inclusive"):
@@ -50,16 +92,32 @@ class PriceSpec:
         if self.usage_type not in ("licensed", "metered"):
             raise ValueError("usage_type must be licensed or metered")
         if self.tiers is not None:
-            tiers = tuple(t if isinstance(t, Tier) else Tier(*t) for t in self.tiers)
-            object.__setattr__(self, "tiers", tiers)
-            if not tiers or tiers[-1].up_to is not None:
-                raise ValueError("the last tier must be unbounded (up_to None)")
+            object.__setattr__(self, "tiers", _tiers(tuple(self.tiers)))
             if self.tiers_mode not in ("graduated", "volume"):
                 raise ValueError("a tiered price needs tiers_mode graduated or volume")
             if self.unit_amount is not None:
                 raise ValueError("a tiered price has no unit_amount")
-        elif self.unit_amount is None or self.unit_amount < 0:
-            raise ValueError("a per-unit price needs unit_amount >= 0")
+            if self.transform_quantity is not None:
+                raise ValueError("transform_quantity is incompatible with tiers (Stripe)")
+        elif self.unit_amount is None:
+            raise ValueError("a per-unit price needs a unit_amount >= 0")
+        else:
+            object.__setattr__(self, "unit_amount", _exact(self.unit_amount, "unit_amount"))
+        if self.transform_quantity is not None:
+            divide_by, rounding = self.transform_quantity
+            if not isinstance(divide_by, int) or divide_by < 1 or rounding not in ("up", "down"):
+                raise ValueError("transform_quantity is (divide_by >= 1, 'up' or 'down')")
+        options = []
+        for currency, value in self.currency_options:
+            if isinstance(value, tuple) != (self.tiers is not None):
+                raise ValueError(f"the {currency} option needs tiers exactly when the price has")
+            value = _tiers(value) if isinstance(value, tuple) else _exact(value, currency)
+            options.append((currency.lower(), value))
+        object.__setattr__(self, "currency_options", tuple(options))
+        if options and self.currency is None:
+            raise ValueError("currency_options need the price's own currency")
+        if self.currency is not None:
+            object.__setattr__(self, "currency", self.currency.lower())
 
     @property
     def licensed(self) -> bool:
@@ -68,7 +126,10 @@ class PriceSpec:
 
 @dataclass(frozen=True)
 class CouponSpec:
-    """A coupon: `percent_off` or `amount_off` (minor units of the customer's currency)."""
+    """A coupon: `percent_off` or `amount_off` (minor units of the customer's currency; with
+    `currency`, of that currency, and `currency_options` ((currency, amount_off), ...) in
+    others). `applies_to`: the catalog products (keys) it is limited to, Stripe's
+    applies_to.products: on a subscription it discounts only their items."""
 
     percent_off: float | None = None
     amount_off: int | None = None
@@ -76,10 +137,21 @@ class CouponSpec:
     duration_in_months: int | None = None
     id: str | None = None
     name: str | None = None
+    currency: str | None = None
+    currency_options: tuple[tuple[str, int], ...] = ()
+    applies_to: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
         if (self.percent_off is None) == (self.amount_off is None):
             raise ValueError("a coupon has either percent_off or amount_off")
+        if self.percent_off is not None and not 0 < self.percent_off <= 100:
+            raise ValueError("percent_off is in (0, 100]")
+        if self.amount_off is not None and self.amount_off < 1:
+            raise ValueError("amount_off is a positive amount")
+        if (self.currency is not None or self.currency_options) and self.amount_off is None:
+            raise ValueError("currency and currency_options go with amount_off")
+        if self.currency_options and self.currency is None:
+            raise ValueError("currency_options need the coupon's own currency")
         if self.duration not in ("forever", "once", "repeating"):
             raise ValueError("duration must be forever, once or repeating")
         if (self.duration == "repeating") != (self.duration_in_months is not None):
@@ -179,6 +251,16 @@ class AddCoupon:
     at: At
     coupon: CouponSpec
     item: int | None = None  # an item's index: a discount on that item only
+
+
+@dataclass(frozen=True)
+class InvoiceCoupon:
+    """A coupon applied to one invoice only (Stripe's invoice `discounts`, set on the draft
+    renewal): the first renewal invoice created after `at` takes it, whatever its duration;
+    the subscription's discounts are unchanged."""
+
+    at: At
+    coupon: CouponSpec
 
 
 @dataclass(frozen=True)
@@ -284,6 +366,7 @@ Event = (
     | AddItem
     | RemoveItem
     | AddCoupon
+    | InvoiceCoupon
     | Cancel
     | PaymentFails
     | MarkUnpaid
@@ -299,6 +382,7 @@ _EVENT_TYPES = (
     AddItem,
     RemoveItem,
     AddCoupon,
+    InvoiceCoupon,
     Cancel,
     PaymentFails,
     MarkUnpaid,
@@ -343,6 +427,8 @@ def as_event(spec: Event | tuple) -> Event:
             return Change(at, price=what[0], quantity=what[1])
     if kind == "coupon" and len(rest) in (1, 2):
         return AddCoupon(at, *rest)
+    if kind == "invoice_coupon" and len(rest) == 1:
+        return InvoiceCoupon(at, rest[0])
     if kind == "add_item" and len(rest) in (1, 2):
         return AddItem(at, *rest)
     if kind == "remove_item" and len(rest) == 1:

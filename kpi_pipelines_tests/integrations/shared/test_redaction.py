@@ -183,3 +183,19 @@ def test_install_redaction_filter_is_idempotent() -> None:
     install_redaction_filter(name)
     filters = logging.getLogger(name).filters
     assert sum(isinstance(f, RedactingFilter) for f in filters) == 1
+
+
+def test_uvicorns_coloured_lines_show_their_redacted_values_in_a_terminal() -> None:
+    """uvicorn logs with a coloured twin of each message (`color_message`), which its
+    formatter uses on a terminal: after redaction cleared the args, that twin showed
+    `Started server process [%d]` as is (and would show a secret unredacted)."""
+    from uvicorn.logging import DefaultFormatter
+
+    secret = _secret()
+    record = logging.LogRecord(
+        "uvicorn.error", logging.INFO, __file__, 1, "pid %d %s", (42, secret), None
+    )
+    record.color_message = "pid \x1b[36m%d\x1b[0m %s"
+    RedactingFilter(Redactor([secret])).filter(record)
+    shown = DefaultFormatter("%(levelprefix)s %(message)s", use_colors=True).format(record)
+    assert shown.endswith(f"pid 42 {REDACTED}") and "%d" not in shown

@@ -21,6 +21,7 @@ from kpi_pipelines.sandbox.stripe.scenarios import (
     CouponSpec,
     CustomerScript,
     DraftRenewal,
+    InvoiceCoupon,
     ItemScript,
     PauseCollection,
     PaymentFails,
@@ -372,3 +373,144 @@ def test_a_year_of_every_setting_matches_the_truth_every_day(sync) -> None:
     # expired, unpaid, canceled, paused or 100% off
     assert s.money("mrr", 364) == money(90.0 + 65 + 90 + 35 + 15 + 90)
     assert s.value("active_customers", 364) == 5
+
+
+# -- what a price bills: packages, decimal amounts, currency options ------------------------------
+
+SEAT = PriceSpec(unit_amount=1_000, product="seats")  # $10 a seat
+
+
+def test_package_pricing_bills_whole_packages(sync) -> None:
+    """transform_quantity: $30 per 10 seats. Rounded up, 25 seats are 3 packages ($90, not
+    25 x $30); rounded down, 2 ($60). A quantity change counts only when it changes the
+    number of packages."""
+    per_10 = PriceSpec(3_000, transform_quantity=(10, "up"), product="seats")
+    per_10_down = PriceSpec(3_000, transform_quantity=(10, "down"), product="seats")
+    grows = (
+        Change(40.5, quantity=45),  # 5 packages, dated by the invoices
+        Change(100.5, quantity=50),  # still 5: nothing changes
+        Change(105.5, quantity=51),  # 6 packages, dated by its event
+    )
+    s = sync(
+        subscriber(SubscriptionScript(price=per_10, quantity=25)),
+        subscriber(SubscriptionScript(price=per_10_down, quantity=25)),
+        subscriber(SubscriptionScript(price=per_10, quantity=25, events=grows)),
+    )
+    assert every_day(s, "mrr", 0, 39) == {90.0 + 60 + 90}
+    assert s.money("expansion_mrr", 40) == money(60.0)
+    assert every_day(s, "mrr", 40, 104) == {90.0 + 60 + 150}
+    assert every_day(s, "expansion_mrr", 41, 104) == {0.0}
+    assert s.money("expansion_mrr", 105) == money(30.0)
+    assert every_day(s, "mrr", 105, 119) == {90.0 + 60 + 180}
+    assert s.money("revenue", 0) == money(90.0 + 60 + 90)  # what the first invoices billed
+
+
+def test_decimal_amounts_are_billed_rounded_per_line(sync) -> None:
+    """unit_amount_decimal is in fractions of a cent; each invoice line is rounded to the
+    cent (half up): MRR is what the line bills."""
+    half_a_cent = PriceSpec("0.5", product="seats")  # 1,001 x 0.5 = 500.5: 501 cents
+    per_mille = PriceSpec("1999.5", product="seats")  # 3 x 1999.5 = 5998.5: 5999 cents
+    api_tiers = PriceSpec(  # graduated: 1,000 at 0.25, the rest at 0.1 cent
+        tiers=((1_000, "0.25", 0), (None, "0.1", 0)), tiers_mode="graduated", product="seats"
+    )
+    s = sync(
+        subscriber(SubscriptionScript(price=half_a_cent, quantity=1_001)),
+        subscriber(SubscriptionScript(price=per_mille, quantity=3)),
+        subscriber(SubscriptionScript(price=api_tiers, quantity=1_001)),  # 250.1: 250 cents
+        subscriber(SubscriptionScript(price=api_tiers, quantity=1_500)),  # 300 cents
+    )
+    assert every_day(s, "mrr", 0, 119) == {5.01 + 59.99 + 2.50 + 3.00}
+    assert s.money("revenue", 0) == money(5.01 + 59.99 + 2.50 + 3.00)
+
+
+def test_a_multi_currency_price_bills_the_subscriptions_currency(sync) -> None:
+    """A price in EUR with currency options: a USD subscription bills its USD amount (not
+    the EUR one as if in dollars), tiers included; so does a coupon's amount off."""
+    euro_plan = PriceSpec(4_000, currency="eur", currency_options=(("usd", 5_000),))
+    euro_tiers = PriceSpec(
+        tiers=((5, 1_000, 0), (None, 800, 0)),
+        tiers_mode="graduated",
+        product="seats",
+        currency="eur",
+        currency_options=(("usd", ((5, 1_200, 0), (None, 1_000, 0))),),
+    )
+    five_euros_off = CouponSpec(amount_off=500, currency="eur", currency_options=(("usd", 600),))
+    s = sync(
+        subscriber(SubscriptionScript(price=euro_plan)),  # $50
+        subscriber(SubscriptionScript(price=euro_tiers, quantity=8)),  # 5 x $12 + 3 x $10
+        subscriber(SubscriptionScript(price=monthly(50), coupon=five_euros_off)),  # $50 - $6
+        subscriber(  # the coupon added on day 100, 12:00: dated by its event
+            SubscriptionScript(price=euro_plan, events=(AddCoupon(100.5, five_euros_off),))
+        ),
+    )
+    assert every_day(s, "mrr", 0, 99) == {50.0 + 90 + 44 + 50}
+    assert s.money("contraction_mrr", 100) == money(6.0)
+    assert every_day(s, "mrr", 100, 119) == {50.0 + 90 + 44 + 44}
+
+
+def test_a_coupon_limited_to_products_discounts_only_their_items(sync) -> None:
+    """applies_to.products: a subscription's coupon takes its percentage of, or shares its
+    amount off among, the items of those products only, never more than they cost."""
+    seats_half = CouponSpec(percent_off=50, applies_to=("seats",))
+    plan_20_off = CouponSpec(amount_off=2_000, applies_to=("pro",))
+    seats_40_off = CouponSpec(amount_off=4_000, applies_to=("seats",))
+
+    def plan_and_seats(**kwargs) -> CustomerScript:
+        return subscriber(
+            SubscriptionScript(price=monthly(50), items=(ItemScript(SEAT, 3),), **kwargs)
+        )
+
+    s = sync(
+        plan_and_seats(coupon=seats_half),  # 50 + 30 / 2
+        plan_and_seats(coupon=plan_20_off),  # (50 - 20) + 30
+        plan_and_seats(coupon=seats_40_off),  # 50 + 0: no more than the seats cost
+        # the seats' half, then 20% of everything: (50 + 15) x 0.8
+        plan_and_seats(coupon=seats_half, coupons=(CouponSpec(percent_off=20),)),
+        plan_and_seats(events=(AddCoupon(100.5, seats_half),)),  # 80, then 65 from day 100
+    )
+    assert every_day(s, "mrr", 0, 99) == {65.0 + 60 + 50 + 52 + 80}
+    assert s.money("contraction_mrr", 100) == money(15.0)
+    assert every_day(s, "mrr", 100, 119) == {65.0 + 60 + 50 + 52 + 65}
+
+
+def test_an_amount_off_comes_off_before_the_included_tax(sync) -> None:
+    """A price including 20% tax with $12 off forever: the invoice bills $108, of which
+    $18 is tax, so MRR is $90 (not $100 - $12)."""
+    inclusive_120 = PriceSpec(unit_amount=12_000, tax_behavior="inclusive")
+    twelve_off = CouponSpec(amount_off=1_200)
+    s = sync(
+        # Stripe Tax, 20% included in the price
+        CustomerScript(
+            subscriptions=(SubscriptionScript(price=inclusive_120, coupon=twelve_off),), tax=20.0
+        ),
+        # a manual 20% rate included in the price
+        subscriber(
+            SubscriptionScript(
+                price=monthly(120),
+                coupon=twelve_off,
+                default_tax_rates=(TaxRateSpec(20, inclusive=True),),
+            )
+        ),
+    )
+    assert every_day(s, "mrr", 0, 119) == {90.0 + 90}
+    assert s.money("revenue", 0) == money(108.0 + 108)
+
+
+def test_a_coupon_on_one_invoice_is_not_recurring(sync) -> None:
+    """A discount set on one invoice (its `invoice` set, not the subscription's) bills that
+    invoice only, whatever its coupon's duration: MRR stays the subscription's."""
+    half_forever = CouponSpec(percent_off=50, duration="forever")
+    s = sync(
+        # on the February 1st invoice: dated by the invoices (before the events' 30 days)
+        subscriber(
+            SubscriptionScript(price=monthly(100), events=(InvoiceCoupon(20.5, half_forever),))
+        ),
+        # on the April 1st invoice: within them
+        subscriber(
+            SubscriptionScript(price=monthly(60), events=(InvoiceCoupon(85.5, half_forever),))
+        ),
+    )
+    assert every_day(s, "mrr", 0, 119) == {160.0}
+    assert s.money("revenue", 31) == money(50.0 + 60)  # February's invoices
+    assert s.money("revenue", 59) == money(100.0 + 60)
+    assert s.money("revenue", 90) == money(100.0 + 30)  # April's

@@ -1,9 +1,11 @@
 """A year of a business that uses every billing setting Stripe offers (the sandbox's
 `billing_variety`: incomplete starts, each dunning outcome, paused trials, every proration
 behavior, item and stacked discounts, 100%-off coupons, tax-inclusive prices,
-pause_collection, drafts, anchor resets, schedules), synced as in production (a first sync a
-month in, then every two weeks, so no event is ever older than Stripe keeps), and checked
-against the sandbox's truth on every day."""
+pause_collection, drafts, anchor resets, schedules) and every field that changes what Stripe
+bills (package pricing, decimal amounts and tiers, prices and coupons billed in a currency
+option, coupons limited to products, amounts off a tax-inclusive price, a coupon on one invoice), synced as in
+production (a first sync a month in, then every two weeks, so no event is ever older than
+Stripe keeps), and checked against the sandbox's truth on every day."""
 
 from __future__ import annotations
 
@@ -34,8 +36,37 @@ SELECT
                    AND jsonb_array_length(payload->'discounts') > 1) AS stacked_discounts,
   count(*) FILTER (WHERE stream = 'subscriptions' AND EXISTS (
       SELECT FROM jsonb_array_elements(payload->'items'->'data') i
-      WHERE jsonb_array_length(i->'discounts') > 0)) AS item_discounts
-FROM raw_records WHERE source = 'stripe'
+      WHERE jsonb_array_length(i->'discounts') > 0)) AS item_discounts,
+  -- what a price bills: packages, fractions of a cent, another currency's amounts or tiers
+  count(*) FILTER (WHERE stream = 'subscriptions' AND EXISTS (
+      SELECT FROM jsonb_array_elements(payload->'items'->'data') i
+      WHERE jsonb_typeof(i->'price'->'transform_quantity') = 'object')) AS packages,
+  count(*) FILTER (WHERE stream = 'subscriptions' AND EXISTS (
+      SELECT FROM jsonb_array_elements(payload->'items'->'data') i
+      WHERE i->'price'->>'unit_amount_decimal' LIKE '%.%')) AS decimal_unit_amounts,
+  count(*) FILTER (WHERE stream = 'prices' AND EXISTS (
+      SELECT FROM jsonb_array_elements(CASE WHEN jsonb_typeof(payload->'tiers') = 'array'
+                                            THEN payload->'tiers' ELSE '[]' END) t
+      WHERE t->>'unit_amount_decimal' LIKE '%.%')) AS decimal_tiers,
+  count(*) FILTER (WHERE stream = 'subscriptions' AND EXISTS (
+      SELECT FROM jsonb_array_elements(payload->'items'->'data') i
+      WHERE i->'price'->>'currency' <> payload->>'currency')) AS billed_in_an_option,
+  count(*) FILTER (WHERE stream = 'prices' AND payload->>'billing_scheme' = 'tiered'
+                   AND (SELECT count(*) FROM jsonb_each(payload->'currency_options') o
+                        WHERE jsonb_typeof(o.value->'tiers') = 'array') > 1) AS option_tiers,
+  -- coupons limited to products, or in another currency, that a subscription has
+  count(*) FILTER (WHERE stream = 'subscriptions' AND EXISTS (
+      SELECT FROM jsonb_array_elements(r.payload->'discounts') d
+      JOIN raw_records c ON c.stream = 'coupons' AND c.record_id = d->'source'->>'coupon'
+      WHERE jsonb_array_length(c.payload->'applies_to'->'products') > 0)) AS product_coupons,
+  count(*) FILTER (WHERE stream = 'subscriptions' AND EXISTS (
+      SELECT FROM jsonb_array_elements(r.payload->'discounts') d
+      JOIN raw_records c ON c.stream = 'coupons' AND c.record_id = d->'source'->>'coupon'
+      WHERE c.payload->>'currency' <> r.payload->>'currency')) AS coupon_options,
+  count(*) FILTER (WHERE stream = 'invoices' AND EXISTS (
+      SELECT FROM jsonb_array_elements(r.payload->'discounts') d
+      WHERE d->>'invoice' IS NOT NULL)) AS one_invoice_discounts
+FROM raw_records r WHERE source = 'stripe'
 """
 
 

@@ -7,7 +7,10 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+import pytest
+
 from kpi_pipelines.sandbox.stripe.scenarios import (
+    CouponSpec,
     CustomerScript,
     ItemScript,
     PriceSpec,
@@ -15,10 +18,10 @@ from kpi_pipelines.sandbox.stripe.scenarios import (
     SubscriptionScript,
 )
 from kpi_pipelines_tests.integrations.stripe.landing import assert_same_landing, landing
-from kpi_pipelines_tests.integrations.stripe.world import StripeWorld, serve_world
+from kpi_pipelines_tests.integrations.stripe.world import StripeWorld, serve_world, stored_series
 from kpi_pipelines_tests.run_results import failure_message, metadata
 
-NOT_AN_INTEGER = "Input should be a valid integer, unable to parse string as an integer"
+NOT_AN_INTEGER = "Input should be a valid integer"  # strict: Stripe sends integers, never strings
 
 
 def sync(world: StripeWorld, workspace_id: str) -> dict[str, Any]:
@@ -131,3 +134,90 @@ def test_a_malformed_invoice_line_rejects_its_invoice_only(warehouse, monkeypatc
         assert landing(world.warehouse, "acme").raw == without(
             calm.raw, ("invoices", invoice["id"])
         )
+
+
+PACKAGES = PriceSpec(3_000, transform_quantity=(10, "up"), product="seats")
+SEATS_HALF = CouponSpec(percent_off=50, applies_to=("seats",), id="SEATS_HALF")
+PATTERN_CURRENCY = "String should match pattern '^[a-z]{3}$'"
+
+
+@pytest.mark.parametrize(
+    ("target", "patch", "reason"),
+    [
+        (
+            "price",
+            {"transform_quantity": {"divide_by": 0, "round": "up"}},
+            "transform_quantity.divide_by: Input should be greater than or equal to 1",
+        ),
+        (
+            "price",
+            {"transform_quantity": {"divide_by": 10, "round": "nearest"}},
+            "transform_quantity.round: Input should be 'up' or 'down'",
+        ),
+        ("price", {"currency": "USD"}, f"currency: {PATTERN_CURRENCY}"),
+        (
+            "price",
+            {"unit_amount": -3_000},
+            "unit_amount: Input should be greater than or equal to 0",
+        ),
+        ("price", {"unit_amount": 30.5}, "unit_amount: Input should be a valid integer"),
+        (
+            "price",
+            {"unit_amount_decimal": "30,00"},
+            "unit_amount_decimal: String should match pattern",
+        ),
+        (
+            "price",
+            {"currency_options": {"eur": {"unit_amount": "2800"}}},
+            "currency_options.eur.unit_amount: Input should be a valid integer",
+        ),
+        (
+            "price",
+            {"currency_options": {"EUR": {"unit_amount": 2_800}}},
+            f"currency_options.EUR.[key]: {PATTERN_CURRENCY}",
+        ),
+        ("coupon", {"percent_off": 150}, "percent_off: Input should be less than or equal to 100"),
+        ("coupon", {"applies_to": {"products": "seats"}}, "applies_to.products: Input should be"),
+        (
+            "coupon",
+            {"currency_options": {"usd": {"amount_off": -5}}},
+            "currency_options.usd.amount_off: Input should be greater than or equal to 0",
+        ),
+    ],
+)
+def test_a_billing_field_outside_stripes_types_is_named_and_skipped(
+    warehouse, monkeypatch, target: str, patch: dict, reason: str
+) -> None:
+    """Each field that changes what Stripe bills is validated as Stripe's reference types
+    it (a three-letter lowercase currency, integers of the minor unit, decimal strings,
+    non-negative amounts, a package size of at least one): a price or coupon outside it is
+    named and skipped, and the other customer's MRR is stored."""
+    start = datetime(2026, 1, 1, tzinfo=UTC)
+    seats = SubscriptionScript(price=PACKAGES, quantity=25, coupon=SEATS_HALF)
+    sandbox = ScriptedSandbox(
+        [
+            CustomerScript(subscriptions=(seats,)),
+            CustomerScript(subscriptions=(SubscriptionScript(price=PriceSpec(5_000)),), created=1),
+        ],
+        start=start,
+        now=start + timedelta(days=70),
+    )
+    item = sandbox.sim(0).subs[0].items[0]
+    object_id = item.states[0][1].id if target == "price" else SEATS_HALF.id
+    sandbox.faults.malform(object_id, patch)
+    with serve_world(sandbox, warehouse, monkeypatch) as world:
+        world.workspace("acme")
+        world.import_rates("USD")
+        md = sync(world, "acme")
+        mrr = stored_series(world.warehouse, "acme")["mrr"]
+    stream = "prices" if target == "price" else "coupons"
+    assert md["success"] is False and md["records_rejected"] >= 1
+    named = [e for e in md["errors"] if e.startswith(f"{stream} {object_id}: ")]
+    assert len(named) == 1 and reason in named[0], md["errors"]
+    if target == "price":
+        # the subscription whose item embeds the price is named too, and left out
+        assert any(
+            e.startswith("subscriptions ") and f"items.data.0.price.{reason}" in e
+            for e in md["errors"]
+        ), md["errors"]
+        assert mrr[(start + timedelta(days=60)).date()] == pytest.approx(50.0)

@@ -19,6 +19,7 @@ import sqlalchemy as sa
 
 from kpi_pipelines import settings
 from kpi_pipelines.automation.partitions import workspace_partitions
+from kpi_pipelines.automation.pools import connection_tags
 from kpi_pipelines.integrations.shared.spec import ProviderSpec, provider_sensor
 from kpi_pipelines.resources import WarehouseResource
 from kpi_pipelines.warehouse.inbox import delete_processed
@@ -80,7 +81,11 @@ def webhook_inbox_sensor(
                 dg.RunRequest(
                     run_key=run_key,
                     partition_key=workspace_id,
-                    tags={"kpi/trigger": "stripe-webhook", "kpi/events": str(events)},
+                    tags={
+                        "kpi/trigger": "stripe-webhook",
+                        "kpi/events": str(events),
+                        **connection_tags(workspace_id, spec.key),
+                    },
                 )
             )
         return dg.SensorResult(

@@ -177,7 +177,7 @@ class Api(ListEndpoints):
         if resource == "prices":
             return r.price(obj, ex)
         if resource == "coupons":
-            return r.coupon(obj)
+            return r.coupon(obj, None, ex)
         if resource == "tax_rates":
             return r.tax_rate(obj)
         raise AssertionError(resource)

@@ -79,12 +79,16 @@ def parse_int(value: str, param: str) -> int:
 # Expansion
 
 _NO_OP = None  # an expandable field that is always null here
+# A price's currency_options, whose entries' tiers expand as `currency_options.<currency>.tiers`.
+_CURRENCY_OPTIONS = "price_currency_options"
+_CURRENCY = re.compile(r"^[a-z]{3}$")
 
 EXPANDABLE: dict[str, dict[str, str | None]] = {
     "customer": {"default_source": _NO_OP, "test_clock": _NO_OP},
     "product": {"default_price": "price"},
-    "price": {"tiers": _NO_OP, "product": "product"},
-    "coupon": {},
+    # includable fields (served only when expanded) are expanded like the rest
+    "price": {"tiers": _NO_OP, "product": "product", "currency_options": _CURRENCY_OPTIONS},
+    "coupon": {"applies_to": _NO_OP, "currency_options": _NO_OP},
     "tax_rate": {},
     "discount": {"source.coupon": "coupon", "customer": "customer", "promotion_code": _NO_OP},
     "subscription": {
@@ -173,6 +177,10 @@ def parse_expand(paths: list[str], kind: str, *, is_list: bool) -> dict | None:
 
 def _check_path(segments: list[str], kind: str | None, full: str) -> None:
     while segments:
+        if kind == _CURRENCY_OPTIONS:
+            if len(segments) == 2 and _CURRENCY.match(segments[0]) and segments[1] == "tiers":
+                return
+            raise ApiError(400, f"This property cannot be expanded ({full}).", param="expand")
         allowed = EXPANDABLE.get(kind or "", {})
         for n in range(len(segments), 0, -1):
             candidate = ".".join(segments[:n])

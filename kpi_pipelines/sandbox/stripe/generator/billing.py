@@ -67,14 +67,24 @@ class Billing:
             if not disc.applies_to_invoice_at(created):
                 continue
             coupon = disc.coupon
-            if coupon.duration == "once" and positive <= 0:
+            once = coupon.duration == "once" or disc.one_invoice
+            if once and positive <= 0:
                 continue
+            if disc.one_invoice and reason != "subscription_cycle":
+                continue  # set on a draft renewal: not on an update's prorations
+            # an item's own discount, else the lines of the products the coupon applies to
             scope = [
                 line
                 for line in lines
-                if left_of[id(line)] > 0 and (disc.item is None or line.item is disc.item)
+                if left_of[id(line)] > 0
+                and (
+                    line.item is disc.item
+                    if disc.item is not None
+                    else coupon.applies(line.price.product.id)
+                )
             ]
             applied = False
+            amount_off = coupon.amount_off_in(cs.currency)
             if coupon.percent_off is not None:
                 for line in scope:
                     amt = round(left_of[id(line)] * coupon.percent_off / 100)
@@ -82,9 +92,9 @@ class Billing:
                         line.add_discount(disc, amt)
                         left_of[id(line)] -= amt
                         applied = True
-            elif coupon.amount_off and reason != "subscription_update" and scope:
+            elif amount_off and reason != "subscription_update" and scope:
                 base = sum(left_of[id(line)] for line in scope)
-                total_off = min(coupon.amount_off, base)
+                total_off = min(amount_off, base)
                 left = total_off
                 for j, line in enumerate(scope):
                     share = left_of[id(line)]
@@ -94,12 +104,15 @@ class Billing:
                         line.add_discount(disc, amt)
                         left_of[id(line)] -= amt
                         applied = True
-            if applied or coupon.duration != "once":
+            if applied or not once:
                 inv.discounts.append(disc)
-            if coupon.duration == "once" and applied:
+            if once and applied:
                 disc.used = True
-                disc.removed_at = created + 2
-                cs.emit(created + 2, "customer.subscription.updated", sub)
+                if disc.one_invoice:
+                    disc.invoice = inv.li
+                else:
+                    disc.removed_at = created + 2
+                    cs.emit(created + 2, "customer.subscription.updated", sub)
         discount_total = 0
         tax_total = included = 0
         for line in lines:

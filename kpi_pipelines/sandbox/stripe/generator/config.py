@@ -72,6 +72,13 @@ class StripeSandboxConfig:
     # multiple discounts, 100%-off coupons, tax-inclusive prices, pause_collection, drafts,
     # anchor resets, schedules. Off by default: the default business keeps its bytes.
     billing_variety: bool = False
+    # The account's product records each customer's latest sign-in in the customer's
+    # metadata (`last_sign_in`, a common integration): from `sign_ins_from` one of the first
+    # `customers` signs in every `sign_in_seconds`, each in turn, a `customer.updated` event
+    # apiece. Unset: nobody signs in again (the default business keeps its bytes). The demo
+    # sets it, so `kpi-pipelines dev` shows webhooks within minutes.
+    sign_ins_from: datetime | None = None
+    sign_in_seconds: int = 180
 
     def __post_init__(self) -> None:
         if self.customers < 1:
@@ -88,6 +95,12 @@ class StripeSandboxConfig:
         object.__setattr__(self, "currencies", tuple(c.lower() for c in self.currencies))
         if not self.currencies:
             raise ValueError("at least one currency is needed")
+        if self.sign_in_seconds < 1:
+            raise ValueError("sign_in_seconds must be >= 1")
+        if self.sign_ins_from is not None:
+            if self.sign_ins_from.tzinfo is None:
+                raise ValueError("sign_ins_from must be timezone-aware (UTC)")
+            object.__setattr__(self, "sign_ins_from", self.sign_ins_from.astimezone(UTC))
 
     @property
     def start_ts(self) -> int:

@@ -109,8 +109,31 @@ class Generator(SubscriptionLife, Billing):
             new_email = f"billing{ci}@{last.lower().replace('-', '')}.example"
             cs.email_log.append((t, new_email))
             cs.emit(t, "customer.updated", None, STREAM_PROFILE)
+        for t in self.sign_ins(ci, created, horizon):
+            cs.emit(t, "customer.updated", None, STREAM_PROFILE)
         cs.tags.add(f"currency_{currency}")
         return cs
+
+    def sign_ins(self, ci: int, created: int, until: int) -> range:
+        """When customer ci signed in after `config.sign_ins_from`, up to `until`: the slots
+        `sign_in_seconds` apart are taken by the first `customers` in turn."""
+        config = self.config
+        if config.sign_ins_from is None or ci >= config.customers:
+            return range(0)
+        every = config.sign_in_seconds
+        first = int(config.sign_ins_from.timestamp()) + ci * every
+        lap = config.customers * every
+        if first <= created:  # their first sign-in was the sign-up
+            first += (created - first) // lap * lap + lap
+        return range(first, until + 1, lap)
+
+    def last_sign_in(self, ci: int, created: int, t: int) -> int | None:
+        """When customer ci last signed in by `t` (the sign-up counts), or None when the
+        account records no sign-ins."""
+        if self.config.sign_ins_from is None:
+            return None
+        since = self.sign_ins(ci, created, t)
+        return since[-1] if since else created
 
     def simulate(self, ci: int, events: bool = True, horizon: int | None = None) -> CustomerSim:
         """Customer ci's life up to the horizon (or up to an earlier `horizon`).

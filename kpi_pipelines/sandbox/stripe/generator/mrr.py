@@ -24,44 +24,56 @@ def item_mrr(price: Price, quantity: int | None) -> float:
 COUNTED_STATUSES = frozenset(("active", "past_due"))
 
 
-def sub_mrr_at(sub: Sub, t: int, auto_tax: TaxRate | None = None) -> float:
+def sub_mrr_at(sub: Sub, t: int, auto_tax: TaxRate | None = None, currency: str = "") -> float:
     """A subscription's MRR at t in minor units; `auto_tax`: its customer's automatic tax
     (included in prices whose tax_behavior is inclusive). Tax is excluded: an item whose
     price includes its tax counts net of it (120 including 20% VAT counts 100)."""
     if t < sub.created or not sub.status_log or sub.status_at(t) not in COUNTED_STATUSES:
         return 0.0
     # Forever discounts apply one after the other, as on the invoices: each item's own on its
-    # MRR, then the subscription's on the sum (amount_off normalized like the price).
+    # item, then the subscription's on the items of the products each applies to (all of
+    # them without applies_to), an amount off normalized like the price and shared among
+    # them in proportion; each takes from what the ones before left.
     forever = [
         d
         for d in sub.discounts
-        if d.coupon.duration == "forever" and d.start <= t and (d.end is None or t < d.end)
+        if d.coupon.duration == "forever"
+        and not d.one_invoice
+        and d.start <= t
+        and (d.end is None or t < d.end)
     ]
-    total = net = 0.0
+    values: list[list] = []  # [item, its MRR so far (tax included), the share that is not tax]
     interval: tuple[str, int] | None = None
     for item in sub.items:
         if not item.alive_at(t):
             continue
         price, qty = item.state_at(t)
         if price.licensed:
-            value = item_mrr(price, qty)
-            own = (price.interval, price.interval_count)
-            for disc in forever:
-                if disc.item is item:
-                    value = _discounted(value, disc, own)
-            total += value
-            net += value * _net_share(sub, item, price, auto_tax)
+            values.append([item, item_mrr(price, qty), _net_share(sub, item, price, auto_tax)])
             if interval is None:
-                interval = own
-    gross = total
-    for disc in forever:
-        if disc.item is None and interval is not None:
-            total = _discounted(total, disc, interval)
-    # Invoice-level discounts spread over the lines in proportion, and an included tax is
-    # taken out of each line's share: the net of tax keeps its proportion of the total.
-    if net != gross and gross:
-        total *= net / gross
-    return total
+                interval = (price.interval, price.interval_count)
+    if interval is None:
+        return 0.0
+    for disc in [d for d in forever if d.item is not None] + [d for d in forever if d.item is None]:
+        if disc.item is not None:
+            hit = [v for v in values if v[0] is disc.item]
+        else:
+            hit = [v for v in values if disc.coupon.applies(v[0].state_at(t)[0].product.id)]
+        kept = _kept(disc, sum(v[1] for v in hit), interval, currency)
+        for v in hit:
+            v[1] *= kept
+    return sum(value * share for _, value, share in values)
+
+
+def _kept(disc, value: float, interval: tuple[str, int], currency: str) -> float:
+    """The share of `value` a discount leaves (an amount off is normalized like the price)."""
+    coupon = disc.coupon
+    if coupon.percent_off is not None:
+        return 1 - coupon.percent_off / 100
+    off = coupon.amount_off_in(currency)
+    if off is None or value <= 0:
+        return 1.0
+    return 1 - min(value, off * monthly_factor(*interval)) / value
 
 
 def _net_share(sub: Sub, item, price: Price, auto_tax: TaxRate | None) -> float:
@@ -75,17 +87,8 @@ def _net_share(sub: Sub, item, price: Price, auto_tax: TaxRate | None) -> float:
     return 100 / (100 + rate.percentage)
 
 
-def _discounted(value: float, disc, interval: tuple[str, int]) -> float:
-    coupon = disc.coupon
-    if coupon.percent_off is not None:
-        return value * (1 - coupon.percent_off / 100)
-    if coupon.amount_off is not None:
-        return max(0.0, value - coupon.amount_off * monthly_factor(*interval))
-    return value
-
-
 def customer_mrr_at(cs: CustomerSim, t: int) -> float:
-    return sum(sub_mrr_at(sub, t, cs.tax) for sub in cs.subs)
+    return sum(sub_mrr_at(sub, t, cs.tax, cs.currency) for sub in cs.subs)
 
 
 def customer_change_points(cs: CustomerSim) -> list[int]:

@@ -48,10 +48,22 @@ class Item:
 
 
 class Discount:
-    """A coupon applied to a subscription (`sub`: the subscription's index), or to one of its
-    items (`item`: a subscription item's discount, Stripe's subscription item `discounts`)."""
+    """A coupon applied to a subscription (`sub`: the subscription's index), to one of its
+    items (`item`: a subscription item's discount, Stripe's subscription item `discounts`),
+    or to one of its invoices only (`one_invoice`)."""
 
-    __slots__ = ("coupon", "end", "item", "li", "removed_at", "start", "sub", "used")
+    __slots__ = (
+        "coupon",
+        "end",
+        "invoice",
+        "item",
+        "li",
+        "one_invoice",
+        "removed_at",
+        "start",
+        "sub",
+        "used",
+    )
 
     def __init__(
         self,
@@ -70,6 +82,10 @@ class Discount:
         self.end = end
         self.removed_at: int | None = end
         self.used = False
+        # A discount of one invoice only (the invoice's own `discounts`): `invoice` is the
+        # index of the invoice that took it.
+        self.one_invoice = False
+        self.invoice = -1
 
     @property
     def created(self) -> int:
@@ -78,7 +94,7 @@ class Discount:
     def applies_to_invoice_at(self, t: int) -> bool:
         if self.start > t or (self.end is not None and t >= self.end):
             return False
-        return not (self.coupon.duration == "once" and self.used)
+        return not (self.used and (self.one_invoice or self.coupon.duration == "once"))
 
 
 class Line:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from kpi_pipelines.sandbox.stripe.catalog import decimal_text
 from kpi_pipelines.sandbox.stripe.generator import (
     CustomerSim,
     Invoice,
@@ -48,8 +49,8 @@ class BillingRendering:
         disc_ex = ex.get("discounts") if ex and "discounts" in ex else None
         discounts: list[Any] = []
         for disc in sub.discounts:
-            if disc.item is not None:
-                continue  # on its subscription item
+            if disc.item is not None or disc.one_invoice:
+                continue  # on its subscription item, or on one invoice
             if disc.start <= t and (disc.removed_at is None or t < disc.removed_at):
                 discounts.append(
                     self.discount(cs, disc, disc_ex)
@@ -412,7 +413,11 @@ class BillingRendering:
                 if price.interval_count == 1
                 else f"{price.interval_count} {price.interval}s"
             )
-            desc = f"{qty} \u00d7 {name} (at {money_text(price.unit_amount, cur)} / {per})"
+            package = "" if price.transform is None else f" per {price.transform[0]}"
+            at = money_text(price.unit_amount, cur)
+            desc = f"{qty} \u00d7 {name} (at {at}{package} / {per})"
+        elif price.unit_decimal is not None:
+            desc = f"{qty} \u00d7 {name} (at {decimal_text(price.unit_decimal)} {cur} minor units)"
         else:
             desc = f"{qty} \u00d7 {name} (tiered)"
         credited = None
@@ -476,9 +481,7 @@ class BillingRendering:
             "pricing": {
                 "price_details": {"price": price_value, "product": price.product.id},
                 "type": "price_details",
-                "unit_amount_decimal": None
-                if price.unit_amount is None
-                else str(price.unit_amount),
+                "unit_amount_decimal": None if price.unit is None else decimal_text(price.unit),
             },
             "quantity": qty,
             "quantity_decimal": None if qty is None else str(qty),
@@ -525,9 +528,7 @@ class BillingRendering:
             "pricing": {
                 "price_details": {"price": price.id, "product": price.product.id},
                 "type": "price_details",
-                "unit_amount_decimal": None
-                if price.unit_amount is None
-                else str(price.unit_amount),
+                "unit_amount_decimal": None if price.unit is None else decimal_text(price.unit),
             },
             "proration": line.proration,
             "quantity": line.quantity if line.quantity is not None else 1,

@@ -2,9 +2,17 @@
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
 from typing import Any
 
-from kpi_pipelines.sandbox.stripe.catalog import Coupon, Price, Product, TaxRate
+from kpi_pipelines.sandbox.stripe.catalog import (
+    Coupon,
+    Price,
+    Product,
+    TaxRate,
+    decimal_text,
+    whole,
+)
 from kpi_pipelines.sandbox.stripe.generator import (
     CustomerSim,
     Discount,
@@ -51,8 +59,15 @@ class CatalogRendering:
         return cached
 
     def price(self, price: Price, ex: dict | None = None) -> Obj:
+        price = price.served  # a currency option is served as its price
         tiers = bool(ex and "tiers" in ex)
-        key = (price.id, tiers)
+        # currency_options and each option's tiers are only served when expanded (includable)
+        options_ex = ex.get("currency_options") if ex and "currency_options" in ex else None
+        key = (
+            price.id,
+            tiers,
+            None if options_ex is None else tuple(sorted(options_ex)),
+        )
         cached = self._price_cache.get(key)
         if cached is None:
             cached = {
@@ -77,28 +92,18 @@ class CatalogRendering:
                 },
                 "tax_behavior": price.tax_behavior,
                 "tiers_mode": price.tiers_mode,
-                "transform_quantity": None,
+                "transform_quantity": _transform(price),
                 "type": "recurring",
                 "unit_amount": price.unit_amount,
-                "unit_amount_decimal": None
-                if price.unit_amount is None
-                else str(price.unit_amount),
+                "unit_amount_decimal": _unit_decimal(price),
             }
             if tiers:
-                cached["tiers"] = (
-                    [
-                        {
-                            "flat_amount": t.flat_amount,
-                            "flat_amount_decimal": str(t.flat_amount),
-                            "unit_amount": t.unit_amount,
-                            "unit_amount_decimal": str(t.unit_amount),
-                            "up_to": t.up_to,
-                        }
-                        for t in price.tiers
-                    ]
-                    if price.tiers
-                    else None
-                )
+                cached["tiers"] = _tiers(price)
+            if options_ex is not None:
+                cached["currency_options"] = {
+                    option.currency: _currency_option(option, option.currency in options_ex)
+                    for option in (price, *(price.options or {}).values())
+                }
             self._price_cache[key] = cached
         if ex and "product" in ex:
             out = dict(cached)
@@ -107,6 +112,7 @@ class CatalogRendering:
         return cached
 
     def plan(self, price: Price) -> Obj:
+        price = price.served
         cached = self._plan_cache.get(price.id)
         if cached is None:
             cached = self._plan_cache[price.id] = {
@@ -114,7 +120,7 @@ class CatalogRendering:
                 "object": "plan",
                 "active": price.active,
                 "amount": price.unit_amount,
-                "amount_decimal": None if price.unit_amount is None else str(price.unit_amount),
+                "amount_decimal": _unit_decimal(price),
                 "billing_scheme": price.billing_scheme,
                 "created": price.created,
                 "currency": price.currency,
@@ -126,15 +132,15 @@ class CatalogRendering:
                 "nickname": price.nickname,
                 "product": price.product.id,
                 "tiers_mode": price.tiers_mode,
-                "transform_usage": None,
+                "transform_usage": _transform(price),
                 "trial_period_days": None,
                 "usage_type": price.usage_type,
             }
         return cached
 
-    def coupon(self, coupon: Coupon, at: int | None = None) -> Obj:
+    def coupon(self, coupon: Coupon, at: int | None = None, ex: dict | None = None) -> Obj:
         redeemed = self.coupon_redemptions.get(coupon.id, 0) if at is None else 0
-        return {
+        out = {
             "id": coupon.id,
             "object": "coupon",
             "amount_off": coupon.amount_off,
@@ -151,6 +157,24 @@ class CatalogRendering:
             "times_redeemed": redeemed,
             "valid": True,
         }
+        # includable: served only when expanded
+        if ex and "applies_to" in ex:
+            out["applies_to"] = (
+                None if coupon.applies_to is None else {"products": list(coupon.applies_to)}
+            )
+        if ex and "currency_options" in ex:
+            out["currency_options"] = (
+                None
+                if coupon.amount_off is None
+                else {
+                    coupon.currency: {"amount_off": coupon.amount_off},
+                    **{
+                        cur: {"amount_off": off}
+                        for cur, off in (coupon.currency_options or {}).items()
+                    },
+                }
+            )
+        return out
 
     def tax_rate(self, rate: TaxRate) -> Obj:
         return {
@@ -214,7 +238,7 @@ class CatalogRendering:
                 "rendering_options": None,
             },
             "livemode": False,
-            "metadata": {"sandbox_index": str(cs.ci)},
+            "metadata": self._customer_metadata(cs, t),
             "name": cs.name,
             "next_invoice_sequence": finalized + 1,
             "phone": cs.phone,
@@ -223,6 +247,13 @@ class CatalogRendering:
             "tax_exempt": "none",
             "test_clock": None,
         }
+
+    def _customer_metadata(self, cs: CustomerSim, t: int) -> dict[str, str]:
+        metadata = {"sandbox_index": str(cs.ci)}
+        signed_in = self.gen.last_sign_in(cs.ci, cs.created, t)
+        if signed_in is not None:
+            metadata["last_sign_in"] = datetime.fromtimestamp(signed_in, UTC).isoformat()
+        return metadata
 
     # -- discounts ----------------------------------------------------------------------------
 
@@ -241,11 +272,51 @@ class CatalogRendering:
             "customer": customer,
             "customer_account": None,
             "end": disc.end,
-            "invoice": None,
+            "invoice": self.in_id(cs, cs.invoices[disc.invoice]) if disc.invoice >= 0 else None,
             "invoice_item": None,
             "promotion_code": None,
             "source": {"coupon": coupon, "type": "coupon"},
             "start": disc.start,
-            "subscription": self.sub_id(cs, disc.sub),
+            "subscription": None if disc.one_invoice else self.sub_id(cs, disc.sub),
             "subscription_item": None if disc.item is None else self.si_id(cs, disc.item),
         }
+
+
+def _unit_decimal(price: Price) -> str | None:
+    unit = price.unit
+    return None if unit is None else decimal_text(unit)
+
+
+def _transform(price: Price) -> Obj | None:
+    if price.transform is None:
+        return None
+    divide_by, rounding = price.transform
+    return {"divide_by": divide_by, "round": rounding}
+
+
+def _tiers(price: Price) -> list[Obj] | None:
+    if not price.tiers:
+        return None
+    return [
+        {
+            "flat_amount": t.flat_amount,
+            "flat_amount_decimal": str(t.flat_amount),
+            "unit_amount": whole(t.unit_amount),
+            "unit_amount_decimal": decimal_text(t.unit_amount),
+            "up_to": t.up_to,
+        }
+        for t in price.tiers
+    ]
+
+
+def _currency_option(price: Price, tiers: bool) -> Obj:
+    """A price in one currency, as its `currency_options` entry."""
+    out: Obj = {
+        "custom_unit_amount": None,
+        "tax_behavior": price.tax_behavior,
+        "unit_amount": price.unit_amount,
+        "unit_amount_decimal": _unit_decimal(price),
+    }
+    if tiers:
+        out["tiers"] = _tiers(price)
+    return out

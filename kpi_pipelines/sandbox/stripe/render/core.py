@@ -32,7 +32,7 @@ class Renderer(CatalogRendering, BillingRendering, MoneyRendering, ScheduleRende
         self.gen = gen
         self.codec = gen.codec
         self.catalog = gen.catalog
-        self._price_cache: dict[tuple[str, bool], Obj] = {}
+        self._price_cache: dict[tuple, Obj] = {}
         self._plan_cache: dict[str, Obj] = {}
         self._product_cache: dict[str, Obj] = {}
         self.coupon_redemptions: dict[str, int] = {}
