@@ -69,10 +69,12 @@ from kpi_pipelines.warehouse.control import Connection
 
 __all__ = [
     "DEFAULT_GOOGLE_TOKEN_URL",
+    "GOOGLE",
     "GOOGLE_CLIENT_VARIABLES",
     "OAuth2BearerAuth",
     "OAuth2Credentials",
     "OAuth2Session",
+    "TokenEndpoint",
     "TokenResponse",
     "google_secrets",
     "google_token_url",
@@ -91,39 +93,67 @@ _TRANSIENT_ERRORS = frozenset({"temporarily_unavailable", "server_error"})
 _TRANSIENT_STATUSES = frozenset({429, 500, 502, 503, 504})
 
 
+@dataclass(frozen=True)
+class TokenEndpoint:
+    """A provider's OAuth 2.0 token endpoint as the deployment reaches it: its address
+    (`url_variable`, an operator setting for a sandbox or proxy, else `default_url`), the
+    operator's OAuth client (`client_variables`: purpose -> variable), used by every
+    connection that names none of its own, and the answers besides RFC 6749's
+    `invalid_grant` by which the provider says a refresh token is gone (`gone`: an error code
+    and the start of its description), which end the sync with the reconnect message."""
+
+    default_url: str
+    url_variable: str
+    client_variables: Mapping[str, str]
+    gone: tuple[tuple[str, str], ...] = ()
+
+    def url(self, configured: str | None = None) -> str:
+        """`configured` (a resource's config), the operator's variable or the provider's
+        own; https only, except on loopback."""
+        if configured:
+            return operator_url(configured, "the resource's token_url")
+        return operator_url(
+            os.environ.get(self.url_variable) or self.default_url, self.url_variable
+        )
+
+    def secrets(self, grant: str) -> tuple[SecretSpec, ...]:
+        """What a connection names: its grant (`grant` says what it allows), and the OAuth
+        client when the workspace uses its own instead of the operator's."""
+        return (
+            SecretSpec("refresh_token", f"the workspace's grant ({grant})"),
+            *(
+                SecretSpec(
+                    purpose,
+                    f"the OAuth client's {what}, when the workspace uses its own",
+                    operator_variable=variable,
+                )
+                for (purpose, variable), what in zip(
+                    self.client_variables.items(), ("id", "secret"), strict=True
+                )
+            ),
+        )
+
+    def grant_gone(self, error: str, description: str) -> bool:
+        """Whether the endpoint's answer says the refresh token is no longer valid."""
+        return error in _RECONNECT_ERRORS or any(
+            error == code and description.startswith(start) for code, start in self.gone
+        )
+
+
 # The operator's OAuth client for every Google connection that names none of its own.
 GOOGLE_CLIENT_VARIABLES = {
     "client_id": "KPI_GOOGLE_CLIENT_ID",
     "client_secret": "KPI_GOOGLE_CLIENT_SECRET",
 }
+GOOGLE = TokenEndpoint(DEFAULT_GOOGLE_TOKEN_URL, "KPI_GOOGLE_TOKEN_URL", GOOGLE_CLIENT_VARIABLES)
 
 
 def google_secrets(grant: str) -> tuple[SecretSpec, ...]:
-    """What a Google connection names: its grant (`grant` says what it allows), and the
-    OAuth client when the workspace uses its own instead of the operator's."""
-    return (
-        SecretSpec("refresh_token", f"the workspace's grant ({grant})"),
-        *(
-            SecretSpec(
-                purpose,
-                f"the OAuth client's {what}, when the workspace uses its own",
-                operator_variable=variable,
-            )
-            for (purpose, variable), what in zip(
-                GOOGLE_CLIENT_VARIABLES.items(), ("id", "secret"), strict=True
-            )
-        ),
-    )
+    return GOOGLE.secrets(grant)
 
 
 def google_token_url(configured: str | None = None) -> str:
-    """Google's token endpoint: `configured` (a resource's config), `KPI_GOOGLE_TOKEN_URL`
-    (sandbox, proxy) or Google's own; https only, except on loopback."""
-    if configured:
-        return operator_url(configured, "the resource's token_url")
-    return operator_url(
-        os.environ.get("KPI_GOOGLE_TOKEN_URL") or DEFAULT_GOOGLE_TOKEN_URL, "KPI_GOOGLE_TOKEN_URL"
-    )
+    return GOOGLE.url(configured)
 
 
 @dataclass(frozen=True)
@@ -196,7 +226,8 @@ class OAuth2Session:
     `clock` (seconds, monotonic) decides when a token is about to expire; `leeway` is how
     long before its expiry a token is replaced. `on_refresh_token_rotated` is called with a
     new refresh token when the provider rotates it (Google does not), for a caller that
-    keeps it encrypted at rest.
+    keeps it encrypted at rest. `grant_gone(error, description)` says which of the token
+    endpoint's error answers mean the refresh token is gone (default: `invalid_grant`).
     """
 
     def __init__(
@@ -213,6 +244,7 @@ class OAuth2Session:
         transport: httpx.BaseTransport | None = None,
         limits: ResponseLimits | None = None,
         on_refresh_token_rotated: Callable[[str], None] | None = None,
+        grant_gone: Callable[[str, str], bool] | None = None,
     ) -> None:
         if max_attempts < 1:
             raise ValueError("max_attempts must be at least 1")
@@ -228,6 +260,7 @@ class OAuth2Session:
         self._clock = clock
         self._sleep = sleep
         self._on_rotated = on_refresh_token_rotated
+        self._grant_gone = grant_gone
         self._lock = threading.Lock()
         self._access_token: str | None = None
         self._renew_at: float | None = None  # on `clock`; None: only when the API says 401
@@ -373,7 +406,8 @@ class OAuth2Session:
 
     def _oauth_failure(self, error: str, description: str) -> Exception:
         said = f"{error}: {description}" if description else error or "unknown error"
-        if error in _RECONNECT_ERRORS:
+        gone = self._grant_gone(error, description) if self._grant_gone else None
+        if gone or (gone is None and error in _RECONNECT_ERRORS):
             return ProviderAuthError(
                 self.provider,
                 f"the refresh token is no longer valid (revoked, expired, or access was removed;"
@@ -472,6 +506,7 @@ class OAuthApi:
         base_url: str,
         client_variables: Mapping[str, str] | None = None,
         limits: ResponseLimits | None = None,
+        grant_gone: Callable[[str, str], bool] | None = None,
         **http_options: Any,
     ) -> None:
         self.session = OAuth2Session(
@@ -480,6 +515,7 @@ class OAuthApi:
                 connection, token_url=token_url, client_variables=client_variables
             ),
             limits=limits,
+            grant_gone=grant_gone,
         )
         # Duplicate requests inside a sync are served from its cache, for every REST
         # provider (its hits are in the run's metadata): not an option a provider turns off.
@@ -504,6 +540,7 @@ class OAuthAdapter(IntegrationAdapter):
         token_url: str,
         base_url: str,
         client_variables: Mapping[str, str] | None = None,
+        grant_gone: Callable[[str, str], bool] | None = None,
         **http_options: Any,
     ) -> OAuthApi:
         self._close_api()
@@ -514,6 +551,7 @@ class OAuthAdapter(IntegrationAdapter):
             base_url=base_url,
             client_variables=client_variables,
             limits=self.spec.limits.response(),
+            grant_gone=grant_gone,
             **http_options,
         )
         return self._api
@@ -531,23 +569,37 @@ class OAuthAdapter(IntegrationAdapter):
         super().disconnect()
 
 
-class GoogleApiAdapter(OAuthAdapter):
-    """An adapter of one of Google's REST APIs: Google's token endpoint and the operator's
-    OAuth client (`KPI_GOOGLE_*`), the API's host from `KPI_<PROVIDER>_BASE_URL`."""
+class TokenEndpointAdapter(OAuthAdapter):
+    """An adapter of one REST API behind one OAuth token endpoint (`token_endpoint`: its
+    address and the operator's OAuth client), the API's host from
+    `KPI_<PROVIDER>_BASE_URL`."""
 
     default_base_url: ClassVar[str]  # the API's own host
+    token_endpoint: ClassVar[TokenEndpoint]
 
     base_url: str | None = None  # default: KPI_<PROVIDER>_BASE_URL, else default_base_url
-    token_url: str | None = None  # default: KPI_GOOGLE_TOKEN_URL, else Google's
+    token_url: str | None = None  # default: the endpoint's variable, else the provider's own
     timeout_seconds: float = 60.0  # one HTTP request
 
-    def _open_google_api(self, **http_options: Any) -> OAuthApi:
+    def _open_endpoint_api(self, **http_options: Any) -> OAuthApi:
+        endpoint = self.token_endpoint
         return self._open_api(
-            token_url=google_token_url(self.token_url),
+            token_url=endpoint.url(self.token_url),
             base_url=settings.provider_base_url(
                 self.provider, self.default_base_url, self.base_url
             ),
-            client_variables=GOOGLE_CLIENT_VARIABLES,
+            client_variables=endpoint.client_variables,
+            grant_gone=endpoint.grant_gone,
             timeout=self.timeout_seconds,
             **http_options,
         )
+
+
+class GoogleApiAdapter(TokenEndpointAdapter):
+    """An adapter of one of Google's REST APIs: Google's token endpoint and the operator's
+    OAuth client (`KPI_GOOGLE_*`)."""
+
+    token_endpoint: ClassVar[TokenEndpoint] = GOOGLE
+
+    def _open_google_api(self, **http_options: Any) -> OAuthApi:
+        return self._open_endpoint_api(**http_options)
