@@ -608,6 +608,16 @@ def parse_retry_after(value: str | None) -> float | None:
     return max(0.0, (_aware(when) - _now()).total_seconds())
 
 
+def provider_now(response: httpx.Response) -> datetime:
+    """The provider's now, from its response's Date header (a provider that reports whole
+    days decides which day is today by its own clock), else ours when it sent none."""
+    try:
+        sent = email.utils.parsedate_to_datetime(response.headers.get("date", ""))
+    except (TypeError, ValueError, IndexError):
+        return _now()
+    return _aware(sent).astimezone(UTC)
+
+
 def provider_message(response: httpx.Response) -> str:
     """The provider's error message, best effort from the common JSON error shapes; redacted."""
     try:

@@ -1,4 +1,8 @@
-"""Serve an ASGI app (a provider simulator) on 127.0.0.1 from a background thread."""
+"""Serve an ASGI app (a provider simulator) on 127.0.0.1 from a background thread.
+
+With a `clock`, every response's `Date` header is that simulated clock's now (an adapter
+that reads the provider's day from its Date header then sees the simulator's day).
+"""
 
 from __future__ import annotations
 
@@ -7,11 +11,14 @@ import contextlib
 import socket
 import threading
 import time
+from email.utils import format_datetime
 from types import TracebackType
 from typing import Self
 
 import uvicorn
-from starlette.types import ASGIApp
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from kpi_pipelines.sandbox.kit.clock import SimClock
 
 HOST = "127.0.0.1"
 
@@ -30,8 +37,10 @@ class LoopbackServer:
         port: int = 0,
         startup_timeout: float = 10.0,
         shutdown_timeout: float = 5.0,
+        clock: SimClock | None = None,
     ) -> None:
-        self.app = app
+        self.app = app if clock is None else _dated(app, clock)
+        self._clock = clock
         self._requested_port = port
         self._startup_timeout = startup_timeout
         self._shutdown_timeout = shutdown_timeout
@@ -84,6 +93,7 @@ class LoopbackServer:
             # None: leave the process's logging configuration alone (no dictConfig).
             log_config=None,
             timeout_graceful_shutdown=self._shutdown_timeout,
+            date_header=self._clock is None,  # with a clock, the app's own Date
         )
         server = uvicorn.Server(config)
         thread = threading.Thread(
@@ -130,6 +140,22 @@ class LoopbackServer:
         tb: TracebackType | None,
     ) -> None:
         self.stop()
+
+
+def _dated(app: ASGIApp, clock: SimClock) -> ASGIApp:
+    """`app` whose responses carry `Date: <the clock's now>` instead of their own."""
+
+    async def dated(scope: Scope, receive: Receive, send: Send) -> None:
+        async def stamped(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                headers = [(k, v) for k, v in message.get("headers", []) if k.lower() != b"date"]
+                now = format_datetime(clock.now(), usegmt=True).encode()
+                message = {**message, "headers": [*headers, (b"date", now)]}
+            await send(message)
+
+        await app(scope, receive, stamped if scope["type"] == "http" else send)
+
+    return dated
 
 
 def _serve(server: uvicorn.Server, sock: socket.socket) -> None:

@@ -36,6 +36,7 @@ from kpi_pipelines.integrations.shared.http import (
     RetryDecision,
     parse_retry_after,
     provider_message,
+    provider_now,
 )
 from kpi_pipelines.integrations.shared.redaction import register_secret
 from kpi_pipelines.sandbox.kit.server import LoopbackServer
@@ -822,6 +823,14 @@ def test_parse_retry_after() -> None:
     waited = parse_retry_after(email.utils.format_datetime(future, usegmt=True))
     assert waited is not None
     assert 118 <= waited <= 121
+
+
+def test_provider_now_is_its_date_header() -> None:
+    sent = httpx.Response(200, headers={"Date": "Tue, 17 Nov 2026 23:59:58 GMT"})
+    assert provider_now(sent) == datetime(2026, 11, 17, 23, 59, 58, tzinfo=UTC)
+    for headers in ({}, {"Date": "yesterday"}):
+        before = datetime.now(UTC)
+        assert before <= provider_now(httpx.Response(200, headers=headers)) <= datetime.now(UTC)
 
 
 def test_stats_as_metadata() -> None:

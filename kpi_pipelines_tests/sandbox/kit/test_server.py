@@ -7,6 +7,7 @@ import re
 import threading
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from datetime import UTC, datetime
 
 import httpx
 import pytest
@@ -15,6 +16,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse
 from starlette.routing import Route
 
+from kpi_pipelines.sandbox.kit.clock import SimClock
 from kpi_pipelines.sandbox.kit.server import LoopbackServer
 
 
@@ -111,3 +113,14 @@ def test_uvicorn_stays_quiet(caplog: pytest.LogCaptureFixture) -> None:
             httpx.get(server.url("/hello"))
     uvicorn_records = [r for r in caplog.records if r.name.startswith("uvicorn")]
     assert uvicorn_records == []
+
+
+def test_with_a_clock_the_date_header_is_the_simulated_clocks() -> None:
+    clock = SimClock(datetime(2031, 2, 3, 4, 5, 6, tzinfo=UTC))
+    with LoopbackServer(_app(), clock=clock) as server:
+        response = httpx.get(server.url("/hello"))
+        assert response.headers.get_list("date") == ["Mon, 03 Feb 2031 04:05:06 GMT"]
+        clock.advance(hours=24)
+        assert httpx.get(server.url("/hello")).headers["date"].startswith("Tue, 04 Feb 2031")
+    with LoopbackServer(_app()) as server:  # without one, uvicorn's (the real time)
+        assert str(datetime.now(UTC).year) in httpx.get(server.url("/hello")).headers["date"]
