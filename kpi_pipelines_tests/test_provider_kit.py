@@ -64,10 +64,10 @@ from pydantic import BaseModel, PrivateAttr
 
 from kpi_pipelines import settings
 from kpi_pipelines.integrations.shared.engines.report import (
+    Query,
     Report,
     ReportAdapter,
     ReportScope,
-    Window,
 )
 from kpi_pipelines.integrations.shared.http import ProviderHttpClient
 from kpi_pipelines.integrations.shared.paging import Page, PageRequest, PageToken
@@ -103,9 +103,9 @@ class ToyAdapter(ReportAdapter):
         return PageToken("page_token")
 
     def fetch_page(
-        self, report: Report, scope: ReportScope, window: Window, request: PageRequest
+        self, report: Report, scope: ReportScope, query: Query, request: PageRequest
     ) -> Page[Any]:
-        window_query = {"from": window.first.isoformat(), "to": window.last.isoformat()}
+        window_query = {"from": query.first.isoformat(), "to": query.last.isoformat()}
         body = self._client().get_json("/v1/report", params={**window_query, **request.query})
         return Page(items=body["rows"], next_token=body["next_page_token"])
 

@@ -126,13 +126,23 @@ def _provider_asset(spec: ProviderSpec) -> dg.AssetsDefinition:
         if synced or not failed:
             yield from _check_results(warehouse, provider, context.run.run_id, synced)
         if spec.cadence:  # after the syncs, failed ones too: what the UI shows is current
-            freshness = evaluate_freshness(warehouse, spec, context.instance)
-            if failed:
-                # logged as it is, so that it targets the asset's latest materialization,
-                # not this run's workspace's (which may not be the one last materialized)
-                context.log_event(freshness)
+            try:
+                freshness = evaluate_freshness(warehouse, spec, context.instance)
+            except sa.exc.DBAPIError as exc:
+                if not failed:
+                    raise
+                # The warehouse may be what the sync lost: its own failure says more.
+                context.log.warning(
+                    f"{provider}: freshness not evaluated after the failed sync"
+                    f" ({type(exc.orig).__name__})"
+                )
             else:
-                yield _as_result(freshness)
+                if failed:
+                    # logged as it is, so that it targets the asset's latest materialization,
+                    # not this run's workspace's (which may not be the one last materialized)
+                    context.log_event(freshness)
+                else:
+                    yield _as_result(freshness)
         if failed:
             raise _run_failure(provider, failed, outcomes)
 

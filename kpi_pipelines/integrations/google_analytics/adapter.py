@@ -15,7 +15,7 @@ what GA4 does its own way:
   stable order (so offsets address the same rows page after page).
 - Days are YYYYMMDD in the property's time zone; a day is stored as that date's 00:00 UTC
   with metadata granularity=day and the property's time zone. GA4 restates the last 24-48
-  hours: each connection re-reads `lookback_days` (3 by default).
+  hours: each report restates 3 days (spec.py), or the connection's `lookback_days`.
 - Quotas are all HTTP 429 RESOURCE_EXHAUSTED; the message says which (`classify_ga4_response`):
   "Exhausted concurrent requests quota." is retried after a backoff of seconds; an
   exhausted hourly or daily token quota stops the sync (the engine keeps what was read and
@@ -25,9 +25,10 @@ what GA4 does its own way:
 
 from __future__ import annotations
 
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from typing import Any, ClassVar
-from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+from zoneinfo import ZoneInfo
 
 import httpx
 from pydantic import PrivateAttr, ValidationError
@@ -39,10 +40,10 @@ from kpi_pipelines.integrations.google_analytics.types import (
     RunReportResponse,
 )
 from kpi_pipelines.integrations.shared.engines.report import (
+    Query,
     Report,
     ReportAdapter,
     ReportScope,
-    Window,
 )
 from kpi_pipelines.integrations.shared.errors import ProviderError
 from kpi_pipelines.integrations.shared.http import RetryDecision
@@ -133,42 +134,38 @@ class GoogleAnalyticsAdapter(GoogleApiAdapter, ReportAdapter):
                 "limit": "1",
             },
         )
-        zone_name = response.metadata.time_zone or "UTC"
-        try:
-            zone = ZoneInfo(zone_name)
-        except (ZoneInfoNotFoundError, ValueError):
-            raise ProviderError(
-                PROVIDER, f"property {property_id} reports an unknown time zone {zone_name!r}"
-            ) from None
-        today = datetime.now(zone).date()
-        for raw in response.rows:
-            try:
-                row = ReportRow.model_validate(raw)
-                today = datetime.strptime(row.dimension_values[0].value, "%Y%m%d").date()
-            except (ValidationError, ValueError, IndexError):
-                pass
-        self._scope = ReportScope(
+        scope = ReportScope.in_zone(
+            PROVIDER,
             identity={"property_id": property_id},
-            time_zone=zone_name,
-            today=today,
+            time_zone=response.metadata.time_zone or "UTC",
             label=f"property {property_id}",
         )
+        for raw in response.rows:  # the property's own today, where the report says it
+            try:
+                row = ReportRow.model_validate(raw)
+                day = datetime.strptime(row.dimension_values[0].value, "%Y%m%d").date()
+                scope = replace(scope, today=day)
+            except (ValidationError, ValueError, IndexError):
+                pass
+        self._scope = scope
         return self._scope
 
-    def lookback(self) -> timedelta:
-        return timedelta(days=self._settings().lookback_days)
+    def lookback_days(self, report: Report) -> int:
+        """The connection's lookback_days where it sets one, else the report's."""
+        days = self._settings().lookback_days
+        return report.lookback_days if days is None else days
 
     def paginator(self, report: Report) -> Offset:
         return Offset(self.page_size, in_body=True)
 
     def fetch_page(
-        self, report: Report, scope: ReportScope, window: Window, request: PageRequest
+        self, report: Report, scope: ReportScope, query: Query, request: PageRequest
     ) -> Page[Any]:
         page = self._run_report(
             scope.identity["property_id"],
             {
                 "dateRanges": [
-                    {"startDate": window.first.isoformat(), "endDate": window.last.isoformat()}
+                    {"startDate": query.first.isoformat(), "endDate": query.last.isoformat()}
                 ],
                 "dimensions": [{"name": name} for name in report.dimensions],
                 "metrics": [{"name": name} for name in report.metrics],
@@ -182,7 +179,7 @@ class GoogleAnalyticsAdapter(GoogleApiAdapter, ReportAdapter):
         self._check_headers(report, page)
         if page.metadata.subject_to_thresholding:
             self.context.log.info(
-                f"google_analytics: {report.name} {window.first}..{window.last} is subject to"
+                f"google_analytics: {report.name} {query.first}..{query.last} is subject to"
                 " thresholding (GA4 withholds rows with few users)"
             )
         quota = page.property_quota

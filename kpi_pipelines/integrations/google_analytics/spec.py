@@ -1,7 +1,5 @@
 """Google Analytics 4, declared: daily web traffic and conversions, synced hourly."""
 
-from datetime import timedelta
-
 from kpi_pipelines.integrations.google_analytics.adapter import (
     CHANNEL_DIMENSION,
     GA4_METRICS,
@@ -15,8 +13,14 @@ from kpi_pipelines.integrations.shared.spec import AuthKind, Cadence, ProviderSp
 
 # GA4 metrics every report asks for (their order is the order of each row's values).
 METRICS = tuple(GA4_METRICS)
-BY_DATE_CHANNEL = Report("by_date_channel", ("date", CHANNEL_DIMENSION), METRICS)
-BY_DATE = Report("by_date", ("date",), METRICS)  # the totals: users do not add up over channels
+# GA4 restates the last 24-48 hours: each sync reads the last 3 days again (a connection's
+# lookback_days setting may say otherwise).
+LOOKBACK_DAYS = 3
+BY_DATE_CHANNEL = Report(
+    "by_date_channel", ("date", CHANNEL_DIMENSION), METRICS, lookback_days=LOOKBACK_DAYS
+)
+# The totals: users do not add up over channels.
+BY_DATE = Report("by_date", ("date",), METRICS, lookback_days=LOOKBACK_DAYS)
 
 
 SPEC = ProviderSpec(
@@ -26,7 +30,8 @@ SPEC = ProviderSpec(
         "Daily sessions, total_users, new_users, engaged_sessions, conversions (GA4 key"
         " events) and engagement_rate from the GA4 Data API, per session default channel"
         " group and in total (a report by date alone: users are not additive). Days are the"
-        " property's own. Each sync re-reads the last lookback_days (GA4 restates 24-48 h);"
+        " property's own. Each sync re-reads the last 3 days (GA4 restates 24-48 h; a"
+        " connection's lookback_days may say otherwise);"
         " set start_date in the run config to re-sync a range."
     ),
     adapter=GoogleAnalyticsAdapter,
@@ -35,7 +40,6 @@ SPEC = ProviderSpec(
     secrets=google_secrets("scope analytics.readonly"),
     # A quarter past: GA4 has processed most of the previous hour by then.
     cadence=Cadence.every_hours(1, minute=15),
-    lookback=timedelta(days=3),
     pool_limit=2,  # 10 concurrent requests per property, 14,000 tokens per project-hour
     group="web_analytics",
     kinds=frozenset({"googleanalytics"}),

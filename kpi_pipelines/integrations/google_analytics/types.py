@@ -22,8 +22,9 @@ class GA4ConnectionSettings(ConnectionSettings):
     """A workspace's GA4 property. Secrets are named in the connection's secret_env."""
 
     property_id: str
-    # Days before the cursor that every sync reads again: GA4 restates the last 24-48 h.
-    lookback_days: int = Field(default=3, ge=0, le=60)
+    # Days before the cursor that every sync reads again; unset: the reports' own (3: GA4
+    # restates the last 24-48 h).
+    lookback_days: int | None = Field(default=None, ge=0, le=60)
 
     @field_validator("property_id", mode="before")
     @classmethod

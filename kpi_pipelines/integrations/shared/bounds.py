@@ -256,6 +256,11 @@ class _Inflater:
         # "deflate" is zlib-wrapped by the standard, raw by some servers: try zlib first.
         return zlib.decompressobj(-zlib.MAX_WBITS if self._raw_deflate else zlib.MAX_WBITS)
 
+    @property
+    def ended(self) -> bool:
+        """Whether the (last) stream was read to its end."""
+        return bool(self._zlib.eof)
+
     def feed_all(
         self, pieces: Iterator[bytes], refused: Callable[[str], Exception]
     ) -> Iterator[bytes]:
@@ -280,6 +285,38 @@ class _Inflater:
             if out:
                 yield out
             data = self._zlib.unconsumed_tail or (self._zlib.unused_data if self._zlib.eof else b"")
+
+
+def file_json_text(
+    provider: str, what: str, data: bytes, limits: ResponseLimits, *, gzipped: bool
+) -> bytes:
+    """The JSON text of a downloaded file (an async report's result): gunzipped in bounded
+    steps where it is gzip, no bigger than `limits.max_body_bytes` once decompressed and
+    nested no deeper than `limits.max_json_depth`. A file over a limit, or not valid gzip, is
+    refused (ProviderResponseRefused); one cut short raises ValueError (ask for it again)."""
+
+    def refused(problem: str) -> ProviderResponseRefused:
+        return ProviderResponseRefused(provider, what, problem)
+
+    pieces: Iterator[bytes] = iter((data,))
+    inflater = None
+    if gzipped and data.startswith(b"\x1f\x8b"):  # else a server already decoded it
+        inflater = _Inflater("gzip")
+        pieces = inflater.feed_all(pieces, refused)
+    nesting = NestingTracker(limits.max_json_depth) if limits.max_json_depth else None
+    out = bytearray()
+    for piece in pieces:
+        if len(out) + len(piece) > limits.max_body_bytes:
+            raise refused(
+                f"sent a file of more than {limits.max_body_bytes:,} bytes once decompressed"
+                f" (the limit, KPI_HTTP_MAX_BODY_BYTES), from {len(data):,} bytes"
+            )
+        if nesting is not None and not nesting.feed(piece):
+            raise refused(f"sent JSON nested deeper than {nesting.limit} levels (the limit)")
+        out += piece
+    if inflater is not None and not inflater.ended:
+        raise ValueError(f"the gzip file of {len(data):,} bytes is cut short")
+    return bytes(out)
 
 
 # --- JSON nesting ---------------------------------------------------------------------------

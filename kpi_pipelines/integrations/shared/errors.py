@@ -120,6 +120,21 @@ class ProviderQuotaExhausted(ProviderError):
         )
 
 
+class ReportJobFailed(ProviderError):
+    """An async report job failed (or outlived its deadline) even when split to the smallest
+    job the report allows: the sync fails; what earlier windows read is kept."""
+
+    def __init__(self, provider: str, report: str, job: str, reason: str, *, splits: int) -> None:
+        self.report = report
+        self.reason = redact(reason)
+        super().__init__(
+            provider,
+            f"{provider} could not run the {report} report for {job}: the job {reason}, and"
+            f" it cannot be split further ({splits} split(s) of this window before it). This"
+            " window is not stored (earlier ones are); the next sync asks again.",
+        )
+
+
 class RequestBudgetExceeded(ProviderError):
     """This client sent as many requests as one sync may send."""
 

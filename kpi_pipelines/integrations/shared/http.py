@@ -21,9 +21,15 @@ from types import TracebackType
 from typing import Any, Self
 
 import httpx
+import msgspec
 from tenacity import RetryCallState, Retrying, retry_if_exception_type, stop_after_attempt
 
-from kpi_pipelines.integrations.shared.bounds import BoundedTransport, ResponseLimits
+from kpi_pipelines.integrations.shared.bounds import (
+    BoundedTransport,
+    ProviderLimits,
+    ResponseLimits,
+    file_json_text,
+)
 from kpi_pipelines.integrations.shared.errors import (
     ProviderAuthError,
     ProviderError,
@@ -118,6 +124,9 @@ class _Call:
     label: str
     expect_json: bool = False
     decoded: Any = None  # the body, when expect_json and it decoded
+    # Reads a 2xx body (instead of expect_json's JSON); ValueError: ask again.
+    decode: Callable[[httpx.Response], Any] | None = None
+    anonymous: bool = False  # sent without the client's credentials (a file download)
     started: float = field(default_factory=time.monotonic)
     waited_before: float = 0.0
     attempts: int = 0
@@ -147,6 +156,7 @@ class ProviderHttpClient:
         cache_max_entries: int = 256,
         cache_max_bytes: int = 32 * 1024 * 1024,
         allowed_origins: Sequence[str] = (),
+        file_origins: Sequence[str] = (),
         rng: random.Random | None = None,
         limits: ResponseLimits | None = None,
     ) -> None:
@@ -158,7 +168,8 @@ class ProviderHttpClient:
         The cache is bounded by `cache_max_entries` and `cache_max_bytes` (LRU) so memory does
         not grow with the size of an account. Every response is read within `limits` (the
         deployment's by default; see bounds.py): one over them raises ProviderResponseRefused
-        and is not retried.
+        and is not retried. `download_json` fetches files (an async report's result) from
+        the base URL's origin or one of `file_origins`, without credentials.
         """
         if max_attempts < 1:
             raise ValueError("max_attempts must be at least 1")
@@ -183,6 +194,10 @@ class ProviderHttpClient:
         self._origins = {_origin(httpx.URL(self.base_url))} | {
             _origin(httpx.URL(origin)) for origin in allowed_origins
         }
+        self._file_origins = self._origins | {_origin(httpx.URL(o)) for o in file_origins}
+        self._limits = limits or ProviderLimits().response()
+        self._timeout = httpx.Timeout(timeout)
+        self._files: httpx.Client | None = None
         self.add_secrets(*([secrets] if isinstance(secrets, str) else secrets))
         self._register_header_secrets(headers or {})
         default_headers = httpx.Headers({"User-Agent": "kpi-pipelines"})
@@ -191,8 +206,8 @@ class ProviderHttpClient:
             base_url=self.base_url,
             headers=default_headers,
             auth=auth,
-            timeout=httpx.Timeout(timeout),
-            transport=BoundedTransport(provider, limits),
+            timeout=self._timeout,
+            transport=BoundedTransport(provider, self._limits),
         )
 
     def __repr__(self) -> str:
@@ -245,17 +260,21 @@ class ProviderHttpClient:
         data: Mapping[str, Any] | None = None,
         headers: Mapping[str, str] | None = None,
         cacheable: bool | None = None,
-        expect_json: bool,
+        expect_json: bool = False,
+        decode: Callable[[httpx.Response], Any] | None = None,
+        anonymous: bool = False,
     ) -> tuple[httpx.Response, Any]:
-        """`request`, and with `expect_json` the decoded body (None when empty): a
-        successful response whose body is not JSON (cut short or mangled on the way) is
-        asked for again like a 5xx."""
+        """`request`, and with `expect_json` the decoded body (None when empty), or what
+        `decode` reads of it: a successful response whose body is not JSON (cut short or
+        mangled on the way) is asked for again like a 5xx. `anonymous`: without the
+        client's credentials and headers (a file download; never cached)."""
         method = method.upper()
         self._register_header_secrets(headers or {})
-        probe = self._client.build_request(
+        client = self._file_client() if anonymous else self._client
+        probe = client.build_request(
             method, path_or_url, params=params, json=json, data=data, headers=headers
         )
-        self._check_origin(probe.url)
+        self._check_origin(probe.url, download=anonymous)
         call = _Call(
             method=method,
             url=path_or_url,
@@ -263,11 +282,15 @@ class ProviderHttpClient:
             json=json,
             data=data,
             headers=headers,
-            label=f"{method} {probe.url}",
+            # A presigned download's query is its credential: named without it.
+            label=f"{method} {probe.url.copy_with(query=None) if anonymous else probe.url}",
             expect_json=expect_json,
+            decode=decode,
+            anonymous=anonymous,
+            refreshed=anonymous,  # no credentials to refresh on a 401
             waited_before=self.stats.seconds_waited,
         )
-        key = self._cache_key(probe, json, headers, cacheable)
+        key = None if anonymous else self._cache_key(probe, json, headers, cacheable)
         if key is not None and key in self._cache:
             self._cache.move_to_end(key)
             self.stats.cache_hits += 1
@@ -339,9 +362,32 @@ class ProviderHttpClient:
         )
         return decoded
 
+    def download_json(self, url: str, *, gzipped: bool = False) -> Any:
+        """GET a file the provider points at (an async report's result) and decode its JSON:
+        sent without the client's credentials or headers (a presigned URL needs none, and a
+        file host is not the API), from the base URL's origin or one of `file_origins`;
+        gunzipped when `gzipped`, within the same limits as any response (bounds.py). A
+        file cut short is asked for again like a 5xx."""
+        what = f"GET {httpx.URL(url).path}"
+
+        def decode(response: httpx.Response) -> Any:
+            text = file_json_text(
+                self.provider, what, response.content, self._limits, gzipped=gzipped
+            )
+            try:
+                return msgspec.json.decode(text)
+            except msgspec.DecodeError:
+                raise ValueError(f"the file of {len(text):,} bytes is not JSON") from None
+
+        _, decoded = self._perform("GET", url, cacheable=False, decode=decode, anonymous=True)
+        return decoded
+
     def close(self) -> None:
         """Release connections and drop the cache."""
         self._client.close()
+        if self._files is not None:
+            self._files.close()
+            self._files = None
         self._cache.clear()
         self._cache_bytes = 0
 
@@ -366,7 +412,16 @@ class ProviderHttpClient:
             if decision is None and response.status_code == 401 and self._refresh(call):
                 continue
             judged = self._judge(call, response, decision)
-            if call.expect_json and 200 <= judged.status_code < 300:
+            if call.decode is not None and 200 <= judged.status_code < 300:
+                try:
+                    call.decoded = call.decode(judged)
+                except ValueError as exc:
+                    raise _RetryableFailure(
+                        f"HTTP {judged.status_code}: {exc} (cut short or mangled on the way?)"
+                        f" ({call.label})",
+                        status=judged.status_code,
+                    ) from None
+            elif call.expect_json and 200 <= judged.status_code < 300:
                 try:
                     call.decoded = _json_or_none(judged)
                 except ValueError:
@@ -381,8 +436,9 @@ class ProviderHttpClient:
     def _send(self, call: _Call) -> httpx.Response:
         if self.request_budget is not None and self.stats.requests_sent >= self.request_budget:
             raise RequestBudgetExceeded(self.provider, self.request_budget)
+        client = self._file_client() if call.anonymous else self._client
         # Built afresh each time so that headers changed by a token refresh are used.
-        request = self._client.build_request(
+        request = client.build_request(
             call.method,
             call.url,
             params=call.params,
@@ -393,7 +449,7 @@ class ProviderHttpClient:
         self.stats.requests_sent += 1
         started = time.monotonic()
         try:
-            response = self._client.send(request)
+            response = client.send(request)
         except _RETRY_EXCEPTIONS as exc:
             description = f"{type(exc).__name__}: {exc or 'no detail'} ({call.label})"
             logger.debug("%s: %s", self.provider, description)
@@ -569,14 +625,33 @@ class ProviderHttpClient:
             _, evicted = self._cache.popitem(last=False)
             self._cache_bytes -= len(evicted.content)
 
-    def _check_origin(self, url: httpx.URL) -> None:
-        if _origin(url) not in self._origins:
+    def _check_origin(self, url: httpx.URL, *, download: bool = False) -> None:
+        origins = self._file_origins if download else self._origins
+        if _origin(url) not in origins:
+            what = "to download from" if download else "to send credentials to"
             raise ValueError(
                 redact(
-                    f"{self.provider}: refusing to send credentials to {url.scheme}://{url.host}; "
-                    f"only {', '.join(sorted(self._origins))} are allowed (allowed_origins)"
+                    f"{self.provider}: refusing {what} {url.scheme}://{url.host}; only"
+                    f" {', '.join(sorted(origins))} are allowed"
+                    f" ({'file_origins' if download else 'allowed_origins'})"
                 )
             )
+
+    def _file_client(self) -> httpx.Client:
+        """A client for downloads: no credentials, no headers but ours, and a transport that
+        does not track JSON nesting on the wire (a gzip file is binary: file_json_text
+        tracks it once decompressed)."""
+        if self._files is None:
+            self._files = httpx.Client(
+                base_url=self.base_url,
+                headers={"User-Agent": "kpi-pipelines"},
+                timeout=self._timeout,
+                transport=BoundedTransport(
+                    self.provider,
+                    ResponseLimits(self._limits.max_body_bytes, self._limits.max_wire_bytes, None),
+                ),
+            )
+        return self._files
 
     def _register_header_secrets(self, headers: Mapping[str, str]) -> None:
         for name, value in headers.items():

@@ -8,7 +8,7 @@ provider that pages the same way. `pages()` drives the two, and can fetch the ne
 on a worker thread while the caller handles this one (the next request is known as soon
 as a page arrives).
 
-The family: `StartingAfter` (Stripe: the last object's id), `NextUrl` (a next link in the
+The family: `OnePage` (a list answered whole), `StartingAfter` (Stripe: the last object's id), `NextUrl` (a next link in the
 body, or in the Link header: `link_header_next`), `PageToken` (a token or cursor the body
 names: Google's nextPageToken, Notion's next_cursor with has_more, HubSpot's
 paging.next.after; sent in the query or, with `in_body=True`, in a JSON body as Notion's
@@ -78,6 +78,14 @@ class Paginator(ABC):
 
     def _sent(self, request: PageRequest) -> Mapping[str, Any]:
         return request.body if self.in_body else request.query
+
+
+class OnePage(Paginator):
+    """A list the provider answers whole in one response (X's stats, LinkedIn's adAnalytics,
+    an async job's result file)."""
+
+    def next(self, request: PageRequest, page: Page[Any]) -> PageRequest | None:
+        return None
 
 
 class StartingAfter(Paginator):

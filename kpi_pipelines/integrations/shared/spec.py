@@ -145,7 +145,6 @@ class ProviderSpec:
     settings: type[ConnectionSettings] | None = None
     secrets: tuple[SecretSpec, ...] = ()
     cadence: Cadence | None = None  # None: manual (the UI, the CLI, a sensor)
-    lookback: timedelta | None = None  # recent data the provider restates, re-read each sync
     pool_limit: int | None = None  # runs at once across the deployment (its app-wide quota)
     owners: tuple[str, ...] = ("team:data-engineering",)
     tags: Mapping[str, str] = field(default_factory=dict)
@@ -173,6 +172,8 @@ class ProviderSpec:
                 f"{self.key}: {self.adapter.__name__} does not implement the hooks of the"
                 f" {self.engine.kind} engine ({self.engine.hooks.__name__})"
             )
+        if self.engine is not None:
+            self.engine.check(self.adapter)
         if self.settings is not None and not issubclass(self.settings, ConnectionSettings):
             raise TypeError(
                 f"{self.key}: its settings model {self.settings.__name__} must be a"

@@ -29,6 +29,7 @@ from typing import Any
 
 from sqlalchemy.engine import Connection
 
+from kpi_pipelines.integrations.shared.money import MissingFxRate
 from kpi_pipelines.models import KPIData, day_timestamp
 
 SOURCE = "stripe"
@@ -78,10 +79,6 @@ METRICS = (
     "refunds",
     "net_revenue",
 )
-
-
-class MissingFxRate(LookupError):
-    """A money metric needs a rate the fx table does not have; names currency and day."""
 
 
 # Step 1: each price in each currency it bills: its own, and each of its currency options (a

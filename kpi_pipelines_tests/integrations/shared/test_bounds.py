@@ -3,6 +3,7 @@ bodies (compressed and decompressed), nesting, and lists that go round in circle
 
 from __future__ import annotations
 
+import gzip
 import json
 import random
 import tracemalloc
@@ -19,7 +20,7 @@ from starlette.routing import Route
 from starlette.types import Receive, Scope, Send
 
 from kpi_pipelines.integrations.shared.bounds import NestingTracker, ResponseLimits
-from kpi_pipelines.integrations.shared.errors import ProviderResponseRefused
+from kpi_pipelines.integrations.shared.errors import ProviderResponseRefused, ProviderUnavailable
 from kpi_pipelines.integrations.shared.http import ProviderHttpClient
 from kpi_pipelines.integrations.shared.paging import (
     NextUrl,
@@ -113,6 +114,36 @@ async def brackets_in_strings(request: Request) -> JSONResponse:
     return JSONResponse({"data": [{"name": '[{"' * 5000 + "\\"}, {"note": "]]]"}]})
 
 
+# --- files an async report's result is downloaded from --------------------------------------
+
+
+async def file_bomb(request: Request) -> Response:
+    """A gzip file (not a gzip-encoded response) inflating to 64 MiB."""
+    hit(request)
+    response = gzip_bomb(BOMB)
+    del response.headers["content-encoding"]
+    response.headers["content-type"] = "application/gzip"
+    return response
+
+
+async def file_deep(request: Request) -> Response:
+    hit(request)
+    return Response(gzip.compress(b"[" * 100_000 + b"]" * 100_000), media_type="application/gzip")
+
+
+async def file_cut_short(request: Request) -> Response:
+    hit(request)
+    whole = gzip.compress(json.dumps({"data": list(range(1000))}).encode())
+    return Response(whole[: len(whole) // 2], media_type="application/gzip")
+
+
+async def file_presigned(request: Request) -> Response:
+    """A file whose content says which credentials came with the request for it."""
+    hit(request)
+    seen = {"authorization": request.headers.get("authorization"), "data": [1, 2, 3]}
+    return Response(gzip.compress(json.dumps(seen).encode()), media_type="application/gzip")
+
+
 # --- lists that go round in circles ---------------------------------------------------------
 
 OBJECTS = [{"id": f"obj_{i:02d}"} for i in range(30)]
@@ -173,6 +204,10 @@ APP = Starlette(
         Route("/next/{page}", next_url, name="next_url"),
         Route("/tokens", page_token),
         Route("/offset", offset),
+        Route("/files/bomb.json.gz", file_bomb),
+        Route("/files/deep.json.gz", file_deep),
+        Route("/files/cut.json.gz", file_cut_short),
+        Route("/files/presigned.json.gz", file_presigned),
     ]
 )
 
@@ -268,6 +303,57 @@ def test_brackets_and_escaped_quotes_inside_strings_are_not_nesting(
 ) -> None:
     body = client.get_json("/brackets-in-strings")
     assert body["data"][0]["name"].startswith('[{"[{"')
+
+
+def test_a_gzip_file_is_inflated_only_up_to_the_limit_and_not_retried(
+    client: ProviderHttpClient,
+) -> None:
+    tracemalloc.start()
+    try:
+        with pytest.raises(ProviderResponseRefused) as caught:
+            client.download_json("/files/bomb.json.gz", gzipped=True)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    message = str(caught.value)
+    assert "GET /files/bomb.json.gz sent a file of more than 1,048,576 bytes once" in message
+    assert HITS["/files/bomb.json.gz"] == 1
+    assert peak < 6 * MiB, peak
+
+
+def test_a_gzip_file_nested_too_deep_is_refused(client: ProviderHttpClient) -> None:
+    with pytest.raises(ProviderResponseRefused, match="nested deeper than 64 levels"):
+        client.download_json("/files/deep.json.gz", gzipped=True)
+
+
+def test_a_gzip_file_cut_short_is_asked_for_again_then_fails(server: LoopbackServer) -> None:
+    HITS.clear()
+    with (
+        ProviderHttpClient(
+            "hostile", server.base_url, sleep=lambda _: None, max_attempts=3
+        ) as http,
+        pytest.raises(ProviderUnavailable, match="is cut short") as caught,
+    ):
+        http.download_json("/files/cut.json.gz?X-Amz-Signature=presigned-capability", gzipped=True)
+    assert "after 3 attempts" in str(caught.value)
+    assert "presigned-capability" not in str(caught.value)  # a presigned URL's query
+    assert HITS["/files/cut.json.gz"] == 3
+
+
+def test_a_file_is_downloaded_without_the_clients_credentials_and_only_from_known_hosts(
+    server: LoopbackServer,
+) -> None:
+    with ProviderHttpClient(
+        "hostile", server.base_url, headers={"Authorization": "Bearer file-host-must-not-see"}
+    ) as http:
+        body = http.download_json(server.url("/files/presigned.json.gz"), gzipped=True)
+        assert body == {"authorization": None, "data": [1, 2, 3]}
+        with pytest.raises(ValueError, match="refusing to download from http://localhost"):
+            http.download_json("http://localhost:1/files/presigned.json.gz", gzipped=True)
+    with ProviderHttpClient(
+        "hostile", "https://api.example.invalid", file_origins=[server.base_url]
+    ) as http:
+        assert http.download_json(server.url("/files/presigned.json.gz"), gzipped=True)["data"]
 
 
 def test_nesting_is_tracked_across_pieces_as_the_decoder_counts_it() -> None:

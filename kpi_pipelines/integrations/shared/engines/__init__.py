@@ -4,8 +4,10 @@ A provider's spec names its engine with that engine's reports or streams; its ad
 subclasses the engine's adapter class and implements the hooks (how to fetch a page,
 validate a record, turn a record into points, the provider's quirks). The engines:
 
-- `ReportEngine` (report.py): date-windowed reports in the provider's time zone, a cursor
-  per report, lookback restatement, quota stops that resume (GA4; the ad platforms next).
+- `ReportEngine` (report.py): date-windowed reports in the account's time zone, a cursor
+  and a lookback per report, requests cut to the provider's limits (days, ids, metrics),
+  async jobs split when they fail (report_jobs.py), entity streams that name the points,
+  quota stops that resume (GA4, the ad platforms).
 - `ObjectEngine` (objects.py): objects landed raw in raw_records with an incremental cursor,
   metrics computed in SQL over the landed records (Stripe; Notion, HubSpot, Salesforce next).
 - `TableEngine` (table.py): a user's table (a CSV file, a sheet) validated whole and
@@ -41,3 +43,8 @@ class Engine(ABC):
     def describe(self) -> str:
         """One line for the UI and the README: the engine and what it reads."""
         return self.kind
+
+    def check(self, adapter: type[Any]) -> None:
+        """Raise TypeError when `adapter` lacks a hook this declaration needs (checked when
+        the spec is made, so a provider missing one fails at import, not mid-sync)."""
+        return None
