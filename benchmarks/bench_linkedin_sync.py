@@ -132,7 +132,7 @@ def measure(campaigns: int, runs: int) -> int:
     os.environ["WS_BENCH__LINKEDIN_TOKEN"] = TOKEN
     figures: dict[str, list[float]] = {"baseline": [], "first": [], "baseline_30": [], "re": []}
     elements = written = 0
-    with LoopbackServer(create_linkedin_app(sandbox), clock=sandbox.clock) as server:
+    with LoopbackServer(create_linkedin_app(sandbox), dated_by=sandbox.clock) as server:
         os.environ |= {
             "KPI_LINKEDIN_ADS_BASE_URL": server.url("/rest"),
             "KPI_LINKEDIN_TOKEN_URL": server.url("/oauth/v2/accessToken"),

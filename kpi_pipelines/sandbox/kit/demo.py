@@ -52,11 +52,11 @@ class DemoSlot(Generic[D]):
 
 class LoopbackDemo:
     """A demo simulator serving `app` on loopback; subclasses say `env()`. Its sandbox's clock
-    runs with real time, so it has nothing to catch up and sends no webhooks (`clock`: its
-    responses' Date, see LoopbackServer)."""
+    runs with real time, so it has nothing to catch up and sends no webhooks (`dated_by`:
+    its answers' Date header is that clock's, see LoopbackServer)."""
 
-    def __init__(self, app: ASGIApp, *, clock: SimClock | None = None) -> None:
-        self.server = LoopbackServer(app, clock=clock).start()
+    def __init__(self, app: ASGIApp, *, dated_by: SimClock | None = None) -> None:
+        self.server = LoopbackServer(app, dated_by=dated_by).start()
 
     def env(self) -> dict[str, str]:
         return {}

@@ -1,21 +1,18 @@
-"""Serve an ASGI app (a provider simulator) on 127.0.0.1 from a background thread.
-
-With a `clock`, every response's `Date` header is that simulated clock's now (an adapter
-that reads the provider's day from its Date header then sees the simulator's day).
-"""
+"""Serve an ASGI app (a provider simulator) on 127.0.0.1 from a background thread."""
 
 from __future__ import annotations
 
 import argparse
 import contextlib
+import email.utils
 import socket
 import threading
 import time
-from email.utils import format_datetime
 from types import TracebackType
 from typing import Self
 
 import uvicorn
+from starlette.datastructures import MutableHeaders
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from kpi_pipelines.sandbox.kit.clock import SimClock
@@ -27,7 +24,9 @@ class LoopbackServer:
     """Run `app` with uvicorn on 127.0.0.1 until stopped; use as a context manager.
 
     The port is bound before the thread starts (port 0 picks a free one), so `base_url` is
-    known at once and there is no race for the port with other servers.
+    known at once and there is no race for the port with other servers. With `dated_by`,
+    every answer's `Date` header is that simulated clock's (a client that reads the
+    provider's time sees the simulation's, not the machine's).
     """
 
     def __init__(
@@ -37,10 +36,10 @@ class LoopbackServer:
         port: int = 0,
         startup_timeout: float = 10.0,
         shutdown_timeout: float = 5.0,
-        clock: SimClock | None = None,
+        dated_by: SimClock | None = None,
     ) -> None:
-        self.app = app if clock is None else _dated(app, clock)
-        self._clock = clock
+        self.app = app if dated_by is None else _SimulatedDate(app, dated_by)
+        self._dated = dated_by is not None
         self._requested_port = port
         self._startup_timeout = startup_timeout
         self._shutdown_timeout = shutdown_timeout
@@ -93,7 +92,7 @@ class LoopbackServer:
             # None: leave the process's logging configuration alone (no dictConfig).
             log_config=None,
             timeout_graceful_shutdown=self._shutdown_timeout,
-            date_header=self._clock is None,  # with a clock, the app's own Date
+            date_header=not self._dated,
         )
         server = uvicorn.Server(config)
         thread = threading.Thread(
@@ -142,20 +141,20 @@ class LoopbackServer:
         self.stop()
 
 
-def _dated(app: ASGIApp, clock: SimClock) -> ASGIApp:
-    """`app` whose responses carry `Date: <the clock's now>` instead of their own."""
+class _SimulatedDate:
+    """Sets each answer's Date header from the simulated clock."""
 
-    async def dated(scope: Scope, receive: Receive, send: Send) -> None:
-        async def stamped(message: Message) -> None:
+    def __init__(self, app: ASGIApp, clock: SimClock) -> None:
+        self.app, self.clock = app, clock
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        async def dated(message: Message) -> None:
             if message["type"] == "http.response.start":
-                headers = [(k, v) for k, v in message.get("headers", []) if k.lower() != b"date"]
-                now = format_datetime(clock.now(), usegmt=True).encode()
-                message = {**message, "headers": [*headers, (b"date", now)]}
+                headers = MutableHeaders(scope=message)
+                headers["date"] = email.utils.format_datetime(self.clock.now(), usegmt=True)
             await send(message)
 
-        await app(scope, receive, stamped if scope["type"] == "http" else send)
-
-    return dated
+        await self.app(scope, receive, dated if scope["type"] == "http" else send)
 
 
 def _serve(server: uvicorn.Server, sock: socket.socket) -> None:

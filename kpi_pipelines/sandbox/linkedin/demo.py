@@ -69,7 +69,7 @@ class LinkedInDemo(LoopbackDemo):
                 client_id=CLIENT_ID,
                 accounts=[account_id(workspace.id)],
             )
-        super().__init__(create_linkedin_app(self.sandbox), clock=self.sandbox.clock)
+        super().__init__(create_linkedin_app(self.sandbox), dated_by=self.sandbox.clock)
 
     def env(self) -> dict[str, str]:
         env = {

@@ -130,7 +130,7 @@ class LinkedInWorld:
 def linkedin(warehouse, dagster_instance, monkeypatch) -> Iterator[LinkedInWorld]:
     sandbox = LinkedInSandbox(seed=5)
     sandbox.register_client(CLIENT_ID, CLIENT_SECRET)
-    with LoopbackServer(create_linkedin_app(sandbox), clock=sandbox.clock) as server:
+    with LoopbackServer(create_linkedin_app(sandbox), dated_by=sandbox.clock) as server:
         monkeypatch.setenv("KPI_LINKEDIN_ADS_BASE_URL", server.url("/rest"))
         monkeypatch.setenv(LINKEDIN.url_variable, server.url("/oauth/v2/accessToken"))
         monkeypatch.setenv(LINKEDIN.client_variables["client_id"], CLIENT_ID)

@@ -115,12 +115,13 @@ def test_uvicorn_stays_quiet(caplog: pytest.LogCaptureFixture) -> None:
     assert uvicorn_records == []
 
 
-def test_with_a_clock_the_date_header_is_the_simulated_clocks() -> None:
-    clock = SimClock(datetime(2031, 2, 3, 4, 5, 6, tzinfo=UTC))
-    with LoopbackServer(_app(), clock=clock) as server:
-        response = httpx.get(server.url("/hello"))
-        assert response.headers.get_list("date") == ["Mon, 03 Feb 2031 04:05:06 GMT"]
-        clock.advance(hours=24)
-        assert httpx.get(server.url("/hello")).headers["date"].startswith("Tue, 04 Feb 2031")
-    with LoopbackServer(_app()) as server:  # without one, uvicorn's (the real time)
-        assert str(datetime.now(UTC).year) in httpx.get(server.url("/hello")).headers["date"]
+def test_answers_carry_the_simulated_clocks_date_when_asked() -> None:
+    clock = SimClock(datetime(2025, 6, 15, 12, 0, tzinfo=UTC))
+    with LoopbackServer(_app(), dated_by=clock) as server:
+        assert httpx.get(server.url("/hello")).headers.get_list("date") == [
+            "Sun, 15 Jun 2025 12:00:00 GMT"
+        ]
+        clock.advance(hours=30)
+        assert httpx.get(server.url("/missing")).headers["date"] == "Mon, 16 Jun 2025 18:00:00 GMT"
+    with LoopbackServer(_app()) as server:  # otherwise the machine's own time
+        assert httpx.get(server.url("/hello")).headers["date"] != "Sun, 15 Jun 2025 12:00:00 GMT"
