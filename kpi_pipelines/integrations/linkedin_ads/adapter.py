@@ -46,6 +46,7 @@ from kpi_pipelines.integrations.linkedin_ads.types import (
     ElementsPage,
     LinkedInAdsSettings,
 )
+from kpi_pipelines.integrations.shared.ad_metrics import AdDay, ad_points
 from kpi_pipelines.integrations.shared.engines.report import (
     Entities,
     Query,
@@ -56,11 +57,11 @@ from kpi_pipelines.integrations.shared.engines.report import (
 )
 from kpi_pipelines.integrations.shared.errors import ProviderError
 from kpi_pipelines.integrations.shared.http import RetryDecision, provider_message, provider_now
-from kpi_pipelines.integrations.shared.money import day_rates
+from kpi_pipelines.integrations.shared.money import DayRates, day_rates
 from kpi_pipelines.integrations.shared.oauth import TokenEndpoint, TokenEndpointAdapter
 from kpi_pipelines.integrations.shared.paging import OnePage, Page, PageRequest, PageToken
 from kpi_pipelines.integrations.shared.validation import describe_validation, validated_settings
-from kpi_pipelines.models import KPIData, day_timestamp
+from kpi_pipelines.models import KPIData
 
 PROVIDER = "linkedin_ads"
 DEFAULT_BASE_URL = "https://api.linkedin.com/rest"
@@ -112,7 +113,8 @@ class LinkedInAdsAdapter(TokenEndpointAdapter, ReportAdapter):
     answer_cap: int = 15_000
 
     _account: AdAccount | None = PrivateAttr(default=None)
-    _rates: dict[date, float] = PrivateAttr(default_factory=dict)
+    _rates: DayRates | None = PrivateAttr(default=None)
+    _rated_days: set[date] = PrivateAttr(default_factory=set)
 
     # --- connect / disconnect -------------------------------------------------------------
 
@@ -137,7 +139,8 @@ class LinkedInAdsAdapter(TokenEndpointAdapter, ReportAdapter):
 
     def disconnect(self) -> None:
         self._account = None
-        self._rates.clear()
+        self._rates = None
+        self._rated_days.clear()
         super().disconnect()
 
     # --- the report engine's hooks ---------------------------------------------------------
@@ -235,42 +238,31 @@ class LinkedInAdsAdapter(TokenEndpointAdapter, ReportAdapter):
             return "(not an analytics element)"
 
     def transform(self, raw: AnalyticsRow) -> list[KPIData]:
-        """One day of a campaign or of the account -> its ad metrics (kpi-definitions.md):
-        money in the reporting currency, ratios of the day's own sums, none where the
-        denominator is 0 or a part was not reported."""
-        assert self._account is not None, "transform() runs inside sync()"
+        """One day of a campaign or of the account -> the kit's ad metrics; a metric the
+        merged row lacks was in no element LinkedIn sent (no activity): 0."""
+        assert self._account is not None and self._rates is not None, "inside sync()"
         settings = self._settings()
-        currency = self._account.currency
-        rate = self._rates[raw.day]  # loaded with the page: never a silent 1.0
-        values: dict[str, float] = {}
-        money: dict[str, Decimal] = {}
-        if raw.cost is not None:
-            money["ad_spend"] = raw.cost
-        if settings.conversion_value and raw.conversion_value is not None:
-            money["conversion_value"] = raw.conversion_value
-        values |= {metric: float(amount) * rate for metric, amount in money.items()}
-        for metric in ("impressions", "clicks"):
-            if getattr(raw, metric) is not None:
-                values[metric] = float(getattr(raw, metric))
-        counted = [getattr(raw, FIELDS[name]) for name in settings.conversions]
-        if None not in counted:
-            values["conversions"] = float(sum(counted))
-        values |= _ratios(values)
-        metadata: dict[str, Any] = {"granularity": "day", "time_zone": "UTC"}
-        dimensions = {"campaign_id": raw.campaign_id} if raw.campaign_id else {}
-        return [
-            KPIData(
-                value=value,
-                timestamp=day_timestamp(raw.day),
-                metadata=metadata
-                | ({"currency": currency, "amount": str(money[metric])} if metric in money else {}),
-                source=PROVIDER,
-                workspace_id=self.context.workspace.id,
-                metric=metric,
-                dimensions=dimensions,
-            )
-            for metric, value in values.items()
-        ]
+        counted = sum(getattr(raw, FIELDS[name]) or 0 for name in settings.conversions)
+        day = AdDay(
+            raw.day,
+            spend=raw.cost or Decimal(0),
+            impressions=raw.impressions or 0,
+            clicks=raw.clicks or 0,
+            conversions=Decimal(counted),
+            conversion_value=raw.conversion_value or Decimal(0),
+        )
+        points = ad_points(
+            day,
+            currency=self._account.currency,
+            rates=self._rates,  # loaded with the page: never a silent 1.0
+            source=PROVIDER,
+            workspace_id=self.context.workspace.id,
+            dimensions={"campaign_id": raw.campaign_id} if raw.campaign_id else {},
+            metadata={"granularity": "day", "time_zone": "UTC"},
+        )
+        if settings.conversion_value:
+            return points
+        return [p for p in points if p.metric not in ("conversion_value", "roas")]
 
     # --- LinkedIn's ways --------------------------------------------------------------------
 
@@ -308,7 +300,7 @@ class LinkedInAdsAdapter(TokenEndpointAdapter, ReportAdapter):
     def _load_rates(self, days: Iterable[date]) -> None:
         """The day's rates into the reporting currency for the days not yet loaded."""
         assert self._account is not None
-        missing = [day for day in days if day not in self._rates]
+        missing = [day for day in days if day not in self._rated_days]
         if not missing:
             return
         context = self.context
@@ -318,8 +310,9 @@ class LinkedInAdsAdapter(TokenEndpointAdapter, ReportAdapter):
                 context.workspace.reporting_currency,
                 [(self._account.currency, day) for day in missing],
             )
-        for day in missing:
-            self._rates[day] = rates.to_reporting(1, self._account.currency, day)
+        known = self._rates.rates if self._rates else {}
+        self._rates = DayRates(rates.reporting, {**known, **rates.rates})
+        self._rated_days.update(missing)
 
     def _settings(self) -> LinkedInAdsSettings:
         return validated_settings(
@@ -327,22 +320,6 @@ class LinkedInAdsAdapter(TokenEndpointAdapter, ReportAdapter):
             LinkedInAdsSettings,
             hint=' (expected {"account_id": "512345678"})',
         )
-
-
-def _ratios(values: dict[str, float]) -> dict[str, float]:
-    """ctr, cpc, cpm and roas from the day's own sums; none where a part is 0 or missing."""
-    spend, impressions = values.get("ad_spend"), values.get("impressions")
-    clicks, worth = values.get("clicks"), values.get("conversion_value")
-    out = {}
-    if clicks is not None and impressions:
-        out["ctr"] = clicks / impressions
-    if spend is not None and clicks:
-        out["cpc"] = spend / clicks
-    if spend is not None and impressions:
-        out["cpm"] = spend / impressions * 1000
-    if worth is not None and spend:
-        out["roas"] = worth / spend
-    return out
 
 
 def _quiet_days(

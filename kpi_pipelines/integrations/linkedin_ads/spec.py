@@ -8,6 +8,7 @@ from kpi_pipelines.integrations.linkedin_ads.adapter import (
     LinkedInAdsAdapter,
 )
 from kpi_pipelines.integrations.linkedin_ads.types import Campaign, LinkedInAdsSettings
+from kpi_pipelines.integrations.shared.ad_metrics import AD_METRICS
 from kpi_pipelines.integrations.shared.engines.report import (
     Entities,
     Report,
@@ -70,17 +71,7 @@ SPEC = ProviderSpec(
     group="advertising",
     kinds=frozenset({"linkedin"}),
     tags={"kpi/domain": "marketing"},
-    metrics=(
-        "ad_spend",
-        "impressions",
-        "clicks",
-        "conversions",
-        "conversion_value",
-        "ctr",
-        "cpc",
-        "cpm",
-        "roas",
-    ),
+    metrics=AD_METRICS,
     engine=ReportEngine(reports=(BY_CAMPAIGN, BY_ACCOUNT), entities=(CAMPAIGNS,)),
     run_config=ReportRunConfig,
     demo="kpi_pipelines.sandbox.linkedin.demo:prepare",
