@@ -77,7 +77,7 @@ class AnalyticsQuery:
     fields: tuple[str, ...]
 
 
-def parse_query(raw_query: str, today: date) -> AnalyticsQuery:
+def parse_query(raw_query: str, today: date, max_metrics: int = MAX_METRICS) -> AnalyticsQuery:
     """The finder's parameters, or RestliSyntaxError naming the one LinkedIn refuses."""
     params = query_params(raw_query)
     if params.get("q") != "analytics":
@@ -115,7 +115,13 @@ def parse_query(raw_query: str, today: date) -> AnalyticsQuery:
             raise RestliSyntaxError(facet, _INVALID)
         ids.append(match[1])
     return AnalyticsQuery(
-        pivot, granularity, start, end, facet, tuple(ids), _fields(params.get("fields"))
+        pivot,
+        granularity,
+        start,
+        end,
+        facet,
+        tuple(ids),
+        _fields(params.get("fields"), max_metrics),
     )
 
 
@@ -139,14 +145,14 @@ def _date(value: Any) -> date:
         raise RestliSyntaxError("dateRange", _INVALID) from None
 
 
-def _fields(raw: str | None) -> tuple[str, ...]:
+def _fields(raw: str | None, max_metrics: int) -> tuple[str, ...]:
     if raw is None:
         return ("dateRange", "pivotValues", "impressions", "clicks")
     fields = tuple(raw.split(","))
     metrics = [name for name in fields if name not in NOT_METRICS]
-    if len(metrics) > MAX_METRICS:
+    if len(metrics) > max_metrics:
         raise RestliSyntaxError(
-            "fields", f"Too many metrics requested: {len(metrics)}, the maximum is {MAX_METRICS}"
+            "fields", f"Too many metrics requested: {len(metrics)}, the maximum is {max_metrics}"
         )
     for name in metrics:
         if name in UNMODELLED:

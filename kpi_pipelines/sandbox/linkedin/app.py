@@ -121,7 +121,9 @@ def create_linkedin_app(sandbox: LinkedInSandbox) -> Starlette:
 
     def ad_analytics(request: Request, caller: Caller, version: str) -> Response:
         query = parse_query(
-            request.scope["query_string"].decode("latin-1"), sandbox.clock.now().date()
+            request.scope["query_string"].decode("latin-1"),
+            sandbox.clock.now().date(),
+            sandbox.max_metrics,
         )
         return json_response(200, analytics(sandbox, caller, query), _RESTLI)
 

@@ -78,6 +78,7 @@ class LinkedInSandbox(AdSandbox):
         app_daily_limit: int = 100_000,
         member_daily_limit: int = 25_000,
         max_elements: int = 15_000,
+        max_metrics: int = 20,
         **options: Any,
     ) -> None:
         super().__init__(seed=seed, start=start, realtime=realtime, **options)
@@ -90,6 +91,7 @@ class LinkedInSandbox(AdSandbox):
         self.app_daily = CallBudget(self.clock, limit=app_daily_limit, window=daily)
         self.member_daily = CallBudget(self.clock, limit=member_daily_limit, window=daily)
         self.max_elements = max_elements  # adAnalytics cuts a longer answer off silently
+        self.max_metrics = max_metrics  # metrics one adAnalytics request may name
         self.served: list[dict[str, Any]] = []  # what each API request asked (for tests)
 
     # -- OAuth --------------------------------------------------------------------------------
