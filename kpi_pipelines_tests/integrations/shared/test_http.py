@@ -910,6 +910,24 @@ def test_constructor_validates_limits() -> None:
             [{"errorCode": "INVALID_SESSION_ID", "message": "Session expired or invalid"}],
             "INVALID_SESSION_ID: Session expired or invalid",
         ),
+        (
+            400,
+            {
+                "status": 400,
+                "message": "Invalid param. Please see errorDetails for more information.",
+                "errorDetails": {
+                    "inputErrors": [
+                        {
+                            "description": "Too many metrics requested: 21, the maximum is 20",
+                            "input": {"inputPath": {"fieldPath": "fields"}},
+                            "code": "PARAM_INVALID",
+                        }
+                    ]
+                },
+            },
+            "400: Invalid param. Please see errorDetails for more information. fields: Too"
+            " many metrics requested: 21, the maximum is 20",
+        ),
         (502, "<html><body>Bad gateway</body></html>", "Bad Gateway"),
         (500, "plain failure text", "plain failure text"),
     ],
