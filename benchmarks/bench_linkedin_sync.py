@@ -109,6 +109,7 @@ def measure(campaigns: int, runs: int) -> int:
         add_connection,
         add_workspace,
         import_fx_rates,
+        secret_namespace,
     )
     from kpi_pipelines.warehouse.database import Warehouse
     from kpi_pipelines.warehouse.tenant_data import read_points
@@ -129,7 +130,6 @@ def measure(campaigns: int, runs: int) -> int:
             for n in range(100)
         ],
     )
-    os.environ["WS_BENCH__LINKEDIN_TOKEN"] = TOKEN
     figures: dict[str, list[float]] = {"baseline": [], "first": [], "baseline_30": [], "re": []}
     elements = written = 0
     with LoopbackServer(create_linkedin_app(sandbox), dated_by=sandbox.clock) as server:
@@ -141,6 +141,8 @@ def measure(campaigns: int, runs: int) -> int:
         }
         for run in range(runs):
             workspace = f"bench-{run}"
+            variable = f"{secret_namespace(workspace)}LINKEDIN_TOKEN"
+            os.environ[variable] = TOKEN
             add_workspace(
                 warehouse, Workspace(id=workspace, name=workspace, reporting_currency="EUR")
             )
@@ -150,7 +152,7 @@ def measure(campaigns: int, runs: int) -> int:
                     workspace_id=workspace,
                     provider="linkedin_ads",
                     settings={"account_id": ACCOUNT},
-                    secret_env={"refresh_token": "WS_BENCH__LINKEDIN_TOKEN"},
+                    secret_env={"refresh_token": variable},
                 ),
             )
             instance.add_dynamic_partitions("workspace", [workspace])
