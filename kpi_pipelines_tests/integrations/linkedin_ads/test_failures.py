@@ -51,14 +51,17 @@ def test_429s_without_retry_after_are_retried_with_backoff(linkedin) -> None:
     assert not linkedin.sandbox.faults.pending
 
 
-def test_a_spent_daily_limit_stops_until_midnight_utc_and_the_next_day_resumes(linkedin) -> None:
+@pytest.mark.parametrize("limit", ["APPLICATION", "MEMBER"])
+def test_a_spent_daily_limit_stops_until_midnight_utc_and_the_next_day_resumes(
+    linkedin, limit: str
+) -> None:
     linkedin.account("6300")
     linkedin.workspace("ws-a", "6300")
-    linkedin.sandbox.exhaust_daily("APPLICATION", CLIENT_ID)
+    linkedin.sandbox.exhaust_daily(limit, CLIENT_ID, member="member-ws-a")
     result = linkedin.sync("ws-a", {"history_days": 10})
     assert result.success, "a spent quota is not a failed run"
     [error] = metadata(result)["errors"]
-    assert "APPLICATION DAY limit" in error
+    assert f"{limit} DAY limit" in error
     assert "Retry after 2026-11-21 00:00:00 UTC" in error
     assert linkedin.points("ws-a") == {}
     assert "quota" in health(linkedin, "ws-a").last_error
