@@ -233,8 +233,9 @@ class LinkedInAdsAdapter(TokenEndpointAdapter, ReportAdapter):
     def describe(self, raw: Any) -> str:
         try:
             start = raw["dateRange"]["start"]
-            return f"{raw['pivotValues'][0]} on {start['year']}-{start['month']}-{start['day']}"
-        except (KeyError, IndexError, TypeError):
+            day = date(start["year"], start["month"], start["day"])
+            return f"{str(raw['pivotValues'][0])[:80]} on {day.isoformat()}"
+        except (KeyError, IndexError, TypeError, ValueError, OverflowError):
             return "(not an analytics element)"
 
     def transform(self, raw: AnalyticsRow) -> list[KPIData]:

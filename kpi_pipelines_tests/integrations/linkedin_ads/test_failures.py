@@ -151,7 +151,11 @@ def test_elements_that_are_not_linkedins_are_named_and_skipped() -> None:
     ):
         assert validated(BY_CAMPAIGN, bad) is None
     assert validated(BY_ACCOUNT, element()) is None  # a campaign's row in the account's report
-    assert len(rejections.errors) == 7
+    fifth = {"year": 2026, "month": 11, "day": 5}
+    fifth_bad = element(dateRange={"start": fifth, "end": fifth}, clicks=-1)
+    assert validated(BY_CAMPAIGN, fifth_bad) is None
+    assert len(rejections.errors) == 8
+    assert " on 2026-11-05:" in rejections.errors[-1]  # the day as a date, as it is shown
     assert rejections.errors[0].startswith(
         "by_campaign row urn:li:sponsoredCampaign:123456789 on 2026-11-10"
     )
