@@ -124,6 +124,14 @@ def test_restated_days_are_audited_and_unchanged_days_write_nothing(linkedin) ->
     assert len(rows) == len(audited) == len(changed)  # unchanged values wrote nothing
     for key, values in changed.items():
         assert audited[key] == pytest.approx(values), key
+    count = sa.text("SELECT count(*) FROM audit_log")
+    with linkedin.warehouse.tenant("ws-a", actor="test") as db:
+        audited_before = db.execute(count).scalar_one()
+    again = linkedin.sync("ws-a")  # the same hour: LinkedIn restated nothing since
+    assert again.success and metadata(again)["points_written"] == 0
+    assert metadata(again)["points_unchanged"] > 0
+    with linkedin.warehouse.tenant("ws-a", actor="test") as db:
+        assert db.execute(count).scalar_one() == audited_before
 
 
 def scripted(linkedin: LinkedInWorld, account_id: str, **options) -> tuple[str, str]:
