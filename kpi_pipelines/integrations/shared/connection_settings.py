@@ -157,4 +157,15 @@ def save_connection(warehouse: Warehouse, connection: Connection, spec: Provider
     if unknown:
         expected = ", ".join(sorted(purposes)) or "none"
         raise ValueError(f"{spec.key} takes the secrets {expected}; not {', '.join(unknown)}")
+    if (
+        spec.oauth
+        and spec.oauth.rotates_refresh_tokens
+        and "refresh_token" in connection.secret_env
+    ):
+        raise ValueError(
+            f"{spec.key} issues a new refresh token on every refresh and refuses the old one,"
+            " so one in an environment variable would stop working after the first sync: grant"
+            f" access with `kpi-pipelines connect {connection.workspace_id} {spec.key}`, which"
+            " keeps the grant encrypted in the warehouse"
+        )
     return add_connection(warehouse, connection.model_copy(update={"settings": settings}))
