@@ -152,11 +152,6 @@ def save_connection(warehouse: Warehouse, connection: Connection, spec: Provider
     if spec.key != connection.provider:
         raise ValueError(f"a {connection.provider} connection is not checked by {spec.key}'s spec")
     settings = validated_connection_settings(spec, connection.settings)
-    purposes = {secret.purpose for secret in spec.secrets}
-    unknown = sorted(set(connection.secret_env) - purposes)
-    if unknown:
-        expected = ", ".join(sorted(purposes)) or "none"
-        raise ValueError(f"{spec.key} takes the secrets {expected}; not {', '.join(unknown)}")
     if (
         spec.oauth
         and spec.oauth.rotates_refresh_tokens
@@ -168,4 +163,9 @@ def save_connection(warehouse: Warehouse, connection: Connection, spec: Provider
             f" access with `kpi-pipelines connect {connection.workspace_id} {spec.key}`, which"
             " keeps the grant encrypted in the warehouse"
         )
+    purposes = {secret.purpose for secret in spec.secrets}
+    unknown = sorted(set(connection.secret_env) - purposes)
+    if unknown:
+        expected = ", ".join(sorted(purposes)) or "none"
+        raise ValueError(f"{spec.key} takes the secrets {expected}; not {', '.join(unknown)}")
     return add_connection(warehouse, connection.model_copy(update={"settings": settings}))

@@ -89,6 +89,7 @@ __all__ = [
     "google_oauth",
     "google_secrets",
     "google_token_url",
+    "oauth_secrets",
 ]
 
 logger = logging.getLogger("kpi_pipelines.oauth")
@@ -128,27 +129,32 @@ def google_oauth(scope: str) -> OAuthFlow:
     )
 
 
-def google_secrets(grant: str) -> tuple[SecretSpec, ...]:
-    """What a Google connection may name: a variable holding its refresh token (`grant`
-    says what it allows) unless `kpi-pipelines connect` stored its grant, and the OAuth
-    client when the workspace uses its own instead of the operator's."""
-    return (
+def oauth_secrets(flow: OAuthFlow, grant: str) -> tuple[SecretSpec, ...]:
+    """What a connection of `flow`'s provider may name: a variable holding its refresh
+    token (`grant` says what it allows) unless `kpi-pipelines connect` stored its grant (a
+    provider that rotates refresh tokens takes none: connect only), and the OAuth client
+    when the workspace uses its own instead of the operator's."""
+    client = tuple(
         SecretSpec(
-            "refresh_token",
-            f"the workspace's refresh token ({grant}), unless `kpi-pipelines connect` stored"
-            " its grant",
-        ),
-        *(
-            SecretSpec(
-                purpose,
-                f"the OAuth client's {what}, when the workspace uses its own",
-                operator_variable=variable,
-            )
-            for (purpose, variable), what in zip(
-                GOOGLE_CLIENT_VARIABLES.items(), ("id", "secret"), strict=True
-            )
-        ),
+            purpose,
+            f"the OAuth client's {purpose.removeprefix('client_')}, when the workspace uses"
+            " its own",
+            operator_variable=variable,
+        )
+        for purpose, variable in flow.client_variables.items()
     )
+    if flow.rotates_refresh_tokens:
+        return client
+    refresh_token = SecretSpec(
+        "refresh_token",
+        f"the workspace's refresh token ({grant}), unless `kpi-pipelines connect` stored its grant",
+    )
+    return (refresh_token, *client)
+
+
+def google_secrets(grant: str) -> tuple[SecretSpec, ...]:
+    """What a Google connection may name (`oauth_secrets` of Google's flow)."""
+    return oauth_secrets(google_oauth(""), grant)
 
 
 def google_token_url(configured: str | None = None) -> str:

@@ -25,8 +25,10 @@ from kpi_pipelines.integrations.shared.oauth_connect import (
     ConsentTimeout,
     consent_url,
 )
+from kpi_pipelines.integrations.shared.redaction import register_secret
 from kpi_pipelines.sandbox.google import DEMO_CLIENT_ID, DEMO_CLIENT_SECRET
 from kpi_pipelines.sandbox.google.oauth import ANALYTICS_READONLY
+from kpi_pipelines_tests.canary import canaries
 from kpi_pipelines_tests.integrations.google_analytics.conftest import GA4World
 from kpi_pipelines_tests.processes import cli_path
 from kpi_pipelines_tests.run_results import failure_message
@@ -124,6 +126,11 @@ def test_connect_through_the_cli_then_ga4_syncs_on_the_stored_grant(ga4: GA4Worl
     assert row.version == 2 and row.updated_by.startswith("run:")
     assert opened(row).access_token in ga4.sandbox.oauth.access_tokens
     assert prop.reports_served > 0
+    # the secret canary looks for every token of this grant (and the spent code) in the
+    # output, the logs, every table (the grants' holds only ciphertext) and Dagster's events
+    register_secret(issued.code)
+    tokens = {issued.code, issued.grant, opened(row).access_token, *ga4.sandbox.oauth.access_tokens}
+    assert tokens <= set(canaries())
 
 
 def test_a_refused_consent_fails_connect_in_one_line_and_stores_nothing(ga4: GA4World) -> None:

@@ -22,6 +22,7 @@ from kpi_pipelines.integrations.google_analytics.spec import SPEC
 from kpi_pipelines.integrations.shared.base_adapter import SyncContext
 from kpi_pipelines.integrations.shared.connection_settings import save_connection
 from kpi_pipelines.integrations.shared.grants import GRANT_KEYS_VARIABLE, GrantKeyError
+from kpi_pipelines.integrations.shared.oauth import oauth_secrets
 from kpi_pipelines.models import SyncResult
 from kpi_pipelines.warehouse.control import (
     Connection,
@@ -276,9 +277,9 @@ def test_a_provider_that_rotates_refresh_tokens_takes_no_variable_for_one(
     warehouse, workspace_a
 ) -> None:
     assert SPEC.oauth is not None
-    rotating = dataclasses.replace(
-        SPEC, oauth=dataclasses.replace(SPEC.oauth, rotates_refresh_tokens=True)
-    )
+    flow = dataclasses.replace(SPEC.oauth, rotates_refresh_tokens=True)
+    rotating = dataclasses.replace(SPEC, oauth=flow, secrets=oauth_secrets(flow, "read"))
+    assert [s.purpose for s in rotating.secrets] == ["client_id", "client_secret"]
     connection = Connection(
         workspace_id="ws-a",
         provider="google_analytics",
