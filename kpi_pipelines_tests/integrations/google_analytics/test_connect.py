@@ -15,7 +15,9 @@ import sqlalchemy as sa
 from authlib.common.security import generate_token
 from authlib.oauth2.rfc7636 import create_s256_code_challenge
 from cryptography.fernet import Fernet
+from typer.testing import CliRunner
 
+from kpi_pipelines.cli import app
 from kpi_pipelines.integrations.google_analytics.spec import SPEC
 from kpi_pipelines.integrations.shared.errors import ProviderAuthError
 from kpi_pipelines.integrations.shared.grants import GRANT_KEYS_VARIABLE, Grant
@@ -262,3 +264,21 @@ def test_a_revoked_grant_fails_the_sync_saying_to_connect_again(ga4: GA4World) -
     assert "invalid_grant" in message
     assert "grant access again with `kpi-pipelines connect ws-r google_analytics`" in message
     assert stored_grants(ga4)[0].version == 1  # the refused refresh changed nothing
+
+
+def test_connect_says_in_one_line_what_it_cannot_connect(ga4: GA4World) -> None:
+    ga4.unconnected("ws-e", {"property_id": "3007"})
+    expected = {
+        "stripe": "error: stripe does not grant access through a consent page (api key): name"
+        " its secrets with `kpi-pipelines connection add ws-e stripe --secret ...`",
+        "google_sheets": "error: workspace 'ws-e' has no google_sheets connection; add one with"
+        " `kpi-pipelines connection add ws-e google_sheets ...`",
+    }
+    for provider, error in expected.items():
+        failed = CliRunner().invoke(app, ["connect", "ws-e", provider, "--no-browser"])
+        print(failed.output)
+        assert failed.exit_code == 1 and failed.output.strip().splitlines() == [error]
+    failed = CliRunner().invoke(app, ["connect", "ws-none", "google_analytics", "--no-browser"])
+    assert failed.exit_code == 1
+    assert failed.output.strip() == "error: workspace 'ws-none' does not exist"
+    assert ga4.sandbox.oauth.consent.codes == [] and stored_grants(ga4) == []
