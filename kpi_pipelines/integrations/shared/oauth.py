@@ -104,6 +104,13 @@ _CLIENT_ERRORS = frozenset({"invalid_client", "unauthorized_client"})
 _REQUEST_ERRORS = frozenset({"invalid_request", "unsupported_grant_type"})
 _TRANSIENT_ERRORS = frozenset({"temporarily_unavailable", "server_error"})
 _TRANSIENT_STATUSES = frozenset({429, 500, 502, 503, 504})
+# What a refused authorization code means (Google answers a reused one "Bad Request").
+_CODE_HINTS = {
+    "invalid_grant": "; a code is exchanged once, within minutes of its consent, with the"
+    " verifier of its challenge: grant access again",
+    "redirect_uri_mismatch": "; the redirect address differs from the consent page's, or the"
+    " OAuth client does not allow it (a Desktop client allows http://127.0.0.1 on any port)",
+}
 
 
 # The operator's OAuth client for every Google connection that names none of its own.
@@ -542,7 +549,8 @@ def exchange_code(
                 lambda error, description: _token_failure(
                     provider,
                     error,
-                    f"{error}: {description}" if description else error or "unknown error",
+                    (f"{error}: {description}" if description else error or "unknown error")
+                    + _CODE_HINTS.get(error, ""),
                     action="refused the authorization code",
                 ),
             ),

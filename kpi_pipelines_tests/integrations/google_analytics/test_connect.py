@@ -202,7 +202,11 @@ def test_a_code_is_exchanged_once_and_only_with_its_verifier_and_redirect(
         "google_analytics", FLOW, client, code=code, redirect_uri=REDIRECT, code_verifier=verifier
     )
     assert token.refresh_token and token.scope == ANALYTICS_READONLY
-    with pytest.raises(ProviderAuthError, match=r"refused the authorization code \(invalid_grant"):
+    with pytest.raises(
+        ProviderAuthError,
+        match=r"refused the authorization code \(invalid_grant: Bad Request; a code is exchanged"
+        r" once, within minutes of its consent, with the verifier of its challenge",
+    ):
         exchange_code(
             "google_analytics",
             FLOW,
@@ -220,7 +224,10 @@ def test_a_code_is_exchanged_once_and_only_with_its_verifier_and_redirect(
             redirect_uri=REDIRECT,
             code_verifier=generate_token(64),
         )
-    with pytest.raises(ProviderAuthError, match="redirect_uri_mismatch"):
+    with pytest.raises(
+        ProviderAuthError,
+        match="redirect_uri_mismatch: Bad Request; the redirect address differs from the consent",
+    ):
         exchange_code(
             "google_analytics",
             FLOW,
