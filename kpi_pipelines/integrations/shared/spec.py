@@ -41,6 +41,7 @@ EXTRA_PACKAGES_VARIABLE = "KPI_PROVIDER_PACKAGES"
 class AuthKind(StrEnum):
     NONE = "none"
     API_KEY = "api key"
+    ACCESS_TOKEN = "access token (long-lived, no refresh)"
     OAUTH2_REFRESH = "OAuth 2.0 with a refresh token"
     OAUTH1 = "OAuth 1.0a"
 
