@@ -255,6 +255,7 @@ def test_a_toy_provider_gets_everything_from_its_folder(
         "google_analytics",
         "google_sheets",
         "linkedin_ads",
+        "meta_ads",
         "stripe",
         "toy",
     ]

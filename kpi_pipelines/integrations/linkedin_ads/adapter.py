@@ -58,21 +58,31 @@ from kpi_pipelines.integrations.shared.engines.report import (
 from kpi_pipelines.integrations.shared.errors import ProviderError
 from kpi_pipelines.integrations.shared.http import RetryDecision, provider_message, provider_now
 from kpi_pipelines.integrations.shared.money import DayRates, day_rates
-from kpi_pipelines.integrations.shared.oauth import TokenEndpoint, TokenEndpointAdapter
+from kpi_pipelines.integrations.shared.oauth import OAuthAdapter
+from kpi_pipelines.integrations.shared.oauth_flow import OAuthFlow
 from kpi_pipelines.integrations.shared.paging import OnePage, Page, PageRequest, PageToken
 from kpi_pipelines.integrations.shared.validation import describe_validation, validated_settings
 from kpi_pipelines.models import KPIData
+from kpi_pipelines.settings import provider_base_url
 
 PROVIDER = "linkedin_ads"
 DEFAULT_BASE_URL = "https://api.linkedin.com/rest"
 LINKEDIN_VERSION = "202611"  # the Marketing API version this integration speaks
 VERSION_VARIABLE = "KPI_LINKEDIN_VERSION"
 VERSIONS_URL = "https://learn.microsoft.com/en-us/linkedin/marketing/versioning"
-LINKEDIN = TokenEndpoint(
-    "https://www.linkedin.com/oauth/v2/accessToken",
-    "KPI_LINKEDIN_TOKEN_URL",
-    {"client_id": "KPI_LINKEDIN_CLIENT_ID", "client_secret": "KPI_LINKEDIN_CLIENT_SECRET"},
-    gone=(("invalid_request", "The provided authorization grant or refresh token"),),
+# LinkedIn's 3-legged OAuth (what `kpi-pipelines connect` runs, and every refresh): the
+# client in the token request's body; refresh tokens last 365 days and do not rotate.
+LINKEDIN = OAuthFlow(
+    authorize_url="https://www.linkedin.com/oauth/v2/authorization",
+    token_url="https://www.linkedin.com/oauth/v2/accessToken",
+    client_variables={
+        "client_id": "KPI_LINKEDIN_CLIENT_ID",
+        "client_secret": "KPI_LINKEDIN_CLIENT_SECRET",
+    },
+    scopes=("r_ads", "r_ads_reporting"),
+    authorize_url_variable="KPI_LINKEDIN_AUTHORIZE_URL",
+    token_url_variable="KPI_LINKEDIN_TOKEN_URL",
+    grant_gone=(("invalid_request", "The provided authorization grant or refresh token"),),
 )
 # LinkedIn metric -> AnalyticsRow field; the base every sync reads, then the conversions.
 FIELDS = {
@@ -97,12 +107,13 @@ def api_version() -> str:
     return version
 
 
-class LinkedInAdsAdapter(TokenEndpointAdapter, ReportAdapter):
-    """LinkedIn's Marketing API over the kit's HTTP layer and OAuth."""
+class LinkedInAdsAdapter(OAuthAdapter, ReportAdapter):
+    """LinkedIn's Marketing API over the kit's HTTP layer and OAuth (the spec's flow)."""
 
     provider: ClassVar[str] = PROVIDER
-    default_base_url: ClassVar[str] = DEFAULT_BASE_URL
-    token_endpoint: ClassVar[TokenEndpoint] = LINKEDIN
+
+    base_url: str | None = None  # default: KPI_LINKEDIN_ADS_BASE_URL, else LinkedIn's
+    timeout_seconds: float = 60.0  # one HTTP request
 
     page_size: int = 500  # campaigns per search page (LinkedIn allows 1,000)
     max_attempts: int = 6
@@ -124,7 +135,9 @@ class LinkedInAdsAdapter(TokenEndpointAdapter, ReportAdapter):
         settings = self._settings()
         if not 1 <= self.page_size <= 1000:
             raise ValueError(f"page_size must be 1..1000, got {self.page_size}")
-        api = self._open_endpoint_api(
+        api = self._open_api(
+            base_url=provider_base_url(PROVIDER, DEFAULT_BASE_URL, self.base_url),
+            timeout=self.timeout_seconds,
             headers={"LinkedIn-Version": api_version(), "X-Restli-Protocol-Version": "2.0.0"},
             max_attempts=self.max_attempts,
             backoff_base=self.backoff_base_seconds,

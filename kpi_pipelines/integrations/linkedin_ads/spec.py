@@ -15,6 +15,7 @@ from kpi_pipelines.integrations.shared.engines.report import (
     ReportEngine,
     ReportRunConfig,
 )
+from kpi_pipelines.integrations.shared.oauth import oauth_secrets
 from kpi_pipelines.integrations.shared.spec import AuthKind, Cadence, ProviderSpec
 
 CAMPAIGNS = Entities(
@@ -60,7 +61,8 @@ SPEC = ProviderSpec(
     adapter=LinkedInAdsAdapter,
     auth=AuthKind.OAUTH2_REFRESH,
     settings=LinkedInAdsSettings,
-    secrets=LINKEDIN.secrets("scopes r_ads and r_ads_reporting"),
+    secrets=oauth_secrets(LINKEDIN, "scopes r_ads and r_ads_reporting"),
+    oauth=LINKEDIN,
     cadence=Cadence.every_hours(6, minute=30),
     # LinkedIn's limits are the application's: calls per day per endpoint (the Developer
     # Portal shows them; a spent one stops the sync until midnight UTC) and 45 million

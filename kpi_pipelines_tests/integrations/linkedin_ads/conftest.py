@@ -132,7 +132,7 @@ def linkedin(warehouse, dagster_instance, monkeypatch) -> Iterator[LinkedInWorld
     sandbox.register_client(CLIENT_ID, CLIENT_SECRET)
     with LoopbackServer(create_linkedin_app(sandbox), dated_by=sandbox.clock) as server:
         monkeypatch.setenv("KPI_LINKEDIN_ADS_BASE_URL", server.url("/rest"))
-        monkeypatch.setenv(LINKEDIN.url_variable, server.url("/oauth/v2/accessToken"))
+        monkeypatch.setenv(LINKEDIN.token_url_variable, server.url("/oauth/v2/accessToken"))
         monkeypatch.setenv(LINKEDIN.client_variables["client_id"], CLIENT_ID)
         monkeypatch.setenv(LINKEDIN.client_variables["client_secret"], CLIENT_SECRET)
         monkeypatch.delenv("KPI_LINKEDIN_VERSION", raising=False)

@@ -6,7 +6,6 @@ import logging
 import threading
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import replace
 
 import httpx
 import pytest
@@ -22,7 +21,6 @@ from kpi_pipelines.integrations.shared.oauth import (
     GOOGLE_CLIENT_VARIABLES,
     OAuth2Credentials,
     OAuth2Session,
-    TokenEndpoint,
     google_token_url,
 )
 from kpi_pipelines.sandbox.google import (
@@ -321,21 +319,15 @@ def test_token_url_is_configurable(monkeypatch) -> None:
     assert google_token_url() == "http://127.0.0.1:9/token"
 
 
-def test_a_token_endpoint_declares_how_it_says_a_grant_is_gone() -> None:
+def test_a_flow_declares_how_its_token_endpoint_says_a_grant_is_gone() -> None:
     """LinkedIn answers a dead refresh token with `invalid_request`, not `invalid_grant`:
-    its TokenEndpoint says so, and the sync ends with the reconnect message; an endpoint
-    that declares nothing keeps RFC 6749's reading (a request error, not retried)."""
+    its OAuthFlow's grant_gone says so, and the sync ends with the reconnect message; a
+    session told nothing keeps RFC 6749's reading (a request error, not retried)."""
     sandbox = LinkedInSandbox()
     sandbox.register_client("client-1", "secret-1")
     sandbox.add_member("member-1", refresh_token="AQXdead", client_id="client-1")
     sandbox.revoke_member("member-1")
-    linkedin_like = TokenEndpoint(
-        "https://example.invalid/token",
-        "KPI_EXAMPLE_TOKEN_URL",
-        {"client_id": "KPI_EXAMPLE_CLIENT_ID", "client_secret": "KPI_EXAMPLE_CLIENT_SECRET"},
-        gone=(("invalid_request", "The provided authorization grant or refresh token"),),
-    )
-    plain = replace(linkedin_like, gone=())
+    linkedin_like = (("invalid_request", "The provided authorization grant or refresh token"),)
     with LoopbackServer(create_linkedin_app(sandbox)) as server:
         credentials = OAuth2Credentials(
             client_id="client-1",
@@ -343,10 +335,10 @@ def test_a_token_endpoint_declares_how_it_says_a_grant_is_gone() -> None:
             refresh_token="AQXdead",
             token_url=server.url("/oauth/v2/accessToken"),
         )
-        for endpoint, error in ((linkedin_like, ProviderAuthError), (plain, ProviderRequestError)):
+        for gone, error in ((linkedin_like, ProviderAuthError), ((), ProviderRequestError)):
             with (
-                OAuth2Session("linkedin_ads", credentials, grant_gone=endpoint.grant_gone) as s,
+                OAuth2Session("linkedin_ads", credentials, grant_gone=gone) as session,
                 pytest.raises(error) as raised,
             ):
-                s.access_token()
-            assert ("Reconnect this workspace" in str(raised.value)) is (endpoint is linkedin_like)
+                session.access_token()
+            assert ("Reconnect this workspace" in str(raised.value)) is bool(gone)
