@@ -25,6 +25,7 @@ pytest_plugins = [
 ]
 
 TABLES = (
+    "oauth_grants",
     "kpi_mart",
     "webhook_inbox",
     "audit_log",

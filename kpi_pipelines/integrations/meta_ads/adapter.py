@@ -55,7 +55,7 @@ from kpi_pipelines.integrations.shared.engines.report import (
     ReportScope,
 )
 from kpi_pipelines.integrations.shared.errors import ProviderAuthError, ProviderError
-from kpi_pipelines.integrations.shared.http import ProviderHttpClient, RetryDecision, server_time
+from kpi_pipelines.integrations.shared.http import ProviderHttpClient, RetryDecision, provider_now
 from kpi_pipelines.integrations.shared.money import DayRates, day_rates
 from kpi_pipelines.integrations.shared.paging import NextUrl, Page, PageRequest, Paginator
 from kpi_pipelines.integrations.shared.secrets import read_secret
@@ -134,7 +134,7 @@ class MetaAdsAdapter(ReportAdapter):
             identity={"account_id": account_id},
             time_zone=account.timezone_name,
             label=f"ad account act_{account_id}",
-            now=server_time(response),
+            now=provider_now(response),
         )
         return self._scope
 

@@ -34,11 +34,15 @@ class AuthlibSigning(httpx.Auth):
         url, headers, body = self.prepare(  # type: ignore[attr-defined]  # authlib's, mixed in
             request.method, str(request.url), request.headers, request.content
         )
-        content = body.encode() if isinstance(body, str) else body
+        content = self.body_to_send(body, headers)
         headers["Content-Length"] = str(len(content))
         signed = httpx.Request(request.method, url, headers=headers, content=content)
         signed.extensions = request.extensions
         yield signed
+
+    def body_to_send(self, body: bytes | str, headers: dict[str, str]) -> bytes:
+        """The signed body as sent (a subclass may re-encode it, setting its headers)."""
+        return body.encode() if isinstance(body, str) else body
 
 
 class OAuth1Signing(AuthlibSigning, ClientAuth):

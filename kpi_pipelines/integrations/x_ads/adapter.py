@@ -58,7 +58,7 @@ from kpi_pipelines.integrations.shared.errors import (
     ProviderError,
     ProviderRequestError,
 )
-from kpi_pipelines.integrations.shared.http import ProviderHttpClient, RetryDecision, server_time
+from kpi_pipelines.integrations.shared.http import ProviderHttpClient, RetryDecision, provider_now
 from kpi_pipelines.integrations.shared.money import DayRates, day_rates
 from kpi_pipelines.integrations.shared.oauth1 import OAuth1Credentials
 from kpi_pipelines.integrations.shared.paging import OnePage, Page, PageRequest, PageToken
@@ -152,7 +152,7 @@ class XAdsAdapter(ReportAdapter):
             identity={"account_id": account.id},
             time_zone=account.timezone,
             label=f"X Ads account {account.id}",
-            now=server_time(response),
+            now=provider_now(response),
         )
 
     def lookback_days(self, report: Report) -> int:

@@ -36,7 +36,7 @@ from kpi_pipelines.integrations.shared.http import (
     RetryDecision,
     parse_retry_after,
     provider_message,
-    server_time,
+    provider_now,
 )
 from kpi_pipelines.integrations.shared.redaction import register_secret
 from kpi_pipelines.sandbox.kit.server import LoopbackServer
@@ -825,16 +825,12 @@ def test_parse_retry_after() -> None:
     assert 118 <= waited <= 121
 
 
-def test_server_time_is_the_date_headers_and_aware() -> None:
-    def dated(value: str | None) -> httpx.Response:
-        return httpx.Response(200, headers={} if value is None else {"date": value})
-
-    moment = datetime(2026, 12, 6, 19, 30, tzinfo=UTC)
-    assert server_time(dated(email.utils.format_datetime(moment, usegmt=True))) == moment
-    assert server_time(dated("Sun, 06 Dec 2026 19:30:00 -0000")) == moment  # UTC, unsaid
-    assert server_time(dated("Sun, 06 Dec 2026 11:30:00 -0800")) == moment
-    assert server_time(dated(None)) is None
-    assert server_time(dated("yesterday")) is None
+def test_provider_now_is_its_date_header() -> None:
+    sent = httpx.Response(200, headers={"Date": "Tue, 17 Nov 2026 23:59:58 GMT"})
+    assert provider_now(sent) == datetime(2026, 11, 17, 23, 59, 58, tzinfo=UTC)
+    for headers in ({}, {"Date": "yesterday"}):
+        before = datetime.now(UTC)
+        assert before <= provider_now(httpx.Response(200, headers=headers)) <= datetime.now(UTC)
 
 
 def test_stats_as_metadata() -> None:
@@ -913,6 +909,24 @@ def test_constructor_validates_limits() -> None:
             401,
             [{"errorCode": "INVALID_SESSION_ID", "message": "Session expired or invalid"}],
             "INVALID_SESSION_ID: Session expired or invalid",
+        ),
+        (
+            400,
+            {
+                "status": 400,
+                "message": "Invalid param. Please see errorDetails for more information.",
+                "errorDetails": {
+                    "inputErrors": [
+                        {
+                            "description": "Too many metrics requested: 21, the maximum is 20",
+                            "input": {"inputPath": {"fieldPath": "fields"}},
+                            "code": "PARAM_INVALID",
+                        }
+                    ]
+                },
+            },
+            "400: Invalid param. Please see errorDetails for more information. fields: Too"
+            " many metrics requested: 21, the maximum is 20",
         ),
         (502, "<html><body>Bad gateway</body></html>", "Bad Gateway"),
         (500, "plain failure text", "plain failure text"),
