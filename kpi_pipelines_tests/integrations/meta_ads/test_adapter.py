@@ -59,7 +59,9 @@ def test_days_are_the_accounts_own_in_los_angeles_and_tokyo(meta: MetaWorld) -> 
 def audited(meta: MetaWorld, workspace: str) -> list[sa.Row]:
     with meta.warehouse.tenant(workspace, actor="test") as db:
         return db.execute(
-            sa.text('SELECT action, metric, "timestamp", dimensions_key, actor FROM audit_log')
+            sa.text(
+                'SELECT action, metric, "timestamp", dimensions_key, actor FROM audit_log ORDER BY id'
+            )
         ).all()
 
 
