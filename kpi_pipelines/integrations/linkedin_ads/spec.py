@@ -8,9 +8,8 @@ from kpi_pipelines.integrations.linkedin_ads.adapter import (
     LinkedInAdsAdapter,
 )
 from kpi_pipelines.integrations.linkedin_ads.types import Campaign, LinkedInAdsSettings
-from kpi_pipelines.integrations.shared.ad_metrics import AD_METRICS
+from kpi_pipelines.integrations.shared.ad_metrics import AD_METRICS, ad_campaigns
 from kpi_pipelines.integrations.shared.engines.report import (
-    Entities,
     Report,
     ReportEngine,
     ReportRunConfig,
@@ -18,12 +17,7 @@ from kpi_pipelines.integrations.shared.engines.report import (
 from kpi_pipelines.integrations.shared.oauth import oauth_secrets
 from kpi_pipelines.integrations.shared.spec import AuthKind, Cadence, ProviderSpec
 
-CAMPAIGNS = Entities(
-    "campaigns",
-    Campaign,
-    dimension="campaign_id",
-    metadata={"campaign_name": "name", "campaign_status": "status"},
-)
+CAMPAIGNS = ad_campaigns(Campaign)
 LIMITS = {
     # Conversions keep arriving for 30 days: every sync reads them again.
     "lookback_days": 30,
