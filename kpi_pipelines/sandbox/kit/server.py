@@ -20,7 +20,9 @@ class LoopbackServer:
     """Run `app` with uvicorn on 127.0.0.1 until stopped; use as a context manager.
 
     The port is bound before the thread starts (port 0 picks a free one), so `base_url` is
-    known at once and there is no race for the port with other servers.
+    known at once and there is no race for the port with other servers. An app that sends
+    its own `Date` header (a simulator whose clock is simulated) says so with
+    `app.state.sends_date = True`, and uvicorn then sends none of its own.
     """
 
     def __init__(
@@ -84,6 +86,7 @@ class LoopbackServer:
             # None: leave the process's logging configuration alone (no dictConfig).
             log_config=None,
             timeout_graceful_shutdown=self._shutdown_timeout,
+            date_header=not _sends_date(self.app),
         )
         server = uvicorn.Server(config)
         thread = threading.Thread(
@@ -130,6 +133,11 @@ class LoopbackServer:
         tb: TracebackType | None,
     ) -> None:
         self.stop()
+
+
+def _sends_date(app: ASGIApp) -> bool:
+    state = getattr(app, "state", None)
+    return bool(getattr(state, "sends_date", False))
 
 
 def _serve(server: uvicorn.Server, sock: socket.socket) -> None:
