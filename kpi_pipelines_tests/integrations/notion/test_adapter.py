@@ -4,8 +4,6 @@ record of the truth (okrs.py), never from what the pipeline computed."""
 
 from __future__ import annotations
 
-from datetime import timedelta
-
 import pytest
 
 from kpi_pipelines.sandbox.notion import V2022, V2025, BoardTruth

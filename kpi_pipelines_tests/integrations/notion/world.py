@@ -40,7 +40,7 @@ class Board:
 
     notion: NotionWorkspace
     board: ObjectivesBoard
-    token: str
+    token: str = field(repr=False)
 
 
 @dataclass
