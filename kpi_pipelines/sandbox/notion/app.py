@@ -254,7 +254,7 @@ class NotionSandbox:
 def _route_name(request: Request) -> str:
     parts = request.url.path.strip("/").split("/")
     # "/v1/pages/<id>" -> "GET /v1/pages"; "/v1/blocks/<id>/children" -> "GET /v1/blocks/children"
-    named = [p for i, p in enumerate(parts) if i % 2 == 0 or i == 1]
+    named = parts[:2] + parts[3:]
     return f"{request.method} /{'/'.join(named)}"
 
 

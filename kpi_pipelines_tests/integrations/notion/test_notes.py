@@ -73,6 +73,7 @@ def test_notes_are_rewritten_only_when_their_page_was_edited(notion: NotionWorld
     assert notion.sync("acme").success
     before = notion.notes("acme")
     block_requests = notion.sandbox.stats.requests[BLOCK_REQUESTS]
+    assert block_requests > 0
 
     notion.sandbox.clock.advance(hours=1)
     assert notion.sync("acme").success
@@ -122,7 +123,11 @@ def test_a_long_body_is_read_page_after_page_of_blocks(notion: NotionWorld, bloc
         objective, [("to_do", f"task {n}", n % 2 == 0) for n in range(120)], under=toggle
     )
     notion.connect("acme", acme)
+    before = notion.sandbox.stats.requests[BLOCK_REQUESTS]
     assert notion.sync("acme").success
+    # the page's 3 + 250 + 1 blocks at 100 a page, its Key results toggle's child, the
+    # More toggle's 120 children at 100 a page
+    assert notion.sandbox.stats.requests[BLOCK_REQUESTS] - before == 3 + 1 + 2
     text = notion.notes("acme")[(objective.id, objective.id)]["text"].splitlines()
     own = 4  # the title, why it matters, the key results heading and its item
     assert text[own : own + blocks] == [f"line {n}" for n in range(blocks)]
