@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import pytest
 
+from kpi_pipelines.integrations.notion.notes import CUT, MAX_DEPTH
 from kpi_pipelines.sandbox.notion.okrs import note_body
 from kpi_pipelines_tests.integrations.notion.world import NotionWorld
 from kpi_pipelines_tests.run_results import failure_message
@@ -135,3 +136,45 @@ def test_a_long_body_is_read_page_after_page_of_blocks(notion: NotionWorld, bloc
     assert text[own + blocks + 1 :] == [
         f"  [{'x' if n % 2 == 0 else ' '}] task {n}" for n in range(120)
     ]
+
+
+def test_a_block_echoing_the_token_keeps_the_pages_last_note(notion: NotionWorld) -> None:
+    acme = notion.board("Acme", objectives=2, notes_per_objective=1)
+    notion.connect("acme", acme)
+    assert notion.sync("acme").success
+    before = notion.notes("acme")
+    objective = acme.notion.pages_of(acme.board.objectives)[0]
+    notion.sandbox.clock.advance(hours=1)
+    acme.notion.append_blocks(objective, [("paragraph", f"the key is {acme.token}")])
+    result = notion.sync("acme")
+    assert result.success, failure_message(result)
+    assert notion.notes("acme") == before  # kept as it was, the echo never stored
+    [notes] = [
+        e.materialization.metadata
+        for e in result.get_asset_materialization_events()
+        if e.asset_key.to_user_string() == "notion_notes"
+    ]
+    assert notes["pages_rejected"].value == 1
+    assert acme.token not in str(notes["errors"].value)
+
+
+def test_a_body_nested_past_the_bound_is_cut_and_said(notion: NotionWorld) -> None:
+    acme = notion.board("Acme", objectives=1, notes_per_objective=0)
+    [objective] = acme.notion.pages_of(acme.board.objectives)
+    parent = None
+    for level in range(MAX_DEPTH + 3):
+        [parent] = acme.notion.append_blocks(
+            objective, [("toggle", f"level {level}", [])], **({"under": parent} if parent else {})
+        )
+    notion.connect("acme", acme)
+    result = notion.sync("acme")
+    assert result.success, failure_message(result)
+    text = notion.notes("acme")[(objective.id, objective.id)]["text"]
+    assert f"level {MAX_DEPTH - 1}" in text and f"level {MAX_DEPTH}" not in text
+    assert text.endswith(CUT)
+    [notes] = [
+        e.materialization.metadata
+        for e in result.get_asset_materialization_events()
+        if e.asset_key.to_user_string() == "notion_notes"
+    ]
+    assert notes["pages_cut"].value == [objective.id]
