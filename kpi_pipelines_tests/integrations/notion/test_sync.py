@@ -10,7 +10,7 @@ from datetime import UTC, date, datetime, time, timedelta
 
 import pytest
 
-from kpi_pipelines.sandbox.notion import BoardTruth, RateLimit
+from kpi_pipelines.sandbox.notion import V2022, V2025, BoardTruth, RateLimit
 from kpi_pipelines_tests.integrations.notion.test_adapter import assert_matches_truth
 from kpi_pipelines_tests.integrations.notion.world import NotionWorld, served_world
 from kpi_pipelines_tests.run_results import failure_message
@@ -75,11 +75,12 @@ def test_an_edit_shown_at_its_minute_before_the_cursor_is_read_by_the_next_sync(
     assert notion.points("acme")[("objective_progress", day, page.id)][1]["done"] is True
 
 
+@pytest.mark.parametrize("version", [V2025, V2022])
 def test_a_trashed_objective_leaves_the_snapshot_and_a_restored_one_comes_back(
-    notion: NotionWorld,
+    notion: NotionWorld, version: str
 ) -> None:
     acme = notion.board("Acme", objectives=5, notes_per_objective=0)
-    notion.connect("acme", acme)
+    notion.connect("acme", acme, notion_version=version)
     clock = notion.sandbox.clock
     assert notion.sync("acme").success
     page = acme.notion.pages_of(acme.board.objectives)[2]
