@@ -64,6 +64,9 @@ def _provider_asset(spec: ProviderSpec) -> dg.AssetsDefinition:
         ),
         # Materialized per workspace (an AssetMaterialization each), not as the op's output.
         output_required=False,
+        # Nothing is stored for the output (what downstream assets wait for, see
+        # _materializations): the data is in the warehouse.
+        dagster_type=dg.Nothing,
         backfill_policy=dg.BackfillPolicy.multi_run(spec.workspaces_per_run),
         required_resource_keys={"warehouse", provider},
         check_specs=[
