@@ -29,6 +29,10 @@ VALID: dict[str, dict[str, Any]] = {
     "google_analytics": {"property_id": "123456789", "lookback_days": 3},
     "google_sheets": {"spreadsheet_id": "1AbCdEfGhIjK", "range": "KPIs!A1:D", "mapping": MAPPING},
     "stripe": {"account_id": "acct_123"},
+    "notion": {
+        "database_id": "1f2e3d4c-5b6a-4798-8776-655443322110",
+        "properties": {"status": "Stage", "done": ["Shipped"], "progress": "Completion"},
+    },
 }
 URL = "https://evil.example/v1"
 # Hosts under keys no provider declares, named like hosts or not, at any depth.
