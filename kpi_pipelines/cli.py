@@ -32,6 +32,9 @@ webhooks_app = typer.Typer(help="The webhook receiver (Stripe).", no_args_is_hel
 pools_app = typer.Typer(
     help="Dagster concurrency pools (app-wide API quotas).", no_args_is_help=True
 )
+grants_app = typer.Typer(
+    help="OAuth grants stored by `connect` (encrypted with KPI_GRANT_KEYS).", no_args_is_help=True
+)
 for sub, name in (
     (workspace_app, "workspace"),
     (connection_app, "connection"),
@@ -41,6 +44,7 @@ for sub, name in (
     (db_app, "db"),
     (pools_app, "pools"),
     (webhooks_app, "webhooks"),
+    (grants_app, "grants"),
 ):
     app.add_typer(sub, name=name)
 
@@ -329,6 +333,108 @@ def connection_list(workspace_id: Annotated[str | None, typer.Argument()] = None
                 (c.last_error or "")[:60],
             )
     console.print(table)
+
+
+@app.command("connect")
+def connect(
+    workspace_id: str,
+    provider: str,
+    connection: Annotated[str | None, typer.Option(help="Connection name, if several.")] = None,
+    no_browser: Annotated[
+        bool,
+        typer.Option(
+            "--no-browser",
+            help="Only print the consent page's address (a machine without a browser).",
+        ),
+    ] = False,
+    timeout: Annotated[
+        float, typer.Option(help="Seconds to wait for the consent page's answer.")
+    ] = 300.0,
+) -> None:
+    """Grant a connection access on its provider's consent page (OAuth with PKCE) and keep
+    the grant encrypted in the warehouse."""
+    from kpi_pipelines.integrations.shared.errors import ProviderError
+    from kpi_pipelines.integrations.shared.grants import GrantKeyError
+    from kpi_pipelines.integrations.shared.oauth_connect import (
+        ConsentRefused,
+        ConsentTimeout,
+        connect_workspace,
+    )
+    from kpi_pipelines.integrations.shared.redaction import redact
+    from kpi_pipelines.integrations.shared.secrets import MissingSecret
+    from kpi_pipelines.warehouse.control import UnknownConnection
+
+    spec = _spec(provider)
+    warehouse = _warehouse()
+    _require_workspace(warehouse, workspace_id)
+    try:
+        connected = connect_workspace(
+            warehouse,
+            spec,
+            workspace_id,
+            actor=f"user:{_os_user()}",
+            connection_name=connection,
+            say=lambda text: console.print(text, soft_wrap=True),
+            # one line whatever the terminal's width, so it can be copied whole
+            show_url=lambda url: console.print(url, soft_wrap=True, overflow="ignore"),
+            open_browser=not no_browser,
+            timeout=timeout,
+        )
+    except (
+        ConsentRefused,
+        ConsentTimeout,
+        GrantKeyError,
+        MissingSecret,
+        ProviderError,
+        UnknownConnection,
+        ValueError,
+    ) as exc:
+        raise _fail(redact(str(exc))) from None
+    granted = f" ({connected.scope})" if connected.scope else ""
+    console.print("✓", style="green", end=" ")
+    console.print(
+        f"{provider} access granted for workspace {workspace_id}'s connection"
+        f" {connected.connection.name}{granted}; the grant is stored encrypted in the warehouse",
+        soft_wrap=True,
+    )
+    if connected.dropped_variable:
+        console.print(
+            f"the connection no longer reads {connected.dropped_variable}: the stored grant"
+            " replaces it",
+            soft_wrap=True,
+        )
+
+
+@grants_app.command("rotate-key")
+def grants_rotate_key() -> None:
+    """Seal every stored grant again with the newest key of KPI_GRANT_KEYS (the first);
+    the older keys may then be removed from the list."""
+    from kpi_pipelines.integrations.shared.grants import GrantKeyError, rotate_grant_keys
+
+    try:
+        rotation = rotate_grant_keys(_warehouse(), actor=f"user:{_os_user()}")
+    except GrantKeyError as exc:
+        raise _fail(str(exc)) from None
+    console.print(
+        f"{rotation.resealed} grant(s) of {rotation.workspaces} workspace(s) sealed with the"
+        " newest key of KPI_GRANT_KEYS",
+        soft_wrap=True,
+    )
+    if rotation.unreadable:
+        _print_error(
+            f"{len(rotation.unreadable)} grant(s) no key in KPI_GRANT_KEYS opens (left as they"
+            f" are; keep their key in the list, or connect them again):"
+            f" {'; '.join(rotation.unreadable)}"
+        )
+        raise typer.Exit(code=1)
+    console.print("the other keys may now be removed from KPI_GRANT_KEYS", soft_wrap=True)
+
+
+def _os_user() -> str:
+    try:
+        return getpass.getuser()
+    except (KeyError, OSError):  # no name for this uid (a container)
+        return "unknown"
 
 
 # --- imports ----------------------------------------------------------------------------

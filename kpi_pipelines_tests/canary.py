@@ -1,8 +1,10 @@
 """The secret canary: nothing the suite's runs leave behind holds a secret they used.
 
-Every secret the code reads (a connection's key, an OAuth client) or is issued (an access
-token) is registered with the redactor as it arrives. This plugin takes those values, plus
-the sandboxes' own well-known secrets, as the canaries, and after every test scans:
+Every secret the code reads (a connection's key, an OAuth client, the keys that seal stored
+grants) or is issued (an access token; a stored grant's tokens, as `connect` records them and
+every time a run opens or refreshes one) is registered with the redactor as it arrives. This
+plugin takes those values, plus the sandboxes' own well-known secrets, as the canaries, and
+after every test scans:
 
 - the test's captured output and log records, and its failure report;
 - every warehouse table, the KPI schema and Dagster's storage in the same database, when

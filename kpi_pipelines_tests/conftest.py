@@ -27,6 +27,7 @@ pytest_plugins = [
 
 TABLES = (
     "notes",
+    "oauth_grants",
     "kpi_mart",
     "webhook_inbox",
     "audit_log",

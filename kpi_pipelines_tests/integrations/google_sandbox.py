@@ -1,20 +1,28 @@
 """The Google sandbox served on loopback, with the demo OAuth client, for provider tests,
-and the world both Google providers' tests run in (workspaces connected to it, syncs
-through the real asset)."""
+and the world both Google providers' tests run in (workspaces connected to it, by a
+refresh-token variable or through the consent page, syncs through the real asset)."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Mapping
+import queue
+import threading
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any, ClassVar, Self
 
 import dagster as dg
+import httpx
 import pytest
+from cryptography.fernet import Fernet
 
 from kpi_pipelines.demo import materialize_provider
 from kpi_pipelines.integrations.shared.base_adapter import IntegrationAdapter
+from kpi_pipelines.integrations.shared.grants import GRANT_KEYS_VARIABLE
 from kpi_pipelines.integrations.shared.oauth import GOOGLE_CLIENT_VARIABLES
+from kpi_pipelines.integrations.shared.oauth_connect import Connected, connect_workspace
+from kpi_pipelines.integrations.shared.redaction import register_secret
+from kpi_pipelines.integrations.shared.spec import spec_for
 from kpi_pipelines.sandbox.google import (
     DEMO_CLIENT_ID,
     DEMO_CLIENT_SECRET,
@@ -22,6 +30,7 @@ from kpi_pipelines.sandbox.google import (
     GoogleSandbox,
     create_google_app,
 )
+from kpi_pipelines.sandbox.google.oauth import CONSENT_PATH
 from kpi_pipelines.sandbox.kit.server import LoopbackServer
 from kpi_pipelines.warehouse.control import (
     Connection,
@@ -31,6 +40,66 @@ from kpi_pipelines.warehouse.control import (
     secret_namespace,
 )
 from kpi_pipelines.warehouse.database import Warehouse
+
+
+def new_grant_key() -> str:
+    return Fernet.generate_key().decode()
+
+
+def grant_keys(monkeypatch: pytest.MonkeyPatch, *keys: str) -> None:
+    """KPI_GRANT_KEYS set to `keys` (newest first), each one a canary of the secret canary."""
+    register_secret(*keys)
+    monkeypatch.setenv(GRANT_KEYS_VARIABLE, ",".join(keys))
+
+
+def approve_in_browser(url: str) -> httpx.Response:
+    """What a browser does with the consent page's address: follows the redirects (the
+    simulated user approves) to the callback, whose page it shows."""
+    page = httpx.get(url, follow_redirects=True, timeout=30)
+    assert page.status_code == 200, page.text
+    return page
+
+
+def connect_with_consent(
+    warehouse: Warehouse,
+    provider: str,
+    workspace_id: str,
+    *,
+    browser: Callable[[str], object] = approve_in_browser,
+    timeout: float = 30.0,
+) -> Connected:
+    """`kpi-pipelines connect` in process (the kit's connect_workspace), the test playing
+    the browser with the address it prints; what it raised is raised here."""
+    urls: queue.Queue[str | None] = queue.Queue()
+    outcome: dict[str, Any] = {}
+
+    def run() -> None:
+        try:
+            outcome["connected"] = connect_workspace(
+                warehouse,
+                spec_for(provider),
+                workspace_id,
+                actor="user:test",
+                say=lambda text: None,
+                show_url=urls.put,
+                open_browser=False,
+                timeout=timeout,
+            )
+        except BaseException as exc:
+            outcome["error"] = exc
+        finally:
+            urls.put(None)
+
+    thread = threading.Thread(target=run, name="connect")
+    thread.start()
+    url = urls.get(timeout=120)
+    if url is not None:
+        browser(url)
+    thread.join(timeout=timeout + 60)
+    assert not thread.is_alive(), "connect did not finish"
+    if "error" in outcome:
+        raise outcome["error"]
+    return outcome["connected"]
 
 
 def google_secret_env(workspace_id: str, monkeypatch: pytest.MonkeyPatch) -> dict[str, str]:
@@ -45,13 +114,15 @@ def google_secret_env(workspace_id: str, monkeypatch: pytest.MonkeyPatch) -> dic
 def served_google_sandbox(
     monkeypatch: pytest.MonkeyPatch, *, seed: int, base_url_variable: str
 ) -> Iterator[tuple[GoogleSandbox, LoopbackServer]]:
-    """A sandbox that knows the demo client, with its token endpoint, API host and the
-    operator's OAuth client in the environment."""
+    """A sandbox that knows the demo client, with its consent page, token endpoint, API host,
+    the operator's OAuth client and a key for stored grants in the environment."""
     sandbox = GoogleSandbox(seed=seed)
     sandbox.register_client(DEMO_CLIENT_ID, DEMO_CLIENT_SECRET)
     sandbox.add_refresh_token(DEMO_REFRESH_TOKEN, DEMO_CLIENT_ID)
     with LoopbackServer(create_google_app(sandbox)) as server:
+        monkeypatch.setenv("KPI_GOOGLE_AUTHORIZE_URL", server.url(CONSENT_PATH))
         monkeypatch.setenv("KPI_GOOGLE_TOKEN_URL", server.url("/token"))
+        grant_keys(monkeypatch, new_grant_key())
         monkeypatch.setenv(base_url_variable, server.base_url)
         monkeypatch.setenv(GOOGLE_CLIENT_VARIABLES["client_id"], DEMO_CLIENT_ID)
         monkeypatch.setenv(GOOGLE_CLIENT_VARIABLES["client_secret"], DEMO_CLIENT_SECRET)
@@ -98,6 +169,24 @@ class GoogleWorld:
         )
         self.instance.add_dynamic_partitions("workspace", [workspace_id])
         return workspace
+
+    def unconnected(self, workspace_id: str, settings: Mapping[str, Any]) -> Workspace:
+        """A workspace with a connection of this provider that names no secret (as
+        `connection add` leaves it before `connect`), and its partition."""
+        workspace = add_workspace(self.warehouse, Workspace(id=workspace_id, name=workspace_id))
+        add_connection(
+            self.warehouse,
+            Connection(workspace_id=workspace_id, provider=self.provider, settings=dict(settings)),
+        )
+        self.instance.add_dynamic_partitions("workspace", [workspace_id])
+        return workspace
+
+    def connect_with_consent(
+        self, workspace_id: str, settings: Mapping[str, Any], **options: Any
+    ) -> Connected:
+        """An unconnected workspace granted access through the sandbox's consent page."""
+        self.unconnected(workspace_id, settings)
+        return connect_with_consent(self.warehouse, self.provider, workspace_id, **options)
 
     def run(
         self,

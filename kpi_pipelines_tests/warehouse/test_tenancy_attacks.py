@@ -7,6 +7,7 @@ role switches, a self-declared audit actor, and rewriting a connection's secrets
 
 from __future__ import annotations
 
+import dataclasses
 from datetime import UTC, datetime
 
 import psycopg
@@ -90,6 +91,8 @@ SHADOWS = (
     "kpi_mart",
     "scope_key",
     "workspaces",
+    "connections",
+    "oauth_grants",
     "inserted_rows",
     "new_rows",
     "old_rows",
@@ -108,10 +111,19 @@ def _attack_with_shadow_tables(warehouse: Warehouse, payload: str) -> tuple[list
     temporary schema first and holds a temporary table (with a trigger and a rule running
     `payload`) named like each relation they use. Returns who ran the payload, and what the
     shadows received."""
+    from kpi_pipelines.warehouse.control import Connection, add_connection
+    from kpi_pipelines.warehouse.grants import (
+        grant_for_update,
+        grants_for_update,
+        replace_grant,
+        store_grant,
+    )
     from kpi_pipelines.warehouse.mart import write_mart
     from kpi_pipelines.warehouse.tenant_data import save_cursor
     from kpi_pipelines.warehouse.writer import RawRecord, write_raw_records
 
+    connection = add_connection(warehouse, Connection(workspace_id="ws-a", provider="stripe"))
+    assert connection.id is not None
     with warehouse.tenant("ws-a", actor="run:attacker") as db:
         db.execute(sa.text("CREATE TEMP TABLE captured (what text)"))
         db.execute(sa.text("GRANT ALL ON pg_temp.captured TO PUBLIC"))
@@ -146,6 +158,12 @@ def _attack_with_shadow_tables(warehouse: Warehouse, payload: str) -> tuple[list
             )
         )
         write_mart(db, _mart_frame())
+        store_grant(db, connection.id, b"sealed")
+        held = grant_for_update(db, connection.id)
+        assert held is not None and grants_for_update(db) == [
+            dataclasses.replace(held, provider="stripe")
+        ]
+        replace_grant(db, connection.id, b"resealed", held.version)
         captured = db.execute(sa.text("SELECT what FROM pg_temp.captured")).scalars().all()
         shadowed = {
             name: db.execute(sa.text(f"SELECT count(*) FROM pg_temp.{name}")).scalar()

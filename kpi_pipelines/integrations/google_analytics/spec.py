@@ -4,11 +4,12 @@ from kpi_pipelines.integrations.google_analytics.adapter import (
     CHANNEL_DIMENSION,
     GA4_METRICS,
     PROVIDER,
+    SCOPE,
     GoogleAnalyticsAdapter,
 )
 from kpi_pipelines.integrations.google_analytics.types import GA4ConnectionSettings
 from kpi_pipelines.integrations.shared.engines.report import Report, ReportEngine, ReportRunConfig
-from kpi_pipelines.integrations.shared.oauth import google_secrets
+from kpi_pipelines.integrations.shared.oauth import google_oauth, google_secrets
 from kpi_pipelines.integrations.shared.spec import AuthKind, Cadence, ProviderSpec
 
 # GA4 metrics every report asks for (their order is the order of each row's values).
@@ -38,6 +39,7 @@ SPEC = ProviderSpec(
     auth=AuthKind.OAUTH2_REFRESH,
     settings=GA4ConnectionSettings,
     secrets=google_secrets("scope analytics.readonly"),
+    oauth=google_oauth(SCOPE),
     # A quarter past: GA4 has processed most of the previous hour by then.
     cadence=Cadence.every_hours(1, minute=15),
     pool_limit=2,  # 10 concurrent requests per property, 14,000 tokens per project-hour

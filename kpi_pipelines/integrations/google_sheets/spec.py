@@ -3,7 +3,7 @@
 from kpi_pipelines.integrations.google_sheets.adapter import PROVIDER, GoogleSheetsAdapter
 from kpi_pipelines.integrations.google_sheets.types import SheetsConnectionSettings
 from kpi_pipelines.integrations.shared.engines.table import TableEngine
-from kpi_pipelines.integrations.shared.oauth import google_secrets
+from kpi_pipelines.integrations.shared.oauth import google_oauth, google_secrets
 from kpi_pipelines.integrations.shared.spec import (
     AuthKind,
     ProviderRunConfig,
@@ -29,6 +29,7 @@ SPEC = ProviderSpec(
     auth=AuthKind.OAUTH2_REFRESH,
     settings=SheetsConnectionSettings,
     secrets=google_secrets("scope spreadsheets.readonly"),
+    oauth=google_oauth("https://www.googleapis.com/auth/spreadsheets.readonly"),
     pool_limit=4,  # Sheets allows 300 read requests a minute per project (60 per user)
     group="manual_sources",
     kinds=frozenset({"googlesheets"}),

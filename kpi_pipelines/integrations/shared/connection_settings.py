@@ -152,6 +152,17 @@ def save_connection(warehouse: Warehouse, connection: Connection, spec: Provider
     if spec.key != connection.provider:
         raise ValueError(f"a {connection.provider} connection is not checked by {spec.key}'s spec")
     settings = validated_connection_settings(spec, connection.settings)
+    if (
+        spec.oauth
+        and spec.oauth.rotates_refresh_tokens
+        and "refresh_token" in connection.secret_env
+    ):
+        raise ValueError(
+            f"{spec.key} issues a new refresh token on every refresh and refuses the old one,"
+            " so one in an environment variable would stop working after the first sync: grant"
+            f" access with `kpi-pipelines connect {connection.workspace_id} {spec.key}`, which"
+            " keeps the grant encrypted in the warehouse"
+        )
     purposes = {secret.purpose for secret in spec.secrets}
     unknown = sorted(set(connection.secret_env) - purposes)
     if unknown:

@@ -26,16 +26,24 @@ class ForbiddenSecret(PermissionError):
 
 
 def read_secret(
-    connection: Connection, purpose: str, *, operator_variable: str | None = None
+    connection: Connection,
+    purpose: str,
+    *,
+    operator_variable: str | None = None,
+    public: bool = False,
 ) -> str:
     """The secret `purpose` of `connection`, registered for redaction before it is returned.
 
     `operator_variable`: the deployment-wide variable to read when the connection names no
-    variable for `purpose` (an operator setting, never chosen by a tenant).
+    variable for `purpose` (an operator setting, never chosen by a tenant). `public`: a
+    value kept in a variable like a secret but shown by design (an OAuth client id is in
+    every consent page's address, RFC 6749 section 2.2), so not redacted.
     """
     name = connection.secret_env.get(purpose)
     if not name and operator_variable:
-        return _read(operator_variable, f"the operator's {purpose} ({operator_variable})")
+        return _read(
+            operator_variable, f"the operator's {purpose} ({operator_variable})", public=public
+        )
     if not name:
         example = f"{secret_namespace(connection.workspace_id) or 'WS_<ID>__'}{purpose.upper()}"
         raise MissingSecret(
@@ -51,12 +59,14 @@ def read_secret(
         name,
         f"the {purpose} of workspace {connection.workspace_id!r}'s {connection.provider}"
         " connection",
+        public=public,
     )
 
 
-def _read(variable: str, what: str) -> str:
+def _read(variable: str, what: str, *, public: bool = False) -> str:
     value = os.environ.get(variable, "")
     if not value.strip():
         raise MissingSecret(f"environment variable {variable} ({what}) is not set")
-    register_secret(value)
+    if not public:
+        register_secret(value)
     return value

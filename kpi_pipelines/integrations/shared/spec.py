@@ -26,6 +26,7 @@ import dagster as dg
 
 from kpi_pipelines.integrations.shared.bounds import ProviderLimits
 from kpi_pipelines.integrations.shared.connection_settings import ConnectionSettings
+from kpi_pipelines.integrations.shared.oauth_flow import OAuthFlow
 
 if TYPE_CHECKING:
     from kpi_pipelines.integrations.shared.base_adapter import IntegrationAdapter
@@ -40,6 +41,7 @@ EXTRA_PACKAGES_VARIABLE = "KPI_PROVIDER_PACKAGES"
 class AuthKind(StrEnum):
     NONE = "none"
     API_KEY = "api key"
+    ACCESS_TOKEN = "access token (long-lived, no refresh)"
     OAUTH2_REFRESH = "OAuth 2.0 with a refresh token"
     OAUTH1 = "OAuth 1.0a"
 
@@ -147,6 +149,9 @@ class ProviderSpec:
     # None: no settings at all.
     settings: type[ConnectionSettings] | None = None
     secrets: tuple[SecretSpec, ...] = ()
+    # How a workspace grants access through the provider's consent page (`kpi-pipelines
+    # connect`), for an OAuth provider; None: its secrets are named variables only.
+    oauth: OAuthFlow | None = None
     cadence: Cadence | None = None  # None: manual (the UI, the CLI, a sensor)
     pool_limit: int | None = None  # runs at once across the deployment (its app-wide quota)
     owners: tuple[str, ...] = ("team:data-engineering",)

@@ -1,14 +1,34 @@
-"""Google's OAuth 2.0 token endpoint (`POST /token`, `POST /revoke`) and bearer-token checks.
+"""Google's OAuth 2.0 consent page (`GET /o/oauth2/v2/auth`), token endpoint (`POST /token`,
+`POST /revoke`) and bearer-token checks.
 
-Only the refresh-token grant is served (what a server-side connector uses):
-`grant_type=refresh_token&client_id=..&client_secret=..&refresh_token=..` (form body; the
-client may also authenticate with HTTP Basic) ->
-`{"access_token": "ya29...", "expires_in": 3599, "scope": "...", "token_type": "Bearer"}`.
+The consent page (the kit's ConsentDesk) takes Google's parameters (`client_id`,
+`redirect_uri`, `response_type=code`, `scope`, `state`, `code_challenge` with
+`code_challenge_method=S256` or plain, `access_type`, `prompt`) and, as the simulated user
+approves (`consent.answer`, "approve" unless a test says "deny"), redirects at once to the
+redirect with `code` (`4/0A...`, one use, 10 minutes), `scope` and the `state` as sent; a
+refusal redirects with `error=access_denied`. A desktop client's redirect is a loopback IP
+literal on any port (`http://127.0.0.1:<port>/...`, RFC 8252). What Google shows as an error
+page, without redirecting: an unknown client (401 invalid_client), a redirect the client
+does not have (400 redirect_uri_mismatch), a request that is not a code request or names an
+unknown challenge method (400 invalid_request), an unknown scope (400 invalid_scope).
+
+The token endpoint serves two grants (form body; the client may also authenticate with HTTP
+Basic):
+- `grant_type=authorization_code&code=..&redirect_uri=..&code_verifier=..` -> the access
+  token, and a refresh token when the consent asked for `access_type=offline`;
+- `grant_type=refresh_token&refresh_token=..` ->
+  `{"access_token": "ya29...", "expires_in": 3599, "scope": "...", "token_type": "Bearer"}`
+  (with `rotate_refresh_tokens`, a test's knob, a new refresh token too, and the one used is
+  refused from then on, as providers that rotate do).
 Failures use RFC 6749 bodies as Google sends them:
 - unknown client -> 401 `{"error": "invalid_client", "error_description": "The OAuth client was not found."}`
 - wrong secret -> 401 `{"error": "invalid_client", "error_description": "Unauthorized"}`
 - unknown, revoked or another client's refresh token -> 400
   `{"error": "invalid_grant", "error_description": "Token has been expired or revoked."}`
+- a code used before, expired or another client's -> 400 `invalid_grant` "Bad Request"
+  ("Malformed auth code." for one never issued); another redirect than the consent's -> 400
+  `redirect_uri_mismatch`; no verifier for a challenged code -> 400 `invalid_grant`
+  "Missing code verifier.", a wrong one -> "Invalid code verifier."
 - missing parameter -> 400 `invalid_request`; another grant type -> 400 `unsupported_grant_type`.
 
 The APIs check `Authorization: Bearer <token>`: a missing, unknown, expired or revoked token
@@ -27,15 +47,23 @@ import binascii
 import secrets
 import threading
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass, field
+from html import escape
 from urllib.parse import parse_qsl, unquote
 
 from starlette.requests import Request
-from starlette.responses import JSONResponse, Response
+from starlette.responses import HTMLResponse, JSONResponse, Response
 from starlette.routing import Route
 
 from kpi_pipelines.sandbox.google._common import OAuthErrors, error_info, google_error
-from kpi_pipelines.sandbox.kit import FaultInjector, SimClock
+from kpi_pipelines.sandbox.kit import (
+    AuthorizationRequest,
+    ConsentDesk,
+    FaultInjector,
+    IssuedCode,
+    SimClock,
+)
 
 ANALYTICS_READONLY = "https://www.googleapis.com/auth/analytics.readonly"
 ANALYTICS = "https://www.googleapis.com/auth/analytics"
@@ -44,7 +72,13 @@ SPREADSHEETS = "https://www.googleapis.com/auth/spreadsheets"
 DRIVE_READONLY = "https://www.googleapis.com/auth/drive.readonly"
 DRIVE = "https://www.googleapis.com/auth/drive"
 DEFAULT_SCOPES: tuple[str, ...] = (ANALYTICS_READONLY, SPREADSHEETS_READONLY)
+KNOWN_SCOPES = frozenset(
+    {ANALYTICS_READONLY, ANALYTICS, SPREADSHEETS_READONLY, SPREADSHEETS, DRIVE_READONLY, DRIVE}
+)
 DEFAULT_TOKEN_LIFETIME = 3599
+# A desktop client's redirects: a loopback IP literal on any port (RFC 8252 7.3).
+LOOPBACK_REDIRECTS = ("http://127.0.0.1", "http://[::1]")
+CONSENT_PATH = "/o/oauth2/v2/auth"
 
 _MISSING_CREDENTIALS = (
     "Request is missing required authentication credential. Expected OAuth 2 access token, "
@@ -67,6 +101,7 @@ class OAuthClient:
     client_id: str
     client_secret: str
     project_number: str = "100000000001"
+    redirect_uris: tuple[str, ...] = LOOPBACK_REDIRECTS
 
 
 @dataclass
@@ -76,6 +111,7 @@ class RefreshToken:
     scopes: tuple[str, ...] = DEFAULT_SCOPES
     user: str = "sandbox-user@example.com"
     revoked: bool = False
+    replaced_by: str | None = None  # rotated: the token issued in its place
 
 
 @dataclass
@@ -110,15 +146,26 @@ class OAuthServer:
     refresh_tokens: dict[str, RefreshToken] = field(default_factory=dict)
     access_tokens: dict[str, AccessToken] = field(default_factory=dict)
     requests: list[TokenRequest] = field(default_factory=list)
+    # A refresh also issues a new refresh token and retires the one used.
+    rotate_refresh_tokens: bool = False
+    consent: ConsentDesk = field(init=False)
     _issued: Counter[str] = field(default_factory=Counter)
     _lock: threading.RLock = field(default_factory=threading.RLock)
 
+    def __post_init__(self) -> None:
+        self.consent = ConsentDesk(self.clock, code_prefix="4/0A")
+
     # -- control -------------------------------------------------------------------------
     def register_client(
-        self, client_id: str, client_secret: str, *, project_number: str = "100000000001"
+        self,
+        client_id: str,
+        client_secret: str,
+        *,
+        project_number: str = "100000000001",
+        redirect_uris: tuple[str, ...] = LOOPBACK_REDIRECTS,
     ) -> OAuthClient:
         with self._lock:
-            client = OAuthClient(client_id, client_secret, project_number)
+            client = OAuthClient(client_id, client_secret, project_number, redirect_uris)
             self.clients[client_id] = client
             return client
 
@@ -251,7 +298,7 @@ class OAuthServer:
                 headers=_NO_STORE,
             )
 
-        if grant_type != "refresh_token":
+        if grant_type not in ("refresh_token", "authorization_code"):
             return fail(400, "unsupported_grant_type", f"Invalid grant_type: {grant_type}")
         if not client_id:
             return fail(400, "invalid_request", "Could not determine client ID from request.")
@@ -261,22 +308,116 @@ class OAuthServer:
                 return fail(401, "invalid_client", "The OAuth client was not found.")
             if not secrets.compare_digest(client.client_secret, client_secret):
                 return fail(401, "invalid_client", "Unauthorized")
+            if grant_type == "authorization_code":
+                return self._code_grant(form, client_id, fail)
             token = form.get("refresh_token", "")
             if not token:
                 return fail(400, "invalid_request", "Missing required parameter: refresh_token")
             record = self.refresh_tokens.get(token)
-            if record is None or record.revoked or record.client_id != client_id:
+            if (
+                record is None
+                or record.revoked
+                or record.replaced_by is not None
+                or record.client_id != client_id
+            ):
                 return fail(400, "invalid_grant", "Token has been expired or revoked.")
-            access = self.issue(token)
+            if self.rotate_refresh_tokens:
+                record = self._rotate(record)
+            access = self.issue(record.token)
             self.requests.append(TokenRequest(grant_type, client_id, 200))
-        return JSONResponse(
-            {
-                "access_token": access.token,
-                "expires_in": self.token_lifetime,
-                "scope": " ".join(access.scopes),
-                "token_type": "Bearer",
-            },
-            headers=_NO_STORE,
+        return self._token_body(access, record if self.rotate_refresh_tokens else None)
+
+    def _token_body(self, access: AccessToken, refresh: RefreshToken | None) -> JSONResponse:
+        body: dict[str, object] = {
+            "access_token": access.token,
+            "expires_in": self.token_lifetime,
+            "scope": " ".join(access.scopes),
+            "token_type": "Bearer",
+        }
+        if refresh is not None:
+            body["refresh_token"] = refresh.token
+        return JSONResponse(body, headers=_NO_STORE)
+
+    def _rotate(self, record: RefreshToken) -> RefreshToken:
+        fresh = RefreshToken(
+            "1//sandbox-" + secrets.token_urlsafe(24), record.client_id, record.scopes, record.user
+        )
+        self.refresh_tokens[fresh.token] = fresh
+        record.replaced_by = fresh.token
+        return fresh
+
+    def _code_grant(
+        self, form: dict[str, str], client_id: str, fail: Callable[[int, str, str], JSONResponse]
+    ) -> JSONResponse:
+        """grant_type=authorization_code (under the lock, the client authenticated)."""
+        if not form.get("code"):
+            return fail(400, "invalid_request", "Missing required parameter: code")
+        outcome = self.consent.redeem(
+            form.get("code"),
+            client_id=client_id,
+            redirect_uri=form.get("redirect_uri"),
+            code_verifier=form.get("code_verifier"),
+        )
+        if not isinstance(outcome, IssuedCode):
+            return fail(400, *_CODE_PROBLEMS[outcome])
+        refresh = None
+        if outcome.params.get("access_type") == "offline":
+            refresh = self.add_refresh_token(
+                "1//sandbox-" + secrets.token_urlsafe(24),
+                client_id,
+                scopes=outcome.scopes,
+                user=outcome.subject,
+            )
+            outcome.grant = refresh.token
+            access = self.issue(refresh.token)
+        else:  # an online grant: an access token only
+            access = AccessToken(
+                token="ya29.sandbox-" + secrets.token_urlsafe(24),
+                refresh_token="",
+                client_id=client_id,
+                user=outcome.subject,
+                scopes=outcome.scopes,
+                expires_at=self.clock.monotonic() + self.token_lifetime,
+            )
+            self.access_tokens[access.token] = access
+        self.requests.append(TokenRequest("authorization_code", client_id, 200))
+        return self._token_body(access, refresh)
+
+    # -- the consent page ------------------------------------------------------------------
+    def consent_page(self, query: dict[str, str]) -> Response:
+        """What Google answers on its consent page: a redirect back (the simulated user's
+        answer), or an error page when the request cannot be redirected."""
+        request = AuthorizationRequest.parse(query)
+        with self._lock:
+            client = self.clients.get(request.client_id)
+        if client is None:
+            return _error_page(401, "invalid_client", "The OAuth client was not found.")
+        problem = request.problem(client.redirect_uris)
+        if problem == "redirect_uri":
+            return _error_page(
+                400,
+                "redirect_uri_mismatch",
+                "You can't sign in to this app because it doesn't comply with Google's OAuth 2.0"
+                " policy.",
+            )
+        if problem is not None:
+            return _error_page(400, "invalid_request", f"Invalid parameter value for {problem}.")
+        if not request.scopes:
+            return _error_page(400, "invalid_request", "Missing required parameter: scope")
+        unknown = [scope for scope in request.scopes if scope not in KNOWN_SCOPES]
+        if unknown:
+            return _error_page(
+                400, "invalid_scope", f"Some requested scopes were invalid. {{invalid={unknown}}}"
+            )
+        if self.consent.answer == "deny":
+            return self.consent.redirect(request, error="access_denied")
+        issued = self.consent.issue(request, subject="sandbox-user@example.com")
+        return self.consent.redirect(
+            request,
+            code=issued.code,
+            scope=" ".join(issued.scopes),
+            authuser="0",
+            prompt="consent",
         )
 
     def revoke_response(self, token: str) -> JSONResponse:
@@ -292,6 +433,28 @@ class OAuthServer:
             {"error": "invalid_token", "error_description": "Token expired or revoked"},
             status_code=400,
         )
+
+
+# What the token endpoint answers for a code it will not exchange (the kit's problems).
+_CODE_PROBLEMS: dict[str, tuple[str, str]] = {
+    "missing": ("invalid_request", "Missing required parameter: code"),
+    "unknown": ("invalid_grant", "Malformed auth code."),
+    "wrong_client": ("invalid_grant", "Bad Request"),
+    "expired": ("invalid_grant", "Bad Request"),
+    "reused": ("invalid_grant", "Bad Request"),
+    "redirect_mismatch": ("redirect_uri_mismatch", "Bad Request"),
+    "verifier_missing": ("invalid_grant", "Missing code verifier."),
+    "verifier_mismatch": ("invalid_grant", "Invalid code verifier."),
+}
+
+
+def _error_page(status: int, error: str, message: str) -> HTMLResponse:
+    """Google's "Authorization Error" page (no redirect: the request itself is wrong)."""
+    return HTMLResponse(
+        "<!doctype html><title>Sign in - Google Accounts</title><h1>Access blocked: Authorization"
+        f" Error</h1><p>{escape(message)}</p><p>Error {status}: {escape(error)}</p>",
+        status_code=status,
+    )
 
 
 async def _form(request: Request) -> dict[str, str]:
@@ -325,7 +488,11 @@ def oauth_routes(server: OAuthServer, faults: FaultInjector) -> list[Route]:
         form = await _form(request)
         return server.revoke_response(request.query_params.get("token") or form.get("token", ""))
 
+    async def consent(request: Request) -> Response:
+        return server.consent_page(dict(request.query_params))
+
     return [
+        Route(CONSENT_PATH, consent, methods=["GET"]),
         Route("/token", token, methods=["POST"]),
         Route("/revoke", revoke, methods=["POST"]),
     ]

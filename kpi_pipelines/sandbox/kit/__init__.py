@@ -10,6 +10,8 @@
 - `ReportJobs`, `Outcome` (jobs.py): async report jobs with scripted outcomes;
 - `CallBudget`, `Usage` (usage.py): rate limits and usage a platform renders its way;
 - `TokenBook`, `Token` (tokens.py): issued credentials that expire or are revoked on the clock;
+- `ConsentDesk`, `AuthorizationRequest` (consent.py): the consent page's request and redirect
+  back (state echoed), one-time authorization codes, PKCE checks, loopback redirects;
 - `DemoSlot`, `LoopbackDemo` (demo.py): the demo simulator contract's common part;
 - ads/ (`AdSandbox`, `AdAccount`, `ReportJobs`' ad use, ...): simulated ad accounts and
   their truth (import from `kpi_pipelines.sandbox.kit.ads`).
@@ -18,6 +20,12 @@ computed from its own state.
 """
 
 from kpi_pipelines.sandbox.kit.clock import SimClock
+from kpi_pipelines.sandbox.kit.consent import (
+    AuthorizationRequest,
+    ConsentDesk,
+    IssuedCode,
+    redirect_allowed,
+)
 from kpi_pipelines.sandbox.kit.errors import ErrorStyle, json_response
 from kpi_pipelines.sandbox.kit.faults import Fault, FaultInjector, FaultKind, answer
 from kpi_pipelines.sandbox.kit.ids import stable_base36, stable_digits
@@ -29,11 +37,14 @@ from kpi_pipelines.sandbox.kit.tokens import Token, TokenBook
 from kpi_pipelines.sandbox.kit.usage import CallBudget, Usage
 
 __all__ = [
+    "AuthorizationRequest",
     "CallBudget",
+    "ConsentDesk",
     "ErrorStyle",
     "Fault",
     "FaultInjector",
     "FaultKind",
+    "IssuedCode",
     "Job",
     "JobPhase",
     "LoopbackServer",
@@ -52,6 +63,7 @@ __all__ = [
     "minor_unit_exponent",
     "newest_first",
     "offset_page",
+    "redirect_allowed",
     "stable_base36",
     "stable_digits",
 ]

@@ -22,6 +22,7 @@ from typing import Generic, TypeVar
 
 from starlette.types import ASGIApp
 
+from kpi_pipelines.sandbox.kit.clock import SimClock
 from kpi_pipelines.sandbox.kit.server import LoopbackServer
 
 D = TypeVar("D")
@@ -51,10 +52,11 @@ class DemoSlot(Generic[D]):
 
 class LoopbackDemo:
     """A demo simulator serving `app` on loopback; subclasses say `env()`. Its sandbox's clock
-    runs with real time, so it has nothing to catch up and sends no webhooks."""
+    runs with real time, so it has nothing to catch up and sends no webhooks (`dated_by`:
+    its answers' Date header is that clock's, see LoopbackServer)."""
 
-    def __init__(self, app: ASGIApp) -> None:
-        self.server = LoopbackServer(app).start()
+    def __init__(self, app: ASGIApp, *, dated_by: SimClock | None = None) -> None:
+        self.server = LoopbackServer(app, dated_by=dated_by).start()
 
     def env(self) -> dict[str, str]:
         return {}

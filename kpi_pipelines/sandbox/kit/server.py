@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import email.utils
 import socket
 import threading
 import time
@@ -11,7 +12,10 @@ from types import TracebackType
 from typing import Self
 
 import uvicorn
-from starlette.types import ASGIApp
+from starlette.datastructures import MutableHeaders
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from kpi_pipelines.sandbox.kit.clock import SimClock
 
 HOST = "127.0.0.1"
 
@@ -20,9 +24,9 @@ class LoopbackServer:
     """Run `app` with uvicorn on 127.0.0.1 until stopped; use as a context manager.
 
     The port is bound before the thread starts (port 0 picks a free one), so `base_url` is
-    known at once and there is no race for the port with other servers. An app that sends
-    its own `Date` header (a simulator whose clock is simulated) says so with
-    `app.state.sends_date = True`, and uvicorn then sends none of its own.
+    known at once and there is no race for the port with other servers. With `dated_by`,
+    every answer's `Date` header is that simulated clock's (a client that reads the
+    provider's time sees the simulation's, not the machine's).
     """
 
     def __init__(
@@ -32,8 +36,10 @@ class LoopbackServer:
         port: int = 0,
         startup_timeout: float = 10.0,
         shutdown_timeout: float = 5.0,
+        dated_by: SimClock | None = None,
     ) -> None:
-        self.app = app
+        self.app = app if dated_by is None else _SimulatedDate(app, dated_by)
+        self._dated = dated_by is not None
         self._requested_port = port
         self._startup_timeout = startup_timeout
         self._shutdown_timeout = shutdown_timeout
@@ -86,7 +92,7 @@ class LoopbackServer:
             # None: leave the process's logging configuration alone (no dictConfig).
             log_config=None,
             timeout_graceful_shutdown=self._shutdown_timeout,
-            date_header=not _sends_date(self.app),
+            date_header=not self._dated,
         )
         server = uvicorn.Server(config)
         thread = threading.Thread(
@@ -135,9 +141,20 @@ class LoopbackServer:
         self.stop()
 
 
-def _sends_date(app: ASGIApp) -> bool:
-    state = getattr(app, "state", None)
-    return bool(getattr(state, "sends_date", False))
+class _SimulatedDate:
+    """Sets each answer's Date header from the simulated clock."""
+
+    def __init__(self, app: ASGIApp, clock: SimClock) -> None:
+        self.app, self.clock = app, clock
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        async def dated(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                headers = MutableHeaders(scope=message)
+                headers["date"] = email.utils.format_datetime(self.clock.now(), usegmt=True)
+            await send(message)
+
+        await self.app(scope, receive, dated if scope["type"] == "http" else send)
 
 
 def _serve(server: uvicorn.Server, sock: socket.socket) -> None:

@@ -4,7 +4,7 @@
     workspace = sandbox.add_workspace("Acme")
     board = ObjectivesBoard.create(workspace, seed=3)      # okrs.py: objectives and notes
     token = sandbox.add_integration(workspace, share=[board.objectives_db, board.notes_db])
-    with LoopbackServer(create_notion_app(sandbox)) as server: ...   # KPI_NOTION_BASE_URL
+    with LoopbackServer(create_notion_app(sandbox), dated_by=sandbox.clock) as server: ...
 
 Routes (`Notion-Version` 2022-06-28 or 2025-09-03 required on each; a missing one gets
 Notion's 400 `missing_version`): `GET /v1/users/me`, `GET /v1/databases/{id}` (2025-09-03:
@@ -30,7 +30,6 @@ from collections import Counter, deque
 from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
-from email.utils import format_datetime
 from typing import Any
 
 from starlette.applications import Starlette
@@ -196,10 +195,9 @@ class NotionSandbox:
             self.stats.recent.append((request.method, request.url.path, response.status_code))
             return response
 
-        response = await self.faults.serve("api", self.style, answer)
-        # The API's own clock (the simulated one): what a client may take "now" from.
-        response.headers["date"] = format_datetime(self.clock.now(), usegmt=True)
-        return response
+        # The Date header, the API's own clock, is the simulated one: serve the app with
+        # LoopbackServer(app, dated_by=sandbox.clock).
+        return await self.faults.serve("api", self.style, answer)
 
     async def _checked(
         self, request: Request, handler: Callable[[Call], Awaitable[Response] | Response]
@@ -478,5 +476,4 @@ def notion_routes(sandbox: NotionSandbox) -> list[Route]:
 def create_notion_app(sandbox: NotionSandbox) -> Starlette:
     app = Starlette(routes=notion_routes(sandbox))
     app.state.sandbox = sandbox
-    app.state.sends_date = True  # on the simulated clock (kit/server.py)
     return app

@@ -53,7 +53,7 @@ class NotionDemo(LoopbackDemo):
                 notion, share=[board.objectives_db, board.notes_db], token=demo_token(workspace.id)
             )
             self.boards[workspace.id] = board
-        super().__init__(create_notion_app(self.sandbox))
+        super().__init__(create_notion_app(self.sandbox), dated_by=self.sandbox.clock)
 
     def env(self) -> dict[str, str]:
         return {

@@ -20,9 +20,7 @@ from kpi_pipelines.sandbox.google import (
 from kpi_pipelines.warehouse.control import list_connections
 from kpi_pipelines.warehouse.tenant_data import read_points
 from kpi_pipelines_tests.conftest import table_snapshot
-from kpi_pipelines_tests.integrations.google_sheets.conftest import (
-    SheetsWorld,
-)
+from kpi_pipelines_tests.integrations.google_sheets.conftest import MAPPING, SheetsWorld
 from kpi_pipelines_tests.run_results import failure_message, metadata
 
 SHEET_ID = "1TestSheet00000000000000000000000000000000"
@@ -294,3 +292,16 @@ def test_a_sheet_echoing_a_secret_is_refused_whole_without_showing_it(sheets) ->
     assert "nothing of it was imported" in message
     after = table_snapshot(sheets.warehouse)
     assert after["kpi_data"] == before["kpi_data"] and after["audit_log"] == before["audit_log"]
+
+
+def test_a_sheet_imported_on_the_grant_connect_stored(sheets) -> None:
+    add_sheet(sheets, "KPIs", [HEADER, *(row for row, _ in ROWS)])
+    connected = sheets.connect_with_consent(
+        "ws-c", {"spreadsheet_id": SHEET_ID, "range": "KPIs", "mapping": MAPPING}
+    )
+    assert connected.scope == "https://www.googleapis.com/auth/spreadsheets.readonly"
+    result = sheets.sync("ws-c")
+    assert result.success, failure_message(result)
+    assert stored(sheets, "ws-c") == {point for _, point in ROWS}
+    # the consent's code, then the API on the grant's own access token: no refresh at all
+    assert [r.grant_type for r in sheets.sandbox.oauth.requests] == ["authorization_code"]

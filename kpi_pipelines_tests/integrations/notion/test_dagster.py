@@ -43,7 +43,7 @@ def test_kpi_pipelines_sync_lands_objectives_and_notes(private_home) -> None:
     sandbox.tickers.append(board.catch_up)
     token = sandbox.add_integration(notion, share=[board.objectives_db, board.notes_db])
     variable = f"{secret_namespace('acme')}NOTION_TOKEN"
-    with LoopbackServer(create_notion_app(sandbox)) as server:
+    with LoopbackServer(create_notion_app(sandbox), dated_by=sandbox.clock) as server:
         env.update({"KPI_NOTION_BASE_URL": server.base_url, variable: token})
         run_cli(env, "workspace", "add", "acme")
         settings = json.dumps({"database_id": board.objectives_db.id})

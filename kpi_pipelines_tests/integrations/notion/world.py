@@ -148,6 +148,6 @@ def served_world(
 ) -> Iterator[NotionWorld]:
     options = {"start": start} if start else {}
     sandbox = NotionSandbox(seed=3, rate_limit=rate_limit, **options)
-    with LoopbackServer(create_notion_app(sandbox)) as server:
+    with LoopbackServer(create_notion_app(sandbox), dated_by=sandbox.clock) as server:
         monkeypatch.setenv("KPI_NOTION_BASE_URL", server.base_url)
         yield NotionWorld(sandbox, server, warehouse, instance, monkeypatch)

@@ -28,6 +28,11 @@ VALID: dict[str, dict[str, Any]] = {
     "csv_upload": {"mapping": {**MAPPING, "dimension_columns": ["Team"]}, "delimiter": ";"},
     "google_analytics": {"property_id": "123456789", "lookback_days": 3},
     "google_sheets": {"spreadsheet_id": "1AbCdEfGhIjK", "range": "KPIs!A1:D", "mapping": MAPPING},
+    "meta_ads": {
+        "account_id": "1234567890",
+        "conversions": ["offsite_conversion.fb_pixel_purchase", "purchase"],
+        "conversion_values": ["omni_purchase"],
+    },
     "stripe": {"account_id": "acct_123"},
     "notion": {
         "database_id": "1f2e3d4c-5b6a-4798-8776-655443322110",

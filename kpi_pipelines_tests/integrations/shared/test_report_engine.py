@@ -387,6 +387,18 @@ def test_a_failed_job_is_split_by_window_until_its_parts_succeed(toys) -> None:
     )
 
 
+def test_a_failed_job_of_an_odd_number_of_days_is_split_in_two(toys) -> None:
+    toys.world.campaigns = {c: toys.world.campaigns[c] for c in ("c1", "c2")}
+    toys.world.fails = lambda ask: len(ask.days) > 2
+    toys.connect("ws-a", JOBS)
+    result = toys.sync("ws-a", JOBS, {"history_days": 7})
+    assert result.success, failure_message(result)
+    today = toys.world.today
+    assert_stored_is_the_truth(toys, JOBS, today - timedelta(days=6), today)
+    # 7 days: 4 and 3 (never three parts), then 2 and 2, 2 and 1.
+    assert sorted(len(job.ask.days) for job in toys.world.jobs.values()) == [1, 2, 2, 2, 3, 4, 7]
+
+
 def test_a_job_that_outlives_its_deadline_is_cancelled_and_split(toys) -> None:
     toys.world.campaigns = {c: toys.world.campaigns[c] for c in ("c1", "c2")}
     toys.world.stalls = lambda ask: len(ask.days) > 4  # runs for ever

@@ -7,6 +7,7 @@ import re
 import threading
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from datetime import UTC, datetime
 
 import httpx
 import pytest
@@ -15,6 +16,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse
 from starlette.routing import Route
 
+from kpi_pipelines.sandbox.kit.clock import SimClock
 from kpi_pipelines.sandbox.kit.server import LoopbackServer
 
 
@@ -111,3 +113,15 @@ def test_uvicorn_stays_quiet(caplog: pytest.LogCaptureFixture) -> None:
             httpx.get(server.url("/hello"))
     uvicorn_records = [r for r in caplog.records if r.name.startswith("uvicorn")]
     assert uvicorn_records == []
+
+
+def test_answers_carry_the_simulated_clocks_date_when_asked() -> None:
+    clock = SimClock(datetime(2025, 6, 15, 12, 0, tzinfo=UTC))
+    with LoopbackServer(_app(), dated_by=clock) as server:
+        assert httpx.get(server.url("/hello")).headers.get_list("date") == [
+            "Sun, 15 Jun 2025 12:00:00 GMT"
+        ]
+        clock.advance(hours=30)
+        assert httpx.get(server.url("/missing")).headers["date"] == "Mon, 16 Jun 2025 18:00:00 GMT"
+    with LoopbackServer(_app()) as server:  # otherwise the machine's own time
+        assert httpx.get(server.url("/hello")).headers["date"] != "Sun, 15 Jun 2025 12:00:00 GMT"

@@ -46,7 +46,7 @@ def serve(rate_limit: RateLimit | None) -> Iterator[Api]:
     notion = sandbox.add_workspace("Acme")
     board = ObjectivesBoard.create(notion, seed=2, objectives=23, notes_per_objective=0)
     token = sandbox.add_integration(notion, share=[board.objectives_db])
-    with LoopbackServer(create_notion_app(sandbox)) as server:
+    with LoopbackServer(create_notion_app(sandbox), dated_by=sandbox.clock) as server:
         yield Api(sandbox, board, token, server.base_url)
 
 

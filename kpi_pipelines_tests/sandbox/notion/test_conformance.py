@@ -65,7 +65,7 @@ def served_answers(version: str) -> Iterator[tuple[str, str, Any]]:
     for page in notion.pages.values():
         calls.append(("ListBlockChildrenResponse", "GET", f"/v1/blocks/{page.id}/children", None))
     with (
-        LoopbackServer(create_notion_app(sandbox)) as server,
+        LoopbackServer(create_notion_app(sandbox), dated_by=sandbox.clock) as server,
         httpx.Client(base_url=server.base_url, headers=headers) as client,
     ):
         for expected, method, path, body in calls:

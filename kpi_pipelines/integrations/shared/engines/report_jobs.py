@@ -191,7 +191,7 @@ class JobRunner:
             reason = f"failed{detail}"
         days, ids = query.window.days, query.ids
         if days >= 2 * self.policy.min_days:
-            first, second = query.window.split(days // 2)
+            first, second = query.window.split(-(-days // 2))
             halves = [Query(first, ids, query.metrics), Query(second, ids, query.metrics)]
         elif len(ids) >= 2 * self.policy.min_ids:
             middle = len(ids) // 2

@@ -11,13 +11,13 @@ workspace from `kpi.current_workspace()` and refuse a transaction the write path
 scope (`kpi.transaction_actor()`); row-level security still holds them to the scope.
 
 Revision ID: 0008
-Revises: 0006
+Revises: 0007
 """
 
 from alembic import op
 
 revision = "0008"
-down_revision = "0006"
+down_revision = "0007"
 branch_labels = None
 depends_on = None
 

@@ -1,0 +1,1 @@
+"""Meta Ads: daily ad metrics from the Marketing API's insights."""
