@@ -56,6 +56,7 @@ from kpi_pipelines.sandbox.notion.model import (
     compact,
     notion_id,
 )
+from kpi_pipelines.sandbox.notion.oauth import NotionOAuth
 
 DEFAULT_START = datetime(2025, 6, 16, 6, 0, tzinfo=UTC)
 READ_CONTENT = "read_content"
@@ -138,6 +139,8 @@ class NotionSandbox:
             if rate_limit
             else None
         )
+        # The public integrations' OAuth (oauth.py): consent page and token endpoint.
+        self.oauth = NotionOAuth(self)
         # What runs before each request (an objectives board catching up with the clock).
         self.tickers: list[Callable[[], object]] = []
         self._retry_not_before: dict[str, float] = {}
@@ -461,7 +464,10 @@ def notion_routes(sandbox: NotionSandbox) -> list[Route]:
     async def unknown(request: Request) -> Response:
         return await sandbox.serve(request, lambda call: invalid_url())
 
+    oauth = sandbox.oauth
     return [
+        Route("/v1/oauth/authorize", oauth.authorize, methods=["GET"]),
+        Route("/v1/oauth/token", oauth.token, methods=["POST"]),
         route("/v1/users/me", _me),
         route("/v1/databases/{id}", _database),
         route("/v1/databases/{id}/query", _query_database, "POST"),
