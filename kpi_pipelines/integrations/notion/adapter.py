@@ -66,7 +66,9 @@ from kpi_pipelines.integrations.shared.engines.objects import (
     Stream,
 )
 from kpi_pipelines.integrations.shared.errors import ProviderRequestError, ProviderUnavailable
+from kpi_pipelines.integrations.shared.grants import StoredGrant
 from kpi_pipelines.integrations.shared.http import ProviderHttpClient, RetryDecision
+from kpi_pipelines.integrations.shared.oauth import OAuthApi
 from kpi_pipelines.integrations.shared.paging import (
     Page,
     PageRequest,
@@ -109,6 +111,7 @@ class NotionAdapter(ObjectAdapter):
     max_unreachable: int = 5000
 
     _http: ProviderHttpClient | None = PrivateAttr(default=None)
+    _oauth: OAuthApi | None = PrivateAttr(default=None)  # with a stored grant
     _settings: NotionConnectionSettings | None = PrivateAttr(default=None)
     _mapping: ObjectiveMapping | None = PrivateAttr(default=None)
     _paths: dict[str, str] = PrivateAttr(default_factory=dict)  # stream -> its query path
@@ -134,18 +137,22 @@ class NotionAdapter(ObjectAdapter):
                 f" {V2025} (it has {config.notion_version})"
             )
         self._settings = config
-        token = read_secret(connection, "token")
-        self._http = ProviderHttpClient(
-            PROVIDER,
-            settings.provider_base_url(PROVIDER, DEFAULT_BASE_URL, self.base_url),
-            headers={"Authorization": f"Bearer {token}", "Notion-Version": config.notion_version},
-            timeout=self.timeout_seconds,
-            max_attempts=self.max_attempts,
-            backoff_base=self.backoff_base_seconds,
-            backoff_max=self.backoff_max_seconds,
-            classify=_classify,
-            limits=self.spec.limits.response(),
-        )
+        base_url = settings.provider_base_url(PROVIDER, DEFAULT_BASE_URL, self.base_url)
+        options: dict[str, Any] = {
+            "timeout": self.timeout_seconds,
+            "max_attempts": self.max_attempts,
+            "backoff_base": self.backoff_base_seconds,
+            "backoff_max": self.backoff_max_seconds,
+            "classify": _classify,
+        }
+        if "token" in connection.secret_env:  # an internal integration's secret
+            token = read_secret(connection, "token")
+            headers = {"Authorization": f"Bearer {token}", "Notion-Version": config.notion_version}
+            self._http = ProviderHttpClient(
+                PROVIDER, base_url, headers=headers, limits=self.spec.limits.response(), **options
+            )
+        else:  # a public integration's grant, stored by `kpi-pipelines connect`
+            self._http = self._open_grant(base_url, config, options)
         me = self._http.get_json("/v1/users/me", cacheable=False, decode=self._read_clock)
         self._resolve(config)
         bot = me.get("name") if isinstance(me, dict) else None
@@ -155,9 +162,35 @@ class NotionAdapter(ObjectAdapter):
             f" properties {self.mapping.describe()}"
         )
 
+    def _open_grant(
+        self, base_url: str, config: NotionConnectionSettings, options: dict[str, Any]
+    ) -> ProviderHttpClient:
+        """The API through the stored grant: its access token, refreshed (and the rotated
+        refresh token stored) under the grant's row lock when Notion no longer takes it."""
+        context = self.context
+        flow = self.spec.oauth
+        if flow is None or context.connection.id is None:
+            raise ValueError("notion: a connection without a token needs `kpi-pipelines connect`")
+        self._oauth = OAuthApi(
+            PROVIDER,
+            context.connection,
+            token_url=flow.token_endpoint(),
+            base_url=base_url,
+            client_variables=flow.client_variables,
+            limits=self.spec.limits.response(),
+            flow=flow,
+            grant=StoredGrant(context.warehouse, context.connection, actor=context.actor),
+            headers={"Notion-Version": config.notion_version},
+            **options,
+        )
+        return self._oauth.http
+
     def disconnect(self) -> None:
-        if self._http is not None:
+        if self._oauth is not None:
+            self._oauth.close()  # its client is self._http
+        elif self._http is not None:
             self._http.close()
+        self._oauth = None
         self._http = None
         self._settings = None
         self._mapping = None

@@ -23,6 +23,7 @@ expired, another client's, for another redirect or with a wrong verifier is
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import binascii
 import json
@@ -64,6 +65,9 @@ class NotionOAuth:
     consent_share: list[Database] | None = None
     consent: ConsentDesk = field(init=False)
     refreshes: int = 0  # refresh grants served
+    refused_refreshes: int = 0  # refresh tokens refused (unknown, spent, another client's)
+    # Seconds a refresh is answered late (a test's knob: two runs refreshing at once).
+    refresh_delay: float = 0.0
     _lock: threading.Lock = field(default_factory=threading.Lock)
 
     def __post_init__(self) -> None:
@@ -103,6 +107,8 @@ class NotionOAuth:
         if grant_type == "authorization_code":
             return self._exchange(client, body)
         if grant_type == "refresh_token":
+            if self.refresh_delay:
+                await asyncio.sleep(self.refresh_delay)
             return self._refresh(client, body.get("refresh_token"))
         return _oauth_error(400, "unsupported_grant_type", f"{grant_type!r} is not supported.")
 
@@ -144,6 +150,7 @@ class NotionOAuth:
                 refresh_token if isinstance(refresh_token, str) else None, kind="refresh"
             )
             if isinstance(checked, str) or not checked.subject.startswith(client.client_id + ":"):
+                self.refused_refreshes += 1
                 return _oauth_error(400, "invalid_grant", "Invalid refresh token.")
             tokens.revoke(checked.value)  # rotated: the one used is spent
             self.refreshes += 1

@@ -15,6 +15,8 @@ import sqlalchemy as sa
 
 from kpi_pipelines.demo import materialize_provider
 from kpi_pipelines.integrations.notion.adapter import NotionAdapter
+from kpi_pipelines.integrations.shared.oauth_connect import Connected
+from kpi_pipelines.integrations.shared.redaction import register_secret
 from kpi_pipelines.sandbox.kit.server import LoopbackServer
 from kpi_pipelines.sandbox.notion import (
     NotionSandbox,
@@ -32,6 +34,15 @@ from kpi_pipelines.warehouse.control import (
 )
 from kpi_pipelines.warehouse.database import Warehouse
 from kpi_pipelines.warehouse.tenant_data import read_points
+from kpi_pipelines_tests.integrations.google_sandbox import (
+    connect_with_consent,
+    grant_keys,
+    new_grant_key,
+)
+
+# The operator's public integration (Notion's OAuth client) in the sandbox.
+OAUTH_CLIENT_ID = "notion-public-integration"
+OAUTH_CLIENT_SECRET = "secret_sandbox_public_integration_0001"
 
 
 @dataclass
@@ -89,6 +100,23 @@ class NotionWorld:
         )
         self.instance.add_dynamic_partitions("workspace", [workspace_id])
         return workspace
+
+    def connect_with_grant(self, workspace_id: str, board: Board, **settings: Any) -> Connected:
+        """A tenant workspace whose notion connection names no token, granted access to
+        `board`'s Notion workspace through the consent page (`kpi-pipelines connect` in
+        process, the test as the browser)."""
+        add_workspace(self.warehouse, Workspace(id=workspace_id, name=workspace_id))
+        add_connection(
+            self.warehouse,
+            Connection(
+                workspace_id=workspace_id,
+                provider="notion",
+                settings={"database_id": board.board.objectives_db.id, **settings},
+            ),
+        )
+        self.instance.add_dynamic_partitions("workspace", [workspace_id])
+        self.sandbox.oauth.consent_workspace = board.notion
+        return connect_with_consent(self.warehouse, "notion", workspace_id)
 
     def sync(
         self, workspace_id: str, run_config: Mapping[str, Any] | None = None, **adapter: Any
@@ -148,6 +176,14 @@ def served_world(
 ) -> Iterator[NotionWorld]:
     options = {"start": start} if start else {}
     sandbox = NotionSandbox(seed=3, rate_limit=rate_limit, **options)
+    sandbox.oauth.register_client(OAUTH_CLIENT_ID, OAUTH_CLIENT_SECRET)
+    register_secret(OAUTH_CLIENT_SECRET)
     with LoopbackServer(create_notion_app(sandbox), dated_by=sandbox.clock) as server:
         monkeypatch.setenv("KPI_NOTION_BASE_URL", server.base_url)
+        # the operator's public integration, and a key for the grants connect stores
+        monkeypatch.setenv("KPI_NOTION_AUTHORIZE_URL", server.url("/v1/oauth/authorize"))
+        monkeypatch.setenv("KPI_NOTION_TOKEN_URL", server.url("/v1/oauth/token"))
+        monkeypatch.setenv("KPI_NOTION_CLIENT_ID", OAUTH_CLIENT_ID)
+        monkeypatch.setenv("KPI_NOTION_CLIENT_SECRET", OAUTH_CLIENT_SECRET)
+        grant_keys(monkeypatch, new_grant_key())
         yield NotionWorld(sandbox, server, warehouse, instance, monkeypatch)
