@@ -137,7 +137,7 @@ class NotionOAuth:
         if share is None:
             share = list(workspace.databases.values())
         token = self.sandbox.add_integration(
-            workspace, share=share, name=f"public {client.client_id}"
+            workspace, share=share, name="KPI pipelines (public integration)"
         )
         bot_id = self.sandbox.integration_of(token).bot.id
         self.sandbox.tokens.revoke(token)  # a public integration's tokens come from here
