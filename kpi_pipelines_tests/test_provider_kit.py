@@ -254,6 +254,7 @@ def test_a_toy_provider_gets_everything_from_its_folder(
         "csv_upload",
         "google_analytics",
         "google_sheets",
+        "linkedin_ads",
         "meta_ads",
         "notion",
         "stripe",

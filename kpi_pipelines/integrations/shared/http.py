@@ -692,6 +692,16 @@ def parse_retry_after(value: str | None) -> float | None:
     return max(0.0, (_aware(when) - _now()).total_seconds())
 
 
+def provider_now(response: httpx.Response) -> datetime:
+    """The provider's now, from its response's Date header (a provider that reports whole
+    days decides which day is today by its own clock), else ours when it sent none."""
+    try:
+        sent = email.utils.parsedate_to_datetime(response.headers.get("date", ""))
+    except (TypeError, ValueError, IndexError):
+        return _now()
+    return _aware(sent).astimezone(UTC)
+
+
 def provider_message(response: httpx.Response) -> str:
     """The provider's error message, best effort from the common JSON error shapes; redacted."""
     try:
@@ -728,11 +738,27 @@ def _message_from(body: Any) -> str | None:
     code = next((c for c in codes if isinstance(c, str) and c), None)
     if code is None:
         code = next((c for c in codes if isinstance(c, int) and not isinstance(c, bool)), None)
+    if message and isinstance(body.get("errorDetails"), dict):  # Rest.li (LinkedIn)
+        message = f"{message} {_input_errors(body['errorDetails'])}".strip()
     if message and code is not None and str(code) not in str(message):
         return f"{code}: {message}"
     if message:
         return str(message)
     return str(code) if code is not None else None
+
+
+def _input_errors(details: dict[str, Any]) -> str:
+    """Rest.li's `errorDetails.inputErrors` (its message only says to read them): which
+    parameter was refused and why."""
+    errors = details.get("inputErrors")
+    parts = []
+    for error in errors[:3] if isinstance(errors, list) else []:
+        if not isinstance(error, dict) or not isinstance(error.get("description"), str):
+            continue
+        where = error.get("input", {}).get("inputPath", {}).get("fieldPath")
+        where = where if isinstance(where, str) else None
+        parts.append(f"{where}: {error['description']}" if where else error["description"])
+    return "; ".join(parts)
 
 
 def _shorten(text: str) -> str:

@@ -35,7 +35,7 @@ import json
 import logging
 import threading
 import time
-from collections.abc import Callable, Generator, Mapping
+from collections.abc import Callable, Generator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, ClassVar, Self
 from urllib.parse import parse_qsl
@@ -231,7 +231,8 @@ class OAuth2Session:
     refreshed under the grant's row lock and stored again (another run may have done so
     first). `client_auth` and `token_body` are how the provider's token endpoint takes the
     client and the request (its spec's OAuthFlow); `reconnect` is the command that grants
-    access again, named when the provider refuses the grant.
+    access again, named when the provider refuses the grant; `grant_gone`: the provider's
+    answers besides `invalid_grant` that mean the grant is gone (OAuthFlow.grant_gone).
     """
 
     def __init__(
@@ -251,6 +252,7 @@ class OAuth2Session:
         client_auth: ClientAuthMethod = "client_secret_post",
         token_body: TokenBody = "form",
         reconnect: str | None = None,
+        grant_gone: Sequence[tuple[str, str]] = (),
     ) -> None:
         if max_attempts < 1:
             raise ValueError("max_attempts must be at least 1")
@@ -269,6 +271,7 @@ class OAuth2Session:
         self._sleep = sleep
         self._grant = grant
         self._reconnect = reconnect
+        self._grant_gone = tuple(grant_gone)
         self._lock = threading.Lock()
         self._access_token: str | None = None
         self._renew_at: float | None = None  # on `clock`; None: only when the API says 401
@@ -399,7 +402,10 @@ class OAuth2Session:
 
     def _oauth_failure(self, error: str, description: str) -> Exception:
         said = f"{error}: {description}" if description else error or "unknown error"
-        if error in _RECONNECT_ERRORS:
+        gone = any(
+            error == code and description.startswith(start) for code, start in self._grant_gone
+        )
+        if error in _RECONNECT_ERRORS or gone:
             again = f"; grant access again with `{self._reconnect}`" if self._reconnect else ""
             return ProviderAuthError(
                 self.provider,
@@ -682,6 +688,7 @@ class OAuthApi:
             client_auth=flow.client_auth if flow else "client_secret_post",
             token_body=flow.token_body if flow else "form",
             reconnect=connect_command(connection) if flow else None,
+            grant_gone=flow.grant_gone if flow else (),
         )
         # Duplicate requests inside a sync are served from its cache, for every REST
         # provider (its hits are in the run's metadata): not an option a provider turns off.

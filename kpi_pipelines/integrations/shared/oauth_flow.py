@@ -59,6 +59,10 @@ class OAuthFlow:
     # refresh token, prompt=consent; Notion: owner=user).
     authorize_params: Mapping[str, str] = field(default_factory=dict)
     scope_separator: str = " "
+    # The token endpoint's answers besides RFC 6749's `invalid_grant` that mean a refresh
+    # token is gone (an error code and the start of its description; LinkedIn answers a
+    # revoked or expired one with `invalid_request`): the run asks to reconnect.
+    grant_gone: tuple[tuple[str, str], ...] = ()
 
     def __post_init__(self) -> None:
         missing = {"client_id", "client_secret"} - set(self.client_variables)

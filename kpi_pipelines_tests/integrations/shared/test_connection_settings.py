@@ -28,6 +28,7 @@ VALID: dict[str, dict[str, Any]] = {
     "csv_upload": {"mapping": {**MAPPING, "dimension_columns": ["Team"]}, "delimiter": ";"},
     "google_analytics": {"property_id": "123456789", "lookback_days": 3},
     "google_sheets": {"spreadsheet_id": "1AbCdEfGhIjK", "range": "KPIs!A1:D", "mapping": MAPPING},
+    "linkedin_ads": {"account_id": "512345678", "conversions": ["externalWebsiteConversions"]},
     "meta_ads": {
         "account_id": "1234567890",
         "conversions": ["offsite_conversion.fb_pixel_purchase", "purchase"],

@@ -36,6 +36,7 @@ from kpi_pipelines.integrations.shared.http import (
     RetryDecision,
     parse_retry_after,
     provider_message,
+    provider_now,
 )
 from kpi_pipelines.integrations.shared.redaction import register_secret
 from kpi_pipelines.sandbox.kit.server import LoopbackServer
@@ -824,6 +825,14 @@ def test_parse_retry_after() -> None:
     assert 118 <= waited <= 121
 
 
+def test_provider_now_is_its_date_header() -> None:
+    sent = httpx.Response(200, headers={"Date": "Tue, 17 Nov 2026 23:59:58 GMT"})
+    assert provider_now(sent) == datetime(2026, 11, 17, 23, 59, 58, tzinfo=UTC)
+    for headers in ({}, {"Date": "yesterday"}):
+        before = datetime.now(UTC)
+        assert before <= provider_now(httpx.Response(200, headers=headers)) <= datetime.now(UTC)
+
+
 def test_stats_as_metadata() -> None:
     stats = HttpStats(requests_sent=3, retries=1, cache_hits=2, seconds_waited=1.23456)
     assert stats.as_metadata() == {
@@ -900,6 +909,24 @@ def test_constructor_validates_limits() -> None:
             401,
             [{"errorCode": "INVALID_SESSION_ID", "message": "Session expired or invalid"}],
             "INVALID_SESSION_ID: Session expired or invalid",
+        ),
+        (
+            400,
+            {
+                "status": 400,
+                "message": "Invalid param. Please see errorDetails for more information.",
+                "errorDetails": {
+                    "inputErrors": [
+                        {
+                            "description": "Too many metrics requested: 21, the maximum is 20",
+                            "input": {"inputPath": {"fieldPath": "fields"}},
+                            "code": "PARAM_INVALID",
+                        }
+                    ]
+                },
+            },
+            "400: Invalid param. Please see errorDetails for more information. fields: Too"
+            " many metrics requested: 21, the maximum is 20",
         ),
         (502, "<html><body>Bad gateway</body></html>", "Bad Gateway"),
         (500, "plain failure text", "plain failure text"),

@@ -10,7 +10,11 @@ from concurrent.futures import ThreadPoolExecutor
 import httpx
 import pytest
 
-from kpi_pipelines.integrations.shared.errors import ProviderAuthError, ProviderUnavailable
+from kpi_pipelines.integrations.shared.errors import (
+    ProviderAuthError,
+    ProviderRequestError,
+    ProviderUnavailable,
+)
 from kpi_pipelines.integrations.shared.http import ProviderHttpClient
 from kpi_pipelines.integrations.shared.oauth import (
     DEFAULT_GOOGLE_TOKEN_URL,
@@ -28,6 +32,7 @@ from kpi_pipelines.sandbox.google import (
     create_google_app,
 )
 from kpi_pipelines.sandbox.kit.server import LoopbackServer
+from kpi_pipelines.sandbox.linkedin import LinkedInSandbox, create_linkedin_app
 from kpi_pipelines.settings import provider_base_url
 from kpi_pipelines.warehouse.control import Connection
 
@@ -312,3 +317,28 @@ def test_token_url_is_configurable(monkeypatch) -> None:
     assert google_token_url() == DEFAULT_GOOGLE_TOKEN_URL == "https://oauth2.googleapis.com/token"
     monkeypatch.setenv("KPI_GOOGLE_TOKEN_URL", "http://127.0.0.1:9/token")
     assert google_token_url() == "http://127.0.0.1:9/token"
+
+
+def test_a_flow_declares_how_its_token_endpoint_says_a_grant_is_gone() -> None:
+    """LinkedIn answers a dead refresh token with `invalid_request`, not `invalid_grant`:
+    its OAuthFlow's grant_gone says so, and the sync ends with the reconnect message; a
+    session told nothing keeps RFC 6749's reading (a request error, not retried)."""
+    sandbox = LinkedInSandbox()
+    sandbox.register_client("client-1", "secret-1")
+    sandbox.add_member("member-1", refresh_token="AQXdead", client_id="client-1")
+    sandbox.revoke_member("member-1")
+    linkedin_like = (("invalid_request", "The provided authorization grant or refresh token"),)
+    with LoopbackServer(create_linkedin_app(sandbox)) as server:
+        credentials = OAuth2Credentials(
+            client_id="client-1",
+            client_secret="secret-1",
+            refresh_token="AQXdead",
+            token_url=server.url("/oauth/v2/accessToken"),
+        )
+        for gone, error in ((linkedin_like, ProviderAuthError), ((), ProviderRequestError)):
+            with (
+                OAuth2Session("linkedin_ads", credentials, grant_gone=gone) as session,
+                pytest.raises(error) as raised,
+            ):
+                session.access_token()
+            assert ("Reconnect this workspace" in str(raised.value)) is bool(gone)

@@ -1,0 +1,1 @@
+"""LinkedIn Ads: daily ad metrics from the LinkedIn Marketing API (adAnalytics)."""
