@@ -1,7 +1,8 @@
 """The one Definitions object, assembled from the discovered providers (no central list).
 
 Each provider's spec (`integrations/<provider>/spec.py`) gets: its workspace-partitioned
-asset (with a freshness check when it has a cadence), a job, the schedule of its cadence,
+asset (with a freshness check when it has a cadence) and its own assets downstream of it
+(Notion's notes), a job of them, the schedule of its cadence,
 its own sensors and its adapter as a resource; the workspace partition sensor, the pools
 sensor, the freshness checks' job and the warehouse are shared.
 """
@@ -27,6 +28,8 @@ class ProviderDefinitions:
 
     spec: ProviderSpec
     asset: dg.AssetsDefinition
+    # its own assets downstream of `asset` (Notion's notes), in the same job
+    downstream: tuple[dg.AssetsDefinition, ...]
     job: dg.UnresolvedAssetJobDefinition
     schedule: dg.ScheduleDefinition | None
     sensors: tuple[dg.SensorDefinition, ...]
@@ -34,14 +37,16 @@ class ProviderDefinitions:
 
 def provider_definitions(spec: ProviderSpec) -> ProviderDefinitions:
     asset = build_provider_asset(spec)
+    downstream = tuple(factory(spec) for factory in spec.assets)
     job = dg.define_asset_job(
         spec.job_name,
-        selection=dg.AssetSelection.assets(asset),
+        selection=dg.AssetSelection.assets(asset, *downstream),
         description=f"Sync {spec.display_name} for one workspace.",
     )
     return ProviderDefinitions(
         spec=spec,
         asset=asset,
+        downstream=downstream,
         job=job,
         schedule=build_provider_schedule(spec, spec.cadence, job) if spec.cadence else None,
         sensors=tuple(factory(spec, job) for factory in spec.sensors),
@@ -56,7 +61,7 @@ def build_definitions(
     mart = build_kpi_mart(specs)
     mart_job, mart_schedule = build_mart_schedule(mart)
     definitions = dg.Definitions(
-        assets=[*(p.asset for p in providers.values()), mart],
+        assets=[*(a for p in providers.values() for a in (p.asset, *p.downstream)), mart],
         jobs=[*(p.job for p in providers.values()), freshness_job, mart_job],
         schedules=[
             *(p.schedule for p in providers.values() if p.schedule),

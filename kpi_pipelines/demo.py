@@ -209,7 +209,8 @@ def materialize_workspaces(
     new = [w for w in dict.fromkeys(workspace_ids) if w not in known]
     if new:
         instance.add_dynamic_partitions(workspace_partitions.name, new)
-    asset = provider_definitions(spec).asset
+    definitions = provider_definitions(spec)
+    asset = definitions.asset
     config = {
         "ops": {asset.op.name: {"config": dict(run_config or {})}},
         "loggers": {"console": {"config": {"log_level": log_level}}},
@@ -220,7 +221,7 @@ def materialize_workspaces(
         targets = [{"tags": tags} for tags in workspace_range_tags(instance, workspace_ids)]
     return [
         dg.materialize(
-            [asset],
+            [asset, *definitions.downstream],
             instance=instance,
             resources={**resources([spec]), **({spec.key: adapter} if adapter is not None else {})},
             run_config=config,

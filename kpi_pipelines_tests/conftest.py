@@ -22,9 +22,11 @@ pytest_plugins = [
     "kpi_pipelines_tests.processes",
     "kpi_pipelines_tests.integrations.stripe.world",
     "kpi_pipelines_tests.integrations.stripe.scripted_world",
+    "kpi_pipelines_tests.integrations.notion.world",
 ]
 
 TABLES = (
+    "notes",
     "oauth_grants",
     "kpi_mart",
     "webhook_inbox",

@@ -93,29 +93,35 @@ def test_dev_keeps_the_demo_workspaces_syncing_and_stops_everything(private_home
         )
         assert_runs_succeeded(dev.port, {r["runId"]: r["status"] for r in webhook_runs})
 
-        # A run launched from the UI reads the simulators' settings and secrets too.
-        launched = graphql(
-            dev.port,
-            LAUNCH,
-            {
-                "params": {
-                    "selector": {
-                        "repositoryLocationName": "kpi_pipelines",
-                        "repositoryName": "__repository__",
-                        "jobName": "google_analytics_job",
-                    },
-                    "executionMetadata": {"tags": [{"key": "dagster/partition", "value": "acme"}]},
-                }
-            },
-        )["launchRun"]
-        assert launched["__typename"] == "LaunchRunSuccess", launched
-        run_id = launched["run"]["runId"]
-        assert_runs_succeeded(dev.port, wait_for_runs(dev.port, [run_id]))
-        wait_for(
-            "the UI's run reported as finished",
-            lambda: f"run {run_id[:8]} google_analytics_job for acme succeeded" in dev.output(),
-            dev,
-        )
+        # Runs launched from the UI read the simulators' settings and secrets too (Notion's
+        # job: its sync, then its notes).
+        for job, workspace in (("google_analytics_job", "acme"), ("notion_job", "globex")):
+            launched = graphql(
+                dev.port,
+                LAUNCH,
+                {
+                    "params": {
+                        "selector": {
+                            "repositoryLocationName": "kpi_pipelines",
+                            "repositoryName": "__repository__",
+                            "jobName": job,
+                        },
+                        "executionMetadata": {
+                            "tags": [{"key": "dagster/partition", "value": workspace}]
+                        },
+                    }
+                },
+            )["launchRun"]
+            assert launched["__typename"] == "LaunchRunSuccess", launched
+            run_id = launched["run"]["runId"]
+            assert_runs_succeeded(dev.port, wait_for_runs(dev.port, [run_id]))
+            wait_for(
+                "the UI's run reported as finished",
+                lambda run_id=run_id, job=job, workspace=workspace: (
+                    f"run {run_id[:8]} {job} for {workspace} succeeded" in dev.output()
+                ),
+                dev,
+            )
     assert not env_file.exists()  # its simulators are gone
     assert not port_open(webhooks_port) and not port_open(dev.port)
 

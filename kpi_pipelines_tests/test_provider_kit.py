@@ -256,6 +256,7 @@ def test_a_toy_provider_gets_everything_from_its_folder(
         "google_sheets",
         "linkedin_ads",
         "meta_ads",
+        "notion",
         "stripe",
         "toy",
         "x_ads",

@@ -64,6 +64,9 @@ def _provider_asset(spec: ProviderSpec) -> dg.AssetsDefinition:
         ),
         # Materialized per workspace (an AssetMaterialization each), not as the op's output.
         output_required=False,
+        # Nothing is stored for the output (what downstream assets wait for, see
+        # _materializations): the data is in the warehouse.
+        dagster_type=dg.Nothing,
         backfill_policy=dg.BackfillPolicy.multi_run(spec.workspaces_per_run),
         required_resource_keys={"warehouse", provider},
         check_specs=[
@@ -97,12 +100,15 @@ def _provider_asset(spec: ProviderSpec) -> dg.AssetsDefinition:
     )
     def provider_kpis(
         context: dg.AssetExecutionContext, config: config_class
-    ) -> Iterator[dg.AssetMaterialization | dg.AssetCheckResult]:  # type: ignore[valid-type]
+    ) -> Iterator[dg.AssetMaterialization | dg.Output | dg.AssetCheckResult]:  # type: ignore[valid-type]
         warehouse: Warehouse = context.resources.warehouse.get()
         adapter: IntegrationAdapter = getattr(context.resources, provider)
         workspace_ids = context.partition_keys
         several = len(workspace_ids) > 1
         outcomes: list[WorkspaceOutcome] = []
+        # The provider's own downstream assets (Notion's notes) run only after the op's
+        # output: when every workspace synced, the output carries each one's metadata.
+        as_output = bool(spec.assets)
         for workspace_id in workspace_ids:
             outcome = sync_workspace(
                 spec,
@@ -115,14 +121,18 @@ def _provider_asset(spec: ProviderSpec) -> dg.AssetsDefinition:
                 several=several,
             )
             outcomes.append(outcome)
-            if outcome.result is not None:
+            if outcome.result is not None and not spec.assets:
                 yield dg.AssetMaterialization(
                     asset_key=key, partition=workspace_id, metadata=outcome.metadata
                 )
-            elif outcome.skipped:
-                context.log.info(f"{workspace_id}: passed over ({outcome.skipped})")
+            elif outcome.result is None:
+                as_output = False
+                if outcome.skipped:
+                    context.log.info(f"{workspace_id}: passed over ({outcome.skipped})")
         synced = [o for o in outcomes if o.result is not None]
         failed = [o for o in outcomes if o.failure is not None]
+        if spec.assets:
+            yield from _materializations(context, key, synced, as_output)
         if synced or not failed:
             yield from _check_results(warehouse, provider, context.run.run_id, synced)
         if spec.cadence:  # after the syncs, failed ones too: what the UI shows is current
@@ -147,6 +157,26 @@ def _provider_asset(spec: ProviderSpec) -> dg.AssetsDefinition:
             raise _run_failure(provider, failed, outcomes)
 
     return provider_kpis
+
+
+def _materializations(
+    context: dg.AssetExecutionContext,
+    key: dg.AssetKey,
+    synced: list[WorkspaceOutcome],
+    as_output: bool,
+) -> Iterator[dg.AssetMaterialization | dg.Output]:
+    """A provider with downstream assets: one output (each workspace's metadata scoped to
+    its partition) when every workspace synced, so that they run; else one materialization
+    per synced workspace (and Dagster skips them)."""
+    if as_output:
+        for outcome in synced:
+            context.add_asset_metadata(outcome.metadata, partition_key=outcome.workspace_id)
+        yield dg.Output(None)
+        return
+    for outcome in synced:
+        yield dg.AssetMaterialization(
+            asset_key=key, partition=outcome.workspace_id, metadata=outcome.metadata
+        )
 
 
 def _as_result(evaluation: dg.AssetCheckEvaluation) -> dg.AssetCheckResult:

@@ -72,10 +72,10 @@ def test_tenant_tables_force_row_level_security(warehouse: Warehouse) -> None:
                 " WHERE relnamespace = 'kpi'::regnamespace AND relkind = 'r'"
                 " AND relname IN ('raw_records', 'kpi_data', 'sync_state', 'manual_overrides',"
                 " 'audit_log', 'workspaces', 'connections', 'webhook_inbox', 'kpi_mart',"
-                " 'oauth_grants')"
+                " 'oauth_grants', 'notes')"
             )
         ).all()
-    assert len(rows) == 10
+    assert len(rows) == 11
     assert all(r.relrowsecurity and r.relforcerowsecurity for r in rows)
 
 

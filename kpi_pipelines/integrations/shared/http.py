@@ -296,6 +296,8 @@ class ProviderHttpClient:
             self.stats.cache_hits += 1
             logger.debug("%s: %s served from the sync cache", self.provider, call.label)
             cached = self._cache[key]
+            if decode is not None:
+                return cached, decode(cached)
             return cached, (_json_or_none(cached) if expect_json else None)
 
         retrying = Retrying(
@@ -327,15 +329,19 @@ class ProviderHttpClient:
         params: Any = None,
         headers: Mapping[str, str] | None = None,
         cacheable: bool | None = None,
+        decode: Callable[[httpx.Response], Any] | None = None,
     ) -> Any:
-        """GET and decode the JSON body (None for an empty body)."""
+        """GET and decode the JSON body (None for an empty body), or what `decode` reads of
+        the response (its body into a typed structure, its headers); a ValueError from it
+        means the body was cut short or mangled on the way: it is asked for again."""
         _, decoded = self._perform(
             "GET",
             path_or_url,
             params=params,
             headers=headers,
             cacheable=cacheable,
-            expect_json=True,
+            expect_json=decode is None,
+            decode=decode,
         )
         return decoded
 
@@ -348,8 +354,10 @@ class ProviderHttpClient:
         params: Any = None,
         headers: Mapping[str, str] | None = None,
         cacheable: bool = False,
+        decode: Callable[[httpx.Response], Any] | None = None,
     ) -> Any:
-        """POST (a JSON or form body) and decode the JSON response (None for an empty body)."""
+        """POST (a JSON or form body) and decode the JSON response (None for an empty body),
+        or what `decode` reads of it (as `get_json`)."""
         _, decoded = self._perform(
             "POST",
             path_or_url,
@@ -358,7 +366,8 @@ class ProviderHttpClient:
             data=data,
             headers=headers,
             cacheable=cacheable,
-            expect_json=True,
+            expect_json=decode is None,
+            decode=decode,
         )
         return decoded
 

@@ -104,6 +104,9 @@ class ProviderRunConfig(dg.Config):
 
 # A provider's own sensor (a webhook inbox, a drop folder), built for its job.
 SensorFactory = Callable[["ProviderSpec", "dg.UnresolvedAssetJobDefinition"], dg.SensorDefinition]
+# A provider's own asset downstream of its sync asset (Notion's notes), partitioned by
+# workspace like it: materialized by the provider's job, so by its schedule and the CLI too.
+AssetFactory = Callable[["ProviderSpec"], dg.AssetsDefinition]
 # How often such a sensor looks: a saved file or a received event starts its run within
 # seconds, and an idle tick is one cheap query.
 SENSOR_INTERVAL_SECONDS = 15
@@ -155,6 +158,7 @@ class ProviderSpec:
     tags: Mapping[str, str] = field(default_factory=dict)
     run_config: type[ProviderRunConfig] = ProviderRunConfig
     sensors: tuple[SensorFactory, ...] = ()
+    assets: tuple[AssetFactory, ...] = ()
     # "module:function" preparing a demo workspace (resolved by the demo layer only, so
     # production code never imports a simulator).
     demo: str | None = None

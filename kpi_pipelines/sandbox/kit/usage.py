@@ -19,6 +19,10 @@ Windows: fixed and `aligned` to the epoch (a daily window turns at 00:00 UTC), f
 the first call after the last window ended (`aligned=False`: X's 15-minute windows), or
 `rolling` (the calls of the last `window`, as Meta decays usage). `penalty`: once a call is
 refused, every call is refused for that long (Meta's blocks), whatever the window says.
+`elapsed=True` measures the windows on the clock's `monotonic()` (real seconds plus every
+advance) instead of its simulated wall time: a per-second limit (Notion's 3 requests a
+second) that a client waits out in real time while a test's simulated day stands still;
+`reset_at` is then in those seconds too.
 """
 
 from __future__ import annotations
@@ -74,6 +78,7 @@ class CallBudget:
         rolling: bool = False,
         aligned: bool = True,
         penalty: timedelta = timedelta(0),
+        elapsed: bool = False,
     ) -> None:
         if limit < 1 or window <= timedelta(0) or penalty < timedelta(0):
             raise ValueError("a budget has a limit of 1 or more over a positive window")
@@ -83,10 +88,14 @@ class CallBudget:
         self.rolling = rolling
         self.aligned = aligned
         self.penalty = penalty.total_seconds()
+        self.elapsed = elapsed
         self._lock = threading.Lock()
         self._calls: dict[Hashable, deque[tuple[float, int]]] = {}  # rolling: (at, cost)
         self._windows: dict[Hashable, tuple[float, int]] = {}  # fixed: (window start, used)
         self._blocked: dict[Hashable, float] = {}  # key -> blocked until
+
+    def _now(self) -> float:
+        return self.clock.monotonic() if self.elapsed else self.clock.now().timestamp()
 
     # -- the window's state -------------------------------------------------------------------
     def _state(self, key: Hashable, now: float) -> tuple[int, float]:
@@ -132,7 +141,7 @@ class CallBudget:
     def charge(self, key: Hashable = None, cost: int = 1) -> Usage:
         """Count one call of `cost` unless the budget refuses it (then nothing is counted)."""
         with self._lock:
-            now = self.clock.now().timestamp()
+            now = self._now()
             used, _ = self._state(key, now)
             if self._blocked.get(key, 0.0) > now or used + cost > self.limit:
                 if self.penalty and self._blocked.get(key, 0.0) <= now:
@@ -144,7 +153,7 @@ class CallBudget:
     def peek(self, key: Hashable = None) -> Usage:
         """The budget now, counting nothing (`allowed`: whether a call of cost 1 would be)."""
         with self._lock:
-            now = self.clock.now().timestamp()
+            now = self._now()
             used, _ = self._state(key, now)
             allowed = self._blocked.get(key, 0.0) <= now and used < self.limit
             return self._usage(key, now, allowed)
@@ -152,14 +161,14 @@ class CallBudget:
     def use(self, key: Hashable = None, amount: int = 1) -> None:
         """Count `amount` that others used (another app, a dashboard), allowed or not."""
         with self._lock:
-            now = self.clock.now().timestamp()
+            now = self._now()
             self._state(key, now)
             self._count(key, now, amount)
 
     def exhaust(self, key: Hashable = None) -> None:
         """Use what is left of the current window."""
         with self._lock:
-            now = self.clock.now().timestamp()
+            now = self._now()
             used, _ = self._state(key, now)
             if used < self.limit:
                 self._count(key, now, self.limit - used)

@@ -36,6 +36,10 @@ VALID: dict[str, dict[str, Any]] = {
     },
     "stripe": {"account_id": "acct_123"},
     "x_ads": {"account_id": "18ce54d4x5t", "conversion_events": ["purchases"]},
+    "notion": {
+        "database_id": "1f2e3d4c-5b6a-4798-8776-655443322110",
+        "properties": {"status": "Stage", "done": ["Shipped"], "progress": "Completion"},
+    },
 }
 URL = "https://evil.example/v1"
 # Hosts under keys no provider declares, named like hosts or not, at any depth.

@@ -103,10 +103,13 @@ class Changes:
 class Relisting:
     """Where a full read or a reconcile starts: the provider's cursor to keep afterwards,
     and the newest creation time it knows of (objects created later may have been landed
-    meanwhile by another run: they are left out of "no longer listed")."""
+    meanwhile by another run: they are left out of "no longer listed"); and the landed
+    objects the lists will no longer show but the provider still answers for (Notion's
+    trashed pages), fetched again after the listing (stream -> object id -> when changed)."""
 
     cursor: dict[str, Any]
     bound: int | None
+    objects: dict[str, dict[str, datetime | None]] = field(default_factory=dict)
 
 
 class Ledger:
@@ -290,6 +293,7 @@ class ObjectEngine(Engine):
             with writer.open():
                 for stream in self.streams:
                     writer.add_all(self._list(adapter, stream, ledger))
+                writer.add_all(self._fetched_again(adapter, start.objects, ledger))
             return start.cursor, {}
         compared: dict[str, dict[str, int]] = {}
         for stream in self.streams:
@@ -297,6 +301,11 @@ class ObjectEngine(Engine):
             writer = adapter.record_writer(background=True)
             with writer.open():
                 writer.add_all(self._list(adapter, stream, ledger))
+                writer.add_all(
+                    self._fetched_again(
+                        adapter, {stream.name: start.objects.get(stream.name, {})}, ledger
+                    )
+                )
             compared[stream.name] = {
                 "listed": ledger.per_stream[stream.name],
                 # missing, or landed with a payload that differs from the provider's
@@ -373,18 +382,27 @@ class ObjectEngine(Engine):
                     record = self._validated(adapter, stream, obj, ledger)
                     if record is not None:
                         writer.add_all([record])
-            for stream_name, changed in changes.objects.items():
-                stream = self.stream(stream_name)
-                for object_id, changed_at in changed.items():
-                    obj = adapter.retrieve(stream, object_id)
-                    if obj is None:
-                        continue
-                    record = self._validated(adapter, stream, obj, ledger, changed_at)
-                    if record is not None:
-                        writer.add_all([record])
+            writer.add_all(self._fetched_again(adapter, changes.objects, ledger))
             for stream_name, filters in changes.relist.items():
                 writer.add_all(self._list(adapter, self.stream(stream_name), ledger, filters))
         return changes.cursor
+
+    def _fetched_again(
+        self,
+        adapter: ObjectAdapter,
+        objects: Mapping[str, Mapping[str, datetime | None]],
+        ledger: Ledger,
+    ) -> Iterator[RawRecord]:
+        """Each named object as the provider shows it now (those it no longer has skipped)."""
+        for stream_name, changed in objects.items():
+            stream = self.stream(stream_name)
+            for object_id, changed_at in changed.items():
+                obj = adapter.retrieve(stream, object_id)
+                if obj is None:
+                    continue
+                record = self._validated(adapter, stream, obj, ledger, changed_at)
+                if record is not None:
+                    yield record
 
     # --- reading -------------------------------------------------------------------------
 

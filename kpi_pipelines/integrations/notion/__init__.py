@@ -1,0 +1,1 @@
+"""Notion: objectives (OKRs) and the notes beside them."""
