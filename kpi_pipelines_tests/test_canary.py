@@ -143,7 +143,8 @@ def test_a_secret_in_a_services_log_file_or_a_commands_output_is_found(planted) 
 
 def test_the_demos_and_devs_own_secrets_are_canaries_where_they_ran(tmp_path) -> None:
     """Read from the env file `dev` wrote, and from the demo simulators (the same accounts
-    on the same folder): secrets, not the simulators' hosts."""
+    on the same folder, as `dev` starts them: some demo secrets derive from it): secrets,
+    not the simulators' hosts."""
     written = tmp_path / "dev-home"
     planted = "sk_test_devPlanted0123456789"  # registered nowhere
     write_env_file(
@@ -155,7 +156,7 @@ def test_the_demos_and_devs_own_secrets_are_canaries_where_they_ran(tmp_path) ->
     demo_home = tmp_path / "demo-home"
     (demo_home / "demo" / "simulators").mkdir(parents=True)
     secrets = demo_secrets(demo_home)
-    stack = start_demo_simulators(tmp_path / "elsewhere")
+    stack = start_demo_simulators(demo_home / "demo" / "simulators")
     try:
         given = stack.env()
     finally:
@@ -166,6 +167,8 @@ def test_the_demos_and_devs_own_secrets_are_canaries_where_they_ran(tmp_path) ->
         "WS_GLOBEX__STRIPE_WHSEC",
         "WS_ACME__GOOGLE_REFRESH_TOKEN",
         "KPI_GOOGLE_CLIENT_SECRET",
+        "WS_ACME__META_TOKEN",
+        "KPI_GRANT_KEYS",
     ):
         assert given[name] in secrets, name
     assert demo_secrets(tmp_path / "no-demo") == set()

@@ -8,12 +8,8 @@ from kpi_pipelines.integrations.linkedin_ads.adapter import (
     LinkedInAdsAdapter,
 )
 from kpi_pipelines.integrations.linkedin_ads.types import Campaign, LinkedInAdsSettings
-from kpi_pipelines.integrations.shared.ad_metrics import AD_METRICS, ad_campaigns
-from kpi_pipelines.integrations.shared.engines.report import (
-    Report,
-    ReportEngine,
-    ReportRunConfig,
-)
+from kpi_pipelines.integrations.shared.ad_metrics import ad_campaigns, ad_platform
+from kpi_pipelines.integrations.shared.engines.report import Report
 from kpi_pipelines.integrations.shared.oauth import oauth_secrets
 from kpi_pipelines.integrations.shared.spec import AuthKind, Cadence, ProviderSpec
 
@@ -64,11 +60,6 @@ SPEC = ProviderSpec(
     # elements x 6 metrics a request, about one a second: 4 syncs at once stay under
     # 2,400 requests (45M values) per 5 minutes.
     pool_limit=4,
-    group="advertising",
-    kinds=frozenset({"linkedin"}),
-    tags={"kpi/domain": "marketing"},
-    metrics=AD_METRICS,
-    engine=ReportEngine(reports=(BY_CAMPAIGN, BY_ACCOUNT), entities=(CAMPAIGNS,)),
-    run_config=ReportRunConfig,
+    **ad_platform("linkedin", reports=(BY_CAMPAIGN, BY_ACCOUNT), campaigns=CAMPAIGNS),
     demo="kpi_pipelines.sandbox.linkedin.demo:prepare",
 )

@@ -2,13 +2,8 @@
 
 from kpi_pipelines.integrations.meta_ads.adapter import PROVIDER, MetaAdsAdapter
 from kpi_pipelines.integrations.meta_ads.types import MetaAdsSettings, MetaCampaign
-from kpi_pipelines.integrations.shared.ad_metrics import AD_METRICS, ad_campaigns
-from kpi_pipelines.integrations.shared.engines.report import (
-    Report,
-    ReportEngine,
-    ReportJobs,
-    ReportRunConfig,
-)
+from kpi_pipelines.integrations.shared.ad_metrics import ad_campaigns, ad_platform
+from kpi_pipelines.integrations.shared.engines.report import Report, ReportJobs
 from kpi_pipelines.integrations.shared.spec import AuthKind, Cadence, ProviderSpec, SecretSpec
 
 # Insights fields every report asks for; rows carry their day (date_start) themselves.
@@ -55,11 +50,6 @@ SPEC = ProviderSpec(
     # pool is the app's queries in flight: 3. X-FB-Ads-Insights-Throttle's app_id_util_pct
     # shows the headroom; `kpi-pipelines pools set --limit meta_ads=N` changes it.
     pool_limit=3,
-    group="advertising",
-    kinds=frozenset({"meta"}),
-    tags={"kpi/domain": "marketing"},
-    metrics=AD_METRICS,
-    engine=ReportEngine(reports=(BY_CAMPAIGN, BY_DAY), entities=(CAMPAIGNS,)),
-    run_config=ReportRunConfig,
+    **ad_platform("meta", reports=(BY_CAMPAIGN, BY_DAY), campaigns=CAMPAIGNS),
     demo="kpi_pipelines.sandbox.meta.demo:prepare",
 )

@@ -26,7 +26,8 @@ from typing import Any
 
 from pydantic import BaseModel
 
-from kpi_pipelines.integrations.shared.engines.report_types import Entities
+from kpi_pipelines.integrations.shared.engines.report import ReportEngine, ReportRunConfig
+from kpi_pipelines.integrations.shared.engines.report_types import Entities, Report
 from kpi_pipelines.integrations.shared.money import DayRates
 from kpi_pipelines.models import KPIData, day_timestamp
 
@@ -41,6 +42,24 @@ AD_METRICS = (
     "cpm",
     "roas",
 )
+
+
+def ad_platform(kind: str, *, reports: tuple[Report, ...], campaigns: Entities) -> dict[str, Any]:
+    """What every ad platform's ProviderSpec declares alike: the asset group and tags, the ad
+    metrics, the report engine over the platform's reports with its campaigns as the entity
+    stream (the names a breakdown point carries), and the report run config (start_date).
+
+        SPEC = ProviderSpec(key=..., adapter=..., cadence=..., pool_limit=...,
+                            **ad_platform("meta", reports=(BY_CAMPAIGN, BY_DAY), campaigns=CAMPAIGNS))
+    """
+    return {
+        "group": "advertising",
+        "kinds": frozenset({kind}),
+        "tags": {"kpi/domain": "marketing"},
+        "metrics": AD_METRICS,
+        "engine": ReportEngine(reports=reports, entities=(campaigns,)),
+        "run_config": ReportRunConfig,
+    }
 
 
 def ad_campaigns(model: type[BaseModel], *, status: str = "status") -> Entities:

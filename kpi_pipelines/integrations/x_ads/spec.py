@@ -1,12 +1,7 @@
 """X Ads, declared: daily ad metrics per campaign and for the account, synced every 6 hours."""
 
-from kpi_pipelines.integrations.shared.ad_metrics import AD_METRICS, ad_campaigns
-from kpi_pipelines.integrations.shared.engines.report import (
-    Report,
-    ReportEngine,
-    ReportJobs,
-    ReportRunConfig,
-)
+from kpi_pipelines.integrations.shared.ad_metrics import AD_METRICS, ad_campaigns, ad_platform
+from kpi_pipelines.integrations.shared.engines.report import Report, ReportJobs
 from kpi_pipelines.integrations.shared.oauth1 import oauth1_secrets
 from kpi_pipelines.integrations.shared.spec import AuthKind, Cadence, ProviderSpec
 from kpi_pipelines.integrations.x_ads.adapter import APP_VARIABLES, PROVIDER, XAdsAdapter
@@ -52,11 +47,6 @@ SPEC = ProviderSpec(
     # (each waits out its own token's window), so a fleet's first syncs, 90 days of jobs
     # each, do not all poll at once.
     pool_limit=4,
-    group="ads",
-    kinds=frozenset({"x"}),
-    tags={"kpi/domain": "marketing"},
-    metrics=AD_METRICS,
-    engine=ReportEngine(reports=(STATS,), entities=(CAMPAIGNS,)),
-    run_config=ReportRunConfig,
+    **ad_platform("x", reports=(STATS,), campaigns=CAMPAIGNS),
     demo="kpi_pipelines.sandbox.x.demo:prepare",
 )

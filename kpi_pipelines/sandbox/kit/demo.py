@@ -10,7 +10,7 @@ instance per demo module, and a simulator served on loopback that follows the re
 
     _demo: DemoSlot[MetaDemo] = DemoSlot("Meta")
 
-    def start_simulator(workspaces, folder): return _demo.start(lambda: MetaDemo(workspaces))
+    start_simulator = _demo.starter(MetaDemo)   # the demo contract's start_simulator
     def prepare(warehouse, workspace, folder):
         _demo.connect(warehouse, workspace, "meta_ads", settings={...}, secret_env={...})
 """
@@ -18,7 +18,8 @@ instance per demo module, and a simulator served on loopback that follows the re
 from __future__ import annotations
 
 import threading
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
+from pathlib import Path
 from typing import Any, Generic, TypeVar
 
 from starlette.types import ASGIApp
@@ -43,6 +44,15 @@ class DemoSlot(Generic[D]):
         with self._lock:
             self._running = make()
             return self._running
+
+    def starter(self, make: Callable[[Sequence[Workspace]], D]) -> Callable[..., D]:
+        """The demo module's `start_simulator(workspaces, folder)` for a demo made from the
+        workspaces alone (one that keeps nothing in `folder`)."""
+
+        def start_simulator(workspaces: Sequence[Workspace], folder: Path) -> D:
+            return self.start(lambda: make(workspaces))
+
+        return start_simulator
 
     def get(self) -> D:
         running = self._running

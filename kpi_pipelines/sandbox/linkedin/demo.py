@@ -23,10 +23,8 @@ from kpi_pipelines.sandbox.kit.demo import DemoSlot, LoopbackDemo
 from kpi_pipelines.sandbox.linkedin.app import create_linkedin_app
 from kpi_pipelines.sandbox.linkedin.sandbox import LinkedInSandbox
 from kpi_pipelines.warehouse.control import (
-    Connection,
     FxRate,
     Workspace,
-    add_connection,
     import_fx_rates,
     secret_namespace,
 )
@@ -86,23 +84,17 @@ class LinkedInDemo(LoopbackDemo):
 _demo: DemoSlot[LinkedInDemo] = DemoSlot("LinkedIn")
 
 
-def start_simulator(workspaces: Sequence[Workspace], folder: Path) -> LinkedInDemo:
-    return _demo.start(lambda: LinkedInDemo(workspaces))
+start_simulator = _demo.starter(LinkedInDemo)
 
 
 def prepare(warehouse: Warehouse, workspace: Workspace, folder: Path) -> dict[str, Any]:
     """Connect the workspace to its ad account, with the USD rates its days need."""
-    sandbox = _demo.get().sandbox
-    add_connection(
-        warehouse,
-        Connection(
-            workspace_id=workspace.id,
-            provider="linkedin_ads",
-            settings={"account_id": account_id(workspace.id)},
-            secret_env={"refresh_token": _token_variable(workspace.id)},
-        ),
+    account = {"account_id": account_id(workspace.id)}
+    token = {"refresh_token": _token_variable(workspace.id)}
+    running = _demo.connect(
+        warehouse, workspace, "linkedin_ads", settings=account, secret_env=token
     )
-    today = sandbox.clock.now().date()
+    today = running.sandbox.clock.now().date()
     _add_missing_rates(warehouse, workspace.reporting_currency, today, HISTORY_DAYS)
     return {}
 

@@ -11,7 +11,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from kpi_pipelines.demo import DemoSimulator
+from kpi_pipelines.sandbox.kit import stable_base36
 from kpi_pipelines.sandbox.kit.demo import DemoSlot, LoopbackDemo
 from kpi_pipelines.sandbox.meta import MetaSandbox, create_meta_app
 from kpi_pipelines.warehouse.control import Workspace, secret_namespace
@@ -33,7 +33,12 @@ class MetaDemo(LoopbackDemo):
         for workspace in workspaces:
             account_id = demo_account_id(workspace.id)
             self.sandbox.add_demo_account(workspace, account_id, name=f"{workspace.name} ads")
-            self.tokens[workspace.id] = self.sandbox.issue_token(account_id, lifetime=None)
+            # The same token each start, as the other demos' secrets: the secret canary finds
+            # it where the demo ran by starting the simulator again.
+            token = f"EAAG{stable_base36(f'meta-demo-token:{workspace.id}', 40)}"
+            self.tokens[workspace.id] = self.sandbox.issue_token(
+                account_id, lifetime=None, value=token
+            )
         super().__init__(create_meta_app(self.sandbox), dated_by=self.sandbox.clock)
 
     def env(self) -> dict[str, str]:
@@ -44,8 +49,7 @@ class MetaDemo(LoopbackDemo):
 _demo: DemoSlot[MetaDemo] = DemoSlot("Meta")
 
 
-def start_simulator(workspaces: Sequence[Workspace], folder: Path) -> DemoSimulator:
-    return _demo.start(lambda: MetaDemo(workspaces))
+start_simulator = _demo.starter(MetaDemo)
 
 
 def prepare(warehouse: Warehouse, workspace: Workspace, folder: Path) -> dict[str, Any]:

@@ -12,7 +12,6 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from kpi_pipelines.demo import DemoSimulator
 from kpi_pipelines.sandbox.kit import stable_base36, stable_digits
 from kpi_pipelines.sandbox.kit.demo import DemoSlot, LoopbackDemo
 from kpi_pipelines.sandbox.x.app import create_x_app
@@ -71,8 +70,7 @@ class XDemo(LoopbackDemo):
 _demo: DemoSlot[XDemo] = DemoSlot("X Ads")
 
 
-def start_simulator(workspaces: Sequence[Workspace], folder: Path) -> DemoSimulator:
-    return _demo.start(lambda: XDemo(workspaces))
+start_simulator = _demo.starter(XDemo)
 
 
 def prepare(warehouse: Warehouse, workspace: Workspace, folder: Path) -> dict[str, Any]:
