@@ -45,7 +45,7 @@ SPEC = ProviderSpec(
         " the text of each objective's page and its note pages."
     ),
     adapter=NotionAdapter,
-    auth=AuthKind.API_KEY,
+    auth=AuthKind.TOKEN_OR_OAUTH2,
     settings=NotionConnectionSettings,
     secrets=(
         SecretSpec(

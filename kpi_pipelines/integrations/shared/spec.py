@@ -44,6 +44,8 @@ class AuthKind(StrEnum):
     ACCESS_TOKEN = "access token (long-lived, no refresh)"
     OAUTH2_REFRESH = "OAuth 2.0 with a refresh token"
     OAUTH1 = "OAuth 1.0a"
+    # Notion: an internal integration's token, or a public integration's grant (`connect`).
+    TOKEN_OR_OAUTH2 = "integration token, or OAuth 2.0 (kpi-pipelines connect)"
 
 
 @dataclass(frozen=True)
