@@ -94,8 +94,16 @@ def test_dev_keeps_the_demo_workspaces_syncing_and_stops_everything(private_home
         assert_runs_succeeded(dev.port, {r["runId"]: r["status"] for r in webhook_runs})
 
         # Runs launched from the UI read the simulators' settings and secrets too (Notion's
-        # job: its sync, then its notes).
-        for job, workspace in (("google_analytics_job", "acme"), ("notion_job", "globex")):
+        # job: its sync, then its notes; the ad platforms' jobs, each on its own simulator).
+        launches = (
+            ("google_analytics_job", "acme"),
+            ("notion_job", "globex"),
+            ("meta_ads_job", "acme"),
+            ("linkedin_ads_job", "globex"),
+            ("x_ads_job", "acme"),
+        )
+        launched_runs: dict[str, tuple[str, str]] = {}
+        for job, workspace in launches:
             launched = graphql(
                 dev.port,
                 LAUNCH,
@@ -113,8 +121,9 @@ def test_dev_keeps_the_demo_workspaces_syncing_and_stops_everything(private_home
                 },
             )["launchRun"]
             assert launched["__typename"] == "LaunchRunSuccess", launched
-            run_id = launched["run"]["runId"]
-            assert_runs_succeeded(dev.port, wait_for_runs(dev.port, [run_id]))
+            launched_runs[launched["run"]["runId"]] = (job, workspace)
+        assert_runs_succeeded(dev.port, wait_for_runs(dev.port, list(launched_runs)))
+        for run_id, (job, workspace) in launched_runs.items():
             wait_for(
                 "the UI's run reported as finished",
                 lambda run_id=run_id, job=job, workspace=workspace: (
