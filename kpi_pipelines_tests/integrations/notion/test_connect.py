@@ -7,8 +7,11 @@ from __future__ import annotations
 
 import os
 import threading
+from urllib.parse import parse_qs, urlencode, urlsplit
 
+import httpx
 import sqlalchemy as sa
+from authlib.oauth2.rfc7636 import create_s256_code_challenge
 from cryptography.fernet import Fernet
 
 from kpi_pipelines.integrations.notion.adapter import NotionAdapter
@@ -61,6 +64,43 @@ def test_connect_then_sync_on_the_grant_and_its_rotated_refresh(notion: NotionWo
     assert version == 2 and rotated.refresh_token != grant.refresh_token
     assert notion.sandbox.tokens.check(grant.refresh_token, kind="refresh") == "revoked"
     assert {grant.refresh_token, rotated.refresh_token, rotated.access_token} <= set(canaries())
+
+
+def test_a_callback_with_a_forged_state_is_refused_and_its_code_never_exchanged(
+    notion: NotionWorld,
+) -> None:
+    globex = notion.board("Globex", objectives=2, notes_per_objective=0)
+    forged: list[httpx.Response] = []
+
+    def browser(url: str) -> None:
+        genuine = httpx.get(url).headers["location"]
+        callback = urlsplit(genuine)
+        # an attacker's own code for the same integration and redirect (a consent of theirs)
+        theirs = parse_qs(urlsplit(url).query)
+        attack = {k: v[0] for k, v in theirs.items()} | {
+            "state": "attackers-state",
+            "code_challenge": create_s256_code_challenge("a" * 43),
+        }
+        attacker_code = parse_qs(
+            urlsplit(
+                httpx.get(url.split("?")[0] + "?" + urlencode(attack)).headers["location"]
+            ).query
+        )["code"][0]
+        for query in (
+            {"code": attacker_code, "state": "forged-state"},
+            {"code": attacker_code},
+            {"code": attacker_code, "state": theirs["state"][0] + "x"},
+        ):
+            forged.append(httpx.get(callback._replace(query=urlencode(query)).geturl()))
+        httpx.get(genuine).raise_for_status()
+
+    connected = notion.connect_with_grant("globex", globex, browser=browser)
+    assert connected.has_refresh_token
+    assert [page.status_code for page in forged] == [400, 400, 400]
+    assert all("state does not match" in page.text for page in forged)
+    genuine, attackers = notion.sandbox.oauth.consent.codes
+    assert genuine.redeemed and genuine.verified and not attackers.redeemed
+    assert stored_grant(notion, "globex")[1] == 1  # one grant stored: the genuine consent's
 
 
 def _sync_in_thread(world: NotionWorld, run_id: str, out: dict) -> threading.Thread:

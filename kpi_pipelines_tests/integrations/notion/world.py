@@ -4,7 +4,7 @@ the real assets (the sync and the notes downstream of it)."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime
 from typing import Any
@@ -101,7 +101,13 @@ class NotionWorld:
         self.instance.add_dynamic_partitions("workspace", [workspace_id])
         return workspace
 
-    def connect_with_grant(self, workspace_id: str, board: Board, **settings: Any) -> Connected:
+    def connect_with_grant(
+        self,
+        workspace_id: str,
+        board: Board,
+        browser: Callable[[str], object] | None = None,
+        **settings: Any,
+    ) -> Connected:
         """A tenant workspace whose notion connection names no token, granted access to
         `board`'s Notion workspace through the consent page (`kpi-pipelines connect` in
         process, the test as the browser)."""
@@ -116,7 +122,8 @@ class NotionWorld:
         )
         self.instance.add_dynamic_partitions("workspace", [workspace_id])
         self.sandbox.oauth.consent_workspace = board.notion
-        return connect_with_consent(self.warehouse, "notion", workspace_id)
+        options = {} if browser is None else {"browser": browser}
+        return connect_with_consent(self.warehouse, "notion", workspace_id, **options)
 
     def sync(
         self, workspace_id: str, run_config: Mapping[str, Any] | None = None, **adapter: Any
