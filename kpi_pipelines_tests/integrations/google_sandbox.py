@@ -10,10 +10,12 @@ from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any, ClassVar, Self
+from urllib.parse import parse_qs, urlencode, urlsplit
 
 import dagster as dg
 import httpx
 import pytest
+from authlib.oauth2.rfc7636 import create_s256_code_challenge
 from cryptography.fernet import Fernet
 
 from kpi_pipelines.demo import materialize_provider
@@ -58,6 +60,36 @@ def approve_in_browser(url: str) -> httpx.Response:
     page = httpx.get(url, follow_redirects=True, timeout=30)
     assert page.status_code == 200, page.text
     return page
+
+
+def browser_forging_state(forged: list[httpx.Response]) -> Callable[[str], None]:
+    """A browser that, before following the genuine consent, sends the loopback callback an
+    attacker's own code (from a consent of theirs, same client and redirect) with a forged
+    state, without one, and with the genuine state altered; the callback's answers go to
+    `forged`."""
+
+    def browser(url: str) -> None:
+        genuine = httpx.get(url).headers["location"]
+        callback = urlsplit(genuine)
+        theirs = parse_qs(urlsplit(url).query)
+        attack = {k: v[0] for k, v in theirs.items()} | {
+            "state": "attackers-state",
+            "code_challenge": create_s256_code_challenge("a" * 43),
+        }
+        attacker_code = parse_qs(
+            urlsplit(
+                httpx.get(url.split("?")[0] + "?" + urlencode(attack)).headers["location"]
+            ).query
+        )["code"][0]
+        for query in (
+            {"code": attacker_code, "state": "forged-state"},
+            {"code": attacker_code},
+            {"code": attacker_code, "state": theirs["state"][0] + "x"},
+        ):
+            forged.append(httpx.get(callback._replace(query=urlencode(query)).geturl()))
+        httpx.get(genuine).raise_for_status()
+
+    return browser
 
 
 def connect_with_consent(

@@ -13,7 +13,6 @@ import httpx
 import pytest
 import sqlalchemy as sa
 from authlib.common.security import generate_token
-from authlib.oauth2.rfc7636 import create_s256_code_challenge
 from cryptography.fernet import Fernet
 from typer.testing import CliRunner
 
@@ -32,6 +31,7 @@ from kpi_pipelines.sandbox.google import DEMO_CLIENT_ID, DEMO_CLIENT_SECRET
 from kpi_pipelines.sandbox.google.oauth import ANALYTICS_READONLY
 from kpi_pipelines_tests.canary import canaries
 from kpi_pipelines_tests.integrations.google_analytics.conftest import GA4World
+from kpi_pipelines_tests.integrations.google_sandbox import browser_forging_state
 from kpi_pipelines_tests.processes import cli_path
 from kpi_pipelines_tests.run_results import failure_message
 
@@ -153,29 +153,9 @@ def test_a_callback_with_a_forged_state_is_refused_and_its_code_never_exchanged(
     ga4.property("3003", history_days=5)
     forged: list[httpx.Response] = []
 
-    def browser(url: str) -> None:
-        genuine = httpx.get(url).headers["location"]
-        callback = urlsplit(genuine)
-        # an attacker's own code for the same client and redirect (from a consent of theirs)
-        theirs = parse_qs(urlsplit(url).query)
-        attack = {k: v[0] for k, v in theirs.items()} | {
-            "state": "attackers-state",
-            "code_challenge": create_s256_code_challenge("a" * 43),
-        }
-        attacker_code = parse_qs(
-            urlsplit(
-                httpx.get(url.split("?")[0] + "?" + urlencode(attack)).headers["location"]
-            ).query
-        )["code"][0]
-        for query in (
-            {"code": attacker_code, "state": "forged-state"},
-            {"code": attacker_code},
-            {"code": attacker_code, "state": theirs["state"][0] + "x"},
-        ):
-            forged.append(httpx.get(callback._replace(query=urlencode(query)).geturl()))
-        httpx.get(genuine).raise_for_status()
-
-    connected = ga4.connect_with_consent("ws-a", {"property_id": "3003"}, browser=browser)
+    connected = ga4.connect_with_consent(
+        "ws-a", {"property_id": "3003"}, browser=browser_forging_state(forged)
+    )
     assert connected.has_refresh_token
     assert [page.status_code for page in forged] == [400, 400, 400]
     assert all("state does not match" in page.text for page in forged)

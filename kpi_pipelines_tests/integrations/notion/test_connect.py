@@ -7,11 +7,9 @@ from __future__ import annotations
 
 import os
 import threading
-from urllib.parse import parse_qs, urlencode, urlsplit
 
 import httpx
 import sqlalchemy as sa
-from authlib.oauth2.rfc7636 import create_s256_code_challenge
 from cryptography.fernet import Fernet
 
 from kpi_pipelines.integrations.notion.adapter import NotionAdapter
@@ -19,6 +17,7 @@ from kpi_pipelines.integrations.shared.base_adapter import SyncContext, SyncResu
 from kpi_pipelines.integrations.shared.grants import GRANT_KEYS_VARIABLE, Grant
 from kpi_pipelines.warehouse.control import get_connection, get_workspace
 from kpi_pipelines_tests.canary import canaries
+from kpi_pipelines_tests.integrations.google_sandbox import browser_forging_state
 from kpi_pipelines_tests.integrations.notion.test_adapter import assert_matches_truth
 from kpi_pipelines_tests.integrations.notion.world import NotionWorld
 from kpi_pipelines_tests.run_results import failure_message
@@ -72,29 +71,7 @@ def test_a_callback_with_a_forged_state_is_refused_and_its_code_never_exchanged(
     globex = notion.board("Globex", objectives=2, notes_per_objective=0)
     forged: list[httpx.Response] = []
 
-    def browser(url: str) -> None:
-        genuine = httpx.get(url).headers["location"]
-        callback = urlsplit(genuine)
-        # an attacker's own code for the same integration and redirect (a consent of theirs)
-        theirs = parse_qs(urlsplit(url).query)
-        attack = {k: v[0] for k, v in theirs.items()} | {
-            "state": "attackers-state",
-            "code_challenge": create_s256_code_challenge("a" * 43),
-        }
-        attacker_code = parse_qs(
-            urlsplit(
-                httpx.get(url.split("?")[0] + "?" + urlencode(attack)).headers["location"]
-            ).query
-        )["code"][0]
-        for query in (
-            {"code": attacker_code, "state": "forged-state"},
-            {"code": attacker_code},
-            {"code": attacker_code, "state": theirs["state"][0] + "x"},
-        ):
-            forged.append(httpx.get(callback._replace(query=urlencode(query)).geturl()))
-        httpx.get(genuine).raise_for_status()
-
-    connected = notion.connect_with_grant("globex", globex, browser=browser)
+    connected = notion.connect_with_grant("globex", globex, browser=browser_forging_state(forged))
     assert connected.has_refresh_token
     assert [page.status_code for page in forged] == [400, 400, 400]
     assert all("state does not match" in page.text for page in forged)
