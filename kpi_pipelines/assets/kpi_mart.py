@@ -11,10 +11,10 @@ line in the UI (the threshold, what was checked) are text, not numbers."""
 import warnings
 from collections.abc import Iterable, Iterator, Sequence
 from datetime import date, datetime, timedelta
+from typing import TYPE_CHECKING
 from zoneinfo import ZoneInfo
 
 import dagster as dg
-import pandas as pd
 from pydantic import Field
 
 from kpi_pipelines.automation.partitions import no_workspace, workspace_partitions
@@ -34,6 +34,9 @@ from kpi_pipelines.warehouse.mart import (
     wide_frame,
     write_mart,
 )
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 MART_KEY = dg.AssetKey("kpi_mart")
 NO_SHARP_DROPS = "no_sharp_drops"
@@ -223,7 +226,7 @@ def _gaps_description(
 
 
 def _summary(
-    frame: pd.DataFrame, rows: int, breakdowns: MartBreakdowns
+    frame: "pd.DataFrame", rows: int, breakdowns: MartBreakdowns
 ) -> dict[str, dg.MetadataValue | int | str]:
     """Counts, the first `LISTED` metrics by name, the latest days of the first few, what
     the breakdowns hold and which were left out."""

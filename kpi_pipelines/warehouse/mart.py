@@ -24,14 +24,17 @@ from collections.abc import Collection, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import date, timedelta
 from itertools import islice
+from typing import TYPE_CHECKING
 
 import msgspec
-import pandas as pd
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
 from kpi_pipelines.warehouse.control import get_workspace
 from kpi_pipelines.warehouse.database import Warehouse
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 _METRICS = "(CAST(:metrics AS text[]) IS NULL OR metric = ANY(CAST(:metrics AS text[])))"
 _WINDOW = (
@@ -144,6 +147,8 @@ def daily_totals(
     """The tenant transaction's workspace's daily totals, long: one row per column and day
     (`column`: the mart's column name, `source`: its provider, `metric`, `day`: a date,
     `value`: a float), from `start` to `end` inclusive."""
+    import pandas as pd  # lazily: only the mart and read_kpis need it
+
     rows = db.execute(
         sa.text(_TOTALS),
         {"metrics": list(metrics) if metrics else None, "start": start, "end": end},
@@ -164,6 +169,8 @@ def breakdown_sizes(
     among every metric with breakdowns: a metric two providers break down is
     `<provider>.<metric>`), `source`, `metric`, `breakdowns` (distinct) and `points`, in
     column order."""
+    import pandas as pd  # lazily: only the mart and read_kpis need it
+
     sizes = pd.DataFrame(
         db.execute(
             sa.text(_BREAKDOWN_SIZES),
@@ -189,6 +196,8 @@ def daily_breakdowns(
     breakdown's key), `dimensions` (a dict), `day`, `value`); only breakdowns by exactly the
     dimensions `by` names when given; only the metrics of `sizes` (`breakdown_sizes`, read
     first when not given) and named as it names them."""
+    import pandas as pd  # lazily: only the mart and read_kpis need it
+
     if sizes is None:
         sizes = breakdown_sizes(db, metrics=metrics, start=start, end=end)
     rows = db.execute(
@@ -214,6 +223,8 @@ def wide_frame(totals: pd.DataFrame) -> pd.DataFrame:
     """`daily_totals` (or any long frame of `column`, `day`, `value`) as the mart's shape:
     a `day` index (dates, in order), a column per metric (floats, NaN where a day has no
     value), columns in name order; MartTooLarge if it would have more than MAX_CELLS cells."""
+    import pandas as pd  # lazily: only the mart and read_kpis need it
+
     if totals.empty:
         return pd.DataFrame(index=pd.Index([], name="day", dtype="object"), dtype="float64")
     days, columns = totals["day"].nunique(), totals["column"].nunique()
@@ -293,6 +304,8 @@ def read_kpis(
     MAX_CELLS cells raises MartTooLarge (ask for fewer metrics or days).
 
     Reads the warehouse of KPI_DATABASE_URL (or the embedded server) unless given one."""
+    import pandas as pd  # lazily: only the mart and read_kpis need it
+
     names = _dimension_names(by)
     warehouse = warehouse or Warehouse.connect().ensure_ready()
     with warehouse.tenant(workspace, actor="read_kpis") as db:
@@ -417,6 +430,8 @@ def write_mart(
 ) -> int:
     """Replace the tenant transaction's workspace's mart rows with `frame`'s totals and
     `breakdowns` (a row for every day either has); returns rows."""
+    import pandas as pd  # lazily: only the mart and read_kpis need it
+
     by_day = breakdowns.by_day if breakdowns else {}
     totals = {
         day: msgspec.json.encode({k: float(v) for k, v in values.items() if pd.notna(v)}).decode()
@@ -444,6 +459,8 @@ def watched_columns(
     """The columns of `daily_totals` the sharp-drop check watches: the (source, metric)
     `levels` the providers declare, and the columns any of `patterns` (fnmatch: `signups`,
     `csv_upload.*`, `*`) matches."""
+    import pandas as pd  # lazily: only the mart and read_kpis need it
+
     columns = totals[["column", "source", "metric"]].drop_duplicates("column")
     if columns.empty:
         return set()
