@@ -123,6 +123,9 @@ def test_dagster_ui_shows_the_demos_assets_partitions_checks_and_runs(private_ho
         shots = Shots(page)
         try:
             with shots.step("asset-graph"):
+                # Tall enough that the whole expanded lineage (eight providers in six groups,
+                # the notes, the mart) stays on screen: the graph draws only what is.
+                page.set_viewport_size({"width": 2400, "height": 4000})
                 page.goto(f"{base}/asset-groups")
                 graph = page.locator("svg")
                 # The global lineage opens with each group collapsed: expand them all (the
@@ -134,6 +137,7 @@ def test_dagster_ui_shows_the_demos_assets_partitions_checks_and_runs(private_ho
                 # every node has loaded its status before the screenshot
                 expect(graph.get_by_text(re.compile(r"^Loading"))).to_have_count(0)
 
+            page.set_viewport_size({"width": 1600, "height": 1400})
             asset = provider_assets[0]
             with shots.step("partitions"):
                 page.goto(f"{base}/assets/{asset}?view=partitions")
