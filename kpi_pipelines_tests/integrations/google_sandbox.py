@@ -19,7 +19,7 @@ from authlib.oauth2.rfc7636 import create_s256_code_challenge
 from cryptography.fernet import Fernet
 
 from kpi_pipelines.demo import materialize_provider
-from kpi_pipelines.integrations.shared.base_adapter import IntegrationAdapter
+from kpi_pipelines.integrations.shared.base_adapter import IntegrationAdapter, SyncContext
 from kpi_pipelines.integrations.shared.grants import GRANT_KEYS_VARIABLE
 from kpi_pipelines.integrations.shared.oauth import GOOGLE_CLIENT_VARIABLES
 from kpi_pipelines.integrations.shared.oauth_connect import Connected, connect_workspace
@@ -39,6 +39,8 @@ from kpi_pipelines.warehouse.control import (
     Workspace,
     add_connection,
     add_workspace,
+    get_connection,
+    get_workspace,
     secret_namespace,
 )
 from kpi_pipelines.warehouse.database import Warehouse
@@ -90,6 +92,35 @@ def browser_forging_state(forged: list[httpx.Response]) -> Callable[[str], None]
         httpx.get(genuine).raise_for_status()
 
     return browser
+
+
+def sync_in_thread(
+    warehouse: Warehouse,
+    adapter: IntegrationAdapter,
+    workspace_id: str,
+    provider: str,
+    run_id: str,
+    out: dict[str, Any],
+) -> threading.Thread:
+    """One sync of the workspace's `provider` connection by `adapter`, started in a thread
+    of its own (two of them race for one stored grant); its SyncResult, or what it raised,
+    lands in `out[run_id]`."""
+
+    def run() -> None:
+        with warehouse.control() as db:
+            workspace = get_workspace(db, workspace_id)
+            connection = get_connection(db, workspace_id, provider)
+        try:
+            adapter.connect(SyncContext(warehouse, workspace, connection, run_id=run_id))
+            out[run_id] = adapter.sync()
+        except Exception as exc:
+            out[run_id] = exc
+        finally:
+            adapter.disconnect()
+
+    thread = threading.Thread(target=run, name=run_id)
+    thread.start()
+    return thread
 
 
 def connect_with_consent(

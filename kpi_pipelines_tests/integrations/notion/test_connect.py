@@ -6,18 +6,19 @@ runs refreshing at once must not lose the grant."""
 from __future__ import annotations
 
 import os
-import threading
 
 import httpx
 import sqlalchemy as sa
 from cryptography.fernet import Fernet
 
 from kpi_pipelines.integrations.notion.adapter import NotionAdapter
-from kpi_pipelines.integrations.shared.base_adapter import SyncContext, SyncResult
+from kpi_pipelines.integrations.shared.base_adapter import SyncResult
 from kpi_pipelines.integrations.shared.grants import GRANT_KEYS_VARIABLE, Grant
-from kpi_pipelines.warehouse.control import get_connection, get_workspace
 from kpi_pipelines_tests.canary import canaries
-from kpi_pipelines_tests.integrations.google_sandbox import browser_forging_state
+from kpi_pipelines_tests.integrations.google_sandbox import (
+    browser_forging_state,
+    sync_in_thread,
+)
 from kpi_pipelines_tests.integrations.notion.test_adapter import assert_matches_truth
 from kpi_pipelines_tests.integrations.notion.world import NotionWorld
 from kpi_pipelines_tests.run_results import failure_message
@@ -80,25 +81,6 @@ def test_a_callback_with_a_forged_state_is_refused_and_its_code_never_exchanged(
     assert stored_grant(notion, "globex")[1] == 1  # one grant stored: the genuine consent's
 
 
-def _sync_in_thread(world: NotionWorld, run_id: str, out: dict) -> threading.Thread:
-    def run() -> None:
-        with world.warehouse.control() as db:
-            workspace = get_workspace(db, "globex")
-            connection = get_connection(db, "globex", "notion")
-        adapter = NotionAdapter(backoff_base_seconds=0.01)
-        try:
-            adapter.connect(SyncContext(world.warehouse, workspace, connection, run_id=run_id))
-            out[run_id] = adapter.sync()
-        except Exception as exc:
-            out[run_id] = exc
-        finally:
-            adapter.disconnect()
-
-    thread = threading.Thread(target=run, name=run_id)
-    thread.start()
-    return thread
-
-
 def test_two_runs_refreshing_the_rotating_grant_at_once_both_sync(notion: NotionWorld) -> None:
     globex = notion.board("Globex", objectives=3, notes_per_objective=0)
     notion.connect_with_grant("globex", globex)
@@ -108,7 +90,17 @@ def test_two_runs_refreshing_the_rotating_grant_at_once_both_sync(notion: Notion
     notion.sandbox.tokens.expire(kind="access")
     notion.sandbox.oauth.refresh_delay = 1.0
     outcomes: dict[str, SyncResult | Exception] = {}
-    threads = [_sync_in_thread(notion, f"race-{n}", outcomes) for n in (1, 2)]
+    threads = [
+        sync_in_thread(
+            notion.warehouse,
+            NotionAdapter(backoff_base_seconds=0.01),
+            "globex",
+            "notion",
+            f"race-{n}",
+            outcomes,
+        )
+        for n in (1, 2)
+    ]
     for thread in threads:
         thread.join(timeout=120)
     assert all(isinstance(o, SyncResult) and o.success for o in outcomes.values()), outcomes

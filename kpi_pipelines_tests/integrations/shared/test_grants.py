@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import dataclasses
 import os
-import threading
 from collections.abc import Iterator
 
 import psycopg
@@ -19,7 +18,6 @@ from typer.testing import CliRunner
 from kpi_pipelines.cli import app
 from kpi_pipelines.integrations.google_analytics.adapter import GoogleAnalyticsAdapter
 from kpi_pipelines.integrations.google_analytics.spec import SPEC
-from kpi_pipelines.integrations.shared.base_adapter import SyncContext
 from kpi_pipelines.integrations.shared.connection_settings import save_connection
 from kpi_pipelines.integrations.shared.grants import GRANT_KEYS_VARIABLE, GrantKeyError
 from kpi_pipelines.integrations.shared.oauth import oauth_secrets
@@ -28,7 +26,6 @@ from kpi_pipelines.warehouse.control import (
     Connection,
     add_connection,
     get_connection,
-    get_workspace,
     remove_workspace,
 )
 from kpi_pipelines.warehouse.database import Warehouse
@@ -38,6 +35,7 @@ from kpi_pipelines_tests.integrations.google_sandbox import (
     connect_with_consent,
     grant_keys,
     new_grant_key,
+    sync_in_thread,
 )
 from kpi_pipelines_tests.run_results import failure_message
 
@@ -150,25 +148,6 @@ def test_a_workspace_cannot_read_store_or_replace_another_workspaces_grant(ga4) 
     assert [row.version for row in stored_grants(ga4)] == [1, 2]
 
 
-def _sync_in_thread(world: GA4World, workspace_id: str, run_id: str, out: dict) -> threading.Thread:
-    def run() -> None:
-        with world.warehouse.control() as db:
-            workspace = get_workspace(db, workspace_id)
-            connection = get_connection(db, workspace_id, "google_analytics")
-        adapter = GoogleAnalyticsAdapter(backoff_base_seconds=0.01)
-        try:
-            adapter.connect(SyncContext(world.warehouse, workspace, connection, run_id=run_id))
-            out[run_id] = adapter.sync()
-        except Exception as exc:
-            out[run_id] = exc
-        finally:
-            adapter.disconnect()
-
-    thread = threading.Thread(target=run, name=run_id)
-    thread.start()
-    return thread
-
-
 def test_two_runs_refreshing_a_rotating_grant_at_once_both_sync_on_the_last_token(ga4) -> None:
     ga4.sandbox.oauth.rotate_refresh_tokens = True  # each refresh retires the token it used
     _connected(ga4, "ws-a", "4004")
@@ -178,7 +157,17 @@ def test_two_runs_refreshing_a_rotating_grant_at_once_both_sync_on_the_last_toke
     ga4.sandbox.expire_access_tokens()
     ga4.sandbox.faults.slow_next(1, 1.0, api="oauth")
     outcomes: dict[str, SyncResult | Exception] = {}
-    threads = [_sync_in_thread(ga4, "ws-a", f"race-{n}", outcomes) for n in (1, 2)]
+    threads = [
+        sync_in_thread(
+            ga4.warehouse,
+            GoogleAnalyticsAdapter(backoff_base_seconds=0.01),
+            "ws-a",
+            "google_analytics",
+            f"race-{n}",
+            outcomes,
+        )
+        for n in (1, 2)
+    ]
     for thread in threads:
         thread.join(timeout=120)
     assert all(isinstance(o, SyncResult) and o.success for o in outcomes.values()), outcomes
