@@ -332,7 +332,10 @@ def test_anomaly_checks_say_which_workspace_metric_and_days(business) -> None:
 def test_each_workspace_gets_its_own_check_results_in_the_instance(business, workspace_b) -> None:
     """Through the mart's own job, one partition per run: the instance keeps the latest
     evaluation of each check per workspace, which is what the UI shows per partition."""
-    store(business, "ws-b", "stripe", "mrr", dict.fromkeys(DAYS, 1_000.0))
+    # up to yesterday in ws-b's own time zone (Berlin's date runs ahead of UTC's at night)
+    berlin_today = datetime.now(ZoneInfo("Europe/Berlin")).date()
+    berlin_days = [berlin_today - timedelta(days=n) for n in range(5, 0, -1)]
+    store(business, "ws-b", "stripe", "mrr", dict.fromkeys(berlin_days, 1_000.0))
     job = defs.resolve_job_def("kpi_mart_job")
     with scanned_instance() as instance:
         for workspace in ("ws-a", "ws-b"):
