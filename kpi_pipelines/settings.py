@@ -36,6 +36,13 @@ def batch_size() -> int:
     return _positive_int("KPI_BATCH_SIZE", 5000)
 
 
+def workspaces_per_run(declared: int) -> int:
+    """Workspaces one scheduled tick's or backfill's run syncs at most: the provider's
+    declared `workspaces_per_run` unless KPI_WORKSPACES_PER_RUN sets one for every provider
+    (1: one run per workspace, as before runs were grouped)."""
+    return _positive_int("KPI_WORKSPACES_PER_RUN", declared)
+
+
 def csv_max_bytes() -> int:
     """Largest CSV file accepted for import."""
     return _positive_int("KPI_CSV_MAX_BYTES", 50 * 1024 * 1024)

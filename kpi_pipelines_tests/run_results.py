@@ -3,10 +3,13 @@ and everything it left in the instance."""
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 import dagster as dg
+
+from kpi_pipelines.automation.partitions import requested_workspaces
 
 
 def failure_message(result: dg.ExecuteInProcessResult) -> str:
@@ -43,3 +46,17 @@ def latest_check_records(
     ):
         latest.setdefault(record.partition, record)  # newest first
     return latest
+
+
+def tick_workspaces(
+    instance: dg.DagsterInstance, requests: Sequence[dg.RunRequest] | None
+) -> list[list[str]]:
+    """The workspaces each of a tick's run requests syncs (a partition, or a range's)."""
+    return [requested_workspaces(instance, r.partition_key, r.tags) for r in requests or []]
+
+
+def ticked_workspaces(
+    instance: dg.DagsterInstance, requests: Sequence[dg.RunRequest] | None
+) -> list[str]:
+    """Every workspace a tick's runs sync, in order."""
+    return [w for run in tick_workspaces(instance, requests) for w in run]

@@ -5,9 +5,11 @@ daemon) over the webserver's GraphQL API, as the UI's own pages call it.
 - A CLI run is its provider job's run: the UI lists it under the job's name and re-executes
   it; with Dagster's daemon serving the queue, a CLI run goes through the queue.
 - One sync per connection at a time: two syncs of one workspace's Stripe connection started
-  together (two CLI commands; a webhook-triggered run and a scheduled one through the
-  daemon) never overlap, as their start and end times in the instance show, while another
-  workspace's sync runs at the same time.
+  together never overlap: two CLI commands (the queue's tag limit, as their start and end
+  times in the instance show, while another workspace's sync runs at the same time), and a
+  webhook-triggered run and a scheduled tick's run over both workspaces through the daemon
+  (the connection's lock: the tick's sync of that workspace waits, and the Stripe simulator
+  never sees two of its requests at once).
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ import subprocess
 import sys
 import threading
 import time
+from collections import Counter
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
@@ -28,6 +31,7 @@ from typing import Any
 import httpx
 from starlette.types import ASGIApp, Receive, Scope, Send
 
+from kpi_pipelines.automation.partitions import RANGE_END_TAG, RANGE_START_TAG
 from kpi_pipelines.integrations.shared.redaction import register_secret
 from kpi_pipelines.sandbox.kit.server import LoopbackServer
 from kpi_pipelines.sandbox.stripe import StripeSandbox, StripeSandboxConfig, create_app
@@ -36,6 +40,7 @@ from kpi_pipelines.warehouse.control import secret_namespace
 from kpi_pipelines_tests.processes import (
     LOCATION,
     REPOSITORY,
+    RUN_ERRORS,
     Serving,
     assert_runs_succeeded,
     cli_path,
@@ -152,6 +157,8 @@ class Gate:
         self._opened = threading.Event()
         self._lock = threading.Lock()
         self._waiting: set[str] = set()
+        self._held: Counter[str] = Counter()  # requests of each workspace held now
+        self._most: Counter[str] = Counter()  # ... and the most at once since closed
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "http" and not self._opened.is_set():
@@ -161,17 +168,30 @@ class Gate:
             if workspace is not None:
                 with self._lock:
                     self._waiting.add(workspace)
+                    self._held[workspace] += 1
+                    self._most[workspace] = max(self._most[workspace], self._held[workspace])
                 loop = asyncio.get_running_loop()
-                await loop.run_in_executor(None, self._opened.wait, GATE_SECONDS)
+                try:
+                    await loop.run_in_executor(None, self._opened.wait, GATE_SECONDS)
+                finally:
+                    with self._lock:
+                        self._held[workspace] -= 1
         await self.app(scope, receive, send)
 
     def close(self) -> None:
         with self._lock:
             self._waiting.clear()
+            self._most.clear()
         self._opened.clear()
 
     def open(self) -> None:
         self._opened.set()
+
+    def most_at_once(self, workspace: str) -> int:
+        """The most requests of `workspace` held at one time since the gate closed: two
+        syncs of one connection overlapping would send two."""
+        with self._lock:
+            return self._most[workspace]
 
     def holding(self) -> set[str]:
         """The workspaces with a request held (since the gate closed)."""
@@ -339,27 +359,38 @@ def test_one_sync_per_connection_at_a_time(private_home) -> None:
             webhook_run = wait_until(
                 "the webhook sensor's sync of north in flight", lambda: webhook_sync(ui, gate)
             )
-            requests = evaluate_schedule(ui.port, "stripe_schedule", time.time())
-            requests.sort(key=lambda r: tag(r, "dagster/partition") != "north")  # north first
-            assert [tag(r, "kpi/connection") for r in requests] == [
-                "north/stripe",
-                "south/stripe",
-            ], requests
-            scheduled_north, scheduled_south = launch_run_requests(ui.port, requests, "stripe_job")
-            wait_until("south's scheduled sync in flight", lambda: "south" in gate.holding())
-            # the daemon has started south's run, and holds north's back in the queue
-            assert run_of(ui.port, scheduled_north)["status"] == "QUEUED"
-            gate.open()
-            statuses = wait_for_runs(ui.port, [webhook_run, scheduled_north, scheduled_south])
-            assert_runs_succeeded(ui.port, statuses)
-            webhook, north_tick, south_tick = (
-                run_of(ui.port, run_id)
-                for run_id in (webhook_run, scheduled_north, scheduled_south)
+            # The tick groups both workspaces into one run: no run tag can name both
+            # connections for the queue, so its sync of north waits for the webhook's
+            # sync of north itself (the connection's lock), before south's.
+            [grouped] = evaluate_schedule(ui.port, "stripe_schedule", time.time())
+            assert (tag(grouped, RANGE_START_TAG), tag(grouped, RANGE_END_TAG)) == (
+                "north",
+                "south",
+            ), grouped
+            assert tag(grouped, "kpi/workspaces") == "2" and not tag(grouped, "kpi/connection")
+            [tick_run] = launch_run_requests(ui.port, [grouped], "stripe_job")
+            wait_until(
+                "the tick's sync of north to wait for the webhook's",
+                lambda: (
+                    "north: waiting for another sync of north/stripe to finish"
+                    in run_messages(ui.port, tick_run)
+                ),
             )
+            assert gate.holding() == {"north"} and gate.most_at_once("north") == 1
+            gate.open()
+            statuses = wait_for_runs(ui.port, [webhook_run, tick_run])
+            assert_runs_succeeded(ui.port, statuses)
+            webhook = run_of(ui.port, webhook_run)
+    # never two requests of north's at once: the syncs of north did not overlap
+    assert gate.most_at_once("north") == 1
     assert webhook["tags"]["kpi/trigger"] == "stripe-webhook"
     assert webhook["tags"]["kpi/connection"] == "north/stripe"
-    assert not overlap(webhook, north_tick), (webhook, north_tick)
-    assert overlap(webhook, south_tick), (webhook, south_tick)
+
+
+def run_messages(port: int, run_id: str) -> str:
+    """Every message a run has logged so far."""
+    events = graphql(port, RUN_ERRORS, {"runId": run_id})["logsForRun"].get("events", [])
+    return "\n".join(e.get("message") or "" for e in events)
 
 
 def deliveries(events: list[dict], url: str, secret: str) -> list[int] | None:

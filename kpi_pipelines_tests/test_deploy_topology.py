@@ -13,6 +13,7 @@ from contextlib import contextmanager
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 
+from kpi_pipelines.automation.partitions import RANGE_END_TAG, RANGE_START_TAG
 from kpi_pipelines.integrations.shared.oauth import GOOGLE_CLIENT_VARIABLES
 from kpi_pipelines.integrations.shared.redaction import register_secret
 from kpi_pipelines.sandbox.google import (
@@ -220,20 +221,18 @@ def test_code_server_webserver_and_daemon_run_a_backfill_and_a_schedule_tick(
 
                 # (1) A tick of GA4's hourly schedule, as the UI's "Test schedule" makes
                 # one: the code server evaluates the schedule at a tick time against the
-                # warehouse's connections (one run request per workspace), and its runs
+                # warehouse's connections (run requests over ranges of workspaces), and its runs
                 # go through the daemon's queue like a tick's. The daemon itself ticks only
                 # at cron times (:15) after it first saw the schedule, and Dagster offers
                 # no way to make it tick now, so these runs are not in the schedule's tick
                 # history. First, so the backfill starts nearer the backfill daemon's next
                 # pass (every 30 s, fixed in Dagster).
                 requests = evaluate_schedule(port, SCHEDULE, time.time())
-                partitions = {
-                    t["value"]
+                # (both workspaces in one run over their two partitions)
+                assert [
+                    {t["key"]: t["value"] for t in r["tags"] if "partition" in t["key"]}
                     for r in requests
-                    for t in r["tags"]
-                    if t["key"] == "dagster/partition"
-                }
-                assert partitions == set(PROPERTIES), requests
+                ] == [{RANGE_START_TAG: min(PROPERTIES), RANGE_END_TAG: max(PROPERTIES)}], requests
                 tick_runs = wait_for_runs(port, launch_run_requests(port, requests, JOB))
                 assert_runs_succeeded(port, tick_runs)
 

@@ -20,6 +20,7 @@ from typing import Any
 import dagster as dg
 import sqlalchemy as sa
 
+from kpi_pipelines import settings
 from kpi_pipelines.assets.workspace_sync import MAX_LOGGED_ERRORS, WorkspaceOutcome, sync_workspace
 from kpi_pipelines.automation.cadence import evaluate_freshness, freshness_check_spec
 from kpi_pipelines.automation.partitions import workspace_partitions
@@ -67,7 +68,9 @@ def _provider_asset(spec: ProviderSpec) -> dg.AssetsDefinition:
         # Nothing is stored for the output (what downstream assets wait for, see
         # _materializations): the data is in the warehouse.
         dagster_type=dg.Nothing,
-        backfill_policy=dg.BackfillPolicy.multi_run(spec.workspaces_per_run),
+        backfill_policy=dg.BackfillPolicy.multi_run(
+            settings.workspaces_per_run(spec.workspaces_per_run)
+        ),
         required_resource_keys={"warehouse", provider},
         check_specs=[
             # scheduled providers only: nothing is expected of a manual one

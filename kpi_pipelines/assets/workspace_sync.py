@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import time
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -36,7 +36,7 @@ from kpi_pipelines.warehouse.control import (
     get_workspace,
     record_sync_outcome,
 )
-from kpi_pipelines.warehouse.database import Warehouse, connection_lost
+from kpi_pipelines.warehouse.database import CONTROL_ROLE, Warehouse, connection_lost
 
 # Errors whose message is meant for the person running the sync (what to fix, or wait for).
 USER_FACING_ERRORS = (ValueError, LookupError, PermissionError, FileNotFoundError, ProviderError)
@@ -94,7 +94,10 @@ def sync_workspace(
     )
     started = time.perf_counter()
     try:
-        with PeakMemory() as memory:
+        with (
+            connection_sync_lock(warehouse, workspace_id, spec.key, context.log),
+            PeakMemory() as memory,
+        ):
             adapter.connect(context)
             try:
                 result = adapter.sync()
@@ -125,6 +128,63 @@ def sync_workspace(
         result=result,
         metadata=_sync_metadata(result, elapsed, memory, requests),
     )
+
+
+# How often a sync waiting for another sync of its connection looks again, and how long it
+# waits at most before it fails (retryable) rather than hold its run forever.
+LOCK_POLL_SECONDS = 0.5
+LOCK_PATIENCE_SECONDS = 30 * 60
+
+
+class ConnectionBusy(ProviderError):
+    """Another sync of the same connection held it for longer than a sync waits."""
+
+
+@contextlib.contextmanager
+def connection_sync_lock(
+    warehouse: Warehouse, workspace_id: str, provider: str, log: Any
+) -> Iterator[None]:
+    """Hold the lock of `workspace_id`'s `provider` connection(s) for one sync: a session
+    advisory lock on a control connection outside any transaction (so no idle or statement
+    timeout ends it), released at the end, or by the server if this process dies. Every
+    sync takes it, so two never overlap, whichever runs they are in (a grouped run's tag
+    cannot name each connection for the run queue)."""
+    key = {"ws": workspace_id, "provider": provider}
+    lock = "SELECT pg_try_advisory_lock(hashtext('kpi.sync'), hashtext(:ws || '/' || :provider))"
+    with warehouse.engine(CONTROL_ROLE).connect() as db:
+        db = db.execution_options(isolation_level="AUTOCOMMIT")
+        try:
+            free = db.execute(sa.text(lock), key).scalar_one()
+        except sa.exc.ProgrammingError as exc:
+            if not isinstance(exc.orig, psycopg.errors.InsufficientPrivilege):
+                raise
+            raise PermissionError(
+                "kpi_control may not take a connection's sync lock (pg_try_advisory_lock):"
+                " run `kpi-pipelines db upgrade` as a superuser, or run the GRANT statements"
+                " it prints"
+            ) from None
+        if not free:
+            log.info(f"waiting for another sync of {workspace_id}/{provider} to finish")
+            deadline = time.monotonic() + LOCK_PATIENCE_SECONDS
+            while not db.execute(sa.text(lock), key).scalar_one():
+                if time.monotonic() > deadline:
+                    raise ConnectionBusy(
+                        provider,
+                        f"another sync of {workspace_id}/{provider} has run for over"
+                        f" {LOCK_PATIENCE_SECONDS // 60} minutes; this one gave up waiting"
+                        " and is retried on the next tick",
+                    )
+                time.sleep(LOCK_POLL_SECONDS)
+        try:
+            yield
+        finally:
+            db.execute(
+                sa.text(
+                    "SELECT pg_advisory_unlock(hashtext('kpi.sync'),"
+                    " hashtext(:ws || '/' || :provider))"
+                ),
+                key,
+            )
 
 
 def _failed(

@@ -5,24 +5,33 @@ every run of the asset evaluates it after its syncs (a manual run or a backfill 
 and the `freshness_checks` job logs an evaluation of every provider's every 15 minutes.
 
 A schedule tick asks the control plane which workspaces have an enabled connection to the
-provider and requests one run per workspace partition. A connection that keeps failing
-waits out its backoff (see warehouse.control.record_sync_outcome): the tick skips it and
-says why, so the reason shows in the UI's tick history.
+provider and requests runs over ranges of their workspace partitions, up to the provider's
+`workspaces_per_run` each (a run costs seconds of CPU before any work: one per workspace does
+not reach thousands); each workspace still ends as its own partition's materialization or
+failure. A connection that failed last time is retried in a run of its own; one that keeps
+failing waits out its backoff (see warehouse.control.record_sync_outcome): the tick skips it
+and says why. The tick's log (the UI's tick history) lists which workspaces went into which
+run.
 """
 
 from __future__ import annotations
 
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
 import dagster as dg
 from dagster._core.definitions.asset_checks.asset_check_evaluation import (
     AssetCheckEvaluationTargetMaterializationData,  # not exported; Dagster is pinned
 )
 
-from kpi_pipelines.automation.pools import connection_tags
+from kpi_pipelines import settings
+from kpi_pipelines.automation.partitions import range_tags, workspace_groups, workspace_partitions
+from kpi_pipelines.automation.pools import WORKSPACES_TAG, connection_tags
 from kpi_pipelines.integrations.shared.spec import Cadence, ProviderSpec
 from kpi_pipelines.resources import WarehouseResource
-from kpi_pipelines.warehouse.control import due_for_sync, list_connections
+from kpi_pipelines.warehouse.control import Connection, due_for_sync, list_connections
 from kpi_pipelines.warehouse.database import Warehouse
 
 
@@ -38,8 +47,10 @@ def build_provider_schedule(
         cron_schedule=cadence.cron,
         execution_timezone="UTC",
         description=(
-            f"{spec.display_name}, {cadence.description}: one run per workspace with a"
-            f" {provider} connection (a failing connection waits out its backoff)."
+            f"{spec.display_name}, {cadence.description}: the workspaces with a {provider}"
+            f" connection, up to {spec.workspaces_per_run} per run (KPI_WORKSPACES_PER_RUN);"
+            " a connection that failed last time syncs in a run of its own, and one that"
+            " keeps failing waits out its backoff."
         ),
         default_status=dg.DefaultScheduleStatus.RUNNING,
     )
@@ -49,39 +60,121 @@ def build_provider_schedule(
         now = context.scheduled_execution_time or datetime.now(UTC)
         with warehouse.get().control() as db:
             connections = list_connections(db, provider=provider)
-        requests, waiting = [], []
-        known = set(context.instance.get_dynamic_partitions("workspace"))
-        for connection in connections:
-            if not due_for_sync(connection, now):
-                waiting.append(
-                    f"{connection.workspace_id}/{connection.name}: {connection.consecutive_failures}"
-                    f" failure(s), next try {connection.next_attempt_at:%Y-%m-%d %H:%M} UTC"
-                    f" (last error: {connection.last_error})"
-                )
-                continue
-            if connection.workspace_id not in known:
-                continue  # the partition sensor adds it on its next tick
-            stamp = now.strftime("%Y%m%dT%H%M")
-            requests.append(
-                dg.RunRequest(
-                    run_key=f"{provider}:{connection.workspace_id}:{connection.name}:{stamp}",
-                    partition_key=connection.workspace_id,
-                    tags=connection_tags(connection.workspace_id, provider),
-                    run_config={
-                        "ops": {
-                            spec.name: {"config": {**run_options, "connection": connection.name}}
-                        }
-                    },
-                )
-            )
-        for line in waiting:
+        ordered = context.instance.get_dynamic_partitions(workspace_partitions.name)
+        plan = plan_tick(spec, connections, ordered, now)
+        stamp = now.strftime("%Y%m%dT%H%M")
+        requests = [_run_request(spec, run_options, run, stamp) for run in plan.runs]
+        for line in plan.waiting:
             context.log.info(f"backing off {line}")
+        for number, run in enumerate(plan.runs, 1):
+            context.log.info(f"run {number} of {len(plan.runs)}: {run.describe()}")
         if not requests:
-            reason = "; ".join(waiting) or f"no workspace has a {provider} connection"
+            reason = "; ".join(plan.waiting) or f"no workspace has a {provider} connection"
             return dg.SkipReason(reason)
         return requests
 
     return provider_schedule
+
+
+@dataclass(frozen=True)
+class PlannedRun:
+    """One run of a tick: a group of workspaces side by side among the partitions (each
+    syncing its only connection to the provider), or one named connection."""
+
+    workspaces: tuple[str, ...]
+    connection: str | None = None  # named: its workspace has several, or it failed last
+    why_alone: str | None = None
+
+    def describe(self) -> str:
+        if len(self.workspaces) > 1:
+            return f"{len(self.workspaces)} workspaces, {', '.join(self.workspaces)}"
+        [workspace] = self.workspaces
+        name = f"/{self.connection}" if self.connection else ""
+        return f"{workspace}{name}" + (f" alone ({self.why_alone})" if self.why_alone else "")
+
+
+@dataclass(frozen=True)
+class TickPlan:
+    runs: list[PlannedRun]
+    waiting: list[str]  # connections backing off, with why
+
+
+def plan_tick(
+    spec: ProviderSpec,
+    connections: Sequence[Connection],
+    ordered: Sequence[str],
+    now: datetime,
+) -> TickPlan:
+    """Which connections a tick syncs, in which runs. A workspace whose one connection to
+    the provider is due joins a group of up to `workspaces_per_run`; a connection that failed
+    last time runs alone (its retry does not fail its neighbours' run again), and so does
+    each connection of a workspace with several (a run names the connection it syncs).
+    Backing-off connections wait; a workspace the partition sensor has not added yet waits
+    for its next tick."""
+    known = set(ordered)
+    waiting: list[str] = []
+    per_workspace: dict[str, list[Connection]] = {}
+    for connection in connections:
+        per_workspace.setdefault(connection.workspace_id, []).append(connection)
+    grouped: dict[str, str] = {}  # workspace -> the name of its one connection
+    alone: list[PlannedRun] = []
+    for workspace_id, own in per_workspace.items():
+        due = []
+        for connection in own:
+            if due_for_sync(connection, now):
+                due.append(connection)
+            elif connection.enabled:
+                waiting.append(
+                    f"{workspace_id}/{connection.name}: {connection.consecutive_failures}"
+                    f" failure(s), next try {connection.next_attempt_at:%Y-%m-%d %H:%M} UTC"
+                    f" (last error: {connection.last_error})"
+                )
+        if workspace_id not in known:
+            continue
+        for connection in due:
+            if len(own) > 1:
+                alone.append(
+                    PlannedRun((workspace_id,), connection.name, f"one of {len(own)} connections")
+                )
+            elif connection.consecutive_failures:
+                alone.append(
+                    PlannedRun(
+                        (workspace_id,),
+                        connection.name,
+                        f"retrying after {connection.consecutive_failures} failure(s)",
+                    )
+                )
+            else:
+                grouped[workspace_id] = connection.name
+    most = settings.workspaces_per_run(spec.workspaces_per_run)
+    runs = [
+        # a group of one names its connection, as a run of one workspace always did
+        PlannedRun(tuple(group), grouped[group[0]] if len(group) == 1 else None)
+        for group in workspace_groups(ordered, grouped, most)
+    ]
+    return TickPlan(runs + alone, waiting)
+
+
+def _run_request(
+    spec: ProviderSpec, run_options: Mapping[str, Any], run: PlannedRun, stamp: str
+) -> dg.RunRequest:
+    config = {"ops": {spec.name: {"config": {**run_options, "connection": run.connection}}}}
+    first, last = run.workspaces[0], run.workspaces[-1]
+    if len(run.workspaces) == 1:
+        # one workspace: the queue holds it back while another sync of it runs
+        return dg.RunRequest(
+            run_key=f"{spec.key}:{first}:{run.connection or ''}:{stamp}",
+            partition_key=first,
+            tags=connection_tags(first, spec.key),
+            run_config=config,
+        )
+    # a group: each of its syncs waits for another sync of the same connection itself
+    # (workspace_sync.connection_sync_lock), as no run tag can name 25 connections
+    return dg.RunRequest(
+        run_key=f"{spec.key}:{first}..{last}:{stamp}",
+        tags={**range_tags(run.workspaces), WORKSPACES_TAG: str(len(run.workspaces))},
+        run_config=config,
+    )
 
 
 FRESH_FOR_EVERY_WORKSPACE = "fresh_for_every_workspace"

@@ -4,12 +4,13 @@ elsewhere and names partitions that have no workspace, without deleting them.
 
 A run may cover a range of workspace partitions (Dagster's partition-range tags, as a
 backfill sets them): the workspaces added between its first and its last, in the order they
-were added. `workspace_range_tags` turns any set of workspaces into the fewest such runs.
+were added. `workspace_groups` cuts any set of workspaces into such runs, of a given most
+each; `workspace_range_tags` into the fewest.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Collection, Mapping, Sequence
 
 import dagster as dg
 
@@ -23,6 +24,30 @@ RANGE_START_TAG = "dagster/asset_partition_range_start"
 RANGE_END_TAG = "dagster/asset_partition_range_end"
 
 
+def workspace_groups(
+    ordered: Sequence[str], wanted: Collection[str], most: int | None = None
+) -> list[list[str]]:
+    """`wanted` cut into runs' worth of workspace partitions: each group lies side by side
+    in `ordered` (the partitions in the order they were added, so that a run's range
+    holds exactly its group) and has at most `most` workspaces (None: no limit)."""
+    wanted = set(wanted)
+    groups: list[list[str]] = []
+    previous_wanted = False
+    for key in ordered:
+        if key in wanted:
+            if previous_wanted and (most is None or len(groups[-1]) < most):
+                groups[-1].append(key)
+            else:
+                groups.append([key])
+        previous_wanted = key in wanted
+    return groups
+
+
+def range_tags(group: Sequence[str]) -> dict[str, str]:
+    """The tags of a run over the partition range from `group`'s first to its last."""
+    return {RANGE_START_TAG: group[0], RANGE_END_TAG: group[-1]}
+
+
 def workspace_range_tags(
     instance: dg.DagsterInstance, workspace_ids: Sequence[str]
 ) -> list[dict[str, str]]:
@@ -30,20 +55,26 @@ def workspace_range_tags(
     them that lies side by side among the workspace partitions. Raises LookupError for a
     workspace that has no partition."""
     ordered = instance.get_dynamic_partitions(workspace_partitions.name)
-    wanted = set(workspace_ids)
-    missing = wanted - set(ordered)
+    missing = set(workspace_ids) - set(ordered)
     if missing:
         raise LookupError(f"no workspace partition for {', '.join(sorted(missing))}")
-    stretches: list[list[str]] = []
-    previous_wanted = False
-    for key in ordered:
-        if key in wanted:
-            if previous_wanted:
-                stretches[-1].append(key)
-            else:
-                stretches.append([key])
-        previous_wanted = key in wanted
-    return [{RANGE_START_TAG: keys[0], RANGE_END_TAG: keys[-1]} for keys in stretches]
+    return [range_tags(group) for group in workspace_groups(ordered, workspace_ids)]
+
+
+def requested_workspaces(
+    instance: dg.DagsterInstance, partition_key: str | None, tags: Mapping[str, str]
+) -> list[str]:
+    """The workspace partitions a run (or a run request) covers: its partition, or every
+    partition of its range as the instance has them now."""
+    if partition_key:
+        return [partition_key]
+    start, end = tags.get(RANGE_START_TAG), tags.get(RANGE_END_TAG)
+    if not start or not end:
+        return []
+    ordered = instance.get_dynamic_partitions(workspace_partitions.name)
+    if start not in ordered or end not in ordered:
+        return []
+    return list(ordered[ordered.index(start) : ordered.index(end) + 1])
 
 
 @dg.sensor(

@@ -7,6 +7,10 @@ per unique value) makes Dagster's run queue start such a run only when no other 
 same value is in progress. A workspace's connections to one provider share the value: a run
 that names no connection (a webhook run, `kpi-pipelines sync` without `--connection`) syncs
 its only one, so the value cannot depend on the name.
+A run over a group of workspaces (a scheduled tick's) cannot carry one value per connection:
+each of its syncs instead takes its connection's lock in the warehouse first
+(assets/workspace_sync.py), which any other sync of that connection also takes, so the rule
+holds whichever run starts first.
 
 Pools: one per provider, its app-wide quota (the spec's `pool_limit`). dagster.yaml cannot
 hold per-pool limits, so they are written into the instance, as
@@ -25,6 +29,8 @@ import dagster as dg
 from kpi_pipelines.integrations.shared.spec import ProviderSpec
 
 CONNECTION_TAG = "kpi/connection"
+# A grouped run's workspace count (its range tags say which): the tick's runs at a glance.
+WORKSPACES_TAG = "kpi/workspaces"
 
 
 def connection_tags(workspace_id: str, provider: str) -> dict[str, str]:

@@ -60,6 +60,12 @@ ROLES = (OWNER_ROLE, TENANT_ROLE, CONTROL_ROLE)
 SEARCH_PATH = f"{SCHEMA}, pg_catalog, pg_temp"
 _ROLE_ATTRIBUTES = "LOGIN NOSUPERUSER NOBYPASSRLS NOCREATEDB NOCREATEROLE NOINHERIT NOREPLICATION"
 
+# The advisory-lock functions kpi_control keeps (one sync per connection at a time).
+SYNC_LOCK_FUNCTIONS = (
+    "pg_try_advisory_lock(integer,integer)",
+    "pg_advisory_unlock(integer,integer)",
+)
+
 # Any constant works; it only has to be the same in every process that migrates.
 _MIGRATION_LOCK_KEY = 72_406_113
 
@@ -495,6 +501,9 @@ def _session_power_statements(admin: Connection) -> list[str]:
     statements += [
         "REVOKE SELECT ON pg_catalog.pg_stat_activity FROM PUBLIC;",
         "GRANT SELECT ON pg_catalog.pg_stat_activity TO pg_read_all_stats;",
+        # The control plane's lock of a connection for one sync (assets/workspace_sync.py):
+        # the pipeline's own code, never a tenant's SQL, runs as kpi_control.
+        *(f"GRANT EXECUTE ON FUNCTION {f} TO {CONTROL_ROLE};" for f in SYNC_LOCK_FUNCTIONS),
     ]
     return statements
 

@@ -7,7 +7,10 @@ run, through Dagster's own partition-range machinery."""
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
+import dataclasses
+import logging
+import threading
+from datetime import UTC, datetime, timedelta
 from typing import Any, ClassVar
 
 import dagster as dg
@@ -18,16 +21,20 @@ from kpi_pipelines.assets.provider_asset import (
     NO_REJECTED_RECORDS,
     build_provider_asset,
 )
+from kpi_pipelines.assets.workspace_sync import connection_sync_lock
 from kpi_pipelines.automation.partitions import (
     RANGE_END_TAG,
     RANGE_START_TAG,
+    requested_workspaces,
     workspace_partitions,
     workspace_range_tags,
 )
+from kpi_pipelines.automation.pools import CONNECTION_TAG, WORKSPACES_TAG
+from kpi_pipelines.definitions import provider_definitions, resources
 from kpi_pipelines.demo import materialize_provider, materialize_workspaces
 from kpi_pipelines.integrations.shared.base_adapter import IntegrationAdapter
 from kpi_pipelines.integrations.shared.secrets import read_secret
-from kpi_pipelines.integrations.shared.spec import AuthKind, ProviderSpec
+from kpi_pipelines.integrations.shared.spec import AuthKind, Cadence, ProviderSpec
 from kpi_pipelines.models import KPIData, SyncResult
 from kpi_pipelines.resources import WarehouseResource
 from kpi_pipelines.warehouse.control import (
@@ -282,8 +289,6 @@ def test_a_partition_without_a_workspace_fails_its_run_with_the_command_that_fix
 ) -> None:
     """Partitions added with "Add partition" in the UI, for a workspace nobody made and for
     a key that cannot be one: each run says what to do."""
-    from kpi_pipelines.definitions import resources
-
     dagster_instance.add_dynamic_partitions(workspace_partitions.name, ["ghost-co", "Ghost Co"])
     messages = {}
     for partition in ("ghost-co", "Ghost Co"):
@@ -300,3 +305,154 @@ def test_a_partition_without_a_workspace_fails_its_run_with_the_command_that_fix
     assert f"`{command}`" in messages["ghost-co"]
     assert "'Ghost Co' is not a workspace id" in messages["Ghost Co"]
     assert "`kpi-pipelines workspace add <id>" in messages["Ghost Co"]
+
+
+SCHEDULED = dataclasses.replace(SPEC, cadence=Cadence.every_hours(1))
+
+
+def tick(instance: dg.DagsterInstance, at: datetime) -> list[dg.RunRequest]:
+    """One tick of the probe's hourly schedule, as the daemon evaluates it."""
+    definitions = provider_definitions(SCHEDULED)
+    assert definitions.schedule is not None
+    defs = dg.Definitions(
+        assets=[definitions.asset],
+        jobs=[definitions.job],
+        schedules=[definitions.schedule],
+        resources={"warehouse": WarehouseResource(), "rangeprobe": RangeProbeAdapter()},
+    )
+    with dg.build_schedule_context(
+        instance=instance,
+        scheduled_execution_time=at,
+        resources={"warehouse": WarehouseResource()},
+        repository_def=defs.get_repository_def(),
+    ) as context:
+        data = definitions.schedule.evaluate_tick(context)
+    return list(data.run_requests or [])
+
+
+def launch(instance: dg.DagsterInstance, request: dg.RunRequest) -> dg.ExecuteInProcessResult:
+    """A tick's run request executed as the daemon would launch it: its tags (a partition or
+    a range), its run config."""
+    definitions = provider_definitions(SCHEDULED)
+    return dg.materialize(
+        [definitions.asset],
+        instance=instance,
+        resources={
+            **resources([SCHEDULED]),
+            "rangeprobe": RangeProbeAdapter(batch_size=BATCH),
+        },
+        run_config=request.run_config,
+        tags=request.tags,
+        partition_key=request.partition_key,
+        raise_on_error=False,
+    )
+
+
+def covered(instance: dg.DagsterInstance, requests: list[dg.RunRequest]) -> list[list[str]]:
+    return [requested_workspaces(instance, r.partition_key, r.tags) for r in requests]
+
+
+def test_a_scheduled_tick_groups_workspaces_and_retries_a_failed_one_alone(
+    warehouse, dagster_instance, workspaces, monkeypatch
+) -> None:
+    ids = workspaces(ws_a="ok", ws_b="crash", ws_c="ok", ws_d=None, ws_e="ok", ws_f="ok")
+    now = datetime.now(UTC)
+    requests = tick(dagster_instance, now)
+    # Up to the spec's 10 per run, side by side among the partitions: ws-d (no connection)
+    # splits them, so that no run plans a partition it does not sync.
+    assert covered(dagster_instance, requests) == [["ws-a", "ws-b", "ws-c"], ["ws-e", "ws-f"]]
+    grouped = requests[0]
+    assert grouped.tags[WORKSPACES_TAG] == "3" and CONNECTION_TAG not in grouped.tags
+    assert grouped.run_config == {"ops": {"rangeprobe_kpis": {"config": {"connection": None}}}}
+    assert grouped.run_key and grouped.run_key.startswith("rangeprobe:ws-a..ws-c:")
+    monkeypatch.setenv("KPI_WORKSPACES_PER_RUN", "2")
+    assert covered(dagster_instance, tick(dagster_instance, now)) == [
+        ["ws-a", "ws-b"],
+        ["ws-c"],
+        ["ws-e", "ws-f"],
+    ]
+    monkeypatch.delenv("KPI_WORKSPACES_PER_RUN")
+
+    results = [launch(dagster_instance, request) for request in requests]
+    assert [r.success for r in results] == [False, True]
+    assert failure_message(results[0]).startswith("rangeprobe: 1 of 3 workspaces failed")
+    status = dagster_instance.get_status_by_partition(
+        rangeprobe_kpis.key, ids, workspace_partitions
+    )
+    # Each partition ends as its own sync did; ws-d was in no run and has no status.
+    assert {key: value.value for key, value in status.items() if value} == {
+        "ws-a": "MATERIALIZED",
+        "ws-b": "FAILED",
+        "ws-c": "MATERIALIZED",
+        "ws-e": "MATERIALIZED",
+        "ws-f": "MATERIALIZED",
+    }
+    assert health(warehouse, "ws-b").consecutive_failures == 1
+
+    # The next tick, once ws-b's backoff is over: ws-b is retried in a run of its own (its
+    # failure fails no neighbour's run again); the others go on in groups.
+    later = tick(dagster_instance, now + timedelta(hours=1, minutes=1))
+    assert sorted(covered(dagster_instance, later)) == [
+        ["ws-a"],
+        ["ws-b"],
+        ["ws-c"],
+        ["ws-e", "ws-f"],
+    ]
+    [retry] = [r for r in later if r.partition_key == "ws-b"]
+    assert retry.tags[CONNECTION_TAG] == "ws-b/rangeprobe"
+    assert retry.run_config == {"ops": {"rangeprobe_kpis": {"config": {"connection": "default"}}}}
+    again = launch(dagster_instance, retry)
+    assert not again.success and materialized(again) == {}
+    assert health(warehouse, "ws-b").consecutive_failures == 2
+    assert health(warehouse, "ws-a").consecutive_failures == 0
+
+
+def test_a_workspace_with_several_connections_syncs_each_in_a_run_that_names_it(
+    warehouse, dagster_instance, workspaces, monkeypatch
+) -> None:
+    workspaces(ws_a="ok", ws_b="ok")
+    variable = f"{secret_namespace('ws-b')}PROBE_KEY"
+    add_connection(
+        warehouse,
+        Connection(
+            workspace_id="ws-b",
+            provider="rangeprobe",
+            name="second",
+            settings={"behaviour": "ok"},
+            secret_env={"api_key": variable},
+        ),
+    )
+    requests = tick(dagster_instance, datetime.now(UTC))
+    assert sorted(
+        (r.partition_key, r.run_config["ops"]["rangeprobe_kpis"]["config"]["connection"])
+        for r in requests
+    ) == [("ws-a", "default"), ("ws-b", "default"), ("ws-b", "second")]
+    assert all(r.tags[CONNECTION_TAG] for r in requests if r.partition_key == "ws-b")
+    assert all(launch(dagster_instance, r).success for r in requests)
+
+
+def test_a_grouped_runs_sync_waits_for_another_sync_of_the_same_connection(
+    warehouse, dagster_instance, workspaces
+) -> None:
+    """A grouped run carries no run tag per connection for the queue to hold it back by:
+    each of its syncs takes its connection's lock in the warehouse, which every sync takes,
+    so it waits for one already under way (a webhook's run, `kpi-pipelines sync`)."""
+    ids = workspaces(ws_a="ok", ws_b="ok")
+    [request] = tick(dagster_instance, datetime.now(UTC))
+    assert covered(dagster_instance, [request]) == [ids]
+    outcome: dict[str, dg.ExecuteInProcessResult] = {}
+    with connection_sync_lock(warehouse, "ws-a", "rangeprobe", logging.getLogger("test")):
+        thread = threading.Thread(
+            target=lambda: outcome.update(run=launch(dagster_instance, request))
+        )
+        thread.start()
+        thread.join(timeout=3)
+        assert thread.is_alive()  # waiting for ws-a's lock, held here
+        assert stored(warehouse, "ws-a") == 0
+    thread.join(timeout=120)
+    result = outcome["run"]
+    assert result.success, failure_message(result)
+    assert stored(warehouse, "ws-a") == stored(warehouse, "ws-b") == POINTS
+    assert "waiting for another sync of ws-a/rangeprobe to finish" in everything_the_run_left(
+        dagster_instance, result.run_id
+    )

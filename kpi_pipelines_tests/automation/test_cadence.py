@@ -28,7 +28,7 @@ from kpi_pipelines.warehouse.control import (
     record_sync_outcome,
 )
 from kpi_pipelines_tests.canary import scanned_instance
-from kpi_pipelines_tests.run_results import latest_check_records
+from kpi_pipelines_tests.run_results import latest_check_records, tick_workspaces
 
 NOW = datetime(2026, 6, 1, 12, tzinfo=UTC)
 CADENCE = timedelta(hours=6)
@@ -84,7 +84,7 @@ def fail(
         )
 
 
-def test_schedule_fans_out_one_run_per_connected_workspace(
+def test_schedule_fans_out_to_every_connected_workspace_in_grouped_runs(
     warehouse, workspace_a, workspace_b
 ) -> None:
     for ws in ("ws-a", "ws-b"):
@@ -92,8 +92,7 @@ def test_schedule_fans_out_one_run_per_connected_workspace(
     with scanned_instance() as instance:
         instance.add_dynamic_partitions("workspace", ["ws-a", "ws-b"])
         data = evaluate(instance, NOW)
-        assert sorted(r.partition_key for r in data.run_requests) == ["ws-a", "ws-b"]
-        assert len({r.run_key for r in data.run_requests}) == 2
+        assert tick_workspaces(instance, data.run_requests) == [["ws-a", "ws-b"]]
         later = evaluate(instance, NOW + CADENCE)
         assert {r.run_key for r in later.run_requests}.isdisjoint(
             {r.run_key for r in data.run_requests}
@@ -117,6 +116,7 @@ def test_failing_connection_is_retried_less_often_with_its_reason(
         data = evaluate(instance, NOW + 4 * CADENCE)
         assert [r.partition_key for r in data.run_requests] == ["ws-b"]
         data = evaluate(instance, NOW + 7 * CADENCE)
+        # due again: retried in a run of its own (ws-b alone too, its only neighbour)
         assert sorted(r.partition_key for r in data.run_requests) == ["ws-a", "ws-b"]
 
 

@@ -28,6 +28,7 @@ import msgspec
 import sqlalchemy as sa
 from pydantic import ValidationError
 
+from kpi_pipelines import settings
 from kpi_pipelines.automation.partitions import no_workspace, workspace_partitions
 from kpi_pipelines.integrations.notion.metrics import NOTE_PAGES, OBJECTIVES, TEXT
 from kpi_pipelines.integrations.notion.types import Block
@@ -345,7 +346,9 @@ def _notes_asset(spec: ProviderSpec) -> dg.AssetsDefinition:
         tags={"kpi/provider": provider, **spec.tags},
         partitions_def=workspace_partitions,
         output_required=False,
-        backfill_policy=dg.BackfillPolicy.multi_run(spec.workspaces_per_run),
+        backfill_policy=dg.BackfillPolicy.multi_run(
+            settings.workspaces_per_run(spec.workspaces_per_run)
+        ),
         required_resource_keys={"warehouse", provider},
         pool=spec.pool,
     )

@@ -1,9 +1,12 @@
-"""Turns each tick's unprocessed inbox rows into one Stripe run per affected workspace.
+"""Turns each tick's unprocessed inbox rows into Stripe runs over the affected workspaces:
+up to the spec's `workspaces_per_run` workspaces per run, side by side among the workspace
+partitions (a lone one gets a run of its own, held back by the run queue while another sync
+of its connection runs; a grouped run's syncs wait for their connection's lock instead).
 
 Rows are claimed by `processed_at IS NULL`, not by an id cursor, so an event whose
 transaction commits after a higher id was processed is still picked up on the next tick;
-claiming and marking happen in one transaction, so no row is replayed. The run key is the
-highest inbox id the run covers: a retry of the same tick cannot launch it twice.
+claiming and marking happen in one transaction, so no row is replayed. A run's key holds the
+highest inbox id of its workspaces: a retry of the same tick cannot launch it twice.
 
 Each tick also deletes processed events older than KPI_WEBHOOK_INBOX_RETENTION_DAYS, at most
 DELETED_PER_TICK of them (the oldest first), so the inbox stays bounded and no tick's work
@@ -18,8 +21,8 @@ import dagster as dg
 import sqlalchemy as sa
 
 from kpi_pipelines import settings
-from kpi_pipelines.automation.partitions import workspace_partitions
-from kpi_pipelines.automation.pools import connection_tags
+from kpi_pipelines.automation.partitions import range_tags, workspace_groups, workspace_partitions
+from kpi_pipelines.automation.pools import WORKSPACES_TAG, connection_tags
 from kpi_pipelines.integrations.shared.spec import ProviderSpec, provider_sensor
 from kpi_pipelines.resources import WarehouseResource
 from kpi_pipelines.warehouse.inbox import delete_processed
@@ -52,7 +55,10 @@ def webhook_inbox_sensor(
 
     @provider_sensor(
         name="stripe_webhook_sensor",
-        description="One Stripe sync per workspace that received webhook events since the last tick.",
+        description=(
+            "Stripe syncs of the workspaces that received webhook events since the last tick,"
+            " several workspaces per run."
+        ),
         job=job,
     )
     def stripe_webhook_sensor(
@@ -68,24 +74,35 @@ def webhook_inbox_sensor(
         )
         if deleted:
             context.log.info(f"deleted {deleted} processed Stripe webhook event(s) past retention")
-        runs = {(row.workspace_id, row.run_key): row.events for row in rows}
-        if not runs:
+        claimed = {row.workspace_id: (row.run_key, row.events) for row in rows}
+        if not claimed:
             return dg.SkipReason("no unprocessed Stripe webhook events")
-        known = set(context.instance.get_dynamic_partitions(workspace_partitions.name))
+        known = context.instance.get_dynamic_partitions(workspace_partitions.name)
         # A workspace added since the partition sensor's last tick gets its partition now,
-        # in the same result, rather than its events waiting.
-        missing = sorted({ws for ws, _ in runs} - known)
+        # in the same result (after the others), rather than its events waiting.
+        missing = sorted(set(claimed) - set(known))
+        most = settings.workspaces_per_run(spec.workspaces_per_run)
         requests = []
-        for (workspace_id, run_key), events in sorted(runs.items()):
+        for group in workspace_groups([*known, *missing], claimed, most):
+            events = sum(claimed[workspace_id][1] for workspace_id in group)
+            trigger = {"kpi/trigger": "stripe-webhook", "kpi/events": str(events)}
+            if len(group) == 1:
+                [workspace_id] = group
+                requests.append(
+                    dg.RunRequest(
+                        run_key=claimed[workspace_id][0],
+                        partition_key=workspace_id,
+                        tags={**trigger, **connection_tags(workspace_id, spec.key)},
+                    )
+                )
+                continue
+            # several workspaces' events in one run; each sync takes its connection's lock
+            # (every id claimed in a tick is new, so the highest keeps the key unique)
+            last_id = max(int(claimed[w][0].rsplit(":", 1)[1]) for w in group)
             requests.append(
                 dg.RunRequest(
-                    run_key=run_key,
-                    partition_key=workspace_id,
-                    tags={
-                        "kpi/trigger": "stripe-webhook",
-                        "kpi/events": str(events),
-                        **connection_tags(workspace_id, spec.key),
-                    },
+                    run_key=f"stripe-webhook:{group[0]}..{group[-1]}:{last_id}",
+                    tags={**trigger, **range_tags(group), WORKSPACES_TAG: str(len(group))},
                 )
             )
         return dg.SensorResult(

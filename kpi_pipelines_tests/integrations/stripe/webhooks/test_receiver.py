@@ -22,6 +22,7 @@ from kpi_pipelines_tests.integrations.stripe.webhooks.support import (
     signed,
     stripe_connection,
 )
+from kpi_pipelines_tests.run_results import tick_workspaces
 
 [stripe_webhook_sensor] = PROVIDERS["stripe"].sensors
 
@@ -79,7 +80,7 @@ def tick(instance):
         return stripe_webhook_sensor(context)
 
 
-def test_sensor_requests_one_run_per_workspace_and_never_replays(client, warehouse) -> None:
+def test_sensor_requests_runs_over_the_workspaces_and_never_replays(client, warehouse) -> None:
     for event_id, ws, secret in (
         ("evt_2", "ws-a", SECRET_A),
         ("evt_1", "ws-a", SECRET_A),
@@ -89,20 +90,37 @@ def test_sensor_requests_one_run_per_workspace_and_never_replays(client, warehou
         assert client.post(f"/stripe/{ws}", content=body, headers=headers).status_code == 200
     with scanned_instance() as instance:
         result = tick(instance)
-        by_ws = {r.partition_key: r for r in result.run_requests}
-        assert sorted(by_ws) == ["ws-a", "ws-b"]
-        assert by_ws["ws-a"].tags["kpi/events"] == "2"
-        # the partitions the runs need are added in the same tick
+        # the partitions the runs need are added in the same tick, before the runs' ranges
         assert [r.partition_keys for r in result.dynamic_partitions_requests] == [["ws-a", "ws-b"]]
+        instance.add_dynamic_partitions("workspace", ["ws-a", "ws-b"])
+        # both workspaces in one run (their syncs each wait for their connection's lock)
+        [grouped] = result.run_requests
+        assert tick_workspaces(instance, [grouped]) == [["ws-a", "ws-b"]]
+        assert grouped.tags["kpi/events"] == "3" and grouped.tags["kpi/workspaces"] == "2"
+        assert "kpi/connection" not in grouped.tags
         assert all(processed for *_, processed in inbox(warehouse))
         assert isinstance(tick(instance), dg.SkipReason)
 
-        # An event committed late (its id lower than processed ones would not matter) is picked up.
+        # An event committed late (its id lower than processed ones would not matter) is
+        # picked up: one workspace, a run of its own, held back by the queue like any sync
+        # of its connection.
         body, headers = signed(event("evt_late"), SECRET_A)
         client.post("/stripe/ws-a", content=body, headers=headers)
-        later = tick(instance)
-        assert [r.partition_key for r in later.run_requests] == ["ws-a"]
-        assert later.run_requests[0].run_key != by_ws["ws-a"].run_key
+        [later] = tick(instance).run_requests
+        assert later.partition_key == "ws-a" and later.tags["kpi/connection"] == "ws-a/stripe"
+        assert later.tags["kpi/events"] == "1"
+        assert later.run_key != grouped.run_key
+
+
+def test_the_sensor_groups_up_to_the_specs_size(client, warehouse, monkeypatch) -> None:
+    monkeypatch.setenv("KPI_WORKSPACES_PER_RUN", "1")
+    for ws, secret in (("ws-a", SECRET_A), ("ws-b", SECRET_B)):
+        body, headers = signed(event(f"evt_{ws}"), secret)
+        assert client.post(f"/stripe/{ws}", content=body, headers=headers).status_code == 200
+    with scanned_instance() as instance:
+        result = tick(instance)
+        assert sorted(r.partition_key for r in result.run_requests) == ["ws-a", "ws-b"]
+        assert len({r.run_key for r in result.run_requests}) == 2
 
 
 def test_late_commit_with_a_lower_id_is_not_skipped(warehouse, client) -> None:
