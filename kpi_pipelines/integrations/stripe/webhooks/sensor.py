@@ -64,8 +64,28 @@ def webhook_inbox_sensor(
     def stripe_webhook_sensor(
         context: dg.SensorEvaluationContext, warehouse: WarehouseResource
     ) -> dg.SensorResult | dg.SkipReason:
+        known = context.instance.get_dynamic_partitions(workspace_partitions.name)
+        most = settings.workspaces_per_run(spec.workspaces_per_run)
         with warehouse.get().control() as db:
-            rows = db.execute(sa.text(CLAIM)).all()
+            claimed = {
+                row.workspace_id: (row.run_key, row.events) for row in db.execute(sa.text(CLAIM))
+            }
+            # A workspace added since the partition sensor's last tick gets its partition
+            # now, in the same result (after the others), rather than its events waiting.
+            missing = sorted(set(claimed) - set(known))
+            groups = workspace_groups([*known, *missing], claimed, most)
+            requests = [_run_request(spec, group, claimed) for group in groups]
+            for request, group in zip(requests, groups, strict=True):
+                if len(group) > 1:  # the inbox names the run that took each event
+                    db.execute(
+                        sa.text(
+                            # now(): the claim's, in this transaction (indexed)
+                            "UPDATE webhook_inbox SET run_key = :key"
+                            " WHERE provider = 'stripe' AND processed_at = now()"
+                            " AND run_key = ANY(:claimed)"
+                        ),
+                        {"key": request.run_key, "claimed": [claimed[w][0] for w in group]},
+                    )
         deleted = delete_processed(
             warehouse.get(),
             "stripe",
@@ -74,37 +94,8 @@ def webhook_inbox_sensor(
         )
         if deleted:
             context.log.info(f"deleted {deleted} processed Stripe webhook event(s) past retention")
-        claimed = {row.workspace_id: (row.run_key, row.events) for row in rows}
-        if not claimed:
+        if not requests:
             return dg.SkipReason("no unprocessed Stripe webhook events")
-        known = context.instance.get_dynamic_partitions(workspace_partitions.name)
-        # A workspace added since the partition sensor's last tick gets its partition now,
-        # in the same result (after the others), rather than its events waiting.
-        missing = sorted(set(claimed) - set(known))
-        most = settings.workspaces_per_run(spec.workspaces_per_run)
-        requests = []
-        for group in workspace_groups([*known, *missing], claimed, most):
-            events = sum(claimed[workspace_id][1] for workspace_id in group)
-            trigger = {"kpi/trigger": "stripe-webhook", "kpi/events": str(events)}
-            if len(group) == 1:
-                [workspace_id] = group
-                requests.append(
-                    dg.RunRequest(
-                        run_key=claimed[workspace_id][0],
-                        partition_key=workspace_id,
-                        tags={**trigger, **connection_tags(workspace_id, spec.key)},
-                    )
-                )
-                continue
-            # several workspaces' events in one run; each sync takes its connection's lock
-            # (every id claimed in a tick is new, so the highest keeps the key unique)
-            last_id = max(int(claimed[w][0].rsplit(":", 1)[1]) for w in group)
-            requests.append(
-                dg.RunRequest(
-                    run_key=f"stripe-webhook:{group[0]}..{group[-1]}:{last_id}",
-                    tags={**trigger, **range_tags(group), WORKSPACES_TAG: str(len(group))},
-                )
-            )
         return dg.SensorResult(
             run_requests=requests,
             dynamic_partitions_requests=[workspace_partitions.build_add_request(missing)]
@@ -113,3 +104,25 @@ def webhook_inbox_sensor(
         )
 
     return stripe_webhook_sensor
+
+
+def _run_request(
+    spec: ProviderSpec, group: list[str], claimed: dict[str, tuple[str, int]]
+) -> dg.RunRequest:
+    """The run over `group`'s workspaces; `claimed`: each one's run key and event count."""
+    events = sum(claimed[workspace_id][1] for workspace_id in group)
+    trigger = {"kpi/trigger": "stripe-webhook", "kpi/events": str(events)}
+    if len(group) == 1:
+        [workspace_id] = group
+        return dg.RunRequest(
+            run_key=claimed[workspace_id][0],
+            partition_key=workspace_id,
+            tags={**trigger, **connection_tags(workspace_id, spec.key)},
+        )
+    # several workspaces' events in one run; each sync takes its connection's lock (every id
+    # claimed in a tick is new, so the highest keeps the key unique)
+    last_id = max(int(claimed[w][0].rsplit(":", 1)[1]) for w in group)
+    return dg.RunRequest(
+        run_key=f"stripe-webhook:{group[0]}..{group[-1]}:{last_id}",
+        tags={**trigger, **range_tags(group), WORKSPACES_TAG: str(len(group))},
+    )

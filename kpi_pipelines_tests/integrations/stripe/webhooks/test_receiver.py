@@ -99,6 +99,9 @@ def test_sensor_requests_runs_over_the_workspaces_and_never_replays(client, ware
         assert grouped.tags["kpi/events"] == "3" and grouped.tags["kpi/workspaces"] == "2"
         assert "kpi/connection" not in grouped.tags
         assert all(processed for *_, processed in inbox(warehouse))
+        with warehouse.control() as db:  # the inbox names the run that took each event
+            keys = db.execute(sa.text("SELECT DISTINCT run_key FROM webhook_inbox")).scalars()
+            assert list(keys) == [grouped.run_key]
         assert isinstance(tick(instance), dg.SkipReason)
 
         # An event committed late (its id lower than processed ones would not matter) is
