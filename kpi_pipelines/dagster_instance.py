@@ -17,7 +17,7 @@ from pathlib import Path
 import dagster as dg
 from dagster._serdes import ConfigurableClassData
 from dagster_postgres import DagsterPostgresStorage
-from dagster_postgres.utils import get_conn_string
+from dagster_postgres.utils import create_pg_engine, get_conn_string
 
 from kpi_pipelines.settings import kpi_home
 
@@ -25,6 +25,11 @@ from kpi_pipelines.settings import kpi_home
 # workspace.yaml, `kpi-pipelines ui`): schedule and sensor history belong to a location's
 # name, and the UI finds a run's job (to re-execute it) by it.
 CODE_LOCATION = "kpi_pipelines"
+
+# Dagster's storage connections a process keeps open (one per storage) and opens beyond
+# that at most, at once; a kept one is replaced after an hour.
+POOL_OVERFLOW = 8
+POOL_RECYCLE_SECONDS = 3600
 
 _PACKAGED = Path(__file__).parent / "dagster.yaml"
 _CHECKOUT = Path(__file__).parent.parent / "dagster.yaml"
@@ -71,7 +76,27 @@ class ProjectStorage(DagsterPostgresStorage):
     def from_config_value(  # type: ignore[override]
         cls, inst_data: ConfigurableClassData | None, config_value: dict
     ) -> ProjectStorage:
-        return cls(postgres_url=storage_url(), inst_data=inst_data)
+        storage = cls(postgres_url=storage_url(), inst_data=inst_data)
+        storage.pool_connections()
+        return storage
+
+    def pool_connections(self) -> None:
+        """Keep a connection open per storage instead of Dagster's default of none: each of
+        a run's events would otherwise open (and the server fork) a connection of its own,
+        which cost PostgreSQL more CPU than the event itself. One kept per storage and
+        process, more opened while threads need them (the daemon's) and closed after."""
+        # (the storages' engine is private; Dagster is pinned, and its webserver replaces
+        # the engine the same way: optimize_for_webserver)
+        for storage in (self._run_storage, self._event_log_storage, self._schedule_storage):
+            storage._engine = create_pg_engine(
+                storage.postgres_url,
+                None,
+                isolation_level="AUTOCOMMIT",
+                pool_size=1,
+                max_overflow=POOL_OVERFLOW,
+                pool_recycle=POOL_RECYCLE_SECONDS,
+                pool_pre_ping=True,
+            )
 
     # Dagster asks for these only to describe the storages one by one; the instance's
     # reference already carries this class whole.
