@@ -187,9 +187,10 @@ def stream(
 
 
 def wait_until_taken(warehouse: Any, event_ids: list[str], timeout: float = 900) -> None:
-    """Until every delivered event is claimed by the sensor and its run has finished."""
+    """Until every delivered event is claimed by the sensor and the run its inbox row
+    names exists and has finished."""
     import sqlalchemy as sa
-    from dagster._core.storage.dagster_run import ACTIVE_RUN_STATUSES, RunsFilter
+    from dagster._core.storage.dagster_run import FINISHED_STATUSES, RunsFilter
 
     from kpi_pipelines.dagster_instance import open_instance
 
@@ -197,15 +198,20 @@ def wait_until_taken(warehouse: Any, event_ids: list[str], timeout: float = 900)
     with open_instance() as instance:
         while time.monotonic() < deadline:
             with warehouse.control() as db:
-                left = db.execute(
+                keys = db.execute(
                     sa.text(
-                        "SELECT count(*) FROM webhook_inbox"
-                        " WHERE processed_at IS NULL AND event_id = ANY(:ids)"
+                        "SELECT DISTINCT coalesce(run_key, '') FROM webhook_inbox"
+                        " WHERE event_id = ANY(:ids)"
                     ),
                     {"ids": event_ids},
-                ).scalar_one()
-            active = instance.get_runs_count(RunsFilter(statuses=ACTIVE_RUN_STATUSES))
-            if not left and not active:
+                ).scalars()
+                keys = list(keys)
+            done = "" not in keys and all(
+                (runs := instance.get_runs(RunsFilter(tags={"dagster/run_key": key})))
+                and runs[0].status in FINISHED_STATUSES
+                for key in keys
+            )
+            if done:
                 return
             time.sleep(1)
     raise SystemExit("the delivered events were not all taken and synced in time")
