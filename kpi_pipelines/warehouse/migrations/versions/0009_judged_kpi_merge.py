@@ -71,21 +71,26 @@ DECLARE
     -- those that would change their stored row
     fresh tid[];
     changing tid[];
+    hash_join text;
+    merge_join text;
 BEGIN
     PERFORM kpi.kpi_stage_is_ours();
     inserted := 0;
     updated := 0;
-    -- LATERAL with an aggregate: one index probe per staged row, whatever the estimates.
+    -- One index probe per staged row. The planner cannot know the staging table's size and
+    -- would rather hash every stored row of the workspace for a batch of a few thousand: it
+    -- is told not to, for this statement only.
+    hash_join := pg_catalog.current_setting('enable_hashjoin');
+    merge_join := pg_catalog.current_setting('enable_mergejoin');
+    PERFORM pg_catalog.set_config('enable_hashjoin', 'off', true),
+            pg_catalog.set_config('enable_mergejoin', 'off', true);
     SELECT pg_catalog.count(*),
-           pg_catalog.array_agg(s.ctid) FILTER (WHERE stored.is_new),
-           pg_catalog.array_agg(s.ctid) FILTER (WHERE stored.changes)
+           pg_catalog.array_agg(s.ctid) FILTER (WHERE k.origin IS NULL),
+           pg_catalog.array_agg(s.ctid) FILTER (WHERE {_changes("k", "s")})
       INTO staged, fresh, changing
-      FROM pg_temp.kpi_stage s
-      CROSS JOIN LATERAL (
-          SELECT pg_catalog.count(*) = 0 AS is_new,
-                 pg_catalog.bool_or({_changes("k", "s")}) AS changes
-          FROM kpi.kpi_data k WHERE {_same_key("k", "s")}
-      ) stored;
+      FROM pg_temp.kpi_stage s LEFT JOIN kpi.kpi_data k ON {_same_key("k", "s")};
+    PERFORM pg_catalog.set_config('enable_hashjoin', hash_join, true),
+            pg_catalog.set_config('enable_mergejoin', merge_join, true);
     IF fresh IS NULL AND changing IS NULL THEN
         RETURN;
     END IF;
