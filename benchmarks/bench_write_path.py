@@ -327,8 +327,10 @@ def explain_batch(
         finally:
             transaction.rollback()
     # The merge's statements on kpi_data: the read that judges the staged rows against the
-    # stored ones, and the INSERT and UPDATE that write (none for an unchanged batch).
-    judge = next(plan for plan in plans if _judges_stage(plan))
+    # stored ones (not needed when every key is new: the first INSERT tried succeeds), and
+    # the INSERT and UPDATE that write (none for an unchanged batch). A statement that
+    # failed (the INSERT tried first, when a key is stored) is not reported.
+    judge = next((plan for plan in plans if _judges_stage(plan)), None)
     writes = [plan for plan in plans if _writes_kpi_data(plan)]
     triggers: dict[str, float] = {}
     for write in writes:
@@ -338,7 +340,7 @@ def explain_batch(
             label = "foreign key" if name.startswith("RI_") else name
             triggers[label] = round(triggers.get(label, 0.0) + trigger["Time"], 1)
     statements = sum(plan["Plan"]["Actual Total Time"] for plan in writes)
-    judge_ms = judge["Plan"]["Actual Total Time"]
+    judge_ms = judge["Plan"]["Actual Total Time"] if judge else 0.0
     return {
         "rows": len(rows),
         "written": written,

@@ -2,19 +2,20 @@
 
 `kpi.merge_kpi_stage()` (0004) sent every staged row through one `INSERT ... ON CONFLICT DO
 UPDATE ... WHERE`: a row that changed nothing was still locked (a WAL record and a dirtied
-page each), and every new row paid for the speculative insertion. It now first reads the
-stored row of each staged key (one index probe each, nothing locked) and counts the new keys
-and the rows that would change something, then:
+page each), and every new row paid for the speculative insertion. Now:
 
-- nothing new and nothing changed (an identical re-write): no statement writes, no trigger
-  runs;
-- only new keys (a first load): a plain INSERT of the staged rows;
-- otherwise an UPDATE of the keys whose newest staged row changes something, under the same
+- it first tries a plain INSERT of the staged rows, which is all a first load needs; the
+  first row whose key is stored (in a re-write, the very first row) ends the attempt with
+  unique_violation, and it is rolled back;
+- then it reads the stored row of each staged key (one index probe each, nothing locked)
+  and collects the rows with a new key and those that would change their stored row: when
+  there are none (an identical re-write) no statement writes and no trigger runs;
+- else an UPDATE of the keys whose newest staged row changes something, under the same
   conditions as the upsert's WHERE (re-checked on the row as it stands when it is locked),
-  then an INSERT of the keys still missing.
+  then an INSERT of the new keys.
 
-A key twice in the batch among the new ones, or a key another transaction inserted since the
-count, raises unique_violation: the block is rolled back and the upsert of 0004 does the
+A new key twice in the batch, or a key another transaction inserted since it was read,
+raises unique_violation in that last step: it is rolled back and the upsert of 0004 does the
 batch instead, so the outcome is the upsert's in every case. The rows written, their audit
 rows (the statement-level triggers of 0001/0002, unchanged) and the counts returned are the
 same; the guards (`kpi.transaction_actor()`, `kpi.kpi_stage_is_ours()`), the owner's rights,
@@ -66,31 +67,44 @@ CREATE OR REPLACE FUNCTION kpi.merge_kpi_stage(OUT inserted bigint, OUT updated 
 LANGUAGE plpgsql {DEFINER} AS $$
 DECLARE
     actor text := kpi.transaction_actor();
-    staged bigint;
     -- the staging table's rows (ctid: the table is this transaction's own) to insert, and
     -- those that would change their stored row
     fresh tid[];
     changing tid[];
     hash_join text;
     merge_join text;
+    materialize text;
 BEGIN
     PERFORM kpi.kpi_stage_is_ours();
     inserted := 0;
     updated := 0;
-    -- One index probe per staged row. The planner cannot know the staging table's size and
-    -- would rather hash every stored row of the workspace for a batch of a few thousand: it
-    -- is told not to, for this statement only.
+    -- A first load, where every key is new, needs no judging: it is tried first, as a plain
+    -- INSERT. The first staged row whose key is stored (in a re-write, the very first row)
+    -- ends the attempt, which is rolled back, and the rows are judged instead.
+    BEGIN
+        INSERT INTO kpi.kpi_data ({KPI_COLUMNS}, origin, changed_by)
+        SELECT {KPI_COLUMNS}, 'sync', actor FROM pg_temp.kpi_stage;
+        GET DIAGNOSTICS inserted = ROW_COUNT;
+        RETURN;
+    EXCEPTION WHEN unique_violation THEN
+        NULL;
+    END;
+    -- One index probe per staged row: the planner, which knows neither the staging table's
+    -- size nor, before the first ANALYZE, the workspace's, would otherwise hash (or scan
+    -- again per staged row) every stored row of the workspace. Off for this statement only.
     hash_join := pg_catalog.current_setting('enable_hashjoin');
     merge_join := pg_catalog.current_setting('enable_mergejoin');
+    materialize := pg_catalog.current_setting('enable_material');
     PERFORM pg_catalog.set_config('enable_hashjoin', 'off', true),
-            pg_catalog.set_config('enable_mergejoin', 'off', true);
-    SELECT pg_catalog.count(*),
-           pg_catalog.array_agg(s.ctid) FILTER (WHERE k.origin IS NULL),
+            pg_catalog.set_config('enable_mergejoin', 'off', true),
+            pg_catalog.set_config('enable_material', 'off', true);
+    SELECT pg_catalog.array_agg(s.ctid) FILTER (WHERE k.origin IS NULL),
            pg_catalog.array_agg(s.ctid) FILTER (WHERE {_changes("k", "s")})
-      INTO staged, fresh, changing
+      INTO fresh, changing
       FROM pg_temp.kpi_stage s LEFT JOIN kpi.kpi_data k ON {_same_key("k", "s")};
     PERFORM pg_catalog.set_config('enable_hashjoin', hash_join, true),
-            pg_catalog.set_config('enable_mergejoin', merge_join, true);
+            pg_catalog.set_config('enable_mergejoin', merge_join, true),
+            pg_catalog.set_config('enable_material', materialize, true);
     IF fresh IS NULL AND changing IS NULL THEN
         RETURN;
     END IF;
@@ -111,11 +125,7 @@ BEGIN
             WHERE {_same_key("k", "n")} AND {_changes("k", "n")};
             GET DIAGNOSTICS updated = ROW_COUNT;
         END IF;
-        IF pg_catalog.cardinality(fresh) = staged THEN
-            INSERT INTO kpi.kpi_data ({KPI_COLUMNS}, origin, changed_by)
-            SELECT {KPI_COLUMNS}, 'sync', actor FROM pg_temp.kpi_stage;
-            GET DIAGNOSTICS inserted = ROW_COUNT;
-        ELSIF fresh IS NOT NULL THEN
+        IF fresh IS NOT NULL THEN
             INSERT INTO kpi.kpi_data ({KPI_COLUMNS}, origin, changed_by)
             SELECT {KPI_COLUMNS}, 'sync', actor FROM pg_temp.kpi_stage WHERE ctid = ANY (fresh);
             GET DIAGNOSTICS inserted = ROW_COUNT;
