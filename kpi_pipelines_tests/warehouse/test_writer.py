@@ -164,6 +164,25 @@ def test_one_batch_inserts_new_keys_updates_changed_ones_and_leaves_the_rest(
     ]
 
 
+def test_new_keys_ahead_of_a_stored_one_are_inserted_and_audited_once(
+    warehouse, workspace_a
+) -> None:
+    write(warehouse, point(1, plan="a", source_ts=T0))
+    stats = write(
+        warehouse,
+        point(4, plan="c", source_ts=T0),  # new, staged before the stored key
+        point(5, plan="d", source_ts=T0),  # new
+        point(1, plan="a", source_ts=T0),  # stored, unchanged
+        actor="run:2",
+    )
+    assert (stats.inserted, stats.updated, stats.unchanged) == (2, 0, 1)
+    assert values(warehouse) == {("mrr", "plan=a"): 1, ("mrr", "plan=c"): 4, ("mrr", "plan=d"): 5}
+    assert audit(warehouse)[1:] == [
+        ("mrr", '{"plan":"c"}', "insert", None, 4, "run:2"),
+        ("mrr", '{"plan":"d"}', "insert", None, 5, "run:2"),
+    ]
+
+
 def test_a_stored_key_twice_in_one_batch_is_judged_by_its_newest_row(
     warehouse, workspace_a
 ) -> None:
