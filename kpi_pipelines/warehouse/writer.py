@@ -1,17 +1,19 @@
-"""The one write path for every provider: COPY into a staging table, then one upsert.
+"""The one write path for every provider: COPY into a staging table, then one merge.
 
 Each call runs inside the caller's tenant transaction (see Warehouse.tenant), so a batch is
 all or nothing and a rerun after a crash writes no duplicates. The tenant role may only
-INSERT into the staging table; the upsert is the owner's SECURITY DEFINER function
-(`kpi.merge_kpi_stage()`, migration 0004), which row-level security still scopes to the
-transaction's proved workspace. Conflict resolution lives in the upsert's WHERE clause
-(DESIGN.md):
+INSERT into the staging table; the merge is the owner's SECURITY DEFINER function
+(`kpi.merge_kpi_stage()`, migrations 0004 and 0009), which row-level security still scopes
+to the transaction's proved workspace. It first reads the stored row of each staged key, so
+that a row which changes nothing is neither written nor locked, then inserts the new keys
+and updates the changed ones. Conflict resolution (DESIGN.md):
 
 - a source overwrites its own earlier value when the new value's source timestamp is not
   older than the stored one, and only when something actually changed;
 - a manual override is replaced by the next sync of its source that writes the same key
   (the audit trigger records the supersede and closes the override);
-- a write whose source timestamp is older than the stored one changes nothing.
+- a write whose source timestamp is older than the stored one changes nothing;
+- a batch that carries a key twice keeps the newest (by source timestamp).
 """
 
 from __future__ import annotations

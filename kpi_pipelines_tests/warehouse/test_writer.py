@@ -1,5 +1,7 @@
 """The one write path: conflict resolution and audit, exactly as DESIGN.md states them."""
 
+import threading
+import time
 from datetime import UTC, datetime, timedelta
 
 import sqlalchemy as sa
@@ -140,6 +142,112 @@ def test_duplicate_keys_in_one_batch_keep_the_newest(warehouse, workspace_a) -> 
     stats = write(warehouse, point(1, source_ts=T0), point(2, source_ts=T0 + timedelta(seconds=1)))
     assert stats.inserted == 1
     assert values(warehouse) == {("mrr", ""): 2}
+
+
+def test_one_batch_inserts_new_keys_updates_changed_ones_and_leaves_the_rest(
+    warehouse, workspace_a
+) -> None:
+    write(warehouse, point(1, plan="a", source_ts=T0), point(2, plan="b", source_ts=T0))
+    later = T0 + timedelta(hours=1)
+    stats = write(
+        warehouse,
+        point(1, plan="a", source_ts=later),  # unchanged
+        point(3, plan="b", source_ts=later),  # changed
+        point(4, plan="c", source_ts=later),  # new
+        actor="run:2",
+    )
+    assert (stats.inserted, stats.updated, stats.unchanged) == (1, 1, 1)
+    assert values(warehouse) == {("mrr", "plan=a"): 1, ("mrr", "plan=b"): 3, ("mrr", "plan=c"): 4}
+    assert audit(warehouse)[2:] == [
+        ("mrr", '{"plan":"b"}', "update", 2, 3, "run:2"),
+        ("mrr", '{"plan":"c"}', "insert", None, 4, "run:2"),
+    ]
+
+
+def test_new_keys_ahead_of_a_stored_one_are_inserted_and_audited_once(
+    warehouse, workspace_a
+) -> None:
+    write(warehouse, point(1, plan="a", source_ts=T0))
+    stats = write(
+        warehouse,
+        point(4, plan="c", source_ts=T0),  # new, staged before the stored key
+        point(5, plan="d", source_ts=T0),  # new
+        point(1, plan="a", source_ts=T0),  # stored, unchanged
+        actor="run:2",
+    )
+    assert (stats.inserted, stats.updated, stats.unchanged) == (2, 0, 1)
+    assert values(warehouse) == {("mrr", "plan=a"): 1, ("mrr", "plan=c"): 4, ("mrr", "plan=d"): 5}
+    assert audit(warehouse)[1:] == [
+        ("mrr", '{"plan":"c"}', "insert", None, 4, "run:2"),
+        ("mrr", '{"plan":"d"}', "insert", None, 5, "run:2"),
+    ]
+
+
+def test_a_stored_key_twice_in_one_batch_is_judged_by_its_newest_row(
+    warehouse, workspace_a
+) -> None:
+    write(warehouse, point(100, source_ts=T0), point(5, plan="pro", source_ts=T0))
+    # mrr: the older row would change the value, the newest is the stored value again
+    # plan=pro: the newest row changes it
+    stats = write(
+        warehouse,
+        point(150, source_ts=T0 + timedelta(hours=1)),
+        point(100, source_ts=T0 + timedelta(hours=2)),
+        point(6, plan="pro", source_ts=T0 + timedelta(hours=1)),
+        point(7, plan="pro", source_ts=T0 + timedelta(hours=2)),
+        actor="run:2",
+    )
+    assert (stats.inserted, stats.updated) == (0, 1)
+    assert values(warehouse) == {("mrr", ""): 100, ("mrr", "plan=pro"): 7}
+    assert audit(warehouse)[2:] == [("mrr", '{"plan":"pro"}', "update", 5, 7, "run:2")]
+
+
+def test_a_key_another_transaction_inserts_meanwhile_is_merged_not_refused(
+    warehouse, workspace_a
+) -> None:
+    """The merge saw the key missing, the other transaction's commit made it exist: the
+    upsert takes the batch over, with the conflict resolution and audit of any update."""
+    outcome: dict[str, object] = {}
+    with warehouse.tenant("ws-a", actor="run:first") as first:
+        write_kpis(first, [point(1, source_ts=T0)], fetched_at=T0)
+
+        def second_writer() -> None:
+            try:
+                outcome["stats"] = write(
+                    warehouse, point(2, source_ts=T0 + timedelta(hours=1)), actor="run:second"
+                )
+            except Exception as exc:  # reported by the assertion below
+                outcome["error"] = exc
+
+        thread = threading.Thread(target=second_writer)
+        thread.start()
+        _wait_for_lock_wait(warehouse)
+    thread.join(timeout=30)
+    assert "error" not in outcome, outcome.get("error")
+    stats = outcome["stats"]
+    assert (stats.inserted, stats.updated) == (0, 1)
+    assert values(warehouse) == {("mrr", ""): 2}
+    assert audit(warehouse) == [
+        ("mrr", "", "insert", None, 1, "run:first"),
+        ("mrr", "", "update", 1, 2, "run:second"),
+    ]
+
+
+def _wait_for_lock_wait(warehouse: Warehouse) -> None:
+    """Until a tenant session waits for another's transaction (the second insert of a key)."""
+    deadline = time.monotonic() + 20
+    while time.monotonic() < deadline:
+        with warehouse.engine(None).connect() as admin:
+            waiting = admin.execute(
+                sa.text(
+                    "SELECT count(*) FROM pg_stat_activity"
+                    " WHERE usename = 'kpi_tenant' AND wait_event_type = 'Lock'"
+                )
+            ).scalar_one()
+        if waiting:
+            return
+        time.sleep(0.05)
+    raise AssertionError("the second writer never waited for the first")
 
 
 def test_raw_records_land_once_and_update_when_newer(warehouse, workspace_a) -> None:

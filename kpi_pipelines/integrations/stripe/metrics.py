@@ -18,10 +18,17 @@ lists every billing field and what it does. That turns into each customer's MRR 
 it changes. Daily totals, movements, counts and the 30-day cohort ratios come from those
 levels without ever building a row per customer per day (the work grows with the changes,
 not with customers x days).
+
+The work stays linear in the account's size: each landed payload (compressed jsonb, which
+every `payload->...` decompresses again) is read through `jsonb_to_record` for the fields a
+step needs, once per step; what two steps need or a join compares goes to a temporary table
+that is analyzed as soon as it is made (records landed a moment ago have no statistics, and
+a join planned for one row per side becomes a nested loop over every pair).
 """
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from datetime import date, datetime
@@ -124,8 +131,8 @@ FROM per_currency
 _LINES = """
 CREATE TEMP TABLE st_lines ON COMMIT DROP AS
 SELECT coalesce(l->'parent'->'subscription_item_details'->>'subscription',
-                inv.payload->'parent'->'subscription_details'->>'subscription',
-                inv.payload->>'subscription') AS sub_id,
+                inv.parent->'subscription_details'->>'subscription',
+                inv.subscription #>> '{}') AS sub_id,
        coalesce(l->'parent'->'subscription_item_details'->>'subscription_item',
                 l->>'subscription_item') AS item_id,
        coalesce(l->'pricing'->'price_details'->>'price', l->'price'->>'id') AS price_id,
@@ -140,21 +147,27 @@ SELECT coalesce(l->'parent'->'subscription_item_details'->>'subscription',
         FROM jsonb_array_elements(CASE WHEN jsonb_typeof(l->'taxes') = 'array' THEN l->'taxes' ELSE '[]' END) t
         WHERE t->>'tax_behavior' = 'inclusive' AND jsonb_typeof(t->'amount') = 'number'
           AND jsonb_typeof(t->'taxable_amount') = 'number') AS inclusive_tax_share,
-       (inv.payload->>'created')::bigint AS invoice_created
-FROM raw_records inv, jsonb_array_elements(CASE WHEN jsonb_typeof(inv.payload->'lines'->'data') = 'array' THEN inv.payload->'lines'->'data' ELSE '[]' END) l
-WHERE inv.source = 'stripe' AND inv.stream = 'invoices'
+       (inv.created #>> '{}')::bigint AS invoice_created
+FROM raw_records r,
+     jsonb_to_record(r.payload) AS inv(lines jsonb, parent jsonb, subscription jsonb, created jsonb),
+     jsonb_array_elements(CASE WHEN jsonb_typeof(inv.lines->'data') = 'array' THEN inv.lines->'data' ELSE '[]' END) l
+WHERE r.source = 'stripe' AND r.stream = 'invoices'
   AND coalesce(l->'parent'->'subscription_item_details'->>'subscription_item', l->>'subscription_item') IS NOT NULL;
 
 CREATE TEMP TABLE st_subs ON COMMIT DROP AS
-SELECT payload->>'id' AS sub_id,
-       coalesce(payload->'customer'->>'id', payload->>'customer') AS customer,
-       upper(payload->>'currency') AS currency,
-       payload->>'status' AS status,
-       to_timestamp((payload->>'start_date')::bigint) AS started,
-       to_timestamp((payload->>'trial_start')::bigint) AS trial_start,
-       to_timestamp((payload->>'trial_end')::bigint) AS trial_end,
-       to_timestamp((payload->>'ended_at')::bigint) AS ended_at
-FROM raw_records WHERE source = 'stripe' AND stream = 'subscriptions'
+SELECT s.id #>> '{}' AS sub_id,
+       coalesce(s.customer->>'id', s.customer #>> '{}') AS customer,
+       upper(s.currency #>> '{}') AS currency,
+       s.status #>> '{}' AS status,
+       to_timestamp((s.start_date #>> '{}')::bigint) AS started,
+       to_timestamp((s.trial_start #>> '{}')::bigint) AS trial_start,
+       to_timestamp((s.trial_end #>> '{}')::bigint) AS trial_end,
+       to_timestamp((s.ended_at #>> '{}')::bigint) AS ended_at
+FROM raw_records r,
+     jsonb_to_record(r.payload) AS s(id jsonb, customer jsonb, currency jsonb, status jsonb,
+                                     start_date jsonb, trial_start jsonb, trial_end jsonb,
+                                     ended_at jsonb)
+WHERE r.source = 'stripe' AND r.stream = 'subscriptions'
 """
 
 
@@ -185,12 +198,13 @@ def _state_of(sub: str) -> str:
     """What of a subscription object decides its MRR, in one canonical form: its status,
     and per item the price, quantity, discounts and the tax rates included in the price (the
     item's own, else the subscription's defaults); the subscription's discounts. Used for
-    the events' objects and the snapshots alike, so equal states compare equal."""
-    items = f"{sub}->'items'->'data'"
-    return f"""jsonb_build_object(
-        'id', {sub}->'id',
-        'status', {sub}->'status',
-        'discounts', {_ids(f"{sub}->'discounts'")},
+    the events' objects and the snapshots alike, so equal states compare equal. `sub` is
+    evaluated once (OFFSET 0 keeps the planner from pasting it into every reference below):
+    each reference to a landed payload decompresses all of it again."""
+    return f"""(SELECT jsonb_build_object(
+        'id', s->'id',
+        'status', s->'status',
+        'discounts', {_ids("s->'discounts'")},
         'items', coalesce((
             SELECT jsonb_agg(jsonb_build_object(
                 'id', i->'id',
@@ -200,10 +214,23 @@ def _state_of(sub: str) -> str:
                 'included_tax', CASE WHEN jsonb_typeof(i->'tax_rates') = 'array'
                                       AND jsonb_array_length(i->'tax_rates') > 0
                                      THEN {_included_tax("i->'tax_rates'")}
-                                     ELSE {_included_tax(f"{sub}->'default_tax_rates'")} END
+                                     ELSE {_included_tax("s->'default_tax_rates'")} END
             ) ORDER BY i->>'id')
-            FROM jsonb_array_elements({_array(items)}) i
-            WHERE jsonb_typeof(i->'id') = 'string'), '[]'))"""
+            FROM jsonb_array_elements({_array("s->'items'->'data'")}) i
+            WHERE jsonb_typeof(i->'id') = 'string'), '[]'))
+        FROM (SELECT {sub} AS s OFFSET 0) one)"""
+
+
+# What `_state_of` reads of a landed subscription, taken out of its payload in one
+# decompression (absent and null fields give the same state).
+_STATE_FIELDS = "id jsonb, status jsonb, discounts jsonb, items jsonb, default_tax_rates jsonb"
+
+
+def _state_fields(alias: str) -> str:
+    return (
+        f"jsonb_build_object('id', {alias}.id, 'status', {alias}.status, 'discounts',"
+        f" {alias}.discounts, 'items', {alias}.items, 'default_tax_rates', {alias}.default_tax_rates)"
+    )
 
 
 # Step 0: a snapshot of each subscription this sync landed (or that has none yet) whose state
@@ -213,21 +240,26 @@ def _state_of(sub: str) -> str:
 # would have had it fetched again was missed): it is not observed again.
 _SNAPSHOT = f"""
 SELECT kpi.open_raw_stage();
+CREATE TEMP TABLE st_landed_states ON COMMIT DROP AS
+SELECT r.workspace_id, r.record_id, r.fetched_at, {_state_of(_state_fields("f"))} AS state
+FROM raw_records r, jsonb_to_record(r.payload) AS f({_STATE_FIELDS})
+WHERE r.source = 'stripe' AND r.stream = 'subscriptions';
+
+CREATE TEMP TABLE st_latest_states ON COMMIT DROP AS
+SELECT DISTINCT ON (payload->'subscription'->>'id')
+       payload->'subscription'->>'id' AS sub_id, payload->'subscription' AS state
+FROM raw_records
+WHERE source = 'stripe' AND stream = 'subscription_states'
+  AND (payload->>'observed_at')::bigint <= %(observed)s
+ORDER BY payload->'subscription'->>'id', (payload->>'observed_at')::bigint DESC;
+
 INSERT INTO pg_temp.raw_stage (workspace_id, source, stream, record_id, payload,
                                source_updated_at)
 SELECT s.workspace_id, 'stripe', 'subscription_states', s.record_id || '@' || %(observed)s,
        jsonb_build_object('observed_at', %(observed)s, 'subscription', s.state),
        to_timestamp(%(observed)s)
-FROM (SELECT workspace_id, record_id, fetched_at, {_state_of("payload")} AS state FROM raw_records
-      WHERE source = 'stripe' AND stream = 'subscriptions') s
-LEFT JOIN (
-    SELECT DISTINCT ON (payload->'subscription'->>'id')
-           payload->'subscription'->>'id' AS sub_id, payload->'subscription' AS state
-    FROM raw_records
-    WHERE source = 'stripe' AND stream = 'subscription_states'
-      AND (payload->>'observed_at')::bigint <= %(observed)s
-    ORDER BY payload->'subscription'->>'id', (payload->>'observed_at')::bigint DESC
-) latest ON latest.sub_id = s.record_id
+FROM st_landed_states s
+LEFT JOIN st_latest_states latest ON latest.sub_id = s.record_id
 WHERE latest.state IS DISTINCT FROM s.state
   AND (s.fetched_at >= %(landed_since)s OR latest.state IS NULL);
 -- landed through the write path's merge: a snapshot observed at the same instant as an
@@ -245,26 +277,29 @@ SELECT kpi.merge_raw_stage(now())
 # with it.
 _OBSERVED = f"""
 CREATE TEMP TABLE st_observations ON COMMIT DROP AS
-SELECT payload->'data'->'object'->>'id' AS sub_id,
-       to_timestamp((payload->>'created')::bigint) AS t, 0 AS rank, payload->>'type' AS type,
-       {_state_of("(payload->'data'->'object')")} AS state,
+SELECT e.data->'object'->>'id' AS sub_id,
+       to_timestamp((e.created #>> '{{}}')::bigint) AS t, 0 AS rank, e.type #>> '{{}}' AS type,
+       {_state_of("(e.data->'object')")} AS state,
        -- what it was before: needed of a subscription's first event only (filled below)
-       NULL::jsonb AS before, record_id AS event_id,
-       jsonb_typeof(payload->'data'->'previous_attributes') = 'object' AS has_before
-FROM raw_records
-WHERE source = 'stripe' AND stream = 'subscription_events'
-  AND jsonb_typeof(payload->'data'->'object') = 'object'
+       NULL::jsonb AS before, r.record_id AS event_id,
+       jsonb_typeof(e.data->'previous_attributes') = 'object' AS has_before,
+       -- the same for every event, while its payload is at hand (cheaper than reading the
+       -- first events' payloads again)
+       CASE WHEN jsonb_typeof(e.data->'previous_attributes') = 'object'
+            THEN {_state_of("((e.data->'object') || (e.data->'previous_attributes'))")}
+       END AS prior
+FROM raw_records r, jsonb_to_record(r.payload) AS e(data jsonb, created jsonb, type jsonb)
+WHERE r.source = 'stripe' AND r.stream = 'subscription_events'
+  AND jsonb_typeof(e.data->'object') = 'object'
 UNION ALL
 SELECT payload->'subscription'->>'id', to_timestamp((payload->>'observed_at')::bigint), 1,
-       'snapshot', payload->'subscription', NULL, NULL, false
+       'snapshot', payload->'subscription', NULL, NULL, false, NULL
 FROM raw_records WHERE source = 'stripe' AND stream = 'subscription_states';
 
 UPDATE st_observations o
-SET before = {_state_of("((e.payload->'data'->'object') || (e.payload->'data'->'previous_attributes'))")}
+SET before = o.prior
 FROM (SELECT DISTINCT ON (sub_id) sub_id, event_id FROM st_observations
       ORDER BY sub_id, t, rank) first
-JOIN raw_records e ON e.source = 'stripe' AND e.stream = 'subscription_events'
- AND e.record_id = first.event_id
 WHERE o.event_id = first.event_id AND o.has_before;
 
 CREATE TEMP TABLE st_eras ON COMMIT DROP AS
@@ -307,29 +342,32 @@ CREATE TEMP TABLE st_coupons ON COMMIT DROP AS
 SELECT payload->>'id' AS id, payload AS coupon FROM raw_records
 WHERE source = 'stripe' AND stream = 'coupons';
 
--- every discount object landed anywhere, with its coupon's terms
-CREATE TEMP TABLE st_discount_terms ON COMMIT DROP AS
+CREATE TEMP TABLE st_discount_objects ON COMMIT DROP AS
 WITH discount_objects AS (
-    SELECT coalesce(d->>'subscription', r.payload->>'id') AS sub_id, d, n AS listed_at
-    FROM raw_records r, jsonb_array_elements(CASE WHEN jsonb_typeof(r.payload->'discounts') = 'array' THEN r.payload->'discounts' ELSE '[]' END) WITH ORDINALITY AS ds(d, n)
+    SELECT coalesce(d->>'subscription', sub.id #>> '{}') AS sub_id, d, n AS listed_at
+    FROM raw_records r, jsonb_to_record(r.payload) AS sub(id jsonb, discounts jsonb),
+         jsonb_array_elements(CASE WHEN jsonb_typeof(sub.discounts) = 'array' THEN sub.discounts ELSE '[]' END) WITH ORDINALITY AS ds(d, n)
     WHERE r.source = 'stripe' AND r.stream = 'subscriptions' AND jsonb_typeof(d) = 'object'
     UNION ALL
-    SELECT coalesce(d->>'subscription', r.payload->>'id'), d, NULL
-    FROM raw_records r,
-         jsonb_array_elements(CASE WHEN jsonb_typeof(r.payload->'items'->'data') = 'array' THEN r.payload->'items'->'data' ELSE '[]' END) i,
+    SELECT coalesce(d->>'subscription', sub.id #>> '{}'), d, NULL
+    FROM raw_records r, jsonb_to_record(r.payload) AS sub(id jsonb, items jsonb),
+         jsonb_array_elements(CASE WHEN jsonb_typeof(sub.items->'data') = 'array' THEN sub.items->'data' ELSE '[]' END) i,
          jsonb_array_elements(CASE WHEN jsonb_typeof(i->'discounts') = 'array' THEN i->'discounts' ELSE '[]' END) d
     WHERE r.source = 'stripe' AND r.stream = 'subscriptions' AND jsonb_typeof(d) = 'object'
     UNION ALL
     -- an invoice's discounts that are its subscription's (not those of the invoice alone, of
     -- one of its items, or of the customer), whatever their coupons' durations
     SELECT d->>'subscription', d, NULL
-    FROM raw_records inv, jsonb_array_elements(CASE WHEN jsonb_typeof(inv.payload->'discounts') = 'array' THEN inv.payload->'discounts' ELSE '[]' END) d
-    WHERE inv.source = 'stripe' AND inv.stream = 'invoices' AND jsonb_typeof(d) = 'object'
+    FROM raw_records r, jsonb_to_record(r.payload) AS inv(discounts jsonb),
+         jsonb_array_elements(CASE WHEN jsonb_typeof(inv.discounts) = 'array' THEN inv.discounts ELSE '[]' END) d
+    WHERE r.source = 'stripe' AND r.stream = 'invoices' AND jsonb_typeof(d) = 'object'
       AND d->>'subscription' IS NOT NULL AND d->>'invoice' IS NULL AND d->>'invoice_item' IS NULL
-), unique_discounts AS (
-    SELECT DISTINCT ON (d->>'id') sub_id, d, listed_at FROM discount_objects
-    WHERE d->>'id' IS NOT NULL ORDER BY d->>'id', listed_at
 )
+SELECT DISTINCT ON (d->>'id') sub_id, d, listed_at FROM discount_objects
+WHERE d->>'id' IS NOT NULL ORDER BY d->>'id', listed_at;
+
+-- every discount object landed anywhere, with its coupon's terms
+CREATE TEMP TABLE st_discount_terms ON COMMIT DROP AS
 SELECT u.d->>'id' AS id, u.sub_id, u.d->>'subscription_item' AS item_id, u.listed_at,
        to_timestamp((u.d->>'start')::bigint) AS valid_from,
        coalesce(to_timestamp((u.d->>'end')::bigint), 'infinity') AS valid_to,
@@ -345,7 +383,7 @@ SELECT u.d->>'id' AS id, u.sub_id, u.d->>'subscription_item' AS item_id, u.liste
              AND jsonb_array_length(c.coupon->'applies_to'->'products') > 0
             THEN ARRAY(SELECT jsonb_array_elements_text(c.coupon->'applies_to'->'products'))
        END AS products
-FROM unique_discounts u
+FROM st_discount_objects u
 LEFT JOIN st_subs s ON s.sub_id = u.sub_id
 CROSS JOIN LATERAL (
     -- the coupon as landed (its includable fields expanded), else as the discount embeds it
@@ -480,18 +518,42 @@ LEFT JOIN LATERAL (
 # the whole life of one that never got past incomplete, and the unpaid or paused spell its
 # era starts in.
 _SPELLS = """
+-- what the metrics read of the charges (failed ones here, succeeded ones for revenue)
+CREATE TEMP TABLE st_charges ON COMMIT DROP AS
+SELECT c.status #>> '{}' AS status, coalesce(c.customer->>'id', c.customer #>> '{}') AS customer,
+       c.currency #>> '{}' AS currency, c.created #>> '{}' AS created,
+       c.amount_captured #>> '{}' AS amount_captured
+FROM raw_records r,
+     jsonb_to_record(r.payload)
+       AS c(status jsonb, customer jsonb, currency jsonb, created jsonb, amount_captured jsonb)
+WHERE r.source = 'stripe' AND r.stream = 'charges';
+
+-- invoices marked uncollectible by dunning, after payment attempts (pause_collection marks
+-- invoices it never tried)
+CREATE TEMP TABLE st_dunned ON COMMIT DROP AS
+SELECT coalesce(inv.parent->'subscription_details'->>'subscription',
+                inv.subscription #>> '{}') AS sub_id,
+       to_timestamp((inv.status_transitions->>'marked_uncollectible_at')::bigint) AS marked_at,
+       to_timestamp((inv.status_transitions->>'paid_at')::bigint) AS paid_at
+FROM raw_records r,
+     jsonb_to_record(r.payload)
+       AS inv(parent jsonb, subscription jsonb, status_transitions jsonb, attempt_count jsonb)
+WHERE r.source = 'stripe' AND r.stream = 'invoices'
+  AND inv.status_transitions->>'marked_uncollectible_at' IS NOT NULL
+  AND coalesce((inv.attempt_count #>> '{}')::int, 1) > 0;
+
 CREATE TEMP TABLE st_zero_spells ON COMMIT DROP AS
-WITH dunned AS (
-    -- invoices marked uncollectible by dunning, after payment attempts (pause_collection
-    -- marks invoices it never tried)
-    SELECT coalesce(payload->'parent'->'subscription_details'->>'subscription',
-                    payload->>'subscription') AS sub_id,
-           to_timestamp((payload->'status_transitions'->>'marked_uncollectible_at')::bigint) AS marked_at,
-           to_timestamp((payload->'status_transitions'->>'paid_at')::bigint) AS paid_at
-    FROM raw_records
-    WHERE source = 'stripe' AND stream = 'invoices'
-      AND payload->'status_transitions'->>'marked_uncollectible_at' IS NOT NULL
-      AND coalesce((payload->>'attempt_count')::int, 1) > 0
+WITH first_states AS (
+    SELECT DISTINCT ON (sub_id) * FROM st_states ORDER BY sub_id, valid_from
+), unpaid_since AS (
+    -- the last failed charge of its customer before the era of each subscription unpaid then
+    SELECT s.sub_id, max(c.created) AS since
+    FROM st_subs s
+    JOIN first_states first ON first.sub_id = s.sub_id AND first.state->>'status' = 'unpaid'
+    JOIN (SELECT customer, to_timestamp(created::bigint) AS created FROM st_charges
+          WHERE status = 'failed') c
+      ON c.customer = s.customer AND c.created < first.valid_from
+    GROUP BY s.sub_id
 ), before_era AS (
     SELECT sub_id, trial_start AS zero_from, trial_end AS zero_to FROM st_subs
     WHERE trial_start IS NOT NULL AND trial_end IS NOT NULL
@@ -502,26 +564,19 @@ WITH dunned AS (
     WHERE status IN ('incomplete', 'incomplete_expired')
     UNION ALL
     SELECT s.sub_id, d.marked_at, coalesce(d.paid_at, s.ended_at, 'infinity')
-    FROM dunned d JOIN st_subs s USING (sub_id)
+    FROM st_dunned d JOIN st_subs s USING (sub_id)
     UNION ALL
     -- unpaid when its era starts, its invoices left open: since its customer's last failed
     -- charge (the last retry); paused then: since its trial ended without a payment method
     SELECT s.sub_id,
-           CASE first.state->>'status'
-                WHEN 'unpaid' THEN (
-                    SELECT max(to_timestamp((c.payload->>'created')::bigint)) FROM raw_records c
-                    WHERE c.source = 'stripe' AND c.stream = 'charges'
-                      AND c.payload->>'status' = 'failed'
-                      AND coalesce(c.payload->'customer'->>'id', c.payload->>'customer') = s.customer
-                      AND to_timestamp((c.payload->>'created')::bigint) < first.valid_from)
-                ELSE s.trial_end END,
+           CASE first.state->>'status' WHEN 'unpaid' THEN u.since ELSE s.trial_end END,
            'infinity'
     FROM st_subs s
-    JOIN (SELECT DISTINCT ON (sub_id) * FROM st_states ORDER BY sub_id, valid_from) first
-      ON first.sub_id = s.sub_id
+    JOIN first_states first ON first.sub_id = s.sub_id
+    LEFT JOIN unpaid_since u ON u.sub_id = s.sub_id
     WHERE first.state->>'status' IN ('unpaid', 'paused')
       -- an invoice marked uncollectible dates the unpaid spell itself
-      AND NOT EXISTS (SELECT FROM dunned d WHERE d.sub_id = s.sub_id)
+      AND NOT EXISTS (SELECT FROM st_dunned d WHERE d.sub_id = s.sub_id)
 )
 SELECT b.sub_id, b.zero_from, least(b.zero_to, e.era_start) AS zero_to
 FROM before_era b JOIN st_eras e USING (sub_id)
@@ -741,24 +796,28 @@ FROM found
 # Revenue, refunds and net revenue: money that moved, per local day and currency.
 _MONEY = """
 CREATE TEMP TABLE st_money ON COMMIT DROP AS
-SELECT 'revenue' AS metric, upper(payload->>'currency') AS currency,
-       (to_timestamp((payload->>'created')::bigint) AT TIME ZONE %(tz)s)::date AS day,
-       sum((payload->>'amount_captured')::numeric) AS amount
-FROM raw_records WHERE source = 'stripe' AND stream = 'charges' AND payload->>'status' = 'succeeded'
+SELECT 'revenue' AS metric, upper(currency) AS currency,
+       (to_timestamp(created::bigint) AT TIME ZONE %(tz)s)::date AS day,
+       sum(amount_captured::numeric) AS amount
+FROM st_charges WHERE status = 'succeeded'
 GROUP BY 2, 3
 UNION ALL
-SELECT 'refunds', upper(payload->>'currency'),
-       (to_timestamp((payload->>'created')::bigint) AT TIME ZONE %(tz)s)::date,
-       sum((payload->>'amount')::numeric)
-FROM raw_records WHERE source = 'stripe' AND stream = 'refunds'
-  AND coalesce(payload->>'status', 'succeeded') = 'succeeded'
+SELECT 'refunds', upper(f.currency #>> '{}'),
+       (to_timestamp((f.created #>> '{}')::bigint) AT TIME ZONE %(tz)s)::date,
+       sum((f.amount #>> '{}')::numeric)
+FROM raw_records r,
+     jsonb_to_record(r.payload) AS f(currency jsonb, created jsonb, amount jsonb, status jsonb)
+WHERE r.source = 'stripe' AND r.stream = 'refunds'
+  AND coalesce(f.status #>> '{}', 'succeeded') = 'succeeded'
 GROUP BY 2, 3
 UNION ALL
-SELECT 'net_revenue', upper(payload->>'currency'),
-       (to_timestamp((payload->>'created')::bigint) AT TIME ZONE %(tz)s)::date,
-       sum((payload->>'net')::numeric)
-FROM raw_records WHERE source = 'stripe' AND stream = 'balance_transactions'
-  AND coalesce(payload->>'reporting_category', payload->>'type') IN ('charge', 'refund', 'payment', 'payment_refund')
+SELECT 'net_revenue', upper(b.currency #>> '{}'),
+       (to_timestamp((b.created #>> '{}')::bigint) AT TIME ZONE %(tz)s)::date,
+       sum((b.net #>> '{}')::numeric)
+FROM raw_records r,
+     jsonb_to_record(r.payload) AS b(currency jsonb, created jsonb, net jsonb, reporting_category jsonb, type jsonb)
+WHERE r.source = 'stripe' AND r.stream = 'balance_transactions'
+  AND coalesce(b.reporting_category #>> '{}', b.type #>> '{}') IN ('charge', 'refund', 'payment', 'payment_refund')
 GROUP BY 2, 3
 """
 
@@ -874,6 +933,9 @@ GROUP BY m.metric, m.day ORDER BY m.metric, m.day
 """
 
 
+_CREATED_TABLE = re.compile(r"^CREATE TEMP TABLE (st_\w+)", re.MULTILINE)
+
+
 @dataclass(frozen=True)
 class MetricsScope:
     workspace_id: str
@@ -907,6 +969,11 @@ def compute_stripe_metrics(db: Connection, scope: MetricsScope) -> Iterator[Metr
     raw = db.connection.driver_connection
     assert raw is not None
     with raw.cursor() as cursor:
+        # The sorts and hashes over the temporary tables spill to disk at the default 4 MB.
+        cursor.execute("SET LOCAL work_mem = '64MB'")
+        # A cache of a function over each record's own JSON (jsonb_array_elements of its
+        # lines) never hits, and hashes every document to find that out.
+        cursor.execute("SET LOCAL enable_memoize = off")
         for block in (
             _SNAPSHOT,
             _PRICES,
@@ -923,6 +990,10 @@ def compute_stripe_metrics(db: Connection, scope: MetricsScope) -> Iterator[Metr
         ):
             for statement in filter(None, (part.strip() for part in block.split(";\n"))):
                 cursor.execute(statement, params if "%(" in statement else None)
+                # Statistics of each temporary table, so that joins over it are planned
+                # from its real size (a table just created has none: nested loops).
+                if created := _CREATED_TABLE.search(statement):
+                    cursor.execute(f"ANALYZE {created[1]}")
         cursor.execute(
             "SELECT currency, day FROM st_rates WHERE rate IS NULL ORDER BY day, currency LIMIT 5"
         )
