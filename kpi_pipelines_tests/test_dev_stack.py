@@ -14,6 +14,7 @@ import stat
 from pathlib import Path
 from typing import Any
 
+from kpi_pipelines.automation.partitions import RANGE_END_TAG, RANGE_START_TAG
 from kpi_pipelines_tests.processes import (
     FINISHED_RUN,
     assert_runs_succeeded,
@@ -78,14 +79,19 @@ def test_dev_keeps_the_demo_workspaces_syncing_and_stops_everything(private_home
         assert stat.S_IMODE(env_file.stat().st_mode) == 0o600
         assert "WS_ACME__STRIPE_WHSEC=" in env_file.read_text()
 
-        # The daemon's webhook sensor runs Stripe for each workspace that got events.
+        # The daemon's webhook sensor runs Stripe for each workspace that got events: a run
+        # of its own, or one over both (their partitions lie side by side: a range's ends).
         def synced_by_webhooks() -> list[dict[str, Any]]:
             done = [
                 r
                 for r in sensor_runs(dev.port, "stripe_webhook_sensor")
                 if r["status"] in FINISHED_RUN
             ]
-            partitions = {r["tags"].get("dagster/partition") for r in done}
+            partitions = {
+                r["tags"].get(key)
+                for r in done
+                for key in ("dagster/partition", RANGE_START_TAG, RANGE_END_TAG)
+            }
             return done if {"acme", "globex"} <= partitions else []
 
         webhook_runs = wait_for(
@@ -141,7 +147,11 @@ def test_dev_keeps_the_demo_workspaces_syncing_and_stops_everything(private_home
     assert "Ctrl-C stops everything" in output
     assert "no data yet" not in output  # the demo synced every workspace
     for run in webhook_runs:
-        name = f"run {run['runId'][:8]} stripe_job for {run['tags']['dagster/partition']}"
+        tags = run["tags"]
+        workspaces = (
+            tags.get("dagster/partition") or f"{tags[RANGE_START_TAG]}…{tags[RANGE_END_TAG]}"
+        )
+        name = f"run {run['runId'][:8]} stripe_job for {workspaces}"
         assert f"{name} started (sensor stripe_webhook_sensor)" in output
         assert re.search(re.escape(name) + r" succeeded in \d+ s", output)
     # ... and none of the sensor ticks, run events, access logs or colour codes
