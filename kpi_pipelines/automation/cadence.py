@@ -27,8 +27,8 @@ from dagster._core.definitions.asset_checks.asset_check_evaluation import (
 )
 
 from kpi_pipelines import settings
-from kpi_pipelines.automation.partitions import range_tags, workspace_groups, workspace_partitions
-from kpi_pipelines.automation.pools import WORKSPACES_TAG, connection_tags
+from kpi_pipelines.automation.partitions import workspace_groups, workspace_partitions
+from kpi_pipelines.automation.pools import run_target
 from kpi_pipelines.integrations.shared.spec import Cadence, ProviderSpec
 from kpi_pipelines.resources import WarehouseResource
 from kpi_pipelines.warehouse.control import Connection, due_for_sync, list_connections
@@ -158,22 +158,14 @@ def plan_tick(
 def _run_request(
     spec: ProviderSpec, run_options: Mapping[str, Any], run: PlannedRun, stamp: str
 ) -> dg.RunRequest:
-    config = {"ops": {spec.name: {"config": {**run_options, "connection": run.connection}}}}
     first, last = run.workspaces[0], run.workspaces[-1]
-    if len(run.workspaces) == 1:
-        # one workspace: the queue holds it back while another sync of it runs
-        return dg.RunRequest(
-            run_key=f"{spec.key}:{first}:{run.connection or ''}:{stamp}",
-            partition_key=first,
-            tags=connection_tags(first, spec.key),
-            run_config=config,
-        )
-    # a group: each of its syncs waits for another sync of the same connection itself
-    # (workspace_sync.connection_sync_lock), as no run tag can name 25 connections
+    span = f"{first}:{run.connection or ''}" if first == last else f"{first}..{last}"
+    target = run_target(spec.key, run.workspaces)
     return dg.RunRequest(
-        run_key=f"{spec.key}:{first}..{last}:{stamp}",
-        tags={**range_tags(run.workspaces), WORKSPACES_TAG: str(len(run.workspaces))},
-        run_config=config,
+        run_key=f"{spec.key}:{span}:{stamp}",
+        partition_key=target.partition_key,
+        tags=target.tags,
+        run_config={"ops": {spec.name: {"config": {**run_options, "connection": run.connection}}}},
     )
 
 

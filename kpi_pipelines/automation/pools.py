@@ -22,10 +22,12 @@ provider's pool that does not exist yet (within a minute of the daemon starting,
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
+from typing import NamedTuple
 
 import dagster as dg
 
+from kpi_pipelines.automation.partitions import range_tags
 from kpi_pipelines.integrations.shared.spec import ProviderSpec
 
 CONNECTION_TAG = "kpi/connection"
@@ -36,6 +38,21 @@ WORKSPACES_TAG = "kpi/workspaces"
 def connection_tags(workspace_id: str, provider: str) -> dict[str, str]:
     """The run tag of a sync of `workspace_id`'s `provider` connection."""
     return {CONNECTION_TAG: f"{workspace_id}/{provider}"}
+
+
+class RunTarget(NamedTuple):
+    partition_key: str | None
+    tags: dict[str, str]
+
+
+def run_target(provider: str, workspaces: Sequence[str]) -> RunTarget:
+    """The partition and tags of a run that syncs `workspaces` (side by side among the
+    workspace partitions): one workspace's partition, with the tag the run queue holds it
+    back by while another sync of its connection runs; or their range, whose syncs each take
+    their connection's lock instead (no run tag can name every connection)."""
+    if len(workspaces) == 1:
+        return RunTarget(workspaces[0], connection_tags(workspaces[0], provider))
+    return RunTarget(None, {**range_tags(workspaces), WORKSPACES_TAG: str(len(workspaces))})
 
 
 def provider_pool_limits(specs: Iterable[ProviderSpec]) -> dict[str, int]:

@@ -21,8 +21,8 @@ import dagster as dg
 import sqlalchemy as sa
 
 from kpi_pipelines import settings
-from kpi_pipelines.automation.partitions import range_tags, workspace_groups, workspace_partitions
-from kpi_pipelines.automation.pools import WORKSPACES_TAG, connection_tags
+from kpi_pipelines.automation.partitions import workspace_groups, workspace_partitions
+from kpi_pipelines.automation.pools import run_target
 from kpi_pipelines.integrations.shared.spec import ProviderSpec, provider_sensor
 from kpi_pipelines.resources import WarehouseResource
 from kpi_pipelines.warehouse.inbox import delete_processed
@@ -115,18 +115,14 @@ def _run_request(
 ) -> dg.RunRequest:
     """The run over `group`'s workspaces; `claimed`: each one's run key and event count."""
     events = sum(claimed[workspace_id][1] for workspace_id in group)
-    trigger = {"kpi/trigger": "stripe-webhook", "kpi/events": str(events)}
     if len(group) == 1:
-        [workspace_id] = group
-        return dg.RunRequest(
-            run_key=claimed[workspace_id][0],
-            partition_key=workspace_id,
-            tags={**trigger, **connection_tags(workspace_id, spec.key)},
-        )
-    # several workspaces' events in one run; each sync takes its connection's lock (every id
-    # claimed in a tick is new, so the highest keeps the key unique)
-    last_id = max(int(claimed[w][0].rsplit(":", 1)[1]) for w in group)
+        run_key = claimed[group[0]][0]
+    else:  # every id claimed in a tick is new, so the highest keeps the key unique
+        last_id = max(int(claimed[w][0].rsplit(":", 1)[1]) for w in group)
+        run_key = f"stripe-webhook:{group[0]}..{group[-1]}:{last_id}"
+    target = run_target(spec.key, group)
     return dg.RunRequest(
-        run_key=f"stripe-webhook:{group[0]}..{group[-1]}:{last_id}",
-        tags={**trigger, **range_tags(group), WORKSPACES_TAG: str(len(group))},
+        run_key=run_key,
+        partition_key=target.partition_key,
+        tags={"kpi/trigger": "stripe-webhook", "kpi/events": str(events), **target.tags},
     )
