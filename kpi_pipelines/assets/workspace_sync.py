@@ -136,6 +136,10 @@ LOCK_POLL_SECONDS = 0.5
 LOCK_PATIENCE_SECONDS = 30 * 60
 
 
+# The two keys of a connection's sync lock (the functions kpi_control may call take two).
+_SYNC_LOCK_KEY = "hashtext('kpi.sync'), hashtext(:ws || '/' || :provider)"
+
+
 class ConnectionBusy(ProviderError):
     """Another sync of the same connection held it for longer than a sync waits."""
 
@@ -150,7 +154,7 @@ def connection_sync_lock(
     sync takes it, so two never overlap, whichever runs they are in (a grouped run's tag
     cannot name each connection for the run queue)."""
     key = {"ws": workspace_id, "provider": provider}
-    lock = "SELECT pg_try_advisory_lock(hashtext('kpi.sync'), hashtext(:ws || '/' || :provider))"
+    lock = f"SELECT pg_try_advisory_lock({_SYNC_LOCK_KEY})"
     with warehouse.engine(CONTROL_ROLE).connect() as db:
         db = db.execution_options(isolation_level="AUTOCOMMIT")
         try:
@@ -178,13 +182,7 @@ def connection_sync_lock(
         try:
             yield
         finally:
-            db.execute(
-                sa.text(
-                    "SELECT pg_advisory_unlock(hashtext('kpi.sync'),"
-                    " hashtext(:ws || '/' || :provider))"
-                ),
-                key,
-            )
+            db.execute(sa.text(f"SELECT pg_advisory_unlock({_SYNC_LOCK_KEY})"), key)
 
 
 def _failed(
