@@ -3,13 +3,17 @@ and everything it left in the instance."""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 import dagster as dg
 
-from kpi_pipelines.automation.partitions import requested_workspaces
+from kpi_pipelines.automation.partitions import (
+    RANGE_END_TAG,
+    RANGE_START_TAG,
+    workspace_partitions,
+)
 
 
 def failure_message(result: dg.ExecuteInProcessResult) -> str:
@@ -46,6 +50,22 @@ def latest_check_records(
     ):
         latest.setdefault(record.partition, record)  # newest first
     return latest
+
+
+def requested_workspaces(
+    instance: dg.DagsterInstance, partition_key: str | None, tags: Mapping[str, str]
+) -> list[str]:
+    """The workspace partitions a run (or a run request) covers: its partition, or every
+    partition of its range as the instance has them now."""
+    if partition_key:
+        return [partition_key]
+    start, end = tags.get(RANGE_START_TAG), tags.get(RANGE_END_TAG)
+    if not start or not end:
+        return []
+    ordered = instance.get_dynamic_partitions(workspace_partitions.name)
+    if start not in ordered or end not in ordered:
+        return []
+    return list(ordered[ordered.index(start) : ordered.index(end) + 1])
 
 
 def tick_workspaces(

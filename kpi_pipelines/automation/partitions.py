@@ -10,7 +10,7 @@ each; `workspace_range_tags` into the fewest.
 
 from __future__ import annotations
 
-from collections.abc import Collection, Mapping, Sequence
+from collections.abc import Collection, Sequence
 
 import dagster as dg
 
@@ -59,22 +59,6 @@ def workspace_range_tags(
     if missing:
         raise LookupError(f"no workspace partition for {', '.join(sorted(missing))}")
     return [range_tags(group) for group in workspace_groups(ordered, workspace_ids)]
-
-
-def requested_workspaces(
-    instance: dg.DagsterInstance, partition_key: str | None, tags: Mapping[str, str]
-) -> list[str]:
-    """The workspace partitions a run (or a run request) covers: its partition, or every
-    partition of its range as the instance has them now."""
-    if partition_key:
-        return [partition_key]
-    start, end = tags.get(RANGE_START_TAG), tags.get(RANGE_END_TAG)
-    if not start or not end:
-        return []
-    ordered = instance.get_dynamic_partitions(workspace_partitions.name)
-    if start not in ordered or end not in ordered:
-        return []
-    return list(ordered[ordered.index(start) : ordered.index(end) + 1])
 
 
 @dg.sensor(

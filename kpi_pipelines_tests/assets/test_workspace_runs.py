@@ -25,7 +25,6 @@ from kpi_pipelines.assets.workspace_sync import connection_sync_lock
 from kpi_pipelines.automation.partitions import (
     RANGE_END_TAG,
     RANGE_START_TAG,
-    requested_workspaces,
     workspace_partitions,
     workspace_range_tags,
 )
@@ -46,7 +45,11 @@ from kpi_pipelines.warehouse.control import (
     secret_namespace,
 )
 from kpi_pipelines.warehouse.tenant_data import read_points
-from kpi_pipelines_tests.run_results import everything_the_run_left, failure_message
+from kpi_pipelines_tests.run_results import (
+    everything_the_run_left,
+    failure_message,
+    tick_workspaces,
+)
 
 SECRET = "ranged-canary-4d1e8b2a6c"  # no known secret shape: only registration redacts it
 POINTS = 30
@@ -348,10 +351,6 @@ def launch(instance: dg.DagsterInstance, request: dg.RunRequest) -> dg.ExecuteIn
     )
 
 
-def covered(instance: dg.DagsterInstance, requests: list[dg.RunRequest]) -> list[list[str]]:
-    return [requested_workspaces(instance, r.partition_key, r.tags) for r in requests]
-
-
 def test_a_scheduled_tick_groups_workspaces_and_retries_a_failed_one_alone(
     warehouse, dagster_instance, workspaces, monkeypatch
 ) -> None:
@@ -360,13 +359,16 @@ def test_a_scheduled_tick_groups_workspaces_and_retries_a_failed_one_alone(
     requests = tick(dagster_instance, now)
     # Up to the spec's 10 per run, side by side among the partitions: ws-d (no connection)
     # splits them, so that no run plans a partition it does not sync.
-    assert covered(dagster_instance, requests) == [["ws-a", "ws-b", "ws-c"], ["ws-e", "ws-f"]]
+    assert tick_workspaces(dagster_instance, requests) == [
+        ["ws-a", "ws-b", "ws-c"],
+        ["ws-e", "ws-f"],
+    ]
     grouped = requests[0]
     assert grouped.tags[WORKSPACES_TAG] == "3" and CONNECTION_TAG not in grouped.tags
     assert grouped.run_config == {"ops": {"rangeprobe_kpis": {"config": {"connection": None}}}}
     assert grouped.run_key and grouped.run_key.startswith("rangeprobe:ws-a..ws-c:")
     monkeypatch.setenv("KPI_WORKSPACES_PER_RUN", "2")
-    assert covered(dagster_instance, tick(dagster_instance, now)) == [
+    assert tick_workspaces(dagster_instance, tick(dagster_instance, now)) == [
         ["ws-a", "ws-b"],
         ["ws-c"],
         ["ws-e", "ws-f"],
@@ -392,7 +394,7 @@ def test_a_scheduled_tick_groups_workspaces_and_retries_a_failed_one_alone(
     # The next tick, once ws-b's backoff is over: ws-b is retried in a run of its own (its
     # failure fails no neighbour's run again); the others go on in groups.
     later = tick(dagster_instance, now + timedelta(hours=1, minutes=1))
-    assert sorted(covered(dagster_instance, later)) == [
+    assert sorted(tick_workspaces(dagster_instance, later)) == [
         ["ws-a"],
         ["ws-b"],
         ["ws-c"],
@@ -439,7 +441,7 @@ def test_a_grouped_runs_sync_waits_for_another_sync_of_the_same_connection(
     so it waits for one already under way (a webhook's run, `kpi-pipelines sync`)."""
     ids = workspaces(ws_a="ok", ws_b="ok")
     [request] = tick(dagster_instance, datetime.now(UTC))
-    assert covered(dagster_instance, [request]) == [ids]
+    assert tick_workspaces(dagster_instance, [request]) == [ids]
     outcome: dict[str, dg.ExecuteInProcessResult] = {}
     with connection_sync_lock(warehouse, "ws-a", "rangeprobe", logging.getLogger("test")):
         thread = threading.Thread(
