@@ -76,14 +76,22 @@ def main() -> int:
     )
     parser.add_argument("--keep", action="store_true", help="keep the temporary KPI_HOME")
     args = parser.parse_args()
-    home = Path(tempfile.mkdtemp(prefix="kpi-bench-tick-"))
+    with temporary_home("kpi-bench-tick-", keep=args.keep) as home:
+        return measure(home, args.workspaces, args.baseline)
+
+
+@contextlib.contextmanager
+def temporary_home(prefix: str, *, keep: bool = False):  # type: ignore[no-untyped-def]
+    """A fresh KPI_HOME for this process and what it starts (the embedded PostgreSQL, the
+    CLI's Dagster home), removed afterwards unless `keep`."""
+    home = Path(tempfile.mkdtemp(prefix=prefix))
     os.environ["KPI_HOME"] = str(home)
     os.environ.pop("DAGSTER_HOME", None)
     os.environ.pop("KPI_DATABASE_URL", None)
     try:
-        return measure(home, args.workspaces, args.baseline)
+        yield home
     finally:
-        if not args.keep:
+        if not keep:
             shutil.rmtree(home, ignore_errors=True)
 
 

@@ -25,17 +25,15 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import shutil
 import statistics
 import subprocess
 import sys
-import tempfile
 import time
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-from bench_scheduled_tick import free_port, percentile, serving, stop_embedded
+from bench_scheduled_tick import free_port, percentile, serving, stop_embedded, temporary_home
 
 
 def main() -> int:
@@ -44,14 +42,8 @@ def main() -> int:
     parser.add_argument("--rate", type=float, default=0.5, help="events per second")
     parser.add_argument("--seconds", type=float, default=180)
     args = parser.parse_args()
-    home = Path(tempfile.mkdtemp(prefix="kpi-bench-webhooks-"))
-    os.environ["KPI_HOME"] = str(home)
-    os.environ.pop("DAGSTER_HOME", None)
-    os.environ.pop("KPI_DATABASE_URL", None)
-    try:
+    with temporary_home("kpi-bench-webhooks-") as home:
         return measure(home, args.workspaces, args.rate, args.seconds)
-    finally:
-        shutil.rmtree(home, ignore_errors=True)
 
 
 def measure(home: Path, count: int, rate: float, seconds: float) -> int:
