@@ -35,6 +35,14 @@ from typing import Any
 
 from bench_scheduled_tick import free_port, percentile, serving, stop_embedded, temporary_home
 
+# Where an event's wait goes, in order (each figure is over the events, not the runs).
+PHASES = {
+    "sensor": "delivery to its run's creation: the sensor's next tick",
+    "queue": "the run's creation to its launch: the queue's next look, a free slot",
+    "run start": "its launch to its step's start: a process, the Definitions, the instance",
+    "syncs": "the step's start to the workspace's materialization: its sync and those before",
+}
+
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -227,23 +235,41 @@ def latencies(
         )
     materialized: dict[str, dict[str, float]] = {}  # run key -> workspace -> time
     runs: dict[str, Any] = {}
+    # run key -> (created, launched off the queue, its step started): where an event's wait went
+    milestones: dict[str, tuple[float, float, float]] = {}
     for run_key in set(keys.values()):
-        [run] = instance.get_runs(RunsFilter(tags={"dagster/run_key": run_key}))
-        runs[run_key] = run
+        [record] = instance.get_run_records(RunsFilter(tags={"dagster/run_key": run_key}))
+        run = runs[run_key] = record.dagster_run
+        events = instance.all_logs(run.run_id)
         materialized[run_key] = {
             entry.dagster_event.partition: entry.timestamp
-            for entry in instance.all_logs(
-                run.run_id, of_type=dg.DagsterEventType.ASSET_MATERIALIZATION
-            )
+            for entry in events
+            if entry.dagster_event_type == dg.DagsterEventType.ASSET_MATERIALIZATION
         }
+        first = {}
+        for entry in events:
+            first.setdefault(entry.dagster_event_type, entry.timestamp)
+        dequeued = first.get(dg.DagsterEventType.RUN_STARTING)
+        step = first.get(dg.DagsterEventType.STEP_START)
+        if dequeued and step:
+            milestones[run_key] = (record.create_timestamp.timestamp(), dequeued, step)
     waits, missing = [], []
+    phases: dict[str, list[float]] = {phase: [] for phase in PHASES}
     for event_id, workspace_id, at in delivered:
         key = keys.get(f"{event_id}/{workspace_id}")
         written = materialized.get(key or "", {}).get(workspace_id)
         if written is None:
             missing.append(event_id)
-        else:
-            waits.append(written - at)
+            continue
+        waits.append(written - at)
+        if key in milestones:
+            created, dequeued, step = milestones[key]
+            for phase, seconds in zip(
+                PHASES,
+                (created - at, dequeued - created, step - dequeued, written - step),
+                strict=True,
+            ):
+                phases[phase].append(seconds)
     sizes = [int(r.tags.get("kpi/workspaces", "1")) for r in runs.values()]
     from kpi_pipelines.run_reports import failure_reason
 
@@ -254,6 +280,7 @@ def latencies(
     return {
         "events": len(delivered),
         "latencies": sorted(waits),
+        "phases": phases,
         "missing": missing,
         "runs": len(runs),
         "workspaces_per_run": statistics.mean(sizes) if sizes else 0,
@@ -277,6 +304,14 @@ def report(count: int, rate: float, seconds: float, outcome: dict[str, Any]) -> 
             for share in (0.5, 0.95, 0.99)
         },
         "max_s": round(max(waits), 2) if waits else None,
+        "phases": {
+            phase: {
+                f"p{round(share * 100)}_s": round(percentile(sorted(values), share), 2)
+                for share in (0.5, 0.95)
+            }
+            for phase, values in outcome["phases"].items()
+            if values
+        },
     }
     print(
         f"\n{outcome['events']} events into {count} workspaces at {rate}/s: webhook to KPI"
@@ -285,6 +320,10 @@ def report(count: int, rate: float, seconds: float, outcome: dict[str, Any]) -> 
         f" ({figures['workspaces_per_run']} workspaces per run), {outcome['failed_runs']} failed,"
         f" {len(outcome['missing'])} event(s) without their materialization"
     )
+    for phase, figure in figures["phases"].items():
+        print(
+            f"  {phase:<12} p50 {figure['p50_s']:>6} s  p95 {figure['p95_s']:>6} s  ({PHASES[phase]})"
+        )
     print(json.dumps(figures))
     return 0 if not outcome["missing"] and not outcome["failed_runs"] else 1
 
