@@ -47,7 +47,7 @@ from kpi_pipelines import settings
 from kpi_pipelines.warehouse.migrate import (
     SCHEMA,
     current_revision,
-    head_revision,
+    numbered_head,
     upgrade_to_head,
 )
 
@@ -271,7 +271,7 @@ class Warehouse:
         """
         if not self._ready:
             try:
-                at_head = current_revision(self.engine(OWNER_ROLE)) == head_revision()
+                at_head = current_revision(self.engine(OWNER_ROLE)) == numbered_head()
             except (sa.exc.OperationalError, WarehouseLoginRefused):
                 at_head = False  # no owner login yet: a first start
             if not at_head:
