@@ -23,8 +23,10 @@ The limits are the deployment's (`KPI_HTTP_MAX_BODY_BYTES`, `KPI_RECORD_MAX_BYTE
 
 from __future__ import annotations
 
+import functools
 import itertools
 import re
+import ssl
 import urllib.request
 import zlib
 from collections.abc import Callable, Iterator
@@ -86,6 +88,17 @@ class ProviderLimits:
 # --- responses ------------------------------------------------------------------------------
 
 
+@functools.cache
+def tls_context(ca_bundle: str | None, /) -> ssl.SSLContext:
+    """The process's one verifying TLS context for a CA bundle file (None: httpx's default,
+    certifi or SSL_CERT_FILE / SSL_CERT_DIR). Making one loads the bundle, about 20 ms of
+    CPU, and every client of every workspace's sync made its own; a context serves any
+    number of connections and threads."""
+    if ca_bundle is None:
+        return httpx.create_ssl_context()
+    return ssl.create_default_context(cafile=ca_bundle)
+
+
 class BoundedTransport(httpx.BaseTransport):
     """An httpx transport whose responses cannot cost more than `limits` (see the module).
 
@@ -105,6 +118,9 @@ class BoundedTransport(httpx.BaseTransport):
     ) -> None:
         self.provider = provider
         self.limits = limits or ProviderLimits().response()
+        verify = transport_options.get("verify", True)
+        if verify is True or isinstance(verify, str):
+            transport_options["verify"] = tls_context(None if verify is True else verify)
         self._inner = inner or httpx.HTTPTransport(**transport_options)
         # HTTP_PROXY / HTTPS_PROXY / NO_PROXY, which httpx ignores once given a transport.
         self._proxied = (

@@ -35,7 +35,6 @@ own is here:
 from __future__ import annotations
 
 import random
-import ssl
 import time
 from collections import defaultdict
 from collections.abc import Callable, Iterator, Mapping
@@ -587,9 +586,7 @@ class _BoundedHttpClient(stripe.HTTPClient):
         super().__init__()
         self._client = httpx.Client(
             timeout=httpx.Timeout(timeout),
-            transport=BoundedTransport(
-                PROVIDER, limits, verify=ssl.create_default_context(cafile=stripe.ca_bundle_path)
-            ),
+            transport=BoundedTransport(PROVIDER, limits, verify=stripe.ca_bundle_path),
         )
 
     def request(

@@ -6,6 +6,7 @@ from __future__ import annotations
 import gzip
 import json
 import random
+import ssl
 import tracemalloc
 import zlib
 from collections import Counter
@@ -13,13 +14,19 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
+import stripe
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response, StreamingResponse
 from starlette.routing import Route
 from starlette.types import Receive, Scope, Send
 
-from kpi_pipelines.integrations.shared.bounds import NestingTracker, ResponseLimits
+from kpi_pipelines.integrations.shared.bounds import (
+    BoundedTransport,
+    NestingTracker,
+    ResponseLimits,
+    tls_context,
+)
 from kpi_pipelines.integrations.shared.errors import ProviderResponseRefused, ProviderUnavailable
 from kpi_pipelines.integrations.shared.http import ProviderHttpClient
 from kpi_pipelines.integrations.shared.paging import (
@@ -426,3 +433,28 @@ def test_a_list_that_goes_round_in_circles_ends_with_an_error(
         listing(client, path, paginator, rows)
     assert said in str(caught.value)
     assert sum(HITS.values()) == requests  # one lap, not CIRCLES of them
+
+
+# --- TLS ------------------------------------------------------------------------------------
+
+
+def _tls_of(transport: BoundedTransport) -> ssl.SSLContext:
+    return transport._inner._pool._ssl_context  # type: ignore[attr-defined]
+
+
+def test_every_client_verifies_with_the_processs_one_tls_context(server: LoopbackServer) -> None:
+    """Loading a CA bundle costs about 20 ms of CPU: the clients of every workspace's sync
+    share one context per bundle, which still verifies certificates and host names."""
+    with (
+        ProviderHttpClient("one", server.base_url) as first,
+        ProviderHttpClient("two", server.base_url) as second,
+    ):
+        transports = [c._client._transport for c in (first, second)]
+        assert {_tls_of(t) for t in transports} == {tls_context(None)}  # type: ignore[arg-type]
+    # a client with its own CA bundle (Stripe's SDK ships one) shares that bundle's context
+    bundled = [BoundedTransport("stripe", verify=stripe.ca_bundle_path) for _ in range(2)]
+    assert {_tls_of(t) for t in bundled} == {tls_context(stripe.ca_bundle_path)}
+    assert tls_context(None) is not tls_context(stripe.ca_bundle_path)
+    for context in (tls_context(None), tls_context(stripe.ca_bundle_path)):
+        assert context.verify_mode == ssl.CERT_REQUIRED and context.check_hostname
+        assert context.cert_store_stats()["x509_ca"] > 0
