@@ -24,11 +24,10 @@ import os
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import NamedTuple
+from typing import TYPE_CHECKING, NamedTuple
 
 import psycopg
 import sqlalchemy as sa
-from cryptography.fernet import Fernet, InvalidToken, MultiFernet
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from kpi_pipelines.integrations.shared.errors import ProviderAuthError, ProviderUnavailable
@@ -48,6 +47,9 @@ from kpi_pipelines.warehouse.grants import (
     replace_grant,
     store_grant,
 )
+
+if TYPE_CHECKING:  # cryptography loads where a grant is sealed or opened
+    from cryptography.fernet import MultiFernet
 
 GRANT_KEYS_VARIABLE = "KPI_GRANT_KEYS"
 NEW_KEY_COMMAND = (
@@ -76,6 +78,8 @@ def grant_cipher() -> MultiFernet:
             f" from it (make one with `{NEW_KEY_COMMAND}` and keep it with the deployment's"
             " other secrets)"
         )
+    from cryptography.fernet import Fernet, MultiFernet
+
     register_secret(*keys)
     fernets = []
     for position, key in enumerate(keys, start=1):
@@ -132,6 +136,8 @@ class Grant(BaseModel):
     def open(cls, sealed: bytes, cipher: MultiFernet, *, whose: str) -> Grant:
         """The grant in `sealed`, its tokens registered with the redactor; GrantKeyError
         naming `whose` when no key opens it."""
+        from cryptography.fernet import InvalidToken
+
         try:
             grant = cls.model_validate_json(cipher.decrypt(sealed))
         except InvalidToken:
@@ -257,6 +263,8 @@ class KeyRotation:
 def rotate_grant_keys(warehouse: Warehouse, *, actor: str) -> KeyRotation:
     """Seal every stored grant again under the newest key of KPI_GRANT_KEYS, one workspace
     per transaction (its grants locked, so no refresh is lost to it)."""
+    from cryptography.fernet import InvalidToken
+
     cipher = grant_cipher()
     outcome = KeyRotation()
     with warehouse.control() as db:

@@ -41,7 +41,7 @@ from typing import Any, ClassVar, Self
 from urllib.parse import parse_qsl
 
 import httpx
-from authlib.integrations.base_client.errors import OAuthError
+from authlib.common.errors import AuthlibBaseError
 from authlib.oauth2.auth import ClientAuth
 from authlib.oauth2.client import OAuth2Client
 from pydantic import PrivateAttr, ValidationError
@@ -444,7 +444,7 @@ def _token_request(
     an RFC 6749 error body)."""
     try:
         raw = call()
-    except OAuthError as exc:
+    except TokenEndpointError as exc:
         raise failure(exc.error or "", exc.description or "") from None
     except httpx.HTTPStatusError as exc:
         status = exc.response.status_code
@@ -568,6 +568,12 @@ def exchange_code(
     return token
 
 
+class TokenEndpointError(AuthlibBaseError):
+    """An RFC 6749 error body from a token endpoint, as authlib's client raises it (`error`,
+    `description`, taken as sent). Not authlib's `OAuthError`: importing that loads its
+    OpenID Connect clients, joserfc and cryptography, in every process."""
+
+
 class _ClientAuthentication(AuthlibSigning, ClientAuth):
     """authlib's client authentication (client_secret_post / _basic) as an httpx.Auth;
     with `json_body`, the token request's parameters go as a JSON object (Notion)."""
@@ -586,7 +592,7 @@ class _TokenClient(OAuth2Client):
     """authlib's OAuth 2.0 client protocol over an httpx.Client."""
 
     client_auth_class = _ClientAuthentication
-    oauth_error_class = OAuthError
+    oauth_error_class = TokenEndpointError
     token_body: TokenBody = "form"
 
     def client_auth(self, auth_method: Any) -> _ClientAuthentication:
