@@ -2,21 +2,25 @@
 `workspaces_per_run` against one run per workspace (KPI_WORKSPACES_PER_RUN=1, how every
 tick ran before).
 
-In a fresh temporary KPI_HOME (the embedded PostgreSQL), N workspaces each get a
-google_analytics connection to one simulated GA4 property (the Google sandbox in a process
-of its own, on the real clock), then `kpi-pipelines ui` serves Dagster (code server,
-webserver, daemon with the project's dagster.yaml: a queue of at most 8 runs at once). A
-tick is what the UI's "Test schedule" makes of the hourly schedule (the code server
-evaluates it at the current time against the warehouse's connections) and "Launch all
-runs" launches: the runs go through the daemon's queue and start in processes of their
-own, as a cron tick's do (the daemon ticks only at cron times, and Dagster offers no way to
-make it tick now).
+In a fresh temporary KPI_HOME (the embedded PostgreSQL), N workspaces each get a connection
+to a simulator on the real clock: `google_analytics` (the default) to the GA4 sandbox's one
+property (in a process of its own), or `stripe` to an account of its own (12 customers, 60
+days; the Stripe sandbox served by this process, whose CPU is not counted). Then
+`kpi-pipelines ui` serves Dagster (code server, webserver, daemon with the project's
+dagster.yaml: a queue of at most 8 runs at once). A tick is what the UI's "Test schedule"
+makes of the provider's schedule (the code server evaluates it at the current time against
+the warehouse's connections) and "Launch all runs" launches: the runs go through the
+daemon's queue and start in processes of their own, as a cron tick's do (the daemon ticks
+only at cron times, and Dagster offers no way to make it tick now).
 
 Ticks measured, in this order, each after the one before has finished:
-1. first load, grouped: every workspace's first sync (the property's whole history);
-2. hourly, grouped: the steady state (each report restates its lookback days);
-3. hourly, one run per workspace (`--baseline`; `kpi-pipelines ui` restarted with
-   KPI_WORKSPACES_PER_RUN=1), the same steady state.
+1. first load, grouped: every workspace's first sync (the property's or account's whole
+   history);
+2. the steady state, grouped: GA4's hourly tick (each report restates its lookback days),
+   or Stripe's daily tick with its reconcile (the events since the last sync, then every
+   object listed again and compared);
+3. the steady state, one run per workspace (`--baseline`; `kpi-pipelines ui` restarted
+   with KPI_WORKSPACES_PER_RUN=1).
 
 For each: wall time from the launch to the last run's end; CPU-seconds of the daemon, the
 code server with the run processes it starts, the webserver and PostgreSQL (every process
@@ -25,12 +29,13 @@ run process (sampled every 0.2 s); the run queue wait (creation to start) p50/ma
 from the launch to each workspace's materialization p50/p95/max; and every partition's
 status (the script exits 1 unless each workspace was materialized by the tick and none
 failed). Then the extrapolation: workspaces one machine like this one syncs per hour at
-the measured CPU per workspace, and what N machines with a run launcher take.
+the steady state's CPU per workspace, and what N machines with a run launcher take.
 
 Nothing is asserted on time; the last line printed is one JSON object with every figure.
 
     python benchmarks/bench_scheduled_tick.py --workspaces 100 --baseline   # ~10 minutes
-    python benchmarks/bench_scheduled_tick.py --workspaces 1000             # ~15 minutes
+    python benchmarks/bench_scheduled_tick.py --workspaces 1000             # ~30 minutes
+    python benchmarks/bench_scheduled_tick.py --provider stripe --workspaces 100
 """
 
 from __future__ import annotations
@@ -63,21 +68,21 @@ from kpi_pipelines_tests.processes import (
     wait_for_locations,
 )
 
-PROVIDER = "google_analytics"
-SCHEDULE = f"{PROVIDER}_schedule"
-JOB = f"{PROVIDER}_job"
+# The providers a tick can be measured for, and the name of their steady-state tick.
+STEADY_TICK = {"google_analytics": "hourly", "stripe": "daily, with its reconcile"}
 
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--workspaces", type=int, default=100)
+    parser.add_argument("--provider", choices=sorted(STEADY_TICK), default="google_analytics")
     parser.add_argument(
         "--baseline", action="store_true", help="also a tick with one run per workspace"
     )
     parser.add_argument("--keep", action="store_true", help="keep the temporary KPI_HOME")
     args = parser.parse_args()
     with temporary_home("kpi-bench-tick-", keep=args.keep) as home:
-        return measure(home, args.workspaces, args.baseline)
+        return measure(home, args.provider, args.workspaces, args.baseline)
 
 
 @contextlib.contextmanager
@@ -95,30 +100,112 @@ def temporary_home(prefix: str, *, keep: bool = False):  # type: ignore[no-untyp
             shutil.rmtree(home, ignore_errors=True)
 
 
-def measure(home: Path, count: int, baseline: bool) -> int:
+def measure(home: Path, provider: str, count: int, baseline: bool) -> int:
     from kpi_pipelines.dagster_instance import open_instance
     from kpi_pipelines.warehouse.database import Warehouse
 
-    sandbox, sandbox_env = start_google_sandbox()
-    env = {**os.environ, **sandbox_env}
+    steady = STEADY_TICK[provider]
+    warehouse = Warehouse.connect().ensure_ready()
+    workspaces = [f"bench-{n:05d}" for n in range(count)]
     try:
-        workspaces = add_workspaces(Warehouse.connect().ensure_ready(), count, env)
-        with open_instance() as instance:
-            instance.add_dynamic_partitions("workspace", workspaces)
-        print(f"{count:,} workspaces with a {PROVIDER} connection; KPI_HOME={home}", flush=True)
-        ticks = []
-        with serving(home, env) as ui:
-            ticks.append(tick("first load, grouped", ui, workspaces))
-            ticks.append(tick("hourly, grouped", ui, workspaces))
-        if baseline:
-            with serving(home, {**env, "KPI_WORKSPACES_PER_RUN": "1"}) as ui:
-                ticks.append(tick("hourly, one run per workspace", ui, workspaces))
+        with provider_sandbox(provider, warehouse, workspaces) as env:
+            with open_instance() as instance:
+                instance.add_dynamic_partitions("workspace", workspaces)
+            print(f"{count:,} workspaces with a {provider} connection; KPI_HOME={home}", flush=True)
+            ticks = []
+            with serving(home, env) as ui:
+                ticks.append(tick("first load, grouped", provider, ui, workspaces))
+                ticks.append(tick(f"{steady}, grouped", provider, ui, workspaces))
+            if baseline:
+                with serving(home, {**env, "KPI_WORKSPACES_PER_RUN": "1"}) as ui:
+                    ticks.append(tick(f"{steady}, one run per workspace", provider, ui, workspaces))
     finally:
-        sandbox.send_signal(signal.SIGTERM)
-        sandbox.wait(timeout=30)
         stop_embedded(home)
     report(count, ticks)
     return 0 if all(t.complete for t in ticks) else 1
+
+
+@contextlib.contextmanager
+def provider_sandbox(provider: str, warehouse: Any, workspaces: list[str]):  # type: ignore[no-untyped-def]
+    """The provider's simulator serving every workspace's connection, on the real clock:
+    yields the environment `kpi-pipelines ui` needs to reach it (its URLs, the secrets'
+    variables)."""
+    if provider == "google_analytics":
+        sandbox, sandbox_env = start_google_sandbox()
+        env = {**os.environ, **sandbox_env}
+        try:
+            add_workspaces(warehouse, workspaces, env)
+            yield env
+        finally:
+            sandbox.send_signal(signal.SIGTERM)
+            sandbox.wait(timeout=30)
+        return
+    from kpi_pipelines.integrations.shared.redaction import register_secret
+    from kpi_pipelines.sandbox.kit.server import LoopbackServer
+    from kpi_pipelines.sandbox.stripe import create_app
+
+    accounts = stripe_accounts(workspaces)
+    for account in accounts.values():
+        register_secret(account.api_key, account.webhook_secret)
+    # served by this process (its CPU is not the tick's): a thread, like a remote API
+    with LoopbackServer(create_app(accounts.values())) as stripe:
+        env = {**os.environ, "KPI_STRIPE_BASE_URL": stripe.base_url}
+        connect_stripe_accounts(warehouse, accounts, env)
+        yield env
+
+
+def stripe_accounts(
+    workspaces: list[str], *, customers: int = 12, days: int = 60
+) -> dict[str, Any]:
+    """A small Stripe account for each workspace (the sandbox's simulation ending now)."""
+    from datetime import timedelta
+
+    from kpi_pipelines.sandbox.stripe import StripeSandbox, StripeSandboxConfig
+
+    now = datetime.now(UTC).replace(microsecond=0)
+    return {
+        workspace_id: StripeSandbox(
+            StripeSandboxConfig(
+                seed=n + 11,
+                customers=customers,
+                start=now - timedelta(days=days),
+                now=now,
+                currencies=("usd",),
+                acquisition_days=days,
+            ),
+            api_key=f"sk_test_bench{n:05d}",
+        )
+        for n, workspace_id in enumerate(workspaces)
+    }
+
+
+def connect_stripe_accounts(warehouse: Any, accounts: dict[str, Any], env: dict[str, str]) -> None:
+    """Each workspace and its stripe connection to its account, the key and webhook secret
+    in variables of the workspace's namespace (set in `env`)."""
+    from kpi_pipelines.warehouse.control import (
+        Connection,
+        Workspace,
+        add_connection,
+        add_workspace,
+        secret_namespace,
+    )
+
+    for workspace_id, account in accounts.items():
+        add_workspace(warehouse, Workspace(id=workspace_id, name=workspace_id))
+        namespace = secret_namespace(workspace_id)
+        env[f"{namespace}STRIPE_KEY"] = account.api_key
+        env[f"{namespace}STRIPE_WHSEC"] = account.webhook_secret
+        add_connection(
+            warehouse,
+            Connection(
+                workspace_id=workspace_id,
+                provider="stripe",
+                secret_env={
+                    "api_key": f"{namespace}STRIPE_KEY",
+                    "webhook_secret": f"{namespace}STRIPE_WHSEC",
+                },
+            ),
+        )
 
 
 def start_google_sandbox() -> tuple[subprocess.Popen, dict[str, str]]:
@@ -140,8 +227,8 @@ def start_google_sandbox() -> tuple[subprocess.Popen, dict[str, str]]:
     }
 
 
-def add_workspaces(warehouse: Any, count: int, env: dict[str, str]) -> list[str]:
-    """`count` workspaces, each connected to the sandbox's one property by its own refresh
+def add_workspaces(warehouse: Any, workspaces: list[str], env: dict[str, str]) -> None:
+    """The workspaces, each connected to the GA4 sandbox's one property by its own refresh
     token variable (set in `env`, for `kpi-pipelines ui`)."""
     from kpi_pipelines.sandbox.google import DEMO_PROPERTY_ID, DEMO_REFRESH_TOKEN
     from kpi_pipelines.warehouse.control import (
@@ -152,8 +239,7 @@ def add_workspaces(warehouse: Any, count: int, env: dict[str, str]) -> list[str]
         secret_namespace,
     )
 
-    ids = [f"bench-{n:05d}" for n in range(count)]
-    for workspace_id in ids:
+    for workspace_id in workspaces:
         add_workspace(warehouse, Workspace(id=workspace_id, name=workspace_id))
         variable = f"{secret_namespace(workspace_id)}GOOGLE_REFRESH_TOKEN"
         env[variable] = DEMO_REFRESH_TOKEN
@@ -161,12 +247,11 @@ def add_workspaces(warehouse: Any, count: int, env: dict[str, str]) -> list[str]
             warehouse,
             Connection(
                 workspace_id=workspace_id,
-                provider=PROVIDER,
+                provider="google_analytics",
                 settings={"property_id": DEMO_PROPERTY_ID},
                 secret_env={"refresh_token": variable},
             ),
         )
-    return ids
 
 
 @dataclass
@@ -215,7 +300,7 @@ class Tick:
         return sum(self.cpu_s.values()) / self.workspaces
 
 
-def tick(name: str, ui: Serving, workspaces: list[str]) -> Tick:
+def tick(name: str, provider: str, ui: Serving, workspaces: list[str]) -> Tick:
     from kpi_pipelines.dagster_instance import open_instance
 
     print(f"tick: {name} ...", flush=True)
@@ -224,20 +309,20 @@ def tick(name: str, ui: Serving, workspaces: list[str]) -> Tick:
     sampler = PeakSampler(ui.process)
     sampler.start()
     started = time.time()
-    requests = evaluate_schedule(ui.port, SCHEDULE, started)
+    requests = evaluate_schedule(ui.port, f"{provider}_schedule", started)
     # launched 10 at a time, as a user would click through them (one mutation launching
     # a hundred runs outlasts the webserver's answer)
     run_ids = [
         run_id
         for first in range(0, len(requests), 10)
-        for run_id in launch_run_requests(ui.port, requests[first : first + 10], JOB)
+        for run_id in launch_run_requests(ui.port, requests[first : first + 10], f"{provider}_job")
     ]
     with open_instance() as instance:
         records = wait_for_runs(instance, run_ids)
         wall = max(r.end_time or 0 for r in records) - started
         after = cpu_by_component(ui.process, postgres)
         sampler.stop()
-        synced = materializations_since(instance, started)
+        synced = materializations_since(instance, provider, started)
     cpu = {component: after[component] - before[component] for component in after}
     statuses = {r.dagster_run.status.value for r in records}
     result = Tick(
@@ -275,7 +360,7 @@ def wait_for_runs(instance: Any, run_ids: list[str], timeout: float = 3600) -> l
     raise SystemExit(f"the tick's {len(run_ids)} runs did not finish in {timeout:.0f} s")
 
 
-def materializations_since(instance: Any, started: float) -> dict[str, float]:
+def materializations_since(instance: Any, provider: str, started: float) -> dict[str, float]:
     """Each workspace partition's materialization since `started`: its time."""
     import dagster as dg
 
@@ -284,7 +369,7 @@ def materializations_since(instance: Any, started: float) -> dict[str, float]:
     while True:
         page = instance.fetch_materializations(
             dg.AssetRecordsFilter(
-                asset_key=dg.AssetKey(f"{PROVIDER}_kpis"), after_timestamp=started
+                asset_key=dg.AssetKey(f"{provider}_kpis"), after_timestamp=started
             ),
             limit=1000,
             cursor=cursor,
@@ -410,7 +495,8 @@ def report(count: int, ticks: list[Tick]) -> None:
             f"/{max(t.synced_after_s or [float('nan')]):.1f}"
             f" | {t.materialized} | {t.failed} |"
         )
-    hourly = next((t for t in ticks if t.name == "hourly, grouped"), None)
+    # the steady state, grouped: the second tick
+    steady = ticks[1] if len(ticks) > 1 else None
     figures: dict[str, Any] = {
         "workspaces": count,
         "ticks": [
@@ -429,23 +515,23 @@ def report(count: int, ticks: list[Tick]) -> None:
             for t in ticks
         ],
     }
-    if hourly is not None:
+    if steady is not None:
         cores = psutil.cpu_count() or 1
-        per_hour = 3600 * cores / hourly.cpu_per_workspace()
+        per_hour = 3600 * cores / steady.cpu_per_workspace()
         figures["workspaces_per_hour_per_machine"] = round(per_hour)
         print(
-            f"\nextrapolation: at {hourly.cpu_per_workspace():.2f} CPU-s per workspace, one"
+            f"\nextrapolation: at {steady.cpu_per_workspace():.2f} CPU-s per workspace, one"
             f" machine of {cores} cores syncs about {per_hour:,.0f} workspaces an hour"
             f" ({10_000 / per_hour:.1f} such machines' worth of run workers for 10,000 an hour,"
             " with one daemon and the database shared)"
         )
         baseline = next((t for t in ticks if "one run per workspace" in t.name), None)
         if baseline is not None:
-            ratio = hourly.cpu_per_workspace() / baseline.cpu_per_workspace()
+            ratio = steady.cpu_per_workspace() / baseline.cpu_per_workspace()
             figures["cpu_ratio_grouped_to_per_workspace"] = round(ratio, 3)
             print(
                 f"grouped / one run per workspace: {ratio:.2f}x the CPU per workspace,"
-                f" {hourly.wall_s / baseline.wall_s:.2f}x the wall time"
+                f" {steady.wall_s / baseline.wall_s:.2f}x the wall time"
             )
     print(json.dumps(figures, default=str))
 

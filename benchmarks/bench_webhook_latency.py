@@ -29,11 +29,18 @@ import statistics
 import subprocess
 import sys
 import time
-from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-from bench_scheduled_tick import free_port, percentile, serving, stop_embedded, temporary_home
+from bench_scheduled_tick import (
+    connect_stripe_accounts,
+    free_port,
+    percentile,
+    serving,
+    stop_embedded,
+    stripe_accounts,
+    temporary_home,
+)
 
 # Where an event's wait goes, in order (each figure is over the events, not the runs).
 PHASES = {
@@ -59,31 +66,17 @@ def measure(home: Path, count: int, rate: float, seconds: float) -> int:
     from kpi_pipelines.demo import materialize_workspaces
     from kpi_pipelines.integrations.shared.redaction import register_secret
     from kpi_pipelines.sandbox.kit.server import LoopbackServer
-    from kpi_pipelines.sandbox.stripe import StripeSandbox, StripeSandboxConfig, create_app
+    from kpi_pipelines.sandbox.stripe import create_app
     from kpi_pipelines.warehouse.database import Warehouse
 
-    now = datetime.now(UTC).replace(microsecond=0)
     ids = [f"bench-{n:03d}" for n in range(count)]
-    accounts = {
-        workspace_id: StripeSandbox(
-            StripeSandboxConfig(
-                seed=n + 11,
-                customers=12,
-                start=now - timedelta(days=60),
-                now=now,
-                currencies=("usd",),
-                acquisition_days=60,
-            ),
-            api_key=f"sk_test_latency{n:03d}",
-        )
-        for n, workspace_id in enumerate(ids)
-    }
+    accounts = stripe_accounts(ids)
     for account in accounts.values():
         register_secret(account.api_key, account.webhook_secret)
     with LoopbackServer(create_app(accounts.values())) as stripe:
         env = {**os.environ, "KPI_STRIPE_BASE_URL": stripe.base_url}
         warehouse = Warehouse.connect().ensure_ready()
-        connect(warehouse, accounts, env)
+        connect_stripe_accounts(warehouse, accounts, env)
         os.environ.update(env)
         with open_instance() as instance:
             results = materialize_workspaces(warehouse, instance, "stripe", ids)
@@ -115,33 +108,6 @@ def measure(home: Path, count: int, rate: float, seconds: float) -> int:
         finally:
             stop_embedded(home)
     return report(count, rate, seconds, outcome)
-
-
-def connect(warehouse: Any, accounts: dict[str, Any], env: dict[str, str]) -> None:
-    from kpi_pipelines.warehouse.control import (
-        Connection,
-        Workspace,
-        add_connection,
-        add_workspace,
-        secret_namespace,
-    )
-
-    for workspace_id, account in accounts.items():
-        add_workspace(warehouse, Workspace(id=workspace_id, name=workspace_id))
-        namespace = secret_namespace(workspace_id)
-        env[f"{namespace}STRIPE_KEY"] = account.api_key
-        env[f"{namespace}STRIPE_WHSEC"] = account.webhook_secret
-        add_connection(
-            warehouse,
-            Connection(
-                workspace_id=workspace_id,
-                provider="stripe",
-                secret_env={
-                    "api_key": f"{namespace}STRIPE_KEY",
-                    "webhook_secret": f"{namespace}STRIPE_WHSEC",
-                },
-            ),
-        )
 
 
 def wait_for_receiver(url: str, timeout: float = 60) -> None:
