@@ -13,6 +13,10 @@ the warehouse's connections) and "Launch all runs" launches: the runs go through
 daemon's queue and start in processes of their own, as a cron tick's do (the daemon ticks
 only at cron times, and Dagster offers no way to make it tick now).
 
+With `--share F` only that share of the workspaces (picked at random, seeded) gets the
+connection; the others exist without one, in between, as the workspaces of other providers
+do, and every figure is per connected workspace.
+
 Ticks measured, in this order, each after the one before has finished:
 1. first load, grouped: every workspace's first sync (the property's or account's whole
    history);
@@ -36,6 +40,7 @@ Nothing is asserted on time; the last line printed is one JSON object with every
     python benchmarks/bench_scheduled_tick.py --workspaces 100 --baseline   # ~10 minutes
     python benchmarks/bench_scheduled_tick.py --workspaces 1000             # ~30 minutes
     python benchmarks/bench_scheduled_tick.py --provider stripe --workspaces 100
+    python benchmarks/bench_scheduled_tick.py --workspaces 200 --share 0.5
 """
 
 from __future__ import annotations
@@ -44,6 +49,7 @@ import argparse
 import contextlib
 import json
 import os
+import random
 import shutil
 import signal
 import statistics
@@ -77,12 +83,19 @@ def main() -> int:
     parser.add_argument("--workspaces", type=int, default=100)
     parser.add_argument("--provider", choices=sorted(STEADY_TICK), default="google_analytics")
     parser.add_argument(
+        "--share",
+        type=float,
+        default=1.0,
+        help="the share of the workspaces connected to the provider, picked at random (the"
+        " others have no connection to it, in between, as workspaces of other providers)",
+    )
+    parser.add_argument(
         "--baseline", action="store_true", help="also a tick with one run per workspace"
     )
     parser.add_argument("--keep", action="store_true", help="keep the temporary KPI_HOME")
     args = parser.parse_args()
     with temporary_home("kpi-bench-tick-", keep=args.keep) as home:
-        return measure(home, args.provider, args.workspaces, args.baseline)
+        return measure(home, args.provider, args.workspaces, args.share, args.baseline)
 
 
 @contextlib.contextmanager
@@ -100,18 +113,28 @@ def temporary_home(prefix: str, *, keep: bool = False):  # type: ignore[no-untyp
             shutil.rmtree(home, ignore_errors=True)
 
 
-def measure(home: Path, provider: str, count: int, baseline: bool) -> int:
+def measure(home: Path, provider: str, count: int, share: float, baseline: bool) -> int:
     from kpi_pipelines.dagster_instance import open_instance
+    from kpi_pipelines.warehouse.control import Workspace, add_workspace
     from kpi_pipelines.warehouse.database import Warehouse
 
     steady = STEADY_TICK[provider]
     warehouse = Warehouse.connect().ensure_ready()
-    workspaces = [f"bench-{n:05d}" for n in range(count)]
+    every = [f"bench-{n:05d}" for n in range(count)]
+    picked = set(random.Random(11).sample(every, max(1, round(share * count))))
+    workspaces = [w for w in every if w in picked]  # in partition order
+    for workspace_id in every:
+        if workspace_id not in picked:
+            add_workspace(warehouse, Workspace(id=workspace_id, name=workspace_id))
     try:
         with provider_sandbox(provider, warehouse, workspaces) as env:
             with open_instance() as instance:
-                instance.add_dynamic_partitions("workspace", workspaces)
-            print(f"{count:,} workspaces with a {provider} connection; KPI_HOME={home}", flush=True)
+                instance.add_dynamic_partitions("workspace", every)
+            print(
+                f"{count:,} workspaces, {len(workspaces):,} with a {provider} connection;"
+                f" KPI_HOME={home}",
+                flush=True,
+            )
             ticks = []
             with serving(home, env) as ui:
                 ticks.append(tick("first load, grouped", provider, ui, workspaces))
@@ -499,6 +522,7 @@ def report(count: int, ticks: list[Tick]) -> None:
     steady = ticks[1] if len(ticks) > 1 else None
     figures: dict[str, Any] = {
         "workspaces": count,
+        "connected": ticks[0].workspaces if ticks else 0,
         "ticks": [
             {
                 **{k: v for k, v in t.__dict__.items() if not isinstance(v, list)},
