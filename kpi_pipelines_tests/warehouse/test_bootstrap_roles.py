@@ -116,7 +116,7 @@ def assert_raw_payloads_skip_pglz(warehouse: Warehouse, workspace_id: str) -> No
                 " WHERE name = 'default_toast_compression'"
             )
         ).scalar()
-    # an invoice with 200 lines: about 14 KB of very compressible JSON
+    # an invoice with 200 lines: about 11 KB of very compressible JSON
     invoice = {"lines": [{"id": f"il_{n}", "amount": n, "description": "Seat"} for n in range(200)]}
     landed_at = datetime(2026, 12, 1, tzinfo=UTC)
     with warehouse.tenant(workspace_id, actor="test") as db:
