@@ -163,6 +163,15 @@ def provider_sandbox(provider: str, warehouse: Any, workspaces: list[str]):  # t
             sandbox.send_signal(signal.SIGTERM)
             sandbox.wait(timeout=30)
         return
+    with stripe_sandbox(warehouse, workspaces) as (env, _accounts):
+        yield env
+
+
+@contextlib.contextmanager
+def stripe_sandbox(warehouse: Any, workspaces: list[str]):  # type: ignore[no-untyped-def]
+    """A small Stripe account for each workspace, served by this process (a thread, like a
+    remote API: its CPU is not the tick's), and each workspace's stripe connection to it:
+    yields the environment `kpi-pipelines ui` needs and the accounts by workspace."""
     from kpi_pipelines.integrations.shared.redaction import register_secret
     from kpi_pipelines.sandbox.kit.server import LoopbackServer
     from kpi_pipelines.sandbox.stripe import create_app
@@ -170,11 +179,10 @@ def provider_sandbox(provider: str, warehouse: Any, workspaces: list[str]):  # t
     accounts = stripe_accounts(workspaces)
     for account in accounts.values():
         register_secret(account.api_key, account.webhook_secret)
-    # served by this process (its CPU is not the tick's): a thread, like a remote API
     with LoopbackServer(create_app(accounts.values())) as stripe:
         env = {**os.environ, "KPI_STRIPE_BASE_URL": stripe.base_url}
         connect_stripe_accounts(warehouse, accounts, env)
-        yield env
+        yield env, accounts
 
 
 def stripe_accounts(

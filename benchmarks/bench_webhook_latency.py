@@ -33,12 +33,11 @@ from pathlib import Path
 from typing import Any
 
 from bench_scheduled_tick import (
-    connect_stripe_accounts,
     free_port,
     percentile,
     serving,
     stop_embedded,
-    stripe_accounts,
+    stripe_sandbox,
     temporary_home,
 )
 
@@ -64,19 +63,11 @@ def main() -> int:
 def measure(home: Path, count: int, rate: float, seconds: float) -> int:
     from kpi_pipelines.dagster_instance import open_instance
     from kpi_pipelines.demo import materialize_workspaces
-    from kpi_pipelines.integrations.shared.redaction import register_secret
-    from kpi_pipelines.sandbox.kit.server import LoopbackServer
-    from kpi_pipelines.sandbox.stripe import create_app
     from kpi_pipelines.warehouse.database import Warehouse
 
     ids = [f"bench-{n:03d}" for n in range(count)]
-    accounts = stripe_accounts(ids)
-    for account in accounts.values():
-        register_secret(account.api_key, account.webhook_secret)
-    with LoopbackServer(create_app(accounts.values())) as stripe:
-        env = {**os.environ, "KPI_STRIPE_BASE_URL": stripe.base_url}
-        warehouse = Warehouse.connect().ensure_ready()
-        connect_stripe_accounts(warehouse, accounts, env)
+    warehouse = Warehouse.connect().ensure_ready()
+    with stripe_sandbox(warehouse, ids) as (env, accounts):
         os.environ.update(env)
         with open_instance() as instance:
             results = materialize_workspaces(warehouse, instance, "stripe", ids)
