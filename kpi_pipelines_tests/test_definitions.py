@@ -85,7 +85,7 @@ def test_runs_execute_their_steps_in_the_run_process() -> None:
 LOADED_WHERE_NEEDED = {
     "pandas": "the mart and read_kpis (about 0.4 CPU-s and 45 MB with numpy)",
     "numpy": "the mart and read_kpis",
-    "alembic": "a migration (a schema at head is checked with one query)",
+    "alembic": "a migration (a schema at head is checked by reading its version table)",
     "joserfc": "nowhere in a run (authlib's OpenID clients, never used)",
     "cryptography": "sealing or opening an OAuth grant",
 }

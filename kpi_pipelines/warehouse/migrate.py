@@ -1,7 +1,7 @@
 """Alembic, driven from code: `kpi-pipelines db upgrade` and first use both land here.
 
 Alembic (with Mako and Pygments, about 0.15 CPU-s) loads only to migrate: a process whose
-schema is at head (every run's) checks that with one query against the numbered files.
+schema is at head (every run's) checks that by reading the version table against the numbered files.
 """
 
 from __future__ import annotations
