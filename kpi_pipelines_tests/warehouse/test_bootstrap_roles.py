@@ -30,8 +30,10 @@ DEBIAN_BINS = sorted(glob.glob("/usr/lib/postgresql/*/bin"))
 SERVER_USER = "embedded_postgres"
 
 
-def _as_server_user(command: list[str]) -> list[str]:
-    return ["runuser", "-u", SERVER_USER, "--", *command] if os.geteuid() == 0 else command
+def _as_server_user() -> dict[str, str]:
+    """subprocess.run's arguments that run a command as SERVER_USER when the test is root
+    (set by Python itself: runuser is in /usr/sbin, which a PATH may not hold)."""
+    return {"user": SERVER_USER, "group": SERVER_USER} if os.geteuid() == 0 else {}
 
 
 @contextmanager
@@ -53,22 +55,20 @@ def fresh_cluster(bin_dir: Path, *, password: str | None = None) -> Iterator[str
     options = f"-k {sockets} -c listen_addresses='' -p 5439"
     try:
         subprocess.run(
-            _as_server_user([str(bin_dir / "initdb"), "-D", str(data), "-U", "postgres",
-                             *auth, "--no-sync"]),
-            check=True, capture_output=True, text=True,
+            [str(bin_dir / "initdb"), "-D", str(data), "-U", "postgres", *auth, "--no-sync"],
+            check=True, capture_output=True, text=True, **_as_server_user(),
         )  # fmt: skip
         subprocess.run(
-            _as_server_user([str(bin_dir / "pg_ctl"), "-D", str(data), "-o", options, "-w",
-                             "-l", str(root / "log"), "start"]),
-            check=True, capture_output=True, text=True,
+            [str(bin_dir / "pg_ctl"), "-D", str(data), "-o", options, "-w",
+             "-l", str(root / "log"), "start"],
+            check=True, capture_output=True, text=True, **_as_server_user(),
         )  # fmt: skip
         login = f"postgres:{password}" if password else "postgres"
         yield f"postgresql+psycopg://{login}@/postgres?host={sockets}&port=5439"
     finally:
         subprocess.run(
-            _as_server_user([str(bin_dir / "pg_ctl"), "-D", str(data), "-m", "immediate",
-                             "stop"]),
-            capture_output=True,
+            [str(bin_dir / "pg_ctl"), "-D", str(data), "-m", "immediate", "stop"],
+            capture_output=True, **_as_server_user(),
         )  # fmt: skip
         shutil.rmtree(root, ignore_errors=True)
 
