@@ -82,7 +82,7 @@ def measure(home: Path, runs: int, queued: bool) -> int:
     add_connection(
         warehouse, Connection(workspace_id=WORKSPACE, provider="csv_upload", settings=mapping)
     )
-    register_partition(instance, WORKSPACE)
+    register_partition(instance, WORKSPACE, "csv_upload")
     csv = home / "orders.csv"
     csv.write_text("d,v\n2026-01-01,4\n2026-01-02,6\n", encoding="utf-8")
     config = {"path": str(csv)}

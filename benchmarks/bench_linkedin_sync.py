@@ -98,6 +98,7 @@ def main() -> int:
 
 
 def measure(campaigns: int, runs: int) -> int:
+    from kpi_pipelines.automation.partitions import register_partition
     from kpi_pipelines.dagster_instance import open_instance
     from kpi_pipelines.demo import materialize_provider
     from kpi_pipelines.sandbox.kit.server import LoopbackServer
@@ -155,7 +156,7 @@ def measure(campaigns: int, runs: int) -> int:
                     secret_env={"refresh_token": variable},
                 ),
             )
-            instance.add_dynamic_partitions("workspace", [workspace])
+            register_partition(instance, workspace, "linkedin_ads")
             started = time.perf_counter()
             elements = baseline(server.base_url, ids, first, today)
             figures["baseline"].append(time.perf_counter() - started)

@@ -114,6 +114,7 @@ def temporary_home(prefix: str, *, keep: bool = False):  # type: ignore[no-untyp
 
 
 def measure(home: Path, provider: str, count: int, share: float, baseline: bool) -> int:
+    from kpi_pipelines.automation.partitions import provider_partitions, workspace_partitions
     from kpi_pipelines.dagster_instance import open_instance
     from kpi_pipelines.warehouse.control import Workspace, add_workspace
     from kpi_pipelines.warehouse.database import Warehouse
@@ -129,7 +130,9 @@ def measure(home: Path, provider: str, count: int, share: float, baseline: bool)
     try:
         with provider_sandbox(provider, warehouse, workspaces) as env:
             with open_instance() as instance:
-                instance.add_dynamic_partitions("workspace", every)
+                # as `workspace add` and `connection add` register them
+                instance.add_dynamic_partitions(workspace_partitions.name, every)
+                instance.add_dynamic_partitions(provider_partitions(provider).name, workspaces)
             print(
                 f"{count:,} workspaces, {len(workspaces):,} with a {provider} connection;"
                 f" KPI_HOME={home}",

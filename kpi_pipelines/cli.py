@@ -238,14 +238,15 @@ def workspace_remove(
         typer.confirm(f"Delete workspace {workspace_id!r} and all its data?", abort=True)
     from kpi_pipelines.automation.partitions import unregister_partition
     from kpi_pipelines.dagster_instance import open_instance
+    from kpi_pipelines.integrations.shared.spec import discover
 
     warehouse = _warehouse()
     try:
         remove_workspace(warehouse, workspace_id)
     except UnknownWorkspace as exc:
         raise _fail(str(exc)) from None
-    unregister_partition(open_instance(), workspace_id)
-    console.print(f"removed workspace {workspace_id} and its Dagster partition")
+    unregister_partition(open_instance(), workspace_id, [spec.key for spec in discover()])
+    console.print(f"removed workspace {workspace_id} and its Dagster partitions")
 
 
 # --- connections ------------------------------------------------------------------------
@@ -304,7 +305,15 @@ def connection_add(
         raise _fail(_validation_problems(exc)) from None
     except (UnknownWorkspace, ValueError) as exc:
         raise _fail(str(exc)) from None
-    console.print(f"saved {provider} connection {saved.name} for workspace {workspace_id}")
+    from kpi_pipelines.automation.partitions import register_partition
+    from kpi_pipelines.dagster_instance import open_instance
+
+    # after the connection is saved: the partition sensor never sees a partition first
+    register_partition(open_instance(), workspace_id, provider)
+    console.print(
+        f"saved {provider} connection {saved.name} for workspace {workspace_id}"
+        f" (its partition of {spec.asset_key.to_user_string()})"
+    )
 
 
 @connection_app.command("list")
@@ -958,9 +967,10 @@ def dev(
         instance = open_instance()
         empty = []
         for workspace in ensure_workspaces(warehouse):
-            for provider in demo_providers():
+            providers = list(demo_providers())
+            for provider in providers:
                 provider.prepare(warehouse, workspace, folder / workspace.id)
-            register_partition(instance, workspace.id)
+            register_partition(instance, workspace.id, *(p.provider for p in providers))
             if not latest_points(warehouse, workspace.id):
                 empty.append(workspace.id)
         receiver = f"http://127.0.0.1:{webhooks_port}"

@@ -16,7 +16,7 @@ import dagster as dg
 from kpi_pipelines.assets.kpi_mart import build_kpi_mart, build_mart_schedule
 from kpi_pipelines.assets.provider_asset import build_provider_asset
 from kpi_pipelines.automation.cadence import build_freshness_schedule, build_provider_schedule
-from kpi_pipelines.automation.partitions import workspace_partitions_sensor
+from kpi_pipelines.automation.partitions import build_partitions_sensor
 from kpi_pipelines.automation.pools import build_pools_sensor
 from kpi_pipelines.integrations.shared.spec import ProviderSpec, discover
 from kpi_pipelines.resources import WarehouseResource
@@ -69,7 +69,7 @@ def build_definitions(
             mart_schedule,
         ],
         sensors=[
-            workspace_partitions_sensor,
+            build_partitions_sensor([spec.key for spec in specs]),
             build_pools_sensor(specs),
             *(s for p in providers.values() for s in p.sensors),
         ],

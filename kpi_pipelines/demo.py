@@ -23,8 +23,8 @@ from typing import Any, Protocol
 import dagster as dg
 
 from kpi_pipelines.automation.partitions import (
+    provider_partitions,
     register_partition,
-    workspace_partitions,
     workspace_range_tags,
 )
 from kpi_pipelines.integrations.shared.base_adapter import IntegrationAdapter
@@ -194,7 +194,7 @@ def materialize_workspaces(
     log_level: str = "WARNING",
 ) -> list[dg.ExecuteInProcessResult]:
     """Runs of a provider's asset that sync `workspace_ids`, several workspaces per run (one
-    run per stretch of them that lies side by side among the workspace partitions), each
+    run per stretch of them that lies side by side among the provider's partitions), each
     with `run_config`; `adapter` is the provider's resource as configured (default: the
     spec's adapter with its defaults). Raises UnknownWorkspace before any run when one does
     not exist."""
@@ -205,10 +205,9 @@ def materialize_workspaces(
     with warehouse.control() as db:
         for workspace_id in workspace_ids:
             get_workspace(db, workspace_id)
-    known = set(instance.get_dynamic_partitions(workspace_partitions.name))
-    new = [w for w in dict.fromkeys(workspace_ids) if w not in known]
-    if new:
-        instance.add_dynamic_partitions(workspace_partitions.name, new)
+    partitions = provider_partitions(spec.key)
+    for workspace_id in dict.fromkeys(workspace_ids):
+        register_partition(instance, workspace_id, spec.key)
     definitions = provider_definitions(spec)
     asset = definitions.asset
     config = {
@@ -218,7 +217,9 @@ def materialize_workspaces(
     if len(workspace_ids) == 1:
         targets: list[dict[str, Any]] = [{"partition_key": workspace_ids[0]}]
     else:
-        targets = [{"tags": tags} for tags in workspace_range_tags(instance, workspace_ids)]
+        targets = [
+            {"tags": tags} for tags in workspace_range_tags(instance, workspace_ids, partitions)
+        ]
     return [
         dg.materialize(
             [asset, *definitions.downstream],

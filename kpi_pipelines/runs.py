@@ -95,7 +95,7 @@ def run_provider(
     spec = spec_for(provider)
     with warehouse.control() as db:
         get_workspace(db, workspace_id)
-    register_partition(instance, workspace_id)
+    register_partition(instance, workspace_id, spec.key)
     return run_job(
         instance,
         spec.job_name,

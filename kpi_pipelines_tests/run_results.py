@@ -12,8 +12,22 @@ import dagster as dg
 from kpi_pipelines.automation.partitions import (
     RANGE_END_TAG,
     RANGE_START_TAG,
-    workspace_partitions,
+    provider_partitions,
 )
+
+
+def apply_partition_requests(
+    instance: dg.DagsterInstance, result: dg.SensorResult | dg.SkipReason
+) -> None:
+    """What the sensor daemon does with a tick's partition requests: add and delete them."""
+    if not isinstance(result, dg.SensorResult):
+        return
+    for request in result.dynamic_partitions_requests or []:
+        if isinstance(request, dg.AddDynamicPartitionsRequest):
+            instance.add_dynamic_partitions(request.partitions_def_name, request.partition_keys)
+        else:
+            for key in request.partition_keys:
+                instance.delete_dynamic_partition(request.partitions_def_name, key)
 
 
 def failure_message(result: dg.ExecuteInProcessResult) -> str:
@@ -53,30 +67,32 @@ def latest_check_records(
 
 
 def requested_workspaces(
-    instance: dg.DagsterInstance, partition_key: str | None, tags: Mapping[str, str]
+    instance: dg.DagsterInstance, provider: str, partition_key: str | None, tags: Mapping[str, str]
 ) -> list[str]:
-    """The workspace partitions a run (or a run request) covers: its partition, or every
-    partition of its range as the instance has them now."""
+    """The workspaces a run (or a run request) of `provider`'s asset covers: its partition,
+    or every partition of its range as the instance has them now."""
     if partition_key:
         return [partition_key]
     start, end = tags.get(RANGE_START_TAG), tags.get(RANGE_END_TAG)
     if not start or not end:
         return []
-    ordered = instance.get_dynamic_partitions(workspace_partitions.name)
+    ordered = instance.get_dynamic_partitions(provider_partitions(provider).name)
     if start not in ordered or end not in ordered:
         return []
     return list(ordered[ordered.index(start) : ordered.index(end) + 1])
 
 
 def tick_workspaces(
-    instance: dg.DagsterInstance, requests: Sequence[dg.RunRequest] | None
+    instance: dg.DagsterInstance, provider: str, requests: Sequence[dg.RunRequest] | None
 ) -> list[list[str]]:
     """The workspaces each of a tick's run requests syncs (a partition, or a range's)."""
-    return [requested_workspaces(instance, r.partition_key, r.tags) for r in requests or []]
+    return [
+        requested_workspaces(instance, provider, r.partition_key, r.tags) for r in requests or []
+    ]
 
 
 def ticked_workspaces(
-    instance: dg.DagsterInstance, requests: Sequence[dg.RunRequest] | None
+    instance: dg.DagsterInstance, provider: str, requests: Sequence[dg.RunRequest] | None
 ) -> list[str]:
-    """Every workspace a tick's runs sync, in order."""
-    return [w for run in tick_workspaces(instance, requests) for w in run]
+    """Every workspace a tick's runs of `provider` sync, in order."""
+    return [w for run in tick_workspaces(instance, provider, requests) for w in run]

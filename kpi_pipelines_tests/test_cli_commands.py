@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-from kpi_pipelines.automation.partitions import workspace_partitions
+from kpi_pipelines.automation.partitions import provider_partitions, workspace_partitions
 from kpi_pipelines.cli import app
 from kpi_pipelines.dagster_instance import open_instance
 from kpi_pipelines.warehouse.tenant_data import list_overrides, read_points
@@ -53,9 +53,17 @@ def test_workspace_lifecycle(warehouse) -> None:
     assert duplicate.exit_code == 1 and "already exists" in duplicate.output
     bad = cli("workspace", "add", "Acme Corp", ok=False)
     assert bad.exit_code == 1 and "lowercase" in bad.output
+    # a connection gives it its partition of the provider's asset, at once too
+    csv_partitions = provider_partitions("csv_upload").name
+    assert not instance.has_dynamic_partition(csv_partitions, "acme")
+    mapping = {"mapping": {"date_column": "day", "metric": "orders", "value_column": "n"}}
+    added = cli("connection", "add", "acme", "csv_upload", "--settings-json", json.dumps(mapping))
+    assert "its partition of csv_upload_kpis" in added.output
+    assert instance.has_dynamic_partition(csv_partitions, "acme")
     cli("workspace", "remove", "acme", "--yes")
     assert "acme" not in cli("workspace", "list").output
     assert not instance.has_dynamic_partition(workspace_partitions.name, "acme")
+    assert not instance.has_dynamic_partition(csv_partitions, "acme")
     assert "does not exist" in cli("workspace", "remove", "acme", "--yes", ok=False).output
 
 

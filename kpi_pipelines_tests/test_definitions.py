@@ -9,7 +9,7 @@ from pathlib import Path
 import dagster as dg
 
 import kpi_pipelines
-from kpi_pipelines.definitions import defs
+from kpi_pipelines.definitions import PROVIDERS, defs
 from kpi_pipelines.warehouse.database import Warehouse
 
 
@@ -36,11 +36,36 @@ def test_dagster_definitions_validate(tmp_path: Path) -> None:
 
 
 def test_every_provider_asset_is_workspace_partitioned_and_checked() -> None:
+    """A provider's assets by the workspaces connected to it, the mart by every workspace,
+    and the mart's partition of a workspace reads the same partition of each provider's."""
     repo = defs.get_repository_def()
-    for key in repo.asset_graph.get_all_asset_keys():
-        asset = repo.asset_graph.get(key)
-        assert asset.partitions_def == dg.DynamicPartitionsDefinition(name="workspace"), key
+    graph = repo.asset_graph
+    by_provider = {
+        asset.key: provider
+        for provider, made in PROVIDERS.items()
+        for asset in (made.asset, *made.downstream)
+    }
+    for key in graph.get_all_asset_keys():
+        asset = graph.get(key)
+        expected = (
+            dg.DynamicPartitionsDefinition(name=f"{by_provider[key]}_workspaces")
+            if key in by_provider
+            else dg.DynamicPartitionsDefinition(name="workspace")
+        )
+        assert asset.partitions_def == expected, key
         assert asset.description and asset.group_name != "default", key
+    with dg.instance_for_test() as instance:
+        instance.add_dynamic_partitions("workspace", ["acme", "globex"])
+        instance.add_dynamic_partitions("stripe_workspaces", ["globex"])
+        mart, stripe = dg.AssetKey("kpi_mart"), dg.AssetKey("stripe_kpis")
+        upstream = graph.get_partition_mapping(mart, stripe)
+        mapped = upstream.get_upstream_mapped_partitions_result_for_partitions(
+            graph.get(mart).partitions_def.subset_with_partition_keys(["acme", "globex"]),
+            graph.get(mart).partitions_def,
+            graph.get(stripe).partitions_def,
+            dynamic_partitions_store=instance,
+        )
+        assert list(mapped.partitions_subset.get_partition_keys()) == ["globex"]
     check_names = {c.name for c in repo.asset_graph.asset_check_keys}
     assert {"no_missing_values", "no_duplicate_keys", "no_rejected_records"} <= check_names
 

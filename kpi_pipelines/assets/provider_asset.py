@@ -1,9 +1,9 @@
 """One factory for every provider's workspace-partitioned KPI asset.
 
-A run of the asset covers one workspace partition or a range of them (a backfill, or a
-selection launched from the UI, groups up to the spec's `workspaces_per_run` workspaces
-per run: a run costs about 12 CPU-seconds before any work, so one run per workspace does
-not reach thousands). Each workspace is synced on its own (`workspace_sync.py`): its own
+The asset's partitions are the workspaces connected to the provider. A run of it covers
+one partition or a range of them (a backfill, or a selection launched from the UI, groups
+up to the spec's `workspaces_per_run` workspaces per run: a run costs about 7 CPU-seconds
+before any work, so one run per workspace does not reach thousands). Each workspace is synced on its own (`workspace_sync.py`): its own
 connection, transactions, health record, materialization with its metadata (the
 SyncResult, this sync's peak memory, records per second, the API requests it sent and
 those served from the in-sync cache), and its own failure. Workspaces that synced are
@@ -23,7 +23,7 @@ import sqlalchemy as sa
 from kpi_pipelines import settings
 from kpi_pipelines.assets.workspace_sync import MAX_LOGGED_ERRORS, WorkspaceOutcome, sync_workspace
 from kpi_pipelines.automation.cadence import evaluate_freshness, freshness_check_spec
-from kpi_pipelines.automation.partitions import workspace_partitions
+from kpi_pipelines.automation.partitions import provider_partitions
 from kpi_pipelines.integrations.shared.base_adapter import IntegrationAdapter
 from kpi_pipelines.integrations.shared.spec import ProviderSpec
 from kpi_pipelines.warehouse.database import Warehouse
@@ -55,7 +55,9 @@ def _provider_asset(spec: ProviderSpec) -> dg.AssetsDefinition:
         kinds=set(spec.kinds) | {"postgres"},
         owners=list(spec.owners),
         tags={"kpi/provider": provider, **spec.tags},
-        partitions_def=workspace_partitions,
+        # the workspaces connected to the provider: a tick's lie side by side (one run each
+        # group), and the UI shows the provider's own workspaces
+        partitions_def=provider_partitions(provider),
         # Dagster's own freshness (evaluated by its daemon): stale when no workspace has
         # synced for twice the cadence; manual providers expect nothing
         freshness_policy=(

@@ -5,7 +5,7 @@ every run of the asset evaluates it after its syncs (a manual run or a backfill 
 and the `freshness_checks` job logs an evaluation of every provider's every 15 minutes.
 
 A schedule tick asks the control plane which workspaces have an enabled connection to the
-provider and requests runs over ranges of their workspace partitions, up to the provider's
+provider and requests runs over ranges of their partitions of its asset, up to the provider's
 `workspaces_per_run` each (a run costs seconds of CPU before any work: one per workspace does
 not reach thousands); each workspace still ends as its own partition's materialization or
 failure. A connection that failed last time is retried in a run of its own; one that keeps
@@ -17,7 +17,7 @@ run.
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -27,7 +27,7 @@ from dagster._core.definitions.asset_checks.asset_check_evaluation import (
 )
 
 from kpi_pipelines import settings
-from kpi_pipelines.automation.partitions import workspace_groups, workspace_partitions
+from kpi_pipelines.automation.partitions import provider_partitions, workspace_groups
 from kpi_pipelines.automation.pools import run_target
 from kpi_pipelines.integrations.shared.spec import Cadence, ProviderSpec
 from kpi_pipelines.resources import WarehouseResource
@@ -60,16 +60,25 @@ def build_provider_schedule(
         now = context.scheduled_execution_time or datetime.now(UTC)
         with warehouse.get().control() as db:
             connections = list_connections(db, provider=provider)
-        ordered = context.instance.get_dynamic_partitions(workspace_partitions.name)
+        ordered = context.instance.get_dynamic_partitions(provider_partitions(provider).name)
         plan = plan_tick(spec, connections, ordered, now)
         stamp = now.strftime("%Y%m%dT%H%M")
         requests = [_run_request(spec, run_options, run, stamp) for run in plan.runs]
         for line in plan.waiting:
             context.log.info(f"backing off {line}")
+        if plan.unregistered:
+            context.log.info(
+                f"no {provider_partitions(provider).name} partition yet (the partition sensor"
+                f" adds it within a minute): {', '.join(plan.unregistered)}"
+            )
         for number, run in enumerate(plan.runs, 1):
             context.log.info(f"run {number} of {len(plan.runs)}: {run.describe()}")
         if not requests:
-            reason = "; ".join(plan.waiting) or f"no workspace has a {provider} connection"
+            reason = "; ".join(plan.waiting) or (
+                f"waiting for the partitions of {', '.join(plan.unregistered)}"
+                if plan.unregistered
+                else f"no workspace has a {provider} connection"
+            )
             return dg.SkipReason(reason)
         return requests
 
@@ -97,6 +106,8 @@ class PlannedRun:
 class TickPlan:
     runs: list[PlannedRun]
     waiting: list[str]  # connections backing off, with why
+    # workspaces whose connection the partition sensor has not seen yet (their next tick)
+    unregistered: list[str] = field(default_factory=list)
 
 
 def plan_tick(
@@ -109,10 +120,11 @@ def plan_tick(
     the provider is due joins a group of up to `workspaces_per_run`; a connection that failed
     last time runs alone (its retry does not fail its neighbours' run again), and so does
     each connection of a workspace with several (a run names the connection it syncs).
-    Backing-off connections wait; a workspace the partition sensor has not added yet waits
-    for its next tick."""
+    Backing-off connections wait; a workspace whose partition of the provider's asset the
+    partition sensor has not added yet waits for its next tick."""
     known = set(ordered)
     waiting: list[str] = []
+    unregistered: list[str] = []
     per_workspace: dict[str, list[Connection]] = {}
     for connection in connections:
         per_workspace.setdefault(connection.workspace_id, []).append(connection)
@@ -130,6 +142,8 @@ def plan_tick(
                     f" (last error: {connection.last_error})"
                 )
         if workspace_id not in known:
+            if due:
+                unregistered.append(workspace_id)
             continue
         for connection in due:
             if len(own) > 1:
@@ -152,7 +166,7 @@ def plan_tick(
         PlannedRun(tuple(group), grouped[group[0]] if len(group) == 1 else None)
         for group in workspace_groups(ordered, grouped, most)
     ]
-    return TickPlan(runs + alone, waiting)
+    return TickPlan(runs + alone, waiting, unregistered)
 
 
 def _run_request(

@@ -47,7 +47,7 @@ class RunTarget(NamedTuple):
 
 def run_target(provider: str, workspaces: Sequence[str]) -> RunTarget:
     """The partition and tags of a run that syncs `workspaces` (side by side among the
-    workspace partitions): one workspace's partition, with the tag the run queue holds it
+    provider's partitions): one workspace's partition, with the tag the run queue holds it
     back by while another sync of its connection runs; or their range, whose syncs each take
     their connection's lock instead (no run tag can name every connection)."""
     if len(workspaces) == 1:

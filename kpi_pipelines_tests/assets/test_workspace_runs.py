@@ -25,6 +25,7 @@ from kpi_pipelines.assets.workspace_sync import connection_sync_lock
 from kpi_pipelines.automation.partitions import (
     RANGE_END_TAG,
     RANGE_START_TAG,
+    provider_partitions,
     workspace_partitions,
     workspace_range_tags,
 )
@@ -111,6 +112,7 @@ SPEC = ProviderSpec(
     metrics=("probes",),
     workspaces_per_run=10,
 )
+RANGEPROBE_PARTITIONS = provider_partitions(SPEC.key)
 rangeprobe_kpis = build_provider_asset(SPEC)
 
 
@@ -120,7 +122,7 @@ def workspaces(warehouse, dagster_instance, monkeypatch):
     in partition order."""
 
     def add(**behaviours: str | None) -> list[str]:
-        ids = []
+        ids, connected = [], []
         for name, behaviour in behaviours.items():
             workspace_id = name.replace("_", "-")
             add_workspace(warehouse, Workspace(id=workspace_id, name=workspace_id))
@@ -136,8 +138,14 @@ def workspaces(warehouse, dagster_instance, monkeypatch):
                         secret_env={"api_key": variable},
                     ),
                 )
+                connected.append(workspace_id)
             ids.append(workspace_id)
+        # as `workspace add` and `connection add` register them; the module's earlier
+        # tests' connections are gone, and so are their partitions (the sensor deletes them)
         dagster_instance.add_dynamic_partitions(workspace_partitions.name, ids)
+        for stale in dagster_instance.get_dynamic_partitions(RANGEPROBE_PARTITIONS.name):
+            dagster_instance.delete_dynamic_partition(RANGEPROBE_PARTITIONS.name, stale)
+        dagster_instance.add_dynamic_partitions(RANGEPROBE_PARTITIONS.name, connected)
         return ids
 
     return add
@@ -205,7 +213,7 @@ def test_one_workspace_failing_leaves_the_others_synced_and_materialized(
 
     # Dagster shows each partition as it ended.
     status = dagster_instance.get_status_by_partition(
-        rangeprobe_kpis.key, ids, workspace_partitions
+        rangeprobe_kpis.key, ids, RANGEPROBE_PARTITIONS
     )
     assert {key: value.value for key, value in status.items()} == {
         "ws-a": "MATERIALIZED",
@@ -292,7 +300,7 @@ def test_a_partition_without_a_workspace_fails_its_run_with_the_command_that_fix
 ) -> None:
     """Partitions added with "Add partition" in the UI, for a workspace nobody made and for
     a key that cannot be one: each run says what to do."""
-    dagster_instance.add_dynamic_partitions(workspace_partitions.name, ["ghost-co", "Ghost Co"])
+    dagster_instance.add_dynamic_partitions(RANGEPROBE_PARTITIONS.name, ["ghost-co", "Ghost Co"])
     messages = {}
     for partition in ("ghost-co", "Ghost Co"):
         result = dg.materialize(
@@ -357,32 +365,33 @@ def test_a_scheduled_tick_groups_workspaces_and_retries_a_failed_one_alone(
     ids = workspaces(ws_a="ok", ws_b="crash", ws_c="ok", ws_d=None, ws_e="ok", ws_f="ok")
     now = datetime.now(UTC)
     requests = tick(dagster_instance, now)
-    # Up to the spec's 10 per run, side by side among the partitions: ws-d (no connection)
-    # splits them, so that no run plans a partition it does not sync.
-    assert tick_workspaces(dagster_instance, requests) == [
-        ["ws-a", "ws-b", "ws-c"],
-        ["ws-e", "ws-f"],
+    # Up to the spec's 10 per run, side by side among the provider's partitions: ws-d (no
+    # connection) has none, so it splits no run and no run plans it.
+    assert tick_workspaces(dagster_instance, "rangeprobe", requests) == [
+        ["ws-a", "ws-b", "ws-c", "ws-e", "ws-f"]
     ]
-    grouped = requests[0]
-    assert grouped.tags[WORKSPACES_TAG] == "3" and CONNECTION_TAG not in grouped.tags
+    [grouped] = requests
+    assert grouped.tags[WORKSPACES_TAG] == "5" and CONNECTION_TAG not in grouped.tags
     assert grouped.run_config == {"ops": {"rangeprobe_kpis": {"config": {"connection": None}}}}
-    assert grouped.run_key and grouped.run_key.startswith("rangeprobe:ws-a..ws-c:")
+    assert grouped.run_key and grouped.run_key.startswith("rangeprobe:ws-a..ws-f:")
     monkeypatch.setenv("KPI_WORKSPACES_PER_RUN", "2")
-    assert tick_workspaces(dagster_instance, tick(dagster_instance, now)) == [
+    assert tick_workspaces(dagster_instance, "rangeprobe", tick(dagster_instance, now)) == [
         ["ws-a", "ws-b"],
-        ["ws-c"],
-        ["ws-e", "ws-f"],
+        ["ws-c", "ws-e"],
+        ["ws-f"],
     ]
     monkeypatch.delenv("KPI_WORKSPACES_PER_RUN")
 
-    results = [launch(dagster_instance, request) for request in requests]
-    assert [r.success for r in results] == [False, True]
-    assert failure_message(results[0]).startswith("rangeprobe: 1 of 3 workspaces failed")
+    [result] = [launch(dagster_instance, request) for request in requests]
+    assert not result.success
+    assert failure_message(result).startswith("rangeprobe: 1 of 5 workspaces failed")
+    connected = [w for w in ids if w != "ws-d"]
     status = dagster_instance.get_status_by_partition(
-        rangeprobe_kpis.key, ids, workspace_partitions
+        rangeprobe_kpis.key, connected, RANGEPROBE_PARTITIONS
     )
-    # Each partition ends as its own sync did; ws-d was in no run and has no status.
-    assert {key: value.value for key, value in status.items() if value} == {
+    # Each partition ends as its own sync did; ws-d is no partition of the provider's.
+    assert "ws-d" not in dagster_instance.get_dynamic_partitions(RANGEPROBE_PARTITIONS.name)
+    assert {key: value.value for key, value in status.items()} == {
         "ws-a": "MATERIALIZED",
         "ws-b": "FAILED",
         "ws-c": "MATERIALIZED",
@@ -394,11 +403,10 @@ def test_a_scheduled_tick_groups_workspaces_and_retries_a_failed_one_alone(
     # The next tick, once ws-b's backoff is over: ws-b is retried in a run of its own (its
     # failure fails no neighbour's run again); the others go on in groups.
     later = tick(dagster_instance, now + timedelta(hours=1, minutes=1))
-    assert sorted(tick_workspaces(dagster_instance, later)) == [
+    assert sorted(tick_workspaces(dagster_instance, "rangeprobe", later)) == [
         ["ws-a"],
         ["ws-b"],
-        ["ws-c"],
-        ["ws-e", "ws-f"],
+        ["ws-c", "ws-e", "ws-f"],
     ]
     [retry] = [r for r in later if r.partition_key == "ws-b"]
     assert retry.tags[CONNECTION_TAG] == "ws-b/rangeprobe"
@@ -441,7 +449,7 @@ def test_a_grouped_runs_sync_waits_for_another_sync_of_the_same_connection(
     so it waits for one already under way (a webhook's run, `kpi-pipelines sync`)."""
     ids = workspaces(ws_a="ok", ws_b="ok")
     [request] = tick(dagster_instance, datetime.now(UTC))
-    assert tick_workspaces(dagster_instance, [request]) == [ids]
+    assert tick_workspaces(dagster_instance, "rangeprobe", [request]) == [ids]
     outcome: dict[str, dg.ExecuteInProcessResult] = {}
     with connection_sync_lock(warehouse, "ws-a", "rangeprobe", logging.getLogger("test")):
         thread = threading.Thread(

@@ -14,7 +14,10 @@ from kpi_pipelines.automation.cadence import (
     build_freshness_schedule,
     build_provider_schedule,
 )
-from kpi_pipelines.automation.partitions import workspace_partitions, workspace_range_tags
+from kpi_pipelines.automation.partitions import (
+    provider_partitions,
+    workspace_range_tags,
+)
 from kpi_pipelines.definitions import build_definitions
 from kpi_pipelines.integrations.shared.base_adapter import IntegrationAdapter
 from kpi_pipelines.integrations.shared.spec import AuthKind, Cadence, ProviderSpec
@@ -46,7 +49,10 @@ PROBE = ProviderSpec(
 )
 
 
-@dg.asset(key=PROBE.asset_key, partitions_def=workspace_partitions)
+PROBE_PARTITIONS = provider_partitions(PROBE.key)
+
+
+@dg.asset(key=PROBE.asset_key, partitions_def=PROBE_PARTITIONS)
 def probe_kpis(config: dg.PermissiveConfig) -> None:
     """Stands in for a scheduled provider's asset; only its partitions matter here."""
 
@@ -90,13 +96,30 @@ def test_schedule_fans_out_to_every_connected_workspace_in_grouped_runs(
     for ws in ("ws-a", "ws-b"):
         add_connection(warehouse, Connection(workspace_id=ws, provider="probe"))
     with scanned_instance() as instance:
-        instance.add_dynamic_partitions("workspace", ["ws-a", "ws-b"])
+        instance.add_dynamic_partitions(PROBE_PARTITIONS.name, ["ws-a", "ws-b"])
         data = evaluate(instance, NOW)
-        assert tick_workspaces(instance, data.run_requests) == [["ws-a", "ws-b"]]
+        assert tick_workspaces(instance, "probe", data.run_requests) == [["ws-a", "ws-b"]]
         later = evaluate(instance, NOW + CADENCE)
         assert {r.run_key for r in later.run_requests}.isdisjoint(
             {r.run_key for r in data.run_requests}
         )
+
+
+def test_a_connection_the_partition_sensor_has_not_seen_waits_for_the_next_tick(
+    warehouse, workspace_a, workspace_b
+) -> None:
+    """A connection made in SQL has no partition of the provider's asset until the partition
+    sensor adds it: the tick says so and syncs the others."""
+    for ws in ("ws-a", "ws-b"):
+        add_connection(warehouse, Connection(workspace_id=ws, provider="probe"))
+    with scanned_instance() as instance:
+        data = evaluate(instance, NOW)
+        assert not data.run_requests
+        assert data.skip_message == "waiting for the partitions of ws-a, ws-b"
+        instance.add_dynamic_partitions(PROBE_PARTITIONS.name, ["ws-b"])
+        assert tick_workspaces(instance, "probe", evaluate(instance, NOW).run_requests) == [
+            ["ws-b"]
+        ]
 
 
 def test_failing_connection_is_retried_less_often_with_its_reason(
@@ -112,7 +135,7 @@ def test_failing_connection_is_retried_less_often_with_its_reason(
     assert third.next_attempt_at - (NOW + 3 * CADENCE) == 4 * CADENCE
     assert third.consecutive_failures == 3 and third.last_error == "HTTP 503 from probe"
     with scanned_instance() as instance:
-        instance.add_dynamic_partitions("workspace", ["ws-a", "ws-b"])
+        instance.add_dynamic_partitions(PROBE_PARTITIONS.name, ["ws-a", "ws-b"])
         data = evaluate(instance, NOW + 4 * CADENCE)
         assert [r.partition_key for r in data.run_requests] == ["ws-b"]
         data = evaluate(instance, NOW + 7 * CADENCE)
@@ -124,7 +147,7 @@ def test_tick_with_only_backing_off_connections_says_why(warehouse, workspace_a)
     add_connection(warehouse, Connection(workspace_id="ws-a", provider="probe"))
     fail(warehouse, "ws-a", NOW, error="probe is unavailable after 6 attempts")
     with scanned_instance() as instance:
-        instance.add_dynamic_partitions("workspace", ["ws-a"])
+        instance.add_dynamic_partitions(PROBE_PARTITIONS.name, ["ws-a"])
         data = evaluate(instance, NOW + timedelta(minutes=5))
         assert not data.run_requests
         assert "ws-a/default: 1 failure(s)" in data.skip_message
@@ -257,7 +280,8 @@ def test_a_manual_run_or_a_backfill_evaluates_freshness_instead_of_skipping_it(
         asset_selection={FRESH_PROBE.asset_key}, asset_check_selection=asset_checks
     )
     with scanned_instance() as instance:
-        instance.add_dynamic_partitions(workspace_partitions.name, ["ws-a", "ws-b"])
+        partitions = provider_partitions(FRESH_PROBE.key)
+        instance.add_dynamic_partitions(partitions.name, ["ws-a", "ws-b"])
 
         def latest(run: dg.ExecuteInProcessResult) -> tuple[str, str]:
             [record] = latest_check_records(instance, key).values()
@@ -271,7 +295,7 @@ def test_a_manual_run_or_a_backfill_evaluates_freshness_instead_of_skipping_it(
             "1 of 2 freshprobe connection(s) not synced successfully in the last 12 hours:"
             " ws-a/default (never synced)",
         )
-        [tags] = workspace_range_tags(instance, ["ws-a", "ws-b"])
+        [tags] = workspace_range_tags(instance, ["ws-a", "ws-b"], partitions)
         backfill = defs.resolve_job_def(FRESH_PROBE.job_name).execute_in_process(
             instance=instance, tags=tags
         )

@@ -18,6 +18,7 @@ import pytest
 from authlib.oauth2.rfc7636 import create_s256_code_challenge
 from cryptography.fernet import Fernet
 
+from kpi_pipelines.automation.partitions import register_partition
 from kpi_pipelines.demo import materialize_provider
 from kpi_pipelines.integrations.shared.base_adapter import IntegrationAdapter, SyncContext
 from kpi_pipelines.integrations.shared.grants import GRANT_KEYS_VARIABLE
@@ -230,7 +231,7 @@ class GoogleWorld:
                 secret_env=google_secret_env(workspace_id, self.monkeypatch),
             ),
         )
-        self.instance.add_dynamic_partitions("workspace", [workspace_id])
+        register_partition(self.instance, workspace_id, self.provider)
         return workspace
 
     def unconnected(self, workspace_id: str, settings: Mapping[str, Any]) -> Workspace:
@@ -241,7 +242,7 @@ class GoogleWorld:
             self.warehouse,
             Connection(workspace_id=workspace_id, provider=self.provider, settings=dict(settings)),
         )
-        self.instance.add_dynamic_partitions("workspace", [workspace_id])
+        register_partition(self.instance, workspace_id, self.provider)
         return workspace
 
     def connect_with_consent(

@@ -30,6 +30,7 @@ from pathlib import Path
 import dagster as dg
 
 from kpi_pipelines import settings
+from kpi_pipelines.automation.partitions import missing_partitions, provider_partitions
 from kpi_pipelines.automation.pools import connection_tags
 from kpi_pipelines.integrations.csv_upload.files import FolderRefused, entry_kind, open_folder
 from kpi_pipelines.integrations.shared.rejection_reports import prune_reports
@@ -344,6 +345,15 @@ def drop_folder_sensor(
                     },
                 )
             )
-        return dg.SensorResult(run_requests=requests)
+        # a workspace whose connection the partition sensor has not seen yet: its partition
+        # comes in the same result (its run fails, naming the command, when it has none)
+        return dg.SensorResult(
+            run_requests=requests,
+            dynamic_partitions_requests=missing_partitions(
+                context.instance,
+                provider_partitions(spec.key),
+                [dropped.workspace_id for dropped in scan.files],
+            ),
+        )
 
     return csv_drop_folder_sensor

@@ -29,7 +29,7 @@ import sqlalchemy as sa
 from pydantic import ValidationError
 
 from kpi_pipelines import settings
-from kpi_pipelines.automation.partitions import no_workspace, workspace_partitions
+from kpi_pipelines.automation.partitions import no_workspace, provider_partitions
 from kpi_pipelines.integrations.notion.metrics import NOTE_PAGES, OBJECTIVES, TEXT
 from kpi_pipelines.integrations.notion.types import Block
 from kpi_pipelines.integrations.shared.base_adapter import SyncContext
@@ -344,7 +344,7 @@ def _notes_asset(spec: ProviderSpec) -> dg.AssetsDefinition:
         kinds={"notion", "postgres"},
         owners=list(spec.owners),
         tags={"kpi/provider": provider, **spec.tags},
-        partitions_def=workspace_partitions,
+        partitions_def=provider_partitions(provider),
         output_required=False,
         backfill_policy=dg.BackfillPolicy.multi_run(
             settings.workspaces_per_run(spec.workspaces_per_run)

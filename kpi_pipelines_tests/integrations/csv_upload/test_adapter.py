@@ -9,6 +9,7 @@ import dagster as dg
 import pytest
 import sqlalchemy as sa
 
+from kpi_pipelines.automation.partitions import register_partition
 from kpi_pipelines.demo import materialize_provider
 from kpi_pipelines.integrations.csv_upload.adapter import CsvUploadAdapter
 from kpi_pipelines.integrations.shared.rejection_reports import (
@@ -38,7 +39,8 @@ GOOD = 'date,metric,channel,value\n2026-01-01,signups,ads,12\n2026-01-01,revenue
 @pytest.fixture
 def instance():
     with scanned_instance() as instance:
-        instance.add_dynamic_partitions("workspace", ["ws-a", "ws-b"])
+        for workspace in ("ws-a", "ws-b"):
+            register_partition(instance, workspace, "csv_upload")
         yield instance
 
 

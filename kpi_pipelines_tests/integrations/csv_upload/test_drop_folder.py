@@ -8,13 +8,16 @@ from pathlib import Path
 import dagster as dg
 import pytest
 
+from kpi_pipelines.automation.partitions import provider_partitions
 from kpi_pipelines.definitions import PROVIDERS, RESOURCES, defs
 from kpi_pipelines.warehouse.control import Connection, add_connection
 from kpi_pipelines.warehouse.tenant_data import read_points
 from kpi_pipelines_tests.canary import scanned_instance
-from kpi_pipelines_tests.run_results import failure_message
+from kpi_pipelines_tests.run_results import apply_partition_requests, failure_message
 
 [csv_drop_folder_sensor] = PROVIDERS["csv_upload"].sensors
+# what the partition sensor adds for the workspaces connected to csv_upload
+CSV_PARTITIONS = provider_partitions("csv_upload").name
 
 MAPPING = {"mapping": {"date_column": "day", "metric": "orders", "value_column": "n"}}
 
@@ -34,8 +37,11 @@ def settled(path: Path, text: str) -> Path:
 
 
 def tick(instance: dg.DagsterInstance):
+    """The sensor's tick, its partition requests applied as the daemon applies them."""
     with dg.build_sensor_context(instance=instance, resources=RESOURCES) as context:
-        return csv_drop_folder_sensor(context)
+        result = csv_drop_folder_sensor(context)
+    apply_partition_requests(instance, result)
+    return result
 
 
 def run(instance: dg.DagsterInstance, request: dg.RunRequest) -> dg.ExecuteInProcessResult:
@@ -55,7 +61,7 @@ def test_dropped_files_are_imported_once_and_archived(
         warehouse, Connection(workspace_id="ws-a", provider="csv_upload", settings=MAPPING)
     )
     with scanned_instance() as instance:
-        instance.add_dynamic_partitions("workspace", ["ws-a", "ws-b"])
+        # the partition sensor has not seen the connection yet
         first = tick(instance)
         assert isinstance(first, dg.SkipReason)
         assert (drop_dir / "ws-a").is_dir() and (drop_dir / "ws-b").is_dir()
@@ -73,6 +79,10 @@ def test_dropped_files_are_imported_once_and_archived(
         }
         assert sorted(requests) == ["broken.csv", "orders.csv"]
         assert {r.partition_key for r in requests.values()} == {"ws-a"}
+        # their partition came in the same result, so that the runs can target it
+        assert [
+            (r.partitions_def_name, r.partition_keys) for r in result.dynamic_partitions_requests
+        ] == [(CSV_PARTITIONS, ["ws-a"])]
 
         assert run(instance, requests["orders.csv"]).success
         assert not run(instance, requests["broken.csv"]).success
@@ -111,7 +121,7 @@ def test_subfolder_routes_to_a_named_connection(warehouse, workspace_a, drop_dir
         Connection(workspace_id="ws-a", provider="csv_upload", name="ops", settings=MAPPING),
     )
     with scanned_instance() as instance:
-        instance.add_dynamic_partitions("workspace", ["ws-a"])
+        instance.add_dynamic_partitions(CSV_PARTITIONS, ["ws-a"])
         settled(drop_dir / "ws-a" / "finance" / "q1.csv", "day,n\n2026-02-01,9\n")
         [request] = tick(instance).run_requests
         assert request.run_config["ops"]["csv_upload_kpis"]["config"]["connection"] == "finance"
@@ -156,7 +166,7 @@ def two_workspaces(warehouse, workspace_a, workspace_b, drop_dir):
             warehouse, Connection(workspace_id=workspace, provider="csv_upload", settings=MAPPING)
         )
     with scanned_instance() as instance:
-        instance.add_dynamic_partitions("workspace", ["ws-a", "ws-b"])
+        instance.add_dynamic_partitions(CSV_PARTITIONS, ["ws-a", "ws-b"])
         yield instance
 
 

@@ -454,7 +454,10 @@ def test_the_hourly_schedule_requests_runs_over_every_connected_workspace(ga4) -
     ) as context:
         data = schedule.evaluate_tick(context)
     # in runs over both workspaces' partitions (the instance holds this module's others)
-    assert ticked_workspaces(ga4.instance, data.run_requests) == ["ws-a", "ws-b"]
+    assert ticked_workspaces(ga4.instance, "google_analytics", data.run_requests) == [
+        "ws-a",
+        "ws-b",
+    ]
     # the hourly cadence sets no run option besides the connection
     for request in data.run_requests:
         assert list(request.run_config["ops"]["google_analytics_kpis"]["config"]) == ["connection"]

@@ -12,6 +12,7 @@ from typing import Any
 import dagster as dg
 import pytest
 
+from kpi_pipelines.automation.partitions import register_partition
 from kpi_pipelines.demo import materialize_provider
 from kpi_pipelines.integrations.linkedin_ads.adapter import LINKEDIN, LinkedInAdsAdapter
 from kpi_pipelines.sandbox.kit.ads import AdAccount, AdMetrics
@@ -97,7 +98,7 @@ class LinkedInWorld:
                 secret_env={"refresh_token": variable},
             ),
         )
-        self.instance.add_dynamic_partitions("workspace", [workspace_id])
+        register_partition(self.instance, workspace_id, "linkedin_ads")
         return workspace
 
     def sync(

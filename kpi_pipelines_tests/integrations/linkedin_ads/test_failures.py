@@ -181,7 +181,10 @@ def test_every_6_hours_runs_over_the_connected_workspaces_in_a_pool_of_4(linkedi
         repository_def=defs.get_repository_def(),
     ) as context:
         data = schedule.evaluate_tick(context)
-    assert ticked_workspaces(linkedin.instance, data.run_requests) == ["ws-a", "ws-b"]
+    assert ticked_workspaces(linkedin.instance, "linkedin_ads", data.run_requests) == [
+        "ws-a",
+        "ws-b",
+    ]
     assert SPEC.pool_limit == 4
 
 

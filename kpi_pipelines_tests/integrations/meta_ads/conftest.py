@@ -10,6 +10,7 @@ from typing import Any
 import dagster as dg
 import pytest
 
+from kpi_pipelines.automation.partitions import register_partition
 from kpi_pipelines.demo import materialize_provider
 from kpi_pipelines.integrations.meta_ads.adapter import MetaAdsAdapter
 from kpi_pipelines.sandbox.kit.ads import AdAccount
@@ -59,7 +60,7 @@ class MetaWorld:
                 secret_env={"access_token": variable},
             ),
         )
-        self.instance.add_dynamic_partitions("workspace", [workspace_id])
+        register_partition(self.instance, workspace_id, "meta_ads")
         return ad_account
 
     def sync(

@@ -13,6 +13,7 @@ import dagster as dg
 import pytest
 import sqlalchemy as sa
 
+from kpi_pipelines.automation.partitions import register_partition
 from kpi_pipelines.demo import materialize_provider
 from kpi_pipelines.integrations.notion.adapter import NotionAdapter
 from kpi_pipelines.integrations.shared.oauth_connect import Connected
@@ -98,7 +99,7 @@ class NotionWorld:
                 secret_env={"token": variable},
             ),
         )
-        self.instance.add_dynamic_partitions("workspace", [workspace_id])
+        register_partition(self.instance, workspace_id, "notion")
         return workspace
 
     def connect_with_grant(
@@ -120,7 +121,7 @@ class NotionWorld:
                 settings={"database_id": board.board.objectives_db.id, **settings},
             ),
         )
-        self.instance.add_dynamic_partitions("workspace", [workspace_id])
+        register_partition(self.instance, workspace_id, "notion")
         self.sandbox.oauth.consent_workspace = board.notion
         options = {} if browser is None else {"browser": browser}
         return connect_with_consent(self.warehouse, "notion", workspace_id, **options)

@@ -13,6 +13,7 @@ from typing import Any
 import dagster as dg
 import pytest
 
+from kpi_pipelines.automation.partitions import register_partition
 from kpi_pipelines.definitions import RESOURCES
 from kpi_pipelines.demo import materialize_provider
 from kpi_pipelines.sandbox.kit.server import LoopbackServer
@@ -58,7 +59,7 @@ class StripeWorld:
                 secret_env={"api_key": stripe_key_variable(workspace_id)},
             ),
         )
-        self.instance.add_dynamic_partitions("workspace", [workspace_id])
+        register_partition(self.instance, workspace_id, "stripe")
         return workspace
 
     def import_rates(self, quote: str) -> None:

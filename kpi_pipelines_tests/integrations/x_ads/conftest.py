@@ -13,6 +13,7 @@ import dagster as dg
 import pytest
 import sqlalchemy as sa
 
+from kpi_pipelines.automation.partitions import register_partition
 from kpi_pipelines.demo import materialize_provider
 from kpi_pipelines.integrations.shared.ad_metrics import AD_METRICS
 from kpi_pipelines.integrations.x_ads.adapter import APP_VARIABLES, XAdsAdapter
@@ -101,7 +102,7 @@ class XAdsWorld:
                 secret_env=names,
             ),
         )
-        self.instance.add_dynamic_partitions("workspace", [workspace_id])
+        register_partition(self.instance, workspace_id, "x_ads")
         self.grants[workspace_id] = grant
         return grant
 

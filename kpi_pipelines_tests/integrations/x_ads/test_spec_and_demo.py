@@ -42,7 +42,7 @@ def test_every_6_hours_runs_over_the_connected_workspaces_in_xs_pool(x: XAdsWorl
         repository_def=defs.get_repository_def(),
     ) as context:
         ticked = schedule.evaluate_tick(context)
-    assert ticked_workspaces(x.instance, ticked.run_requests) == ["ws-a", "ws-b"]
+    assert ticked_workspaces(x.instance, "x_ads", ticked.run_requests) == ["ws-a", "ws-b"]
     assert (SPEC.pool, SPEC.pool_limit) == ("x_ads", 4)
     assert defs.get_assets_def("x_ads_kpis").op.pool == "x_ads"
     assert (STATS.lookback_days, STATS.max_ids, SPEC.metrics) == (3, 20, AD_METRICS)

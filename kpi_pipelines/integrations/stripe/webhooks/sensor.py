@@ -21,7 +21,7 @@ import dagster as dg
 import sqlalchemy as sa
 
 from kpi_pipelines import settings
-from kpi_pipelines.automation.partitions import workspace_groups, workspace_partitions
+from kpi_pipelines.automation.partitions import provider_partitions, workspace_groups
 from kpi_pipelines.automation.pools import run_target
 from kpi_pipelines.integrations.shared.spec import ProviderSpec, provider_sensor
 from kpi_pipelines.resources import WarehouseResource
@@ -70,13 +70,14 @@ def webhook_inbox_sensor(
     def stripe_webhook_sensor(
         context: dg.SensorEvaluationContext, warehouse: WarehouseResource
     ) -> dg.SensorResult | dg.SkipReason:
-        known = context.instance.get_dynamic_partitions(workspace_partitions.name)
+        partitions = provider_partitions(spec.key)
+        known = context.instance.get_dynamic_partitions(partitions.name)
         most = settings.workspaces_per_run(spec.workspaces_per_run)
         with warehouse.get().control() as db:
             claimed = {
                 row.workspace_id: (row.run_key, row.events) for row in db.execute(sa.text(CLAIM))
             }
-            # A workspace added since the partition sensor's last tick gets its partition
+            # A connection added since the partition sensor's last tick gets its partition
             # now, in the same result (after the others), rather than its events waiting.
             missing = sorted(set(claimed) - set(known))
             groups = workspace_groups([*known, *missing], claimed, most)
@@ -104,9 +105,7 @@ def webhook_inbox_sensor(
             return dg.SkipReason("no unprocessed Stripe webhook events")
         return dg.SensorResult(
             run_requests=requests,
-            dynamic_partitions_requests=[workspace_partitions.build_add_request(missing)]
-            if missing
-            else [],
+            dynamic_partitions_requests=[partitions.build_add_request(missing)] if missing else [],
         )
 
     return stripe_webhook_sensor

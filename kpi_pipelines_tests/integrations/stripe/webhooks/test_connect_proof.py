@@ -15,6 +15,7 @@ import pytest
 import sqlalchemy as sa
 from starlette.testclient import TestClient
 
+from kpi_pipelines.automation.partitions import register_partition
 from kpi_pipelines.demo import materialize_provider
 from kpi_pipelines.integrations.stripe.webhooks.app import SECRETS_TTL_SECONDS, create_app
 from kpi_pipelines.sandbox.kit.server import LoopbackServer
@@ -71,7 +72,7 @@ class Platform:
                 secret_env=variables,
             ),
         )
-        self.instance.add_dynamic_partitions("workspace", [workspace_id])
+        register_partition(self.instance, workspace_id, "stripe")
 
     def sync(self, workspace_id: str) -> dg.ExecuteInProcessResult:
         return materialize_provider(self.warehouse, self.instance, "stripe", workspace_id)

@@ -23,7 +23,7 @@ from kpi_pipelines_tests.integrations.stripe.webhooks.support import (
     inbox,
     signed,
 )
-from kpi_pipelines_tests.run_results import ticked_workspaces
+from kpi_pipelines_tests.run_results import apply_partition_requests, ticked_workspaces
 
 [stripe_webhook_sensor] = PROVIDERS["stripe"].sensors
 QUOTA = 3
@@ -69,9 +69,8 @@ def test_a_full_inbox_defers_its_workspaces_events_until_the_sensor_drains_it(
     # The sensor claims the events; Stripe's next delivery of a deferred one is stored.
     with scanned_instance() as instance:
         result = tick(instance)
-        for added in result.dynamic_partitions_requests:  # as the daemon applies them
-            instance.add_dynamic_partitions("workspace", added.partition_keys)
-        assert ticked_workspaces(instance, result.run_requests) == ["ws-a", "ws-b"]
+        apply_partition_requests(instance, result)
+        assert ticked_workspaces(instance, "stripe", result.run_requests) == ["ws-a", "ws-b"]
     assert post(client, "/stripe/ws-a", f"evt_{QUOTA}", SECRET_A).json()["status"] == "stored"
 
 

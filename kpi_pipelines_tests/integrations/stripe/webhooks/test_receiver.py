@@ -22,7 +22,7 @@ from kpi_pipelines_tests.integrations.stripe.webhooks.support import (
     signed,
     stripe_connection,
 )
-from kpi_pipelines_tests.run_results import tick_workspaces
+from kpi_pipelines_tests.run_results import apply_partition_requests, tick_workspaces
 
 [stripe_webhook_sensor] = PROVIDERS["stripe"].sensors
 
@@ -91,11 +91,13 @@ def test_sensor_requests_runs_over_the_workspaces_and_never_replays(client, ware
     with scanned_instance() as instance:
         result = tick(instance)
         # the partitions the runs need are added in the same tick, before the runs' ranges
-        assert [r.partition_keys for r in result.dynamic_partitions_requests] == [["ws-a", "ws-b"]]
-        instance.add_dynamic_partitions("workspace", ["ws-a", "ws-b"])
+        assert [
+            (r.partitions_def_name, r.partition_keys) for r in result.dynamic_partitions_requests
+        ] == [("stripe_workspaces", ["ws-a", "ws-b"])]
+        apply_partition_requests(instance, result)
         # both workspaces in one run (their syncs each wait for their connection's lock)
         [grouped] = result.run_requests
-        assert tick_workspaces(instance, [grouped]) == [["ws-a", "ws-b"]]
+        assert tick_workspaces(instance, "stripe", [grouped]) == [["ws-a", "ws-b"]]
         assert grouped.tags["kpi/events"] == "3" and grouped.tags["kpi/workspaces"] == "2"
         assert "kpi/connection" not in grouped.tags
         assert all(processed for *_, processed in inbox(warehouse))
