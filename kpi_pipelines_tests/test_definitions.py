@@ -113,6 +113,7 @@ LOADED_WHERE_NEEDED = {
     "alembic": "a migration (a schema at head is checked by reading its version table)",
     "joserfc": "nowhere in a run (authlib's OpenID clients, never used)",
     "cryptography": "sealing or opening an OAuth grant",
+    "stripe": "a Stripe sync's first request (integrations/stripe/sdk.py)",
 }
 
 

@@ -23,7 +23,8 @@ own is here:
   day before the cursor.
 - An invoice's embedded line list stops after its first page: the rest is read before the
   invoice is validated and landed.
-- The SDK sends through `_BoundedHttpClient`: httpx over the kit's BoundedTransport, so a
+- The SDK (sdk.py, imported when a sync first talks to Stripe) sends through httpx over
+  the kit's BoundedTransport, so a
   Stripe body is read within the same limits as every other provider's (bounds.py), and
   an event is checked by the record guard before anything of it is used.
 
@@ -40,11 +41,9 @@ from collections import defaultdict
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
-from typing import Any, ClassVar, TypeVar
+from typing import TYPE_CHECKING, Any, ClassVar, TypeVar
 
-import httpx
 import msgspec
-import stripe
 from pydantic import BaseModel, PrivateAttr, ValidationError
 from sqlalchemy.engine import Connection as DbConnection
 from tenacity import (
@@ -56,7 +55,6 @@ from tenacity import (
 )
 
 from kpi_pipelines import settings
-from kpi_pipelines.integrations.shared.bounds import BoundedTransport, ResponseLimits
 from kpi_pipelines.integrations.shared.engines.objects import (
     Changes,
     Ledger,
@@ -90,6 +88,9 @@ from kpi_pipelines.integrations.stripe.metrics import (
 )
 from kpi_pipelines.models import KPIData
 from kpi_pipelines.warehouse.control import record_proved_account
+
+if TYPE_CHECKING:
+    import stripe
 
 PROVIDER = "stripe"
 DEFAULT_BASE_URL = "https://api.stripe.com"
@@ -469,7 +470,7 @@ class StripeAdapter(ObjectAdapter):
         `StripeClient.raw_request` parses every body into OrderedDicts, which was a quarter
         of the sync's CPU time; the adapter only splits a page into its objects' JSON texts
         and validates each text with pydantic. The requestor is private API, hence the
-        `stripe` pin to one major version. The body comes back as a stream (`_ReadBody`, read
+        `stripe` pin to one major version. The body comes back as a stream (`ReadBody`, read
         in full by then): a plain body is turned into a debug log line (decoded and repr'd,
         about 4 ms a page under the GIL, on the way to the next page) even when nothing
         logs it.
@@ -479,6 +480,8 @@ class StripeAdapter(ObjectAdapter):
         decides; without it 409 and 5xx are retried, other statuses are not; network errors
         and timeouts are.
         """
+        from kpi_pipelines.integrations.stripe import sdk
+
         requestor = self._client()._requestor
         try:
             stream, status, headers = requestor.request_raw(
@@ -490,17 +493,19 @@ class StripeAdapter(ObjectAdapter):
                 api_mode="V1",
                 usage=["raw_request"],
             )
-        except stripe.APIConnectionError as exc:
-            message = f"{path}: {_stripe_message(exc)}"
+        except sdk.ConnectionFailed as exc:
+            message = f"{path}: {sdk.message_of(exc, _MESSAGE_LIMIT)}"
             raise _Failure(message, retry=bool(exc.should_retry)) from None
-        body = stream.read() if isinstance(stream, _ReadBody) else stream
+        body = stream.read() if isinstance(stream, sdk.ReadBody) else stream
         if 200 <= status < 300:
             return body if isinstance(body, bytes) else str(body).encode()
-        error = _error_of(requestor, body, status, headers)
+        error = sdk.error_of(requestor, body, status, headers)
         should_retry = _header(headers, "stripe-should-retry")
         # the SDK builds some errors (RateLimitError) without Stripe's code: read it from the body
         code = error.code or getattr(error.error, "code", None)
-        description = f"HTTP {status}{f' {code}' if code else ''}: {_stripe_message(error)}"
+        description = (
+            f"HTTP {status}{f' {code}' if code else ''}: {sdk.message_of(error, _MESSAGE_LIMIT)}"
+        )
         if status == 429:
             raise _Failure(description, status=status, retry=True)
         if should_retry == "false" and (status == 409 or status >= 500):
@@ -511,11 +516,13 @@ class StripeAdapter(ObjectAdapter):
             )
         if should_retry == "true" or (should_retry is None and (status == 409 or status >= 500)):
             raise _Failure(description, status=status, retry=True)
-        if isinstance(error, stripe.AuthenticationError | stripe.PermissionError):
-            raise ProviderAuthError(PROVIDER, _stripe_message(error), status=status)
+        if isinstance(error, sdk.AUTH_ERRORS):
+            raise ProviderAuthError(PROVIDER, sdk.message_of(error, _MESSAGE_LIMIT), status=status)
         if status >= 500 or status == 409:
             raise _Failure(description, status=status, retry=False)
-        raise ProviderRequestError(PROVIDER, f"{path}: {_stripe_message(error)}", status=status)
+        raise ProviderRequestError(
+            PROVIDER, f"{path}: {sdk.message_of(error, _MESSAGE_LIMIT)}", status=status
+        )
 
     def _backoff(self, retry_state: RetryCallState) -> float:
         """Exponential backoff with equal jitter: half the step fixed, half random."""
@@ -546,14 +553,15 @@ class StripeAdapter(ObjectAdapter):
             key = read_secret(self.context.connection, "api_key")
             validated_settings(self.context.connection, st.StripeConnectionSettings)
             base = settings.provider_base_url(PROVIDER, DEFAULT_BASE_URL, self.base_url)
-            self._stripe = stripe.StripeClient(
+            from kpi_pipelines.integrations.stripe import sdk
+
+            # the SDK's retries off: ours, in _read
+            self._stripe = sdk.new_client(
                 key,
-                base_addresses={"api": base},
-                stripe_version=self.api_version,
-                max_network_retries=0,  # ours, in _read
-                http_client=_BoundedHttpClient(
-                    self.spec.limits.response(), timeout=self.timeout_seconds
-                ),
+                base,
+                self.api_version,
+                self.spec.limits.response(),
+                timeout=self.timeout_seconds,
             )
         return self._stripe
 
@@ -569,73 +577,6 @@ class StripeAdapter(ObjectAdapter):
         if newest is not None:
             now = max(now, _ts(newest))
         return reporting_today(now, self.context.workspace.timezone)
-
-
-class _BoundedHttpClient(stripe.HTTPClient):
-    """The SDK's HTTP client (its documented base for custom clients): httpx over the kit's
-    BoundedTransport, so a body over the limits is refused while it streams
-    (ProviderResponseRefused, never retried) and never reaches the SDK.
-
-    `stripe.HTTPXClient` takes no client or transport of its own; this does what it does for
-    synchronous requests (Stripe's CA bundle; a network failure is an APIConnectionError
-    that may be retried)."""
-
-    name = "httpx-bounded"
-
-    def __init__(self, limits: ResponseLimits, *, timeout: float) -> None:
-        super().__init__()
-        self._client = httpx.Client(
-            timeout=httpx.Timeout(timeout),
-            transport=BoundedTransport(PROVIDER, limits, verify=stripe.ca_bundle_path),
-        )
-
-    def request(
-        self,
-        method: str,
-        url: str,
-        headers: Mapping[str, str] | None,
-        post_data: Any = None,
-        *,
-        _usage: list[str] | None = None,
-    ) -> tuple[bytes, int, Mapping[str, str]]:
-        try:
-            response = self._client.request(method, url, headers=headers, content=post_data or None)
-        except httpx.HTTPError as exc:
-            raise stripe.APIConnectionError(
-                f"Unexpected error communicating with Stripe ({type(exc).__name__}:"
-                f" {exc or 'no detail'})",
-                should_retry=True,
-            ) from None
-        return response.content, response.status_code, response.headers
-
-    def request_stream(
-        self,
-        method: str,
-        url: str,
-        headers: Mapping[str, str] | None,
-        post_data: Any = None,
-        *,
-        _usage: list[str] | None = None,
-    ) -> tuple[_ReadBody, int, Mapping[str, str]]:
-        """`request`, its body read in full (within the limits) and handed over as a stream:
-        the SDK does not format a stream into its debug log (see `StripeAdapter._attempt`)."""
-        content, status, response_headers = self.request(method, url, headers, post_data)
-        return _ReadBody(content), status, response_headers
-
-    def close(self) -> None:
-        self._client.close()
-
-
-class _ReadBody:
-    """A response body already read, in the shape of a stream."""
-
-    __slots__ = ("_content",)
-
-    def __init__(self, content: bytes) -> None:
-        self._content = content
-
-    def read(self) -> bytes:
-        return self._content
 
 
 @dataclass(frozen=True)
@@ -683,15 +624,6 @@ def _note_change(changed: dict[str, dict[str, int]], event: st.Event) -> None:
         changed["customers"][customer] = max(changed["customers"].get(customer, 0), created)
 
 
-def _error_of(requestor: Any, body: Any, status: int, headers: Any) -> stripe.StripeError:
-    """The SDK's typed error for an error response (its own parsing of Stripe's body)."""
-    try:
-        requestor._interpret_response(body, status, headers, api_mode="V1")
-    except stripe.StripeError as exc:
-        return exc
-    return stripe.APIError(f"unexpected HTTP {status}", http_status=status)
-
-
 def _header(headers: Any, name: str) -> str | None:
     if headers is None:
         return None
@@ -730,7 +662,3 @@ def _id_of(obj: bytes) -> str | None:
 
 def _ts(seconds: int | None) -> datetime | None:
     return datetime.fromtimestamp(seconds, UTC) if seconds is not None else None
-
-
-def _stripe_message(exc: stripe.StripeError) -> str:
-    return (exc.user_message or str(exc) or type(exc).__name__)[:_MESSAGE_LIMIT]
