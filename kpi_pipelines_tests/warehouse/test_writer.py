@@ -263,6 +263,35 @@ def test_raw_records_land_once_and_update_when_newer(warehouse, workspace_a) -> 
     assert payload == {"status": "canceled"}
 
 
+def test_a_raw_batch_of_new_and_stored_records_writes_the_new_and_the_changed(
+    warehouse, workspace_a
+) -> None:
+    """The merge's plain INSERT (a first load's) meets a stored record after new ones: it is
+    rolled back, and the upsert writes exactly the new and the changed records."""
+    stored = RawRecord("customers", "cus_2", {"name": "Ada"}, T0)
+    with warehouse.tenant("ws-a", actor="run:1") as db:
+        assert write_raw_records(db, "stripe", [stored], fetched_at=T0) == 1
+    batch = [
+        RawRecord("customers", "cus_1", {"name": "Bo"}, T0),
+        stored,
+        RawRecord("customers", "cus_3", {"name": "Cy"}, T0),
+        RawRecord("customers", "cus_4", {"name": "Di"}, T0 + timedelta(1)),
+    ]
+    changed = RawRecord("customers", "cus_4", {"name": "Dee"}, T0 + timedelta(2))
+    with warehouse.tenant("ws-a", actor="run:2") as db:
+        assert write_raw_records(db, "stripe", batch, fetched_at=T0) == 3
+        assert write_raw_records(db, "stripe", [*batch[:3], changed], fetched_at=T0) == 1
+        rows = db.execute(
+            sa.text("SELECT record_id, payload, run_id FROM raw_records ORDER BY record_id")
+        ).all()
+    assert [(r.record_id, r.payload["name"], r.run_id) for r in rows] == [
+        ("cus_1", "Bo", "run:2"),
+        ("cus_2", "Ada", "run:1"),
+        ("cus_3", "Cy", "run:2"),
+        ("cus_4", "Dee", "run:2"),
+    ]
+
+
 def test_raw_json_text_lands_as_the_same_document(warehouse, workspace_a) -> None:
     # Adapters may land an object's JSON text as the provider sent it (no re-encoding).
     text = b'{"id": "in_1", "lines": {"data": [{"amount": 1000}], "has_more": false}, "x": 1.5}'
