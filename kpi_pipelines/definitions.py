@@ -37,7 +37,7 @@ class ProviderDefinitions:
 
 def provider_definitions(spec: ProviderSpec) -> ProviderDefinitions:
     asset = build_provider_asset(spec)
-    downstream = tuple(factory(spec) for factory in spec.assets)
+    downstream = tuple(own.build(spec) for own in spec.assets)
     job = dg.define_asset_job(
         spec.job_name,
         selection=dg.AssetSelection.assets(asset, *downstream),

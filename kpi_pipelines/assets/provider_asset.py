@@ -25,6 +25,7 @@ from kpi_pipelines.assets.workspace_sync import MAX_LOGGED_ERRORS, WorkspaceOutc
 from kpi_pipelines.automation.cadence import evaluate_freshness, freshness_check_spec
 from kpi_pipelines.automation.partitions import provider_partitions
 from kpi_pipelines.integrations.shared.base_adapter import IntegrationAdapter
+from kpi_pipelines.integrations.shared.own_assets import materialize_each
 from kpi_pipelines.integrations.shared.spec import ProviderSpec
 from kpi_pipelines.warehouse.database import Warehouse
 
@@ -137,7 +138,9 @@ def _provider_asset(spec: ProviderSpec) -> dg.AssetsDefinition:
         synced = [o for o in outcomes if o.result is not None]
         failed = [o for o in outcomes if o.failure is not None]
         if spec.assets:
-            yield from _materializations(context, key, synced, as_output)
+            yield from _materializations(
+                context, spec, adapter, warehouse, synced, as_output=as_output, several=several
+            )
         if synced or not failed:
             yield from _check_results(warehouse, provider, context.run.run_id, synced)
         if spec.cadence:  # after the syncs, failed ones too: what the UI shows is current
@@ -166,13 +169,18 @@ def _provider_asset(spec: ProviderSpec) -> dg.AssetsDefinition:
 
 def _materializations(
     context: dg.AssetExecutionContext,
-    key: dg.AssetKey,
+    spec: ProviderSpec,
+    adapter: IntegrationAdapter,
+    warehouse: Warehouse,
     synced: list[WorkspaceOutcome],
+    *,
     as_output: bool,
+    several: bool,
 ) -> Iterator[dg.AssetMaterialization | dg.Output]:
     """A provider with downstream assets: one output (each workspace's metadata scoped to
-    its partition) when every workspace synced, so that they run; else one materialization
-    per synced workspace (and Dagster skips them)."""
+    its partition) when every workspace synced, so that their steps run; else one
+    materialization per synced workspace, and their own assets' materializations of those
+    workspaces here (Dagster skips the assets' steps without the output)."""
     if as_output:
         for outcome in synced:
             context.add_asset_metadata(outcome.metadata, partition_key=outcome.workspace_id)
@@ -180,8 +188,16 @@ def _materializations(
         return
     for outcome in synced:
         yield dg.AssetMaterialization(
-            asset_key=key, partition=outcome.workspace_id, metadata=outcome.metadata
+            asset_key=spec.asset_key, partition=outcome.workspace_id, metadata=outcome.metadata
         )
+    workspace_ids = [o.workspace_id for o in synced]
+    for own in spec.assets:
+        try:
+            yield from materialize_each(
+                own, spec, adapter, warehouse, workspace_ids, context, several=several
+            )
+        except dg.Failure as exc:  # the run fails anyway, for the workspace that did not sync
+            context.log.error(exc.description or f"{own.key} failed")
 
 
 def _as_result(evaluation: dg.AssetCheckEvaluation) -> dg.AssetCheckResult:

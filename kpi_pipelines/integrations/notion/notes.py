@@ -34,6 +34,7 @@ from kpi_pipelines.integrations.notion.metrics import NOTE_PAGES, OBJECTIVES, TE
 from kpi_pipelines.integrations.notion.types import Block
 from kpi_pipelines.integrations.shared.base_adapter import SyncContext
 from kpi_pipelines.integrations.shared.bounds import RecordGuard
+from kpi_pipelines.integrations.shared.own_assets import OwnAsset, materialize_each
 from kpi_pipelines.integrations.shared.paging import (
     Page,
     PageRequest,
@@ -41,7 +42,7 @@ from kpi_pipelines.integrations.shared.paging import (
     PagingError,
     items,
 )
-from kpi_pipelines.integrations.shared.redaction import RedactingLogger, redact
+from kpi_pipelines.integrations.shared.redaction import RedactingLogger
 from kpi_pipelines.integrations.shared.spec import ProviderSpec
 from kpi_pipelines.integrations.shared.validation import Rejections, describe_validation, named
 from kpi_pipelines.warehouse.control import UnknownWorkspace, get_connection, get_workspace
@@ -353,22 +354,15 @@ def _notes_asset(spec: ProviderSpec) -> dg.AssetsDefinition:
         pool=spec.pool,
     )
     def notion_notes(context: dg.AssetExecutionContext) -> Iterator[dg.AssetMaterialization]:
-        warehouse: Warehouse = context.resources.warehouse.get()
-        adapter = getattr(context.resources, provider)
-        failures: list[str] = []
-        several = len(context.partition_keys) > 1
-        for workspace_id in context.partition_keys:
-            try:
-                outcome = _notes_of(spec, adapter, warehouse, workspace_id, context, several)
-            except Exception as exc:  # one workspace's failure, named; the others go on
-                failures.append(f"{workspace_id}: {redact(f'{type(exc).__name__}: {exc}')}")
-                continue
-            if outcome is not None:
-                yield dg.AssetMaterialization(
-                    asset_key=NOTES_ASSET, partition=workspace_id, metadata=outcome.metadata()
-                )
-        if failures:
-            raise dg.Failure(description="notion notes failed for " + "; ".join(failures))
+        yield from materialize_each(
+            NOTES,
+            spec,
+            getattr(context.resources, provider),
+            context.resources.warehouse.get(),
+            context.partition_keys,
+            context,
+            several=len(context.partition_keys) > 1,
+        )
 
     return notion_notes
 
@@ -380,7 +374,9 @@ def _notes_of(
     workspace_id: str,
     context: dg.AssetExecutionContext,
     several: bool,
-) -> NotesOutcome | None:
+) -> dict[str, Any] | None:
+    """One workspace's notes: its materialization's metadata (None: no Notion connection,
+    in a run over several workspaces)."""
     try:
         with warehouse.control() as db:
             workspace = get_workspace(db, workspace_id)
@@ -400,6 +396,9 @@ def _notes_of(
     )
     adapter.connect(sync)
     try:
-        return sync_notes(adapter)
+        return sync_notes(adapter).metadata()
     finally:
         adapter.disconnect()
+
+
+NOTES = OwnAsset(key=NOTES_ASSET, build=notes_asset, materialize=_notes_of)

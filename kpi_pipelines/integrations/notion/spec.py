@@ -2,7 +2,7 @@
 
 from kpi_pipelines.integrations.notion.adapter import CURSOR_STREAM, PROVIDER, NotionAdapter
 from kpi_pipelines.integrations.notion.metrics import METRICS, NOTE_PAGES, OBJECTIVES
-from kpi_pipelines.integrations.notion.notes import notes_asset
+from kpi_pipelines.integrations.notion.notes import NOTES
 from kpi_pipelines.integrations.notion.types import NotionConnectionSettings, NotionPage
 from kpi_pipelines.integrations.shared.engines.objects import ObjectEngine, Stream
 from kpi_pipelines.integrations.shared.oauth import oauth_secrets
@@ -65,6 +65,6 @@ SPEC = ProviderSpec(
     # a level at each day's end: half the objectives gone overnight is lost data
     levels=("objectives_total",),
     engine=ObjectEngine(streams=STREAMS, cursor_stream=CURSOR_STREAM),
-    assets=(notes_asset,),
+    assets=(NOTES,),
     demo="kpi_pipelines.sandbox.notion.demo:prepare",
 )

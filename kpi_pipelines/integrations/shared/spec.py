@@ -27,6 +27,7 @@ import dagster as dg
 from kpi_pipelines.integrations.shared.bounds import ProviderLimits
 from kpi_pipelines.integrations.shared.connection_settings import ConnectionSettings
 from kpi_pipelines.integrations.shared.oauth_flow import OAuthFlow
+from kpi_pipelines.integrations.shared.own_assets import OwnAsset
 
 if TYPE_CHECKING:
     from kpi_pipelines.integrations.shared.base_adapter import IntegrationAdapter
@@ -106,9 +107,6 @@ class ProviderRunConfig(dg.Config):
 
 # A provider's own sensor (a webhook inbox, a drop folder), built for its job.
 SensorFactory = Callable[["ProviderSpec", "dg.UnresolvedAssetJobDefinition"], dg.SensorDefinition]
-# A provider's own asset downstream of its sync asset (Notion's notes), partitioned by
-# workspace like it: materialized by the provider's job, so by its schedule and the CLI too.
-AssetFactory = Callable[["ProviderSpec"], dg.AssetsDefinition]
 # How often such a sensor looks: a saved file or a received event starts its run within
 # seconds, and an idle tick is one cheap query.
 SENSOR_INTERVAL_SECONDS = 15
@@ -165,7 +163,8 @@ class ProviderSpec:
     tags: Mapping[str, str] = field(default_factory=dict)
     run_config: type[ProviderRunConfig] = ProviderRunConfig
     sensors: tuple[SensorFactory, ...] = ()
-    assets: tuple[AssetFactory, ...] = ()
+    # its own assets downstream of the sync asset (Notion's notes): own_assets.py
+    assets: tuple[OwnAsset, ...] = ()
     # "module:function" preparing a demo workspace (resolved by the demo layer only, so
     # production code never imports a simulator).
     demo: str | None = None

@@ -8,6 +8,7 @@ import json
 
 import dagster as dg
 
+from kpi_pipelines.automation.partitions import provider_partitions
 from kpi_pipelines.definitions import defs
 from kpi_pipelines.demo import materialize_workspaces
 from kpi_pipelines.integrations.notion.adapter import NotionAdapter
@@ -58,6 +59,18 @@ def test_kpi_pipelines_sync_lands_objectives_and_notes(private_home) -> None:
     assert "objectives_total" in shown and "objective_progress" in shown, shown
 
 
+def run_acme_and_globex(notion: NotionWorld) -> dg.ExecuteInProcessResult:
+    """One run over both workspaces, as a backfill or a scheduled tick groups them."""
+    [result] = materialize_workspaces(
+        notion.warehouse,
+        notion.instance,
+        "notion",
+        ["acme", "globex"],
+        adapter=NotionAdapter(backoff_base_seconds=0.01),
+    )
+    return result
+
+
 def test_a_run_over_two_workspaces_materializes_each_once_with_its_own_metadata(
     notion: NotionWorld,
 ) -> None:
@@ -67,13 +80,7 @@ def test_a_run_over_two_workspaces_materializes_each_once_with_its_own_metadata(
     globex = notion.board("Globex", objectives=5, notes_per_objective=0, seed=8)
     notion.connect("acme", acme)
     notion.connect("globex", globex)
-    [result] = materialize_workspaces(
-        notion.warehouse,
-        notion.instance,
-        "notion",
-        ["acme", "globex"],
-        adapter=NotionAdapter(backoff_base_seconds=0.01),
-    )
+    result = run_acme_and_globex(notion)
     assert result.success, failure_message(result)
     events = result.get_asset_materialization_events()
     by_asset: dict[str, dict[str, dict]] = {}
@@ -86,3 +93,34 @@ def test_a_run_over_two_workspaces_materializes_each_once_with_its_own_metadata(
     acme_meta, globex_meta = by_asset["notion_kpis"]["acme"], by_asset["notion_kpis"]["globex"]
     assert acme_meta and acme_meta != globex_meta
     assert len(notion.notes("acme")) == 3 * 2 and len(notion.notes("globex")) == 5
+
+
+def test_one_workspace_failing_in_a_grouped_run_leaves_the_others_notes_materialized(
+    notion: NotionWorld,
+) -> None:
+    """Dagster skips the notes' step when the sync's gives no output (one workspace of the
+    run failed): the sync's step then materializes the notes of those that synced, and only
+    the failed workspace's partitions end failed."""
+    acme = notion.board("Acme", objectives=3, notes_per_objective=1)
+    globex = notion.board("Globex", objectives=2, notes_per_objective=1, seed=8)
+    notion.connect("acme", acme)
+    notion.connect("globex", globex)
+    notion.monkeypatch.setenv(f"{secret_namespace('globex')}NOTION_TOKEN", "secret_revoked")
+    result = run_acme_and_globex(notion)
+    assert not result.success
+    assert failure_message(result).startswith("notion: 1 of 2 workspaces failed")
+    materialized = {
+        (e.asset_key.to_user_string(), e.partition)
+        for e in result.get_asset_materialization_events()
+    }
+    assert materialized == {("notion_kpis", "acme"), ("notion_notes", "acme")}
+    assert len(notion.notes("acme")) == 3 * 2 and not notion.notes("globex")
+    partitions = provider_partitions("notion")
+    for asset in ("notion_kpis", "notion_notes"):
+        status = notion.instance.get_status_by_partition(
+            dg.AssetKey(asset), ["acme", "globex"], partitions
+        )
+        assert {k: v.value for k, v in status.items()} == {
+            "acme": "MATERIALIZED",
+            "globex": "FAILED",
+        }, asset
