@@ -566,6 +566,13 @@ def cli_serving(
     try:
         entries = wait_for_locations(port, process, output=lambda: serving.output()[-4000:])
         assert entries == [{"name": "kpi_pipelines", "loadStatus": "LOADED"}], entries
+        # The daemon starts once the webserver answers, which can be just after the location
+        # loaded: every service is up when the command says Ctrl-C stops them.
+        deadline = time.monotonic() + 60
+        while "Ctrl-C stops" not in serving.output():
+            assert process.poll() is None, serving.output()[-4000:]
+            assert time.monotonic() < deadline, serving.output()[-4000:]
+            time.sleep(0.2)
         serving.children = psutil.Process(process.pid).children(recursive=True)
         yield serving
     finally:
