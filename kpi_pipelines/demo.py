@@ -23,8 +23,10 @@ from typing import Any, Protocol
 import dagster as dg
 
 from kpi_pipelines.automation.partitions import (
+    lacking,
     provider_partitions,
     register_partition,
+    workspace_partitions,
     workspace_range_tags,
 )
 from kpi_pipelines.integrations.shared.base_adapter import IntegrationAdapter
@@ -206,8 +208,9 @@ def materialize_workspaces(
         for workspace_id in workspace_ids:
             get_workspace(db, workspace_id)
     partitions = provider_partitions(spec.key)
-    for workspace_id in dict.fromkeys(workspace_ids):
-        register_partition(instance, workspace_id, spec.key)
+    for registered in (workspace_partitions, partitions):
+        if new := lacking(instance, registered, workspace_ids):
+            instance.add_dynamic_partitions(registered.name, new)
     definitions = provider_definitions(spec)
     asset = definitions.asset
     config = {

@@ -3,8 +3,9 @@
 The asset's partitions are the workspaces connected to the provider. A run of it covers
 one partition or a range of them (a backfill, or a selection launched from the UI, groups
 up to the spec's `workspaces_per_run` workspaces per run: a run costs about 7 CPU-seconds
-before any work, so one run per workspace does not reach thousands). Each workspace is synced on its own (`workspace_sync.py`): its own
-connection, transactions, health record, materialization with its metadata (the
+before any work, so one run per workspace does not reach thousands). Each workspace is
+synced on its own (`workspace_sync.py`): its own connection, transactions, health record,
+materialization with its metadata (the
 SyncResult, this sync's peak memory, records per second, the API requests it sent and
 those served from the in-sync cache), and its own failure. Workspaces that synced are
 materialized even when another failed; the run then fails naming each workspace that did

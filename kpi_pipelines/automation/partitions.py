@@ -77,6 +77,16 @@ def workspace_range_tags(
     return [range_tags(group) for group in workspace_groups(ordered, workspace_ids)]
 
 
+def lacking(
+    instance: dg.DagsterInstance,
+    partitions: dg.DynamicPartitionsDefinition,
+    workspace_ids: Iterable[str],
+) -> list[str]:
+    """Those of `workspace_ids` that have no partition in `partitions` (one read)."""
+    known = set(instance.get_dynamic_partitions(partitions.name))
+    return [w for w in dict.fromkeys(workspace_ids) if w not in known]
+
+
 def missing_partitions(
     instance: dg.DagsterInstance,
     partitions: dg.DynamicPartitionsDefinition,
@@ -84,8 +94,7 @@ def missing_partitions(
 ) -> list[dg.AddDynamicPartitionsRequest]:
     """The request (none, or one) that adds those of `workspace_ids` that `partitions`
     lacks, for a sensor's result: a sensor's runs can then target them in the same tick."""
-    known = set(instance.get_dynamic_partitions(partitions.name))
-    new = [w for w in dict.fromkeys(workspace_ids) if w not in known]
+    new = lacking(instance, partitions, workspace_ids)
     return [partitions.build_add_request(new)] if new else []
 
 

@@ -24,9 +24,9 @@ own is here:
 - An invoice's embedded line list stops after its first page: the rest is read before the
   invoice is validated and landed.
 - The SDK (sdk.py, imported when a sync first talks to Stripe) sends through httpx over
-  the kit's BoundedTransport, so a
-  Stripe body is read within the same limits as every other provider's (bounds.py), and
-  an event is checked by the record guard before anything of it is used.
+  the kit's BoundedTransport, so a Stripe body is read within the same limits as every
+  other provider's (bounds.py), and an event is checked by the record guard before
+  anything of it is used.
 
 - A Connect `account_id` is proved at every sync: `GET /v1/account` with the connection's
   own key must answer that account. The proof, kept on the connection by the control
