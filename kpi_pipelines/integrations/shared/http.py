@@ -12,6 +12,7 @@ import json as jsonlib
 import logging
 import math
 import random
+import threading
 import time
 from collections import OrderedDict
 from collections.abc import Callable, Mapping, Sequence
@@ -89,6 +90,16 @@ class HttpStats:
     # False for a client without the in-sync cache: its metadata then has no hit count
     # (a 0 would read as "nothing repeated", not "nothing cached").
     cached: bool = field(default=True, compare=False)
+    _lock: threading.Lock = field(
+        default_factory=threading.Lock, init=False, repr=False, compare=False
+    )
+
+    def add(self, *, requests: int = 0, retries: int = 0, waited: float = 0.0) -> None:
+        """Count what a request did, from any thread (a sync listing several lists at once)."""
+        with self._lock:
+            self.requests_sent += requests
+            self.retries += retries
+            self.seconds_waited += waited
 
     def as_metadata(self) -> dict[str, int | float]:
         """Flat, prefixed values for a Dagster materialization."""

@@ -6,7 +6,7 @@ A paginator sees only that `Page` and answers with the next `PageRequest`, or No
 the list is complete; it never sends anything itself, so one paginator serves every
 provider that pages the same way. `pages()` drives the two, and can fetch the next page
 on a worker thread while the caller handles this one (the next request is known as soon
-as a page arrives).
+as a page arrives). `concurrently()` pages several lists at once, each still in order.
 
 The family: `OnePage` (a list answered whole), `StartingAfter` (Stripe: the last object's id), `NextUrl` (a next link in the
 body, or in the Link header: `link_header_next`), `PageToken` (a token or cursor the body
@@ -22,6 +22,8 @@ offset, or serves the same objects under new tokens).
 
 from __future__ import annotations
 
+import queue
+import threading
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -32,6 +34,7 @@ import httpx
 import msgspec
 
 T = TypeVar("T")
+K = TypeVar("K")
 
 
 class PagingError(ValueError):
@@ -227,6 +230,59 @@ def items(
     """Every item of a list, page after page (see `pages`)."""
     for page in pages(paginator, fetch, prefetch=prefetch):
         yield from page.items
+
+
+def concurrently(
+    sources: Sequence[tuple[K, Callable[[], Iterator[T]]]], *, at_once: int
+) -> Iterator[tuple[K, T | None]]:
+    """The items of several sources (a list's pages, each source paging in order) as they
+    arrive, `at_once` sources running at a time on worker threads, in the order given.
+
+    Yields `(key, item)`, and `(key, None)` once a source is exhausted. What a latency-bound
+    list waits for (each next page needs the last one's cursor) overlaps with the others.
+    At most `at_once` items wait to be taken, so memory stays bounded however fast the
+    sources are. A source's error is raised here, to the caller, and stops the others: each
+    stops before its next request (one in flight finishes, bounded by its timeout).
+    """
+    if at_once < 1:
+        raise ValueError(f"at least one source at a time, not {at_once}")
+    arrived: queue.Queue[tuple[K, T | None, BaseException | None]] = queue.Queue(at_once)
+    stop = threading.Event()
+
+    def hand_over(entry: tuple[K, T | None, BaseException | None]) -> bool:
+        while not stop.is_set():
+            try:
+                arrived.put(entry, timeout=0.1)
+                return True
+            except queue.Full:
+                continue
+        return False
+
+    def drain(key: K, source: Callable[[], Iterator[T]]) -> None:
+        try:
+            for item in source():
+                if not hand_over((key, item, None)):
+                    return
+        except BaseException as exc:  # raised to the caller, in its thread
+            hand_over((key, None, exc))
+            return
+        hand_over((key, None, None))
+
+    with ThreadPoolExecutor(max_workers=at_once, thread_name_prefix="lists") as workers:
+        running = [workers.submit(drain, key, source) for key, source in sources]
+        try:
+            for _ in range(len(sources)):
+                while True:
+                    key, item, error = arrived.get()
+                    if error is not None:
+                        raise error
+                    yield key, item
+                    if item is None:
+                        break
+        finally:
+            stop.set()
+            for future in running:
+                future.cancel()
 
 
 class _Listing:

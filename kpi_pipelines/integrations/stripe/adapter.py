@@ -130,7 +130,7 @@ class StripeAdapter(ObjectAdapter):
     """Stripe via the official SDK; the connection names the env var of its secret key."""
 
     provider: ClassVar[str] = PROVIDER
-    # The SDK's requestor is safe to share with the prefetching thread.
+    # The SDK's requestor is safe to share between threads (prefetch, lists listed at once).
     prefetch_pages: ClassVar[bool] = True
 
     base_url: str | None = None  # default: KPI_STRIPE_BASE_URL, else api.stripe.com
@@ -431,7 +431,7 @@ class StripeAdapter(ObjectAdapter):
         def attempt() -> T:
             nonlocal attempts
             attempts += 1
-            self._stats.requests_sent += 1
+            self._stats.add(requests=1)
             body = self._attempt(path, params)
             try:
                 return msgspec.json.decode(body, type=into)
@@ -544,8 +544,7 @@ class StripeAdapter(ObjectAdapter):
         return log
 
     def _sleep(self, seconds: float) -> None:
-        self._stats.retries += 1
-        self._stats.seconds_waited += seconds
+        self._stats.add(retries=1, waited=seconds)
         time.sleep(seconds)
 
     def _client(self) -> stripe.StripeClient:

@@ -6,6 +6,7 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 import time
 from datetime import date, timedelta
 from typing import Any
@@ -15,12 +16,14 @@ import sqlalchemy as sa
 
 from kpi_pipelines.integrations.shared.base_adapter import (
     AdapterNotConnected,
+    BatchWriter,
     IntegrationAdapter,
     SyncContext,
 )
 from kpi_pipelines.models import KPIData, SyncResult, day_timestamp
 from kpi_pipelines.warehouse.control import Connection, get_workspace
 from kpi_pipelines.warehouse.database import Warehouse
+from kpi_pipelines.warehouse.writer import RawRecord, write_raw_records
 
 RECORDS = 1000
 BATCH = 100
@@ -160,3 +163,115 @@ def test_batches_follow_the_configured_size(warehouse, workspace_a, monkeypatch)
 def test_sync_before_connect_is_refused() -> None:
     with pytest.raises(AdapterNotConnected, match="call connect"):
         ProbeAdapter().sync()
+
+
+def _record(record_id: str, version: int) -> RawRecord:
+    return RawRecord("objects", record_id, {"id": record_id, "version": version})
+
+
+def _record_key(record: RawRecord) -> tuple[str, str]:
+    return record.stream, record.record_id
+
+
+class WatchedWrites:
+    """The real raw write path, noting when each batch's write starts and ends; the first
+    batch's write waits (bounded) until a second one has started."""
+
+    def __init__(self) -> None:
+        self.log: list[tuple[str, int]] = []
+        self.second_started = threading.Event()
+        self.overlapped = False
+        self._lock = threading.Lock()
+        self._batches = 0
+
+    def __call__(self, db: Any, batch: list[RawRecord], fetched_at: Any) -> int:
+        with self._lock:
+            self._batches += 1
+            number = self._batches
+            self.log.append(("start", number))
+        if number == 1:
+            self.overlapped = self.second_started.wait(timeout=10)
+        else:
+            self.second_started.set()
+        written = write_raw_records(db, "probe", batch, fetched_at=fetched_at)
+        with self._lock:
+            self.log.append(("end", number))
+        return written
+
+
+def _context(warehouse: Warehouse, workspace_id: str) -> SyncContext:
+    with warehouse.control() as db:
+        workspace = get_workspace(db, workspace_id)
+    return SyncContext(
+        warehouse=warehouse,
+        workspace=workspace,
+        connection=Connection(workspace_id=workspace_id, provider="probe"),
+        run_id="r-lanes",
+    )
+
+
+def landed_versions(warehouse: Warehouse, workspace_id: str) -> dict[str, int]:
+    with warehouse.tenant(workspace_id, actor="test") as db:
+        rows = db.execute(sa.text("SELECT record_id, payload->>'version' FROM raw_records"))
+        return {record_id: int(version) for record_id, version in rows}
+
+
+def test_background_batches_in_flight_at_once_never_share_a_key_and_keep_its_order(
+    warehouse, workspace_a
+) -> None:
+    writes = WatchedWrites()
+    writer = BatchWriter(
+        _context(warehouse, "ws-a"),
+        writes,
+        batch_size=2,
+        background=True,
+        in_flight=2,
+        key=_record_key,
+    )
+    with writer.open():
+        writer.add_all([_record("k1", 1), _record("k2", 1)])  # batch 1
+        writer.add_all([_record("k3", 1), _record("k4", 1)])  # batch 2: no key of batch 1
+        writer.add_all([_record("k1", 2), _record("k5", 1)])  # batch 3: k1 again
+    assert writes.overlapped, "batches without a shared key were not written at once"
+    log = writes.log
+    assert log.index(("start", 3)) > log.index(("end", 1)), log
+    assert landed_versions(warehouse, "ws-a") == {"k1": 2, "k2": 1, "k3": 1, "k4": 1, "k5": 1}
+    assert (
+        writer.stats.inserted == 6
+    )  # five new records, and k1 written again: counted by both threads
+
+
+def test_a_failed_background_write_is_raised_to_the_caller_and_the_rest_still_lands(
+    warehouse, workspace_a
+) -> None:
+    def refusing(db: Any, batch: list[RawRecord], fetched_at: Any) -> int:
+        if any(record.record_id == "bad" for record in batch):
+            raise RuntimeError("the database refused the batch holding 'bad'")
+        return write_raw_records(db, "probe", batch, fetched_at=fetched_at)
+
+    writer = BatchWriter(
+        _context(warehouse, "ws-a"),
+        refusing,
+        batch_size=2,
+        background=True,
+        in_flight=2,
+        key=_record_key,
+    )
+    with pytest.raises(RuntimeError, match="holding 'bad'"), writer.open():
+        writer.add_all([_record("bad", 1), _record("k1", 1)])
+        writer.add_all([_record("k2", 1), _record("k3", 1)])
+        for n in range(100):  # the failure surfaces at a later call, not after the sync
+            writer.add_all([_record(f"more{n}", 1)])
+    # batches are their own transactions: what was written before stays, the refused one not
+    landed = landed_versions(warehouse, "ws-a")
+    assert "bad" not in landed and "k1" not in landed
+    assert len(landed) < 102
+
+
+def test_batches_in_flight_at_once_need_a_background_writer_and_keys(
+    warehouse, workspace_a
+) -> None:
+    context = _context(warehouse, "ws-a")
+    for options in ({"background": False, "key": _record_key}, {"background": True}):
+        with pytest.raises(ValueError, match="in flight at once"):
+            BatchWriter(context, write_raw_records, batch_size=2, in_flight=2, **options)

@@ -18,6 +18,7 @@ from kpi_pipelines.integrations.shared.paging import (
     PageToken,
     PagingError,
     StartingAfter,
+    concurrently,
     items,
     link_header_next,
     pages,
@@ -168,3 +169,86 @@ def test_prefetch_asks_for_the_next_page_while_the_caller_handles_this_one() -> 
         read.extend(page.items)
     assert read == OBJECTS
     assert fetched_meanwhile[0] is True
+
+
+def _numbers(count: int | None, *, made: list[int] | None = None) -> Callable[[], Any]:
+    """A source of 0, 1, ... (endless with None), noting each item it makes."""
+
+    def source() -> Any:
+        n = 0
+        while count is None or n < count:
+            if made is not None:
+                made.append(n)
+            yield n
+            n += 1
+
+    return source
+
+
+def test_lists_read_at_once_give_every_item_in_each_lists_order_and_say_when_each_ends() -> None:
+    sources = [(name, _numbers(size)) for name, size in (("a", 50), ("b", 3), ("c", 0), ("d", 7))]
+    seen: dict[str, list[int]] = {name: [] for name, _ in sources}
+    ended: list[str] = []
+    for name, item in concurrently(sources, at_once=2):
+        assert name not in ended, f"{name} gave an item after it ended"
+        if item is None:
+            ended.append(name)
+        else:
+            seen[name].append(item)
+    assert seen == {"a": list(range(50)), "b": [0, 1, 2], "c": [], "d": list(range(7))}
+    assert sorted(ended) == ["a", "b", "c", "d"]
+
+
+def test_lists_read_at_once_really_overlap_up_to_the_limit_and_no_further() -> None:
+    both_running = threading.Barrier(2, timeout=10)
+    running = 0
+    most = 0
+    lock = threading.Lock()
+
+    def waiting_list() -> Any:
+        nonlocal running, most
+        with lock:
+            running += 1
+            most = max(most, running)
+        both_running.wait()  # raises BrokenBarrierError unless another list runs meanwhile
+        yield "page"
+        with lock:
+            running -= 1
+
+    read = list(concurrently([(n, waiting_list) for n in range(4)], at_once=2))
+    assert sorted(n for n, page in read if page == "page") == [0, 1, 2, 3]
+    assert most == 2
+
+
+def test_a_failing_list_fails_the_read_and_stops_the_others() -> None:
+    made: list[int] = []
+
+    def failing() -> Any:
+        yield "first page"
+        raise PagingError("served page 2 the same as page 1")
+
+    read = concurrently([("endless", _numbers(None, made=made)), ("bad", failing)], at_once=2)
+    with pytest.raises(PagingError, match="same as page 1"):
+        for _ in read:
+            pass
+    made_at_failure = len(made)
+    threading.Event().wait(0.3)
+    assert len(made) == made_at_failure, "a list kept reading after the read failed"
+
+
+def test_a_caller_that_stops_early_stops_every_list_and_what_waits_stays_bounded() -> None:
+    made: dict[str, list[int]] = {"a": [], "b": []}
+    read = concurrently([(name, _numbers(None, made=made[name])) for name in made], at_once=2)
+    taken = [next(read) for _ in range(5)]
+    assert len(taken) == 5
+    # what waits to be taken: at most `at_once` items queued and one in each list's hand
+    threading.Event().wait(0.3)
+    assert len(made["a"]) + len(made["b"]) <= 5 + 2 + 2
+    workers_before = {t for t in threading.enumerate() if t.name.startswith("lists")}
+    read.close()
+    assert not any(t.is_alive() for t in workers_before), "a list's thread outlived the read"
+
+
+def test_lists_read_at_once_need_a_positive_limit() -> None:
+    with pytest.raises(ValueError, match="at least one"):
+        list(concurrently([("a", _numbers(1))], at_once=0))

@@ -30,10 +30,11 @@ id that holds a secret is neither shown nor kept.
 
 from __future__ import annotations
 
+import contextlib
 import time
 from abc import abstractmethod
 from collections import defaultdict
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, ClassVar
@@ -43,7 +44,7 @@ import sqlalchemy as sa
 from pydantic import BaseModel, ValidationError
 from sqlalchemy.engine import Connection as DbConnection
 
-from kpi_pipelines.integrations.shared.base_adapter import IntegrationAdapter
+from kpi_pipelines.integrations.shared.base_adapter import BatchWriter, IntegrationAdapter
 from kpi_pipelines.integrations.shared.bounds import ProviderLimits, RecordGuard
 from kpi_pipelines.integrations.shared.engines import Engine
 from kpi_pipelines.integrations.shared.errors import ProviderUnavailable
@@ -52,7 +53,8 @@ from kpi_pipelines.integrations.shared.paging import (
     PageRequest,
     Paginator,
     PagingError,
-    items,
+    concurrently,
+    pages,
 )
 from kpi_pipelines.integrations.shared.redaction import default_redactor
 from kpi_pipelines.integrations.shared.validation import Rejections, describe_validation, named
@@ -158,7 +160,8 @@ class Ledger:
 class ObjectAdapter(IntegrationAdapter):
     """The object engine's hooks."""
 
-    # Fetch a list's next page while this one is handled (the client must be thread-safe).
+    # Fetch a list's next page while this one is handled, and list several streams at once
+    # (the engine's `concurrent_lists`): fetch_page must be safe to call from several threads.
     prefetch_pages: ClassVar[bool] = False
 
     @abstractmethod
@@ -216,6 +219,10 @@ class ObjectEngine(Engine):
     created_field: str = "created"
     max_named_errors: int = 200  # rejections named in SyncResult.errors
     max_retried_rejections: int = 200  # rejected ids per stream the cursor keeps
+    # Streams listed at once by a full read or a reconcile, each still paged in order: a
+    # list's next page waits for the last one's cursor, so one list at a time spends most
+    # of a sync waiting on the provider. Needs an adapter with `prefetch_pages`.
+    concurrent_lists: int = 1
 
     kind = "object"
 
@@ -291,27 +298,38 @@ class ObjectEngine(Engine):
             # One writer across the streams: its batches keep flowing at stream boundaries.
             writer = adapter.record_writer(background=True)
             with writer.open():
-                for stream in self.streams:
-                    writer.add_all(self._list(adapter, stream, ledger))
+                for stream, page in self._every_list(adapter):
+                    if page is not None:
+                        writer.add_all(self._records(adapter, stream, page.items, ledger))
                 writer.add_all(self._fetched_again(adapter, start.objects, ledger))
             return start.cursor, {}
         compared: dict[str, dict[str, int]] = {}
-        for stream in self.streams:
-            # A writer per stream, to count what differed in each.
-            writer = adapter.record_writer(background=True)
-            with writer.open():
-                writer.add_all(self._list(adapter, stream, ledger))
+        # A writer per stream, to count what differed in each; closed when its list ends.
+        writers: dict[str, tuple[BatchWriter[RawRecord], contextlib.ExitStack]] = {}
+        with contextlib.ExitStack() as still_open:
+            for stream, page in self._every_list(adapter):
+                if stream.name not in writers:
+                    writer = adapter.record_writer(background=True)
+                    closing = still_open.enter_context(contextlib.ExitStack())
+                    closing.enter_context(writer.open())
+                    writers[stream.name] = writer, closing
+                writer, closing = writers[stream.name]
+                if page is not None:
+                    writer.add_all(self._records(adapter, stream, page.items, ledger))
+                    continue
                 writer.add_all(
                     self._fetched_again(
                         adapter, {stream.name: start.objects.get(stream.name, {})}, ledger
                     )
                 )
-            compared[stream.name] = {
-                "listed": ledger.per_stream[stream.name],
-                # missing, or landed with a payload that differs from the provider's
-                "healed": writer.stats.written,
-                "no_longer_listed": self._no_longer_listed(adapter, stream, ledger),
-            }
+                closing.close()  # its last batch written
+                compared[stream.name] = {
+                    "listed": ledger.per_stream[stream.name],
+                    # missing, or landed with a payload that differs from the provider's
+                    "healed": writer.stats.written,
+                    "no_longer_listed": self._no_longer_listed(adapter, stream, ledger),
+                }
+        compared = {stream.name: compared[stream.name] for stream in self.streams}
         healed = {name: c["healed"] for name, c in compared.items() if c["healed"]}
         gone = {name: c["no_longer_listed"] for name, c in compared.items()}
         adapter.context.log.info(
@@ -413,18 +431,53 @@ class ObjectEngine(Engine):
         ledger: Ledger,
         filters: Mapping[str, Any] | None = None,
     ) -> Iterator[RawRecord]:
+        pages_read = self._pages(adapter, stream, filters, prefetch=adapter.prefetch_pages)
+        for page in pages_read:
+            yield from self._records(adapter, stream, page.items, ledger)
+
+    def _every_list(self, adapter: ObjectAdapter) -> Iterator[tuple[Stream, Page[bytes] | None]]:
+        """Every stream's pages, `concurrent_lists` streams at a time (in the streams' order
+        otherwise), and `(stream, None)` once a stream's list is complete."""
+        if self.concurrent_lists < 2 or not adapter.prefetch_pages:
+            for stream in self.streams:
+                for page in self._pages(adapter, stream, None, prefetch=adapter.prefetch_pages):
+                    yield stream, page
+                yield stream, None
+            return
+
+        def listing(stream: Stream) -> Callable[[], Iterator[Page[bytes]]]:
+            # each list's worker thread is its prefetch: no second thread per list
+            return lambda: self._pages(adapter, stream, None, prefetch=False)
+
+        yield from concurrently(
+            [(stream, listing(stream)) for stream in self.streams], at_once=self.concurrent_lists
+        )
+
+    def _pages(
+        self,
+        adapter: ObjectAdapter,
+        stream: Stream,
+        filters: Mapping[str, Any] | None,
+        *,
+        prefetch: bool,
+    ) -> Iterator[Page[bytes]]:
         wanted = filters or {}
 
         def fetch(request: PageRequest) -> Page[bytes]:
             return adapter.fetch_page(stream, wanted, request)
 
         try:
-            for obj in items(adapter.paginator(stream), fetch, prefetch=adapter.prefetch_pages):
-                record = self._validated(adapter, stream, obj, ledger)
-                if record is not None:
-                    yield record
+            yield from pages(adapter.paginator(stream), fetch, prefetch=prefetch)
         except PagingError as exc:
             raise ProviderUnavailable(adapter.provider, f"{stream.path} {exc}") from None
+
+    def _records(
+        self, adapter: ObjectAdapter, stream: Stream, objects: Iterable[bytes], ledger: Ledger
+    ) -> Iterator[RawRecord]:
+        for obj in objects:
+            record = self._validated(adapter, stream, obj, ledger)
+            if record is not None:
+                yield record
 
     def _validated(
         self,
