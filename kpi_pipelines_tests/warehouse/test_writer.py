@@ -307,3 +307,49 @@ def test_raw_json_text_lands_as_the_same_document(warehouse, workspace_a) -> Non
         assert again == 0  # the same document: nothing to update
         payload = db.execute(sa.text("SELECT payload FROM raw_records")).scalar()
     assert payload == as_dict
+
+
+def _toast_chunks(warehouse: Warehouse) -> int:
+    """Rows of raw_records' TOAST relation: the out-of-line parts of large payloads."""
+    with warehouse.engine(None).connect() as admin:
+        toast = admin.execute(
+            sa.text(
+                "SELECT reltoastrelid::regclass::text FROM pg_class WHERE oid = 'kpi.raw_records'::regclass"
+            )
+        ).scalar_one()
+        return int(admin.execute(sa.text(f"SELECT count(*) FROM {toast}")).scalar_one())
+
+
+def test_a_payload_up_to_a_page_stays_in_its_row_and_a_larger_one_goes_out_of_line(
+    warehouse, workspace_a
+) -> None:
+    """Migration 0012: no TOAST chunks for a 5 KB invoice (2 KB was the limit before), some
+    for one over a page; both read back whole, and the staging table has the same target."""
+    landed_at = datetime(2026, 12, 1, tzinfo=UTC)
+
+    def invoice(lines: int) -> dict:
+        return {
+            "id": f"in_{lines}",
+            "lines": [{"id": f"il_{n}", "amount": n} for n in range(lines)],
+        }
+
+    chunks = _toast_chunks(warehouse)
+    with warehouse.tenant("ws-a", actor="test") as db:
+        write_raw_records(
+            db, "stripe", [RawRecord("invoices", "in_a", invoice(150))], fetched_at=landed_at
+        )
+        size = db.execute(sa.text("SELECT pg_column_size(payload) FROM raw_records")).scalar_one()
+        db.execute(sa.text("SELECT kpi.open_raw_stage()"))
+        stage_options = db.execute(
+            sa.text("SELECT reloptions FROM pg_class WHERE oid = 'pg_temp.raw_stage'::regclass")
+        ).scalar_one()
+    assert 4_000 < size < 8_000
+    assert _toast_chunks(warehouse) == chunks
+    assert "toast_tuple_target=8160" in stage_options
+    with warehouse.tenant("ws-a", actor="test") as db:
+        write_raw_records(
+            db, "stripe", [RawRecord("invoices", "in_b", invoice(600))], fetched_at=landed_at
+        )
+        stored = dict(db.execute(sa.text("SELECT record_id, payload FROM raw_records")).all())
+    assert _toast_chunks(warehouse) > chunks
+    assert stored == {"in_a": invoice(150), "in_b": invoice(600)}

@@ -974,6 +974,9 @@ def compute_stripe_metrics(db: Connection, scope: MetricsScope) -> Iterator[Metr
         # A cache of a function over each record's own JSON (jsonb_array_elements of its
         # lines) never hits, and hashes every document to find that out.
         cursor.execute("SET LOCAL enable_memoize = off")
+        # The ANALYZE of each temporary table below is for its size and its keys' spread; a
+        # sample of 3,000 rows tells both, where the default 30,000 took a tenth of the run.
+        cursor.execute("SET LOCAL default_statistics_target = 10")
         for block in (
             _SNAPSHOT,
             _PRICES,
