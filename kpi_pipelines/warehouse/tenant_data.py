@@ -135,3 +135,9 @@ def save_cursor(db: Connection, source: str, stream: str, cursor: dict[str, Any]
         ),
         {"source": source, "stream": stream, "cursor": cursor},
     )
+
+
+def analyze_raw_records(db: Connection) -> None:
+    """Refresh raw_records' statistics (migration 0012), after a landing large enough that
+    the metrics over it would be planned from what the table held before."""
+    db.execute(sa.text("SELECT kpi.analyze_raw_records()"))

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+import time
 from collections import defaultdict
 from datetime import timedelta
 from itertools import pairwise
@@ -10,7 +11,8 @@ from itertools import pairwise
 import pytest
 import sqlalchemy as sa
 
-from kpi_pipelines.warehouse.tenant_data import read_points
+from kpi_pipelines.integrations.shared.engines import objects
+from kpi_pipelines.warehouse.tenant_data import analyze_raw_records, read_points
 from kpi_pipelines_tests.conftest import table_snapshot
 from kpi_pipelines_tests.integrations.stripe.scripted_world import MOVEMENTS
 from kpi_pipelines_tests.integrations.stripe.world import (
@@ -342,3 +344,38 @@ def test_workspace_isolation(stripe_world) -> None:
     assert read_points(world.warehouse, "b") == []
     with world.warehouse.tenant("b", actor="t") as db:
         assert db.execute(sa.text("SELECT count(*) FROM raw_records")).scalar() == 0
+
+
+def _raw_records_analyses(world) -> int:
+    """ANALYZEs of raw_records asked for by a session (autovacuum's are counted apart)."""
+    with world.warehouse.engine(None).connect() as admin:
+        return int(
+            admin.execute(
+                sa.text(
+                    "SELECT analyze_count FROM pg_stat_user_tables"
+                    " WHERE relid = 'kpi.raw_records'::regclass"
+                )
+            ).scalar_one()
+        )
+
+
+def test_a_large_landing_refreshes_the_raw_tables_statistics_before_its_metrics(
+    stripe_world, monkeypatch
+) -> None:
+    """Migration 0012: past the engine's threshold (lowered here to this small account's
+    size) the sync ANALYZEs raw_records, through the owner's function, before the metrics;
+    an unproved transaction may not."""
+    world = stripe_world
+    world.workspace("acme")
+    world.import_rates("USD")
+    monkeypatch.setattr(objects, "ANALYZE_AFTER_RECORDS", 100)
+    before = _raw_records_analyses(world)
+    result = world.sync("acme")
+    assert result.success, failure_message(result)
+    assert metadata(result)["records_processed"] > 100
+    deadline = time.monotonic() + 15  # a backend reports its statistics within a second or so
+    while _raw_records_analyses(world) == before and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert _raw_records_analyses(world) == before + 1
+    with pytest.raises(sa.exc.DBAPIError), world.warehouse.unscoped_tenant() as db:
+        analyze_raw_records(db)

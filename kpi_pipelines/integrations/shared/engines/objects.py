@@ -59,10 +59,13 @@ from kpi_pipelines.integrations.shared.paging import (
 from kpi_pipelines.integrations.shared.redaction import default_redactor
 from kpi_pipelines.integrations.shared.validation import Rejections, describe_validation, named
 from kpi_pipelines.models import SyncResult
-from kpi_pipelines.warehouse.tenant_data import load_cursor, save_cursor
+from kpi_pipelines.warehouse.tenant_data import analyze_raw_records, load_cursor, save_cursor
 from kpi_pipelines.warehouse.writer import RawRecord, WriteStats
 
 FULL, INCREMENTAL, RECONCILE = "full", "incremental", "reconcile"
+# Records a landing writes at least for its table's statistics to be refreshed before the
+# metrics read them (migration 0012); below it autovacuum's own schedule is soon enough.
+ANALYZE_AFTER_RECORDS = 10_000
 
 
 @dataclass(frozen=True)
@@ -126,6 +129,7 @@ class Ledger:
         # What may be validated and landed at all (bounds.py), checked before validation.
         self.guard = guard or RecordGuard(ProviderLimits().record())
         self.records = 0
+        self.landed = 0  # written (new or changed) by this sync's record writers
         self.bound: int | None = None
         self.rejections = Rejections(limit)
         self.per_stream: dict[str, int] = defaultdict(int)
@@ -264,6 +268,9 @@ class ObjectEngine(Engine):
             kept, details = self._relist(adapter, cursor, ledger, reconcile=mode == RECONCILE)
         landing_seconds = time.perf_counter() - landing_started
         metrics_started = time.perf_counter()
+        if ledger.landed >= ANALYZE_AFTER_RECORDS:  # the metrics' time: it is for them
+            with context.warehouse.tenant(context.workspace.id, actor=context.actor) as db:
+                analyze_raw_records(db)
         points = self._write_metrics(adapter)
         metrics_seconds = time.perf_counter() - metrics_started
         with context.warehouse.tenant(context.workspace.id, actor=context.actor) as db:
@@ -302,6 +309,7 @@ class ObjectEngine(Engine):
                     if page is not None:
                         writer.add_all(self._records(adapter, stream, page.items, ledger))
                 writer.add_all(self._fetched_again(adapter, start.objects, ledger))
+            ledger.landed += writer.stats.written
             return start.cursor, {}
         compared: dict[str, dict[str, int]] = {}
         # A writer per stream, to count what differed in each; closed when its list ends.
@@ -323,6 +331,7 @@ class ObjectEngine(Engine):
                     )
                 )
                 closing.close()  # its last batch written
+                ledger.landed += writer.stats.written
                 compared[stream.name] = {
                     "listed": ledger.per_stream[stream.name],
                     # missing, or landed with a payload that differs from the provider's
@@ -403,6 +412,7 @@ class ObjectEngine(Engine):
             writer.add_all(self._fetched_again(adapter, changes.objects, ledger))
             for stream_name, filters in changes.relist.items():
                 writer.add_all(self._list(adapter, self.stream(stream_name), ledger, filters))
+        ledger.landed += writer.stats.written
         return changes.cursor
 
     def _fetched_again(
