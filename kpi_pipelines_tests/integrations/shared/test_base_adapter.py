@@ -216,18 +216,23 @@ def landed_versions(warehouse: Warehouse, workspace_id: str) -> dict[str, int]:
         return {record_id: int(version) for record_id, version in rows}
 
 
-def test_background_batches_in_flight_at_once_never_share_a_key_and_keep_its_order(
-    warehouse, workspace_a
-) -> None:
-    writes = WatchedWrites()
-    writer = BatchWriter(
+def _two_in_flight(warehouse: Warehouse, write: Any) -> BatchWriter[RawRecord]:
+    """A background writer of 2-record batches, two of them in flight at once, into ws-a."""
+    return BatchWriter(
         _context(warehouse, "ws-a"),
-        writes,
+        write,
         batch_size=2,
         background=True,
         in_flight=2,
         key=_record_key,
     )
+
+
+def test_background_batches_in_flight_at_once_never_share_a_key_and_keep_its_order(
+    warehouse, workspace_a
+) -> None:
+    writes = WatchedWrites()
+    writer = _two_in_flight(warehouse, writes)
     with writer.open():
         writer.add_all([_record("k1", 1), _record("k2", 1)])  # batch 1
         writer.add_all([_record("k3", 1), _record("k4", 1)])  # batch 2: no key of batch 1
@@ -236,9 +241,8 @@ def test_background_batches_in_flight_at_once_never_share_a_key_and_keep_its_ord
     log = writes.log
     assert log.index(("start", 3)) > log.index(("end", 1)), log
     assert landed_versions(warehouse, "ws-a") == {"k1": 2, "k2": 1, "k3": 1, "k4": 1, "k5": 1}
-    assert (
-        writer.stats.inserted == 6
-    )  # five new records, and k1 written again: counted by both threads
+    # five new records, and k1 written again: counted from both threads
+    assert writer.stats.inserted == 6
 
 
 def test_a_failed_background_write_is_raised_to_the_caller_and_the_rest_still_lands(
@@ -249,14 +253,7 @@ def test_a_failed_background_write_is_raised_to_the_caller_and_the_rest_still_la
             raise RuntimeError("the database refused the batch holding 'bad'")
         return write_raw_records(db, "probe", batch, fetched_at=fetched_at)
 
-    writer = BatchWriter(
-        _context(warehouse, "ws-a"),
-        refusing,
-        batch_size=2,
-        background=True,
-        in_flight=2,
-        key=_record_key,
-    )
+    writer = _two_in_flight(warehouse, refusing)
     with pytest.raises(RuntimeError, match="holding 'bad'"), writer.open():
         writer.add_all([_record("bad", 1), _record("k1", 1)])
         writer.add_all([_record("k2", 1), _record("k3", 1)])
