@@ -3,10 +3,11 @@
 For Stripe now; Notion, HubSpot and Salesforce next: providers whose API lists objects
 (customers, pages, deals) rather than reporting numbers. Each object of each stream is
 validated by the stream's pydantic model and landed as the provider sent it in
-raw_records (batches written on a worker thread while the next pages are read), so KPIs
-can be recomputed without calling the API again. Then the provider's metrics query runs
-over the landed records in one tenant transaction (`metrics(db)`), and `transform(row)`
-turns each row of it into points.
+raw_records (batches written on worker threads, two at a time, while the next pages are
+read; `concurrent_lists` streams listed at once), so KPIs can be recomputed without calling
+the API again. Then the provider's metrics query runs over the landed records in one tenant
+transaction (`metrics(db)`), after a large landing with the table's statistics refreshed,
+and `transform(row)` turns each row of it into points.
 
 Three ways to sync; the cursor (one sync_state stream, `cursor_stream`) says which ran:
 - full: no cursor, or one the provider can no longer continue from (`needs_full_read`):
@@ -441,8 +442,7 @@ class ObjectEngine(Engine):
         ledger: Ledger,
         filters: Mapping[str, Any] | None = None,
     ) -> Iterator[RawRecord]:
-        pages_read = self._pages(adapter, stream, filters, prefetch=adapter.prefetch_pages)
-        for page in pages_read:
+        for page in self._pages(adapter, stream, filters, prefetch=adapter.prefetch_pages):
             yield from self._records(adapter, stream, page.items, ledger)
 
     def _every_list(self, adapter: ObjectAdapter) -> Iterator[tuple[Stream, Page[bytes] | None]]:
