@@ -273,7 +273,7 @@ class BatchWriter(Generic[T]):
                 future.result()
 
     def _count(self, outcome: int | WriteStats) -> None:
-        with self._counting:  # lanes count from their own threads
+        with self._counting:  # batches in flight count from their own threads
             if isinstance(outcome, WriteStats):
                 self.stats += outcome
             else:
