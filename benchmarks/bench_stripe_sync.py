@@ -11,7 +11,12 @@ For each size (default 100k and 1M objects) a fresh child process:
    JSON texts, each validated with pydantic, raw landing through the one write path, then
    every metric in SQL) on a fresh embedded PostgreSQL, reporting the time until the raw
    records are committed and, separately, the metrics time;
-4. reports records per second, peak RSS of the pipeline process, and the ratios.
+4. reports records per second, peak RSS of the pipeline process, and the ratios;
+5. reports the CPU-seconds of the sandbox, of this process and of PostgreSQL during
+   the baseline, the landing and the metrics, and how busy that kept the machine's CPUs
+   (`*_machine_busy`: all their CPU-seconds over CPUs x wall time; near 1.0 the phase was
+   bound by the machine, not by waiting, and the sandbox's share is CPU the pipeline did
+   not get).
 
 Targets (issue 21, after issue 3's): sync <= 1.1x the baseline; metrics <= 0.4x the sync at
 100k and at 1M (linear in the account's size); peak memory at 1M <= 1.2x peak memory at
@@ -24,6 +29,7 @@ Targets (issue 21, after issue 3's): sync <= 1.1x the baseline; metrics <= 0.4x 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import resource
@@ -32,8 +38,10 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 import psutil
 
@@ -107,7 +115,81 @@ def baseline(base_url: str) -> dict[str, float]:
     }
 
 
-def pipeline(base_url: str) -> dict[str, float]:
+class CpuMeter:
+    """CPU-seconds of the sandbox, this process (the client: the baseline loop, then the
+    pipeline) and the embedded PostgreSQL, read at marks."""
+
+    def __init__(self, sandbox: psutil.Process) -> None:
+        self.sandbox = sandbox
+        self.client = psutil.Process()  # the baseline loop, then the pipeline
+        self.marks: dict[str, tuple[float, dict[str, float]]] = {}
+
+    def read(self) -> dict[str, float]:
+        return {
+            "sandbox": _cpu_seconds(self.sandbox),
+            "client": _cpu_seconds(self.client),
+            "postgres": _postgres_cpu_seconds(),
+        }
+
+    def mark(self, name: str) -> None:
+        self.marks[name] = (time.perf_counter(), self.read())
+
+    def between(self, first: str, last: str) -> dict[str, float]:
+        (began, before), (ended, after) = self.marks[first], self.marks[last]
+        used = {group: round(after[group] - before[group], 1) for group in before}
+        busy = sum(used.values()) / ((os.cpu_count() or 1) * (ended - began))
+        return {**used, "machine_busy": round(busy, 2)}
+
+
+def _postgres_cpu_seconds() -> float:
+    """The embedded server's CPU: the postmaster, the backends it has reaped (its children's
+    times) and those still running; 0 on a server this process did not start."""
+    from kpi_pipelines.warehouse.embedded import embedded_server
+
+    if os.environ.get("KPI_DATABASE_URL"):
+        return 0.0
+    pid_file = embedded_server().data_dir / "postmaster.pid"
+    try:
+        postmaster = psutil.Process(int(pid_file.read_text().split()[0]))
+        times = postmaster.cpu_times()
+        total = times.user + times.system + times.children_user + times.children_system
+        for backend in postmaster.children():
+            with contextlib.suppress(psutil.Error):
+                total += _cpu_seconds(backend)
+        return total
+    except (OSError, ValueError, psutil.Error):
+        return 0.0
+
+
+@contextlib.contextmanager
+def phases_marked(meter: CpuMeter) -> Iterator[None]:
+    """Marks the landing (the full read) and the metrics of the object engine's sync by
+    wrapping two of its methods for the run (the engine itself is untouched)."""
+    from kpi_pipelines.integrations.shared.engines.objects import ObjectEngine
+
+    relist, sync = ObjectEngine._relist, ObjectEngine.sync
+
+    def marked_relist(self: ObjectEngine, *args: Any, **kwargs: Any) -> Any:
+        meter.mark("landing")
+        try:
+            return relist(self, *args, **kwargs)
+        finally:
+            meter.mark("metrics")
+
+    def marked_sync(self: ObjectEngine, *args: Any, **kwargs: Any) -> Any:
+        try:
+            return sync(self, *args, **kwargs)
+        finally:
+            meter.mark("end")
+
+    ObjectEngine._relist, ObjectEngine.sync = marked_relist, marked_sync  # type: ignore[method-assign]
+    try:
+        yield
+    finally:
+        ObjectEngine._relist, ObjectEngine.sync = relist, sync  # type: ignore[method-assign]
+
+
+def pipeline(base_url: str, meter: CpuMeter) -> dict[str, float]:
     import dagster as dg
 
     from kpi_pipelines.automation.partitions import register_partition
@@ -132,16 +214,17 @@ def pipeline(base_url: str) -> dict[str, float]:
     with dg.instance_for_test() as instance:
         register_partition(instance, "bench", "stripe")
         started = time.perf_counter()
-        result = dg.materialize(
-            [PROVIDERS["stripe"].asset],
-            instance=instance,
-            partition_key="bench",
-            resources={
-                "warehouse": WarehouseResource(),
-                "stripe": StripeAdapter(base_url=base_url),
-            },
-            run_config={"loggers": {"console": {"config": {"log_level": "WARNING"}}}},
-        )
+        with phases_marked(meter):
+            result = dg.materialize(
+                [PROVIDERS["stripe"].asset],
+                instance=instance,
+                partition_key="bench",
+                resources={
+                    "warehouse": WarehouseResource(),
+                    "stripe": StripeAdapter(base_url=base_url),
+                },
+                run_config={"loggers": {"console": {"config": {"log_level": "WARNING"}}}},
+            )
         total = time.perf_counter() - started
     [event] = result.get_asset_materialization_events()
     md = {k: v.value for k, v in event.materialization.metadata.items()}
@@ -186,10 +269,12 @@ def child(objects: int, seed: int) -> dict[str, float]:
     sandbox, base_url = start_sandbox(objects, seed)
     try:
         served_by = psutil.Process(sandbox.pid)
-        cpu_before = _cpu_seconds(served_by)
+        meter = CpuMeter(served_by)
+        meter.mark("baseline")
         base = baseline(base_url)
-        sandbox_cpu = _cpu_seconds(served_by) - cpu_before
-        run = pipeline(base_url)
+        meter.mark("baseline end")
+        sandbox_cpu = meter.between("baseline", "baseline end")["sandbox"]
+        run = pipeline(base_url, meter)
     finally:
         sandbox.terminate()
         sandbox.wait(timeout=60)
@@ -210,6 +295,15 @@ def child(objects: int, seed: int) -> dict[str, float]:
         "kpi_points": run["points"],
         "peak_rss_mb": round(run["peak_rss_mb"], 1),
     }
+    for phase, (first, last) in {
+        "baseline": ("baseline", "baseline end"),
+        "landing": ("landing", "metrics"),
+        "metrics": ("metrics", "end"),
+    }.items():
+        for group, value in meter.between(first, last).items():
+            figures[f"{phase}_{group}" if group == "machine_busy" else f"{phase}_cpu_{group}"] = (
+                value
+            )
     print(json.dumps(figures), flush=True)
     shutil.rmtree(home, ignore_errors=True)  # the embedded server stops when this process exits
     return figures
@@ -242,10 +336,10 @@ def main() -> None:
             check=True,
         )
         results.append(json.loads(out.stdout.strip().splitlines()[-1]))
-    columns = list(results[0])
-    print("  ".join(f"{c:>24}" for c in columns))
-    for row in results:
-        print("  ".join(f"{row[c]:>24}" for c in columns))
+    # a figure per line, a size per column
+    width = max(map(len, results[0]))
+    for figure in results[0]:
+        print(f"{figure:<{width}}" + "".join(f"{row[figure]:>14}" for row in results))
     if len(results) > 1:
         print(
             f"peak memory {results[-1]['objects']:,} vs {results[0]['objects']:,} objects:"
