@@ -47,6 +47,11 @@ T = TypeVar("T")
 # waits on the network or on the GIL, the database parses and inserts another (a Stripe full
 # read landed 1.3x faster with two on a 2-core machine: benchmarks/README.md).
 BACKGROUND_WRITES_IN_FLIGHT = 2
+# A raw batch is written once its payloads reach this many bytes of JSON, however few records
+# it holds: its staging table then stays within PostgreSQL's default temp_buffers (8 MB)
+# instead of being written to disk and read back (a 5,000-record Stripe batch is ~15 MB),
+# and a provider's large records cannot make a batch's memory grow with them.
+RAW_BATCH_BYTES = 4 * 1024 * 1024
 
 
 class AdapterNotConnected(RuntimeError):
@@ -152,11 +157,19 @@ class IntegrationAdapter(dg.ConfigurableResource, ABC):
             background=background,
             in_flight=BACKGROUND_WRITES_IN_FLIGHT if background else 1,
             key=_record_key,
+            max_batch_bytes=RAW_BATCH_BYTES,
+            size=_payload_bytes,
         )
 
 
 def _record_key(record: RawRecord) -> tuple[str, str]:
     return record.stream, record.record_id
+
+
+def _payload_bytes(record: RawRecord) -> int:
+    # JSON text as the provider sent it (the object engine's records); a decoded payload (a
+    # report's entity: names and ids) is not encoded twice to be weighed
+    return len(record.payload) if isinstance(record.payload, bytes) else 0
 
 
 @functools.cache
@@ -170,6 +183,8 @@ class BatchWriter(Generic[T]):
     By default every batch is its own transaction (a crash loses at most the batch in
     flight, and a rerun rewrites it without duplicates). `single_transaction=True` makes the
     whole sync one transaction, for user submissions that are all-or-nothing.
+    A batch holds at most `batch_size` items, and with `max_batch_bytes` it is written as soon
+    as its items' `size` adds up to that many bytes.
     `background=True` writes batches on worker threads while the caller fetches the next
     pages (the database does its part without the GIL), up to `in_flight` batches at once,
     each its own transaction. A batch that shares a `key` with one in flight waits for it:
@@ -188,7 +203,13 @@ class BatchWriter(Generic[T]):
         background: bool = False,
         in_flight: int = 1,
         key: Callable[[T], Hashable] | None = None,
+        max_batch_bytes: int | None = None,
+        size: Callable[[T], int] | None = None,
     ):
+        if (max_batch_bytes is None) != (size is None) or (
+            max_batch_bytes is not None and max_batch_bytes < 1
+        ):
+            raise ValueError("a byte bound on batches needs a positive bound and an item size")
         if single_transaction and background:
             raise ValueError("a single-transaction writer cannot write in the background")
         if in_flight < 1 or (in_flight > 1 and (not background or key is None)):
@@ -202,6 +223,9 @@ class BatchWriter(Generic[T]):
         self._key = key
         self._in_flight = in_flight
         self._buffer: list[T] = []
+        self._max_batch_bytes = max_batch_bytes
+        self._size = size
+        self._buffered_bytes = 0
         self._shared: DbConnection | None = None
         self._worker = ThreadPoolExecutor(max_workers=in_flight) if background else None
         # oldest first: each batch's write and, when several may be in flight, its keys
@@ -230,15 +254,21 @@ class BatchWriter(Generic[T]):
             self.flush()
 
     def add_all(self, items: Iterable[T]) -> None:
+        size, max_bytes = self._size, self._max_batch_bytes
         for item in items:
             self._buffer.append(item)
-            if len(self._buffer) >= self.batch_size:
+            if size is not None:
+                self._buffered_bytes += size(item)
+            if len(self._buffer) >= self.batch_size or (
+                max_bytes is not None and self._buffered_bytes >= max_bytes
+            ):
                 self.flush()
 
     def flush(self) -> None:
         if not self._buffer:
             return
         batch, self._buffer = self._buffer, []
+        self._buffered_bytes = 0
         if self._shared is not None:
             self._count(self._write(self._shared, batch, self.fetched_at))
         elif self._worker is not None:

@@ -14,6 +14,7 @@ from typing import Any
 import pytest
 import sqlalchemy as sa
 
+from kpi_pipelines.integrations.shared import base_adapter
 from kpi_pipelines.integrations.shared.base_adapter import (
     AdapterNotConnected,
     BatchWriter,
@@ -272,3 +273,38 @@ def test_batches_in_flight_at_once_need_a_background_writer_and_keys(
     for options in ({"background": False, "key": _record_key}, {"background": True}):
         with pytest.raises(ValueError, match="in flight at once"):
             BatchWriter(context, write_raw_records, batch_size=2, in_flight=2, **options)
+
+
+def _json_record(record_id: str, filler: int) -> RawRecord:
+    """A record as the object engine lands it: the provider's JSON text."""
+    return RawRecord("objects", record_id, f'{{"id":"{record_id}","x":"{"y" * filler}"}}'.encode())
+
+
+def test_raw_batches_are_written_once_their_payloads_reach_the_byte_bound(
+    warehouse, workspace_a, monkeypatch
+) -> None:
+    monkeypatch.setattr(base_adapter, "RAW_BATCH_BYTES", 250)
+    adapter = ProbeAdapter()
+    adapter.connect(_context(warehouse, "ws-a"))
+    records = [_json_record(f"r{n}", 82) for n in range(10)]
+    assert {len(record.payload) for record in records} == {100}
+    writer = adapter.record_writer()
+    assert writer.batch_size >= len(records)  # only the bytes split them
+    with writer.open():
+        writer.add_all(records)
+    adapter.disconnect()
+    assert writer.stats.inserted == len(records)
+    with warehouse.tenant("ws-a", actor="test") as db:
+        # each row's xmin is the transaction that wrote it: a batch is written once it
+        # holds 250 bytes or more, so 3 + 3 + 3 + the last one
+        sizes = db.execute(
+            sa.text("SELECT count(*) FROM raw_records GROUP BY xmin::text ORDER BY 1 DESC")
+        ).scalars()
+        assert list(sizes) == [3, 3, 3, 1]
+
+
+def test_a_byte_bound_needs_a_positive_bound_and_an_item_size(warehouse, workspace_a) -> None:
+    context = _context(warehouse, "ws-a")
+    for options in ({"max_batch_bytes": 100}, {"size": len}, {"max_batch_bytes": 0, "size": len}):
+        with pytest.raises(ValueError, match="byte bound"):
+            BatchWriter(context, write_raw_records, batch_size=2, **options)
